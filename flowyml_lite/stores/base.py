@@ -1,0 +1,206 @@
+"""The store contract: where schedules, runs (history) and nodes live.
+
+One store is shared by every process (and host) that schedules the same jobs. The scheduler
+never touches state except through these methods, and every method is one transaction.
+Instants are aware UTC datetimes at the API (microsecond precision; stores may keep integer
+microseconds). Implementations: ``memory``, ``sqlite`` (here), ``sqlalchemy`` (extra). The
+contract test suite in ``tests/stores/`` runs against each of them.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence
+
+# Run statuses. "queued" is a catch-up fire claimed in a batch and waiting for its turn.
+RUNNING = "running"
+QUEUED = "queued"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+MISSED = "missed"
+SKIPPED = "skipped"
+LOST = "lost"
+ACTIVE_STATUSES = (RUNNING, QUEUED)
+FINAL_STATUSES = (SUCCEEDED, FAILED, MISSED, SKIPPED, LOST)
+
+
+@dataclass
+class ScheduleRecord:
+    """A persisted schedule: its definition and its state.
+
+    ``definition_hash`` identifies the definition (type, value, zone, options): re-declaring a
+    schedule with the same hash keeps the stored state; a different hash replaces the
+    definition and ``next_fire`` but keeps ``enabled``.
+    """
+
+    name: str
+    schedule_type: str  # "cron" | "daily" | "hourly" | "interval"
+    schedule_value: str  # the cron expression, or the interval in seconds
+    timezone: str
+    definition_hash: str
+    options: Dict[str, Any] = field(default_factory=dict)
+    context: Dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+    next_fire: Optional[datetime] = None
+    last_fire: Optional[datetime] = None
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+
+
+@dataclass
+class RunRecord:
+    """One fire of a schedule and what became of it (a history entry)."""
+
+    run_key: str  # unique id of this row (uuid hex), distinct from the pipeline's run_id
+    schedule: str
+    fire_time: datetime
+    status: str
+    node_id: str = ""
+    started_at: Optional[datetime] = None
+    completed_at: Optional[datetime] = None
+    duration_seconds: Optional[float] = None
+    error: Optional[str] = None
+    run_id: Optional[str] = None
+    reason: Optional[str] = None  # why missed/skipped/lost, or a summary ("37 missed instants ...")
+
+    def with_status(self, status: str, reason: Optional[str] = None) -> "RunRecord":
+        return replace(self, status=status, reason=reason)
+
+
+@dataclass
+class NodeRecord:
+    """A scheduler process that shares the store, with its last heartbeat."""
+
+    node_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat: datetime
+
+
+@dataclass
+class RunStats:
+    """Aggregates over history, for ``health_check()``."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    missed: int = 0
+    skipped: int = 0
+    lost: int = 0
+    running: int = 0
+    avg_duration_seconds: Optional[float] = None
+
+
+class Store(abc.ABC):
+    """What a store guarantees. Every method is atomic; every method may raise StoreError."""
+
+    #: True when other processes may share this store (so claims must be durable and atomic).
+    shared: bool = False
+
+    def open(self) -> None:
+        """Create or migrate the schema. Idempotent."""
+
+    def close(self) -> None:
+        """Release connections. The store may be opened again."""
+
+    # -- schedules ------------------------------------------------------------------
+    @abc.abstractmethod
+    def declare_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+        """Insert ``record`` if no schedule has its name; return what is stored afterwards.
+
+        If one exists with the same ``definition_hash``, it is returned unchanged (state kept).
+        If its hash differs, its definition fields (type, value, zone, hash, options, context)
+        and ``next_fire`` are replaced by ``record``'s; ``enabled``, ``last_fire`` and history
+        are kept. Concurrent first declarations from many processes race safely.
+        """
+
+    @abc.abstractmethod
+    def get_schedule(self, name: str) -> Optional[ScheduleRecord]:
+        """The stored schedule, or None."""
+
+    @abc.abstractmethod
+    def list_schedules(self) -> List[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+
+    @abc.abstractmethod
+    def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
+        """Set the enabled flag and next fire; False if the schedule does not exist."""
+
+    @abc.abstractmethod
+    def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule and its history; False if it did not exist."""
+
+    @abc.abstractmethod
+    def delete_all(self) -> int:
+        """Delete every schedule and all history; return how many schedules were deleted."""
+
+    # -- fires ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(
+        self,
+        name: str,
+        expected_next: datetime,
+        new_next: Optional[datetime],
+        runs: Sequence[RunRecord],
+        max_instances: int,
+    ) -> Optional[List[RunRecord]]:
+        """Claim fires of ``name`` and advance it, atomically; the heart of "exactly once".
+
+        Succeeds only if the schedule exists, is enabled, and its stored ``next_fire`` equals
+        ``expected_next`` (compare-and-set); otherwise nothing changes and None is returned
+        (another process claimed first, or the schedule changed). On success ``next_fire``
+        becomes ``new_next``, ``last_fire`` the latest ``fire_time`` among ``runs`` whose status
+        is active, and every record of ``runs`` is inserted, UNIQUE on (schedule, fire_time):
+        a duplicate fire_time makes the whole claim fail with None. Overlap: if the active runs
+        (running or queued) of the schedule already number ``max_instances`` or more, every
+        active record of ``runs`` is stored as ``skipped`` with reason "overlap" instead.
+        Returns the records as stored.
+        """
+
+    @abc.abstractmethod
+    def start_run(self, run_key: str, started_at: datetime) -> bool:
+        """Mark a queued run running (sets ``started_at``); False if it is no longer active."""
+
+    @abc.abstractmethod
+    def finish_run(
+        self,
+        run_key: str,
+        status: str,
+        completed_at: datetime,
+        duration_seconds: Optional[float],
+        error: Optional[str] = None,
+        run_id: Optional[str] = None,
+    ) -> bool:
+        """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
+
+    @abc.abstractmethod
+    def history(self, name: str, limit: int = 50) -> List[RunRecord]:
+        """Runs of ``name``, newest fire first, at most ``limit``."""
+
+    @abc.abstractmethod
+    def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
+        """Runs still running or queued (of ``name``, or of every schedule)."""
+
+    @abc.abstractmethod
+    def stats(self, name: Optional[str] = None) -> RunStats:
+        """Counts by status and the mean duration of finished runs."""
+
+    # -- nodes ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def heartbeat(self, node: NodeRecord) -> None:
+        """Insert or refresh this node's row (its ``heartbeat`` field is the new instant)."""
+
+    @abc.abstractmethod
+    def list_nodes(self) -> List[NodeRecord]:
+        """Every node row."""
+
+    @abc.abstractmethod
+    def mark_node_lost(self, node_id: str, reason: str) -> List[RunRecord]:
+        """Turn the node's active runs into ``lost`` (reason given), delete its row; return them."""
+
+    @abc.abstractmethod
+    def remove_node(self, node_id: str) -> None:
+        """Delete the node row (clean shutdown, after its runs finished)."""
