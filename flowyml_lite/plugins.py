@@ -19,17 +19,18 @@ logger = logging.getLogger("flowyml_lite.plugins")
 
 KINDS: Tuple[str, ...] = ("cron", "timezones", "stores", "locks")
 
-# kind -> name -> object, or "module:attribute" to import on first use.
+# kind -> name -> object, or "module:attribute" to import on first use (a leading dot is relative
+# to this package, so a copy vendored under another name still finds its built-ins).
 _BUILTINS: Dict[str, Dict[str, Any]] = {
-    "cron": {"native": "flowyml_lite.cron.native:NativeEngine"},
-    "timezones": {"zoneinfo": "flowyml_lite.timezones:ZoneinfoProvider"},
+    "cron": {"native": ".cron.native:NativeEngine"},
+    "timezones": {"zoneinfo": ".timezones:ZoneinfoProvider"},
     "stores": {
-        "memory": "flowyml_lite.stores.memory:MemoryStore",
-        "sqlite": "flowyml_lite.stores.sqlite:SQLiteStore",
+        "memory": ".stores.memory:MemoryStore",
+        "sqlite": ".stores.sqlite:SQLiteStore",
     },
     "locks": {
-        "file": "flowyml_lite.locks.file:FileLock",
-        "local": "flowyml_lite.locks.local:LocalLock",
+        "file": ".locks.file:FileLock",
+        "local": ".locks.local:LocalLock",
     },
 }
 
@@ -97,7 +98,7 @@ def _load_entry_points() -> None:
 def _resolve(spec: Any) -> Any:
     if isinstance(spec, str) and ":" in spec:
         module_name, _, attr = spec.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name, package=__package__), attr)
     if hasattr(spec, "load") and hasattr(spec, "group"):  # an importlib.metadata.EntryPoint
         return spec.load()
     return spec

@@ -1,0 +1,316 @@
+"""The zone layer: time zone lookup and the DST rules of DESIGN §3, applied once for every engine.
+
+A ``Zone`` cuts time into *segments*: spans of real time with one UTC offset, bounded by the
+zone's transitions (and by the start of each UTC year, which keeps the tables small and lazy).
+Inside a segment wall time = instant + offset, so a cron engine's naive wall-clock search maps
+straight to instants; the rules below decide what happens where two segments meet.
+
+Rules (cronie's ``cron.8``; DESIGN §3). An expression is fixed-time when neither its minute nor
+its hour field starts with ``*``:
+- fixed-time, wall time skipped by a forward jump: fires once, at the first instant after the gap;
+- fixed-time, wall time repeated by a backward jump: fires once, at the first occurrence;
+- frequent: fires at every real instant whose wall time matches (skipped walls never, repeated twice);
+- the fire instants form a fixed set that does not depend on where a search starts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import threading
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+
+from .errors import MissingTimezoneDatabaseError, UnknownTimezoneError
+
+if TYPE_CHECKING:  # the cron package imports this module; only the type is needed here
+    from .cron.contract import CompiledCron
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore[assignment,misc]
+
+UTC = timezone.utc
+_US = timedelta(microseconds=1)
+_DAY = timedelta(days=1)
+_SECOND = timedelta(seconds=1)
+_END_OF_TIME = datetime.max
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Z", "Etc/Zulu", "Zulu", "Universal", "Etc/Universal"})
+
+
+class ZoneProvider(Protocol):
+    """Finds a ``tzinfo`` by IANA name; registered under ``flowyml_lite.timezones``.
+
+    ``get`` raises UnknownTimezoneError (with close names) or MissingTimezoneDatabaseError.
+    The zone layer only ever calls ``instant.astimezone(tz)`` on what it returns, which
+    zoneinfo and pytz both implement correctly.
+    """
+
+    name: str
+
+    def get(self, key: str) -> tzinfo: ...
+
+
+class ZoneinfoProvider:
+    """Zones from the standard library's ``zoneinfo`` (system tz database or the tzdata package)."""
+
+    name = "zoneinfo"
+
+    def get(self, key: str) -> tzinfo:
+        if not isinstance(key, str) or not key.strip():
+            raise UnknownTimezoneError(str(key))
+        if key in _UTC_NAMES:
+            return UTC  # works even on a machine without any tz database
+        import zoneinfo
+
+        try:
+            return zoneinfo.ZoneInfo(key)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+        names = _available_zone_names()
+        if not names:
+            raise MissingTimezoneDatabaseError(key) from None
+        raise UnknownTimezoneError(key, suggest_zone_names(key, names)) from None
+
+
+_zone_names: Optional[List[str]] = None
+
+
+def _available_zone_names() -> List[str]:
+    global _zone_names
+    if _zone_names is None:
+        import zoneinfo
+
+        try:
+            _zone_names = sorted(zoneinfo.available_timezones())
+        except Exception:  # a broken tzdata install must not hide the real error
+            _zone_names = []
+    return _zone_names
+
+
+def suggest_zone_names(key: str, names: List[str], limit: int = 3) -> List[str]:
+    """Close IANA names for a mistyped ``key`` (case-insensitive, also by the city part alone)."""
+    lowered = {name.lower(): name for name in names}
+    exact = lowered.get(key.lower())
+    if exact:
+        return [exact]
+    found = [lowered[m] for m in difflib.get_close_matches(key.lower(), list(lowered), n=limit, cutoff=0.6)]
+    city = key.replace(" ", "_").lower()
+    for name in names:
+        if len(found) >= limit:
+            break
+        if name.lower().rsplit("/", 1)[-1] == city and name not in found:
+            found.append(name)
+    return found
+
+
+class Segment(NamedTuple):
+    """A span [start, end) of real time (naive UTC) during which the zone's offset is constant."""
+
+    start: datetime
+    end: datetime
+    offset: timedelta
+    prev_offset: timedelta  # the offset just before ``start``: tells a gap or a fold at ``start``
+
+
+class Zone:
+    """A time zone with its transitions, found by probing ``tzinfo`` and cached per UTC year.
+
+    Works with any tzinfo that implements ``fromutc`` (zoneinfo, pytz, fixed offsets).
+    """
+
+    def __init__(self, key: str, tz: tzinfo) -> None:
+        self.key = key
+        self.tzinfo = tz
+        self._years: Dict[int, Tuple[List[datetime], List[Segment]]] = {}
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Zone({self.key!r})"
+
+    def offset_at(self, instant: datetime) -> timedelta:
+        """UTC offset in force at the naive UTC ``instant``."""
+        return self.segment(instant).offset
+
+    def wall(self, instant: datetime) -> datetime:
+        """Naive wall-clock time at the naive UTC ``instant``."""
+        return instant + self.segment(instant).offset
+
+    def localize(self, instant: datetime) -> datetime:
+        """The naive UTC ``instant`` as an aware datetime in this zone (fold set where needed)."""
+        return instant.replace(tzinfo=UTC).astimezone(self.tzinfo)
+
+    def segment(self, instant: datetime) -> Segment:
+        """The segment containing the naive UTC ``instant``."""
+        starts, segments = self._year(instant.year)
+        return segments[bisect.bisect_right(starts, instant) - 1]
+
+    def next_segment(self, seg: Segment) -> Optional[Segment]:
+        """The segment that starts where ``seg`` ends, or None at the end of representable time."""
+        if seg.end == _END_OF_TIME:
+            return None
+        starts, segments = self._year(seg.end.year)
+        return segments[bisect.bisect_right(starts, seg.end) - 1]
+
+    def _probe(self, instant: datetime) -> timedelta:
+        offset = instant.replace(tzinfo=UTC).astimezone(self.tzinfo).utcoffset()
+        return offset if offset is not None else timedelta(0)
+
+    def _year(self, year: int) -> Tuple[List[datetime], List[Segment]]:
+        table = self._years.get(year)
+        if table is None:
+            with self._mutex:
+                table = self._years.get(year)
+                if table is None:
+                    table = self._build_year(year)
+                    self._years[year] = table
+        return table
+
+    def _build_year(self, year: int) -> Tuple[List[datetime], List[Segment]]:
+        start = datetime(year, 1, 1)
+        end = datetime(year + 1, 1, 1) if year < 9999 else _END_OF_TIME
+        transitions: List[Tuple[datetime, timedelta]] = []  # (instant, offset from then on)
+        if isinstance(self.tzinfo, timezone):
+            first = prev = self._probe(start)
+        else:
+            first = self._probe(start - _SECOND) if year > 1 else self._probe(start)
+            prev = first
+            if self._probe(start) != first:
+                prev = self._probe(start)
+                transitions.append((start, prev))
+            # Daily samples find every transition that does not revert within a day; a bisection
+            # to the second then pins it down (transitions fall on whole seconds).
+            day = start
+            last_day = datetime(year, 12, 31) if year < 9999 else datetime(year, 12, 30)
+            while day <= last_day:
+                nxt = day + _DAY
+                offset = self._probe(nxt)
+                if offset != prev:
+                    lo, hi = day, nxt  # offset(lo) == prev, offset(hi) != prev
+                    while hi - lo > _SECOND:
+                        mid = lo + (hi - lo) // 2
+                        mid = mid.replace(microsecond=0)
+                        if mid <= lo:
+                            mid = lo + _SECOND
+                        if self._probe(mid) == prev:
+                            lo = mid
+                        else:
+                            hi = mid
+                    if hi < end:
+                        transitions.append((hi, self._probe(hi)))
+                    prev = offset
+                day = nxt
+        segments: List[Segment] = []
+        seg_start, seg_offset, before = start, first, first
+        if transitions and transitions[0][0] == start:
+            seg_offset = transitions.pop(0)[1]
+        for instant, offset in transitions:
+            segments.append(Segment(seg_start, instant, seg_offset, before))
+            before, seg_start, seg_offset = seg_offset, instant, offset
+        segments.append(Segment(seg_start, end, seg_offset, before))
+        return [s.start for s in segments], segments
+
+
+class ZoneRegistry:
+    """Zones by (provider, key), built once: transition tables are worth keeping."""
+
+    def __init__(self) -> None:
+        self._zones: Dict[Tuple[str, str], Zone] = {}
+        self._mutex = threading.Lock()
+
+    def get(self, key: str, provider: Union[str, ZoneProvider] = "zoneinfo") -> Zone:
+        prov = _provider(provider)
+        cache_key = (prov.name, key)
+        zone = self._zones.get(cache_key)
+        if zone is None:
+            tz = prov.get(key)
+            with self._mutex:
+                zone = self._zones.setdefault(cache_key, Zone(key, tz))
+        return zone
+
+
+def _provider(provider: Union[str, ZoneProvider]) -> ZoneProvider:
+    if not isinstance(provider, str):
+        return provider
+    if provider == "zoneinfo":
+        return _ZONEINFO
+    from . import plugins
+
+    found = plugins.get("timezones", provider)
+    return found() if isinstance(found, type) else found  # type: ignore[no-any-return]
+
+
+_ZONEINFO = ZoneinfoProvider()
+_REGISTRY = ZoneRegistry()
+
+
+def get_zone(key: str, provider: Union[str, ZoneProvider] = "zoneinfo") -> Zone:
+    """The Zone for an IANA name, e.g. ``get_zone("America/New_York")``; cached."""
+    return _REGISTRY.get(key, provider)
+
+
+def to_utc_naive(moment: datetime) -> datetime:
+    """An aware datetime as naive UTC; naive input is refused (a guess would shift fires)."""
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(
+            f"{moment.isoformat()} has no time zone: pass an aware datetime, "
+            "e.g. datetime.now(timezone.utc) or dt.replace(tzinfo=ZoneInfo('Europe/London'))"
+        )
+    return moment.replace(tzinfo=None) - offset
+
+
+def next_fire(cron: CompiledCron, zone: Zone, after: datetime) -> Optional[datetime]:
+    """First fire instant (naive UTC) of ``cron`` in ``zone`` strictly after naive UTC ``after``."""
+    for instant in iter_fires(cron, zone, after):
+        return instant
+    return None
+
+
+def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[datetime]:
+    """Fire instants (naive UTC) strictly after naive UTC ``after``, in order, by the DST rules."""
+    fixed = cron.is_fixed_time
+    next_wall = cron.next_wall
+    seg: Optional[Segment] = zone.segment(after)
+    assert seg is not None
+    wall_from = after + seg.offset
+    while seg is not None:
+        offset = seg.offset
+        if fixed and seg.prev_offset > offset:
+            # Second pass of a fold: these walls already fired at their first occurrence.
+            first_new_wall = seg.start + seg.prev_offset - _US
+            if first_new_wall > wall_from:
+                wall_from = first_new_wall
+        wall = next_wall(wall_from)
+        if wall is None:
+            return
+        end = seg.end
+        instant = wall - offset
+        while instant < end:
+            yield instant
+            wall = next_wall(wall)
+            if wall is None:
+                return
+            instant = wall - offset
+        # ``wall`` lies past this segment; cross into the next one.
+        nxt = zone.next_segment(seg)
+        while nxt is not None and nxt.offset == offset:
+            end = nxt.end  # a boundary without a change of offset (a new UTC year): same mapping
+            seg = nxt
+            while instant < end:
+                yield instant
+                wall = next_wall(wall)
+                if wall is None:
+                    return
+                instant = wall - offset
+            nxt = zone.next_segment(seg)
+        if nxt is None:
+            return
+        seg = nxt
+        wall_from = seg.start + seg.offset - _US
+        if fixed and seg.offset > offset and wall < wall_from + _US:
+            # A fixed-time wall inside the gap fires once, at the first instant after it; that
+            # instant's own wall is then done, so the search resumes strictly after it.
+            yield seg.start
+            wall_from += _US

@@ -1,0 +1,179 @@
+"""The zone layer: transitions found by probing, and the DST rules of DESIGN §3.
+
+The rules are tested here with a tiny stand-in engine (a set of wall hours and minutes), so a
+failure points at the zone layer, not at the cron parser. Transition instants used below:
+
+| zone                | date       | UTC         | change                    |
+|---------------------|------------|-------------|---------------------------|
+| America/New_York    | 2024-03-10 | 07:00       | EST -5 -> EDT -4 (gap 02:00-03:00) |
+| America/New_York    | 2024-11-03 | 06:00       | EDT -4 -> EST -5 (01:00-02:00 twice) |
+| Australia/Lord_Howe | 2024-04-07 | 2024-04-06 15:00 | +11 -> +10:30 (01:30-02:00 twice) |
+| Australia/Lord_Howe | 2024-10-06 | 2024-10-05 15:30 | +10:30 -> +11 (02:00-02:30 skipped) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import FrozenSet, List, Optional
+
+import pytest
+
+from flowyml_lite.errors import UnknownTimezoneError
+from flowyml_lite.timezones import get_zone, iter_fires, suggest_zone_names
+
+
+@dataclass
+class DailyWalls:
+    """A stand-in engine: fires at every listed (hour, minute) wall time of every day."""
+
+    hours: FrozenSet[int]
+    minutes: FrozenSet[int]
+    is_fixed_time: bool
+    expression: str = "stand-in"
+
+    def matches(self, wall: datetime) -> bool:
+        return wall.second == 0 and wall.hour in self.hours and wall.minute in self.minutes
+
+    def next_wall(self, after: datetime) -> Optional[datetime]:
+        wall = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        for _ in range(3 * 24 * 60):
+            if self.matches(wall):
+                return wall
+            wall += timedelta(minutes=1)
+        return None
+
+
+def fixed(hour: int, minute: int) -> DailyWalls:
+    return DailyWalls(frozenset({hour}), frozenset({minute}), True)
+
+
+def frequent(hours: range, minutes: range) -> DailyWalls:
+    return DailyWalls(frozenset(hours), frozenset(minutes), False)
+
+
+def fires(engine: DailyWalls, zone_name: str, after_utc: datetime, count: int) -> List[str]:
+    zone = get_zone(zone_name)
+    out = []
+    for instant in iter_fires(engine, zone, after_utc):
+        out.append(zone.localize(instant).isoformat())
+        if len(out) == count:
+            break
+    return out
+
+
+NY = "America/New_York"
+
+
+class TestTransitionsFoundByProbing:
+    def test_new_york_2024_has_its_two_transitions_to_the_second(self) -> None:
+        zone = get_zone(NY)
+        seg = zone.segment(datetime(2024, 6, 1))
+        assert seg.start == datetime(2024, 3, 10, 7, 0)
+        assert seg.end == datetime(2024, 11, 3, 6, 0)
+        assert seg.offset == timedelta(hours=-4)
+        assert seg.prev_offset == timedelta(hours=-5)
+
+    def test_utc_has_one_segment_per_year(self) -> None:
+        seg = get_zone("UTC").segment(datetime(2030, 5, 5))
+        assert (seg.start, seg.end, seg.offset) == (datetime(2030, 1, 1), datetime(2031, 1, 1), timedelta(0))
+
+    def test_wall_and_localize_agree_with_zoneinfo(self) -> None:
+        zone = get_zone("Australia/Lord_Howe")
+        instant = datetime(2024, 4, 6, 15, 10)
+        assert zone.wall(instant) == datetime(2024, 4, 7, 1, 40)
+        assert zone.localize(instant).utcoffset() == timedelta(hours=10, minutes=30)
+
+
+class TestFixedTimeRules:
+    def test_a_skipped_wall_time_fires_once_at_the_end_of_the_gap(self) -> None:
+        got = fires(fixed(2, 30), NY, datetime(2024, 3, 9, 12), 3)
+        assert got == ["2024-03-10T03:00:00-04:00", "2024-03-11T02:30:00-04:00", "2024-03-12T02:30:00-04:00"]
+
+    def test_a_repeated_wall_time_fires_once_at_its_first_occurrence(self) -> None:
+        got = fires(fixed(1, 30), NY, datetime(2024, 11, 2, 12), 3)
+        assert got == ["2024-11-03T01:30:00-04:00", "2024-11-04T01:30:00-05:00", "2024-11-05T01:30:00-05:00"]
+
+    def test_starting_inside_the_second_pass_does_not_fire_that_wall_again(self) -> None:
+        after = datetime(2024, 11, 3, 6, 10)  # 01:10 EST, after 01:30 EDT already fired
+        assert fires(fixed(1, 30), NY, after, 1) == ["2024-11-04T01:30:00-05:00"]
+
+    def test_the_fire_set_does_not_depend_on_where_the_search_starts(self) -> None:
+        engine = fixed(1, 30)
+        full = fires(engine, NY, datetime(2024, 11, 1), 6)
+        for minutes in range(0, 72 * 60, 17):
+            start = datetime(2024, 11, 1) + timedelta(minutes=minutes)
+            later = [f for f in full if datetime.fromisoformat(f).astimezone(timezone.utc).replace(tzinfo=None) > start]
+            assert fires(engine, NY, start, 2) == later[:2]
+
+    def test_a_gap_fire_that_coincides_with_a_real_fire_is_one_fire(self) -> None:
+        engine = DailyWalls(frozenset({2, 3}), frozenset({0}), True)
+        got = fires(engine, NY, datetime(2024, 3, 10, 5), 3)
+        assert got == ["2024-03-10T03:00:00-04:00", "2024-03-11T02:00:00-04:00", "2024-03-11T03:00:00-04:00"]
+
+    def test_daily_9am_stays_at_9am_local_across_both_transitions(self) -> None:
+        got = fires(fixed(9, 0), NY, datetime(2024, 3, 9), 2) + fires(fixed(9, 0), NY, datetime(2024, 11, 2), 2)
+        assert got == [
+            "2024-03-09T09:00:00-05:00",
+            "2024-03-10T09:00:00-04:00",
+            "2024-11-02T09:00:00-04:00",
+            "2024-11-03T09:00:00-05:00",
+        ]
+
+
+class TestFrequentRules:
+    def test_repeated_wall_times_fire_in_both_passes(self) -> None:
+        got = fires(frequent(range(1, 2), range(0, 60, 15)), NY, datetime(2024, 11, 3, 5, 20), 6)
+        assert got == [
+            "2024-11-03T01:30:00-04:00",
+            "2024-11-03T01:45:00-04:00",
+            "2024-11-03T01:00:00-05:00",
+            "2024-11-03T01:15:00-05:00",
+            "2024-11-03T01:30:00-05:00",
+            "2024-11-03T01:45:00-05:00",
+        ]
+
+    def test_skipped_wall_times_do_not_fire(self) -> None:
+        got = fires(frequent(range(2, 3), range(0, 60, 30)), NY, datetime(2024, 3, 8, 12), 2)
+        assert got == ["2024-03-09T02:00:00-05:00", "2024-03-09T02:30:00-05:00"]
+        got = fires(frequent(range(2, 3), range(0, 60, 30)), NY, datetime(2024, 3, 10, 5), 1)
+        assert got == ["2024-03-11T02:00:00-04:00"]
+
+    def test_half_hour_zone_fires_at_nine_every_minute(self) -> None:
+        got = fires(frequent(range(9, 10), range(0, 60)), "Australia/Lord_Howe", datetime(2024, 10, 5, 0), 2)
+        assert got == ["2024-10-06T09:00:00+11:00", "2024-10-06T09:01:00+11:00"]
+
+    def test_half_hour_gap_skips_thirty_minutes(self) -> None:
+        engine = frequent(range(1, 4), range(0, 60, 15))
+        got = fires(engine, "Australia/Lord_Howe", datetime(2024, 10, 5, 15, 5), 4)
+        assert got == [
+            "2024-10-06T01:45:00+10:30",
+            "2024-10-06T02:30:00+11:00",
+            "2024-10-06T02:45:00+11:00",
+            "2024-10-06T03:00:00+11:00",
+        ]
+
+
+class TestOffsetChangesWithoutDst:
+    def test_samoa_skipped_a_whole_day_and_a_fixed_time_fires_once_after_it(self) -> None:
+        # Pacific/Apia jumped from 2011-12-29 24:00 (-10) to 2011-12-31 00:00 (+14).
+        got = fires(fixed(12, 0), "Pacific/Apia", datetime(2011, 12, 29, 0), 3)
+        assert got == ["2011-12-29T12:00:00-10:00", "2011-12-31T00:00:00+14:00", "2011-12-31T12:00:00+14:00"]
+
+    def test_moscow_2014_fold_fires_a_fixed_time_once(self) -> None:
+        # Europe/Moscow went from +4 to +3 at 2014-10-26 02:00 local (01:00-02:00 repeated).
+        got = fires(fixed(1, 30), "Europe/Moscow", datetime(2014, 10, 25, 12), 2)
+        assert got == ["2014-10-26T01:30:00+04:00", "2014-10-27T01:30:00+03:00"]
+
+
+class TestZoneLookup:
+    def test_unknown_zone_suggests_close_names(self) -> None:
+        with pytest.raises(UnknownTimezoneError) as info:
+            get_zone("America/New_Yrok")
+        assert "America/New_York" in str(info.value)
+
+    def test_wrong_case_suggests_the_right_spelling(self) -> None:
+        assert suggest_zone_names("europe/london", ["Europe/London", "Europe/Lisbon"]) == ["Europe/London"]
+
+    def test_utc_works_without_a_tz_database(self) -> None:
+        assert get_zone("UTC").tzinfo is timezone.utc
