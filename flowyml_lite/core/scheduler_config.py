@@ -1,0 +1,252 @@
+"""``SchedulerConfig``: every setting of the scheduler, validated when made, readable from the environment."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ..errors import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "SchedulerConfig"]
+
+ENV_PREFIX = "FLOWYML_SCHEDULER_"
+# The user guide spells the prefix in lower case; the upper-case spelling wins when both are set.
+_GUIDE_PREFIX = "flowyml_SCHEDULER_"
+# Other names the same setting goes by: the guide's and flowyml 2.2.1's.
+_ALIASES: Dict[str, Tuple[str, ...]] = {
+    "persist_schedules": ("PERSIST",),
+    "max_concurrent_runs": ("MAX_CONCURRENT",),
+}
+_CATCHUP_POLICIES = ("latest", "skip", "all")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+@dataclass
+class SchedulerConfig:
+    """Settings of a ``PipelineScheduler``; invalid values raise ``ConfigurationError`` at once."""
+
+    persist_schedules: bool = True
+    db_path: str = ".flowyml_scheduler.db"
+    distributed: bool = False
+    lock_backend: str = "file"
+    redis_url: Optional[str] = None
+    #: Zone of schedules declared with ``timezone=None``.
+    timezone: str = "UTC"
+    max_concurrent_runs: int = 10
+    #: A store backend name ("memory", "sqlite", "sqlalchemy"...) or instance; None = sqlite if
+    #: persist_schedules else memory.
+    store: Any = None
+    store_url: Optional[str] = None
+    cron_engine: str = "native"
+    timezone_provider: str = "zoneinfo"
+    misfire_grace_seconds: float = 60.0
+    catchup: str = "latest"
+    max_catchup: int = 100
+    heartbeat_seconds: float = 5.0
+    node_timeout_seconds: float = 30.0
+    shutdown_timeout_seconds: float = 30.0
+    #: Directory of the file lock's files; None = ``<db_path>.locks`` next to the database.
+    lock_dir: Optional[str] = None
+    #: This process's name in the store's node table; None = generated from host and pid.
+    node_id: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("db_path", "lock_dir"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = _VALIDATORS[f.name](value)
+            if problem:
+                raise ConfigurationError(f"SchedulerConfig.{f.name}={value!r}: {problem}")
+            if f.name in _FLOAT_FIELDS:
+                setattr(self, f.name, float(value))
+        if self.lock_backend == "redis" and not self.redis_url:
+            raise ConfigurationError(
+                "SchedulerConfig.lock_backend='redis' needs a Redis URL: set redis_url "
+                f"(or the {ENV_PREFIX}REDIS_URL environment variable), e.g. redis://localhost:6379/0"
+            )
+        if self.node_timeout_seconds <= self.heartbeat_seconds:
+            raise ConfigurationError(
+                f"SchedulerConfig.node_timeout_seconds={self.node_timeout_seconds!r} must be greater "
+                f"than heartbeat_seconds={self.heartbeat_seconds!r} (3 heartbeats or more is safe), "
+                "or live nodes are taken for dead between two heartbeats"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> SchedulerConfig:
+        """A config from ``FLOWYML_SCHEDULER_<FIELD>`` variables (default ``os.environ``), then ``overrides``.
+
+        Also read: the guide's lower-case ``flowyml_SCHEDULER_*`` spelling and ``..._PERSIST``
+        (persist_schedules). Booleans take true/false/1/0/yes/no/on/off; empty values count as unset.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"SchedulerConfig has no field {', '.join(unknown)}; "
+                f"the fields are {', '.join(sorted(known))}"
+            )
+        values: Dict[str, Any] = {}
+        for name in known - set(overrides):
+            found = _lookup(env, name)
+            if found is None:
+                continue
+            variable, raw = found
+            value = _parse(name, variable, raw)
+            problem = _VALIDATORS[name](value)
+            if problem:
+                raise ConfigurationError(f"environment variable {variable}={raw!r}: {problem}")
+            values[name] = value
+        values.update(overrides)
+        return cls(**values)
+
+    def resolved_store(self) -> Any:
+        """The store to use: ``store`` if set, else "sqlite" when persisting, else "memory"."""
+        if self.store is not None:
+            return self.store
+        return "sqlite" if self.persist_schedules else "memory"
+
+    def resolved_lock_dir(self) -> str:
+        """The file lock's directory: ``lock_dir`` if set, else ``<db_path>.locks`` beside the database."""
+        return self.lock_dir if self.lock_dir is not None else self.db_path + ".locks"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings for display: passwords in URLs masked, a store instance shown by its class name."""
+        out: Dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("redis_url", "store_url") and value is not None:
+                value = _mask_password(value)
+            elif f.name == "store" and value is not None and not isinstance(value, str):
+                value = type(value).__name__
+            out[f.name] = value
+        return out
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+        return f"SchedulerConfig({settings})"
+
+
+# -- environment -------------------------------------------------------------------------
+
+
+def _env_names(name: str) -> List[str]:
+    suffixes = (name.upper(), *_ALIASES.get(name, ()))
+    return [prefix + suffix for prefix in (ENV_PREFIX, _GUIDE_PREFIX) for suffix in suffixes]
+
+
+def _lookup(env: Mapping[str, str], name: str) -> Optional[Tuple[str, str]]:
+    for variable in _env_names(name):
+        raw = env.get(variable)
+        if raw is not None and raw.strip():
+            return variable, raw.strip()
+    return None
+
+
+def _parse(name: str, variable: str, raw: str) -> Any:
+    try:
+        if name in _BOOL_FIELDS:
+            lowered = raw.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(f"expected one of {'/'.join(_TRUE + _FALSE)}")
+        if name in _INT_FIELDS:
+            return int(raw)
+        if name in _FLOAT_FIELDS:
+            return float(raw)
+    except ValueError as exc:
+        kind = "a boolean" if name in _BOOL_FIELDS else "an integer" if name in _INT_FIELDS else "a number"
+        raise ConfigurationError(
+            f"environment variable {variable}={raw!r} is not {kind} ({exc}); fix or unset it"
+        ) from None
+    return raw
+
+
+# -- validation: each returns a problem description, or "" when the value is fine ---------------
+
+
+def _bool(value: Any) -> str:
+    return "" if isinstance(value, bool) else "must be True or False"
+
+
+def _text(value: Any) -> str:
+    return "" if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+def _optional_text(value: Any) -> str:
+    return "" if value is None else _text(value)
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"must be an integer >= {minimum}"
+        return ""
+
+    return check
+
+
+def _seconds(positive: bool) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        if not ok or value < 0 or (positive and value == 0):
+            return f"must be a number of seconds {'> 0' if positive else '>= 0'}"
+        return ""
+
+    return check
+
+
+def _catchup(value: Any) -> str:
+    if value in _CATCHUP_POLICIES:
+        return ""
+    return f"must be one of {', '.join(repr(p) for p in _CATCHUP_POLICIES)}"
+
+
+def _store(value: Any) -> str:
+    return "" if value is None or not isinstance(value, str) else _text(value)
+
+
+_VALIDATORS: Dict[str, Callable[[Any], str]] = {
+    "persist_schedules": _bool,
+    "db_path": _text,
+    "distributed": _bool,
+    "lock_backend": _text,
+    "redis_url": _optional_text,
+    "timezone": _text,
+    "max_concurrent_runs": _int_at_least(1),
+    "store": _store,
+    "store_url": _optional_text,
+    "cron_engine": _text,
+    "timezone_provider": _text,
+    "misfire_grace_seconds": _seconds(positive=False),
+    "catchup": _catchup,
+    "max_catchup": _int_at_least(1),
+    "heartbeat_seconds": _seconds(positive=True),
+    "node_timeout_seconds": _seconds(positive=True),
+    "shutdown_timeout_seconds": _seconds(positive=False),
+    "lock_dir": _optional_text,
+    "node_id": _optional_text,
+}
+_BOOL_FIELDS = frozenset(("persist_schedules", "distributed"))
+_INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup"))
+_FLOAT_FIELDS = frozenset(
+    ("misfire_grace_seconds", "heartbeat_seconds", "node_timeout_seconds", "shutdown_timeout_seconds")
+)
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    userinfo, _, host = authority.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{path}"
