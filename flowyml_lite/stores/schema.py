@@ -1,0 +1,159 @@
+"""The relational schema of the SQL stores, its migrations, and the value checks every store shares.
+
+Shared by the sqlite store and the SQLAlchemy store (SQLite or PostgreSQL), so a database
+written by one opens in the other. The SQL is portable: instants are BIGINT microseconds since
+the Unix epoch (UTC), JSON is TEXT, booleans are INTEGER 0/1, no engine-specific types or clauses.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import SchemaVersionError
+from .base import ACTIVE_STATUSES, FINAL_STATUSES, RunRecord, RunStats
+
+#: Holds one row (id = 1) with the version of the schema the database is at.
+VERSION_TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)"
+)
+
+_V1 = (
+    """CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        value TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        definition_hash TEXT NOT NULL,
+        options TEXT NOT NULL,
+        context TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        next_fire BIGINT,
+        last_fire BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )""",
+    # UNIQUE (schedule, fire_time) is what makes a fire run once; its index also serves history().
+    """CREATE TABLE runs (
+        run_key TEXT PRIMARY KEY,
+        schedule TEXT NOT NULL REFERENCES schedules (name) ON DELETE CASCADE,
+        fire_time BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        started_at BIGINT,
+        completed_at BIGINT,
+        duration_seconds DOUBLE PRECISION,
+        error TEXT,
+        run_id TEXT,
+        reason TEXT,
+        UNIQUE (schedule, fire_time)
+    )""",
+    "CREATE INDEX runs_schedule_status ON runs (schedule, status)",
+    "CREATE INDEX runs_node_status ON runs (node_id, status)",
+    """CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at BIGINT NOT NULL,
+        heartbeat BIGINT NOT NULL
+    )""",
+)
+
+#: (version, statements) in order; a database at version v needs every migration after v.
+MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = ((1, _V1),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def migrations_after(version: int, where: str) -> List[Tuple[int, Tuple[str, ...]]]:
+    """The migrations a database at ``version`` needs; SchemaVersionError if it is newer than this code."""
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the store {where} has schema version {version}, newer than the version {SCHEMA_VERSION} "
+            "this flowyml_lite understands: upgrade flowyml-lite, or use another database"
+        )
+    return [m for m in MIGRATIONS if m[0] > version]
+
+
+# -- value encoding -----------------------------------------------------------------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+
+
+def check_aware(value: datetime, what: str) -> datetime:
+    """``value`` converted to UTC; ValueError if it is naive (stores keep instants, not wall times)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{what} is a naive datetime ({value.isoformat()}): pass an aware one, "
+            "e.g. datetime.now(timezone.utc)"
+        )
+    return value.astimezone(timezone.utc)
+
+
+def to_us(value: datetime, what: str) -> int:
+    """An aware datetime as integer microseconds since the Unix epoch (exact)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        check_aware(value, what)
+    return (value - EPOCH) // _ONE_US
+
+
+def opt_to_us(value: Optional[datetime], what: str) -> Optional[int]:
+    """Like ``to_us``, passing None through."""
+    return None if value is None else to_us(value, what)
+
+
+def from_us(value: Optional[int]) -> Optional[datetime]:
+    """Integer microseconds since the epoch as an aware UTC datetime (None stays None)."""
+    return None if value is None else EPOCH + timedelta(microseconds=value)
+
+
+def to_json(value: Dict[str, Any], what: str) -> str:
+    """A dict as compact JSON text; ValueError naming ``what`` if it is not a JSON-serializable dict."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a dict, not {type(value).__name__}")
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serializable: {exc}") from exc
+
+
+def from_json(text: str) -> Dict[str, Any]:
+    """JSON text back to a dict."""
+    if text == "{}":
+        return {}
+    result: Dict[str, Any] = json.loads(text)
+    return result
+
+
+# -- checks and aggregates shared by every store ------------------------------------
+
+_STATUSES = frozenset(ACTIVE_STATUSES + FINAL_STATUSES)
+
+
+def check_run(name: str, run: RunRecord) -> None:
+    """Reject a run record that cannot belong to a claim of ``name``."""
+    if run.schedule != name:
+        raise ValueError(f"run {run.run_key!r} belongs to schedule {run.schedule!r}, not {name!r}")
+    if run.status not in _STATUSES:
+        raise ValueError(f"run {run.run_key!r} has unknown status {run.status!r}")
+
+
+def check_final(status: str) -> None:
+    """Reject an outcome that is not a final status (finish_run cannot leave a run active)."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"finish_run: {status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
+
+
+def make_stats(counts: Dict[str, int], duration_sum: float, duration_count: int) -> RunStats:
+    """RunStats from run counts by status and the sum and count of finished runs' durations."""
+    return RunStats(
+        total=sum(counts.values()),
+        succeeded=counts.get("succeeded", 0),
+        failed=counts.get("failed", 0),
+        missed=counts.get("missed", 0),
+        skipped=counts.get("skipped", 0),
+        lost=counts.get("lost", 0),
+        running=counts.get("running", 0),
+        avg_duration_seconds=duration_sum / duration_count if duration_count else None,
+    )

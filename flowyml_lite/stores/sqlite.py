@@ -1,0 +1,496 @@
+"""The embedded store: one SQLite file shared by every process on the host (stdlib ``sqlite3``).
+
+Every write is one explicit ``BEGIN IMMEDIATE`` transaction (the connection is in autocommit
+mode, ``isolation_level=None``), so the compare-and-set of a claim and its inserts are atomic
+across processes. WAL lets readers run beside the single writer; ``busy_timeout`` makes a
+writer wait for another process instead of failing. One connection per store instance, guarded
+by a lock: threads of one process queue on the lock (microseconds) rather than on SQLite's busy
+handler, which sleeps in millisecond steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+
+from ..errors import StoreError
+from .base import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    LOST,
+    SKIPPED,
+    NodeRecord,
+    RunRecord,
+    RunStats,
+    ScheduleRecord,
+    Store,
+)
+from .schema import (
+    VERSION_TABLE_DDL,
+    check_final,
+    check_run,
+    from_json,
+    from_us,
+    make_stats,
+    migrations_after,
+    opt_to_us,
+    to_json,
+    to_us,
+)
+
+__all__ = ["DEFAULT_PATH", "SQLiteStore"]
+
+logger = logging.getLogger("flowyml_lite.stores.sqlite")
+
+DEFAULT_PATH = ".flowyml_scheduler.db"
+
+T = TypeVar("T")
+
+_ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE_STATUSES) + ")"
+_SCHEDULE_COLUMNS = (
+    "name, type, value, timezone, definition_hash, options, context, enabled, next_fire, last_fire, "
+    "created_at, updated_at"
+)
+_RUN_COLUMNS = (
+    "run_key, schedule, fire_time, status, node_id, started_at, completed_at, duration_seconds, error, "
+    "run_id, reason"
+)
+_SELECT_SCHEDULE = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
+_INSERT_SCHEDULE = f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_REDEFINE_SCHEDULE = (
+    "UPDATE schedules SET type = ?, value = ?, timezone = ?, definition_hash = ?, options = ?, "
+    "context = ?, next_fire = ?, updated_at = ? WHERE name = ?"
+)
+_COUNT_ACTIVE = f"SELECT COUNT(*) FROM runs WHERE schedule = ? AND status IN {_ACTIVE_SQL}"
+_ADVANCE = "UPDATE schedules SET next_fire = ? WHERE name = ? AND enabled = 1 AND next_fire = ?"
+_ADVANCE_LAST = (
+    "UPDATE schedules SET next_fire = ?, "
+    "last_fire = CASE WHEN last_fire IS NULL OR last_fire < ? THEN ? ELSE last_fire END "
+    "WHERE name = ? AND enabled = 1 AND next_fire = ?"
+)
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_START_RUN = (
+    f"UPDATE runs SET status = 'running', started_at = ? WHERE run_key = ? AND status IN {_ACTIVE_SQL}"
+)
+_FINISH_RUN = (
+    "UPDATE runs SET status = ?, completed_at = ?, duration_seconds = ?, error = ?, run_id = ? "
+    f"WHERE run_key = ? AND status IN {_ACTIVE_SQL}"
+)
+_NODE_COLUMNS = "node_id, hostname, pid, started_at, heartbeat"
+
+# Stores of this process, so a forked child drops the connections and locks it inherited.
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+# SQLite forbids using a connection across fork(); closing it in the child could also touch the
+# parent's WAL files, so the child keeps the inherited connections here, unused, instead.
+_INHERITED: List[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        if store._conn is not None:
+            _INHERITED.append(store._conn)
+        store._conn = None
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Abort(Exception):
+    """Roll the current transaction back and return None (a lost claim)."""
+
+
+def _schedule(row: Sequence[Any]) -> ScheduleRecord:
+    return ScheduleRecord(
+        name=row[0],
+        schedule_type=row[1],
+        schedule_value=row[2],
+        timezone=row[3],
+        definition_hash=row[4],
+        options=from_json(row[5]),
+        context=from_json(row[6]),
+        enabled=bool(row[7]),
+        next_fire=from_us(row[8]),
+        last_fire=from_us(row[9]),
+        created_at=from_us(row[10]),
+        updated_at=from_us(row[11]),
+    )
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_key=row[0],
+        schedule=row[1],
+        fire_time=from_us(row[2]),  # type: ignore[arg-type]  # NOT NULL column
+        status=row[3],
+        node_id=row[4],
+        started_at=from_us(row[5]),
+        completed_at=from_us(row[6]),
+        duration_seconds=row[7],
+        error=row[8],
+        run_id=row[9],
+        reason=row[10],
+    )
+
+
+def _now_us() -> int:
+    return to_us(datetime.now(timezone.utc), "now")
+
+
+class SQLiteStore(Store):
+    """Schedules, runs and nodes in one SQLite file (default ``.flowyml_scheduler.db``)."""
+
+    shared = True
+
+    def __init__(self, path: Union[str, os.PathLike[str]] = DEFAULT_PATH, busy_timeout: float = 30.0) -> None:
+        self.path = os.fspath(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._conn: Optional[sqlite3.Connection] = None
+        _STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- connection and transactions ------------------------------------------------
+    def _error(self, exc: BaseException) -> StoreError:
+        return StoreError(f"sqlite store {self.path!r}: {exc}")
+
+    def _connect(self) -> sqlite3.Connection:
+        # timeout= is sqlite3_busy_timeout: a writer waits this long for another process's lock.
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._enable_wal(conn)
+            # In WAL mode synchronous=NORMAL fsyncs at checkpoints, not at each commit: a committed
+            # transaction survives a crash or kill -9 of the process, but the last ones before a
+            # power loss or OS crash may be rolled back (the file is never corrupted).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a fresh file to WAL needs an exclusive lock, and SQLite reports "locked" at once
+        # when another process holds it instead of calling the busy handler: retry until the timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if mode.lower() not in ("wal", "memory"):
+            logger.warning("sqlite store %r: journal_mode is %s, not WAL (file system?)", self.path, mode)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(VERSION_TABLE_DDL)
+            row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+            version = 0 if row is None else int(row[0])
+            for target, statements in migrations_after(version, repr(self.path)):
+                for statement in statements:
+                    conn.execute(statement)
+                if version == 0:
+                    conn.execute("INSERT INTO schema_version (id, version) VALUES (1, ?)", (target,))
+                else:
+                    conn.execute("UPDATE schema_version SET version = ? WHERE id = 1", (target,))
+                logger.info("sqlite store %r: schema migrated to version %d", self.path, target)
+                version = target
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def open(self) -> None:
+        """Open the file, switch it to WAL, create or migrate the schema. Idempotent."""
+        with self._lock:
+            if self._conn is None:
+                try:
+                    self._connect()
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from exc
+
+    def close(self) -> None:
+        """Close the connection; any later call opens it again."""
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> List[Any]:
+        with self._lock:
+            try:
+                conn = self._conn or self._connect()
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> Optional[T]:
+        """Run ``body`` in one BEGIN IMMEDIATE transaction; None if it raised _Abort (rolled back)."""
+        with self._lock:
+            try:
+                conn = self._conn or self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except _Abort:
+                    conn.execute("ROLLBACK")
+                    return None
+                except BaseException:
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            logger.exception("sqlite store %r: rollback failed", self.path)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    # -- schedules ------------------------------------------------------------------
+    def declare_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+        """Insert if absent; keep state on the same hash; replace the definition on another."""
+        where = f"schedule {record.name!r}"
+        options = to_json(record.options, f"{where}: options")
+        context = to_json(record.context, f"{where}: context")
+        next_fire = opt_to_us(record.next_fire, f"{where}: next_fire")
+        now = _now_us()
+        created = opt_to_us(record.created_at, f"{where}: created_at") or now
+        updated = opt_to_us(record.updated_at, f"{where}: updated_at") or now
+        definition = (
+            record.schedule_type,
+            record.schedule_value,
+            record.timezone,
+            record.definition_hash,
+            options,
+            context,
+        )
+        last_fire = opt_to_us(record.last_fire, f"{where}: last_fire")
+        values = (record.name, *definition, int(bool(record.enabled)), next_fire, last_fire, created, updated)
+
+        def body(conn: sqlite3.Connection) -> ScheduleRecord:
+            row = conn.execute(_SELECT_SCHEDULE, (record.name,)).fetchone()
+            if row is None:
+                conn.execute(_INSERT_SCHEDULE, values)
+                row = values
+            elif row[4] != record.definition_hash:
+                conn.execute(_REDEFINE_SCHEDULE, (*definition, next_fire, updated, record.name))
+                row = conn.execute(_SELECT_SCHEDULE, (record.name,)).fetchone()
+            return _schedule(row)
+
+        result = self._write(body)
+        assert result is not None
+        return result
+
+    def get_schedule(self, name: str) -> Optional[ScheduleRecord]:
+        """The stored schedule, or None."""
+        rows = self._read(_SELECT_SCHEDULE, (name,))
+        return _schedule(rows[0]) if rows else None
+
+    def list_schedules(self) -> List[ScheduleRecord]:
+        """Every stored schedule, ordered by name."""
+        return [
+            _schedule(row) for row in self._read(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name")
+        ]
+
+    def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
+        """Set the enabled flag and next fire; False if the schedule does not exist."""
+        params = (int(bool(enabled)), opt_to_us(next_fire, "next_fire"), _now_us(), name)
+        return bool(
+            self._write(
+                lambda conn: (
+                    conn.execute(
+                        "UPDATE schedules SET enabled = ?, next_fire = ?, updated_at = ? WHERE name = ?",
+                        params,
+                    ).rowcount
+                )
+            )
+        )
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule and its history; False if it did not exist."""
+
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM runs WHERE schedule = ?", (name,))
+            return conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount > 0
+
+        return bool(self._write(body))
+
+    def delete_all(self) -> int:
+        """Delete every schedule and all history; return how many schedules were deleted."""
+
+        def body(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM runs")
+            return int(conn.execute("DELETE FROM schedules").rowcount)
+
+        return self._write(body) or 0
+
+    # -- fires ----------------------------------------------------------------------
+    def claim(
+        self,
+        name: str,
+        expected_next: datetime,
+        new_next: Optional[datetime],
+        runs: Sequence[RunRecord],
+        max_instances: int,
+    ) -> Optional[List[RunRecord]]:
+        """Compare-and-set ``next_fire`` and insert ``runs`` in one transaction (see Store.claim)."""
+        expected = to_us(expected_next, "expected_next")
+        new = opt_to_us(new_next, "new_next")
+        rows: List[List[Any]] = []
+        for run in runs:
+            check_run(name, run)
+            rows.append(
+                [
+                    run.run_key,
+                    name,
+                    to_us(run.fire_time, "fire_time"),
+                    run.status,
+                    run.node_id,
+                    opt_to_us(run.started_at, "started_at"),
+                    opt_to_us(run.completed_at, "completed_at"),
+                    run.duration_seconds,
+                    run.error,
+                    run.run_id,
+                    run.reason,
+                ]
+            )
+        any_active = any(row[3] in ACTIVE_STATUSES for row in rows)
+
+        def body(conn: sqlite3.Connection) -> List[List[Any]]:
+            if any_active and conn.execute(_COUNT_ACTIVE, (name,)).fetchone()[0] >= max_instances:
+                for row in rows:
+                    if row[3] in ACTIVE_STATUSES:
+                        row[3], row[10] = SKIPPED, "overlap"
+            last = max((row[2] for row in rows if row[3] in ACTIVE_STATUSES), default=None)
+            if last is None:
+                cursor = conn.execute(_ADVANCE, (new, name, expected))
+            else:
+                cursor = conn.execute(_ADVANCE_LAST, (new, last, last, name, expected))
+            if cursor.rowcount != 1:
+                raise _Abort
+            try:
+                if len(rows) == 1:
+                    conn.execute(_INSERT_RUN, rows[0])
+                else:
+                    conn.executemany(_INSERT_RUN, rows)
+            except sqlite3.IntegrityError:
+                raise _Abort from None
+            return rows
+
+        stored = self._write(body)
+        return None if stored is None else [_run(row) for row in stored]
+
+    def start_run(self, run_key: str, started_at: datetime) -> bool:
+        """Mark a queued (or running) run running; False if it is no longer active."""
+        params = (to_us(started_at, "started_at"), run_key)
+        return bool(self._write(lambda conn: conn.execute(_START_RUN, params).rowcount))
+
+    def finish_run(
+        self,
+        run_key: str,
+        status: str,
+        completed_at: datetime,
+        duration_seconds: Optional[float],
+        error: Optional[str] = None,
+        run_id: Optional[str] = None,
+    ) -> bool:
+        """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
+        check_final(status)
+        params = (status, to_us(completed_at, "completed_at"), duration_seconds, error, run_id, run_key)
+        return bool(self._write(lambda conn: conn.execute(_FINISH_RUN, params).rowcount))
+
+    def history(self, name: str, limit: int = 50) -> List[RunRecord]:
+        """Runs of ``name``, newest fire first, at most ``limit``."""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE schedule = ? ORDER BY fire_time DESC LIMIT ?"
+        return [_run(row) for row in self._read(sql, (name, max(limit, 0)))]
+
+    def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
+        """Runs still running or queued, ordered by schedule then fire time."""
+        if name is None:
+            sql = (
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN {_ACTIVE_SQL} ORDER BY schedule, fire_time"
+            )
+            return [_run(row) for row in self._read(sql)]
+        where = f"WHERE schedule = ? AND status IN {_ACTIVE_SQL}"
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY fire_time"
+        return [_run(row) for row in self._read(sql, (name,))]
+
+    def stats(self, name: Optional[str] = None) -> RunStats:
+        """Counts by status and the mean duration of finished runs."""
+        select = "SELECT status, COUNT(*), SUM(duration_seconds), COUNT(duration_seconds) FROM runs"
+        if name is None:
+            rows = self._read(f"{select} GROUP BY status")
+        else:
+            rows = self._read(f"{select} WHERE schedule = ? GROUP BY status", (name,))
+        counts: Dict[str, int] = {}
+        duration_sum, duration_count = 0.0, 0
+        for status, count, total, timed in rows:
+            counts[status] = count
+            if status in FINAL_STATUSES and timed:
+                duration_sum += total
+                duration_count += timed
+        return make_stats(counts, duration_sum, duration_count)
+
+    # -- nodes ----------------------------------------------------------------------
+    def heartbeat(self, node: NodeRecord) -> None:
+        """Insert or refresh this node's row."""
+        started, beat = to_us(node.started_at, "started_at"), to_us(node.heartbeat, "heartbeat")
+
+        def body(conn: sqlite3.Connection) -> None:
+            # UPDATE then INSERT rather than an upsert clause: portable and works on old SQLite.
+            updated = conn.execute(
+                "UPDATE nodes SET hostname = ?, pid = ?, started_at = ?, heartbeat = ? WHERE node_id = ?",
+                (node.hostname, node.pid, started, beat, node.node_id),
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (node.node_id, node.hostname, node.pid, started, beat),
+                )
+
+        self._write(body)
+
+    def list_nodes(self) -> List[NodeRecord]:
+        """Every node row, ordered by node id."""
+        rows = self._read(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY node_id")
+        return [NodeRecord(r[0], r[1], r[2], from_us(r[3]), from_us(r[4])) for r in rows]  # type: ignore[arg-type]
+
+    def mark_node_lost(self, node_id: str, reason: str) -> List[RunRecord]:
+        """Turn the node's active runs into ``lost`` (reason given), delete its row; return them."""
+
+        def body(conn: sqlite3.Connection) -> List[RunRecord]:
+            where = f"WHERE node_id = ? AND status IN {_ACTIVE_SQL}"
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY schedule, fire_time", (node_id,)
+            ).fetchall()
+            conn.execute(f"UPDATE runs SET status = ?, reason = ? {where}", (LOST, reason, node_id))
+            conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+            return [replace(_run(row), status=LOST, reason=reason) for row in rows]
+
+        return self._write(body) or []
+
+    def remove_node(self, node_id: str) -> None:
+        """Delete the node row (clean shutdown, after its runs finished)."""
+        self._write(lambda conn: conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)))
