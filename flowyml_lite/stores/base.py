@@ -173,8 +173,14 @@ class Store(abc.ABC):
         duration_seconds: Optional[float],
         error: Optional[str] = None,
         run_id: Optional[str] = None,
+        started_at: Optional[datetime] = None,
+        reason: Optional[str] = None,
     ) -> bool:
-        """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
+        """Record a run's outcome; False if the run is no longer active (e.g. already lost).
+
+        ``started_at`` (when the function began; None keeps the stored value) and ``reason``
+        (why a run was skipped at start, e.g. a held lock) are stored with it.
+        """
 
     @abc.abstractmethod
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:

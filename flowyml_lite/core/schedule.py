@@ -1,0 +1,174 @@
+"""Schedules as users see them, and the validation of a definition before anything is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Dict, Optional
+
+from ..errors import ScheduleError
+from ..stores.base import ScheduleRecord
+from ..timezones import ZoneProvider, get_zone
+
+CATCHUP_POLICIES = ("latest", "skip", "all")
+SCHEDULE_TYPES = ("cron", "daily", "hourly", "interval")
+MAX_NAME_LENGTH = 200
+
+
+@dataclass
+class Schedule:
+    """A schedule and its state (what ``list_schedules()`` returns), as in flowyml's guide.
+
+    ``next_run`` and ``last_run`` are aware datetimes in the schedule's zone.
+    """
+
+    pipeline_name: str
+    schedule_type: str
+    schedule_value: str
+    pipeline_func: Optional[Callable[[], Any]] = field(default=None, repr=False, compare=False)
+    context: Dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+    last_run: Optional[datetime] = None
+    next_run: Optional[datetime] = None
+    timezone: str = "UTC"
+    misfire_grace_seconds: float = 60.0
+    catchup: str = "latest"
+    max_catchup: int = 100
+    max_instances: int = 1
+    is_orphan: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.pipeline_name
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready form (instants as ISO 8601 with their offsets)."""
+        return {
+            "pipeline_name": self.pipeline_name,
+            "schedule_type": self.schedule_type,
+            "schedule_value": self.schedule_value,
+            "context": self.context,
+            "enabled": self.enabled,
+            "last_run": self.last_run.isoformat() if self.last_run else None,
+            "next_run": self.next_run.isoformat() if self.next_run else None,
+            "timezone": self.timezone,
+            "misfire_grace_seconds": self.misfire_grace_seconds,
+            "catchup": self.catchup,
+            "max_catchup": self.max_catchup,
+            "max_instances": self.max_instances,
+            "is_orphan": self.is_orphan,
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-schedule behaviour on misfires and overlap (DESIGN §4)."""
+
+    misfire_grace_seconds: float = 60.0
+    catchup: str = "latest"
+    max_catchup: int = 100
+    max_instances: int = 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "misfire_grace_seconds": self.misfire_grace_seconds,
+            "catchup": self.catchup,
+            "max_catchup": self.max_catchup,
+            "max_instances": self.max_instances,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Options":
+        known = {k: data[k] for k in ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances") if k in data}
+        return cls(**known)
+
+
+def validate_name(name: object) -> str:
+    """A schedule name: a non-empty string of printable characters, at most 200 long."""
+    if not isinstance(name, str) or not name.strip():
+        raise ScheduleError(f"a schedule name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ScheduleError(f"schedule name {name[:40]!r}... must be printable and at most {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def validate_options(
+    misfire_grace_seconds: float, catchup: str, max_catchup: int, max_instances: int
+) -> Options:
+    """Options checked for type and range, with a message naming the argument."""
+    if isinstance(misfire_grace_seconds, bool) or not isinstance(misfire_grace_seconds, (int, float)) or not (
+        misfire_grace_seconds >= 0 and math.isfinite(misfire_grace_seconds)
+    ):
+        raise ScheduleError(f"misfire_grace_seconds must be a number >= 0, got {misfire_grace_seconds!r}")
+    if catchup not in CATCHUP_POLICIES:
+        raise ScheduleError(f"catchup must be one of {', '.join(CATCHUP_POLICIES)}, got {catchup!r}")
+    for arg, value in (("max_catchup", max_catchup), ("max_instances", max_instances)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ScheduleError(f"{arg} must be an integer >= 1, got {value!r}")
+    return Options(float(misfire_grace_seconds), catchup, max_catchup, max_instances)
+
+
+def validate_context(context: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A context dict that the store can keep (JSON-serializable)."""
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise ScheduleError(f"context must be a dict, got {type(context).__name__}")
+    try:
+        json.dumps(context, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ScheduleError(f"context must be JSON-serializable to be stored: {exc}") from None
+    return dict(context)
+
+
+def validate_timezone(timezone: object, provider: "str | ZoneProvider") -> str:
+    if not isinstance(timezone, str):
+        raise ScheduleError(f"timezone must be an IANA name such as 'Europe/London', got {timezone!r}")
+    get_zone(timezone, provider)  # raises UnknownTimezoneError with suggestions
+    return timezone
+
+
+def interval_seconds(days: float, hours: float, minutes: float, seconds: float) -> float:
+    """The total of an interval's parts; each must be a finite number >= 0 and the total > 0."""
+    total = 0.0
+    for arg, value in (("days", days), ("hours", hours), ("minutes", minutes), ("seconds", seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ScheduleError(f"interval {arg} must be a finite number >= 0, got {value!r}")
+    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if total < 0.001:
+        raise ScheduleError(
+            f"an interval must be at least 1 ms, got {total!r} s: pass hours=, minutes= or seconds= (e.g. minutes=30)"
+        )
+    return total
+
+
+def definition_hash(schedule_type: str, value: str, timezone: str, options: Options, context: Dict[str, Any]) -> str:
+    """What identifies a definition: re-declaring with the same hash keeps the stored state."""
+    payload = json.dumps(
+        [schedule_type, value, timezone, options.to_dict(), context], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def to_schedule(record: ScheduleRecord, func: Optional[Callable[[], Any]], localize: Callable[[datetime], datetime]) -> Schedule:
+    """The user-facing Schedule for a stored record (instants shown in the schedule's zone)."""
+    options = Options.from_dict(record.options)
+    return Schedule(
+        pipeline_name=record.name,
+        schedule_type=record.schedule_type,
+        schedule_value=record.schedule_value,
+        pipeline_func=func,
+        context=dict(record.context),
+        enabled=record.enabled,
+        last_run=localize(record.last_fire) if record.last_fire else None,
+        next_run=localize(record.next_fire) if record.next_fire else None,
+        timezone=record.timezone,
+        misfire_grace_seconds=options.misfire_grace_seconds,
+        catchup=options.catchup,
+        max_catchup=options.max_catchup,
+        max_instances=options.max_instances,
+        is_orphan=func is None,
+    )
