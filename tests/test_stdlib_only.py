@@ -59,13 +59,35 @@ if ".core.scheduler_config" in modules:
     config = importlib.import_module(pkg + ".core.scheduler_config")
     config.SchedulerConfig()
 
+if ".core.scheduler" in modules and ".stores.sqlite" in modules:
+    import os
+    db_path = os.path.join(folder, "probe.db")
+    scheduler = root.PipelineScheduler(config=root.SchedulerConfig(db_path=db_path))
+    scheduler.schedule_interval("probe", lambda: None, seconds=60)
+    names = [schedule.pipeline_name for schedule in scheduler.list_schedules()]
+    assert names == ["probe"], names
+    assert os.path.exists(db_path)
+
 if sys.version_info >= (3, 10):
-    foreign = sorted(
-        name for name in sys.modules
-        if name.partition(".")[0] not in sys.stdlib_module_names
-        and name.partition(".")[0] not in (pkg, "__main__")
+    import os, sysconfig
+    stdlib_dirs = tuple(
+        os.path.join(os.path.realpath(sysconfig.get_path(key)), "") for key in ("stdlib", "platstdlib")
     )
-    assert not foreign, foreign
+
+    def foreign(name, module):
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names or top in (pkg, "__main__"):
+            return False
+        where = getattr(module, "__file__", None)  # private stdlib modules such as _sysconfigdata_*
+        if not where:
+            return True
+        where = os.path.realpath(where)
+        parts = where.split(os.sep)
+        in_stdlib = where.startswith(stdlib_dirs)
+        return not in_stdlib or "site-packages" in parts or "dist-packages" in parts
+
+    outside = sorted(name for name, module in list(sys.modules.items()) if foreign(name, module))
+    assert not outside, outside
 print("ok", len(modules))
 """
 
