@@ -28,6 +28,8 @@ _EMPTY = inspect.Parameter.empty
 class Step:
     """A function with a name and the names of its outputs; calling it calls the function."""
 
+    __name__: str  # copied from the function, with its __doc__, __module__ and __qualname__
+
     def __init__(
         self,
         func: Callable[..., Any],
@@ -41,6 +43,8 @@ class Step:
         self.name = name if name is not None else getattr(func, "__name__", type(func).__name__)
         if not isinstance(self.name, str) or not self.name:
             raise PipelineError(f"a step name must be a non-empty string, got {self.name!r}")
+        if "__name__" not in self.__dict__:  # e.g. a functools.partial
+            self.__name__ = self.name
         names = [outputs] if isinstance(outputs, str) else list(outputs or ())
         for out in names:
             if not isinstance(out, str) or not out.isidentifier():

@@ -1,0 +1,282 @@
+"""SchedulerConfig: defaults, validation with fixable messages, the environment, display."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import subprocess
+import sys
+from typing import Any, Dict
+
+import pytest
+
+from flowyml_lite.core.scheduler_config import SchedulerConfig
+from flowyml_lite.errors import ConfigurationError
+
+
+class TestDefaults:
+    def test_defaults_match_the_documented_values(self) -> None:
+        c = SchedulerConfig()
+        assert (c.persist_schedules, c.db_path, c.distributed, c.lock_backend) == (
+            True,
+            ".flowyml_scheduler.db",
+            False,
+            "file",
+        )
+        assert (c.redis_url, c.timezone, c.max_concurrent_runs, c.store, c.store_url) == (
+            None,
+            "UTC",
+            10,
+            None,
+            None,
+        )
+        assert (c.cron_engine, c.timezone_provider) == ("native", "zoneinfo")
+        assert (c.catchup, c.max_catchup) == ("latest", 100)
+        assert (c.misfire_grace_seconds, c.heartbeat_seconds, c.node_timeout_seconds) == (60.0, 5.0, 30.0)
+        assert (c.shutdown_timeout_seconds, c.lock_dir, c.node_id) == (30.0, None, None)
+
+    def test_the_guide_examples_construct(self) -> None:
+        persisted = SchedulerConfig(persist_schedules=True, db_path="/path/to/scheduler.db")
+        assert persisted.db_path == "/path/to/scheduler.db"
+        distributed = SchedulerConfig(distributed=True, lock_backend="redis", redis_url="redis://localhost:6379/0")
+        assert distributed.redis_url == "redis://localhost:6379/0"
+
+    def test_the_store_defaults_to_sqlite_when_persisting_and_memory_otherwise(self) -> None:
+        assert SchedulerConfig().resolved_store() == "sqlite"
+        assert SchedulerConfig(persist_schedules=False).resolved_store() == "memory"
+        instance = object()
+        assert SchedulerConfig(store=instance).resolved_store() is instance
+        assert SchedulerConfig(persist_schedules=False, store="sqlalchemy").resolved_store() == "sqlalchemy"
+
+    def test_the_lock_directory_defaults_to_one_beside_the_database(self) -> None:
+        assert SchedulerConfig(db_path="/var/lib/x.db").resolved_lock_dir() == "/var/lib/x.db.locks"
+        assert SchedulerConfig(lock_dir="/run/locks").resolved_lock_dir() == "/run/locks"
+
+    def test_paths_may_be_given_as_path_objects(self) -> None:
+        c = SchedulerConfig(db_path=pathlib.Path("/tmp/s.db"), lock_dir=pathlib.Path("/tmp/l"))  # type: ignore[arg-type]
+        assert c.db_path == "/tmp/s.db" and c.lock_dir == "/tmp/l"
+
+    def test_integral_seconds_are_stored_as_floats(self) -> None:
+        c = SchedulerConfig(misfire_grace_seconds=5)
+        assert isinstance(c.misfire_grace_seconds, float) and c.misfire_grace_seconds == 5.0
+
+    def test_replace_revalidates(self) -> None:
+        with pytest.raises(ConfigurationError):
+            dataclasses.replace(SchedulerConfig(), max_concurrent_runs=0)
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("field", "value", "fix"),
+        [
+            ("max_concurrent_runs", 0, "integer >= 1"),
+            ("max_concurrent_runs", 2.5, "integer >= 1"),
+            ("max_concurrent_runs", True, "integer >= 1"),
+            ("max_catchup", 0, "integer >= 1"),
+            ("catchup", "sometimes", "'latest', 'skip', 'all'"),
+            ("persist_schedules", "yes", "True or False"),
+            ("distributed", 1, "True or False"),
+            ("db_path", "", "non-empty string"),
+            ("timezone", "  ", "non-empty string"),
+            ("lock_backend", None, "non-empty string"),
+            ("redis_url", 5, "non-empty string"),
+            ("store", "", "non-empty string"),
+            ("misfire_grace_seconds", -1, "seconds >= 0"),
+            ("misfire_grace_seconds", float("nan"), "seconds >= 0"),
+            ("heartbeat_seconds", 0, "seconds > 0"),
+            ("shutdown_timeout_seconds", "10", "seconds >= 0"),
+            ("node_id", "", "non-empty string"),
+        ],
+    )
+    def test_a_bad_value_names_the_field_and_the_fix(self, field: str, value: Any, fix: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig(**{field: value})
+        assert f"SchedulerConfig.{field}=" in str(info.value)
+        assert fix in str(info.value)
+
+    def test_redis_locks_without_a_url_say_how_to_give_one(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"redis_url.*FLOWYML_SCHEDULER_REDIS_URL"):
+            SchedulerConfig(distributed=True, lock_backend="redis")
+
+    def test_a_node_timeout_not_longer_than_the_heartbeat_is_rejected(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"node_timeout_seconds.*greater than heartbeat_seconds"):
+            SchedulerConfig(heartbeat_seconds=10, node_timeout_seconds=10)
+
+    def test_an_infinite_misfire_grace_is_allowed(self) -> None:
+        assert SchedulerConfig(misfire_grace_seconds=float("inf")).misfire_grace_seconds == float("inf")
+
+    def test_a_store_instance_is_accepted_as_is(self) -> None:
+        store = object()
+        assert SchedulerConfig(store=store).store is store
+
+    def test_configuration_errors_are_value_errors(self) -> None:
+        with pytest.raises(ValueError):
+            SchedulerConfig(catchup="never")
+
+
+class TestFromEnv:
+    def test_an_empty_environment_gives_the_defaults(self) -> None:
+        assert SchedulerConfig.from_env({}) == SchedulerConfig()
+
+    def test_every_field_is_read_from_its_upper_case_variable(self) -> None:
+        env = {
+            "FLOWYML_SCHEDULER_PERSIST_SCHEDULES": "false",
+            "FLOWYML_SCHEDULER_DB_PATH": "/data/s.db",
+            "FLOWYML_SCHEDULER_DISTRIBUTED": "on",
+            "FLOWYML_SCHEDULER_LOCK_BACKEND": "redis",
+            "FLOWYML_SCHEDULER_REDIS_URL": "redis://r:6379/1",
+            "FLOWYML_SCHEDULER_TIMEZONE": "Europe/Paris",
+            "FLOWYML_SCHEDULER_MAX_CONCURRENT_RUNS": "4",
+            "FLOWYML_SCHEDULER_STORE": "sqlalchemy",
+            "FLOWYML_SCHEDULER_STORE_URL": "postgresql://u@h/db",
+            "FLOWYML_SCHEDULER_CRON_ENGINE": "croniter",
+            "FLOWYML_SCHEDULER_TIMEZONE_PROVIDER": "pytz",
+            "FLOWYML_SCHEDULER_MISFIRE_GRACE_SECONDS": "1.5",
+            "FLOWYML_SCHEDULER_CATCHUP": "all",
+            "FLOWYML_SCHEDULER_MAX_CATCHUP": "7",
+            "FLOWYML_SCHEDULER_HEARTBEAT_SECONDS": "2",
+            "FLOWYML_SCHEDULER_NODE_TIMEOUT_SECONDS": "9",
+            "FLOWYML_SCHEDULER_SHUTDOWN_TIMEOUT_SECONDS": "3",
+            "FLOWYML_SCHEDULER_LOCK_DIR": "/run/l",
+            "FLOWYML_SCHEDULER_NODE_ID": "node-a",
+        }
+        c = SchedulerConfig.from_env(env)
+        assert c == SchedulerConfig(
+            persist_schedules=False,
+            db_path="/data/s.db",
+            distributed=True,
+            lock_backend="redis",
+            redis_url="redis://r:6379/1",
+            timezone="Europe/Paris",
+            max_concurrent_runs=4,
+            store="sqlalchemy",
+            store_url="postgresql://u@h/db",
+            cron_engine="croniter",
+            timezone_provider="pytz",
+            misfire_grace_seconds=1.5,
+            catchup="all",
+            max_catchup=7,
+            heartbeat_seconds=2.0,
+            node_timeout_seconds=9.0,
+            shutdown_timeout_seconds=3.0,
+            lock_dir="/run/l",
+            node_id="node-a",
+        )
+
+    def test_the_guides_lower_case_names_are_read(self) -> None:
+        env = {
+            "flowyml_SCHEDULER_PERSIST": "false",
+            "flowyml_SCHEDULER_DB_PATH": "/tmp/guide.db",
+            "flowyml_SCHEDULER_DISTRIBUTED": "true",
+            "flowyml_SCHEDULER_REDIS_URL": "redis://localhost:6379/0",
+            "flowyml_SCHEDULER_TIMEZONE": "Asia/Tokyo",
+        }
+        c = SchedulerConfig.from_env(env)
+        assert not c.persist_schedules and c.distributed
+        assert (c.db_path, c.timezone) == ("/tmp/guide.db", "Asia/Tokyo")
+        assert c.redis_url == "redis://localhost:6379/0"
+
+    def test_upper_case_wins_over_the_lower_case_spelling(self) -> None:
+        env = {"flowyml_SCHEDULER_DB_PATH": "/lower.db", "FLOWYML_SCHEDULER_DB_PATH": "/upper.db"}
+        assert SchedulerConfig.from_env(env).db_path == "/upper.db"
+
+    def test_flowyml_persist_and_max_concurrent_spellings_are_aliases(self) -> None:
+        env = {"FLOWYML_SCHEDULER_PERSIST": "0", "FLOWYML_SCHEDULER_MAX_CONCURRENT": "3"}
+        c = SchedulerConfig.from_env(env)
+        assert c.persist_schedules is False and c.max_concurrent_runs == 3
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [("true", True), ("TRUE", True), ("1", True), ("Yes", True), ("on", True),
+         ("false", False), ("False", False), ("0", False), ("NO", False), ("off", False)],
+    )
+    def test_booleans_accept_the_usual_spellings_in_any_case(self, raw: str, expected: bool) -> None:
+        assert SchedulerConfig.from_env({"FLOWYML_SCHEDULER_DISTRIBUTED": raw}).distributed is expected
+
+    @pytest.mark.parametrize(
+        ("variable", "raw"),
+        [
+            ("FLOWYML_SCHEDULER_DISTRIBUTED", "maybe"),
+            ("FLOWYML_SCHEDULER_MAX_CONCURRENT_RUNS", "ten"),
+            ("FLOWYML_SCHEDULER_MISFIRE_GRACE_SECONDS", "1m"),
+            ("flowyml_SCHEDULER_PERSIST", "y"),
+        ],
+    )
+    def test_an_unparsable_value_names_the_variable_and_the_value(self, variable: str, raw: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig.from_env({variable: raw})
+        assert variable in str(info.value) and repr(raw) in str(info.value)
+
+    def test_an_out_of_range_value_names_the_variable_too(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"FLOWYML_SCHEDULER_MAX_CONCURRENT_RUNS='0'.*>= 1"):
+            SchedulerConfig.from_env({"FLOWYML_SCHEDULER_MAX_CONCURRENT_RUNS": "0"})
+
+    def test_empty_values_count_as_unset(self) -> None:
+        env = {"FLOWYML_SCHEDULER_DB_PATH": "", "FLOWYML_SCHEDULER_REDIS_URL": "  "}
+        assert SchedulerConfig.from_env(env) == SchedulerConfig()
+
+    def test_overrides_win_over_the_environment(self) -> None:
+        c = SchedulerConfig.from_env({"FLOWYML_SCHEDULER_DB_PATH": "/env.db"}, db_path="/arg.db")
+        assert c.db_path == "/arg.db"
+
+    def test_an_override_of_an_unknown_field_is_an_error(self) -> None:
+        with pytest.raises(ConfigurationError, match="no field check_interval"):
+            SchedulerConfig.from_env({}, check_interval=10)
+
+    def test_an_override_skips_parsing_of_a_broken_variable_for_that_field(self) -> None:
+        c = SchedulerConfig.from_env({"FLOWYML_SCHEDULER_MAX_CONCURRENT_RUNS": "x"}, max_concurrent_runs=2)
+        assert c.max_concurrent_runs == 2
+
+    def test_the_process_environment_is_the_default_source(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FLOWYML_SCHEDULER_TIMEZONE", "America/New_York")
+        assert SchedulerConfig.from_env().timezone == "America/New_York"
+
+    def test_a_redis_backend_from_the_environment_needs_a_url_from_it_too(self) -> None:
+        with pytest.raises(ConfigurationError, match="REDIS_URL"):
+            SchedulerConfig.from_env({"FLOWYML_SCHEDULER_LOCK_BACKEND": "redis"})
+
+
+class TestDisplay:
+    def test_to_dict_lists_every_field(self) -> None:
+        data = SchedulerConfig().to_dict()
+        assert list(data) == [f.name for f in dataclasses.fields(SchedulerConfig)]
+        assert data["db_path"] == ".flowyml_scheduler.db"
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://user:p@ss@host/0", "redis://user:***@host/0"),
+            ("redis://host:6379/0", "redis://host:6379/0"),
+            ("rediss://user@host", "rediss://user@host"),
+        ],
+    )
+    def test_passwords_in_urls_are_masked(self, url: str, shown: str) -> None:
+        c = SchedulerConfig(lock_backend="redis", redis_url=url, store_url=url)
+        data: Dict[str, Any] = c.to_dict()
+        assert data["redis_url"] == shown and data["store_url"] == shown
+        assert ("s3cret" not in repr(c)) and ("p@ss" not in repr(c))
+
+    def test_a_store_instance_is_shown_by_its_class_name(self) -> None:
+        class MyStore:
+            pass
+
+        assert SchedulerConfig(store=MyStore()).to_dict()["store"] == "MyStore"
+
+
+class TestLightImport:
+    def test_importing_the_config_loads_neither_sqlite3_nor_threading(self) -> None:
+        code = (
+            "import sys; import flowyml_lite.core.scheduler_config; "
+            "print(sorted(m for m in ('sqlite3', 'threading', 'http.server') if m in sys.modules))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(_ROOT)!r}); {code}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert "sqlite3" not in out and "http.server" not in out
+
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
