@@ -66,6 +66,8 @@ class FakeClock:
     The deadline of a wait counts from the fake time this thread last read (``now`` or
     ``monotonic``), so a clock moved between the caller's read and its wait wakes it early
     (harmless: callers re-check) instead of leaving it asleep past its deadline.
+    ``advance``/``set`` take each waiter's condition to notify it: call them without holding a
+    waiter's condition unless it is reentrant (``threading.Condition()``'s default RLock is).
     """
 
     def __init__(self, start: Optional[datetime] = None, monotonic_start: float = 1000.0) -> None:
