@@ -1,0 +1,583 @@
+"""The store contract (flowyml_lite/stores/base.py), run against every store implementation."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import List, Optional
+
+import pytest
+
+from flowyml_lite.stores.base import (
+    FAILED,
+    LOST,
+    MISSED,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    NodeRecord,
+    RunRecord,
+    ScheduleRecord,
+    Store,
+)
+
+T0 = datetime(2024, 3, 10, 6, 0, tzinfo=timezone.utc)
+NEW_YORK = timezone(timedelta(hours=-5))
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def sched(
+    name: str = "etl", definition_hash: str = "h1", next_fire: Optional[datetime] = T0, **kw: object
+) -> ScheduleRecord:
+    fields = dict(
+        name=name,
+        schedule_type="interval",
+        schedule_value="60",
+        timezone="UTC",
+        definition_hash=definition_hash,
+        next_fire=next_fire,
+    )
+    fields.update(kw)
+    return ScheduleRecord(**fields)  # type: ignore[arg-type]
+
+
+def run(
+    name: str, fire: datetime, status: str = RUNNING, node: str = "node-a", key: Optional[str] = None
+) -> RunRecord:
+    return RunRecord(
+        run_key=key or uuid.uuid4().hex,
+        schedule=name,
+        fire_time=fire,
+        status=status,
+        node_id=node,
+        started_at=fire if status == RUNNING else None,
+    )
+
+
+def claim_one(
+    store: Store,
+    name: str,
+    minutes: float,
+    status: str = RUNNING,
+    max_instances: int = 1,
+    node: str = "node-a",
+) -> Optional[List[RunRecord]]:
+    """Claim the fire at ``minutes`` (expected to be the schedule's next fire), advancing a minute."""
+    return store.claim(
+        name, at(minutes), at(minutes + 1), [run(name, at(minutes), status, node)], max_instances
+    )
+
+
+def history_statuses(store: Store, name: str) -> List[str]:
+    return [r.status for r in store.history(name)]
+
+
+class TestDeclareSchedule:
+    def test_a_new_schedule_is_stored_with_its_definition_and_timestamps(self, store: Store) -> None:
+        stored = store.declare_schedule(sched(options={"catchup": "all"}, context={"env": "prod"}))
+        assert stored.name == "etl" and stored.definition_hash == "h1"
+        assert stored.options == {"catchup": "all"} and stored.context == {"env": "prod"}
+        assert stored.enabled is True and stored.next_fire == T0 and stored.last_fire is None
+        assert stored.created_at is not None and stored.created_at.tzinfo is not None
+        assert store.get_schedule("etl") == stored
+
+    def test_redeclaring_with_the_same_hash_keeps_the_stored_state(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        store.set_enabled("etl", False, at(1))
+        again = store.declare_schedule(sched(next_fire=at(500), context={"new": 1}))
+        assert again.enabled is False
+        assert again.next_fire == at(1) and again.last_fire == at(0)
+        assert again.context == {}
+        assert len(store.history("etl")) == 1
+
+    def test_redeclaring_with_another_hash_replaces_the_definition_but_keeps_enabled(
+        self, store: Store
+    ) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        store.set_enabled("etl", False, at(1))
+        changed = store.declare_schedule(
+            sched(
+                definition_hash="h2",
+                schedule_type="cron",
+                schedule_value="*/5 * * * *",
+                timezone="Europe/Paris",
+                next_fire=at(5),
+                options={"max_instances": 2},
+                enabled=True,
+            )
+        )
+        assert (changed.schedule_type, changed.schedule_value, changed.timezone) == (
+            "cron",
+            "*/5 * * * *",
+            "Europe/Paris",
+        )
+        assert changed.definition_hash == "h2" and changed.options == {"max_instances": 2}
+        assert changed.next_fire == at(5)
+        assert changed.enabled is False
+        assert changed.last_fire == at(0)
+        assert len(store.history("etl")) == 1
+        assert store.get_schedule("etl") == changed
+
+    def test_get_schedule_of_an_unknown_name_is_none(self, store: Store) -> None:
+        assert store.get_schedule("nope") is None
+
+    def test_list_schedules_is_ordered_by_name(self, store: Store) -> None:
+        for name in ("b", "c", "a"):
+            store.declare_schedule(sched(name))
+        assert [s.name for s in store.list_schedules()] == ["a", "b", "c"]
+
+    def test_a_schedule_without_next_fire_is_stored(self, store: Store) -> None:
+        assert store.declare_schedule(sched(next_fire=None)).next_fire is None
+
+    def test_options_that_are_not_json_are_rejected_naming_the_field(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="options"):
+            store.declare_schedule(sched(options={"f": object()}))
+        with pytest.raises(ValueError, match="context"):
+            store.declare_schedule(sched(context={"x": float("nan")}))
+        assert store.get_schedule("etl") is None
+
+    def test_options_come_back_as_json_would_give_them(self, store: Store) -> None:
+        stored = store.declare_schedule(sched(options={"tags": ("a", "b"), "n": 1.5, "none": None}))
+        assert stored.options == {"tags": ["a", "b"], "n": 1.5, "none": None}
+        assert store.get_schedule("etl").options == stored.options  # type: ignore[union-attr]
+
+    def test_changing_a_returned_record_does_not_change_the_store(self, store: Store) -> None:
+        store.declare_schedule(sched(options={"a": 1}))
+        got = store.get_schedule("etl")
+        assert got is not None
+        got.options["a"] = 2
+        got.enabled = False
+        again = store.get_schedule("etl")
+        assert again is not None and again.options == {"a": 1} and again.enabled is True
+
+
+class TestDatetimes:
+    def test_a_naive_datetime_is_rejected(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="naive"):
+            store.declare_schedule(sched(next_fire=datetime(2024, 1, 1, 9, 0)))
+        store.declare_schedule(sched())
+        with pytest.raises(ValueError, match="naive"):
+            store.claim("etl", datetime(2024, 3, 10, 6, 0), at(1), [], 1)
+        assert store.get_schedule("etl").next_fire == T0  # type: ignore[union-attr]
+
+    def test_instants_in_any_zone_are_stored_and_returned_in_utc(self, store: Store) -> None:
+        local = T0.astimezone(NEW_YORK)
+        stored = store.declare_schedule(sched(next_fire=local))
+        assert stored.next_fire == T0 and stored.next_fire.utcoffset() == timedelta(0)  # type: ignore[union-attr]
+        runs = store.claim("etl", local, at(1).astimezone(NEW_YORK), [run("etl", local)], 1)
+        assert runs is not None and runs[0].fire_time == T0 and runs[0].fire_time.utcoffset() == timedelta(0)
+
+    def test_microseconds_survive(self, store: Store) -> None:
+        precise = T0 + timedelta(microseconds=123457)
+        assert store.declare_schedule(sched(next_fire=precise)).next_fire == precise
+        assert store.get_schedule("etl").next_fire == precise  # type: ignore[union-attr]
+
+
+class TestEnableAndDelete:
+    def test_set_enabled_changes_the_flag_and_next_fire(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.set_enabled("etl", False, None) is True
+        got = store.get_schedule("etl")
+        assert got is not None and got.enabled is False and got.next_fire is None
+        assert store.set_enabled("etl", True, at(3)) is True
+        got = store.get_schedule("etl")
+        assert got is not None and got.enabled is True and got.next_fire == at(3)
+
+    def test_set_enabled_of_an_unknown_schedule_is_false(self, store: Store) -> None:
+        assert store.set_enabled("nope", True, T0) is False
+
+    def test_deleting_a_schedule_deletes_its_history(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        assert claim_one(store, "etl", 0) is not None
+        assert claim_one(store, "other", 0) is not None
+        assert store.delete_schedule("etl") is True
+        assert store.get_schedule("etl") is None
+        assert store.history("etl") == [] and store.active_runs("etl") == []
+        assert store.stats().total == 1
+        assert len(store.history("other")) == 1
+
+    def test_deleting_an_unknown_schedule_is_false(self, store: Store) -> None:
+        assert store.delete_schedule("nope") is False
+
+    def test_a_deleted_schedule_can_be_declared_again_with_an_empty_history(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        store.delete_schedule("etl")
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        assert len(store.history("etl")) == 1
+
+    def test_delete_all_removes_every_schedule_and_run_and_counts_schedules(self, store: Store) -> None:
+        for name in ("a", "b", "c"):
+            store.declare_schedule(sched(name))
+            assert claim_one(store, name, 0) is not None
+        assert store.delete_all() == 3
+        assert store.list_schedules() == [] and store.active_runs() == [] and store.stats().total == 0
+        assert store.delete_all() == 0
+
+
+class TestClaim:
+    def test_a_claim_advances_next_fire_sets_last_fire_and_stores_the_run(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        mine = run("etl", T0)
+        claimed = store.claim("etl", T0, at(1), [mine], 1)
+        assert claimed == [mine]
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(1) and got.last_fire == T0
+        assert store.history("etl") == [mine]
+
+    def test_a_claim_with_a_stale_expected_next_returns_none_and_changes_nothing(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", at(-1), at(1), [run("etl", at(-1))], 1) is None
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == T0 and got.last_fire is None
+        assert store.history("etl") == []
+
+    def test_a_stale_claim_of_only_missed_instants_changes_nothing(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", at(-1), at(1), [run("etl", at(-1), MISSED)], 1) is None
+        assert store.claim("etl", at(-1), at(1), [], 1) is None
+        assert store.get_schedule("etl").next_fire == T0  # type: ignore[union-attr]
+        assert store.history("etl") == []
+
+    def test_the_second_claim_of_one_fire_loses(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0, node="node-a") is not None
+        assert claim_one(store, "etl", 0, node="node-b") is None
+        assert [r.node_id for r in store.history("etl")] == ["node-a"]
+
+    def test_a_claim_of_an_unknown_or_disabled_schedule_returns_none(self, store: Store) -> None:
+        assert claim_one(store, "nope", 0) is None
+        store.declare_schedule(sched())
+        store.set_enabled("etl", False, T0)
+        assert claim_one(store, "etl", 0) is None
+        assert store.history("etl") == []
+
+    def test_a_claim_when_next_fire_is_unset_returns_none(self, store: Store) -> None:
+        store.declare_schedule(sched(next_fire=None))
+        assert claim_one(store, "etl", 0) is None
+
+    def test_a_duplicate_fire_time_makes_the_whole_claim_fail(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0, status=MISSED) is not None
+        store.set_enabled("etl", True, at(1))  # someone rewinds next_fire...
+        result = store.claim("etl", at(1), at(2), [run("etl", at(1), MISSED), run("etl", at(0), RUNNING)], 1)
+        assert result is None
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(1) and got.last_fire is None
+        assert [r.fire_time for r in store.history("etl")] == [at(0)]
+
+    def test_two_records_with_one_fire_time_in_a_claim_fail_it(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, at(1), [run("etl", T0, MISSED), run("etl", T0, RUNNING)], 1) is None
+        assert store.history("etl") == []
+
+    def test_a_claim_to_no_next_fire_ends_the_schedule(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, None, [run("etl", T0)], 1) is not None
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire is None and got.last_fire == T0
+
+    def test_a_claim_without_runs_only_advances_next_fire(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, at(1), [], 1) == []
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(1) and got.last_fire is None
+
+    def test_fires_of_other_schedules_do_not_collide(self, store: Store) -> None:
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        assert claim_one(store, "a", 0) is not None
+        assert claim_one(store, "b", 0) is not None
+
+    def test_a_record_of_another_schedule_is_rejected(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        with pytest.raises(ValueError, match="other"):
+            store.claim("etl", T0, at(1), [run("other", T0)], 1)
+        assert store.get_schedule("etl").next_fire == T0  # type: ignore[union-attr]
+
+    def test_last_fire_never_moves_back(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, at(10), [run("etl", at(9))], 5) is not None
+        store.set_enabled("etl", True, at(10))
+        assert store.claim("etl", at(10), at(11), [run("etl", at(3))], 5) is not None
+        assert store.get_schedule("etl").last_fire == at(9)  # type: ignore[union-attr]
+
+    def test_concurrent_claims_from_threads_have_exactly_one_winner_per_fire(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        fires = 60
+        wins: List[List[datetime]] = [[] for _ in range(4)]
+        barrier = threading.Barrier(4)
+
+        def contender(index: int) -> None:
+            barrier.wait()
+            for i in range(fires):
+                if store.claim("etl", at(i), at(i + 1), [run("etl", at(i), SUCCEEDED, f"n{index}")], 1):
+                    wins[index].append(at(i))
+
+        threads = [threading.Thread(target=contender, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [f for w in wins for f in w]
+        assert sorted(won) == [at(i) for i in range(fires)]
+        assert store.stats("etl").succeeded == fires
+
+
+class TestOverlap:
+    def test_a_fire_while_one_runs_is_stored_skipped_for_overlap(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        second = claim_one(store, "etl", 1)
+        assert second is not None and [(r.status, r.reason) for r in second] == [(SKIPPED, "overlap")]
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(2)
+        assert got.last_fire == at(0)
+        assert history_statuses(store, "etl") == [SKIPPED, RUNNING]
+        assert [r.fire_time for r in store.active_runs("etl")] == [at(0)]
+
+    def test_max_instances_two_allows_two_concurrent_runs(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0, max_instances=2)[0].status == RUNNING  # type: ignore[index]
+        assert claim_one(store, "etl", 1, max_instances=2)[0].status == RUNNING  # type: ignore[index]
+        third = claim_one(store, "etl", 2, max_instances=2)
+        assert third is not None and third[0].status == SKIPPED and third[0].reason == "overlap"
+        assert len(store.active_runs("etl")) == 2
+
+    def test_a_finished_run_no_longer_counts_as_overlap(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        first = claim_one(store, "etl", 0)
+        assert first is not None
+        store.finish_run(first[0].run_key, SUCCEEDED, at(0.5), 30.0)
+        assert claim_one(store, "etl", 1)[0].status == RUNNING  # type: ignore[index]
+
+    def test_queued_runs_count_as_overlap(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0, status=QUEUED) is not None
+        assert claim_one(store, "etl", 1)[0].status == SKIPPED  # type: ignore[index]
+
+    def test_runs_of_other_schedules_do_not_count_as_overlap(self, store: Store) -> None:
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        assert claim_one(store, "a", 0) is not None
+        assert claim_one(store, "b", 0)[0].status == RUNNING  # type: ignore[index]
+
+    def test_overlap_leaves_missed_records_as_they_are(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        result = store.claim("etl", at(1), at(3), [run("etl", at(1), MISSED), run("etl", at(2))], 1)
+        assert result is not None and [r.status for r in result] == [MISSED, SKIPPED]
+        assert result[0].reason is None and result[1].reason == "overlap"
+
+
+class TestBatchClaim:
+    def test_a_batch_claim_stores_the_first_running_and_the_rest_queued(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        batch = [run("etl", at(0), RUNNING)] + [run("etl", at(i), QUEUED) for i in (1, 2)]
+        claimed = store.claim("etl", T0, at(3), batch, 1)
+        assert claimed == batch
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(3) and got.last_fire == at(2)
+        assert [r.status for r in store.active_runs("etl")] == [RUNNING, QUEUED, QUEUED]
+
+    def test_a_batch_with_missed_instants_records_them_and_runs_the_latest(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        batch = [run("etl", at(i), MISSED) for i in range(3)] + [run("etl", at(3), RUNNING)]
+        batch[0] = RunRecord(batch[0].run_key, "etl", at(0), MISSED, reason="3 missed instants")
+        assert store.claim("etl", T0, at(4), batch, 1) == batch
+        assert history_statuses(store, "etl") == [RUNNING, MISSED, MISSED, MISSED]
+        assert store.history("etl")[-1].reason == "3 missed instants"
+        assert store.get_schedule("etl").last_fire == at(3)  # type: ignore[union-attr]
+
+    def test_a_claim_of_only_missed_instants_leaves_last_fire(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, at(2), [run("etl", at(i), MISSED) for i in range(2)], 1) is not None
+        assert store.get_schedule("etl").last_fire is None  # type: ignore[union-attr]
+        assert store.active_runs("etl") == []
+
+
+class TestRunTransitions:
+    def test_start_run_marks_a_queued_run_running_with_its_start(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        queued = claim_one(store, "etl", 0, status=QUEUED)
+        assert queued is not None
+        assert store.start_run(queued[0].run_key, at(0.25)) is True
+        (stored,) = store.history("etl")
+        assert stored.status == RUNNING and stored.started_at == at(0.25)
+
+    def test_finish_run_records_the_outcome(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        claimed = claim_one(store, "etl", 0)
+        assert claimed is not None
+        assert store.finish_run(claimed[0].run_key, FAILED, at(0.5), 30.0, error="boom", run_id="r-1") is True
+        (stored,) = store.history("etl")
+        assert (stored.status, stored.completed_at, stored.duration_seconds) == (FAILED, at(0.5), 30.0)
+        assert (stored.error, stored.run_id) == ("boom", "r-1")
+        assert store.active_runs() == []
+
+    def test_a_run_finishes_only_once(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        claimed = claim_one(store, "etl", 0)
+        assert claimed is not None
+        assert store.finish_run(claimed[0].run_key, SUCCEEDED, at(0.5), 1.0) is True
+        assert store.finish_run(claimed[0].run_key, FAILED, at(0.6), 2.0, error="late") is False
+        assert store.start_run(claimed[0].run_key, at(0.7)) is False
+        (stored,) = store.history("etl")
+        assert stored.status == SUCCEEDED and stored.error is None and stored.duration_seconds == 1.0
+
+    def test_a_lost_run_refuses_start_and_finish(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        running = claim_one(store, "etl", 0)
+        queued = store.claim("etl", at(1), at(2), [run("etl", at(1), QUEUED)], 5)
+        assert running is not None and queued is not None
+        store.mark_node_lost("node-a", "node node-a stopped heartbeating")
+        assert store.finish_run(running[0].run_key, SUCCEEDED, at(0.5), 1.0) is False
+        assert store.start_run(queued[0].run_key, at(1.5)) is False
+        assert history_statuses(store, "etl") == [LOST, LOST]
+
+    def test_unknown_run_keys_are_refused(self, store: Store) -> None:
+        assert store.start_run("nope", T0) is False
+        assert store.finish_run("nope", SUCCEEDED, T0, 1.0) is False
+
+    def test_finish_run_with_an_active_status_is_an_error(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        claimed = claim_one(store, "etl", 0)
+        assert claimed is not None
+        with pytest.raises(ValueError, match="final status"):
+            store.finish_run(claimed[0].run_key, RUNNING, at(1), None)
+        assert store.active_runs("etl")[0].status == RUNNING
+
+
+class TestHistory:
+    def test_history_is_newest_fire_first_and_limited(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        # Claimed out of order: history orders by fire time, not by insertion.
+        assert store.claim("etl", T0, at(10), [run("etl", at(i), SUCCEEDED) for i in (3, 1, 4, 0, 2)], 1)
+        assert [r.fire_time for r in store.history("etl")] == [at(i) for i in (4, 3, 2, 1, 0)]
+        assert [r.fire_time for r in store.history("etl", limit=2)] == [at(4), at(3)]
+        assert store.history("etl", limit=0) == []
+
+    def test_history_holds_only_the_named_schedule(self, store: Store) -> None:
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        assert claim_one(store, "a", 0) is not None
+        assert {r.schedule for r in store.history("a")} == {"a"}
+        assert store.history("nope") == []
+
+    def test_active_runs_lists_running_and_queued_runs_by_schedule(self, store: Store) -> None:
+        for name in ("b", "a"):
+            store.declare_schedule(sched(name))
+            assert store.claim(name, T0, at(2), [run(name, at(0)), run(name, at(1), QUEUED)], 1)
+        store.declare_schedule(sched("done"))
+        done = claim_one(store, "done", 0)
+        assert done is not None
+        store.finish_run(done[0].run_key, SUCCEEDED, at(1), 1.0)
+        assert [(r.schedule, r.status) for r in store.active_runs()] == [
+            ("a", RUNNING),
+            ("a", QUEUED),
+            ("b", RUNNING),
+            ("b", QUEUED),
+        ]
+        assert [r.fire_time for r in store.active_runs("b")] == [at(0), at(1)]
+        assert store.active_runs("done") == []
+
+
+class TestStats:
+    def _fill(self, store: Store) -> None:
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        outcomes = [(SUCCEEDED, 1.0), (SUCCEEDED, 3.0), (FAILED, 5.0)]
+        for i, (status, seconds) in enumerate(outcomes):
+            claimed = claim_one(store, "a", i)
+            assert claimed is not None
+            store.finish_run(claimed[0].run_key, status, at(i + 0.5), seconds)
+        assert store.claim("a", at(3), at(5), [run("a", at(3), MISSED), run("a", at(4))], 1)
+        assert claim_one(store, "a", 5) is not None  # skipped: at(4) runs
+        assert claim_one(store, "b", 0) is not None
+        store.mark_node_lost("node-a", "gone")  # a@4 and b@0 become lost
+
+    def test_stats_count_each_status_and_average_finished_durations(self, store: Store) -> None:
+        self._fill(store)
+        stats = store.stats("a")
+        assert (stats.total, stats.succeeded, stats.failed) == (6, 2, 1)
+        assert (stats.missed, stats.skipped, stats.lost, stats.running) == (1, 1, 1, 0)
+        assert stats.avg_duration_seconds == pytest.approx(3.0)
+
+    def test_stats_of_every_schedule_add_up(self, store: Store) -> None:
+        self._fill(store)
+        stats = store.stats()
+        assert (stats.total, stats.lost) == (7, 2)
+        assert stats.avg_duration_seconds == pytest.approx(3.0)
+
+    def test_running_runs_are_counted_and_have_no_duration(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        stats = store.stats("etl")
+        assert (stats.total, stats.running, stats.avg_duration_seconds) == (1, 1, None)
+
+    def test_stats_of_an_empty_store_are_zero(self, store: Store) -> None:
+        stats = store.stats()
+        assert stats.total == 0 and stats.avg_duration_seconds is None
+
+
+class TestNodes:
+    def node(self, node_id: str = "node-a", beat: float = 0) -> NodeRecord:
+        return NodeRecord(node_id, "host-1", 4242, started_at=T0, heartbeat=at(beat))
+
+    def test_heartbeat_inserts_then_refreshes_the_node_row(self, store: Store) -> None:
+        store.heartbeat(self.node(beat=0))
+        store.heartbeat(self.node("node-b", beat=0))
+        store.heartbeat(self.node(beat=1))
+        assert store.list_nodes() == [self.node(beat=1), self.node("node-b", beat=0)]
+
+    def test_mark_node_lost_turns_its_running_and_queued_runs_lost(self, store: Store) -> None:
+        store.heartbeat(self.node())
+        store.heartbeat(self.node("node-b"))
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        done = claim_one(store, "etl", 0)
+        assert done is not None
+        store.finish_run(done[0].run_key, SUCCEEDED, at(0.5), 1.0)
+        assert store.claim("etl", at(1), at(3), [run("etl", at(1)), run("etl", at(2), QUEUED)], 1)
+        assert claim_one(store, "other", 0, node="node-b") is not None
+        lost = store.mark_node_lost("node-a", "node-a missed its heartbeat")
+        assert [(r.fire_time, r.status, r.reason) for r in lost] == [
+            (at(1), LOST, "node-a missed its heartbeat"),
+            (at(2), LOST, "node-a missed its heartbeat"),
+        ]
+        assert history_statuses(store, "etl") == [LOST, LOST, SUCCEEDED]
+        assert store.history("etl")[0].reason == "node-a missed its heartbeat"
+        assert [r.node_id for r in store.active_runs()] == ["node-b"]
+        assert [n.node_id for n in store.list_nodes()] == ["node-b"]
+
+    def test_a_lost_run_no_longer_blocks_the_schedule(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        store.mark_node_lost("node-a", "crashed")
+        assert claim_one(store, "etl", 1)[0].status == RUNNING  # type: ignore[index]
+
+    def test_mark_node_lost_of_a_node_without_runs_returns_nothing(self, store: Store) -> None:
+        assert store.mark_node_lost("ghost", "gone") == []
+
+    def test_remove_node_deletes_only_the_row(self, store: Store) -> None:
+        store.heartbeat(self.node())
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        store.remove_node("node-a")
+        store.remove_node("never-there")
+        assert store.list_nodes() == []
+        assert [r.status for r in store.active_runs()] == [RUNNING]
+
+    def test_nodes_survive_delete_all(self, store: Store) -> None:
+        store.heartbeat(self.node())
+        store.delete_all()
+        assert [n.node_id for n in store.list_nodes()] == ["node-a"]
