@@ -183,11 +183,13 @@ if [ ${#missing[@]} -eq 0 ]; then
     end "already installed"
 elif $IS_ROOT && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q "${missing[@]}"; then
-        apt-get update -q
-        apt-get install -y -q "${missing[@]}"
+    # The package lists may be stale on a new machine: update only when the install fails.
+    if apt-get install -y -q "${missing[@]}" ||
+        { apt-get update -q && apt-get install -y -q "${missing[@]}"; }; then
+        end "installed ${missing[*]}"
+    else
+        unavailable "apt-get could not install ${missing[*]}"
     fi
-    end "installed ${missing[*]}"
 else
     say "not root (or no apt-get): cannot install ${missing[*]}"
     end "missing ${missing[*]}"
@@ -196,53 +198,69 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/flowyml-test.XXXXXX")
 chmod 755 "$WORK"  # the postgres user must reach its data directory inside
 
-begin "services: redis-server on 127.0.0.1"
-if have_redis; then
-    REDIS_BIN=$(command -v redis-server || echo /usr/bin/redis-server)
-    port=$(free_port)
-    mkdir -p "$WORK/redis"
-    "$REDIS_BIN" --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$WORK/redis" \
-        --pidfile "$WORK/redis/redis.pid" --logfile "$WORK/redis/redis.log" --save '' --appendonly no
-    REDIS_PIDFILE="$WORK/redis/redis.pid"
+# Each start_* returns non-zero (after showing its log) when the server does not come up.
+start_redis() {
+    local bin port dir="$WORK/redis"
+    bin=$(command -v redis-server || echo /usr/bin/redis-server)
+    port=$(free_port) || return 1
+    mkdir -p "$dir" || return 1
+    REDIS_PIDFILE="$dir/redis.pid"
+    "$bin" --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" --pidfile "$REDIS_PIDFILE" \
+        --logfile "$dir/redis.log" --save '' --appendonly no || return 1
     if ! wait_for_port "$port" 20; then
-        cat "$WORK/redis/redis.log" || true
-        exit 1
+        cat "$dir/redis.log" 2>/dev/null
+        return 1
     fi
     export FLOWYML_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
     say "FLOWYML_TEST_REDIS_URL=$FLOWYML_TEST_REDIS_URL"
+}
+
+start_postgres() {
+    local port dir="$WORK/pg"
+    port=$(free_port) || return 1
+    mkdir -p "$dir/sock" || return 1
+    if $IS_ROOT; then
+        # PostgreSQL refuses to run as root: the cluster belongs to the postgres user.
+        chown -R postgres:postgres "$dir" || return 1
+        PG_AS=(runuser -u postgres --)
+    else
+        PG_AS=(env)
+    fi
+    if ! "${PG_AS[@]}" "$PG_BIN/initdb" -D "$dir/data" -U flowyml -A trust -E UTF8 --locale=C --no-sync \
+        >"$dir/initdb.log" 2>&1; then
+        cat "$dir/initdb.log"
+        return 1
+    fi
+    PG_DATA="$dir/data"
+    if ! "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$dir/server.log" -w -t 60 -o \
+        "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        start >/dev/null; then
+        cat "$dir/server.log" 2>/dev/null
+        return 1
+    fi
+    "${PG_AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U flowyml flowyml_test || return 1
+    export FLOWYML_TEST_POSTGRES_URL="postgresql+psycopg://flowyml@127.0.0.1:$port/flowyml_test"
+    say "FLOWYML_TEST_POSTGRES_URL=$FLOWYML_TEST_POSTGRES_URL"
+}
+
+begin "services: redis-server on 127.0.0.1"
+if ! have_redis; then
+    unavailable "redis-server is not installed: the Redis tests will skip (apt-get install redis-server)"
+elif start_redis; then
     end
 else
-    unavailable "redis-server is not installed: the Redis tests will skip (apt-get install redis-server)"
+    unavailable "redis-server did not start (its log is above): the Redis tests will skip"
 fi
 
 begin "services: PostgreSQL on 127.0.0.1"
 PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
 if [ -z "$PG_BIN" ] && command -v initdb >/dev/null 2>&1; then PG_BIN=$(dirname "$(command -v initdb)"); fi
-if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ]; then
-    port=$(free_port)
-    mkdir -p "$WORK/pg/sock"
-    if $IS_ROOT; then
-        # PostgreSQL refuses to run as root: the cluster belongs to the postgres user.
-        chown -R postgres:postgres "$WORK/pg"
-        PG_AS=(runuser -u postgres --)
-    else
-        PG_AS=(env)
-    fi
-    PG_DATA="$WORK/pg/data"
-    "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DATA" -U flowyml -A trust -E UTF8 --locale=C --no-sync \
-        >"$WORK/pg/initdb.log" 2>&1 || { cat "$WORK/pg/initdb.log"; exit 1; }
-    if ! "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$WORK/pg/server.log" -w -t 60 \
-        -o "-p $port -k $WORK/pg/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-        start >/dev/null; then
-        cat "$WORK/pg/server.log" || true
-        exit 1
-    fi
-    "${PG_AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U flowyml flowyml_test
-    export FLOWYML_TEST_POSTGRES_URL="postgresql+psycopg://flowyml@127.0.0.1:$port/flowyml_test"
-    say "FLOWYML_TEST_POSTGRES_URL=$FLOWYML_TEST_POSTGRES_URL"
+if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+    unavailable "PostgreSQL is not installed: the PostgreSQL tests will skip (apt-get install postgresql)"
+elif start_postgres; then
     end
 else
-    unavailable "PostgreSQL is not installed: the PostgreSQL tests will skip (apt-get install postgresql)"
+    unavailable "PostgreSQL did not start (its log is above): the PostgreSQL tests will skip"
 fi
 
 # ---------------------------------------------------------------- checks
