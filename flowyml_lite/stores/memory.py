@@ -213,10 +213,14 @@ class MemoryStore(Store):
         duration_seconds: Optional[float],
         error: Optional[str] = None,
         run_id: Optional[str] = None,
+        started_at: Optional[datetime] = None,
+        reason: Optional[str] = None,
     ) -> bool:
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
         completed_at = check_aware(completed_at, "completed_at")
+        if started_at is not None:
+            started_at = check_aware(started_at, "started_at")
         with self._lock:
             run = self._runs.get(run_key)
             if run is None or run.status not in ACTIVE_STATUSES:
@@ -228,6 +232,8 @@ class MemoryStore(Store):
                 duration_seconds=duration_seconds,
                 error=error,
                 run_id=run_id,
+                started_at=started_at if started_at is not None else run.started_at,
+                reason=reason if reason is not None else run.reason,
             )
             self._active[run.schedule].discard(run_key)
             return True

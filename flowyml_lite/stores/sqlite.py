@@ -80,7 +80,8 @@ _START_RUN = (
     f"UPDATE runs SET status = 'running', started_at = ? WHERE run_key = ? AND status IN {_ACTIVE_SQL}"
 )
 _FINISH_RUN = (
-    "UPDATE runs SET status = ?, completed_at = ?, duration_seconds = ?, error = ?, run_id = ? "
+    "UPDATE runs SET status = ?, completed_at = ?, duration_seconds = ?, error = ?, run_id = ?, "
+    "started_at = COALESCE(?, started_at), reason = COALESCE(?, reason) "
     f"WHERE run_key = ? AND status IN {_ACTIVE_SQL}"
 )
 _NODE_COLUMNS = "node_id, hostname, pid, started_at, heartbeat"
@@ -415,10 +416,14 @@ class SQLiteStore(Store):
         duration_seconds: Optional[float],
         error: Optional[str] = None,
         run_id: Optional[str] = None,
+        started_at: Optional[datetime] = None,
+        reason: Optional[str] = None,
     ) -> bool:
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
-        params = (status, to_us(completed_at, "completed_at"), duration_seconds, error, run_id, run_key)
+        started = to_us(started_at, "started_at") if started_at is not None else None
+        params = (status, to_us(completed_at, "completed_at"), duration_seconds, error, run_id, started, reason,
+                  run_key)
         return bool(self._write(lambda conn: conn.execute(_FINISH_RUN, params).rowcount))
 
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:

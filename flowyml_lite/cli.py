@@ -1,0 +1,272 @@
+"""The command line: ``python -m flowyml_lite`` (also installed as ``flowyml-lite``).
+
+Exit codes: 0 success, 1 a runtime failure, 2 bad input (a bad expression, zone or argument),
+3 no such schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import __version__
+from .errors import FlowymlLiteError, ScheduleNotFoundError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowyml-lite",
+        description="A pipeline scheduler on the standard library: run the demo, inspect cron expressions, "
+        "and manage the schedules in a store.",
+        epilog='examples:\n  python -m flowyml_lite demo --seconds 20\n'
+        '  python -m flowyml_lite next "30 2 * * *" --tz America/New_York --after 2024-03-09 -n 3\n'
+        '  python -m flowyml_lite explain "0 9 * * 1-5"\n  python -m flowyml_lite list --db .flowyml_scheduler.db',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flowyml-lite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run example pipelines on the embedded SQLite store and show each run")
+    demo.add_argument("--seconds", type=float, default=65.0, help="how long to run (default 65, Ctrl-C stops)")
+    demo.add_argument("--db", help="SQLite file (default: a new file in a temporary directory)")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the scheduler's own log lines")
+
+    nxt = sub.add_parser("next", help="print the next fire instants of a cron expression")
+    nxt.add_argument("expression", help='a cron expression, quoted: "0 9 * * 1-5"')
+    nxt.add_argument("--tz", default="UTC", help="IANA time zone (default UTC)")
+    nxt.add_argument("-n", type=int, default=10, help="how many instants (default 10)")
+    nxt.add_argument("--after", help="start after this ISO 8601 instant (default now; no offset = in --tz)")
+    nxt.add_argument("--engine", default="native", help="cron engine: native (default) or croniter")
+    nxt.add_argument("--hash-key", help="key for H fields (the scheduler uses the schedule name)")
+    nxt.add_argument("--json", action="store_true", help="print JSON")
+
+    explain = sub.add_parser("explain", help="describe a cron expression in English")
+    explain.add_argument("expression")
+
+    def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--db", help="SQLite file (default: FLOWYML_SCHEDULER_DB_PATH or .flowyml_scheduler.db)")
+        return p
+
+    for name, help_text in (("list", "list the schedules in the store"), ("health", "summarize the store's runs")):
+        store_command(name, help_text).add_argument("--json", action="store_true", help="print JSON")
+    show = store_command("show", "show one schedule")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    history = store_command("history", "show a schedule's runs, newest first")
+    history.add_argument("name")
+    history.add_argument("-n", "--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true", help="print JSON")
+    for name, help_text in (("enable", "resume a schedule"), ("disable", "pause a schedule (kept across restarts)"),
+                            ("remove", "delete a schedule and its history")):
+        store_command(name, help_text).add_argument("name")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = _HANDLERS[args.command]
+    try:
+        return handler(args)
+    except ScheduleNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (FlowymlLiteError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(seconds=args.seconds, db_path=args.db, verbose=args.verbose)
+
+
+def _parse_after(text: Optional[str], zone_name: str) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc)
+    from .timezones import get_zone
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--after {text!r} is not an ISO 8601 date or time, e.g. 2024-03-09T12:00 or "
+                         "2024-03-09T12:00:00+00:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=get_zone(zone_name).tzinfo)
+    return moment
+
+
+def _cmd_next(args: argparse.Namespace) -> int:
+    from .cron.expression import CronExpression, utc_offset_text
+
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    expr = CronExpression(args.expression, timezone=args.tz, hash_key=args.hash_key, engine=args.engine)
+    after = _parse_after(args.after, args.tz)
+    rows: List[Dict[str, Any]] = []
+    for fire in expr.iter(after):
+        rows.append({"fire": fire.isoformat(), "utc": fire.astimezone(timezone.utc).isoformat(),
+                     "offset": utc_offset_text(fire), "zone_abbreviation": fire.tzname(),
+                     "dst_note": expr.dst_note(fire)})
+        if len(rows) >= args.n:
+            break
+    if args.json:
+        print(json.dumps({"expression": args.expression, "timezone": args.tz, "fires": rows}, indent=2))
+        return EXIT_OK
+    kind = "fixed-time" if expr.is_fixed_time else "frequent"
+    print(f"{args.expression!r} in {args.tz} ({kind}), after {after.isoformat()}:")
+    for row in rows:
+        note = f"  <- DST: {row['dst_note']}" if row["dst_note"] else ""
+        print(f"  {row['fire']:<32} {row['zone_abbreviation'] or '':<6} = {row['utc']}{note}")
+    if not rows:
+        print("  (no more fires)")
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .cron.explain import explain
+    from .cron.native import NativeEngine
+
+    NativeEngine().compile(args.expression, "explain")  # validate first, for a precise error
+    print(explain(args.expression))
+    return EXIT_OK
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from .core.scheduler import open_store
+    from .core.scheduler_config import SchedulerConfig
+
+    overrides = {"db_path": args.db} if args.db else {}
+    return open_store(SchedulerConfig.from_env(**overrides))
+
+
+def _schedule_row(record: Any) -> Dict[str, Any]:
+    return {
+        "name": record.name,
+        "type": record.schedule_type,
+        "value": record.schedule_value,
+        "timezone": record.timezone,
+        "enabled": record.enabled,
+        "next_fire": record.next_fire.isoformat() if record.next_fire else None,
+        "last_fire": record.last_fire.isoformat() if record.last_fire else None,
+        "options": record.options,
+        "context": record.context,
+    }
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    rows = [_schedule_row(r) for r in store.list_schedules()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no schedules")
+    for row in rows:
+        state = "enabled " if row["enabled"] else "disabled"
+        print(f"{state}  {row['name']:<24} {row['type']:<8} {row['value']:<16} {row['timezone']:<20} "
+              f"next {row['next_fire'] or '-'}")
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    record = _open_store(args).get_schedule(args.name)
+    if record is None:
+        raise ScheduleNotFoundError(args.name)
+    row = _schedule_row(record)
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        for key, value in row.items():
+            print(f"{key:>10}: {value}")
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .core.scheduler import history_entry
+
+    store = _open_store(args)
+    if store.get_schedule(args.name) is None:
+        raise ScheduleNotFoundError(args.name)
+    entries = [history_entry(r) for r in store.history(args.name, max(1, args.limit))]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    for e in entries:
+        lag = f"{e['start_lag_seconds'] * 1000:.1f} ms" if e["start_lag_seconds"] is not None else "-"
+        print(f"{e['fire_time']}  {e['status']:<9} lag {lag:>9}  {e['duration_seconds']:.3f}s  "
+              f"run_id={e['run_id'] or '-'}  {e['error'] or e['reason'] or ''}")
+    return EXIT_OK
+
+
+def _cmd_state(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    record = store.get_schedule(args.name)
+    if record is None:
+        raise ScheduleNotFoundError(args.name)
+    if args.command == "remove":
+        store.delete_schedule(args.name)
+    elif args.command == "disable":
+        store.set_enabled(args.name, False, None)
+    elif not record.enabled:
+        from .core.scheduler_config import SchedulerConfig
+        from .core.triggers import build_trigger
+
+        config = SchedulerConfig.from_env()
+        trigger = build_trigger(record.schedule_type, record.schedule_value, record.timezone, record.name,
+                                config.cron_engine, config.timezone_provider)
+        store.set_enabled(args.name, True, trigger.next_after(datetime.now(timezone.utc)))
+    print(f"{args.command}d {args.name!r}" if args.command != "remove" else f"removed {args.name!r}")
+    return EXIT_OK
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    stats = store.stats()
+    nodes = store.list_nodes()
+    report = {
+        "schedules": len(store.list_schedules()),
+        "runs": {"succeeded": stats.succeeded, "failed": stats.failed, "missed": stats.missed,
+                 "skipped": stats.skipped, "lost": stats.lost, "running": stats.running},
+        "avg_duration_seconds": stats.avg_duration_seconds,
+        "nodes": [{"node_id": n.node_id, "heartbeat": n.heartbeat.isoformat()} for n in nodes],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"schedules: {report['schedules']}")
+        print("runs: " + ", ".join(f"{k} {v}" for k, v in report["runs"].items()))
+        for node in report["nodes"]:
+            print(f"node {node['node_id']}: last heartbeat {node['heartbeat']}")
+    return EXIT_OK
+
+
+_HANDLERS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _cmd_demo,
+    "next": _cmd_next,
+    "explain": _cmd_explain,
+    "list": _cmd_list,
+    "show": _cmd_show,
+    "history": _cmd_history,
+    "enable": _cmd_state,
+    "disable": _cmd_state,
+    "remove": _cmd_state,
+    "health": _cmd_health,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
