@@ -1,0 +1,187 @@
+"""Triggers: the one place that computes fire instants, from a schedule's definition alone.
+
+America/New_York in 2024 (the DESIGN §3 table):
+  2024-03-10 02:00 EST -> 03:00 EDT (07:00 UTC): wall times 02:00-02:59 do not exist.
+  2024-11-03 02:00 EDT -> 01:00 EST (06:00 UTC): wall times 01:00-01:59 happen twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import List
+
+import pytest
+
+from flowyml_lite.core.triggers import CronTrigger, IntervalTrigger, Trigger, build_trigger, cron_text
+from flowyml_lite.errors import CronError, ScheduleError, UnknownTimezoneError
+
+UTC = timezone.utc
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def take(trigger: Trigger, after: datetime, count: int) -> List[datetime]:
+    out: List[datetime] = []
+    for _ in range(count):
+        nxt = trigger.next_after(after)
+        assert nxt is not None
+        out.append(nxt)
+        after = nxt
+    return out
+
+
+class TestIntervalGrid:
+    def test_fires_are_multiples_of_the_period_from_the_unix_epoch(self) -> None:
+        t = IntervalTrigger(60)
+        assert take(t, utc(2024, 1, 1, 0, 0, 30), 3) == [utc(2024, 1, 1, 0, 1), utc(2024, 1, 1, 0, 2),
+                                                          utc(2024, 1, 1, 0, 3)]
+
+    def test_next_after_is_strictly_after_a_grid_instant(self) -> None:
+        assert IntervalTrigger(60).next_after(utc(2024, 1, 1, 0, 1)) == utc(2024, 1, 1, 0, 2)
+
+    def test_the_grid_does_not_depend_on_when_it_is_asked(self) -> None:
+        t = IntervalTrigger(3600)
+        starts = [utc(2024, 5, 1, 10, 0, 1), utc(2024, 5, 1, 10, 59, 59), utc(2024, 5, 1, 10, 30)]
+        assert {t.next_after(s) for s in starts} == {utc(2024, 5, 1, 11)}
+
+    def test_sub_second_periods_keep_microsecond_precision(self) -> None:
+        t = IntervalTrigger(0.2)
+        fires = take(t, utc(2024, 1, 1), 5)
+        assert [f - utc(2024, 1, 1) for f in fires] == [timedelta(milliseconds=200 * i) for i in range(1, 6)]
+
+    def test_an_explicit_anchor_shifts_the_grid(self) -> None:
+        t = IntervalTrigger(60, anchor=utc(2024, 1, 1, 0, 0, 15))
+        assert t.next_after(utc(2024, 1, 1, 0, 0, 30)) == utc(2024, 1, 1, 0, 1, 15)
+
+    def test_elapsed_time_ignores_dst(self) -> None:
+        t = build_trigger("interval", "3600", "America/New_York", "hourly")
+        fires = take(t, utc(2024, 11, 3, 4, 30), 4)
+        assert [b - a for a, b in zip(fires, fires[1:])] == [timedelta(hours=1)] * 3
+
+    @pytest.mark.parametrize("seconds", [0, -5, 1e-9])
+    def test_a_non_positive_period_is_rejected(self, seconds: float) -> None:
+        with pytest.raises(ScheduleError):
+            IntervalTrigger(seconds)
+
+
+class TestFiresUntil:
+    def test_counts_every_instant_in_the_half_open_window_and_keeps_the_last_ones(self) -> None:
+        t = IntervalTrigger(3600)
+        kept, count = t.fires_until(utc(2024, 1, 1), utc(2024, 1, 4), 5)
+        assert count == 72
+        assert kept == [utc(2024, 1, 3, 20), utc(2024, 1, 3, 21), utc(2024, 1, 3, 22), utc(2024, 1, 3, 23),
+                        utc(2024, 1, 4)]
+
+    def test_an_empty_window_has_no_instants(self) -> None:
+        assert IntervalTrigger(3600).fires_until(utc(2024, 1, 1, 0, 1), utc(2024, 1, 1, 0, 59), 5) == ([], 0)
+
+    def test_cron_and_interval_agree_on_the_same_grid(self) -> None:
+        cron = build_trigger("hourly", "0", "UTC", "h")
+        interval = IntervalTrigger(3600)
+        window = (utc(2024, 1, 1, 0, 30), utc(2024, 1, 3, 12))
+        assert cron.fires_until(*window, 10) == interval.fires_until(*window, 10)
+
+    def test_fewer_instants_than_the_limit_are_all_kept_in_order(self) -> None:
+        t = build_trigger("daily", "09:00", "UTC", "d")
+        kept, count = t.fires_until(utc(2024, 1, 1), utc(2024, 1, 4), 100)
+        assert (kept, count) == ([utc(2024, 1, 1, 9), utc(2024, 1, 2, 9), utc(2024, 1, 3, 9)], 3)
+
+
+class TestScheduleTypes:
+    @pytest.mark.parametrize(
+        "schedule_type, value, expression",
+        [("daily", "02:30", "30 2 * * *"), ("daily", "00:00", "0 0 * * *"), ("hourly", "15", "15 * * * *"),
+         ("cron", "0 9 * * 1-5", "0 9 * * 1-5")],
+    )
+    def test_daily_and_hourly_values_are_cron_expressions(self, schedule_type: str, value: str,
+                                                          expression: str) -> None:
+        assert cron_text(schedule_type, value) == expression
+
+    def test_daily_fires_at_the_wall_time_of_its_zone(self) -> None:
+        t = build_trigger("daily", "09:30", "Asia/Tokyo", "morning_report")
+        assert t.next_after(utc(2024, 1, 1)) == utc(2024, 1, 1, 0, 30)  # 09:30 JST = 00:30 UTC
+
+    def test_hourly_fires_at_its_minute_every_hour(self) -> None:
+        t = build_trigger("hourly", "15", "UTC", "hourly_sync")
+        assert take(t, utc(2024, 1, 1, 1, 15), 2) == [utc(2024, 1, 1, 2, 15), utc(2024, 1, 1, 3, 15)]
+
+    def test_weekday_cron_skips_the_weekend(self) -> None:
+        t = build_trigger("cron", "0 9 * * 1-5", "Europe/London", "weekday_report")
+        fires = take(t, utc(2024, 1, 5, 10), 2)  # Friday 2024-01-05, after 09:00
+        assert fires == [utc(2024, 1, 8, 9), utc(2024, 1, 9, 9)]  # Monday, Tuesday (GMT = UTC)
+
+    def test_a_cron_trigger_is_a_cron_trigger(self) -> None:
+        assert isinstance(build_trigger("daily", "09:00", "UTC", "d"), CronTrigger)
+        assert isinstance(build_trigger("interval", "60", "UTC", "i"), IntervalTrigger)
+
+    def test_h_fields_hash_on_the_schedule_name(self) -> None:
+        a1 = build_trigger("cron", "H * * * *", "UTC", "alpha").next_after(utc(2024, 1, 1))
+        a2 = build_trigger("cron", "H * * * *", "UTC", "alpha").next_after(utc(2024, 1, 1))
+        names = [f"job{i}" for i in range(20)]
+        minutes = {build_trigger("cron", "H * * * *", "UTC", n).next_after(utc(2024, 1, 1)) for n in names}
+        assert a1 == a2
+        assert len(minutes) > 1
+
+
+class TestDaylightSaving:
+    """DESIGN §3: fixed-time fires once (after a gap, at the first of a repeat); frequent ones follow real time."""
+
+    NY = "America/New_York"
+
+    def test_daily_0230_on_spring_forward_day_fires_at_0300_edt(self) -> None:
+        t = build_trigger("daily", "02:30", self.NY, "d")
+        fires = take(t, utc(2024, 3, 9, 12), 3)
+        assert fires == [utc(2024, 3, 10, 7, 0), utc(2024, 3, 11, 6, 30), utc(2024, 3, 12, 6, 30)]
+
+    def test_daily_0130_on_fall_back_day_fires_once_at_the_first_pass(self) -> None:
+        t = build_trigger("daily", "01:30", self.NY, "d")
+        fires = take(t, utc(2024, 11, 2, 12), 2)
+        assert fires == [utc(2024, 11, 3, 5, 30), utc(2024, 11, 4, 6, 30)]  # 01:30 EDT, then 01:30 EST
+
+    def test_a_start_inside_the_repeated_hour_does_not_fire_that_day_again(self) -> None:
+        t = build_trigger("daily", "01:30", self.NY, "d")
+        assert t.next_after(utc(2024, 11, 3, 6, 10)) == utc(2024, 11, 4, 6, 30)  # from 01:10 EST
+
+    def test_daily_0900_stays_at_0900_local_across_both_transitions(self) -> None:
+        t = build_trigger("daily", "09:00", self.NY, "d")
+        assert take(t, utc(2024, 3, 9, 15), 2) == [utc(2024, 3, 10, 13), utc(2024, 3, 11, 13)]
+        assert take(t, utc(2024, 11, 2, 12), 2) == [utc(2024, 11, 2, 13), utc(2024, 11, 3, 14)]
+
+    def test_every_quarter_hour_fires_in_both_passes_of_the_repeated_hour(self) -> None:
+        t = build_trigger("cron", "*/15 * * * *", self.NY, "q")
+        fires = take(t, utc(2024, 11, 3, 5, 20), 4)  # from 01:20 EDT
+        assert fires == [utc(2024, 11, 3, 5, 30), utc(2024, 11, 3, 5, 45), utc(2024, 11, 3, 6, 0),
+                         utc(2024, 11, 3, 6, 15)]  # 01:30 EDT, 01:45 EDT, 01:00 EST, 01:15 EST
+
+    def test_a_frequent_expression_in_the_skipped_hour_does_not_fire_that_day(self) -> None:
+        t = build_trigger("cron", "*/30 2 * * *", self.NY, "gap")
+        assert t.next_after(utc(2024, 3, 10, 5)) == utc(2024, 3, 11, 6)  # 02:00 EDT on 03-11
+
+    def test_hourly_fires_every_real_hour_on_fall_back_day(self) -> None:
+        t = build_trigger("hourly", "0", self.NY, "h")
+        fires = take(t, utc(2024, 11, 3, 4, 30), 4)
+        assert [b - a for a, b in zip(fires, fires[1:])] == [timedelta(hours=1)] * 3
+
+
+class TestBadDefinitions:
+    def test_a_bad_cron_expression_is_a_cron_error_naming_the_field(self) -> None:
+        with pytest.raises(CronError, match="day-of-week"):
+            build_trigger("cron", "0 9 * * 8", "UTC", "x")
+
+    def test_a_never_matching_expression_fails_at_once(self) -> None:
+        with pytest.raises(CronError, match="never"):
+            build_trigger("cron", "0 0 30 2 *", "UTC", "x")
+
+    def test_an_unknown_zone_is_rejected_even_for_an_interval(self) -> None:
+        with pytest.raises(UnknownTimezoneError):
+            build_trigger("interval", "60", "Mars/Olympus", "x")
+
+    def test_an_unknown_schedule_type_is_rejected(self) -> None:
+        with pytest.raises(ScheduleError, match="unknown schedule type"):
+            build_trigger("weekly", "1", "UTC", "x")
+
+    def test_a_non_numeric_interval_value_is_rejected(self) -> None:
+        with pytest.raises(ScheduleError, match="not a number"):
+            build_trigger("interval", "soon", "UTC", "x")
