@@ -19,6 +19,9 @@ VERSION_TABLE_DDL = (
     "CREATE TABLE IF NOT EXISTS schema_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)"
 )
 
+#: The SQL test for "running or queued", written the same way in the index definitions and queries.
+ACTIVE_CONDITION = "status IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATUSES) + ")"
+
 _V1 = (
     """CREATE TABLE schedules (
         name TEXT PRIMARY KEY,
@@ -49,8 +52,10 @@ _V1 = (
         reason TEXT,
         UNIQUE (schedule, fire_time)
     )""",
-    "CREATE INDEX runs_schedule_status ON runs (schedule, status)",
-    "CREATE INDEX runs_node_status ON runs (node_id, status)",
+    # Partial indexes (SQLite >= 3.8, PostgreSQL) hold only active runs: small, and a run leaves them
+    # when it finishes. Queries must spell the condition as ACTIVE_CONDITION for SQLite to use them.
+    f"CREATE INDEX runs_schedule_status ON runs (schedule, status) WHERE {ACTIVE_CONDITION}",
+    f"CREATE INDEX runs_node_status ON runs (node_id, status) WHERE {ACTIVE_CONDITION}",
     """CREATE TABLE nodes (
         node_id TEXT PRIMARY KEY,
         hostname TEXT NOT NULL,

@@ -33,6 +33,7 @@ from .base import (
     Store,
 )
 from .schema import (
+    ACTIVE_CONDITION,
     VERSION_TABLE_DDL,
     check_final,
     check_run,
@@ -53,7 +54,6 @@ DEFAULT_PATH = ".flowyml_scheduler.db"
 
 T = TypeVar("T")
 
-_ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE_STATUSES) + ")"
 _SCHEDULE_COLUMNS = (
     "name, type, value, timezone, definition_hash, options, context, enabled, next_fire, last_fire, "
     "created_at, updated_at"
@@ -68,7 +68,7 @@ _REDEFINE_SCHEDULE = (
     "UPDATE schedules SET type = ?, value = ?, timezone = ?, definition_hash = ?, options = ?, "
     "context = ?, next_fire = ?, updated_at = ? WHERE name = ?"
 )
-_COUNT_ACTIVE = f"SELECT COUNT(*) FROM runs WHERE schedule = ? AND status IN {_ACTIVE_SQL}"
+_COUNT_ACTIVE = f"SELECT COUNT(*) FROM runs WHERE schedule = ? AND {ACTIVE_CONDITION}"
 _ADVANCE = "UPDATE schedules SET next_fire = ? WHERE name = ? AND enabled = 1 AND next_fire = ?"
 _ADVANCE_LAST = (
     "UPDATE schedules SET next_fire = ?, "
@@ -76,14 +76,26 @@ _ADVANCE_LAST = (
     "WHERE name = ? AND enabled = 1 AND next_fire = ?"
 )
 _INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_START_RUN = (
-    f"UPDATE runs SET status = 'running', started_at = ? WHERE run_key = ? AND status IN {_ACTIVE_SQL}"
-)
+_START_RUN = f"UPDATE runs SET status = 'running', started_at = ? WHERE run_key = ? AND {ACTIVE_CONDITION}"
 _FINISH_RUN = (
     "UPDATE runs SET status = ?, completed_at = ?, duration_seconds = ?, error = ?, run_id = ?, "
     "started_at = COALESCE(?, started_at), reason = COALESCE(?, reason) "
-    f"WHERE run_key = ? AND status IN {_ACTIVE_SQL}"
+    f"WHERE run_key = ? AND {ACTIVE_CONDITION}"
 )
+# Spelled with ACTIVE_CONDITION so SQLite uses the partial indexes; without INDEXED BY the planner
+# prefers scanning the whole table in (schedule, fire_time) order.
+_ACTIVE_ALL = (
+    f"SELECT {_RUN_COLUMNS} FROM runs INDEXED BY runs_schedule_status "
+    f"WHERE {ACTIVE_CONDITION} ORDER BY schedule, fire_time"
+)
+_ACTIVE_OF = (
+    f"SELECT {_RUN_COLUMNS} FROM runs INDEXED BY runs_schedule_status "
+    f"WHERE schedule = ? AND {ACTIVE_CONDITION} ORDER BY fire_time"
+)
+_ACTIVE_OF_NODE = (
+    f"SELECT {_RUN_COLUMNS} FROM runs WHERE node_id = ? AND {ACTIVE_CONDITION} ORDER BY schedule, fire_time"
+)
+_LOSE_OF_NODE = f"UPDATE runs SET status = ?, reason = ? WHERE node_id = ? AND {ACTIVE_CONDITION}"
 _NODE_COLUMNS = "node_id, hostname, pid, started_at, heartbeat"
 
 # Stores of this process, so a forked child drops the connections and locks it inherited.
@@ -422,8 +434,16 @@ class SQLiteStore(Store):
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
         started = to_us(started_at, "started_at") if started_at is not None else None
-        params = (status, to_us(completed_at, "completed_at"), duration_seconds, error, run_id, started, reason,
-                  run_key)
+        params = (
+            status,
+            to_us(completed_at, "completed_at"),
+            duration_seconds,
+            error,
+            run_id,
+            started,
+            reason,
+            run_key,
+        )
         return bool(self._write(lambda conn: conn.execute(_FINISH_RUN, params).rowcount))
 
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:
@@ -433,14 +453,8 @@ class SQLiteStore(Store):
 
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued, ordered by schedule then fire time."""
-        if name is None:
-            sql = (
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN {_ACTIVE_SQL} ORDER BY schedule, fire_time"
-            )
-            return [_run(row) for row in self._read(sql)]
-        where = f"WHERE schedule = ? AND status IN {_ACTIVE_SQL}"
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY fire_time"
-        return [_run(row) for row in self._read(sql, (name,))]
+        rows = self._read(_ACTIVE_ALL) if name is None else self._read(_ACTIVE_OF, (name,))
+        return [_run(row) for row in rows]
 
     def stats(self, name: Optional[str] = None) -> RunStats:
         """Counts by status and the mean duration of finished runs."""
@@ -486,11 +500,8 @@ class SQLiteStore(Store):
         """Turn the node's active runs into ``lost`` (reason given), delete its row; return them."""
 
         def body(conn: sqlite3.Connection) -> List[RunRecord]:
-            where = f"WHERE node_id = ? AND status IN {_ACTIVE_SQL}"
-            rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY schedule, fire_time", (node_id,)
-            ).fetchall()
-            conn.execute(f"UPDATE runs SET status = ?, reason = ? {where}", (LOST, reason, node_id))
+            rows = conn.execute(_ACTIVE_OF_NODE, (node_id,)).fetchall()
+            conn.execute(_LOSE_OF_NODE, (LOST, reason, node_id))
             conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
             return [replace(_run(row), status=LOST, reason=reason) for row in rows]
 

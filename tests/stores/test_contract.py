@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -34,16 +34,9 @@ def at(minutes: float) -> datetime:
 def sched(
     name: str = "etl", definition_hash: str = "h1", next_fire: Optional[datetime] = T0, **kw: object
 ) -> ScheduleRecord:
-    fields = dict(
-        name=name,
-        schedule_type="interval",
-        schedule_value="60",
-        timezone="UTC",
-        definition_hash=definition_hash,
-        next_fire=next_fire,
-    )
+    fields: Dict[str, Any] = {"schedule_type": "interval", "schedule_value": "60", "timezone": "UTC"}
     fields.update(kw)
-    return ScheduleRecord(**fields)  # type: ignore[arg-type]
+    return ScheduleRecord(name=name, definition_hash=definition_hash, next_fire=next_fire, **fields)
 
 
 def run(
@@ -170,7 +163,7 @@ class TestDatetimes:
     def test_instants_in_any_zone_are_stored_and_returned_in_utc(self, store: Store) -> None:
         local = T0.astimezone(NEW_YORK)
         stored = store.declare_schedule(sched(next_fire=local))
-        assert stored.next_fire == T0 and stored.next_fire.utcoffset() == timedelta(0)  # type: ignore[union-attr]
+        assert stored.next_fire == T0 and stored.next_fire.utcoffset() == timedelta(0)
         runs = store.claim("etl", local, at(1).astimezone(NEW_YORK), [run("etl", local)], 1)
         assert runs is not None and runs[0].fire_time == T0 and runs[0].fire_time.utcoffset() == timedelta(0)
 
@@ -423,6 +416,25 @@ class TestRunTransitions:
         assert (stored.status, stored.completed_at, stored.duration_seconds) == (FAILED, at(0.5), 30.0)
         assert (stored.error, stored.run_id) == ("boom", "r-1")
         assert store.active_runs() == []
+
+    def test_finish_run_may_set_the_start_and_a_reason(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        claimed = claim_one(store, "etl", 0, status=QUEUED)
+        assert claimed is not None
+        assert store.finish_run(
+            claimed[0].run_key, SKIPPED, at(0.5), None, started_at=at(0.25), reason="locked"
+        )
+        (stored,) = store.history("etl")
+        assert (stored.status, stored.started_at, stored.reason) == (SKIPPED, at(0.25), "locked")
+
+    def test_finish_run_without_a_start_or_reason_keeps_the_stored_ones(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        claimed = store.claim("etl", T0, at(1), [RunRecord("k", "etl", T0, QUEUED, reason="manual")], 1)
+        assert claimed is not None
+        store.start_run("k", at(0.1))
+        assert store.finish_run("k", SUCCEEDED, at(0.5), 24.0)
+        (stored,) = store.history("etl")
+        assert (stored.started_at, stored.reason) == (at(0.1), "manual")
 
     def test_a_run_finishes_only_once(self, store: Store) -> None:
         store.declare_schedule(sched())

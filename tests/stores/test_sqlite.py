@@ -20,8 +20,9 @@ import pytest
 
 from flowyml_lite.errors import SchemaVersionError, StoreError
 from flowyml_lite.stores import open_store
+from flowyml_lite.stores import sqlite as sqlite_store
 from flowyml_lite.stores.base import QUEUED, RUNNING, SUCCEEDED, NodeRecord, RunRecord, ScheduleRecord
-from flowyml_lite.stores.schema import SCHEMA_VERSION
+from flowyml_lite.stores.schema import ACTIVE_CONDITION, SCHEMA_VERSION
 from flowyml_lite.stores.sqlite import DEFAULT_PATH, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,6 +148,40 @@ class TestSchema:
         with raw(db) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+    @pytest.mark.parametrize(
+        ("query", "index"),
+        [
+            (sqlite_store._COUNT_ACTIVE, "runs_schedule_status"),
+            (sqlite_store._ACTIVE_OF, "runs_schedule_status"),
+            (sqlite_store._ACTIVE_ALL, "runs_schedule_status"),
+            (sqlite_store._ACTIVE_OF_NODE, "runs_node_status"),
+            (sqlite_store._LOSE_OF_NODE, "runs_node_status"),
+        ],
+    )
+    def test_active_run_queries_use_the_partial_indexes(self, db: Path, query: str, index: str) -> None:
+        SQLiteStore(db).open()
+        with raw(db) as conn:
+            plan = " ".join(
+                str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {query}", ["x"] * query.count("?"))
+            )
+        assert index in plan and "'SCAN runs'" not in plan
+
+    def test_finished_runs_leave_the_partial_indexes(self, db: Path) -> None:
+        store = SQLiteStore(db)
+        store.declare_schedule(sched())
+        claimed = store.claim("etl", T0, at(2), [run("etl", at(0)), run("etl", at(1), QUEUED)], 1)
+        assert claimed is not None
+        store.finish_run(claimed[0].run_key, SUCCEEDED, at(0.5), 1.0)
+        store.close()
+        with raw(db) as conn:
+            counts = [
+                conn.execute(
+                    f"SELECT COUNT(*) FROM runs INDEXED BY {index} WHERE {ACTIVE_CONDITION}"
+                ).fetchone()[0]
+                for index in ("runs_schedule_status", "runs_node_status")
+            ]
+        assert counts == [1, 1]
 
     def test_the_unique_fire_constraint_holds_in_the_file_itself(self, db: Path) -> None:
         store = SQLiteStore(db)
