@@ -7,6 +7,7 @@ so code behaves the same whichever store it runs on.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -242,7 +243,7 @@ class MemoryStore(Store):
         """Runs of ``name``, newest fire first, at most ``limit``."""
         with self._lock:
             fires = self._fires.get(name, {})
-            newest = sorted(fires, reverse=True)[: max(limit, 0)]
+            newest = heapq.nlargest(max(limit, 0), fires)
             return [replace(self._runs[fires[f]]) for f in newest]
 
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:

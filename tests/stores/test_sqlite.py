@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -350,6 +351,42 @@ class TestSharedFile:
         assert [results.get_nowait() for _ in range(100)] == [True] * 100
         assert store.stats("etl").succeeded == 100 and store.active_runs() == []
         store.close()
+
+    @pytest.mark.slow
+    @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+    def test_a_process_killed_mid_transaction_loses_only_its_uncommitted_work(self, db: Path) -> None:
+        worker = textwrap.dedent(
+            f"""
+            import sys, time, uuid
+            from datetime import datetime, timezone
+            sys.path.insert(0, {str(REPO)!r})
+            from flowyml_lite.stores.base import RunRecord, ScheduleRecord
+            from flowyml_lite.stores.sqlite import SQLiteStore
+            t0 = datetime(2024, 3, 10, 6, 0, tzinfo=timezone.utc)
+            store = SQLiteStore(sys.argv[1])
+            store.declare_schedule(ScheduleRecord("etl", "interval", "60", "UTC", "h1", next_fire=t0))
+            store.claim("etl", t0, None, [RunRecord("committed", "etl", t0, "running")], 1)
+            conn = store._conn
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE runs SET status = 'succeeded'")
+            conn.execute("DELETE FROM schedules")
+            print("holding", flush=True)
+            time.sleep(60)
+            """
+        )
+        child = subprocess.Popen([sys.executable, "-c", worker, str(db)], stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"holding"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+
+        store = SQLiteStore(db, busy_timeout=5)
+        assert [(r.run_key, r.status) for r in store.history("etl")] == [("committed", RUNNING)]
+        assert store.finish_run("committed", SUCCEEDED, at(1), 60.0) is True  # the dead writer's lock is gone
+        store.close()
+        with raw(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
     def test_a_forked_child_uses_its_own_connection(self, db: Path) -> None:
