@@ -28,7 +28,7 @@ _EXPORTS = {
     "TimezoneError": ".errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

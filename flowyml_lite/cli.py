@@ -23,16 +23,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="flowyml-lite",
         description="A pipeline scheduler on the standard library: run the demo, inspect cron expressions, "
         "and manage the schedules in a store.",
-        epilog='examples:\n  python -m flowyml_lite demo --seconds 20\n'
+        epilog="examples:\n  python -m flowyml_lite demo --seconds 20\n"
         '  python -m flowyml_lite next "30 2 * * *" --tz America/New_York --after 2024-03-09 -n 3\n'
-        '  python -m flowyml_lite explain "0 9 * * 1-5"\n  python -m flowyml_lite list --db .flowyml_scheduler.db',
+        '  python -m flowyml_lite explain "0 9 * * 1-5"\n'
+        "  python -m flowyml_lite list --db .flowyml_scheduler.db",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowyml-lite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run example pipelines on the embedded SQLite store and show each run")
-    demo.add_argument("--seconds", type=float, default=65.0, help="how long to run (default 65, Ctrl-C stops)")
+    demo.add_argument(
+        "--seconds", type=float, default=65.0, help="how long to run (default 65, Ctrl-C stops)"
+    )
     demo.add_argument("--db", help="SQLite file (default: a new file in a temporary directory)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the scheduler's own log lines")
 
@@ -50,10 +53,15 @@ def _parser() -> argparse.ArgumentParser:
 
     def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--db", help="SQLite file (default: FLOWYML_SCHEDULER_DB_PATH or .flowyml_scheduler.db)")
+        p.add_argument(
+            "--db", help="SQLite file (default: FLOWYML_SCHEDULER_DB_PATH or .flowyml_scheduler.db)"
+        )
         return p
 
-    for name, help_text in (("list", "list the schedules in the store"), ("health", "summarize the store's runs")):
+    for name, help_text in (
+        ("list", "list the schedules in the store"),
+        ("health", "summarize the store's runs"),
+    ):
         store_command(name, help_text).add_argument("--json", action="store_true", help="print JSON")
     show = store_command("show", "show one schedule")
     show.add_argument("name")
@@ -62,8 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("name")
     history.add_argument("-n", "--limit", type=int, default=20)
     history.add_argument("--json", action="store_true", help="print JSON")
-    for name, help_text in (("enable", "resume a schedule"), ("disable", "pause a schedule (kept across restarts)"),
-                            ("remove", "delete a schedule and its history")):
+    for name, help_text in (
+        ("enable", "resume a schedule"),
+        ("disable", "pause a schedule (kept across restarts)"),
+        ("remove", "delete a schedule and its history"),
+    ):
         store_command(name, help_text).add_argument("name")
     return parser
 
@@ -102,8 +113,10 @@ def _parse_after(text: Optional[str], zone_name: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--after {text!r} is not an ISO 8601 date or time, e.g. 2024-03-09T12:00 or "
-                         "2024-03-09T12:00:00+00:00") from None
+        raise ValueError(
+            f"--after {text!r} is not an ISO 8601 date or time, e.g. 2024-03-09T12:00 or "
+            "2024-03-09T12:00:00+00:00"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=get_zone(zone_name).tzinfo)
     return moment
@@ -118,9 +131,15 @@ def _cmd_next(args: argparse.Namespace) -> int:
     after = _parse_after(args.after, args.tz)
     rows: List[Dict[str, Any]] = []
     for fire in expr.iter(after):
-        rows.append({"fire": fire.isoformat(), "utc": fire.astimezone(timezone.utc).isoformat(),
-                     "offset": utc_offset_text(fire), "zone_abbreviation": fire.tzname(),
-                     "dst_note": expr.dst_note(fire)})
+        rows.append(
+            {
+                "fire": fire.isoformat(),
+                "utc": fire.astimezone(timezone.utc).isoformat(),
+                "offset": utc_offset_text(fire),
+                "zone_abbreviation": fire.tzname(),
+                "dst_note": expr.dst_note(fire),
+            }
+        )
         if len(rows) >= args.n:
             break
     if args.json:
@@ -177,8 +196,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("no schedules")
     for row in rows:
         state = "enabled " if row["enabled"] else "disabled"
-        print(f"{state}  {row['name']:<24} {row['type']:<8} {row['value']:<16} {row['timezone']:<20} "
-              f"next {row['next_fire'] or '-'}")
+        print(
+            f"{state}  {row['name']:<24} {row['type']:<8} {row['value']:<16} {row['timezone']:<20} "
+            f"next {row['next_fire'] or '-'}"
+        )
     return EXIT_OK
 
 
@@ -207,8 +228,10 @@ def _cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     for e in entries:
         lag = f"{e['start_lag_seconds'] * 1000:.1f} ms" if e["start_lag_seconds"] is not None else "-"
-        print(f"{e['fire_time']}  {e['status']:<9} lag {lag:>9}  {e['duration_seconds']:.3f}s  "
-              f"run_id={e['run_id'] or '-'}  {e['error'] or e['reason'] or ''}")
+        print(
+            f"{e['fire_time']}  {e['status']:<9} lag {lag:>9}  {e['duration_seconds']:.3f}s  "
+            f"run_id={e['run_id'] or '-'}  {e['error'] or e['reason'] or ''}"
+        )
     return EXIT_OK
 
 
@@ -226,8 +249,14 @@ def _cmd_state(args: argparse.Namespace) -> int:
         from .core.triggers import build_trigger
 
         config = SchedulerConfig.from_env()
-        trigger = build_trigger(record.schedule_type, record.schedule_value, record.timezone, record.name,
-                                config.cron_engine, config.timezone_provider)
+        trigger = build_trigger(
+            record.schedule_type,
+            record.schedule_value,
+            record.timezone,
+            record.name,
+            config.cron_engine,
+            config.timezone_provider,
+        )
         store.set_enabled(args.name, True, trigger.next_after(datetime.now(timezone.utc)))
     print(f"{args.command}d {args.name!r}" if args.command != "remove" else f"removed {args.name!r}")
     return EXIT_OK
@@ -239,8 +268,14 @@ def _cmd_health(args: argparse.Namespace) -> int:
     nodes = store.list_nodes()
     report = {
         "schedules": len(store.list_schedules()),
-        "runs": {"succeeded": stats.succeeded, "failed": stats.failed, "missed": stats.missed,
-                 "skipped": stats.skipped, "lost": stats.lost, "running": stats.running},
+        "runs": {
+            "succeeded": stats.succeeded,
+            "failed": stats.failed,
+            "missed": stats.missed,
+            "skipped": stats.skipped,
+            "lost": stats.lost,
+            "running": stats.running,
+        },
         "avg_duration_seconds": stats.avg_duration_seconds,
         "nodes": [{"node_id": n.node_id, "heartbeat": n.heartbeat.isoformat()} for n in nodes],
     }

@@ -54,13 +54,18 @@ def _print_run(entry: Dict[str, Any]) -> None:
     lag_text = f"{lag * 1000:6.1f} ms" if lag is not None else "     -   "
     outcome = "ok    " if entry["success"] else "FAILED"
     detail = f"run_id={entry['run_id']}" if entry.get("run_id") else (entry.get("error") or "")
-    print(f"  {entry['fire_time']:<32} {entry['schedule_name']:<16} lag {lag_text}  {outcome}  {detail}", flush=True)
+    print(
+        f"  {entry['fire_time']:<32} {entry['schedule_name']:<16} lag {lag_text}  {outcome}  {detail}",
+        flush=True,
+    )
 
 
 def run_demo(seconds: float = 65.0, db_path: Optional[str] = None, verbose: bool = False) -> int:
     """Run the demo scheduler for ``seconds`` (Ctrl-C stops early); returns an exit code."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not verbose:
         logging.getLogger("flowyml_lite.scheduler").setLevel(logging.CRITICAL)  # the demo prints runs itself
     if db_path is None:
@@ -75,7 +80,8 @@ def run_demo(seconds: float = 65.0, db_path: Optional[str] = None, verbose: bool
 
     print(f"flowyml_lite demo: SQLite store at {db_path}, running for {seconds:g} s (Ctrl-C to stop)")
     for s in scheduler.list_schedules():
-        print(f"  {s.pipeline_name:<16} {s.schedule_type:<8} {s.schedule_value:<10} next {s.next_run.isoformat() if s.next_run else '-'}")
+        next_run = s.next_run.isoformat() if s.next_run else "-"
+        print(f"  {s.pipeline_name:<16} {s.schedule_type:<8} {s.schedule_value:<10} next {next_run}")
     print(f"\n  {'fire time':<32} {'schedule':<16} {'start lag':<13} outcome")
 
     stop = threading.Event()
@@ -100,8 +106,10 @@ def run_demo(seconds: float = 65.0, db_path: Optional[str] = None, verbose: bool
         runs = scheduler.get_history(s.pipeline_name, limit=1000)
         ok = sum(1 for r in runs if r["success"])
         print(f"  {s.pipeline_name:<16} runs {len(runs):>3}  succeeded {ok:>3}  failed {len(runs) - ok:>3}")
-    print(f"  total {metrics['total_runs']} runs, success rate {metrics['success_rate']:.1%}, "
-          f"start lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])} max {_ms(lag['max'])}")
+    print(
+        f"  total {metrics['total_runs']} runs, success rate {metrics['success_rate']:.1%}, "
+        f"start lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])} max {_ms(lag['max'])}"
+    )
     print(f"  scheduler status after stop: {health['status']}; history kept in {db_path}")
     print(f"  inspect it: python -m flowyml_lite history etl_every_2s --db {db_path}")
     scheduler.close()

@@ -19,17 +19,13 @@ import bisect
 import difflib
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 from .errors import MissingTimezoneDatabaseError, UnknownTimezoneError
 
 if TYPE_CHECKING:  # the cron package imports this module; only the type is needed here
     from .cron.contract import CompiledCron
 
-try:
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    Protocol = object  # type: ignore[assignment,misc]
 
 UTC = timezone.utc
 _US = timedelta(microseconds=1)

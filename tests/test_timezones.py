@@ -103,7 +103,11 @@ class TestFixedTimeRules:
         full = fires(engine, NY, datetime(2024, 11, 1), 6)
         for minutes in range(0, 72 * 60, 17):
             start = datetime(2024, 11, 1) + timedelta(minutes=minutes)
-            later = [f for f in full if datetime.fromisoformat(f).astimezone(timezone.utc).replace(tzinfo=None) > start]
+            later = [
+                f
+                for f in full
+                if datetime.fromisoformat(f).astimezone(timezone.utc).replace(tzinfo=None) > start
+            ]
             assert fires(engine, NY, start, 2) == later[:2]
 
     def test_a_gap_fire_that_coincides_with_a_real_fire_is_one_fire(self) -> None:
@@ -112,7 +116,9 @@ class TestFixedTimeRules:
         assert got == ["2024-03-10T03:00:00-04:00", "2024-03-11T02:00:00-04:00", "2024-03-11T03:00:00-04:00"]
 
     def test_daily_9am_stays_at_9am_local_across_both_transitions(self) -> None:
-        got = fires(fixed(9, 0), NY, datetime(2024, 3, 9), 2) + fires(fixed(9, 0), NY, datetime(2024, 11, 2), 2)
+        got = fires(fixed(9, 0), NY, datetime(2024, 3, 9), 2) + fires(
+            fixed(9, 0), NY, datetime(2024, 11, 2), 2
+        )
         assert got == [
             "2024-03-09T09:00:00-05:00",
             "2024-03-10T09:00:00-04:00",

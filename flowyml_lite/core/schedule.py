@@ -81,8 +81,12 @@ class Options:
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Options":
-        known = {k: data[k] for k in ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances") if k in data}
+    def from_dict(cls, data: Dict[str, Any]) -> Options:
+        known = {
+            k: data[k]
+            for k in ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances")
+            if k in data
+        }
         return cls(**known)
 
 
@@ -91,7 +95,9 @@ def validate_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ScheduleError(f"a schedule name must be a non-empty string, got {name!r}")
     if len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise ScheduleError(f"schedule name {name[:40]!r}... must be printable and at most {MAX_NAME_LENGTH} characters")
+        raise ScheduleError(
+            f"schedule name {name[:40]!r}... must be printable and at most {MAX_NAME_LENGTH} characters"
+        )
     return name
 
 
@@ -99,8 +105,10 @@ def validate_options(
     misfire_grace_seconds: float, catchup: str, max_catchup: int, max_instances: int
 ) -> Options:
     """Options checked for type and range, with a message naming the argument."""
-    if isinstance(misfire_grace_seconds, bool) or not isinstance(misfire_grace_seconds, (int, float)) or not (
-        misfire_grace_seconds >= 0 and math.isfinite(misfire_grace_seconds)
+    if (
+        isinstance(misfire_grace_seconds, bool)
+        or not isinstance(misfire_grace_seconds, (int, float))
+        or not (misfire_grace_seconds >= 0 and math.isfinite(misfire_grace_seconds))
     ):
         raise ScheduleError(f"misfire_grace_seconds must be a number >= 0, got {misfire_grace_seconds!r}")
     if catchup not in CATCHUP_POLICIES:
@@ -124,7 +132,7 @@ def validate_context(context: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return dict(context)
 
 
-def validate_timezone(timezone: object, provider: "str | ZoneProvider") -> str:
+def validate_timezone(timezone: object, provider: str | ZoneProvider) -> str:
     if not isinstance(timezone, str):
         raise ScheduleError(f"timezone must be an IANA name such as 'Europe/London', got {timezone!r}")
     get_zone(timezone, provider)  # raises UnknownTimezoneError with suggestions
@@ -135,17 +143,25 @@ def interval_seconds(days: float, hours: float, minutes: float, seconds: float) 
     """The total of an interval's parts; each must be a finite number >= 0 and the total > 0."""
     total = 0.0
     for arg, value in (("days", days), ("hours", hours), ("minutes", minutes), ("seconds", seconds)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise ScheduleError(f"interval {arg} must be a finite number >= 0, got {value!r}")
     total = days * 86400 + hours * 3600 + minutes * 60 + seconds
     if total < 0.001:
         raise ScheduleError(
-            f"an interval must be at least 1 ms, got {total!r} s: pass hours=, minutes= or seconds= (e.g. minutes=30)"
+            f"an interval must be at least 1 ms, got {total!r} s: "
+            "pass hours=, minutes= or seconds= (e.g. minutes=30)"
         )
     return total
 
 
-def definition_hash(schedule_type: str, value: str, timezone: str, options: Options, context: Dict[str, Any]) -> str:
+def definition_hash(
+    schedule_type: str, value: str, timezone: str, options: Options, context: Dict[str, Any]
+) -> str:
     """What identifies a definition: re-declaring with the same hash keeps the stored state."""
     payload = json.dumps(
         [schedule_type, value, timezone, options.to_dict(), context], sort_keys=True, separators=(",", ":")
@@ -153,7 +169,9 @@ def definition_hash(schedule_type: str, value: str, timezone: str, options: Opti
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def to_schedule(record: ScheduleRecord, func: Optional[Callable[[], Any]], localize: Callable[[datetime], datetime]) -> Schedule:
+def to_schedule(
+    record: ScheduleRecord, func: Optional[Callable[[], Any]], localize: Callable[[datetime], datetime]
+) -> Schedule:
     """The user-facing Schedule for a stored record (instants shown in the schedule's zone)."""
     options = Options.from_dict(record.options)
     return Schedule(

@@ -119,7 +119,7 @@ def open_lock(config: SchedulerConfig) -> Optional[Lock]:
 
 
 def _outcome(result: Any) -> Tuple[bool, Optional[str], Optional[str]]:
-    """(success, run_id, error) of what a pipeline function returned: a PipelineResult counts by its ``success``."""
+    """(success, run_id, error) of a job's return value; a PipelineResult counts by ``success``."""
     if result is not None and hasattr(result, "success") and hasattr(result, "run_id"):
         success = bool(result.success)
         error = getattr(result, "error", None)
@@ -221,7 +221,7 @@ class PipelineScheduler:
         days: float = 0,
         **options: Any,
     ) -> Schedule:
-        """Run every ``hours``/``minutes``/``seconds`` of elapsed time, on a fixed grid from the Unix epoch."""
+        """Run every ``hours``/``minutes``/``seconds`` of elapsed time, on a fixed grid from the epoch."""
         total = interval_seconds(days, hours, minutes, seconds)
         value = str(int(total)) if float(total).is_integer() else repr(float(total))
         return self._declare(name, pipeline_func, "interval", value, timezone, options)
@@ -250,8 +250,9 @@ class PipelineScheduler:
                 f"unknown option(s) {', '.join(sorted(options))} for {name!r}; the options are "
                 "misfire_grace_seconds, catchup, max_catchup, max_instances, context"
             )
-        zone_name = validate_timezone(timezone if timezone is not None else self.config.timezone,
-                                      self.config.timezone_provider)
+        zone_name = validate_timezone(
+            timezone if timezone is not None else self.config.timezone, self.config.timezone_provider
+        )
         trigger = build_trigger(
             schedule_type, value, zone_name, name, self.config.cron_engine, self.config.timezone_provider
         )
@@ -271,13 +272,21 @@ class PipelineScheduler:
         )
         stored = self._store.declare_schedule(record)
         if stored.definition_hash == record.definition_hash and stored.created_at != now:
-            logger.debug("schedule %r re-declared unchanged: state kept (next fire %s)", name, stored.next_fire)
+            logger.debug(
+                "schedule %r re-declared unchanged: state kept (next fire %s)", name, stored.next_fire
+            )
         with self._cond:
             self._funcs[name] = func
             self._triggers[name] = trigger
             self._set_record(stored)
-        logger.info("scheduled %r (%s %s, %s): next fire %s", name, schedule_type, value, zone_name,
-                    _iso(stored.next_fire))
+        logger.info(
+            "scheduled %r (%s %s, %s): next fire %s",
+            name,
+            schedule_type,
+            value,
+            zone_name,
+            _iso(stored.next_fire),
+        )
         return self._to_schedule(stored)
 
     # -- state changes -----------------------------------------------------------------
@@ -403,7 +412,9 @@ class PipelineScheduler:
                 },
             },
             "last_error": self._last_error,
-            "next_runs": [{"name": r.name, "next_run": _iso(self._localize(r, r.next_fire))} for r in upcoming[:5]],
+            "next_runs": [
+                {"name": r.name, "next_run": _iso(self._localize(r, r.next_fire))} for r in upcoming[:5]
+            ],
         }
 
     # -- running -----------------------------------------------------------------------
@@ -418,12 +429,17 @@ class PipelineScheduler:
         self._sync_records()
         self._loop_beat = time.monotonic()
         self._loop_thread = threading.Thread(target=self._loop, name="flowyml_lite-scheduler", daemon=True)
-        self._housekeeper = threading.Thread(target=self._housekeeping_loop, name="flowyml_lite-heartbeat",
-                                             daemon=True)
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping_loop, name="flowyml_lite-heartbeat", daemon=True
+        )
         self._loop_thread.start()
         self._housekeeper.start()
-        logger.info("scheduler started: node %s, %d schedule(s), store %s", self.node_id, len(self._funcs),
-                    type(self._store).__name__)
+        logger.info(
+            "scheduler started: node %s, %d schedule(s), store %s",
+            self.node_id,
+            len(self._funcs),
+            type(self._store).__name__,
+        )
 
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop firing, wait up to ``timeout`` (config default) for running runs; True if all finished."""
@@ -442,8 +458,12 @@ class PipelineScheduler:
         if drained:
             self._store.remove_node(self.node_id)
         else:
-            logger.warning("stop: runs still active after %.1fs (%s); they will be recorded as lost if this "
-                           "process exits first", limit, ", ".join(sorted(set(self._futures.values()))))
+            logger.warning(
+                "stop: runs still active after %.1fs (%s); they will be recorded as lost if this "
+                "process exits first",
+                limit,
+                ", ".join(sorted(set(self._futures.values()))),
+            )
         logger.info("scheduler stopped")
         return drained
 
@@ -454,7 +474,7 @@ class PipelineScheduler:
         if self._lock is not None:
             self._lock.close()
 
-    def __enter__(self) -> "PipelineScheduler":
+    def __enter__(self) -> PipelineScheduler:
         self.start()
         return self
 
@@ -499,15 +519,17 @@ class PipelineScheduler:
         record = self._require(name)
         func = self._funcs.get(name)
         if func is None:
-            raise ScheduleError(f"{name!r} has no function registered in this process (an orphan): declare it "
-                                "with schedule_* before running it")
-        if not record.enabled or record.next_fire is None:
-            raise ScheduleError(f"{name!r} is disabled: enable({name!r}) first")
-        now = self._clock.now()
-        run = RunRecord(uuid.uuid4().hex, name, now, RUNNING, self.node_id, reason="manual")
+            raise ScheduleError(
+                f"{name!r} has no function registered in this process (an orphan): declare it "
+                "with schedule_* before running it"
+            )
+        run = RunRecord(uuid.uuid4().hex, name, self._clock.now(), RUNNING, self.node_id, reason="manual")
         opts = Options.from_dict(record.options)
         for _ in range(5):
-            stored = self._store.claim(name, record.next_fire, record.next_fire, [run], opts.max_instances)  # type: ignore[arg-type]
+            current = record.next_fire
+            if not record.enabled or current is None:
+                raise ScheduleError(f"{name!r} is disabled: enable({name!r}) first")
+            stored = self._store.claim(name, current, current, [run], opts.max_instances)
             if stored is not None:
                 break
             record = self._refresh(name) or record
@@ -517,7 +539,11 @@ class PipelineScheduler:
         future = self._submit(name, func, stored)
         if wait and future is not None:
             future.result(timeout)
-            return self.get_history(name, limit=50)[0] if stored[0].status != SKIPPED else history_entry(stored[0])
+            return (
+                self.get_history(name, limit=50)[0]
+                if stored[0].status != SKIPPED
+                else history_entry(stored[0])
+            )
         return history_entry(stored[0])
 
     # -- the main loop -----------------------------------------------------------------
@@ -602,7 +628,7 @@ class PipelineScheduler:
         if opts.catchup == "latest":
             to_run = instants[-1:]
         elif opts.catchup == "all":
-            to_run = instants[-opts.max_catchup:]
+            to_run = instants[-opts.max_catchup :]
         else:
             to_run = []
         missed_count = count - len(to_run)
@@ -611,22 +637,42 @@ class PipelineScheduler:
             policy = f"catchup={opts.catchup}"
             missed_known = instants[: len(instants) - len(to_run)]
             if missed_count <= MISSED_DETAIL_LIMIT and len(missed_known) == missed_count:
-                runs += [RunRecord(uuid.uuid4().hex, name, t, MISSED, node, reason=f"misfire ({policy})")
-                         for t in missed_known]
+                runs += [
+                    RunRecord(uuid.uuid4().hex, name, t, MISSED, node, reason=f"misfire ({policy})")
+                    for t in missed_known
+                ]
             else:
                 last = missed_known[-1] if missed_known else fire
-                runs.append(RunRecord(uuid.uuid4().hex, name, fire, MISSED, node,
-                                      reason=f"{missed_count} missed instants from {fire.isoformat()} to "
-                                             f"{last.isoformat()} (misfire, {policy})"))
-            logger.warning("%r misfired: %d instant(s) from %s were missed (%s), %d will run now", name,
-                           missed_count, fire.isoformat(), policy, len(to_run))
-        runs += [RunRecord(uuid.uuid4().hex, name, t, RUNNING if i == 0 else QUEUED, node, reason="catch-up")
-                 for i, t in enumerate(to_run)]
+                runs.append(
+                    RunRecord(
+                        uuid.uuid4().hex,
+                        name,
+                        fire,
+                        MISSED,
+                        node,
+                        reason=f"{missed_count} missed instants from {fire.isoformat()} to "
+                        f"{last.isoformat()} (misfire, {policy})",
+                    )
+                )
+            logger.warning(
+                "%r misfired: %d instant(s) from %s were missed (%s), %d will run now",
+                name,
+                missed_count,
+                fire.isoformat(),
+                policy,
+                len(to_run),
+            )
+        runs += [
+            RunRecord(uuid.uuid4().hex, name, t, RUNNING if i == 0 else QUEUED, node, reason="catch-up")
+            for i, t in enumerate(to_run)
+        ]
         return runs, new_next
 
     # -- runs --------------------------------------------------------------------------
 
-    def _submit(self, name: str, func: Callable[[], Any], runs: Sequence[RunRecord]) -> Optional[Future[None]]:
+    def _submit(
+        self, name: str, func: Callable[[], Any], runs: Sequence[RunRecord]
+    ) -> Optional[Future[None]]:
         runs = [r for r in runs if r.status in ACTIVE_STATUSES]
         if not runs:
             return None
@@ -654,9 +700,13 @@ class PipelineScheduler:
     def _execute(self, name: str, func: Callable[[], Any], run: RunRecord) -> None:
         lease = None
         if self._lock is not None:
-            lease = self._lock.acquire(f"schedule:{name}", ttl_seconds=max(60.0, self.config.node_timeout_seconds))
+            lease = self._lock.acquire(
+                f"schedule:{name}", ttl_seconds=max(60.0, self.config.node_timeout_seconds)
+            )
             if lease is None:
-                self._finish(run, SKIPPED, None, None, None, "overlap: the schedule's lock is held by another process")
+                self._finish(
+                    run, SKIPPED, None, None, None, "overlap: the schedule's lock is held by another process"
+                )
                 return
         try:
             started = self._clock.now()
@@ -668,13 +718,21 @@ class PipelineScheduler:
                 success, run_id, error = _outcome(func())
             except BaseException as exc:  # a run must never take the worker down, whatever it raises
                 success, run_id, error = False, None, f"{type(exc).__name__}: {exc}"
-                logger.error("run of %r (fire %s) raised:\n%s", name, run.fire_time.isoformat(),
-                             traceback.format_exc())
+                logger.error(
+                    "run of %r (fire %s) raised:\n%s", name, run.fire_time.isoformat(), traceback.format_exc()
+                )
             duration = time.perf_counter() - t0
             status = SUCCEEDED if success else FAILED
             entry = self._finish(run, status, duration, error, run_id)
-            logger.info("%s %r fire %s lag %.1f ms in %.3fs run_id=%s", status, name, run.fire_time.isoformat(),
-                        lag * 1000, duration, run_id or "-")
+            logger.info(
+                "%s %r fire %s lag %.1f ms in %.3fs run_id=%s",
+                status,
+                name,
+                run.fire_time.isoformat(),
+                lag * 1000,
+                duration,
+                run_id or "-",
+            )
             for hook in self._on_success if success else self._on_failure:
                 try:
                     hook(entry)
@@ -696,14 +754,27 @@ class PipelineScheduler:
         completed = self._clock.now()
         for attempt in range(5):
             try:
-                self._store.finish_run(run.run_key, status, completed, duration, error, run_id,
-                                       started_at=run.started_at, reason=reason)
+                self._store.finish_run(
+                    run.run_key,
+                    status,
+                    completed,
+                    duration,
+                    error,
+                    run_id,
+                    started_at=run.started_at,
+                    reason=reason,
+                )
                 break
             except Exception as exc:
                 self._store_trouble(exc, f"recording run {run.run_key} of {run.schedule!r}")
-                time.sleep(min(0.1 * 2 ** attempt, _RETRY_MAX_SECONDS))
+                time.sleep(min(0.1 * 2**attempt, _RETRY_MAX_SECONDS))
         run.status, run.completed_at, run.duration_seconds, run.error, run.run_id = (
-            status, completed, duration, error, run_id)
+            status,
+            completed,
+            duration,
+            error,
+            run_id,
+        )
         run.reason = reason or run.reason
         return history_entry(run)
 
@@ -719,7 +790,9 @@ class PipelineScheduler:
 
     def _housekeeping(self) -> None:
         now = self._clock.now()
-        self._store.heartbeat(NodeRecord(self.node_id, socket.gethostname(), os.getpid(), self._started_at, now))
+        self._store.heartbeat(
+            NodeRecord(self.node_id, socket.gethostname(), os.getpid(), self._started_at, now)
+        )
         self._last_heartbeat = now
         expiry = timedelta(seconds=self.config.node_timeout_seconds)
         host = socket.gethostname()
@@ -733,7 +806,9 @@ class PipelineScheduler:
                 reason = f"node {node.node_id} (pid {node.pid} on this host) is no longer running"
             if reason:
                 for run in self._store.mark_node_lost(node.node_id, reason):
-                    logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
+                    logger.warning(
+                        "run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason
+                    )
 
     def _sync_records(self) -> None:
         """Adopt changes other processes made (enable/disable/next fire) to our schedules."""
@@ -779,8 +854,14 @@ class PipelineScheduler:
     def _trigger_for(self, record: ScheduleRecord) -> Trigger:
         trigger = self._triggers.get(record.name)
         if trigger is None:
-            trigger = build_trigger(record.schedule_type, record.schedule_value, record.timezone, record.name,
-                                    self.config.cron_engine, self.config.timezone_provider)
+            trigger = build_trigger(
+                record.schedule_type,
+                record.schedule_value,
+                record.timezone,
+                record.name,
+                self.config.cron_engine,
+                self.config.timezone_provider,
+            )
         return trigger
 
     def _localize(self, record: ScheduleRecord, moment: Optional[datetime]) -> Optional[datetime]:
@@ -792,13 +873,15 @@ class PipelineScheduler:
             return moment
 
     def _to_schedule(self, record: ScheduleRecord) -> Schedule:
-        return to_schedule(record, self._funcs.get(record.name),
-                           lambda moment: self._localize(record, moment) or moment)
+        return to_schedule(
+            record, self._funcs.get(record.name), lambda moment: self._localize(record, moment) or moment
+        )
 
     def _ensure_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.config.max_concurrent_runs,
-                                                thread_name_prefix="flowyml_lite-run")
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.config.max_concurrent_runs, thread_name_prefix="flowyml_lite-run"
+            )
         return self._executor
 
     def _store_trouble(self, exc: BaseException, doing: str) -> None:

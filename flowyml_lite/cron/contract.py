@@ -8,12 +8,7 @@ DESIGN §3, once, for every engine, so two engines cannot disagree about DST.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
-
-try:  # Python 3.8+ has Protocol in typing
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    Protocol = object  # type: ignore[assignment,misc]
+from typing import Optional, Protocol
 
 
 class CompiledCron(Protocol):

@@ -24,7 +24,7 @@ class Lease(abc.ABC):
         """Extend the lease; False if it was lost. Locks that never expire return True."""
         return True
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -65,7 +65,7 @@ class RunRecord:
     run_id: Optional[str] = None
     reason: Optional[str] = None  # why missed/skipped/lost, or a summary ("37 missed instants ...")
 
-    def with_status(self, status: str, reason: Optional[str] = None) -> "RunRecord":
+    def with_status(self, status: str, reason: Optional[str] = None) -> RunRecord:
         return replace(self, status=status, reason=reason)
 
 
