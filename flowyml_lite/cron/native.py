@@ -28,6 +28,11 @@ YearInfo = Tuple[Table, List[Optional[Table]], Tuple[Tuple[int, int], ...]]
 
 def _table(values: Iterable[int], size: int) -> Table:
     """``t[i]`` is the smallest allowed value >= i, or -1; ``size`` leaves room for overflow."""
+    return _cached_table(tuple(sorted(set(values))), size)
+
+
+@functools.lru_cache(maxsize=1024)  # most expressions share their fields ('*', '0', ...) with others
+def _cached_table(values: Tuple[int, ...], size: int) -> Table:
     allowed = set(values)
     out = [-1] * size
     following = -1
