@@ -8,10 +8,9 @@ ordinals ("every 2nd day of the month").
 from __future__ import annotations
 
 import calendar
-import zlib
 from typing import Callable, List, Optional, Sequence
 
-from .parser import Element, Field, hashed_values, parse
+from .parser import Element, Field, hash_crc, hashed_values, parse
 
 _WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _NTH = ("", "first", "second", "third", "fourth", "fifth")
@@ -24,7 +23,7 @@ def explain(expression: str, hash_key: Optional[str] = None) -> str:
     ``H`` fields show their values when ``hash_key`` is given, else read "a hashed minute".
     """
     parsed = parse(expression)
-    crc = zlib.crc32(hash_key.encode("utf-8")) & 0xFFFFFFFF if hash_key is not None else None
+    crc = hash_crc(hash_key)
     second = _resolve(parsed.second, crc) if parsed.second is not None else None
     minute = _resolve(parsed.minute, crc)
     hour = _resolve(parsed.hour, crc)

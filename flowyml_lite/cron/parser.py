@@ -362,6 +362,11 @@ def _stepped(spec: FieldSpec, start: int, stop: int, step: int) -> range:
     return range(start, stop + 1, step)
 
 
+def hash_crc(hash_key: Optional[str]) -> Optional[int]:
+    """croniter's hash of a key: the CRC-32 of its UTF-8 bytes (any str works, even lone surrogates)."""
+    return None if hash_key is None else zlib.crc32(hash_key.encode("utf-8", "surrogatepass"))
+
+
 def hashed_values(spec: FieldSpec, el: Element, crc: int) -> range:
     """croniter 7's values for an H item: ``((crc >> field index) % span) + start``.
 
@@ -384,7 +389,7 @@ def _is_frequent(field: Field) -> bool:
 
 def resolve(parsed: ParsedCron, hash_key: Optional[str] = None) -> CronValues:
     """The allowed values of every field of ``parsed``; ``hash_key`` feeds ``H`` items."""
-    crc = zlib.crc32(hash_key.encode("utf-8")) & 0xFFFFFFFF if hash_key is not None else None
+    crc = hash_crc(hash_key)
     expr = parsed.expression
 
     def values(field: Field) -> Tuple[int, ...]:

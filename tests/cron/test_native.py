@@ -295,6 +295,9 @@ class TestEngine:
         assert cron.is_fixed_time
         assert not ENGINE.compile("*/15 * * * *").is_fixed_time
 
+    def test_any_string_is_a_usable_hash_key(self) -> None:
+        assert ENGINE.compile("H * * * *", "\ud800 lone surrogate").next_wall(JAN_1) is not None
+
     def test_non_string_expressions_and_keys_are_type_errors(self) -> None:
         with pytest.raises(TypeError):
             ENGINE.compile(None)  # type: ignore[arg-type]
