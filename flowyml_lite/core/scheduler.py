@@ -532,6 +532,8 @@ class PipelineScheduler:
             stored = self._store.claim(name, current, current, [run], opts.max_instances)
             if stored is not None:
                 break
+            # Lost a race with the loop, or this instant is taken (two manual runs within one clock tick).
+            run.fire_time += _US
             record = self._refresh(name) or record
         else:
             raise ScheduleError(f"could not claim a manual run of {name!r}: its state kept changing")
