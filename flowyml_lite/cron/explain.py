@@ -154,14 +154,15 @@ def _hour_phrase(field: Field) -> str:
         elif el.kind == "from":
             phrases.append(f"{every} from hour {el.start}")
         else:
-            phrases.append(_hash_phrase(el, "hour", ""))
+            phrases.append(_hash_phrase(el, "hour", "", ordinal=True))
     return _join(phrases)
 
 
-def _hash_phrase(el: Element, unit: str, at: str) -> str:
+def _hash_phrase(el: Element, unit: str, at: str, ordinal: bool = False) -> str:
     where = f" from {el.start} through {el.stop}" if el.ranged else ""
     if el.step:
-        return f"every {el.step} {unit}s{where}, starting at a hashed {unit}"
+        every = f"every {_ordinal(el.step)} {unit}" if ordinal else f"every {el.step} {unit}s"
+        return f"{every}{where} (hashed offset)"
     return f"{at}a hashed {unit}{where}"
 
 
@@ -183,18 +184,19 @@ def _calendar_phrase(field: Field, unit: str, name: _Namer, on: str, span: str) 
         elif el.kind == "from":
             phrases.append(f"{every} from {name(el.start)}")
         elif el.kind == "hash":
-            phrases.append(_hash_phrase(el, unit, on))
+            phrases.append(_hash_phrase(el, unit, on, ordinal=True))
     return _join(phrases)
 
 
 def _days(dom: Field, dow: Field, day_and: bool) -> str:
     """The day-of-month and day-of-week qualifiers, joined as cron does (Vixie's AND/OR)."""
-    phrases = []
-    if not _is_every(dom):
-        phrases.append(_dom_phrase(dom))
-    if not _is_every(dow):
-        phrases.append(_dow_phrase(dow))
-    return _join(phrases, "and" if day_and else "or") if phrases else ""
+    if _is_every(dom):
+        return "" if _is_every(dow) else _dow_phrase(dow)
+    if _is_every(dow):
+        return _dom_phrase(dom)
+    if day_and:  # both restricted, one starting with '*': a day must match both
+        return f"{_dom_phrase(dom)}, but only {_dow_phrase(dow)}"
+    return f"{_dom_phrase(dom)} or {_dow_phrase(dow)}"
 
 
 def _dom_phrase(field: Field) -> str:
@@ -211,7 +213,7 @@ def _dom_phrase(field: Field) -> str:
         elif el.kind == "last_weekday":
             phrases.append("on the last weekday of the month")
         elif el.kind == "hash":
-            phrases.append(_hash_phrase(el, "day", "on ") + " of the month")
+            phrases.append(_hash_phrase(el, "day of the month", "on ", ordinal=True))
         elif el.kind == "every":
             phrases.append(f"{every} of the month")
         elif el.kind == "from":

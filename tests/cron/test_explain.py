@@ -76,7 +76,9 @@ class TestDays:
         assert explain("0 0 13 * 5") == "At 00:00, on day 13 of the month or on Friday"
 
     def test_a_star_day_field_reads_as_and(self) -> None:
-        assert explain("0 0 */2 * 1") == "At 00:00, on every 2nd day of the month and on Monday"
+        assert explain("0 0 */2 * 1") == "At 00:00, on every 2nd day of the month, but only on Monday"
+        assert explain("0 0 1-7 * */2") == (
+            "At 00:00, on days 1 through 7 of the month, but only every 2nd day of the week")
 
 
 class TestMonthsAndYears:
@@ -113,7 +115,9 @@ class TestMacrosAndHashes:
 
     def test_h_without_a_key_reads_as_hashed(self) -> None:
         assert explain("H H * * *") == "At a hashed minute past a hashed hour"
-        assert explain("H/5 * * * *") == "Every 5 minutes, starting at a hashed minute"
+        assert explain("H/5 * * * *") == "Every 5 minutes (hashed offset)"
+        assert explain("H(0-29)/10 H(1-5) * * *") == (
+            "Every 10 minutes from 0 through 29 (hashed offset) past a hashed hour from 1 through 5")
 
     def test_h_with_a_key_shows_its_values(self) -> None:
         # croniter 7 gives minute 18, hour 9 and a minute phase of 3 for H/5 with the key "abc".
