@@ -121,7 +121,7 @@ class CronExpression:
         """A plain-English description, e.g. ``"At 09:00, Monday through Friday"``."""
         from .explain import explain
 
-        return explain(self.expression)
+        return explain(self.expression, self.hash_key)
 
 
 def utc_offset_text(moment: datetime) -> str:
