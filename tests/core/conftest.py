@@ -99,7 +99,11 @@ def gate() -> Iterator[threading.Event]:
 
 
 class Driver:
-    """Moves fake time and processes due fires synchronously (``run_pending``), as the loop would."""
+    """Moves fake time and processes due fires synchronously (``run_pending``), as the loop would.
+
+    Instants are compared in UTC: ``Schedule.next_run`` is in the schedule's zone, where Python
+    compares by wall time and would take the two 01:00s of a fall-back night for the same instant.
+    """
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
@@ -117,13 +121,29 @@ class Driver:
         """Step the clock from fire to fire of ``name`` (``lateness`` seconds after each) up to ``until``."""
         fired = 0
         while True:
-            upcoming = scheduler.get_schedule(name).next_run
+            upcoming = _utc(scheduler.get_schedule(name).next_run)
             if upcoming is None or upcoming > until:
                 return fired
-            before = upcoming
             fired += self.at(scheduler, upcoming + timedelta(seconds=lateness))
-            after = scheduler.get_schedule(name).next_run
-            assert after != before, f"{name!r} did not advance past {before.isoformat()}"
+            after = _utc(scheduler.get_schedule(name).next_run)
+            assert after != upcoming, f"{name!r} did not advance past {upcoming.isoformat()}"
+
+    def until(self, scheduler: PipelineScheduler, until: datetime) -> int:
+        """Step the clock from fire to fire of every enabled schedule, soonest first, up to ``until``."""
+        steps = 0
+        while True:
+            upcoming = [s.next_run.astimezone(timezone.utc) for s in scheduler.list_schedules()
+                        if s.enabled and s.next_run is not None]
+            if not upcoming or min(upcoming) > until:
+                return steps
+            assert steps < 10_000, "runaway schedule"
+            self.at(scheduler, min(upcoming))
+            steps += 1
+
+
+def _utc(moment: Optional[datetime]) -> Optional[datetime]:
+    # Aware datetimes in one zone compare by wall time, ignoring fold: 01:00 EDT == 01:00 EST.
+    return moment.astimezone(timezone.utc) if moment is not None else None
 
 
 @pytest.fixture
