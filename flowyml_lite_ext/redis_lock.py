@@ -1,0 +1,216 @@
+"""The Redis lock: named mutexes for processes on any number of hosts (``pip install 'flowyml-lite[redis]'``).
+
+A lock is ``SET <prefix>lock:<key> <random token> NX PX <ttl>``: it lapses by itself when its
+holder dies (``expires = True``), so a holder must finish or ``renew`` within the TTL. Release and
+renewal compare the token before they delete or extend, in one Lua script each, so a lease whose
+TTL ran out can never release or extend the lock of the next holder. One Redis server (or a
+primary with failover) is assumed; this is not Redlock over several independent servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Dict, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import redis  # ImportError here: the registry names the extra to install
+from redis.exceptions import RedisError
+
+from flowyml_lite.errors import ConfigurationError, LockError
+from flowyml_lite.locks.base import Lease, Lock
+
+if TYPE_CHECKING:
+    from flowyml_lite.core.scheduler_config import SchedulerConfig
+
+__all__ = ["RedisLock"]
+
+logger = logging.getLogger("flowyml_lite.locks.redis")
+
+DEFAULT_PREFIX = "flowyml_lite:"
+_POLL_SECONDS = 0.005
+_MAX_POLL_SECONDS = 0.1
+
+# Delete the key only while it still holds our token.
+_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
+# Extend the key's TTL only while it still holds our token.
+_RENEW = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _ttl_ms(ttl_seconds: float) -> int:
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or not ttl_seconds > 0:
+        raise ValueError(f"ttl_seconds must be a number > 0, got {ttl_seconds!r}")
+    if math.isinf(ttl_seconds):
+        raise ValueError("ttl_seconds must be finite: a Redis lock always expires")
+    return max(1, math.ceil(ttl_seconds * 1000))
+
+
+class _RedisLease(Lease):
+    def __init__(self, owner: RedisLock, key: str, redis_key: str, token: str) -> None:
+        self.key = key
+        self.redis_key = redis_key
+        self._owner = owner
+        self._token = token
+        self._released = False
+        self._mutex = threading.Lock()
+
+    def release(self) -> None:
+        """Delete the lock if it still holds this lease's token; later calls do nothing.
+
+        If Redis cannot be reached the error is logged, not raised: the TTL frees the lock.
+        """
+        with self._mutex:
+            if self._released:
+                return
+            self._released = True
+        self._owner._forget(self)
+        try:
+            self._owner._release_script(keys=[self.redis_key], args=[self._token])
+        except RedisError as exc:
+            logger.warning("%s; the lock %r is freed when its TTL runs out", self._owner._message(exc),
+                           self.key)
+
+    def renew(self, ttl_seconds: float) -> bool:
+        """Set the remaining TTL to ``ttl_seconds``; False if the lease expired, was taken, or released."""
+        ttl = _ttl_ms(ttl_seconds)
+        with self._mutex:
+            if self._released:
+                return False
+        try:
+            return bool(self._owner._renew_script(keys=[self.redis_key], args=[self._token, ttl]))
+        except RedisError as exc:
+            raise LockError(self._owner._message(exc)) from exc
+
+    def __repr__(self) -> str:
+        return f"<RedisLease {self.key!r}{' released' if self._released else ''}>"
+
+
+class RedisLock(Lock):
+    """Named mutexes in one Redis database: keys ``<prefix>lock:<key>``, fire markers ``<prefix>fire:<key>``.
+
+    ``url`` is a redis-py URL (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS,
+    ``unix:///path.sock``). Give apps that share a database different ``prefix`` values.
+    The server is pinged at construction, so a wrong URL fails at startup, not at the first fire.
+    """
+
+    expires = True
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = 5.0,
+        client: Optional[Any] = None,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        if client is None:
+            try:
+                client = redis.Redis.from_url(
+                    url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+                )
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"redis URL {mask_url(url)!r} is invalid ({exc}); "
+                    "expected e.g. redis://localhost:6379/0 (set SchedulerConfig.redis_url)"
+                ) from exc
+        self._client = client
+        self._release_script = client.register_script(_RELEASE)
+        self._renew_script = client.register_script(_RENEW)
+        self._held: Dict[int, _RedisLease] = {}
+        self._mutex = threading.Lock()
+        try:
+            client.ping()
+        except RedisError as exc:
+            raise LockError(self._message(exc)) from exc
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig) -> RedisLock:
+        """The lock of ``config.redis_url``."""
+        if not config.redis_url:
+            raise ConfigurationError(
+                "the redis lock needs SchedulerConfig.redis_url (or FLOWYML_SCHEDULER_REDIS_URL), "
+                "e.g. redis://localhost:6379/0"
+            )
+        return cls(config.redis_url)
+
+    def _message(self, exc: BaseException) -> str:
+        return (
+            f"redis lock at {mask_url(self.url)}: {type(exc).__name__}: {exc}; check that Redis is running "
+            "and that SchedulerConfig.redis_url (FLOWYML_SCHEDULER_REDIS_URL) points at it"
+        )
+
+    def acquire(self, key: str, ttl_seconds: float = 60.0, timeout: float = 0.0) -> Optional[Lease]:
+        """Take ``key`` for ``ttl_seconds``, trying for ``timeout`` s (0 = once); None if it stays held."""
+        ttl = _ttl_ms(ttl_seconds)
+        redis_key = f"{self.prefix}lock:{key}"
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = _POLL_SECONDS
+        while True:
+            try:
+                taken = self._client.set(redis_key, token, nx=True, px=ttl)
+            except RedisError as exc:
+                raise LockError(self._message(exc)) from exc
+            if taken:
+                lease = _RedisLease(self, key, redis_key, token)
+                with self._mutex:
+                    self._held[id(lease)] = lease
+                return lease
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _MAX_POLL_SECONDS)
+
+    def _forget(self, lease: _RedisLease) -> None:
+        with self._mutex:
+            self._held.pop(id(lease), None)
+
+    def claim_fire(self, key: str, ttl_seconds: float) -> bool:
+        """``SET <prefix>fire:<key> 1 NX PX ttl``: True for the first caller while the marker lives."""
+        try:
+            return bool(self._client.set(f"{self.prefix}fire:{key}", "1", nx=True, px=_ttl_ms(ttl_seconds)))
+        except RedisError as exc:
+            raise LockError(self._message(exc)) from exc
+
+    def close(self) -> None:
+        """Release every lease still held through this lock and close the connections."""
+        with self._mutex:
+            leases = list(self._held.values())
+        for lease in leases:
+            lease.release()
+        try:
+            self._client.close()
+        except RedisError as exc:
+            logger.warning("%s (while closing)", self._message(exc))
+
+    def __repr__(self) -> str:
+        return f"RedisLock({mask_url(self.url)!r}, prefix={self.prefix!r})"

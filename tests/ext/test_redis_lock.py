@@ -1,0 +1,335 @@
+"""RedisLock on a real Redis server: the lock contract suite, expiry, processes, fire markers, errors."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Iterator, List, Optional
+
+import pytest
+
+from flowyml_lite.core.scheduler import open_lock
+from flowyml_lite.core.scheduler_config import SchedulerConfig
+from flowyml_lite.errors import ConfigurationError, LockError
+from flowyml_lite.locks.base import Lease, Lock
+from tests.locks import test_locks as lock_contract
+
+pytest.importorskip("redis", reason="the redis extra is not installed")
+
+from flowyml_lite_ext.redis_lock import RedisLock, mask_url
+
+pytestmark = pytest.mark.redis
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def lock(redis_lock: RedisLock) -> Iterator[Lock]:
+    """The contract suite's ``lock`` fixture, here a RedisLock."""
+    yield redis_lock
+
+
+class TestRedisLockContract(lock_contract.TestContract):
+    """The same contract tests as LocalLock and FileLock, run against Redis."""
+
+    # The one contract test that is about non-expiring backends; its Redis opposite is below.
+    test_these_locks_do_not_expire = None  # type: ignore[assignment]
+
+    def test_redis_locks_expire(self, lock: Lock) -> None:
+        assert lock.expires is True
+
+
+class TestKeysInRedis:
+    def test_a_lock_is_a_namespaced_key_holding_a_random_token_with_a_ttl(
+        self, redis_lock: RedisLock, redis_client: Any
+    ) -> None:
+        lease = redis_lock.acquire("job", ttl_seconds=30)
+        assert lease is not None
+        name = f"{redis_lock.prefix}lock:job"
+        token = redis_client.get(name)
+        assert token is not None and len(token) == 32
+        assert 0 < redis_client.pttl(name) <= 30_000
+        lease.release()
+        assert redis_client.exists(name) == 0
+
+    def test_two_acquisitions_use_different_tokens(self, redis_lock: RedisLock, redis_client: Any) -> None:
+        tokens = []
+        for _ in range(2):
+            lease = redis_lock.acquire("job")
+            assert lease is not None
+            tokens.append(redis_client.get(f"{redis_lock.prefix}lock:job"))
+            lease.release()
+        assert tokens[0] != tokens[1]
+
+    def test_the_default_prefix_is_flowyml_lite(self, redis_url: str, redis_client: Any) -> None:
+        lock = RedisLock(redis_url)
+        key = f"test-default-prefix-{os.getpid()}-{id(lock)}"
+        lease = lock.acquire(key)
+        assert lease is not None
+        try:
+            assert redis_client.exists(f"flowyml_lite:lock:{key}") == 1
+        finally:
+            lease.release()
+            lock.close()
+
+    def test_locks_under_different_prefixes_are_independent(
+        self, redis_url: str, redis_lock: RedisLock
+    ) -> None:
+        other = RedisLock(redis_url, prefix=redis_lock.prefix + "other:")
+        a, b = redis_lock.acquire("job"), other.acquire("job")
+        assert a is not None and b is not None
+        a.release()
+        b.release()
+        other.close()
+
+
+class TestExpiry:
+    def test_an_expired_lease_frees_the_lock_for_another_holder(self, redis_lock: RedisLock) -> None:
+        first = redis_lock.acquire("job", ttl_seconds=0.05)
+        assert first is not None
+        second = redis_lock.acquire("job", ttl_seconds=30, timeout=30)
+        assert second is not None
+        assert first.renew(30) is False
+        second.release()
+
+    def test_renew_extends_the_ttl(self, redis_lock: RedisLock, redis_client: Any) -> None:
+        lease = redis_lock.acquire("job", ttl_seconds=1)
+        assert lease is not None
+        name = f"{redis_lock.prefix}lock:job"
+        assert redis_client.pttl(name) <= 1000
+        assert lease.renew(600) is True
+        assert redis_client.pttl(name) > 1000
+        lease.release()
+
+    def test_a_late_release_does_not_delete_the_next_holders_lock(
+        self, redis_lock: RedisLock, redis_client: Any
+    ) -> None:
+        stale = redis_lock.acquire("job", ttl_seconds=0.05)
+        assert stale is not None
+        current = redis_lock.acquire("job", ttl_seconds=30, timeout=30)
+        assert current is not None
+        token = redis_client.get(f"{redis_lock.prefix}lock:job")
+        stale.release()
+        assert redis_client.get(f"{redis_lock.prefix}lock:job") == token
+        assert redis_lock.acquire("job") is None
+        assert current.renew(30) is True
+        current.release()
+
+    def test_a_late_renew_does_not_extend_the_next_holders_lock(
+        self, redis_lock: RedisLock, redis_client: Any
+    ) -> None:
+        stale = redis_lock.acquire("job", ttl_seconds=0.05)
+        assert stale is not None
+        current = redis_lock.acquire("job", ttl_seconds=5, timeout=30)
+        assert current is not None
+        assert stale.renew(600) is False
+        assert redis_client.pttl(f"{redis_lock.prefix}lock:job") <= 5000
+        current.release()
+
+    @pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
+    def test_a_ttl_that_is_not_a_positive_finite_number_is_refused(
+        self, redis_lock: RedisLock, ttl: float
+    ) -> None:
+        with pytest.raises(ValueError, match="ttl_seconds"):
+            redis_lock.acquire("job", ttl_seconds=ttl)
+
+    def test_close_releases_the_leases_still_held(self, redis_url: str, redis_prefix: str) -> None:
+        lock = RedisLock(redis_url, prefix=redis_prefix)
+        lease = lock.acquire("job", ttl_seconds=600)
+        assert lease is not None
+        lock.close()
+        other = RedisLock(redis_url, prefix=redis_prefix)
+        again = other.acquire("job")
+        assert again is not None
+        again.release()
+        other.close()
+
+
+class TestClaimFire:
+    def test_only_the_first_claim_of_a_fire_succeeds(self, redis_lock: RedisLock, redis_client: Any) -> None:
+        assert redis_lock.claim_fire("etl@2024-03-10T06:00:00Z", 60) is True
+        assert redis_lock.claim_fire("etl@2024-03-10T06:00:00Z", 60) is False
+        name = f"{redis_lock.prefix}fire:etl@2024-03-10T06:00:00Z"
+        assert redis_client.get(name) == "1"
+        assert 0 < redis_client.pttl(name) <= 60_000
+
+    def test_different_fires_are_claimed_independently(self, redis_lock: RedisLock) -> None:
+        assert redis_lock.claim_fire("etl@1", 60) is True
+        assert redis_lock.claim_fire("etl@2", 60) is True
+
+    def test_a_fire_marker_does_not_block_a_lock_of_the_same_key(self, redis_lock: RedisLock) -> None:
+        assert redis_lock.claim_fire("job", 60) is True
+        lease = redis_lock.acquire("job")
+        assert lease is not None
+        lease.release()
+
+    def test_racing_threads_have_exactly_one_winner(self, redis_url: str, redis_prefix: str) -> None:
+        locks = [RedisLock(redis_url, prefix=redis_prefix) for _ in range(8)]
+        barrier = threading.Barrier(len(locks))
+        results: List[bool] = []
+
+        def contender(lock: RedisLock) -> None:
+            barrier.wait()
+            results.append(lock.claim_fire("etl@now", 60))
+
+        threads = [threading.Thread(target=contender, args=(lock,)) for lock in locks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results) == [False] * 7 + [True]
+        for lock in locks:
+            lock.close()
+
+    def test_a_fire_can_be_claimed_again_once_its_marker_expired(self, redis_lock: RedisLock) -> None:
+        assert redis_lock.claim_fire("etl@1", 0.01) is True
+        deadline = time.monotonic() + 30  # the marker lives 10 ms; this only bounds a broken run
+        while not redis_lock.claim_fire("etl@1", 60):
+            assert time.monotonic() < deadline, "the fire marker never expired"
+            time.sleep(0.005)
+
+
+_HOLDER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from flowyml_lite_ext.redis_lock import RedisLock
+url, prefix, mode = sys.argv[2], sys.argv[3], sys.argv[4]
+lock = RedisLock(url, prefix=prefix)
+if mode == "hold":
+    lease = lock.acquire("job", ttl_seconds=float(sys.argv[5]))
+    print("locked" if lease else "busy", flush=True)
+    sys.stdin.readline()
+else:  # "loop": take the lock many times, writing enter/exit lines to a shared log while holding it
+    log, go, rounds = sys.argv[5], sys.argv[6], int(sys.argv[7])
+    while not os.path.exists(go):
+        time.sleep(0.002)
+    for _ in range(rounds):
+        lease = lock.acquire("job", ttl_seconds=60, timeout=120)
+        assert lease is not None
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"enter {os.getpid()}\\n".encode())
+        os.write(fd, f"exit {os.getpid()}\\n".encode())
+        os.close(fd)
+        lease.release()
+"""
+
+
+def _python(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(_ROOT), *args], text=True, stdout=subprocess.PIPE, **kwargs
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+class TestAcrossProcesses:
+    def test_a_key_held_by_another_process_cannot_be_acquired(
+        self, redis_url: str, redis_prefix: str, redis_lock: RedisLock
+    ) -> None:
+        child = _python(redis_url, redis_prefix, "hold", "600", stdin=subprocess.PIPE)
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+            assert redis_lock.acquire("job") is None
+            assert redis_lock.acquire("job", timeout=0.05) is None
+        finally:
+            child.kill()
+            child.wait()
+
+    def test_the_ttl_frees_the_lock_of_a_killed_holder(
+        self, redis_url: str, redis_prefix: str, redis_lock: RedisLock
+    ) -> None:
+        child = _python(redis_url, redis_prefix, "hold", "1", stdin=subprocess.PIPE)
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+            assert redis_lock.acquire("job") is None
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        lease = redis_lock.acquire("job", timeout=30)
+        assert lease is not None
+        lease.release()
+
+    def test_two_processes_are_mutually_excluded(
+        self, redis_url: str, redis_prefix: str, tmp_path: pathlib.Path
+    ) -> None:
+        log, go, rounds = tmp_path / "log", tmp_path / "go", 40
+        args = (redis_url, redis_prefix, "loop", str(log), str(go), str(rounds))
+        children = [_python(*args) for _ in range(2)]
+        go.touch()
+        for child in children:
+            assert child.wait(120) == 0
+        lines = log.read_text().splitlines()
+        assert len(lines) == 2 * 2 * rounds
+        holder: Optional[str] = None
+        for line in lines:
+            what, pid = line.split()
+            if what == "enter":
+                assert holder is None, f"{pid} entered while {holder} held the lock"
+                holder = pid
+            else:
+                assert holder == pid
+                holder = None
+        assert len({line.split()[1] for line in lines}) == 2
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TestErrors:
+    def test_an_unreachable_server_is_a_lock_error_naming_the_url_with_a_hint(self) -> None:
+        url = f"redis://127.0.0.1:{_closed_port()}/0"
+        with pytest.raises(LockError, match="redis_url") as info:
+            RedisLock(url, socket_timeout=2)
+        assert url in str(info.value)
+
+    def test_the_password_never_appears_in_the_error(self) -> None:
+        url = f"redis://:hunter2@127.0.0.1:{_closed_port()}/0"
+        with pytest.raises(LockError) as info:
+            RedisLock(url, socket_timeout=2)
+        assert "hunter2" not in str(info.value)
+        assert ":***@127.0.0.1" in str(info.value)
+
+    def test_a_url_of_another_scheme_is_a_configuration_error(self) -> None:
+        with pytest.raises(ConfigurationError, match="redis://localhost:6379/0"):
+            RedisLock("http://localhost:6379/0")
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("redis://user:pw@host:1/0", "redis://user:***@host:1/0"),
+            ("redis://:pw@host/0", "redis://:***@host/0"),
+            ("redis://host:6379/0", "redis://host:6379/0"),
+        ],
+    )
+    def test_mask_url_hides_only_the_password(self, url: str, shown: str) -> None:
+        assert mask_url(url) == shown
+
+    def test_repr_masks_the_password(self, redis_url: str) -> None:
+        lock = RedisLock(redis_url)
+        assert "RedisLock(" in repr(lock)
+        lock.close()
+
+
+class TestConfiguration:
+    def test_the_guide_config_opens_a_redis_lock(self, redis_url: str, tmp_path: pathlib.Path) -> None:
+        config = SchedulerConfig(
+            distributed=True, lock_backend="redis", redis_url=redis_url, db_path=str(tmp_path / "s.db")
+        )
+        lock = open_lock(config)
+        assert isinstance(lock, RedisLock) and lock.url == redis_url
+        lease = lock.acquire(f"test-config-{os.getpid()}-{id(lock)}")
+        assert isinstance(lease, Lease)
+        lease.release()
+        lock.close()
+
+    def test_from_config_needs_a_redis_url(self) -> None:
+        with pytest.raises(ConfigurationError, match="redis_url"):
+            RedisLock.from_config(SchedulerConfig())
