@@ -42,24 +42,44 @@ def _run_workers(tmp_path: pathlib.Path, count: int, window: float, *extra: str)
     workers: List[Worker] = []
     try:
         for i in range(count):
-            args = [str(tmp_path / "shared.db"), str(log), str(tmp_path / f"ready{i}"), str(stop),
-                    str(tmp_path / f"result{i}"), "--max-seconds", "90", *extra]
+            args = [
+                str(tmp_path / "shared.db"),
+                str(log),
+                str(tmp_path / f"ready{i}"),
+                str(stop),
+                str(tmp_path / f"result{i}"),
+                "--max-seconds",
+                "90",
+                *extra,
+            ]
             workers.append(Worker(f"w{i}", "tick_worker.py", args, tmp_path))
             time.sleep(0.35)  # start them at slightly different moments
         # The barrier: every worker has declared the schedule and started its loop.
-        wait_for(lambda: all((tmp_path / f"ready{i}").exists() for i in range(count)), 60,
-                 "every worker to start its scheduler", workers)
+        wait_for(
+            lambda: all((tmp_path / f"ready{i}").exists() for i in range(count)),
+            60,
+            "every worker to start its scheduler",
+            workers,
+        )
         window_start = time.time()
-        wait_for(lambda: any(line.fire_second >= window_start + window for line in read_log(log)),
-                 window + 30, f"fires {window:.0f}s after the barrier", workers)
+        wait_for(
+            lambda: any(line.fire_second >= window_start + window for line in read_log(log)),
+            window + 30,
+            f"fires {window:.0f}s after the barrier",
+            workers,
+        )
         stop.touch()
         codes = [w.wait_exit(60) for w in workers]
     finally:
         for w in workers:
             w.kill()
     assert codes == [0] * count, [w.stderr_text() for w in workers]
-    return Outcome(read_log(log), [read_json(tmp_path / f"ready{i}") for i in range(count)],
-                   [read_json(tmp_path / f"result{i}") for i in range(count)], window_start)
+    return Outcome(
+        read_log(log),
+        [read_json(tmp_path / f"ready{i}") for i in range(count)],
+        [read_json(tmp_path / f"result{i}") for i in range(count)],
+        window_start,
+    )
 
 
 def _duplicates(lines: List[LogLine]) -> Dict[int, int]:
@@ -75,13 +95,15 @@ def _history_after_the_fact(db: pathlib.Path) -> List[Dict[str, Any]]:
     """The schedule's history read back through the public API of a fresh, never-started scheduler."""
     reader = PipelineScheduler(SchedulerConfig(db_path=str(db)))
     try:
-        return reader.get_history("tick", limit=100_000)
+        history: List[Dict[str, Any]] = reader.get_history("tick", limit=100_000)
+        return history
     finally:
         reader.close()
 
 
-def _assert_history_matches_log(history: List[Dict[str, Any]], logged: Dict[int, LogLine],
-                                node_pid: Dict[str, int]) -> None:
+def _assert_history_matches_log(
+    history: List[Dict[str, Any]], logged: Dict[int, LogLine], node_pid: Dict[str, int]
+) -> None:
     fire_times = [e["fire_time"] for e in history]
     assert len(fire_times) == len(set(fire_times)), "two history rows for one fire instant"
     for entry in history:
@@ -106,10 +128,12 @@ class TestExactlyOnceAcrossProcesses:
         duplicates = _duplicates(lines)
         per_pid = collections.Counter(line.pid for line in lines)
         in_window = [f for f in fires if f >= out.window_start]
-        print(f"\nexactly-once: {len(lines)} runs, fires {first}..{last} ({last - first + 1} instants), "
-              f"{len(in_window)} after the barrier, duplicates={len(duplicates)}, gaps={len(gaps)}, "
-              f"runs per pid={dict(per_pid)}, "
-              f"max start lag={max(line.wall_time - line.fire_second for line in lines):.4f}s")
+        print(
+            f"\nexactly-once: {len(lines)} runs, fires {first}..{last} ({last - first + 1} instants), "
+            f"{len(in_window)} after the barrier, duplicates={len(duplicates)}, gaps={len(gaps)}, "
+            f"runs per pid={dict(per_pid)}, "
+            f"max start lag={max(line.wall_time - line.fire_second for line in lines):.4f}s"
+        )
 
         # The log alone: each whole second from the first fire to the last, executed exactly once.
         assert duplicates == {}

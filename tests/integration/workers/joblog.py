@@ -45,8 +45,9 @@ class LogLine:
     fire_seen: Optional[float]
 
 
-def append_line(path: str, schedule: str, event: str, fire_seen: Optional[float] = None,
-                wall_time: Optional[float] = None) -> float:
+def append_line(
+    path: str, schedule: str, event: str, fire_seen: Optional[float] = None, wall_time: Optional[float] = None
+) -> float:
     """Append one event line with one write; return its wall time."""
     now = time.time() if wall_time is None else wall_time
     seen = "?" if fire_seen is None else f"{fire_seen:.6f}"
@@ -72,8 +73,9 @@ def read_log(path: pathlib.Path) -> List[LogLine]:
         if not raw.endswith("\n"):
             continue  # a line being written right now; the next read sees it whole
         fire, pid, wall, schedule, event, seen = raw.rstrip("\n").split("\t")
-        out.append(LogLine(int(fire), int(pid), float(wall), schedule, event,
-                           None if seen == "?" else float(seen)))
+        out.append(
+            LogLine(int(fire), int(pid), float(wall), schedule, event, None if seen == "?" else float(seen))
+        )
     return out
 
 
@@ -91,8 +93,9 @@ def read_json(path: pathlib.Path) -> Dict[str, Any]:
     return data
 
 
-def wait_for(predicate: Callable[[], Optional[T]], timeout: float, what: str,
-             procs: Sequence["Worker"] = ()) -> T:
+def wait_for(
+    predicate: Callable[[], Optional[T]], timeout: float, what: str, procs: Sequence[Worker] = ()
+) -> T:
     """Poll ``predicate`` every 20 ms until it returns a truthy value; fail after ``timeout`` seconds.
 
     Fails early, with the workers' stderr, when one of ``procs`` exits before the condition holds.
@@ -104,8 +107,10 @@ def wait_for(predicate: Callable[[], Optional[T]], timeout: float, what: str,
             return value
         for proc in procs:
             if proc.popen.poll() is not None and not proc.expected_exit:
-                raise AssertionError(f"waiting for {what}: worker {proc.name} exited with "
-                                     f"{proc.popen.returncode}\n{proc.stderr_text()}")
+                raise AssertionError(
+                    f"waiting for {what}: worker {proc.name} exited with "
+                    f"{proc.popen.returncode}\n{proc.stderr_text()}"
+                )
         if time.monotonic() > deadline:
             details = "\n".join(f"--- {p.name} stderr ---\n{p.stderr_text()}" for p in procs)
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{details}")
@@ -115,7 +120,10 @@ def wait_for(predicate: Callable[[], Optional[T]], timeout: float, what: str,
 class Worker:
     """A worker script run with this interpreter, flowyml_lite imported from the repository."""
 
-    def __init__(self, name: str, script: str, args: Sequence[str], directory: pathlib.Path) -> None:
+    def __init__(
+        self, name: str, script: str, args: Sequence[str], directory: pathlib.Path, prefix: Sequence[str] = ()
+    ) -> None:
+        """Start ``script`` with ``args`` in ``directory``; ``prefix`` wraps the command (``unshare``...)."""
         self.name = name
         self.stderr_path = directory / f"{name}.stderr"
         env = dict(os.environ)
@@ -124,12 +132,18 @@ class Worker:
             del env[key]  # the workers' configuration is what their arguments say
         self.expected_exit = False
         with open(self.stderr_path, "wb") as err:
-            self.popen = subprocess.Popen([sys.executable, str(WORKERS / script), *args],
-                                          stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                                          env=env, cwd=str(directory))
+            self.popen = subprocess.Popen(
+                [*prefix, sys.executable, str(WORKERS / script), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(directory),
+            )
 
     @property
     def pid(self) -> int:
+        """The pid of the started command (the wrapper's when there is a ``prefix``)."""
         return self.popen.pid
 
     def stderr_text(self, tail: int = 4000) -> str:
@@ -144,8 +158,9 @@ class Worker:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker {self.name} did not exit within {timeout:.0f}s\n"
-                                 f"{self.stderr_text()}") from None
+            raise AssertionError(
+                f"worker {self.name} did not exit within {timeout:.0f}s\n{self.stderr_text()}"
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL the worker if it still runs, and reap it (a zombie's pid would still look alive)."""
@@ -165,8 +180,11 @@ def fire_seen(scheduler: Any, name: str) -> Optional[float]:
     node (``max_instances=1``). None if there is not exactly one.
     """
     try:
-        mine = [r for r in scheduler.store.active_runs(name)
-                if r.node_id == scheduler.node_id and r.status == "running"]
+        mine = [
+            r
+            for r in scheduler.store.active_runs(name)
+            if r.node_id == scheduler.node_id and r.status == "running"
+        ]
     except Exception:  # the log line is still written; the test reports the missing value
         return None
     return mine[0].fire_time.timestamp() if len(mine) == 1 else None

@@ -28,8 +28,12 @@ def main(argv: List[str]) -> int:
     disable_paused = "--disable-paused" in argv[6:]
     rest = [a for a in argv[6:] if a != "--disable-paused"]
     max_seconds = float(rest[0]) if rest else 120.0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    scheduler = PipelineScheduler(SchedulerConfig(db_path=db, heartbeat_seconds=1.0, node_timeout_seconds=10.0))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    scheduler = PipelineScheduler(
+        SchedulerConfig(db_path=db, heartbeat_seconds=1.0, node_timeout_seconds=10.0)
+    )
 
     def slow() -> None:
         joblog.append_line(log, "slow", "start", joblog.fire_seen(scheduler, "slow"))
@@ -49,12 +53,22 @@ def main(argv: List[str]) -> int:
     joblog.write_json(ready, {"pid": os.getpid(), "node_id": scheduler.node_id, "declared_enabled": declared})
     stopped_by_test = joblog.wait_for_file(stop, max_seconds)
     drained = scheduler.stop(timeout=20)
-    schedules = {s.pipeline_name: {"enabled": s.enabled, "next_run": s.next_run.isoformat() if s.next_run else None}
-                 for s in scheduler.list_schedules()}
+    schedules = {
+        s.pipeline_name: {"enabled": s.enabled, "next_run": s.next_run.isoformat() if s.next_run else None}
+        for s in scheduler.list_schedules()
+    }
     histories = {name: scheduler.get_history(name, limit=100_000) for name in ("slow", "paused")}
-    joblog.write_json(result, {"pid": os.getpid(), "node_id": scheduler.node_id, "drained": drained,
-                               "stopped_by_test": stopped_by_test, "schedules": schedules,
-                               "history": histories})
+    joblog.write_json(
+        result,
+        {
+            "pid": os.getpid(),
+            "node_id": scheduler.node_id,
+            "drained": drained,
+            "stopped_by_test": stopped_by_test,
+            "schedules": schedules,
+            "history": histories,
+        },
+    )
     scheduler.close()
     return 0 if drained and stopped_by_test else 1
 

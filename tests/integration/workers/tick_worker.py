@@ -29,9 +29,12 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--memory", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    config = SchedulerConfig(db_path=args.db, persist_schedules=not args.memory, heartbeat_seconds=1.0,
-                             node_timeout_seconds=10.0)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    config = SchedulerConfig(
+        db_path=args.db, persist_schedules=not args.memory, heartbeat_seconds=1.0, node_timeout_seconds=10.0
+    )
     scheduler = PipelineScheduler(config)
 
     def job() -> None:
@@ -43,8 +46,16 @@ def main(argv: List[str]) -> int:
     stopped_by_test = joblog.wait_for_file(args.stop, args.max_seconds)
     drained = scheduler.stop(timeout=20)
     history = scheduler.get_history("tick", limit=100_000)
-    joblog.write_json(args.result, {"pid": os.getpid(), "node_id": scheduler.node_id, "drained": drained,
-                                    "stopped_by_test": stopped_by_test, "history": history})
+    joblog.write_json(
+        args.result,
+        {
+            "pid": os.getpid(),
+            "node_id": scheduler.node_id,
+            "drained": drained,
+            "stopped_by_test": stopped_by_test,
+            "history": history,
+        },
+    )
     scheduler.close()
     return 0 if drained and stopped_by_test else 1
 
