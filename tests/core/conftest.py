@@ -48,7 +48,11 @@ class SchedulerFactory:
         self.made: List[PipelineScheduler] = []
 
     def __call__(
-        self, backend: str = "memory", *, clock: Optional[Clock] = None, db_path: Optional[str] = None,
+        self,
+        backend: str = "memory",
+        *,
+        clock: Optional[Clock] = None,
+        db_path: Optional[str] = None,
         **settings: Any,
     ) -> PipelineScheduler:
         """A scheduler on ``backend`` ("memory" or "sqlite", the latter on one shared file by default)."""
@@ -60,7 +64,9 @@ class SchedulerFactory:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         base.update(settings)
-        scheduler = PipelineScheduler(SchedulerConfig(**base), clock=clock if clock is not None else self.clock)
+        scheduler = PipelineScheduler(
+            SchedulerConfig(**base), clock=clock if clock is not None else self.clock
+        )
         self.made.append(scheduler)
         return scheduler
 
@@ -132,8 +138,11 @@ class Driver:
         """Step the clock from fire to fire of every enabled schedule, soonest first, up to ``until``."""
         steps = 0
         while True:
-            upcoming = [s.next_run.astimezone(timezone.utc) for s in scheduler.list_schedules()
-                        if s.enabled and s.next_run is not None]
+            upcoming = [
+                s.next_run.astimezone(timezone.utc)
+                for s in scheduler.list_schedules()
+                if s.enabled and s.next_run is not None
+            ]
             if not upcoming or min(upcoming) > until:
                 return steps
             assert steps < 10_000, "runaway schedule"

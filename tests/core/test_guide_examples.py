@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, List
+from typing import Iterator, List
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -67,7 +67,9 @@ def no_scheduler_threads() -> bool:
 
 
 class TestQuickStart:
-    def test_the_quick_start_schedules_a_pipeline_daily_at_2_am_new_york_and_starts(self, in_tmp_dir: Path) -> None:
+    def test_the_quick_start_schedules_a_pipeline_daily_at_2_am_new_york_and_starts(
+        self, in_tmp_dir: Path
+    ) -> None:
         # Define pipeline
         @step(outputs=["data"])
         def fetch_data():  # type: ignore[no-untyped-def]
@@ -85,7 +87,7 @@ class TestQuickStart:
             pipeline_func=lambda: pipeline.run(),
             hour=2,
             minute=0,
-            timezone="America/New_York"
+            timezone="America/New_York",
         )
 
         # Start the scheduler
@@ -110,7 +112,10 @@ class TestQuickStart:
         try:
             (kept,) = restarted.list_schedules(include_orphans=True)
             assert (kept.pipeline_name, kept.schedule_value, kept.timezone) == (
-                "daily_etl_job", "02:00", "America/New_York")
+                "daily_etl_job",
+                "02:00",
+                "America/New_York",
+            )
             assert [e["run_id"] for e in restarted.get_history("daily_etl_job")] == [entry["run_id"]]
         finally:
             restarted.close()
@@ -123,7 +128,7 @@ class TestScheduleTypes:
             name="weekday_report",
             pipeline_func=run_report,
             cron_expression="0 9 * * 1-5",
-            timezone="Europe/London"
+            timezone="Europe/London",
         )
         s = scheduler.schedules["weekday_report"]
         assert (s.schedule_type, s.schedule_value, s.timezone) == ("cron", "0 9 * * 1-5", "Europe/London")
@@ -134,10 +139,7 @@ class TestScheduleTypes:
     def test_cron_on_the_first_day_of_every_month(self, scheduler: PipelineScheduler) -> None:
         # Run on the first day of every month
         scheduler.schedule_cron(
-            name="monthly_billing",
-            pipeline_func=run_billing,
-            cron_expression="0 0 1 * *",
-            timezone="UTC"
+            name="monthly_billing", pipeline_func=run_billing, cron_expression="0 0 1 * *", timezone="UTC"
         )
         s = scheduler.schedules["monthly_billing"]
         assert s.next_run is not None and (s.next_run.day, s.next_run.hour, s.next_run.minute) == (1, 0, 0)
@@ -149,9 +151,9 @@ class TestScheduleTypes:
         scheduler.schedule_daily(
             name="morning_report",
             pipeline_func=run_morning_pipeline,
-            hour=9, # 9 AM
-            minute=30, # 9:30 AM
-            timezone="Asia/Tokyo"
+            hour=9,  # 9 AM
+            minute=30,  # 9:30 AM
+            timezone="Asia/Tokyo",
         )
         s = scheduler.schedules["morning_report"]
         assert (s.schedule_type, s.schedule_value) == ("daily", "09:30")
@@ -161,7 +163,7 @@ class TestScheduleTypes:
         scheduler.schedule_hourly(
             name="hourly_sync",
             pipeline_func=run_sync_pipeline,
-            minute=15 # Run at :15 past each hour (1:15, 2:15, 3:15, ...)
+            minute=15,  # Run at :15 past each hour (1:15, 2:15, 3:15, ...)
         )
         s = scheduler.schedules["hourly_sync"]
         assert (s.schedule_type, s.schedule_value, s.timezone) == ("hourly", "15", "UTC")
@@ -170,11 +172,7 @@ class TestScheduleTypes:
 
     def test_interval_every_30_minutes(self, scheduler: PipelineScheduler) -> None:
         # Run every 30 minutes
-        scheduler.schedule_interval(
-            name="frequent_check",
-            pipeline_func=run_check_pipeline,
-            minutes=30
-        )
+        scheduler.schedule_interval(name="frequent_check", pipeline_func=run_check_pipeline, minutes=30)
         s = scheduler.schedules["frequent_check"]
         assert (s.schedule_type, s.schedule_value) == ("interval", "1800")
         assert s.next_run is not None
@@ -185,10 +183,7 @@ class TestScheduleTypes:
 class TestAdvancedFeatures:
     def test_persistence_config_keeps_schedules_in_the_given_database(self, in_tmp_dir: Path) -> None:
         db_path = str(in_tmp_dir / "scheduler.db")  # the guide's "/path/to/scheduler.db"
-        config = SchedulerConfig(
-            persist_schedules=True,
-            db_path=db_path
-        )
+        config = SchedulerConfig(persist_schedules=True, db_path=db_path)
         scheduler = PipelineScheduler(config=config)
         try:
             scheduler.schedule_interval("frequent_check", run_check_pipeline, minutes=30)
@@ -219,9 +214,7 @@ class TestAdvancedFeatures:
     def test_distributed_redis_locking_constructs_as_in_the_guide(self) -> None:
         try:
             config = SchedulerConfig(
-                distributed=True,
-                lock_backend="redis",
-                redis_url="redis://localhost:6379/0"
+                distributed=True, lock_backend="redis", redis_url="redis://localhost:6379/0"
             )
             scheduler = PipelineScheduler(config=config)
         except PluginError as exc:
@@ -235,8 +228,9 @@ class TestAdvancedFeatures:
 
     def test_distributed_redis_locking_runs_under_the_lock_on_the_test_server(self, redis_url: str) -> None:
         try:
-            scheduler = PipelineScheduler(SchedulerConfig(distributed=True, lock_backend="redis",
-                                                          redis_url=redis_url))
+            scheduler = PipelineScheduler(
+                SchedulerConfig(distributed=True, lock_backend="redis", redis_url=redis_url)
+            )
         except PluginError as exc:
             pytest.skip(f"the redis extra is not installed: {exc}")
         try:
@@ -247,8 +241,9 @@ class TestAdvancedFeatures:
 
 
 class TestMonitoring:
-    def test_health_check_prints_status_and_success_rate(self, scheduler: PipelineScheduler,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    def test_health_check_prints_status_and_success_rate(
+        self, scheduler: PipelineScheduler, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         scheduler.schedule_interval("frequent_check", run_check_pipeline, minutes=30)
         scheduler.start()
         scheduler.run_now("frequent_check", wait=True)
@@ -262,8 +257,9 @@ class TestMonitoring:
         self, scheduler: PipelineScheduler, capsys: pytest.CaptureFixture[str]
     ) -> None:
         pipeline = Pipeline("daily_etl").add_step(step(outputs=["data"])(lambda: api.get_daily_data()))
-        scheduler.schedule_daily("daily_etl_job", lambda: pipeline.run(), hour=2, minute=0,
-                                 timezone="America/New_York")
+        scheduler.schedule_daily(
+            "daily_etl_job", lambda: pipeline.run(), hour=2, minute=0, timezone="America/New_York"
+        )
         first = scheduler.run_now("daily_etl_job", wait=True)
 
         def boom() -> None:
@@ -289,8 +285,9 @@ class TestMonitoring:
 
 
 class TestManagingSchedules:
-    def test_list_schedules_prints_state_type_and_next_run(self, scheduler: PipelineScheduler,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    def test_list_schedules_prints_state_type_and_next_run(
+        self, scheduler: PipelineScheduler, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         scheduler.schedule_daily("daily_etl_job", run_report, hour=2, minute=0, timezone="America/New_York")
         scheduler.schedule_interval("frequent_check", run_check_pipeline, minutes=30)
         scheduler.disable("frequent_check")
@@ -340,7 +337,11 @@ class TestEnvironmentVariables:
         try:
             c = scheduler.config
             assert (c.persist_schedules, c.db_path, c.distributed) == (True, str(in_tmp_dir / "env.db"), True)
-            assert (c.redis_url, c.timezone, c.lock_backend) == ("redis://localhost:6379/0", "Europe/Paris", "file")
+            assert (c.redis_url, c.timezone, c.lock_backend) == (
+                "redis://localhost:6379/0",
+                "Europe/Paris",
+                "file",
+            )
             assert scheduler.schedule_daily("morning", run_report, hour=9).timezone == "Europe/Paris"
             assert scheduler.run_now("morning", wait=True)["status"] == "succeeded"
         finally:
@@ -354,7 +355,10 @@ class TestApiReference:
     def test_the_schedule_methods_take_their_arguments_in_the_reference_s_order(
         self, scheduler: PipelineScheduler
     ) -> None:
-        assert scheduler.schedule_cron("c", run_report, "0 9 * * 1-5", "Europe/London").timezone == "Europe/London"
+        assert (
+            scheduler.schedule_cron("c", run_report, "0 9 * * 1-5", "Europe/London").timezone
+            == "Europe/London"
+        )
         d = scheduler.schedule_daily("d", run_report, 9, 30, "Asia/Tokyo")
         assert (d.schedule_value, d.timezone) == ("09:30", "Asia/Tokyo")
         h = scheduler.schedule_hourly("h", run_report, 15, "Europe/Paris")

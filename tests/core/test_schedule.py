@@ -137,9 +137,9 @@ class TestDefinitionHash:
 
     def test_the_same_definition_always_hashes_the_same(self) -> None:
         assert definition_hash(*self.BASE) == definition_hash(*self.BASE)
-        assert definition_hash("cron", "0 9 * * 1-5", "Europe/London", Options(), {"a": 1}) == definition_hash(
-            *self.BASE
-        )
+        assert definition_hash(
+            "cron", "0 9 * * 1-5", "Europe/London", Options(), {"a": 1}
+        ) == definition_hash(*self.BASE)
 
     def test_context_key_order_does_not_matter(self) -> None:
         a = definition_hash("interval", "60", "UTC", Options(), {"x": 1, "y": 2})
@@ -184,9 +184,19 @@ class TestScheduleView:
     def test_a_record_becomes_the_guide_s_schedule_with_instants_in_its_zone(self) -> None:
         func = lambda: None  # noqa: E731
         s = to_schedule(self.record(), func, self.localize)
-        assert (s.pipeline_name, s.name, s.schedule_type, s.schedule_value) == ("etl", "etl", "daily", "09:00")
+        assert (s.pipeline_name, s.name, s.schedule_type, s.schedule_value) == (
+            "etl",
+            "etl",
+            "daily",
+            "09:00",
+        )
         assert (s.enabled, s.timezone, s.context, s.pipeline_func, s.is_orphan) == (
-            True, "America/New_York", {"region": "us"}, func, False)
+            True,
+            "America/New_York",
+            {"region": "us"},
+            func,
+            False,
+        )
         assert s.next_run is not None and s.next_run.replace(tzinfo=None) == datetime(2024, 3, 11, 9, 0)
         assert s.next_run.utcoffset().total_seconds() == -4 * 3600  # type: ignore[union-attr]
         assert s.last_run is not None and s.last_run.replace(tzinfo=None) == datetime(2024, 3, 8, 9, 0)

@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, ClassVar, Dict, List
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,8 +31,17 @@ from flowyml_lite.stores.sqlite import SQLiteStore
 
 UTC = timezone.utc
 START = datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC)
-HISTORY_KEYS = {"started_at", "completed_at", "success", "duration_seconds", "error", "run_id", "fire_time",
-                "status", "node"}
+HISTORY_KEYS = {
+    "started_at",
+    "completed_at",
+    "success",
+    "duration_seconds",
+    "error",
+    "run_id",
+    "fire_time",
+    "status",
+    "node",
+}
 
 
 def noop() -> None:
@@ -60,7 +69,11 @@ class TestDeclaringReturnsTheSchedule:
     ) -> None:
         s = scheduler.schedule_cron("weekday_report", noop, "0 9 * * 1-5", timezone="Europe/London")
         assert isinstance(s, Schedule)
-        assert (s.pipeline_name, s.schedule_type, s.schedule_value) == ("weekday_report", "cron", "0 9 * * 1-5")
+        assert (s.pipeline_name, s.schedule_type, s.schedule_value) == (
+            "weekday_report",
+            "cron",
+            "0 9 * * 1-5",
+        )
         assert (s.enabled, s.timezone, s.context, s.last_run) == (True, "Europe/London", {}, None)
         assert s.next_run is not None and s.next_run.isoformat() == "2024-01-01T09:00:00+00:00"
         assert s.next_run.tzinfo == ZoneInfo("Europe/London")
@@ -76,7 +89,9 @@ class TestDeclaringReturnsTheSchedule:
         assert (s.schedule_type, s.schedule_value, s.timezone) == ("hourly", "15", "UTC")
         assert s.next_run == utc(2024, 1, 1, 0, 15)
 
-    def test_schedule_interval_adds_its_parts_and_fires_on_the_grid(self, scheduler: PipelineScheduler) -> None:
+    def test_schedule_interval_adds_its_parts_and_fires_on_the_grid(
+        self, scheduler: PipelineScheduler
+    ) -> None:
         s = scheduler.schedule_interval("frequent_check", noop, minutes=30)
         assert (s.schedule_type, s.schedule_value) == ("interval", "1800")
         assert s.next_run == utc(2024, 1, 1, 0, 30)
@@ -90,7 +105,13 @@ class TestDeclaringReturnsTheSchedule:
 
     def test_options_and_context_are_stored_and_shown(self, scheduler: PipelineScheduler) -> None:
         scheduler.schedule_interval(
-            "etl", noop, minutes=5, misfire_grace_seconds=5, catchup="all", max_catchup=3, max_instances=2,
+            "etl",
+            noop,
+            minutes=5,
+            misfire_grace_seconds=5,
+            catchup="all",
+            max_catchup=3,
+            max_instances=2,
             context={"region": "eu", "batch": [1, 2]},
         )
         s = scheduler.get_schedule("etl")
@@ -102,7 +123,9 @@ class TestDeclaringReturnsTheSchedule:
         s = scheduler.schedule_interval("etl", noop, minutes=5)
         assert (s.misfire_grace_seconds, s.catchup, s.max_catchup, s.max_instances) == (7.0, "skip", 9, 1)
 
-    def test_a_schedule_without_a_zone_takes_the_config_s_zone(self, make_scheduler: Any, backend: str) -> None:
+    def test_a_schedule_without_a_zone_takes_the_config_s_zone(
+        self, make_scheduler: Any, backend: str
+    ) -> None:
         scheduler = make_scheduler(backend, timezone="Asia/Tokyo")
         s = scheduler.schedule_daily("morning", noop, hour=10)
         assert s.timezone == "Asia/Tokyo"
@@ -122,35 +145,67 @@ class TestDeclaringReturnsTheSchedule:
 class TestRejectingBadInput:
     """Bad input raises a clear error before anything is stored."""
 
-    CASES: Dict[str, Any] = {
-        "zero interval": (lambda s: s.schedule_interval("x", noop, seconds=0), ScheduleError, "at least 1 ms"),
+    CASES: ClassVar[Dict[str, Any]] = {
+        "zero interval": (
+            lambda s: s.schedule_interval("x", noop, seconds=0),
+            ScheduleError,
+            "at least 1 ms",
+        ),
         "no interval given": (lambda s: s.schedule_interval("x", noop), ScheduleError, "minutes=30"),
         "negative interval": (lambda s: s.schedule_interval("x", noop, minutes=-5), ScheduleError, "minutes"),
         "hour 24": (lambda s: s.schedule_daily("x", noop, hour=24, minute=0), ScheduleError, "hour"),
         "minute 60": (lambda s: s.schedule_daily("x", noop, hour=1, minute=60), ScheduleError, "minute"),
         "hourly minute 60": (lambda s: s.schedule_hourly("x", noop, minute=60), ScheduleError, "minute"),
         "hour as text": (lambda s: s.schedule_daily("x", noop, hour="9"), ScheduleError, "hour"),
-        "unknown zone": (lambda s: s.schedule_daily("x", noop, hour=9, timezone="Mars/Olympus"),
-                         UnknownTimezoneError, "Mars/Olympus"),
-        "unknown zone on an interval": (lambda s: s.schedule_interval("x", noop, minutes=1, timezone="Nowhere"),
-                                        TimezoneError, "Nowhere"),
+        "unknown zone": (
+            lambda s: s.schedule_daily("x", noop, hour=9, timezone="Mars/Olympus"),
+            UnknownTimezoneError,
+            "Mars/Olympus",
+        ),
+        "unknown zone on an interval": (
+            lambda s: s.schedule_interval("x", noop, minutes=1, timezone="Nowhere"),
+            TimezoneError,
+            "Nowhere",
+        ),
         "bad cron field": (lambda s: s.schedule_cron("x", noop, "0 9 * * 8"), CronError, "day-of-week"),
-        "cron with too few fields": (lambda s: s.schedule_cron("x", noop, "0 9 *"), CronError, "5 to 7 fields"),
+        "cron with too few fields": (
+            lambda s: s.schedule_cron("x", noop, "0 9 *"),
+            CronError,
+            "5 to 7 fields",
+        ),
         "never-matching cron": (lambda s: s.schedule_cron("x", noop, "0 0 30 2 *"), CronError, "never"),
         "empty name": (lambda s: s.schedule_interval("", noop, minutes=1), ScheduleError, "name"),
         "blank name": (lambda s: s.schedule_interval("  ", noop, minutes=1), ScheduleError, "name"),
-        "non-callable": (lambda s: s.schedule_interval("x", "not a function", minutes=1), ScheduleError,
-                         "callable"),
-        "unknown option": (lambda s: s.schedule_interval("x", noop, minutes=1, retries=3), ScheduleError,
-                           "retries"),
-        "non-JSON context": (lambda s: s.schedule_interval("x", noop, minutes=1, context={"f": noop}),
-                             ScheduleError, "JSON"),
-        "bad catchup": (lambda s: s.schedule_interval("x", noop, minutes=1, catchup="sometimes"), ScheduleError,
-                        "catchup"),
-        "zero max_instances": (lambda s: s.schedule_interval("x", noop, minutes=1, max_instances=0),
-                               ScheduleError, "max_instances"),
-        "negative grace": (lambda s: s.schedule_interval("x", noop, minutes=1, misfire_grace_seconds=-1),
-                           ScheduleError, "misfire_grace_seconds"),
+        "non-callable": (
+            lambda s: s.schedule_interval("x", "not a function", minutes=1),
+            ScheduleError,
+            "callable",
+        ),
+        "unknown option": (
+            lambda s: s.schedule_interval("x", noop, minutes=1, retries=3),
+            ScheduleError,
+            "retries",
+        ),
+        "non-JSON context": (
+            lambda s: s.schedule_interval("x", noop, minutes=1, context={"f": noop}),
+            ScheduleError,
+            "JSON",
+        ),
+        "bad catchup": (
+            lambda s: s.schedule_interval("x", noop, minutes=1, catchup="sometimes"),
+            ScheduleError,
+            "catchup",
+        ),
+        "zero max_instances": (
+            lambda s: s.schedule_interval("x", noop, minutes=1, max_instances=0),
+            ScheduleError,
+            "max_instances",
+        ),
+        "negative grace": (
+            lambda s: s.schedule_interval("x", noop, minutes=1, misfire_grace_seconds=-1),
+            ScheduleError,
+            "misfire_grace_seconds",
+        ),
     }
 
     @pytest.mark.parametrize("case", sorted(CASES))
@@ -180,8 +235,9 @@ class TestRejectingBadInput:
 
 
 class TestEnableDisableRemove:
-    def test_a_disabled_schedule_does_not_fire_at_its_instant(self, scheduler: PipelineScheduler,
-                                                              drive: Any) -> None:
+    def test_a_disabled_schedule_does_not_fire_at_its_instant(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         calls: List[int] = []
         scheduler.schedule_interval("sync", lambda: calls.append(1), minutes=1)
         scheduler.disable("sync")
@@ -203,15 +259,17 @@ class TestEnableDisableRemove:
         drive.at(scheduler, utc(2024, 1, 1, 0, 6))
         assert [e["status"] for e in scheduler.get_history("sync")] == ["succeeded"]
 
-    def test_enabling_an_enabled_schedule_changes_nothing(self, scheduler: PipelineScheduler,
-                                                          clock: FakeClock) -> None:
+    def test_enabling_an_enabled_schedule_changes_nothing(
+        self, scheduler: PipelineScheduler, clock: FakeClock
+    ) -> None:
         before = scheduler.schedule_interval("sync", noop, minutes=10)
         clock.advance(700)  # past the first fire, which is now due
         scheduler.enable("sync")
         assert scheduler.get_schedule("sync").next_run == before.next_run
 
-    def test_unschedule_removes_the_schedule_and_its_history(self, scheduler: PipelineScheduler,
-                                                            drive: Any) -> None:
+    def test_unschedule_removes_the_schedule_and_its_history(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         scheduler.schedule_interval("sync", noop, minutes=1)
         scheduler.schedule_interval("keep", noop, minutes=1)
         drive.at(scheduler, utc(2024, 1, 1, 0, 1))
@@ -261,10 +319,15 @@ class TestRunOutcomes:
     def test_returning_none_is_success(self, scheduler: PipelineScheduler, drive: Any) -> None:
         entry = self.fire_once(scheduler, drive, noop)
         assert (entry["status"], entry["success"], entry["error"], entry["run_id"]) == (
-            "succeeded", True, None, None)
+            "succeeded",
+            True,
+            None,
+            None,
+        )
 
-    def test_an_exception_is_a_failure_with_its_type_and_message(self, scheduler: PipelineScheduler,
-                                                                 drive: Any) -> None:
+    def test_an_exception_is_a_failure_with_its_type_and_message(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         def boom() -> None:
             raise ValueError("the API is down")
 
@@ -272,8 +335,9 @@ class TestRunOutcomes:
         assert (entry["status"], entry["success"]) == ("failed", False)
         assert "ValueError" in entry["error"] and "the API is down" in entry["error"]
 
-    def test_a_successful_pipeline_result_is_linked_by_its_run_id(self, scheduler: PipelineScheduler,
-                                                                  drive: Any) -> None:
+    def test_a_successful_pipeline_result_is_linked_by_its_run_id(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         results: List[PipelineResult] = []
 
         @step(outputs=["data"])
@@ -299,18 +363,20 @@ class TestRunOutcomes:
         assert entry["run_id"] == results[0].run_id
         assert entry["error"] and "disk full" in entry["error"]
 
-    def test_an_entry_has_flowyml_s_keys_and_ours(self, scheduler: PipelineScheduler, drive: Any,
-                                                 clock: FakeClock) -> None:
+    def test_an_entry_has_flowyml_s_keys_and_ours(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         entry = self.fire_once(scheduler, drive, lambda: clock.advance(2.5))
-        assert HISTORY_KEYS <= set(entry)
+        assert set(entry) >= HISTORY_KEYS
         assert entry["schedule_name"] == "job" and entry["node"] == scheduler.node_id
         assert when(entry) == utc(2024, 1, 1, 0, 1)
         assert when(entry, "started_at") == utc(2024, 1, 1, 0, 1)
         assert when(entry, "completed_at") == utc(2024, 1, 1, 0, 1, 2, 500000)
         assert isinstance(entry["duration_seconds"], float) and entry["duration_seconds"] >= 0
 
-    def test_last_run_is_the_latest_fire_in_the_schedule_s_zone(self, scheduler: PipelineScheduler,
-                                                               drive: Any) -> None:
+    def test_last_run_is_the_latest_fire_in_the_schedule_s_zone(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         scheduler.schedule_interval("job", noop, minutes=1, timezone="Asia/Tokyo")
         drive.at(scheduler, utc(2024, 1, 1, 0, 1))
         s = scheduler.get_schedule("job")
@@ -321,7 +387,10 @@ class TestRunOutcomes:
         scheduler.schedule_interval("job", noop, minutes=1)
         drive.through(scheduler, "job", utc(2024, 1, 1, 0, 5))
         assert [when(e) for e in scheduler.get_history("job", limit=3)] == [
-            utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 0, 4), utc(2024, 1, 1, 0, 3)]
+            utc(2024, 1, 1, 0, 5),
+            utc(2024, 1, 1, 0, 4),
+            utc(2024, 1, 1, 0, 3),
+        ]
         assert len(scheduler.get_history("job")) == 5
 
     def test_the_default_history_limit_is_50(self, scheduler: PipelineScheduler, drive: Any) -> None:
@@ -336,8 +405,9 @@ class TestRunOutcomes:
         with pytest.raises(ScheduleError, match="limit"):
             scheduler.get_history("job", limit=limit)
 
-    def test_one_failing_schedule_does_not_stop_the_others(self, scheduler: PipelineScheduler,
-                                                          drive: Any) -> None:
+    def test_one_failing_schedule_does_not_stop_the_others(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         def boom() -> None:
             raise KeyError("x")
 
@@ -349,19 +419,24 @@ class TestRunOutcomes:
 
 
 class TestHooks:
-    def test_on_success_is_called_with_the_history_entry(self, scheduler: PipelineScheduler,
-                                                         drive: Any) -> None:
+    def test_on_success_is_called_with_the_history_entry(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         seen: List[Dict[str, Any]] = []
         scheduler.on_success(seen.append)
         scheduler.schedule_interval("job", noop, minutes=1)
         drive.at(scheduler, utc(2024, 1, 1, 0, 1))
         assert len(seen) == 1
         assert (seen[0]["status"], seen[0]["schedule_name"], when(seen[0])) == (
-            "succeeded", "job", utc(2024, 1, 1, 0, 1))
+            "succeeded",
+            "job",
+            utc(2024, 1, 1, 0, 1),
+        )
         assert seen[0]["completed_at"] is not None
 
-    def test_on_failure_is_called_with_the_error_and_on_success_is_not(self, scheduler: PipelineScheduler,
-                                                                      drive: Any) -> None:
+    def test_on_failure_is_called_with_the_error_and_on_success_is_not(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         good: List[Dict[str, Any]] = []
         bad: List[Dict[str, Any]] = []
 
@@ -397,19 +472,25 @@ class TestHooks:
 
 
 class TestRunNow:
-    def test_run_now_runs_outside_the_timetable_and_leaves_it_alone(self, scheduler: PipelineScheduler,
-                                                                    clock: FakeClock) -> None:
+    def test_run_now_runs_outside_the_timetable_and_leaves_it_alone(
+        self, scheduler: PipelineScheduler, clock: FakeClock
+    ) -> None:
         calls: List[int] = []
         before = scheduler.schedule_daily("report", lambda: calls.append(1), hour=9)
         clock.advance(100)
         entry = scheduler.run_now("report", wait=True)
         assert calls == [1]
-        assert (entry["status"], entry["success"], when(entry)) == ("succeeded", True, START + timedelta(seconds=100))
+        assert (entry["status"], entry["success"], when(entry)) == (
+            "succeeded",
+            True,
+            START + timedelta(seconds=100),
+        )
         assert [e["status"] for e in scheduler.get_history("report")] == ["succeeded"]
         assert scheduler.get_schedule("report").next_run == before.next_run
 
-    def test_run_now_without_waiting_returns_the_running_entry(self, scheduler: PipelineScheduler,
-                                                               gate: threading.Event) -> None:
+    def test_run_now_without_waiting_returns_the_running_entry(
+        self, scheduler: PipelineScheduler, gate: threading.Event
+    ) -> None:
         scheduler.schedule_daily("report", lambda: gate.wait(10), hour=9)
         entry = scheduler.run_now("report")
         assert entry["status"] == "running"
@@ -417,8 +498,9 @@ class TestRunNow:
         assert scheduler.wait_for_runs(10)
         assert [e["status"] for e in scheduler.get_history("report")] == ["succeeded"]
 
-    def test_run_now_respects_max_instances(self, scheduler: PipelineScheduler, gate: threading.Event,
-                                            clock: FakeClock) -> None:
+    def test_run_now_respects_max_instances(
+        self, scheduler: PipelineScheduler, gate: threading.Event, clock: FakeClock
+    ) -> None:
         scheduler.schedule_daily("report", lambda: gate.wait(10), hour=9)
         scheduler.run_now("report")
         clock.advance(1)
@@ -433,8 +515,9 @@ class TestRunNow:
         with pytest.raises(ScheduleError, match="disabled"):
             scheduler.run_now("report")
 
-    def test_run_now_at_the_instant_a_scheduled_fire_ran_still_runs(self, scheduler: PipelineScheduler,
-                                                                    drive: Any) -> None:
+    def test_run_now_at_the_instant_a_scheduled_fire_ran_still_runs(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         scheduler.schedule_interval("sync", noop, minutes=1)
         drive.at(scheduler, utc(2024, 1, 1, 0, 1))  # the scheduled fire runs at 00:01:00.000000
         entry = scheduler.run_now("sync", wait=True)  # the clock still reads 00:01:00.000000
@@ -450,14 +533,22 @@ class TestHealth:
         health = scheduler.health_check()
         assert health["status"] == "stopped"
         metrics = health["metrics"]
-        assert {"total_runs", "successful_runs", "failed_runs", "success_rate", "avg_duration_seconds",
-                "last_heartbeat", "start_lag_ms"} <= set(metrics)
+        assert {
+            "total_runs",
+            "successful_runs",
+            "failed_runs",
+            "success_rate",
+            "avg_duration_seconds",
+            "last_heartbeat",
+            "start_lag_ms",
+        } <= set(metrics)
         assert (metrics["total_runs"], metrics["successful_runs"], metrics["failed_runs"]) == (0, 0, 0)
         assert isinstance(metrics["success_rate"], float) and 0.0 <= metrics["success_rate"] <= 1.0
         assert health["next_runs"] == []
 
-    def test_metrics_count_runs_by_outcome(self, scheduler: PipelineScheduler, drive: Any,
-                                           clock: FakeClock) -> None:
+    def test_metrics_count_runs_by_outcome(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         def boom() -> None:
             raise RuntimeError
 
@@ -497,8 +588,9 @@ class TestHealth:
 
 
 class TestStartStop:
-    def test_start_is_idempotent_and_stop_leaves_no_thread_behind(self, scheduler: PipelineScheduler,
-                                                                 clock: FakeClock) -> None:
+    def test_start_is_idempotent_and_stop_leaves_no_thread_behind(
+        self, scheduler: PipelineScheduler, clock: FakeClock
+    ) -> None:
         assert not scheduler.running
         scheduler.schedule_interval("sync", noop, minutes=1)
         before = set(flowyml_threads())
@@ -512,8 +604,9 @@ class TestStartStop:
         assert not scheduler.running
         assert flowyml_threads() == []
 
-    def test_the_loop_runs_a_fire_when_fake_time_reaches_it(self, scheduler: PipelineScheduler,
-                                                            clock: FakeClock) -> None:
+    def test_the_loop_runs_a_fire_when_fake_time_reaches_it(
+        self, scheduler: PipelineScheduler, clock: FakeClock
+    ) -> None:
         scheduler.schedule_interval("sync", noop, minutes=1)
         scheduler.start()
         assert clock.wait_for_waiters(1, timeout=5)
@@ -537,8 +630,9 @@ class TestStartStop:
         assert [e["status"] for e in scheduler.get_history("slow")] == ["succeeded"]
         assert flowyml_threads() == []
 
-    def test_stop_gives_up_after_its_timeout_and_says_so(self, scheduler: PipelineScheduler,
-                                                         gate: threading.Event) -> None:
+    def test_stop_gives_up_after_its_timeout_and_says_so(
+        self, scheduler: PipelineScheduler, gate: threading.Event
+    ) -> None:
         scheduler.schedule_daily("stuck", lambda: gate.wait(10), hour=9)
         scheduler.start()
         scheduler.run_now("stuck")
@@ -552,7 +646,7 @@ class TestStartStop:
 
 
 class TestConfigurationFromTheEnvironment:
-    """``PipelineScheduler()`` with no config reads FLOWYML_SCHEDULER_* (and the guide's flowyml_SCHEDULER_*)."""
+    """``PipelineScheduler()`` with no config reads FLOWYML_SCHEDULER_* and the guide's lower-case names."""
 
     def test_db_path_from_the_environment_is_where_schedules_are_kept(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -586,8 +680,9 @@ class TestConfigurationFromTheEnvironment:
             scheduler.close()
         assert list(tmp_path.iterdir()) == []
 
-    def test_the_default_zone_comes_from_the_environment(self, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_the_default_zone_comes_from_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("FLOWYML_SCHEDULER_TIMEZONE", "Asia/Tokyo")
         monkeypatch.setenv("FLOWYML_SCHEDULER_PERSIST_SCHEDULES", "false")
@@ -672,8 +767,9 @@ class TestRedeclaring:
         assert changed.next_run == utc(2024, 1, 1, 18)
         assert len(second.get_history("etl")) == 1
 
-    def test_a_changed_definition_keeps_a_schedule_disabled(self, make_scheduler: Any, drive: Any,
-                                                            clock: FakeClock) -> None:
+    def test_a_changed_definition_keeps_a_schedule_disabled(
+        self, make_scheduler: Any, drive: Any, clock: FakeClock
+    ) -> None:
         first = make_scheduler("sqlite")
         first.schedule_daily("etl", noop, hour=9)
         first.disable("etl")
@@ -689,8 +785,8 @@ class TestRedeclaring:
 
     @pytest.mark.xfail(
         reason="BUG: a definition change of a disabled schedule stores the recomputed next_fire "
-               "(Store.declare_schedule replaces next_fire regardless of enabled), so a paused schedule "
-               "shows a next_run that will not happen",
+        "(Store.declare_schedule replaces next_fire regardless of enabled), so a paused schedule "
+        "shows a next_run that will not happen",
         strict=True,
     )
     def test_a_disabled_schedule_shows_no_next_run_even_after_its_definition_changes(
@@ -701,17 +797,16 @@ class TestRedeclaring:
         changed = scheduler.schedule_daily("etl", noop, hour=18)
         assert (changed.enabled, changed.next_run) == (False, None)
 
-    def test_re_declaring_in_the_same_process_replaces_the_function(self, scheduler: PipelineScheduler,
-                                                                   drive: Any) -> None:
+    def test_re_declaring_in_the_same_process_replaces_the_function(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         calls: List[str] = []
         scheduler.schedule_interval("sync", lambda: calls.append("old"), minutes=1)
         scheduler.schedule_interval("sync", lambda: calls.append("new"), minutes=1)
         drive.at(scheduler, utc(2024, 1, 1, 0, 1))
         assert calls == ["new"]
 
-    def test_three_replicas_declaring_at_different_moments_share_one_grid(
-        self, make_scheduler: Any
-    ) -> None:
+    def test_three_replicas_declaring_at_different_moments_share_one_grid(self, make_scheduler: Any) -> None:
         offsets = (0, 12, 27)  # all before the first grid instant, 00:01:00
         shared = [make_scheduler("sqlite", clock=FakeClock(START + timedelta(seconds=s))) for s in offsets]
         alone = [make_scheduler("memory", clock=FakeClock(START + timedelta(seconds=s))) for s in offsets]
@@ -791,5 +886,7 @@ class TestOrphans:
         elsewhere.run_pending()  # the process that has the function catches it up (catchup="latest")
         assert elsewhere.wait_for_runs(10)
         assert [(when(e), e["status"]) for e in elsewhere.get_history("theirs")] == [
-            (utc(2024, 1, 1, 0, 3), "succeeded"), (utc(2024, 1, 1, 0, 2), "missed"),
-            (utc(2024, 1, 1, 0, 1), "missed")]
+            (utc(2024, 1, 1, 0, 3), "succeeded"),
+            (utc(2024, 1, 1, 0, 2), "missed"),
+            (utc(2024, 1, 1, 0, 1), "missed"),
+        ]

@@ -60,8 +60,15 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> None:
 class TestDaylightSavingFires:
     """DESIGN §3, checked from history: the instants a running scheduler actually fired."""
 
-    def fire(self, make_scheduler: Any, backend: str, drive: Any, start: datetime, end: datetime,
-             times: Dict[str, str]) -> Dict[str, List[datetime]]:
+    def fire(
+        self,
+        make_scheduler: Any,
+        backend: str,
+        drive: Any,
+        start: datetime,
+        end: datetime,
+        times: Dict[str, str],
+    ) -> Dict[str, List[datetime]]:
         drive.clock.set(start)
         scheduler = make_scheduler(backend)
         for name, hhmm in times.items():
@@ -79,26 +86,52 @@ class TestDaylightSavingFires:
     def test_spring_forward_0230_fires_at_0300_edt_and_0900_stays_0900(
         self, make_scheduler: Any, backend: str, drive: Any
     ) -> None:
-        got = self.fire(make_scheduler, backend, drive, utc(2024, 3, 8, 12), utc(2024, 3, 12),
-                        {"early": "02:30", "nine": "09:00"})
+        got = self.fire(
+            make_scheduler,
+            backend,
+            drive,
+            utc(2024, 3, 8, 12),
+            utc(2024, 3, 12),
+            {"early": "02:30", "nine": "09:00"},
+        )
         assert got["early"] == [utc(2024, 3, 9, 7, 30), utc(2024, 3, 10, 7, 0), utc(2024, 3, 11, 6, 30)]
         assert [f.astimezone(NY).strftime("%m-%d %H:%M %Z") for f in got["early"]] == [
-            "03-09 02:30 EST", "03-10 03:00 EDT", "03-11 02:30 EDT"]
-        assert got["nine"] == [utc(2024, 3, 8, 14), utc(2024, 3, 9, 14), utc(2024, 3, 10, 13),
-                               utc(2024, 3, 11, 13)]
+            "03-09 02:30 EST",
+            "03-10 03:00 EDT",
+            "03-11 02:30 EDT",
+        ]
+        assert got["nine"] == [
+            utc(2024, 3, 8, 14),
+            utc(2024, 3, 9, 14),
+            utc(2024, 3, 10, 13),
+            utc(2024, 3, 11, 13),
+        ]
         assert {f.astimezone(NY).strftime("%H:%M") for f in got["nine"]} == {"09:00"}
 
     def test_fall_back_0130_fires_once_at_0130_edt_and_0900_stays_0900(
         self, make_scheduler: Any, backend: str, drive: Any
     ) -> None:
-        got = self.fire(make_scheduler, backend, drive, utc(2024, 11, 1, 12), utc(2024, 11, 5),
-                        {"early": "02:30", "repeated": "01:30", "nine": "09:00"})
+        got = self.fire(
+            make_scheduler,
+            backend,
+            drive,
+            utc(2024, 11, 1, 12),
+            utc(2024, 11, 5),
+            {"early": "02:30", "repeated": "01:30", "nine": "09:00"},
+        )
         assert got["repeated"] == [utc(2024, 11, 2, 5, 30), utc(2024, 11, 3, 5, 30), utc(2024, 11, 4, 6, 30)]
         assert [f.astimezone(NY).strftime("%m-%d %H:%M %Z") for f in got["repeated"]] == [
-            "11-02 01:30 EDT", "11-03 01:30 EDT", "11-04 01:30 EST"]
+            "11-02 01:30 EDT",
+            "11-03 01:30 EDT",
+            "11-04 01:30 EST",
+        ]
         assert got["early"] == [utc(2024, 11, 2, 6, 30), utc(2024, 11, 3, 7, 30), utc(2024, 11, 4, 7, 30)]
-        assert got["nine"] == [utc(2024, 11, 1, 13), utc(2024, 11, 2, 13), utc(2024, 11, 3, 14),
-                               utc(2024, 11, 4, 14)]
+        assert got["nine"] == [
+            utc(2024, 11, 1, 13),
+            utc(2024, 11, 2, 13),
+            utc(2024, 11, 3, 14),
+            utc(2024, 11, 4, 14),
+        ]
         assert {f.astimezone(NY).strftime("%H:%M") for f in got["nine"]} == {"09:00"}
 
     @pytest.mark.parametrize("day, hours", [((2024, 3, 10), 23), ((2024, 11, 3), 25)])
@@ -124,8 +157,9 @@ class TestIntervalGrid:
         drive.through(scheduler, "sync", utc(2024, 1, 1, 0, 5))
         assert [at(e) for e in rows(scheduler, "sync")] == [utc(2024, 1, 1, 0, m) for m in range(1, 6)]
 
-    def test_a_slow_run_does_not_shift_later_fires(self, scheduler: PipelineScheduler, drive: Any,
-                                                   clock: FakeClock) -> None:
+    def test_a_slow_run_does_not_shift_later_fires(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         scheduler.schedule_interval("sync", lambda: clock.advance(45), seconds=60)  # each run takes 45 s
         drive.through(scheduler, "sync", utc(2024, 1, 1, 0, 4))
         history = rows(scheduler, "sync")
@@ -143,12 +177,15 @@ class TestIntervalGrid:
         drive.at(scheduler, clock.now())  # the 00:02 fire, 30 s late: within the minute of grace
         history = rows(scheduler, "sync")
         assert [(at(e), e["status"]) for e in history] == [
-            (utc(2024, 1, 1, 0, 1), "succeeded"), (utc(2024, 1, 1, 0, 2), "succeeded")]
+            (utc(2024, 1, 1, 0, 1), "succeeded"),
+            (utc(2024, 1, 1, 0, 2), "succeeded"),
+        ]
         assert at(history[1], "started_at") == utc(2024, 1, 1, 0, 2, 30)
         assert scheduler.get_schedule("sync").next_run == utc(2024, 1, 1, 0, 3)
 
-    def test_a_clock_stepped_back_does_not_run_a_fire_again(self, scheduler: PipelineScheduler, drive: Any,
-                                                            clock: FakeClock) -> None:
+    def test_a_clock_stepped_back_does_not_run_a_fire_again(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         scheduler.schedule_interval("sync", noop, seconds=60)
         drive.at(scheduler, utc(2024, 1, 1, 0, 1))
         clock.set(utc(2024, 1, 1, 0, 0, 10))  # NTP steps the clock back 50 s
@@ -167,13 +204,17 @@ class TestIntervalGrid:
 
 
 class TestMisfireGrace:
-    def test_a_fire_picked_up_within_the_grace_runs_normally(self, scheduler: PipelineScheduler,
-                                                             drive: Any) -> None:
+    def test_a_fire_picked_up_within_the_grace_runs_normally(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         scheduler.schedule_interval("sync", noop, seconds=60, misfire_grace_seconds=60, catchup="skip")
         drive.at(scheduler, utc(2024, 1, 1, 0, 1, 30))
         (entry,) = rows(scheduler, "sync")
         assert (entry["status"], at(entry), at(entry, "started_at")) == (
-            "succeeded", utc(2024, 1, 1, 0, 1), utc(2024, 1, 1, 0, 1, 30))
+            "succeeded",
+            utc(2024, 1, 1, 0, 1),
+            utc(2024, 1, 1, 0, 1, 30),
+        )
         assert entry["start_lag_seconds"] == pytest.approx(30.0)
 
     def test_the_grace_is_inclusive(self, scheduler: PipelineScheduler, drive: Any) -> None:
@@ -185,16 +226,18 @@ class TestMisfireGrace:
         self, scheduler: PipelineScheduler, drive: Any
     ) -> None:
         calls: List[int] = []
-        scheduler.schedule_interval("sync", lambda: calls.append(1), seconds=600, misfire_grace_seconds=60,
-                                    catchup="skip")
+        scheduler.schedule_interval(
+            "sync", lambda: calls.append(1), seconds=600, misfire_grace_seconds=60, catchup="skip"
+        )
         drive.at(scheduler, utc(2024, 1, 1, 0, 11, 30))  # the 00:10 fire, 90 s late
         (entry,) = rows(scheduler, "sync")
         assert (entry["status"], at(entry), calls) == ("missed", utc(2024, 1, 1, 0, 10), [])
         assert "misfire" in entry["reason"] and "catchup=skip" in entry["reason"]
         assert scheduler.get_schedule("sync").next_run == utc(2024, 1, 1, 0, 20)
 
-    def test_a_zero_grace_treats_any_lateness_as_a_misfire(self, scheduler: PipelineScheduler,
-                                                           drive: Any) -> None:
+    def test_a_zero_grace_treats_any_lateness_as_a_misfire(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         scheduler.schedule_interval("sync", noop, seconds=60, misfire_grace_seconds=0, catchup="skip")
         drive.at(scheduler, utc(2024, 1, 1, 0, 1, 0, 1000))
         assert [e["status"] for e in rows(scheduler, "sync")] == ["missed"]
@@ -217,31 +260,38 @@ class TestCatchUpAfterAThreeDayOutage:
         history = rows(scheduler, "hourly")
         assert calls == [1]
         assert [(e["status"], at(e)) for e in history] == [
-            ("missed", utc(2024, 1, 1, 1)), ("succeeded", utc(2024, 1, 4, 0))]
+            ("missed", utc(2024, 1, 1, 1)),
+            ("succeeded", utc(2024, 1, 4, 0)),
+        ]
         assert history[0]["reason"] == (
             "71 missed instants from 2024-01-01T01:00:00+00:00 to 2024-01-03T23:00:00+00:00 "
-            "(misfire, catchup=latest)")
+            "(misfire, catchup=latest)"
+        )
         assert at(history[1], "started_at") == utc(2024, 1, 4, 0, 0, 30)
         assert scheduler.get_schedule("hourly").next_run == utc(2024, 1, 4, 1)
         assert scheduler.health_check()["metrics"]["missed_runs"] == 1
 
-    def test_latest_records_each_of_a_few_missed_instants(self, scheduler: PipelineScheduler, drive: Any,
-                                                          clock: FakeClock) -> None:
+    def test_latest_records_each_of_a_few_missed_instants(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         scheduler.schedule_daily("daily", noop, hour=9, catchup="latest")
         self.outage(scheduler, drive, clock)
         assert [(e["status"], at(e)) for e in rows(scheduler, "daily")] == [
-            ("missed", utc(2024, 1, 1, 9)), ("missed", utc(2024, 1, 2, 9)), ("succeeded", utc(2024, 1, 3, 9))]
+            ("missed", utc(2024, 1, 1, 9)),
+            ("missed", utc(2024, 1, 2, 9)),
+            ("succeeded", utc(2024, 1, 3, 9)),
+        ]
         assert scheduler.get_schedule("daily").next_run == utc(2024, 1, 4, 9)
 
-    def test_skip_runs_nothing_and_records_every_missed_instant(self, scheduler: PipelineScheduler,
-                                                                drive: Any, clock: FakeClock) -> None:
+    def test_skip_runs_nothing_and_records_every_missed_instant(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         calls: List[int] = []
         scheduler.schedule_daily("daily", lambda: calls.append(1), hour=9, catchup="skip")
         self.outage(scheduler, drive, clock)
         history = rows(scheduler, "daily")
         assert calls == []
-        assert [(e["status"], at(e)) for e in history] == [
-            ("missed", utc(2024, 1, d, 9)) for d in (1, 2, 3)]
+        assert [(e["status"], at(e)) for e in history] == [("missed", utc(2024, 1, d, 9)) for d in (1, 2, 3)]
         assert all(e["reason"] == "misfire (catchup=skip)" for e in history)
         assert scheduler.get_schedule("daily").next_run == utc(2024, 1, 4, 9)
 
@@ -254,14 +304,18 @@ class TestCatchUpAfterAThreeDayOutage:
         assert (summary["status"], at(summary), summary["success"]) == ("missed", utc(2024, 1, 1, 1), False)
         assert summary["reason"] == (
             "72 missed instants from 2024-01-01T01:00:00+00:00 to 2024-01-04T00:00:00+00:00 "
-            "(misfire, catchup=skip)")
+            "(misfire, catchup=skip)"
+        )
 
-    def test_all_runs_each_missed_instant_in_order(self, scheduler: PipelineScheduler, drive: Any,
-                                                  clock: FakeClock) -> None:
+    def test_all_runs_each_missed_instant_in_order(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         scheduler.schedule_daily("daily", lambda: clock.advance(1), hour=9, catchup="all")  # each run: 1 s
         self.outage(scheduler, drive, clock)
         history = rows(scheduler, "daily")
-        assert [(e["status"], at(e)) for e in history] == [("succeeded", utc(2024, 1, d, 9)) for d in (1, 2, 3)]
+        assert [(e["status"], at(e)) for e in history] == [
+            ("succeeded", utc(2024, 1, d, 9)) for d in (1, 2, 3)
+        ]
         starts = [at(e, "started_at") for e in history]
         assert starts == sorted(starts) and len(set(starts)) == 3  # one after the other, oldest first
         assert scheduler.get_schedule("daily").next_run == utc(2024, 1, 4, 9)
@@ -280,15 +334,18 @@ class TestCatchUpAfterAThreeDayOutage:
         history = rows(scheduler, "hourly")
         assert len(calls) == 5
         assert [(e["status"], at(e)) for e in history] == [("missed", utc(2024, 1, 1, 1))] + [
-            ("succeeded", utc(2024, 1, 3, h)) for h in (20, 21, 22, 23)] + [("succeeded", utc(2024, 1, 4, 0))]
+            ("succeeded", utc(2024, 1, 3, h)) for h in (20, 21, 22, 23)
+        ] + [("succeeded", utc(2024, 1, 4, 0))]
         assert history[0]["reason"] == (
             "67 missed instants from 2024-01-01T01:00:00+00:00 to 2024-01-03T19:00:00+00:00 "
-            "(misfire, catchup=all)")
+            "(misfire, catchup=all)"
+        )
         starts = [at(e, "started_at") for e in history[1:]]
         assert starts == sorted(starts) and len(set(starts)) == 5
 
-    def test_all_with_twenty_missed_keeps_one_row_each(self, scheduler: PipelineScheduler, drive: Any,
-                                                       clock: FakeClock) -> None:
+    def test_all_with_twenty_missed_keeps_one_row_each(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
         scheduler.schedule_hourly("hourly", noop, minute=0, catchup="all", max_catchup=1)
         drive.at(scheduler, utc(2024, 1, 1, 21, 0, 30))  # 21 instants: 01:00 .. 21:00
         history = rows(scheduler, "hourly")
@@ -306,7 +363,8 @@ class TestCatchUpAfterAThreeDayOutage:
         second.schedule_daily("daily", noop, hour=9, catchup="all")
         drive.at(second, clock.now())
         assert [(e["status"], at(e)) for e in rows(second, "daily")] == [
-            ("succeeded", utc(2024, 1, d, 9)) for d in (1, 2, 3)]
+            ("succeeded", utc(2024, 1, d, 9)) for d in (1, 2, 3)
+        ]
 
 
 # -- overlap --------------------------------------------------------------------------------------
@@ -328,7 +386,9 @@ class TestOverlap:
         drive.at(scheduler, utc(2024, 1, 1, 0, 2), wait=False)
         history = rows(scheduler, "sync")
         assert [(e["status"], at(e)) for e in history] == [
-            ("running", utc(2024, 1, 1, 0, 1)), ("skipped", utc(2024, 1, 1, 0, 2))]
+            ("running", utc(2024, 1, 1, 0, 1)),
+            ("skipped", utc(2024, 1, 1, 0, 2)),
+        ]
         assert history[1]["reason"] == "overlap"
         gate.set()
         assert scheduler.wait_for_runs(10)
@@ -379,7 +439,9 @@ class TestOverlap:
         drive.at(b, utc(2024, 1, 1, 0, 2), wait=False)
         history = rows(b, "sync")
         assert [(e["status"], e["node"], at(e)) for e in history] == [
-            ("running", "a", utc(2024, 1, 1, 0, 1)), ("skipped", "b", utc(2024, 1, 1, 0, 2))]
+            ("running", "a", utc(2024, 1, 1, 0, 1)),
+            ("skipped", "b", utc(2024, 1, 1, 0, 2)),
+        ]
         gate.set()
         assert a.wait_for_runs(10) and b.wait_for_runs(10)
 
@@ -429,8 +491,14 @@ class FlakyStore(MemoryStore):
         super().__init__()
         self.failures = failures
 
-    def claim(self, name: str, expected_next: datetime, new_next: Optional[datetime],
-              runs: Sequence[RunRecord], max_instances: int) -> Optional[List[RunRecord]]:
+    def claim(
+        self,
+        name: str,
+        expected_next: datetime,
+        new_next: Optional[datetime],
+        runs: Sequence[RunRecord],
+        max_instances: int,
+    ) -> Optional[List[RunRecord]]:
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("database is locked")
@@ -438,9 +506,12 @@ class FlakyStore(MemoryStore):
 
 
 class TestStoreHiccups:
-    def test_a_failed_claim_is_retried_and_the_fire_keeps_its_instant(self, clock: FakeClock,
-                                                                      drive: Any) -> None:
-        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), store=FlakyStore(2), clock=clock)
+    def test_a_failed_claim_is_retried_and_the_fire_keeps_its_instant(
+        self, clock: FakeClock, drive: Any
+    ) -> None:
+        scheduler = PipelineScheduler(
+            SchedulerConfig(persist_schedules=False), store=FlakyStore(2), clock=clock
+        )
         try:
             scheduler.schedule_interval("sync", noop, seconds=60)
             drive.at(scheduler, utc(2024, 1, 1, 0, 1))  # does not raise
@@ -476,8 +547,9 @@ class TestStoreHiccups:
 
 
 class TestRealLoop:
-    def test_a_fifth_of_a_second_interval_fires_on_its_grid_with_small_lag(self, make_scheduler: Any,
-                                                                           backend: str) -> None:
+    def test_a_fifth_of_a_second_interval_fires_on_its_grid_with_small_lag(
+        self, make_scheduler: Any, backend: str
+    ) -> None:
         from flowyml_lite.clock import SYSTEM_CLOCK
 
         scheduler = make_scheduler(backend, clock=SYSTEM_CLOCK)
@@ -505,8 +577,9 @@ class TestRealLoop:
         assert len(failing) >= 2 and {e["status"] for e in failing} == {"failed"}
         assert scheduler.health_check()["metrics"]["start_lag_ms"]["samples"] >= len(history)
 
-    def test_the_loop_picks_up_a_schedule_declared_while_it_sleeps(self, scheduler: PipelineScheduler,
-                                                                   clock: FakeClock) -> None:
+    def test_the_loop_picks_up_a_schedule_declared_while_it_sleeps(
+        self, scheduler: PipelineScheduler, clock: FakeClock
+    ) -> None:
         scheduler.start()
         assert clock.wait_for_waiters(1, timeout=5)
         scheduler.schedule_interval("late", noop, seconds=60)
