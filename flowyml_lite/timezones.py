@@ -32,6 +32,9 @@ _US = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
 _SECOND = timedelta(seconds=1)
 _END_OF_TIME = datetime.max
+# Every UTC offset in the tz database, local mean times included, is below +16:00.
+_MAX_OFFSET = timedelta(hours=17)
+_MIN_WALL = datetime(1, 1, 2)
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Z", "Etc/Zulu", "Zulu", "Universal", "Etc/Universal"})
 
 
@@ -269,7 +272,6 @@ def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[date
     fixed = cron.is_fixed_time
     next_wall = cron.next_wall
     seg: Optional[Segment] = zone.segment(after)
-    assert seg is not None
     wall_from = after + seg.offset
     while seg is not None:
         offset = seg.offset
@@ -281,28 +283,28 @@ def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[date
         wall = next_wall(wall_from)
         if wall is None:
             return
-        end = seg.end
         instant = wall - offset
+        end = seg.end
         while instant < end:
             yield instant
+            wall_from = wall  # from here on, no wall matches until ``wall``
             wall = next_wall(wall)
             if wall is None:
                 return
             instant = wall - offset
-        # ``wall`` lies past this segment; cross into the next one.
+        # ``wall`` lies past this segment: cross into the next one.
         nxt = zone.next_segment(seg)
-        while nxt is not None and nxt.offset == offset:
-            end = nxt.end  # a boundary without a change of offset (a new UTC year): same mapping
-            seg = nxt
-            while instant < end:
-                yield instant
-                wall = next_wall(wall)
-                if wall is None:
-                    return
-                instant = wall - offset
-            nxt = zone.next_segment(seg)
         if nxt is None:
             return
+        target = wall - _MAX_OFFSET if wall > _MIN_WALL else nxt.start
+        if target > nxt.end and (fixed or nxt.offset >= offset or nxt.start + nxt.offset > wall_from):
+            # No wall in (wall_from, wall) matches, so no fire lies before ``wall``'s earliest
+            # possible instant: gaps on the way only skip non-matching walls, folds only repeat
+            # them (this boundary's fold, if any, repeats walls already searched), and any gap or
+            # fold that holds ``wall`` itself comes after ``target``. Resume the search there.
+            seg = zone.segment(target)
+            wall_from = target + seg.offset - _US
+            continue
         seg = nxt
         wall_from = seg.start + seg.offset - _US
         if fixed and seg.offset > offset and wall < wall_from + _US:

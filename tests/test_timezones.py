@@ -183,3 +183,63 @@ class TestZoneLookup:
 
     def test_utc_works_without_a_tz_database(self) -> None:
         assert get_zone("UTC").tzinfo is timezone.utc
+
+
+def _oracle(expression: str, zone_name: str, start: datetime, stop: datetime) -> List[datetime]:
+    """The fire set by definition: each matching wall time resolved through zoneinfo's fold rules."""
+    from zoneinfo import ZoneInfo
+
+    from flowyml_lite.cron.native import NativeEngine
+
+    cron = NativeEngine().compile(expression)
+    tz = ZoneInfo(zone_name)
+    fires = set()
+    wall = cron.next_wall(start - timedelta(days=2))
+    while wall is not None and wall < stop + timedelta(days=2):
+        first = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc).replace(tzinfo=None)
+        second = wall.replace(tzinfo=tz, fold=1).astimezone(timezone.utc).replace(tzinfo=None)
+        exists = first.replace(tzinfo=timezone.utc).astimezone(tz).replace(tzinfo=None) == wall
+        if not exists:  # in a gap: fold=1 lands before the transition, fold=0 after it
+            if cron.is_fixed_time:
+                lo, hi = second, first
+                while hi - lo > timedelta(seconds=1):
+                    mid = lo + (hi - lo) / 2
+                    if mid.replace(tzinfo=timezone.utc).astimezone(tz).utcoffset() == (
+                        second.replace(tzinfo=timezone.utc).astimezone(tz).utcoffset()
+                    ):
+                        lo = mid
+                    else:
+                        hi = mid
+                fires.add(hi.replace(microsecond=0))
+        elif first != second and not cron.is_fixed_time:
+            fires.update({first, second})
+        else:
+            fires.add(min(first, second))
+        wall = cron.next_wall(wall)
+    return sorted(f for f in fires if start < f <= stop)
+
+
+class TestAgainstTheDefinition:
+    """iter_fires equals the fire set built wall by wall from zoneinfo, over decades of transitions."""
+
+    @pytest.mark.parametrize(
+        "expression",
+        ["30 2 10 3 *", "30 1 3 11 *", "*/30 1 3 11 *", "*/20 2 * 3 0", "0 0 29 2 *", "15 2,3 * 3,4,10,11 0",
+         "0 1 1 1 *", "* 1 1-7 11 0", "*/15 2 8-14 3 0", "0 9 * * 1-5", "30 0-3 * 4,10 6,0", "59 23 31 12 *"],
+    )
+    @pytest.mark.parametrize(
+        "zone_name", ["America/New_York", "Australia/Sydney", "Australia/Lord_Howe", "Europe/London",
+                      "America/Santiago", "Africa/Casablanca", "Europe/Moscow", "Pacific/Apia", "Asia/Kolkata",
+                      "America/St_Johns"],
+    )
+    def test_every_fire_over_twenty_years(self, expression: str, zone_name: str) -> None:
+        from flowyml_lite.cron.native import NativeEngine
+
+        start, stop = datetime(2010, 1, 1), datetime(2030, 1, 1)
+        cron = NativeEngine().compile(expression)
+        got = []
+        for instant in iter_fires(cron, get_zone(zone_name), start):
+            if instant > stop:
+                break
+            got.append(instant)
+        assert got == _oracle(expression, zone_name, start, stop)
