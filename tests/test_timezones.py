@@ -224,13 +224,35 @@ class TestAgainstTheDefinition:
 
     @pytest.mark.parametrize(
         "expression",
-        ["30 2 10 3 *", "30 1 3 11 *", "*/30 1 3 11 *", "*/20 2 * 3 0", "0 0 29 2 *", "15 2,3 * 3,4,10,11 0",
-         "0 1 1 1 *", "* 1 1-7 11 0", "*/15 2 8-14 3 0", "0 9 * * 1-5", "30 0-3 * 4,10 6,0", "59 23 31 12 *"],
+        [
+            "30 2 10 3 *",
+            "30 1 3 11 *",
+            "*/30 1 3 11 *",
+            "*/20 2 * 3 0",
+            "0 0 29 2 *",
+            "15 2,3 * 3,4,10,11 0",
+            "0 1 1 1 *",
+            "* 1 1-7 11 0",
+            "*/15 2 8-14 3 0",
+            "0 9 * * 1-5",
+            "30 0-3 * 4,10 6,0",
+            "59 23 31 12 *",
+        ],
     )
     @pytest.mark.parametrize(
-        "zone_name", ["America/New_York", "Australia/Sydney", "Australia/Lord_Howe", "Europe/London",
-                      "America/Santiago", "Africa/Casablanca", "Europe/Moscow", "Pacific/Apia", "Asia/Kolkata",
-                      "America/St_Johns"],
+        "zone_name",
+        [
+            "America/New_York",
+            "Australia/Sydney",
+            "Australia/Lord_Howe",
+            "Europe/London",
+            "America/Santiago",
+            "Africa/Casablanca",
+            "Europe/Moscow",
+            "Pacific/Apia",
+            "Asia/Kolkata",
+            "America/St_Johns",
+        ],
     )
     def test_every_fire_over_twenty_years(self, expression: str, zone_name: str) -> None:
         from flowyml_lite.cron.native import NativeEngine
