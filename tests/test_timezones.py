@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import FrozenSet, List, Optional
 
 import pytest
@@ -265,3 +266,30 @@ class TestAgainstTheDefinition:
                 break
             got.append(instant)
         assert got == _oracle(expression, zone_name, start, stop)
+
+
+class TestMachineWithoutATzDatabase:
+    def test_naming_a_zone_says_to_install_tzdata_and_utc_still_works(self, tmp_path: Path) -> None:
+        import shutil
+        import subprocess
+        import sys
+
+        shutil.copytree(Path(__file__).resolve().parents[1] / "flowyml_lite", tmp_path / "flowyml_lite")
+        code = (
+            "from flowyml_lite.errors import MissingTimezoneDatabaseError\n"
+            "from flowyml_lite import CronExpression\n"
+            "from datetime import datetime, timezone\n"
+            "print(CronExpression('0 9 * * *', 'UTC').next(datetime(2024, 1, 1, tzinfo=timezone.utc)))\n"
+            "try:\n"
+            "    CronExpression('0 9 * * *', 'Europe/London')\n"
+            "except MissingTimezoneDatabaseError as exc:\n"
+            "    print(exc)\n"
+        )
+        env = {"PYTHONTZPATH": str(tmp_path / "no-zoneinfo-here"), "PATH": "/usr/bin:/bin"}
+        # -S: no site-packages, so no tzdata package either; the system database is hidden by PYTHONTZPATH.
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert "2024-01-01 09:00:00+00:00" in result.stdout
+        assert "pip install 'flowyml-lite[tzdata]'" in result.stdout
