@@ -34,4 +34,12 @@ def test_example_runs(where: str, code: str, tmp_path: Path, monkeypatch: pytest
     for name in list(__import__("os").environ):
         if name.upper().startswith("FLOWYML_SCHEDULER_"):
             monkeypatch.delenv(name)
-    exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+    namespace = {"__name__": "__docs__"}
+    try:
+        exec(compile(code, where, "exec"), namespace)
+    finally:
+        from flowyml_lite import PipelineScheduler
+
+        for value in namespace.values():
+            if isinstance(value, PipelineScheduler) and value.running:
+                value.stop(timeout=5)

@@ -288,7 +288,12 @@ class TestMachineWithoutATzDatabase:
         env = {"PYTHONTZPATH": str(tmp_path / "no-zoneinfo-here"), "PATH": "/usr/bin:/bin"}
         # -S: no site-packages, so no tzdata package either; the system database is hidden by PYTHONTZPATH.
         result = subprocess.run(
-            [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-S", "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         assert "2024-01-01 09:00:00+00:00" in result.stdout
