@@ -93,8 +93,9 @@ class _RedisLease(Lease):
         try:
             self._owner._release_script(keys=[self.redis_key], args=[self._token])
         except RedisError as exc:
-            logger.warning("%s; the lock %r is freed when its TTL runs out", self._owner._message(exc),
-                           self.key)
+            logger.warning(
+                "%s; the lock %r is freed when its TTL runs out", self._owner._message(exc), self.key
+            )
 
     def renew(self, ttl_seconds: float) -> bool:
         """Set the remaining TTL to ``ttl_seconds``; False if the lease expired, was taken, or released."""

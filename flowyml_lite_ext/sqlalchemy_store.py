@@ -60,6 +60,7 @@ from flowyml_lite.stores.base import (
     Store,
 )
 from flowyml_lite.stores.schema import (
+    ACTIVE_CONDITION,
     VERSION_TABLE_DDL,
     check_final,
     check_run,
@@ -131,7 +132,8 @@ SCHEMA_VERSION_TABLE = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 
-_ACTIVE = RUNS.c.status.in_(ACTIVE_STATUSES)
+# Spelled as in the partial indexes' definitions, with literal values, so the planners use them.
+_ACTIVE = sa.text(ACTIVE_CONDITION)
 _DIALECTS = ("postgresql", "sqlite")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Any constant: the key of the advisory lock that serializes concurrent migrations on PostgreSQL.
@@ -308,8 +310,9 @@ class SQLAlchemyStore(Store):
                     raise
                 time.sleep(0.01)
         if str(mode).lower() not in ("wal", "memory"):
-            logger.warning("sqlalchemy store %s: journal_mode is %s, not WAL (file system?)",
-                           self._shown_url, mode)
+            logger.warning(
+                "sqlalchemy store %s: journal_mode is %s, not WAL (file system?)", self._shown_url, mode
+            )
         # As in SQLiteStore: a committed transaction survives kill -9; see stores/sqlite.py.
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
@@ -611,10 +614,22 @@ class SQLAlchemyStore(Store):
 
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued, ordered by schedule then fire time."""
-        query = sa.select(RUNS).where(_ACTIVE)
-        if name is not None:
-            query = query.where(RUNS.c.schedule == name)
-        query = query.order_by(RUNS.c.schedule, RUNS.c.fire_time)
+        query: Any
+        if self.dialect == "sqlite":
+            # As in SQLiteStore: without INDEXED BY, SQLite walks the whole history in the UNIQUE
+            # (schedule, fire_time) index order instead of the small partial index of active runs.
+            where = ACTIVE_CONDITION if name is None else f"schedule = :name AND {ACTIVE_CONDITION}"
+            columns = ", ".join(column.name for column in RUNS.c)
+            query = sa.text(
+                f"SELECT {columns} FROM runs INDEXED BY runs_schedule_status "
+                f"WHERE {where} ORDER BY schedule, fire_time"
+            )
+            if name is not None:
+                query = query.bindparams(name=name)
+        else:
+            query = sa.select(RUNS).where(_ACTIVE).order_by(RUNS.c.schedule, RUNS.c.fire_time)
+            if name is not None:
+                query = query.where(RUNS.c.schedule == name)
         return [_run(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
 
     def stats(self, name: Optional[str] = None) -> RunStats:
