@@ -98,6 +98,11 @@ class TestDeclaringReturnsTheSchedule:
         mixed = scheduler.schedule_interval("mixed", noop, hours=1, minutes=1, seconds=1)
         assert mixed.schedule_value == "3661"
 
+    def test_an_interval_may_be_given_in_days(self, scheduler: PipelineScheduler) -> None:
+        s = scheduler.schedule_interval("weekly", noop, days=7)
+        assert s.schedule_value == str(7 * 86400)
+        assert s.next_run == utc(2024, 1, 4)  # the grid counts from 1970-01-01, a Thursday
+
     def test_a_fractional_interval_keeps_its_fraction(self, scheduler: PipelineScheduler) -> None:
         s = scheduler.schedule_interval("fast", noop, seconds=0.5)
         assert s.schedule_value == "0.5"
@@ -508,6 +513,16 @@ class TestRunNow:
         assert (second["status"], second["reason"]) == ("skipped", "overlap")
         gate.set()
         assert scheduler.wait_for_runs(10)
+
+    def test_run_now_reports_a_failure_and_sets_last_run(self, scheduler: PipelineScheduler) -> None:
+        def boom() -> None:
+            raise RuntimeError("manual failure")
+
+        scheduler.schedule_daily("report", boom, hour=9)
+        entry = scheduler.run_now("report", wait=True)
+        assert (entry["status"], entry["success"]) == ("failed", False)
+        assert "manual failure" in entry["error"]
+        assert scheduler.get_schedule("report").last_run == START
 
     def test_run_now_of_a_disabled_schedule_is_refused(self, scheduler: PipelineScheduler) -> None:
         scheduler.schedule_daily("report", noop, hour=9)

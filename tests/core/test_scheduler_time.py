@@ -586,3 +586,58 @@ class TestRealLoop:
         assert clock.wait_for_waiters(1, timeout=5)
         clock.set(utc(2024, 1, 1, 0, 1))
         wait_until(lambda: [e["status"] for e in scheduler.get_history("late")] == ["succeeded"])
+
+
+# -- stopping and crashed nodes -------------------------------------------------------------------
+
+
+class TestStopAndLostRuns:
+    def test_catch_up_runs_still_queued_at_stop_are_recorded_skipped_not_left_queued(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock, gate: threading.Event
+    ) -> None:
+        started = threading.Event()
+
+        def blocking() -> None:
+            started.set()
+            gate.wait(10)
+
+        scheduler.schedule_daily("daily", blocking, hour=9, catchup="all")
+        drive.at(scheduler, clock.now() + timedelta(days=3), wait=False)
+        assert started.wait(10)
+        assert scheduler.stop(timeout=0.1) is False  # the first catch-up run is still running
+        gate.set()
+        wait_until(lambda: all(e["status"] not in ("running", "queued") for e in rows(scheduler, "daily")))
+        history = rows(scheduler, "daily")
+        assert [e["status"] for e in history] == ["succeeded", "skipped", "skipped"]
+        assert history[1]["reason"] == "scheduler stopped before this catch-up run"
+
+    def test_a_run_of_a_node_whose_heartbeat_expired_is_lost_and_not_run_again(
+        self, make_scheduler: Any, clock: FakeClock, gate: threading.Event
+    ) -> None:
+        started = threading.Event()
+
+        def blocking() -> None:
+            started.set()
+            gate.wait(10)
+
+        # Its own heartbeat thread (real time) must not beat again during the test.
+        crashed = make_scheduler(
+            "sqlite", node_id="crashed", heartbeat_seconds=3600, node_timeout_seconds=7200
+        )
+        crashed.schedule_daily("etl", blocking, hour=9)
+        crashed.start()  # first heartbeat at 00:00:30
+        assert clock.wait_for_waiters(1, timeout=5)
+        clock.set(utc(2024, 1, 1, 9))
+        assert started.wait(10)
+        clock.advance(120)  # no heartbeat for two minutes (node_timeout_seconds is 30)
+
+        survivor = make_scheduler("sqlite", node_id="survivor")
+        survivor.schedule_daily("etl", noop, hour=9)
+        survivor.start()  # reaps expired nodes before its first fire
+        (entry,) = rows(survivor, "etl")
+        assert (entry["status"], entry["node"], at(entry)) == ("lost", "crashed", utc(2024, 1, 1, 9))
+        assert "crashed" in entry["reason"] and "heartbeat" in entry["reason"]
+        gate.set()
+        assert crashed.wait_for_runs(10)
+        assert [e["status"] for e in rows(survivor, "etl")] == ["lost"]  # a late finish does not revive it
+        assert survivor.get_schedule("etl").next_run == utc(2024, 1, 2, 9)
