@@ -379,6 +379,52 @@ class TestRunOutcomes:
         assert when(entry, "completed_at") == utc(2024, 1, 1, 0, 1, 2, 500000)
         assert isinstance(entry["duration_seconds"], float) and entry["duration_seconds"] >= 0
 
+    @pytest.mark.xfail(
+        reason="BUG: a run's started_at reaches the store only at finish_run, so a running (or later lost) "
+        "run shows started_at None and no start lag",
+        strict=True,
+    )
+    def test_a_running_run_shows_when_it_started(
+        self, scheduler: PipelineScheduler, drive: Any, gate: threading.Event
+    ) -> None:
+        started = threading.Event()
+
+        def blocking() -> None:
+            started.set()
+            gate.wait(10)
+
+        scheduler.schedule_interval("job", blocking, minutes=1)
+        drive.at(scheduler, utc(2024, 1, 1, 0, 1, 0, 5000), wait=False)
+        assert started.wait(10)
+        (entry,) = scheduler.get_history("job")
+        assert entry["status"] == "running"
+        assert entry["started_at"] is not None and when(entry, "started_at") == utc(2024, 1, 1, 0, 1, 0, 5000)
+        assert entry["start_lag_seconds"] == pytest.approx(0.005)
+
+    def test_the_guide_s_history_loop_can_print_entries_of_every_status(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock, gate: threading.Event
+    ) -> None:
+        def boom() -> None:
+            raise RuntimeError("x")
+
+        scheduler.schedule_interval("job", lambda: gate.wait(10), minutes=1, catchup="skip")
+        drive.at(scheduler, utc(2024, 1, 1, 0, 1, 30), wait=False)  # running
+        drive.at(scheduler, utc(2024, 1, 1, 0, 2), wait=False)  # skipped: overlap
+        drive.at(scheduler, utc(2024, 1, 1, 0, 5), wait=False)  # missed: 00:03, 00:04, 00:05
+        scheduler.schedule_interval("bad", boom, minutes=1)
+        drive.at(scheduler, utc(2024, 1, 1, 0, 6), wait=False)
+        deadline = time.monotonic() + 10
+        while scheduler.get_history("bad")[0]["status"] != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        entries = scheduler.get_history("job") + scheduler.get_history("bad")
+        assert {e["status"] for e in entries} >= {"running", "skipped", "missed", "failed"}
+        for execution in entries:
+            status = "✅" if execution["success"] else "❌"
+            line = f"{status} {execution['started_at']} - {execution['duration_seconds']:.2f}s"
+            assert line.endswith("s") and isinstance(execution["success"], bool)
+        gate.set()
+
     def test_last_run_is_the_latest_fire_in_the_schedule_s_zone(
         self, scheduler: PipelineScheduler, drive: Any
     ) -> None:

@@ -120,6 +120,10 @@ class TestScheduleTypes:
         t = build_trigger("hourly", "15", "UTC", "hourly_sync")
         assert take(t, utc(2024, 1, 1, 1, 15), 2) == [utc(2024, 1, 1, 2, 15), utc(2024, 1, 1, 3, 15)]
 
+    def test_hourly_minute_is_read_in_a_half_hour_offset_zone(self) -> None:
+        t = build_trigger("hourly", "0", "Asia/Kolkata", "india")  # UTC+05:30
+        assert take(t, utc(2024, 1, 1), 2) == [utc(2024, 1, 1, 0, 30), utc(2024, 1, 1, 1, 30)]
+
     def test_weekday_cron_skips_the_weekend(self) -> None:
         t = build_trigger("cron", "0 9 * * 1-5", "Europe/London", "weekday_report")
         fires = take(t, utc(2024, 1, 5, 10), 2)  # Friday 2024-01-05, after 09:00
