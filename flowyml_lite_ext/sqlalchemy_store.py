@@ -37,13 +37,14 @@ from typing import (
     Optional,
     Sequence,
     TypeVar,
+    Union,
 )
 
 import sqlalchemy as sa  # ImportError here: the registry names the extra to install
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -135,7 +136,8 @@ SCHEMA_VERSION_TABLE = sa.Table(
 # Spelled as in the partial indexes' definitions, with literal values, so the planners use them.
 _ACTIVE = sa.text(ACTIVE_CONDITION)
 _DIALECTS = ("postgresql", "sqlite")
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Lower case only: search_path folds an unquoted name to lower case, CREATE SCHEMA "..." would not.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any constant: the key of the advisory lock that serializes concurrent migrations on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x666C6F77796D6C  # "flowyml"
 _READ_OPTION = "flowyml_lite_read"
@@ -206,7 +208,7 @@ class SQLAlchemyStore(Store):
 
     def __init__(
         self,
-        url: str = "sqlite:///.flowyml_scheduler.db",
+        url: Union[str, URL] = "sqlite:///.flowyml_scheduler.db",
         *,
         schema: Optional[str] = None,
         busy_timeout: float = 30.0,
@@ -230,7 +232,7 @@ class SQLAlchemyStore(Store):
             )
         if schema is not None and (self.dialect != "postgresql" or not _SCHEMA_NAME.match(schema)):
             raise ConfigurationError(
-                f"schema={schema!r}: a schema is a PostgreSQL identifier (letters, digits, _), "
+                f"schema={schema!r}: a schema is a lower-case PostgreSQL identifier (a-z, 0-9, _), "
                 "and only PostgreSQL URLs take one"
             )
         self._engine_options = dict(engine_options or {})
@@ -340,8 +342,28 @@ class SQLAlchemyStore(Store):
     def _serialized(self) -> ContextManager[Any]:
         return self._serial if self._serial is not None else nullcontext()
 
+    def _stored_version(self, conn: Connection) -> Optional[int]:
+        if not sa.inspect(conn).has_table(SCHEMA_VERSION_TABLE.name):
+            return None
+        stored = conn.execute(
+            sa.select(SCHEMA_VERSION_TABLE.c.version).where(SCHEMA_VERSION_TABLE.c.id == 1)
+        ).scalar()
+        return None if stored is None else int(stored)
+
     def _migrate(self) -> None:
-        with self._serialized(), self._engine.begin() as conn:
+        with self._serialized():
+            # A database already at this version needs no DDL, so a role with only SELECT, INSERT,
+            # UPDATE and DELETE can use it (PostgreSQL checks CREATE even for CREATE ... IF NOT EXISTS).
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(**{_READ_OPTION: True})
+                with conn.begin():
+                    version = self._stored_version(conn)
+            if version is not None and not migrations_after(version, self._shown_url):
+                return
+            self._create_or_upgrade()
+
+    def _create_or_upgrade(self) -> None:
+        with self._engine.begin() as conn:
             if self.dialect == "postgresql":
                 # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalogs:
                 # the first process migrates, the others wait here and then find it done.

@@ -172,6 +172,29 @@ class TestSchema:
         with pytest.raises(SchemaVersionError, match="upgrade flowyml-lite"):
             any_store.open()
 
+    @pytest.mark.postgres
+    def test_a_role_without_create_privilege_uses_a_database_already_created(
+        self, pg_store: SQLAlchemyStore, pg_schema: Tuple[str, str]
+    ) -> None:
+        url, schema = pg_schema
+        role = f"flowyml_dml_{uuid.uuid4().hex[:8]}"
+        with pg_store._engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            conn.exec_driver_sql(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"
+            )
+        try:
+            limited = SQLAlchemyStore(sa.make_url(url).set(username=role, password=None), schema=schema)
+            limited.open()
+            limited.declare_schedule(sched())
+            assert limited.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+            limited.close()
+        finally:
+            with pg_store._engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP OWNED BY {role}")
+                conn.exec_driver_sql(f"DROP ROLE {role}")
+
     def test_concurrent_first_opens_of_an_empty_database_all_succeed(
         self, pg_schema: Tuple[str, str]
     ) -> None:
@@ -274,6 +297,21 @@ class TestLifecycle:
         assert seen and seen[0] is not None
         store.close()
 
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+    def test_a_forked_child_uses_its_own_connections(self, any_store: SQLAlchemyStore) -> None:
+        any_store.declare_schedule(sched())
+        pid = os.fork()
+        if pid == 0:  # the child: claim through the inherited store, then leave without cleanup
+            try:
+                ok = any_store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert any_store.get_schedule("etl").next_fire == at(1)  # type: ignore[union-attr]
+        assert any_store.claim("etl", at(1), at(2), [run("etl", at(1))], 5) is not None
+
     def test_the_store_is_shared(self) -> None:
         assert SQLAlchemyStore.shared is True
 
@@ -323,7 +361,12 @@ class TestErrors:
             SQLAlchemyStore(url)
 
     @pytest.mark.parametrize(
-        ("url", "schema"), [("sqlite:///x.db", "s"), ("postgresql+psycopg://h/db", "bad-name; DROP")]
+        ("url", "schema"),
+        [
+            ("sqlite:///x.db", "s"),
+            ("postgresql+psycopg://h/db", "bad-name; DROP"),
+            ("postgresql+psycopg://h/db", "Upper"),
+        ],
     )
     def test_a_schema_is_a_postgresql_identifier(self, url: str, schema: str) -> None:
         with pytest.raises(ConfigurationError, match="schema"):
@@ -368,6 +411,31 @@ class TestPostgresConcurrency:
             t.join(60)
         assert len(results) == 4 and all(r == results[0] for r in results)
         assert len(stores[0].list_schedules()) == 1
+        for store in stores:
+            store.close()
+
+    def test_nodes_reaping_one_dead_node_at_once_report_each_lost_run_once(
+        self, pg_schema: Tuple[str, str]
+    ) -> None:
+        url, schema = pg_schema
+        stores = [SQLAlchemyStore(url, schema=schema) for _ in range(4)]
+        stores[0].declare_schedule(sched())
+        claimed = stores[0].claim("etl", T0, at(3), [run("etl", at(i), node="dead") for i in range(3)], 5)
+        assert claimed is not None and len(claimed) == 3
+        barrier = threading.Barrier(len(stores))
+        reported: List[RunRecord] = []
+
+        def reap(store: SQLAlchemyStore) -> None:
+            barrier.wait()
+            reported.extend(store.mark_node_lost("dead", "no heartbeat"))
+
+        threads = [threading.Thread(target=reap, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(r.fire_time for r in reported) == [at(0), at(1), at(2)]
+        assert stores[0].stats("etl").lost == 3
         for store in stores:
             store.close()
 
