@@ -379,11 +379,6 @@ class TestRunOutcomes:
         assert when(entry, "completed_at") == utc(2024, 1, 1, 0, 1, 2, 500000)
         assert isinstance(entry["duration_seconds"], float) and entry["duration_seconds"] >= 0
 
-    @pytest.mark.xfail(
-        reason="BUG: a run's started_at reaches the store only at finish_run, so a running (or later lost) "
-        "run shows started_at None and no start lag",
-        strict=True,
-    )
     def test_a_running_run_shows_when_it_started(
         self, scheduler: PipelineScheduler, drive: Any, gate: threading.Event
     ) -> None:
@@ -678,6 +673,22 @@ class TestStartStop:
             time.sleep(0.01)
         assert when(scheduler.get_history("sync")[0]) == utc(2024, 1, 1, 0, 1)
         scheduler.stop()
+
+    def test_a_stopped_scheduler_can_be_started_again(
+        self, scheduler: PipelineScheduler, clock: FakeClock
+    ) -> None:
+        scheduler.schedule_interval("sync", noop, minutes=1)
+        scheduler.start()
+        scheduler.stop()
+        scheduler.start()
+        assert clock.wait_for_waiters(1, timeout=5)
+        clock.set(utc(2024, 1, 1, 0, 1))
+        deadline = time.monotonic() + 10
+        while [e["status"] for e in scheduler.get_history("sync")] != ["succeeded"]:
+            assert time.monotonic() < deadline, "the restarted loop did not run the due fire"
+            time.sleep(0.01)
+        scheduler.stop()
+        assert flowyml_threads() == []
 
     def test_stop_before_start_is_harmless(self, scheduler: PipelineScheduler) -> None:
         assert scheduler.stop() is True

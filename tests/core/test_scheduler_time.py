@@ -445,6 +445,33 @@ class TestOverlap:
         gate.set()
         assert a.wait_for_runs(10) and b.wait_for_runs(10)
 
+    def test_the_file_lock_keeps_processes_with_separate_stores_from_overlapping(
+        self, make_scheduler: Any, drive: Any, gate: threading.Event, tmp_path: Any
+    ) -> None:
+        started = threading.Event()
+
+        def blocking() -> None:
+            started.set()
+            gate.wait(10)
+
+        locks = str(tmp_path / "locks")
+        a = make_scheduler("memory", distributed=True, lock_backend="file", lock_dir=locks)
+        b = make_scheduler("memory", distributed=True, lock_backend="file", lock_dir=locks)
+        name = "etl/daily:eu"  # not a valid file name as it is
+        a.schedule_interval(name, blocking, seconds=60)
+        b.schedule_interval(name, noop, seconds=60)
+        drive.at(a, utc(2024, 1, 1, 0, 1), wait=False)
+        assert started.wait(10)
+        drive.at(b, utc(2024, 1, 1, 0, 1))
+        (entry,) = rows(b, name)
+        assert (entry["status"], entry["success"]) == ("skipped", False)
+        assert entry["reason"].startswith("overlap") and "lock" in entry["reason"]
+        gate.set()
+        assert a.wait_for_runs(10)
+        assert [e["status"] for e in rows(a, name)] == ["succeeded"]
+        drive.at(b, utc(2024, 1, 1, 0, 2))  # the lock was released: b runs its next fire
+        assert [e["status"] for e in rows(b, name)] == ["skipped", "succeeded"]
+
     def test_a_catch_up_batch_counts_as_one_schedule_s_instances(
         self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock, gate: threading.Event
     ) -> None:
