@@ -17,6 +17,8 @@ _EXPORTS = {
     "StepResult": ".core.pipeline",
     "step": ".core.pipeline",
     "PipelineScheduler": ".core.scheduler",
+    "RunContext": ".core.scheduler",
+    "current_run": ".core.scheduler",
     "Schedule": ".core.schedule",
     "SchedulerConfig": ".core.scheduler_config",
     "CronExpression": ".cron.expression",

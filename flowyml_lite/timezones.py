@@ -271,9 +271,9 @@ def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[date
     """Fire instants (naive UTC) strictly after naive UTC ``after``, in order, by the DST rules."""
     fixed = cron.is_fixed_time
     next_wall = cron.next_wall
-    seg: Optional[Segment] = zone.segment(after)
+    seg = zone.segment(after)
     wall_from = after + seg.offset
-    while seg is not None:
+    while True:
         offset = seg.offset
         if fixed and seg.prev_offset > offset:
             # Second pass of a fold: these walls already fired at their first occurrence.

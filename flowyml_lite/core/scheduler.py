@@ -9,6 +9,7 @@ their outcome through the store. Nothing here blocks the loop on a run.
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 import logging
@@ -23,7 +24,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from datetime import datetime, timedelta
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import plugins
 from ..clock import SYSTEM_CLOCK, Clock
@@ -63,6 +64,27 @@ Hook = Callable[[Dict[str, Any]], Any]
 _US = timedelta(microseconds=1)
 MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
 _RETRY_MAX_SECONDS = 5.0
+
+
+class RunContext(NamedTuple):
+    """What a running job can learn about its own run, through ``current_run()``."""
+
+    schedule: str
+    fire_time: datetime  # the instant the trigger computed (aware UTC), not when the run started
+    run_key: str
+    node_id: str
+    started_at: datetime
+    manual: bool
+
+
+_CURRENT_RUN: "contextvars.ContextVar[Optional[RunContext]]" = contextvars.ContextVar(
+    "flowyml_lite_current_run", default=None
+)
+
+
+def current_run() -> Optional[RunContext]:
+    """The run the calling code belongs to (inside a scheduled function), else None."""
+    return _CURRENT_RUN.get()
 
 
 def _iso(moment: Optional[datetime]) -> Optional[str]:
@@ -150,6 +172,7 @@ class PipelineScheduler:
         self._lock: Optional[Lock] = lock if lock is not None else open_lock(self.config)
         self.node_id = self.config.node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._started_at = self._clock.now()
+        self._host = host_identity()
         self._cond = threading.Condition()
         self._funcs: Dict[str, Callable[[], Any]] = {}
         self._triggers: Dict[str, Trigger] = {}
@@ -271,6 +294,10 @@ class PipelineScheduler:
             updated_at=now,
         )
         stored = self._store.declare_schedule(record)
+        if not stored.enabled and stored.next_fire is not None:
+            # A paused schedule whose definition changed: it keeps no next fire until enabled.
+            self._store.set_enabled(name, False, None)
+            stored.next_fire = None
         if stored.definition_hash == record.definition_hash and stored.created_at != now:
             logger.debug(
                 "schedule %r re-declared unchanged: state kept (next fire %s)", name, stored.next_fire
@@ -602,7 +629,15 @@ class PipelineScheduler:
             return
         self._store_failures = 0
         if stored is None:  # another process claimed it, or the schedule changed under us
-            self._refresh(name)
+            fresh = self._refresh(name)
+            if fresh is not None and fresh.enabled and fresh.next_fire == fire:
+                # Unchanged, so the claim hit an existing run row for this instant (a clock stepped
+                # back, then enable or a re-declaration): that instant is done; move past it.
+                logger.warning(
+                    "%r: fire %s already has a run; skipping to the next instant", name, fire.isoformat()
+                )
+                self._store.claim(name, fire, new_next, [], opts.max_instances)
+                self._refresh(name)
             return
         with self._cond:
             record.next_fire = new_next
@@ -623,7 +658,8 @@ class PipelineScheduler:
         """The run rows to claim for a due fire, and the next fire, by the misfire policy (DESIGN §4)."""
         node = self.node_id
         if (now - fire).total_seconds() <= opts.misfire_grace_seconds:
-            return [RunRecord(uuid.uuid4().hex, name, fire, RUNNING, node)], trigger.next_after(fire)
+            run = RunRecord(uuid.uuid4().hex, name, fire, RUNNING, node, started_at=now)
+            return [run], trigger.next_after(fire)
         keep = max(opts.max_catchup, MISSED_DETAIL_LIMIT) + 1
         instants, count = trigger.fires_until(fire - _US, now, keep)
         new_next = trigger.next_after(now)
@@ -665,7 +701,15 @@ class PipelineScheduler:
                 len(to_run),
             )
         runs += [
-            RunRecord(uuid.uuid4().hex, name, t, RUNNING if i == 0 else QUEUED, node, reason="catch-up")
+            RunRecord(
+                uuid.uuid4().hex,
+                name,
+                t,
+                QUEUED if i else RUNNING,
+                node,
+                None if i else now,
+                reason="catch-up",
+            )
             for i, t in enumerate(to_run)
         ]
         return runs, new_next
@@ -716,6 +760,9 @@ class PipelineScheduler:
             self._lags.append(lag)
             run.started_at = started
             t0 = time.perf_counter()
+            token = _CURRENT_RUN.set(
+                RunContext(name, run.fire_time, run.run_key, self.node_id, started, run.reason == "manual")
+            )
             try:
                 success, run_id, error = _outcome(func())
             except BaseException as exc:  # a run must never take the worker down, whatever it raises
@@ -723,6 +770,8 @@ class PipelineScheduler:
                 logger.error(
                     "run of %r (fire %s) raised:\n%s", name, run.fire_time.isoformat(), traceback.format_exc()
                 )
+            finally:
+                _CURRENT_RUN.reset(token)
             duration = time.perf_counter() - t0
             status = SUCCEEDED if success else FAILED
             entry = self._finish(run, status, duration, error, run_id)
@@ -792,12 +841,10 @@ class PipelineScheduler:
 
     def _housekeeping(self) -> None:
         now = self._clock.now()
-        self._store.heartbeat(
-            NodeRecord(self.node_id, socket.gethostname(), os.getpid(), self._started_at, now)
-        )
+        host = self._host
+        self._store.heartbeat(NodeRecord(self.node_id, host, os.getpid(), self._started_at, now))
         self._last_heartbeat = now
         expiry = timedelta(seconds=self.config.node_timeout_seconds)
-        host = socket.gethostname()
         for node in self._store.list_nodes():
             if node.node_id == self.node_id:
                 continue
@@ -897,6 +944,22 @@ def _check_int(arg: str, value: object, low: int, high: int) -> None:
         raise ScheduleError(f"{arg} must be an integer from {low} to {high}, got {value!r}")
 
 
+def host_identity() -> str:
+    """This host as seen by pids: hostname plus, on Linux, boot id and pid namespace.
+
+    Two processes may judge each other's liveness by pid only when their identities are equal;
+    containers sharing a hostname but not a pid namespace differ here.
+    """
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            parts.append(f.read().strip()[:8])
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid() or os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
         return True
@@ -909,4 +972,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["PipelineScheduler", "Schedule", "SchedulerConfig", "history_entry", "open_lock", "open_store"]
+__all__ = [
+    "PipelineScheduler",
+    "RunContext",
+    "Schedule",
+    "SchedulerConfig",
+    "current_run",
+    "history_entry",
+    "open_lock",
+    "open_store",
+]

@@ -855,12 +855,6 @@ class TestRedeclaring:
         second.enable("etl")
         assert second.get_schedule("etl").next_run == utc(2024, 1, 2, 18)
 
-    @pytest.mark.xfail(
-        reason="BUG: a definition change of a disabled schedule stores the recomputed next_fire "
-        "(Store.declare_schedule replaces next_fire regardless of enabled), so a paused schedule "
-        "shows a next_run that will not happen",
-        strict=True,
-    )
     def test_a_disabled_schedule_shows_no_next_run_even_after_its_definition_changes(
         self, scheduler: PipelineScheduler
     ) -> None:

@@ -192,12 +192,6 @@ def _can_unshare_pid_namespace() -> bool:
 class TestLostDetectionAcrossPidNamespaces:
     """Containers that share a hostname and the database file, each with its own pid namespace."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: PipelineScheduler._housekeeping takes a node with the same hostname whose pid it cannot "
-        "see (another pid namespace) for dead, and marks its running runs lost every heartbeat; the live "
-        "node then starts the next fires while its first run still runs (max_instances=1 broken)",
-    )
     def test_a_live_node_in_another_pid_namespace_is_not_taken_for_dead(self, tmp_path: pathlib.Path) -> None:
         db, log = tmp_path / "shared.db", tmp_path / "runs.log"
 

@@ -1,0 +1,58 @@
+"""Recovery from odd states, and what a running job can learn about its own run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, List, Optional
+
+from flowyml_lite import RunContext, current_run
+from flowyml_lite.clock import FakeClock
+from flowyml_lite.core.scheduler import PipelineScheduler
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)
+
+
+class TestClockSteppedBack:
+    def test_enabling_behind_an_instant_that_already_ran_skips_past_it_instead_of_stalling(
+        self, scheduler: PipelineScheduler, clock: FakeClock, drive: Any
+    ) -> None:
+        ran: List[datetime] = []
+        scheduler.schedule_interval("tick", lambda: ran.append(clock.now()), seconds=1)
+        for second in range(31, 36):
+            drive.at(scheduler, utc(2024, 1, 1, 0, 0, second))
+        assert len(ran) == 5
+        scheduler.disable("tick")
+        clock.set(utc(2024, 1, 1, 0, 0, 32, 500_000))  # the host's clock is stepped back 2.5 s
+        scheduler.enable("tick")  # next fire 00:00:33, which already ran
+        assert scheduler.get_schedule("tick").next_run == utc(2024, 1, 1, 0, 0, 33)
+        drive.at(scheduler, utc(2024, 1, 1, 0, 0, 33))
+        assert scheduler.get_schedule("tick").next_run == utc(2024, 1, 1, 0, 0, 34)  # moved past it
+        for second in (34, 35, 36):
+            drive.at(scheduler, utc(2024, 1, 1, 0, 0, second))
+        # 00:00:33..35 had run before the step; only 00:00:36 is new. Nothing ran twice.
+        fires = sorted(e["fire_time"] for e in scheduler.get_history("tick", limit=100))
+        assert len(fires) == len(set(fires)) == 6
+        assert len(ran) == 6
+
+
+class TestCurrentRun:
+    def test_a_job_learns_its_schedule_and_fire_instant(self, scheduler: PipelineScheduler, drive: Any) -> None:
+        seen: List[Optional[RunContext]] = []
+        scheduler.schedule_interval("etl", lambda: seen.append(current_run()), minutes=1)
+        drive.at(scheduler, utc(2024, 1, 1, 0, 1, 0) + timedelta(milliseconds=40))
+        (context,) = seen
+        assert context is not None
+        assert (context.schedule, context.fire_time, context.manual) == ("etl", utc(2024, 1, 1, 0, 1), False)
+        assert context.run_key == scheduler.store.history("etl", 1)[0].run_key
+        assert context.node_id == scheduler.node_id
+
+    def test_outside_a_run_there_is_none(self) -> None:
+        assert current_run() is None
+
+    def test_a_manual_run_says_so(self, scheduler: PipelineScheduler) -> None:
+        seen: List[Optional[RunContext]] = []
+        scheduler.schedule_interval("etl", lambda: seen.append(current_run()), minutes=1)
+        scheduler.run_now("etl", wait=True)
+        assert seen[0] is not None and seen[0].manual
