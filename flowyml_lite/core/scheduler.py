@@ -29,7 +29,7 @@ from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Seque
 from .. import plugins
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ScheduleError, ScheduleNotFoundError
-from ..locks.base import Lock
+from ..locks.base import Lease, Lock
 from ..stores.base import (
     ACTIVE_STATUSES,
     FAILED,
@@ -77,7 +77,7 @@ class RunContext(NamedTuple):
     manual: bool
 
 
-_CURRENT_RUN: "contextvars.ContextVar[Optional[RunContext]]" = contextvars.ContextVar(
+_CURRENT_RUN: contextvars.ContextVar[Optional[RunContext]] = contextvars.ContextVar(
     "flowyml_lite_current_run", default=None
 )
 
@@ -744,16 +744,23 @@ class PipelineScheduler:
             self._execute(name, func, run)
 
     def _execute(self, name: str, func: Callable[[], Any], run: RunRecord) -> None:
-        lease = None
+        lease: Optional[Lease] = None
+        renewing: Optional[threading.Event] = None
         if self._lock is not None:
-            lease = self._lock.acquire(
-                f"schedule:{name}", ttl_seconds=max(60.0, self.config.node_timeout_seconds)
-            )
+            ttl = max(60.0, self.config.node_timeout_seconds)
+            try:
+                lease = self._lock.acquire(f"schedule:{name}", ttl_seconds=ttl)
+            except Exception as exc:  # the lock backend is down: say so in history, don't leave it running
+                logger.error("lock backend failed for %r: %s", name, exc)
+                self._finish(run, FAILED, None, f"lock backend: {type(exc).__name__}: {exc}", None)
+                return
             if lease is None:
                 self._finish(
                     run, SKIPPED, None, None, None, "overlap: the schedule's lock is held by another process"
                 )
                 return
+            if self._lock.expires:
+                renewing = _keep_renewed(lease, ttl, name)
         try:
             started = self._clock.now()
             lag = (started - run.fire_time).total_seconds()
@@ -790,6 +797,8 @@ class PipelineScheduler:
                 except Exception:
                     logger.exception("%s hook failed for %r", "on_success" if success else "on_failure", name)
         finally:
+            if renewing is not None:
+                renewing.set()
             if lease is not None:
                 lease.release()
 
@@ -937,6 +946,23 @@ class PipelineScheduler:
         self._store_failures += 1
         self._last_error = f"{doing}: {type(exc).__name__}: {exc}"
         logger.error("store error while %s (attempt %d): %s", doing, self._store_failures, exc)
+
+
+def _keep_renewed(lease: Lease, ttl: float, name: str) -> threading.Event:
+    """Renew an expiring lease every third of its TTL until the returned event is set."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            try:
+                if not lease.renew(ttl):
+                    logger.error("lost the lock of %r while its run goes on (expired before renewal)", name)
+                    return
+            except Exception as exc:
+                logger.warning("could not renew the lock of %r: %s", name, exc)
+
+    threading.Thread(target=renew, name=f"flowyml_lite-renew-{name}", daemon=True).start()
+    return done
 
 
 def _check_int(arg: str, value: object, low: int, high: int) -> None:

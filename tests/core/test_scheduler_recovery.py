@@ -56,3 +56,37 @@ class TestCurrentRun:
         scheduler.schedule_interval("etl", lambda: seen.append(current_run()), minutes=1)
         scheduler.run_now("etl", wait=True)
         assert seen[0] is not None and seen[0].manual
+
+
+class TestExpiringLocks:
+    def test_an_expiring_lease_is_renewed_while_the_run_lasts_and_not_after(self) -> None:
+        import threading
+        import time
+
+        from flowyml_lite.core.scheduler import _keep_renewed
+        from flowyml_lite.locks.base import Lease
+
+        class RecordingLease(Lease):
+            key = "schedule:etl"
+
+            def __init__(self) -> None:
+                self.renewals = 0
+                self.renewed = threading.Event()
+
+            def release(self) -> None:
+                pass
+
+            def renew(self, ttl_seconds: float) -> bool:
+                self.renewals += 1
+                if self.renewals >= 3:
+                    self.renewed.set()
+                return True
+
+        lease = RecordingLease()
+        done = _keep_renewed(lease, ttl=0.15, name="etl")  # renews every 0.05 s
+        assert lease.renewed.wait(5)
+        done.set()
+        time.sleep(0.2)
+        count = lease.renewals
+        time.sleep(0.2)
+        assert lease.renewals == count
