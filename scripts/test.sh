@@ -202,7 +202,12 @@ chmod 755 "$WORK"  # the postgres user must reach its data directory inside
 start_redis() {
     local bin port dir="$WORK/redis"
     bin=$(command -v redis-server || echo /usr/bin/redis-server)
-    port=$(free_port) || return 1
+    # The guide's example names redis://localhost:6379/0: take that port when it is free.
+    if "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 6379))' 2>/dev/null; then
+        port=6379
+    else
+        port=$(free_port) || return 1
+    fi
     mkdir -p "$dir" || return 1
     REDIS_PIDFILE="$dir/redis.pid"
     "$bin" --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" --pidfile "$REDIS_PIDFILE" \
