@@ -1,0 +1,143 @@
+"""The command line: what it prints, and exit codes scripts can rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from flowyml_lite.cli import main
+from flowyml_lite.core.scheduler import PipelineScheduler
+from flowyml_lite.core.scheduler_config import SchedulerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class TestNext:
+    def test_prints_instants_with_offsets_and_marks_a_gap_fire(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(
+            capsys, "next", "30 2 * * *", "--tz", "America/New_York", "--after", "2024-03-09", "-n", "3"
+        )
+        assert code == 0
+        lines = [line for line in out.splitlines() if line.startswith("  2024")]
+        assert [line.split()[0] for line in lines] == [
+            "2024-03-09T02:30:00-05:00",
+            "2024-03-10T03:00:00-04:00",
+            "2024-03-11T02:30:00-04:00",
+        ]
+        assert "DST" in lines[1] and "DST" not in lines[0] + lines[2]
+
+    def test_json_output_lists_the_second_pass_of_a_fold(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(
+            capsys,
+            "next",
+            "*/30 1 * * *",
+            "--tz",
+            "America/New_York",
+            "--after",
+            "2024-11-03T00:00",
+            "-n",
+            "4",
+            "--json",
+        )
+        assert code == 0
+        fires = json.loads(out)["fires"]
+        assert [f["fire"] for f in fires] == [
+            "2024-11-03T01:00:00-04:00",
+            "2024-11-03T01:30:00-04:00",
+            "2024-11-03T01:00:00-05:00",
+            "2024-11-03T01:30:00-05:00",
+        ]
+        assert "second pass" in fires[2]["dst_note"]
+
+    def test_a_bad_field_exits_2_naming_field_and_text(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = run(capsys, "next", "0 9 * * 8")
+        assert (code, out) == (2, "")
+        assert err.strip() == "error: day-of-week: '8' is out of range 0-7 in '0 9 * * 8'"
+
+    def test_an_unknown_zone_exits_2_with_a_suggestion(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run(capsys, "next", "0 9 * * *", "--tz", "Europe/Londn")
+        assert code == 2 and "Europe/London" in err
+
+    def test_a_bad_after_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run(capsys, "next", "0 9 * * *", "--after", "yesterday")
+        assert code == 2 and "ISO 8601" in err
+
+
+class TestExplain:
+    def test_explains_in_english(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert run(capsys, "explain", "0 9 * * 1-5")[:2] == (0, "At 09:00, Monday through Friday\n")
+
+    def test_a_bad_expression_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run(capsys, "explain", "0 9 * *")
+        assert code == 2 and "error:" in err
+
+
+class TestStoreCommands:
+    @pytest.fixture
+    def db(self, tmp_path: Path) -> str:
+        path = str(tmp_path / "s.db")
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+        scheduler.schedule_daily("etl", lambda: None, hour=2, timezone="America/New_York")
+        scheduler.run_now("etl", wait=True)
+        scheduler.close()
+        return path
+
+    def test_list_show_history_and_health_read_the_store(
+        self, db: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(capsys, "list", "--db", db, "--json")
+        assert code == 0 and [row["name"] for row in json.loads(out)] == ["etl"]
+        code, out, _ = run(capsys, "show", "etl", "--db", db, "--json")
+        assert json.loads(out)["value"] == "02:00"
+        code, out, _ = run(capsys, "history", "etl", "--db", db, "--json")
+        assert [e["status"] for e in json.loads(out)] == ["succeeded"]
+        code, out, _ = run(capsys, "health", "--db", db, "--json")
+        assert json.loads(out)["runs"]["succeeded"] == 1
+
+    def test_disable_enable_remove_change_the_store(
+        self, db: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert run(capsys, "disable", "etl", "--db", db)[0] == 0
+        assert json.loads(run(capsys, "show", "etl", "--db", db, "--json")[1])["enabled"] is False
+        assert run(capsys, "enable", "etl", "--db", db)[0] == 0
+        shown = json.loads(run(capsys, "show", "etl", "--db", db, "--json")[1])
+        assert shown["enabled"] is True and shown["next_fire"] is not None
+        assert run(capsys, "remove", "etl", "--db", db)[0] == 0
+        assert json.loads(run(capsys, "list", "--db", db, "--json")[1]) == []
+
+    def test_an_unknown_schedule_exits_3(self, db: str, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run(capsys, "show", "nope", "--db", db)
+        assert code == 3 and "no schedule named 'nope'" in err
+
+
+class TestHelpAndDemo:
+    def test_no_command_prints_help_and_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys)
+        assert code == 2 and "demo" in out and "explain" in out
+
+    def test_the_demo_runs_from_the_source_tree_and_prints_runs_and_a_summary(self, tmp_path: Path) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "flowyml_lite", "demo", "--seconds", "3", "--db", str(tmp_path / "d.db")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        lines: List[str] = result.stdout.splitlines()
+        assert any("etl_every_2s" in line and "ok" in line and "run_id=" in line for line in lines)
+        assert any(line.strip().startswith("summary") for line in lines)
+        assert "Traceback" not in result.stdout + result.stderr
