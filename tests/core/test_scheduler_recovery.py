@@ -38,7 +38,9 @@ class TestClockSteppedBack:
 
 
 class TestCurrentRun:
-    def test_a_job_learns_its_schedule_and_fire_instant(self, scheduler: PipelineScheduler, drive: Any) -> None:
+    def test_a_job_learns_its_schedule_and_fire_instant(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
         seen: List[Optional[RunContext]] = []
         scheduler.schedule_interval("etl", lambda: seen.append(current_run()), minutes=1)
         drive.at(scheduler, utc(2024, 1, 1, 0, 1, 0) + timedelta(milliseconds=40))
