@@ -1,0 +1,1320 @@
+#!/usr/bin/env python3
+"""Scheduler benchmark: flowyml_lite against APScheduler 3 and flowyml 2.2.1, in one run.
+
+Measures (see bench/README.md for what each number means and how it is obtained):
+  lag         start lag p50/p99/max of one-shot fires spread evenly over a window (1, 1,000, 10,000 schedules)
+  throughput  claimed-and-recorded fires per second, as fast as the loop goes (SQLite, one process)
+  load        load time and max RSS with 100,000 persisted schedules, in fresh processes
+
+    python bench/scheduler.py                  # everything (about 15 minutes on 2 cores)
+    python bench/scheduler.py --quick          # small sizes, a smoke run (about 2 minutes)
+    python bench/scheduler.py --only lag --save
+
+Every measurement runs in its own subprocess (``... scheduler.py child '<json spec>'``) with a
+timeout, so one peer that hangs or runs out of memory cannot spoil the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LITE_SYSTEMS = ("lite-memory", "lite-sqlite")
+APS_SYSTEMS = ("aps-memory", "aps-sqlalchemy")
+FLOWYML_SYSTEMS = ("flowyml-memory", "flowyml-sqlite")
+LABELS = {
+    "lite-memory": "flowyml_lite, memory store",
+    "lite-sqlite": "flowyml_lite, SQLite store",
+    "aps-memory": "APScheduler 3.11, MemoryJobStore",
+    "aps-sqlalchemy": "APScheduler 3.11, SQLAlchemyJobStore (SQLite)",
+    "flowyml-memory": "flowyml 2.2.1, persist_schedules=False",
+    "flowyml-sqlite": "flowyml 2.2.1, SQLite persistence",
+    "lite": "flowyml_lite, SQLite store, interval schedules",
+    "lite-mixed": "flowyml_lite, SQLite store, mixed cron/daily/hourly/interval in 5 zones",
+    "aps": "APScheduler 3.11, SQLAlchemyJobStore (SQLite)",
+    "flowyml": "flowyml 2.2.1, SQLite persistence",
+}
+
+
+# =====================================================================================
+# Child side: one measurement per process, result printed as a "RESULT {json}" line.
+# =====================================================================================
+
+
+def emit(kind: str, payload: Dict[str, Any]) -> None:
+    sys.stdout.write(f"{kind} {json.dumps(payload)}\n")
+    sys.stdout.flush()
+
+
+def maxrss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def us_to_dt(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def ceil_ms_us(seconds: float) -> int:
+    """A Unix time in whole milliseconds (as microseconds) at or after ``seconds``."""
+    return math.ceil(seconds * 1000) * 1000
+
+
+class LogTally(logging.Handler):
+    """Counts WARNING+ log records and keeps the first few distinct messages (the errors column)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.samples: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.samples) < 4:
+            try:
+                text = f"{record.levelname} {record.name}: {record.getMessage()}"
+            except Exception:  # a peer's malformed log call must not break the tally
+                text = f"{record.levelname} {record.name}: {record.msg!r}"
+            text = text.splitlines()[0][:200] if text else text
+            if text not in self.samples:
+                self.samples.append(text)
+
+
+TALLY = LogTally()
+
+
+class Recorder:
+    """What the jobs report: (schedule index, time.time() at entry minus intended instant)."""
+
+    def __init__(self) -> None:
+        self.hits: List[Tuple[int, float]] = []
+        self.target = 0
+        self.done = threading.Event()
+
+    def expect(self, count: int) -> None:
+        self.target = count
+        self.done.clear()
+        if len(self.hits) >= count:
+            self.done.set()
+
+    def hit(self, i: int, intended: float) -> None:
+        self.hits.append((i, time.time() - intended))  # list.append is atomic: safe from any thread
+        if len(self.hits) >= self.target:
+            self.done.set()
+
+
+REC = Recorder()
+
+
+def aps_job(i: int, intended: float) -> None:
+    """APScheduler's job: module level so its SQLAlchemy store can pickle a reference to it."""
+    REC.hit(i, intended)
+
+
+def aps_noop() -> None:
+    """The job of the APScheduler load test."""
+
+
+def noop() -> None:
+    """The job of the flowyml_lite and flowyml load tests."""
+
+
+def lite_job(i: int, intended: float) -> Callable[[], None]:
+    def job() -> None:
+        REC.hit(i, intended)
+
+    return job
+
+
+def flowyml_job(i: int, intended: float) -> Callable[[], bool]:
+    def job() -> bool:
+        REC.hit(i, intended)
+        return True  # flowyml 2.2.1 counts a falsy return value as a failure
+
+    return job
+
+
+def lag_summary(n: int, extra: Dict[str, Any]) -> Dict[str, Any]:
+    """Percentiles over the first call of each schedule; duplicates and drops counted."""
+    first: Dict[int, float] = {}
+    calls = 0
+    for i, lag in list(REC.hits):
+        calls += 1
+        if i not in first:
+            first[i] = lag
+    lags = sorted(first.values())
+    # Where the worst lags fell (schedule index = position in the window), to tell bursts from noise.
+    worst = sorted(first.items(), key=lambda item: -item[1])[:8]
+    out: Dict[str, Any] = {
+        "expected": n,
+        "fired": len(first),
+        "duplicates": calls - len(first),
+        "log_warnings": TALLY.count,
+        "log_samples": TALLY.samples,
+    }
+    if lags:
+        out.update(
+            p50_ms=pct(lags, 0.50) * 1000,
+            p99_ms=pct(lags, 0.99) * 1000,
+            max_ms=lags[-1] * 1000,
+            min_ms=lags[0] * 1000,
+            worst=[[i, round(lag * 1000, 2)] for i, lag in worst],
+            over_1ms=sum(1 for lag in lags if lag > 0.001),
+            over_3ms=sum(1 for lag in lags if lag > 0.003),
+        )
+    out.update(extra)
+    return out
+
+
+def pct(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence."""
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def plan_instants(n: int, window: float, start_us: int) -> List[int]:
+    """n fire instants (µs) spread evenly over [start, start + window)."""
+    window_us = round(window * 1_000_000)
+    return [start_us + (i * window_us) // n for i in range(n)]
+
+
+def calibrated_start(per_op: float, n: int, minimum_lead: float = 2.0) -> int:
+    """The first fire instant: far enough ahead that declaring n schedules finishes before it."""
+    lead = 1.5 * per_op * n + minimum_lead
+    return ceil_ms_us(time.time() + lead)
+
+
+# -- flowyml_lite ---------------------------------------------------------------------
+
+
+def lite_config(system: str, directory: str, name: str = "lite.db") -> Any:
+    from flowyml_lite import SchedulerConfig
+
+    if system == "lite-memory":
+        return SchedulerConfig(persist_schedules=False)
+    return SchedulerConfig(db_path=os.path.join(directory, name))
+
+
+def lite_declare_once(sched: Any, name: str, i: int, at_us: int) -> bool:
+    """A one-shot fire at ``at_us`` through the public API: an interval whose period is that Unix time.
+
+    The interval grid is anchored at the epoch, so the first grid point after now is the instant
+    itself (1 x period) and the next one is decades away (2 x period).
+    """
+    seconds = at_us / 1_000_000
+    schedule = sched.schedule_interval(name, lite_job(i, seconds), seconds=seconds)
+    return bool(schedule.next_run == us_to_dt(at_us))
+
+
+def lite_calibrate(system: str, directory: str, count: int = 200) -> float:
+    """Seconds per declaration on a throwaway scheduler of the same kind."""
+    from flowyml_lite import PipelineScheduler
+
+    sched = PipelineScheduler(lite_config(system, directory, "calibrate.db"))
+    far = ceil_ms_us(time.time() + 3600)
+    t0 = time.perf_counter()
+    for i in range(count):
+        lite_declare_once(sched, f"calibrate-{i}", i, far + i * 1000)
+    per_op = (time.perf_counter() - t0) / count
+    sched.store.close()
+    return per_op
+
+
+def lite_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
+    from flowyml_lite import PipelineScheduler
+
+    system, n, window, directory = spec["system"], spec["n"], spec["window"], spec["dir"]
+    sched = PipelineScheduler(lite_config(system, directory))
+    bad_plan = 0
+    if n == 1:
+        rounds = spec["rounds"]
+        sched.start()
+        for r in range(rounds):
+            name = f"once-{r}"
+            REC.expect(r + 1)
+            at = ceil_ms_us(time.time() + spec["round_lead"])
+            bad_plan += not lite_declare_once(sched, name, r, at)
+            REC.done.wait(timeout=spec["round_lead"] + 5)
+            sched.wait_for_runs(5)
+            if system == "lite-sqlite":
+                history = sched.get_history(name, limit=5)
+                bad_plan += not (len(history) == 1 and history[0]["status"] == "succeeded")
+            sched.unschedule(name)
+        sched.stop()
+        return lag_summary(rounds, {"rounds": rounds, "setup_errors": bad_plan})
+    per_op = lite_calibrate(system, directory)
+    start_us = calibrated_start(per_op, n)
+    instants = plan_instants(n, window, start_us)
+    t0 = time.perf_counter()
+    for i, at in enumerate(instants):
+        bad_plan += not lite_declare_once(sched, f"s{i:06d}", i, at)
+    setup = time.perf_counter() - t0
+    overran = time.time() > start_us / 1e6 - 0.2
+    REC.expect(n)
+    sched.start()
+    REC.done.wait(timeout=max(0.0, instants[-1] / 1e6 - time.time()) + spec["grace"])
+    sched.wait_for_runs(10)
+    health = sched.health_check()
+    sched.stop()
+    stats = sched.store.stats()
+    return lag_summary(
+        n,
+        {
+            "setup_s": setup,
+            "setup_overran": overran,
+            "setup_errors": bad_plan,
+            "recorded_succeeded": stats.succeeded,
+            "recorded_other": stats.total - stats.succeeded,
+            "health_status": health["status"],
+            "scheduler_p99_ms": health["metrics"]["start_lag_ms"]["p99"],
+        },
+    )
+
+
+def lite_throughput(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """n schedules whose single fire is the same instant: all due at once; time until the last is recorded."""
+    from flowyml_lite import PipelineScheduler
+
+    system, n, directory = spec["system"], spec["n"], spec["dir"]
+    sched = PipelineScheduler(lite_config(system, directory))
+    per_op = lite_calibrate(system, directory)
+    at = calibrated_start(per_op, n)
+    names = [f"t{i:06d}" for i in range(n)]
+    t0 = time.perf_counter()
+    bad = sum(not lite_declare_once(sched, name, i, at) for i, name in enumerate(names))
+    setup = time.perf_counter() - t0
+    REC.expect(n)
+    sched.start()
+    REC.done.wait(timeout=max(0.0, at / 1e6 - time.time()) + spec["timeout_run"])
+    sched.wait_for_runs(30)
+    sched.stop()
+    completed: List[float] = []
+    statuses: Dict[str, int] = {}
+    for name in names:
+        for run in sched.store.history(name, 5):
+            statuses[run.status] = statuses.get(run.status, 0) + 1
+            if run.status == "succeeded" and run.completed_at is not None:
+                completed.append(run.completed_at.timestamp())
+    return rate_summary(
+        n,
+        at / 1e6,
+        completed,
+        {
+            "setup_s": setup,
+            "setup_errors": bad,
+            "statuses": statuses,
+            "measured_from": "history rows (completed_at)",
+        },
+    )
+
+
+def rate_summary(n: int, fire_at: float, done_at: List[float], extra: Dict[str, Any]) -> Dict[str, Any]:
+    done_at = sorted(done_at)
+    out: Dict[str, Any] = {
+        "expected": n,
+        "completed": len(done_at),
+        "log_warnings": TALLY.count,
+        "log_samples": TALLY.samples,
+    }
+    if done_at:
+        span = max(done_at[-1] - fire_at, 1e-9)
+        out["elapsed_s"] = span
+        out["fires_per_s"] = len(done_at) / span
+        if len(done_at) >= 20:
+            lo, hi = done_at[len(done_at) // 10], done_at[(len(done_at) * 9) // 10]
+            out["sustained_fires_per_s"] = (len(done_at) * 0.8) / max(hi - lo, 1e-9)
+        out["first_done_after_s"] = done_at[0] - fire_at
+    out.update(extra)
+    return out
+
+
+# -- APScheduler 3 --------------------------------------------------------------------
+
+
+def aps_scheduler(system: str, directory: str, name: str = "aps.db", **job_defaults: Any) -> Any:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    jobstores: Dict[str, Any] = {}
+    if system == "aps-sqlalchemy":
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+        jobstores["default"] = SQLAlchemyJobStore(url=f"sqlite:///{os.path.join(directory, name)}")
+    return BackgroundScheduler(jobstores=jobstores, timezone=UTC, job_defaults=job_defaults)
+
+
+def aps_add_once(sched: Any, i: int, at_us: int) -> None:
+    sched.add_job(aps_job, "date", run_date=us_to_dt(at_us), args=[i, at_us / 1e6], id=f"s{i:06d}")
+
+
+def aps_calibrate(system: str, directory: str, count: int = 200) -> float:
+    sched = aps_scheduler(system, directory, "calibrate.db")
+    sched.start(paused=True)
+    far = ceil_ms_us(time.time() + 3600)
+    t0 = time.perf_counter()
+    for i in range(count):
+        aps_add_once(sched, i, far + i * 1000)
+    per_op = (time.perf_counter() - t0) / count
+    sched.shutdown(wait=False)
+    return per_op
+
+
+def aps_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
+    system, n, window, directory = spec["system"], spec["n"], spec["window"], spec["dir"]
+    sched = aps_scheduler(system, directory)  # defaults: misfire_grace_time=1 s, ThreadPoolExecutor(10)
+    if n == 1:
+        rounds = spec["rounds"]
+        sched.start()
+        for r in range(rounds):
+            REC.expect(r + 1)
+            aps_add_once(sched, r, ceil_ms_us(time.time() + spec["round_lead"]))
+            REC.done.wait(timeout=spec["round_lead"] + 5)
+        sched.shutdown(wait=True)
+        return lag_summary(rounds, {"rounds": rounds})
+    per_op = aps_calibrate(system, directory)
+    start_us = calibrated_start(per_op, n)
+    instants = plan_instants(n, window, start_us)
+    sched.start(paused=True)  # add_job then writes straight to the job store
+    t0 = time.perf_counter()
+    for i, at in enumerate(instants):
+        aps_add_once(sched, i, at)
+    setup = time.perf_counter() - t0
+    overran = time.time() > start_us / 1e6 - 0.2
+    REC.expect(n)
+    sched.resume()
+    REC.done.wait(timeout=max(0.0, instants[-1] / 1e6 - time.time()) + spec["grace"])
+    time.sleep(0.2)
+    left = len(sched.get_jobs())
+    sched.shutdown(wait=True)
+    return lag_summary(n, {"setup_s": setup, "setup_overran": overran, "jobs_left_in_store": left})
+
+
+def aps_throughput(spec: Dict[str, Any]) -> Dict[str, Any]:
+    system, n, directory = spec["system"], spec["n"], spec["dir"]
+    # misfire_grace_time=60 like flowyml_lite's default, so a slow store shows as time, not as drops.
+    sched = aps_scheduler(system, directory, misfire_grace_time=60)
+    per_op = aps_calibrate(system, directory)
+    at = calibrated_start(per_op, n)
+    sched.start(paused=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sched.add_job(aps_job, "date", run_date=us_to_dt(at), args=[i, at / 1e6], id=f"t{i:06d}")
+    setup = time.perf_counter() - t0
+    REC.expect(n)
+    sched.resume()
+    REC.done.wait(timeout=max(0.0, at / 1e6 - time.time()) + spec["timeout_run"])
+    done_at = [at / 1e6 + lag for _, lag in REC.hits]
+    time.sleep(0.2)
+    left = len(sched.get_jobs())
+    sched.shutdown(wait=True)
+    return rate_summary(
+        n,
+        at / 1e6,
+        done_at,
+        {
+            "setup_s": setup,
+            "jobs_left_in_store": left,
+            "measured_from": "job entry times (APScheduler keeps no history)",
+        },
+    )
+
+
+# -- flowyml 2.2.1 --------------------------------------------------------------------
+
+
+def flowyml_scheduler(system: str, directory: str, name: str = "flowyml.db") -> Any:
+    from flowyml.core.scheduler import PipelineScheduler
+    from flowyml.core.scheduler_config import SchedulerConfig
+
+    persist = system == "flowyml-sqlite"
+    # Its defaults (check_interval_seconds=10), as its users get them.
+    return PipelineScheduler(
+        SchedulerConfig(persist_schedules=persist, db_path=os.path.join(directory, name))
+    )
+
+
+def flowyml_declare_once(sched: Any, name: str, i: int, at_us: int) -> None:
+    """flowyml has no one-shot either: an interval of ~4 months whose next_run is then set (and re-saved)."""
+    import pytz
+
+    schedule = sched.schedule_interval(name, flowyml_job(i, at_us / 1e6), seconds=10_000_000)
+    schedule.next_run = us_to_dt(at_us).astimezone(pytz.utc)
+    if sched._persistence is not None:
+        sched._persistence.save_schedule(schedule)  # its loop reloads persisted schedules at start
+
+
+def flowyml_calibrate(system: str, directory: str, count: int = 100) -> float:
+    sched = flowyml_scheduler(system, directory, "calibrate.db")
+    far = ceil_ms_us(time.time() + 3600)
+    t0 = time.perf_counter()
+    for i in range(count):
+        flowyml_declare_once(sched, f"calibrate-{i}", i, far)
+    return (time.perf_counter() - t0) / count
+
+
+def flowyml_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
+    system, n, window, directory = spec["system"], spec["n"], spec["window"], spec["dir"]
+    sched = flowyml_scheduler(system, directory)
+    poll = float(sched.config.check_interval_seconds)
+    if n == 1:
+        rounds = spec["flowyml_rounds"]
+        sched.start()
+        for r in range(rounds):
+            REC.expect(r + 1)
+            flowyml_declare_once(sched, f"once-{r}", r, ceil_ms_us(time.time() + spec["round_lead"]))
+            REC.done.wait(timeout=spec["round_lead"] + poll + 5)
+            emit("PROGRESS", {"round": r + 1, "fired": len(REC.hits)})
+        sched.running = False  # stop() joins a loop that may sleep 10 s more; the process ends anyway
+        return lag_summary(rounds, {"rounds": rounds, "poll_interval_s": poll})
+    per_op = flowyml_calibrate(system, directory)
+    start_us = calibrated_start(per_op, n)
+    instants = plan_instants(n, window, start_us)
+    t0 = time.perf_counter()
+    for i, at in enumerate(instants):
+        flowyml_declare_once(sched, f"s{i:06d}", i, at)
+        if i % 1000 == 999:
+            emit("PROGRESS", {"declared": i + 1, "elapsed_s": time.perf_counter() - t0})
+    setup = time.perf_counter() - t0
+    overran = time.time() > start_us / 1e6 - 0.2
+    REC.expect(n)
+    sched.start()
+    REC.done.wait(timeout=max(0.0, instants[-1] / 1e6 - time.time()) + poll + spec["grace"])
+    time.sleep(1.0)  # let stragglers started by the last poll report
+    sched.running = False
+    threads = threading.active_count()
+    return lag_summary(
+        n,
+        {
+            "setup_s": setup,
+            "setup_overran": overran,
+            "poll_interval_s": poll,
+            "threads_alive_at_end": threads,
+        },
+    )
+
+
+def flowyml_throughput(spec: Dict[str, Any]) -> Dict[str, Any]:
+    system, n, directory = spec["system"], spec["n"], spec["dir"]
+    sched = flowyml_scheduler(system, directory)
+    per_op = flowyml_calibrate(system, directory)
+    at = calibrated_start(per_op, n)
+    t0 = time.perf_counter()
+    for i in range(n):
+        flowyml_declare_once(sched, f"t{i:06d}", i, at)
+        if i % 1000 == 999:
+            emit("PROGRESS", {"declared": i + 1, "elapsed_s": time.perf_counter() - t0})
+    setup = time.perf_counter() - t0
+    REC.expect(n)
+    sched.start()
+    REC.done.wait(timeout=max(0.0, at / 1e6 - time.time()) + spec["timeout_run"])
+    deadline = time.time() + 30
+    recorded = None
+    while (
+        sched._persistence is not None and time.time() < deadline
+    ):  # executions rows are written after the job returns
+        recorded = flowyml_count_executions(sched)
+        if recorded is not None and recorded >= len(REC.hits):
+            break
+        time.sleep(0.5)
+    done_at = [at / 1e6 + lag for _, lag in REC.hits]
+    sched.running = False
+    return rate_summary(
+        n,
+        at / 1e6,
+        done_at,
+        {"setup_s": setup, "executions_rows": recorded, "measured_from": "job entry times"},
+    )
+
+
+def flowyml_count_executions(sched: Any) -> int:
+    from sqlalchemy import func, select
+
+    persistence = sched._persistence
+    with persistence.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(persistence.executions)).scalar() or 0)
+
+
+# -- load: 100,000 persisted schedules ------------------------------------------------
+
+MIXED_ZONES = ("UTC", "America/New_York", "Europe/Paris", "Asia/Kolkata", "Australia/Lord_Howe")
+
+
+def lite_definition(i: int, mixed: bool) -> Tuple[str, Dict[str, Any]]:
+    """The i-th schedule of the load test: (method, keyword arguments)."""
+    if not mixed or i % 4 == 0:
+        return "schedule_interval", {"seconds": 60 + i % 3600}
+    zone = MIXED_ZONES[i % len(MIXED_ZONES)]
+    if i % 4 == 1:
+        return "schedule_cron", {"cron_expression": f"{i % 60} */{1 + i % 6} * * {i % 7}", "timezone": zone}
+    if i % 4 == 2:
+        return "schedule_daily", {"hour": i % 24, "minute": i % 60, "timezone": zone}
+    return "schedule_hourly", {"minute": i % 60, "timezone": zone}
+
+
+def lite_declare_all(sched: Any, n: int, mixed: bool, t0: float) -> None:
+    for i in range(n):
+        method, kwargs = lite_definition(i, mixed)
+        getattr(sched, method)(f"job-{i:06d}", noop, **kwargs)
+        if i % 5000 == 4999:
+            emit("PROGRESS", {"done": i + 1, "elapsed_s": time.perf_counter() - t0})
+
+
+def load_create(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Create the database of n persisted schedules; time it (and, for peers, extrapolate their API)."""
+    system, n, db = spec["system"], spec["n"], spec["db"]
+    t0 = time.perf_counter()
+    if system in ("lite", "lite-mixed"):
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+        sched = PipelineScheduler(SchedulerConfig(db_path=db))
+        lite_declare_all(sched, n, system == "lite-mixed", t0)
+        sched.store.close()
+        return {"created": n, "create_s": time.perf_counter() - t0, "method": "public API (schedule_*)"}
+    sample = spec["api_sample"]
+    if system == "aps":
+        api = aps_create_api_sample(os.path.dirname(db), sample)
+        t0 = time.perf_counter()
+        aps_bulk_create(db, n)
+    else:
+        api = flowyml_create_api_sample(os.path.dirname(db), sample)
+        t0 = time.perf_counter()
+        flowyml_bulk_create(db, n)
+    return {
+        "created": n,
+        "create_s": time.perf_counter() - t0,
+        "method": "bulk SQL insert (one transaction)",
+        "api_per_schedule_ms": api * 1000,
+        "api_estimate_s": api * n,
+        "api_sample": sample,
+    }
+
+
+def aps_trigger(i: int) -> Any:
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    return IntervalTrigger(seconds=60 + i % 3600, start_date=EPOCH, timezone=UTC)
+
+
+def aps_create_api_sample(directory: str, count: int) -> float:
+    sched = aps_scheduler("aps-sqlalchemy", directory, "sample.db")
+    sched.start(paused=True)
+    t0 = time.perf_counter()
+    for i in range(count):
+        sched.add_job(aps_noop, aps_trigger(i), id=f"job-{i:06d}")
+    per_op = (time.perf_counter() - t0) / count
+    sched.shutdown(wait=False)
+    return per_op
+
+
+def aps_bulk_create(db: str, n: int) -> None:
+    """Rows exactly as SQLAlchemyJobStore writes them (pickled job state), inserted in one transaction."""
+    import pickle
+
+    from apscheduler.util import datetime_to_utc_timestamp
+
+    directory = os.path.dirname(db)
+    sched = aps_scheduler("aps-sqlalchemy", directory, os.path.basename(db))
+    sched.start(paused=True)
+    template = sched.add_job(aps_noop, aps_trigger(0), id="job-000000")
+    store = sched._lookup_jobstore("default")
+    state = template.__getstate__()
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(1, n):
+        trigger = aps_trigger(i)
+        next_run = trigger.get_next_fire_time(None, now)
+        job_state = dict(state, id=f"job-{i:06d}", trigger=trigger, next_run_time=next_run)
+        rows.append(
+            {
+                "id": job_state["id"],
+                "next_run_time": datetime_to_utc_timestamp(next_run),
+                "job_state": pickle.dumps(job_state, store.pickle_protocol),
+            }
+        )
+    with store.engine.begin() as conn:
+        conn.execute(store.jobs_t.insert(), rows)
+    sched.shutdown(wait=False)
+
+
+def flowyml_create_api_sample(directory: str, count: int) -> float:
+    sched = flowyml_scheduler("flowyml-sqlite", directory, "sample.db")
+    t0 = time.perf_counter()
+    for i in range(count):
+        sched.schedule_interval(f"job-{i:06d}", noop, seconds=60 + i % 3600)
+    return (time.perf_counter() - t0) / count
+
+
+def flowyml_bulk_create(db: str, n: int) -> None:
+    """Rows exactly as flowyml's save_schedule writes them (JSON of Schedule.to_dict), in one transaction."""
+    from flowyml.core.scheduler import Schedule, SchedulerPersistence
+
+    persistence = SchedulerPersistence(db)
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(n):
+        seconds = 60 + i % 3600
+        schedule = Schedule(
+            pipeline_name=f"job-{i:06d}",
+            schedule_type="interval",
+            schedule_value=str(seconds),
+            pipeline_func=noop,
+            next_run=now + timedelta(seconds=seconds),
+            timezone="UTC",
+        )
+        rows.append({"name": schedule.pipeline_name, "data": json.dumps(schedule.to_dict())})
+    with persistence.engine.begin() as conn:
+        conn.execute(persistence.schedules.insert(), rows)
+
+
+def load_open(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """(a) a fresh process opens the store and lists every schedule."""
+    system, n, db = spec["system"], spec["n"], spec["db"]
+    t_import = time.perf_counter()
+    if system in ("lite", "lite-mixed"):
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+        import_s, base = time.perf_counter() - t_import, maxrss_mb()
+        t0 = time.perf_counter()
+        sched = PipelineScheduler(SchedulerConfig(db_path=db))
+        listed = len(sched.list_schedules(include_orphans=True))
+        what = "PipelineScheduler(SchedulerConfig(db_path)) + list_schedules(include_orphans=True)"
+    elif system == "aps":
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # noqa: F401
+        from apscheduler.schedulers.background import BackgroundScheduler  # noqa: F401
+
+        import_s, base = time.perf_counter() - t_import, maxrss_mb()
+        t0 = time.perf_counter()
+        sched = aps_scheduler("aps-sqlalchemy", os.path.dirname(db), os.path.basename(db))
+        sched.start(paused=True)
+        listed = len(sched.get_jobs())
+        what = "BackgroundScheduler(SQLAlchemyJobStore).start(paused=True) + get_jobs()"
+    else:
+        from flowyml.core.scheduler import SchedulerPersistence
+
+        import_s, base = time.perf_counter() - t_import, maxrss_mb()
+        t0 = time.perf_counter()
+        listed = len(SchedulerPersistence(db).list_all_schedules())
+        what = "SchedulerPersistence(db_path).list_all_schedules()"
+    return {
+        "listed": listed,
+        "expected": n,
+        "load_s": time.perf_counter() - t0,
+        "import_s": import_s,
+        "rss_after_import_mb": base,
+        "max_rss_mb": maxrss_mb(),
+        "what": what,
+    }
+
+
+def load_start(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """(b) a fresh process re-declares every schedule with its function and starts the scheduler."""
+    system, n, db = spec["system"], spec["n"], spec["db"]
+    t_import = time.perf_counter()
+    if system in ("lite", "lite-mixed"):
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+        import_s, base = time.perf_counter() - t_import, maxrss_mb()
+        t0 = time.perf_counter()
+        sched = PipelineScheduler(SchedulerConfig(db_path=db))
+        lite_declare_all(sched, n, system == "lite-mixed", t0)
+        sched.start()
+        elapsed = time.perf_counter() - t0
+        extra = {"heap_entries": len(sched._heap), "schedules_registered": len(sched._funcs)}
+        sched.stop()
+        what = "PipelineScheduler(...) + schedule_*(name, func, ...) x n + start()"
+    elif system == "aps":
+        from apscheduler.schedulers.background import BackgroundScheduler  # noqa: F401
+
+        import_s, base = time.perf_counter() - t_import, maxrss_mb()
+        t0 = time.perf_counter()
+        sched = aps_scheduler("aps-sqlalchemy", os.path.dirname(db), os.path.basename(db))
+        sched.start(paused=True)
+        for i in range(n):
+            sched.add_job(aps_noop, aps_trigger(i), id=f"job-{i:06d}", replace_existing=True)
+            if i % 1000 == 999:
+                emit("PROGRESS", {"done": i + 1, "elapsed_s": time.perf_counter() - t0})
+        sched.resume()
+        elapsed = time.perf_counter() - t0
+        extra = {}
+        sched.shutdown(wait=False)
+        what = "start(paused=True) + add_job(..., replace_existing=True) x n + resume()"
+    else:
+        from flowyml.core.scheduler import PipelineScheduler
+
+        import_s, base = time.perf_counter() - t_import, maxrss_mb()
+        t0 = time.perf_counter()
+        sched = flowyml_scheduler("flowyml-sqlite", os.path.dirname(db), os.path.basename(db))
+        for i in range(n):
+            sched.schedule_interval(f"job-{i:06d}", noop, seconds=60 + i % 3600)
+            if i % 1000 == 999:
+                emit("PROGRESS", {"done": i + 1, "elapsed_s": time.perf_counter() - t0})
+        sched.start()
+        elapsed = time.perf_counter() - t0
+        extra = {}
+        sched.running = False
+        what = "PipelineScheduler(...) + schedule_interval(...) x n + start()"
+    out = {
+        "expected": n,
+        "load_s": elapsed,
+        "import_s": import_s,
+        "rss_after_import_mb": base,
+        "max_rss_mb": maxrss_mb(),
+        "what": what,
+    }
+    out.update(extra)
+    return out
+
+
+CHILD_TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+    "lag": lambda s: {"lite": lite_lag, "aps": aps_lag, "flowyml": flowyml_lag}[s["system"].split("-")[0]](s),
+    "throughput": lambda s: {"lite": lite_throughput, "aps": aps_throughput, "flowyml": flowyml_throughput}[
+        s["system"].split("-")[0]
+    ](s),
+    "load_create": load_create,
+    "load_open": load_open,
+    "load_start": load_start,
+}
+
+
+def child_main(raw: str) -> None:
+    spec = json.loads(raw)
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    root.addHandler(TALLY)
+    if spec.get("profile"):
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        result = CHILD_TASKS[spec["task"]](spec)
+        profiler.disable()
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(35)
+        stats.sort_stats("tottime").print_stats(25)
+    else:
+        result = CHILD_TASKS[spec["task"]](spec)
+    emit("RESULT", result)
+    sys.stdout.flush()
+    os._exit(0)  # peers leave non-daemon threads behind (flowyml's run threads); don't wait for them
+
+
+# =====================================================================================
+# Parent side: run the children, print the tables, check the targets.
+# =====================================================================================
+
+
+class Report:
+    """Prints as it goes and keeps the text, so --save writes exactly what was shown."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+
+def run_child(spec: Dict[str, Any], timeout: float, say: Report) -> Dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "child", json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out, err, code = proc.stdout, proc.stderr, proc.returncode
+        timed_out = False
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        code, timed_out = None, True
+    wall = time.perf_counter() - t0
+    result: Optional[Dict[str, Any]] = None
+    progress: Optional[Dict[str, Any]] = None
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+        elif line.startswith("PROGRESS "):
+            progress = json.loads(line[9:])
+    if spec.get("profile") and err:
+        say(f"---- cProfile of {spec['task']} {spec['system']} n={spec.get('n')} ----")
+        for line in err.splitlines():
+            say("  " + line)
+    if result is None:
+        tail = " | ".join(err.strip().splitlines()[-3:])[-400:]
+        why = f"timeout after {timeout:.0f} s" if timed_out else f"exit code {code}"
+        result = {"failed": why, "stderr_tail": tail, "last_progress": progress}
+    result["wall_s"] = wall
+    return result
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(say: Report, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in header]] + [[fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for k, row in enumerate(cells):
+        say(
+            "  "
+            + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        )
+        if k == 0:
+            say("  " + "  ".join("-" * w for w in widths))
+
+
+def ratio(peer: Optional[float], ours: Optional[float]) -> str:
+    if peer is None or ours is None or ours <= 0:
+        return "-"
+    return f"{peer / ours:.1f}x"
+
+
+def failure_note(result: Dict[str, Any]) -> str:
+    if "failed" not in result:
+        return ""
+    note = f"FAILED ({result['failed']})"
+    if result.get("last_progress"):
+        note += f" last progress {result['last_progress']}"
+    if result.get("stderr_tail"):
+        note += f"; stderr: {result['stderr_tail']}"
+    return note
+
+
+def bench_lag(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    sizes = (1, 100, 1000) if args.quick else (1, 1000, 10000)
+    window = 2.0 if args.quick else 10.0
+    say(
+        f"## 1. Start lag: one-shot fires spread evenly over {window:g} s (1 schedule: "
+        f"{args.rounds} sequential one-shots, declared {0.3:g} s ahead while running)"
+    )
+    say()
+    out: Dict[str, Dict[str, Any]] = {}
+    for n in sizes:
+        for system in args.systems:
+            directory = tempfile.mkdtemp(dir=tmp)
+            spec = {
+                "task": "lag",
+                "system": system,
+                "n": n,
+                "window": window,
+                "dir": directory,
+                "rounds": args.rounds,
+                "flowyml_rounds": 2,
+                "round_lead": 0.3,
+                "grace": 5.0,
+                "profile": args.profile and system.startswith("lite"),
+            }
+            timeout = 120 + n * 0.02 if system.startswith("lite") else 60 + window + n * 0.012
+            if system.startswith("flowyml") or system == "aps-sqlalchemy":
+                timeout = 120 + window + n * 0.02
+            say(f"  ... {system} n={n:,}")
+            out[f"{system}/{n}"] = run_child(spec, timeout, say)
+            shutil.rmtree(directory, ignore_errors=True)
+    results["lag"] = {"window_s": window, "sizes": sizes, "runs": out}
+    say()
+    rows = []
+    notes = []
+    for n in sizes:
+        for system in args.systems:
+            r = out[f"{system}/{n}"]
+            if "failed" in r:
+                rows.append([LABELS[system], f"{n:,}", "-", "-", "-", "-", "-", "-", "-", "-"])
+                notes.append(f"{system} n={n}: {failure_note(r)}")
+                continue
+            rows.append(
+                [
+                    LABELS[system],
+                    f"{n:,}",
+                    f"{r['fired']:,}/{r['expected']:,}",
+                    r["duplicates"],
+                    r.get("p50_ms"),
+                    r.get("p99_ms"),
+                    r.get("max_ms"),
+                    r.get("over_1ms"),
+                    r.get("over_3ms"),
+                    r["log_warnings"],
+                ]
+            )
+            extra = []
+            if r.get("setup_overran"):
+                extra.append("setup overran the first fire")
+            if r.get("setup_errors"):
+                extra.append(f"{r['setup_errors']} setup/verification errors")
+            if "recorded_succeeded" in r and r["recorded_succeeded"] != r["expected"]:
+                extra.append(
+                    f"history has {r['recorded_succeeded']} succeeded rows, {r['recorded_other']} other"
+                )
+            if r["log_warnings"]:
+                extra.append("logs: " + " || ".join(r["log_samples"][:2]))
+            if extra:
+                notes.append(f"{system} n={n}: " + "; ".join(extra))
+    table(
+        say,
+        [
+            "system",
+            "schedules",
+            "fired",
+            "dup",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            ">1 ms",
+            ">3 ms",
+            "warn/err logs",
+        ],
+        rows,
+    )
+    say()
+    for note in notes:
+        say("  note: " + note)
+    say()
+    say("  p99 ratio, peer / flowyml_lite (above 1x: flowyml_lite is that many times faster):")
+    for n in sizes:
+        parts = []
+        for ours in LITE_SYSTEMS:
+            mine = out.get(f"{ours}/{n}", {})
+            for peer in [s for s in args.systems if not s.startswith("lite")]:
+                theirs = out.get(f"{peer}/{n}", {})
+                if (
+                    mine
+                    and theirs
+                    and ours.split("-")[1] == peer.split("-")[1].replace("sqlalchemy", "sqlite")
+                ):
+                    parts.append(f"{peer} vs {ours}: {ratio(theirs.get('p99_ms'), mine.get('p99_ms'))}")
+        if parts:
+            say(f"    n={n:,}: " + ", ".join(parts))
+    say()
+
+
+def bench_throughput(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    n = 2000 if args.quick else 20000
+    say(f"## 2. Claimed-and-recorded fires per second: {n:,} fires all due at one instant, one process")
+    say()
+    out: Dict[str, Dict[str, Any]] = {}
+    for system in args.systems:
+        directory = tempfile.mkdtemp(dir=tmp)
+        spec = {
+            "task": "throughput",
+            "system": system,
+            "n": n,
+            "dir": directory,
+            "timeout_run": 120,
+            "profile": args.profile and system == "lite-sqlite",
+        }
+        timeout = 200 + n * 0.005 if not system.startswith(("flowyml", "aps-sqlalchemy")) else 240 + n * 0.01
+        say(f"  ... {system} n={n:,}")
+        out[system] = run_child(spec, timeout, say)
+        shutil.rmtree(directory, ignore_errors=True)
+    results["throughput"] = {"n": n, "runs": out}
+    say()
+    rows, notes = [], []
+    for system in args.systems:
+        r = out[system]
+        if "failed" in r:
+            rows.append([LABELS[system], "-", "-", "-", "-"])
+            notes.append(f"{system}: {failure_note(r)}")
+            continue
+        rows.append(
+            [
+                LABELS[system],
+                f"{r['completed']:,}/{r['expected']:,}",
+                r.get("elapsed_s"),
+                r.get("fires_per_s"),
+                r.get("sustained_fires_per_s"),
+            ]
+        )
+        if r.get("log_warnings"):
+            notes.append(
+                f"{system}: {r['log_warnings']} warning/error logs: " + " || ".join(r["log_samples"][:2])
+            )
+        if r.get("statuses") and set(r["statuses"]) != {"succeeded"}:
+            notes.append(f"{system}: history statuses {r['statuses']}")
+    table(say, ["system", "completed", "seconds", "fires/s", "fires/s (10-90%)"], rows)
+    for note in notes:
+        say("  note: " + note)
+    ours = out.get("lite-sqlite", {}).get("fires_per_s")
+    for peer in [s for s in args.systems if not s.startswith("lite")]:
+        theirs = out.get(peer, {}).get("fires_per_s")
+        if ours and theirs:
+            say(f"  flowyml_lite SQLite / {peer}: {ours / theirs:.1f}x the fires per second")
+    say()
+
+
+def bench_load(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    n = 5000 if args.quick else 100000
+    say(f"## 3. Load: {n:,} persisted schedules, fresh processes")
+    say()
+    out: Dict[str, Dict[str, Any]] = {}
+    load_timeout = 60 if args.quick else 150
+    for system in ("lite", "lite-mixed", "aps", "flowyml"):
+        if system.startswith("lite") and not any(s.startswith("lite") for s in args.systems):
+            continue
+        if system == "aps" and "aps-sqlalchemy" not in args.systems:
+            continue
+        if system == "flowyml" and "flowyml-sqlite" not in args.systems:
+            continue
+        directory = tempfile.mkdtemp(dir=tmp)
+        db = os.path.join(directory, f"{system}.db")
+        base = {"system": system, "n": n, "db": db, "api_sample": 500 if args.quick else 1000}
+        say(f"  ... {system}: create")
+        created = run_child(dict(base, task="load_create"), 900, say)
+        size = os.path.getsize(db) if os.path.exists(db) else 0
+        created["db_mb"] = size / 1e6
+        say(f"  ... {system}: (a) open + list")
+        opened = run_child(dict(base, task="load_open"), load_timeout, say)
+        say(f"  ... {system}: (b) re-declare + start")
+        started = run_child(
+            dict(base, task="load_start", profile=args.profile and system == "lite"), load_timeout, say
+        )
+        out[system] = {"create": created, "open": opened, "start": started}
+        shutil.rmtree(directory, ignore_errors=True)
+    results["load"] = {"n": n, "runs": out}
+    say()
+    rows, notes = [], []
+    for system, r in out.items():
+        c, a, b = r["create"], r["open"], r["start"]
+        create = f"{fmt(c.get('create_s'))} s" if "failed" not in c else "FAILED"
+        if c.get("api_estimate_s") is not None:
+            create += " (bulk)"
+            notes.append(
+                f"{system} create: bulk SQL insert of rows in the library's own format; through its API "
+                f"{fmt(c['api_per_schedule_ms'])} ms per schedule (measured on {c.get('api_sample', '?')}) "
+                f"= ~{fmt(c['api_estimate_s'], 0)} s for {n:,}"
+            )
+        rows.append(
+            [
+                LABELS[system],
+                create,
+                a.get("load_s"),
+                a.get("max_rss_mb"),
+                b.get("load_s"),
+                b.get("max_rss_mb"),
+                a.get("import_s"),
+                a.get("rss_after_import_mb"),
+            ]
+        )
+        for label, part in (("create", c), ("(a)", a), ("(b)", b)):
+            if "failed" in part:
+                note = failure_note(part)
+                progress = part.get("last_progress")
+                if progress and progress.get("done"):
+                    rate = progress["done"] / max(progress["elapsed_s"], 1e-9)
+                    note += f" -> ~{n / rate:,.0f} s for all {n:,} at that rate"
+                notes.append(f"{system} {label}: {note}")
+            elif label != "create" and part.get("listed", part.get("expected")) != part.get("expected"):
+                notes.append(f"{system} {label}: listed {part.get('listed')} of {part.get('expected')}")
+    table(
+        say,
+        [
+            "system",
+            "create",
+            "(a) open+list s",
+            "(a) max RSS MB",
+            "(b) redeclare+start s",
+            "(b) max RSS MB",
+            "import s",
+            "RSS after import MB",
+        ],
+        rows,
+    )
+    say()
+    for label, key in (("(a)", "open"), ("(b)", "start")):
+        seen: Dict[str, List[str]] = {}
+        for system, r in out.items():
+            seen.setdefault(r[key].get("what", "-"), []).append(system)
+        say(f"  {label} = " + "; ".join(f"{', '.join(names)}: {what}" for what, names in seen.items()))
+    for note in notes:
+        say("  note: " + note)
+    say()
+
+
+def check_targets(results: Dict[str, Any], say: Report, quick: bool) -> None:
+    say("## Targets (issue 3)" + (" -- QUICK RUN: sizes are smaller than the targets'" if quick else ""))
+    say()
+    lines: List[Tuple[str, str, str]] = []
+    lag = results.get("lag", {}).get("runs", {})
+    big = max(results.get("lag", {}).get("sizes", (0,)))
+    for system, limit in (("lite-memory", 1.0), ("lite-sqlite", 3.0)):
+        r = lag.get(f"{system}/{big}")
+        if not r:
+            continue
+        if "failed" in r:
+            lines.append(
+                (
+                    f"start lag p99 <= {limit:g} ms, {LABELS[system]}, {big:,} schedules",
+                    "NOT MET",
+                    failure_note(r),
+                )
+            )
+            continue
+        dropped = r["expected"] - r["fired"]
+        recorded_ok = r.get("recorded_succeeded", r["expected"]) == r["expected"]
+        ok = r.get("p99_ms", 1e9) <= limit and dropped == 0 and r["duplicates"] == 0 and recorded_ok
+        detail = (
+            f"p99 {fmt(r.get('p99_ms'))} ms (p50 {fmt(r.get('p50_ms'))}, max {fmt(r.get('max_ms'))}), "
+            f"dropped {dropped}, duplicates {r['duplicates']}"
+        )
+        if "recorded_succeeded" in r:
+            detail += f", {r['recorded_succeeded']:,} succeeded rows recorded"
+        lines.append(
+            (
+                f"start lag p99 <= {limit:g} ms, nothing dropped: {LABELS[system]}, {big:,} schedules",
+                "met" if ok else "NOT MET",
+                detail,
+            )
+        )
+    t = results.get("throughput", {}).get("runs", {}).get("lite-sqlite")
+    if t:
+        rate = t.get("fires_per_s")
+        ok = rate is not None and rate >= 2000 and t.get("completed") == t.get("expected")
+        lines.append(
+            (
+                ">= 2,000 claimed-and-recorded fires/s, SQLite, one process",
+                "met" if ok else "NOT MET",
+                failure_note(t)
+                or f"{fmt(rate, 0)} fires/s overall, {fmt(t.get('sustained_fires_per_s'), 0)} "
+                f"in the 10-90% span; {t.get('completed'):,} of {t.get('expected'):,}",
+            )
+        )
+    load = results.get("load", {}).get("runs", {})
+    for system in ("lite", "lite-mixed"):
+        r = load.get(system)
+        if not r:
+            continue
+        for label, part in (("(a) open+list", r["open"]), ("(b) re-declare+start", r["start"])):
+            secs, rss = part.get("load_s"), part.get("max_rss_mb")
+            ok = secs is not None and rss is not None and secs <= 2.0 and rss <= 200
+            lines.append(
+                (
+                    f"{results['load']['n']:,} schedules load <= 2 s within <= 200 MB: {system} {label}",
+                    "met" if ok else "NOT MET",
+                    failure_note(part) or f"{fmt(secs)} s, max RSS {fmt(rss, 0)} MB",
+                )
+            )
+    for what, verdict, detail in lines:
+        say(f"  [{verdict}] {what}: {detail}")
+    results["targets"] = [{"target": w, "verdict": v, "detail": d} for w, v, d in lines]
+    say()
+
+
+def environment(say: Report) -> Dict[str, Any]:
+    def version(module: str) -> str:
+        try:
+            from importlib.metadata import version as v
+
+            return v(module)
+        except Exception:
+            return "not installed"
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except Exception:
+        commit = "?"
+    env = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "flowyml_lite_commit": commit,
+        "apscheduler": version("apscheduler"),
+        "sqlalchemy": version("sqlalchemy"),
+        "flowyml": version("flowyml"),
+        "sqlite": __import__("sqlite3").sqlite_version,
+    }
+    say(f"# Scheduler benchmark, {env['when']}")
+    say(
+        f"  Python {env['python']} on {env['platform']}, {env['cpus']} CPUs, load average at start "
+        f"{env['loadavg_start']}; SQLite {env['sqlite']}"
+    )
+    say(
+        f"  flowyml_lite @ {commit}; APScheduler {env['apscheduler']} (SQLAlchemy {env['sqlalchemy']}); "
+        f"flowyml {env['flowyml']}"
+    )
+    say()
+    return env
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark flowyml_lite's scheduler against its peers.")
+    parser.add_argument("--quick", action="store_true", help="small sizes and a 2 s window: a smoke run")
+    parser.add_argument(
+        "--only",
+        choices=("lag", "throughput", "load"),
+        action="append",
+        help="run only this part (repeatable)",
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(LITE_SYSTEMS + APS_SYSTEMS + FLOWYML_SYSTEMS),
+        help="comma-separated subset of: " + ", ".join(LITE_SYSTEMS + APS_SYSTEMS + FLOWYML_SYSTEMS),
+    )
+    parser.add_argument("--rounds", type=int, default=20, help="one-shots in the 1-schedule lag case")
+    parser.add_argument("--profile", action="store_true", help="cProfile the flowyml_lite children (slower)")
+    parser.add_argument("--save", action="store_true", help="write the report and raw JSON to bench/results/")
+    args = parser.parse_args(argv)
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - set(LITE_SYSTEMS + APS_SYSTEMS + FLOWYML_SYSTEMS)
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    parts = args.only or ["lag", "throughput", "load"]
+    say = Report()
+    results: Dict[str, Any] = {"environment": environment(say), "quick": args.quick}
+    tmp = tempfile.mkdtemp(prefix="flowyml_lite-bench-")
+    try:
+        if "lag" in parts:
+            bench_lag(args, tmp, say, results)
+        if "throughput" in parts:
+            bench_throughput(args, tmp, say, results)
+        if "load" in parts:
+            bench_load(args, tmp, say, results)
+        check_targets(results, say, args.quick)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results["environment"]["loadavg_end"] = load_end
+    say(f"  load average at end {load_end}")
+    if args.save:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"scheduler-{stamp}{'-quick' if args.quick else ''}"
+        directory = os.path.join(ROOT, "bench", "results")
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, name + ".txt"), "w") as f:
+            f.write("\n".join(say.lines) + "\n")
+        with open(os.path.join(directory, name + ".json"), "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        print(f"saved bench/results/{name}.txt and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "child":
+        child_main(sys.argv[2])
+    sys.exit(main())
