@@ -891,7 +891,8 @@ def table(say: Report, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 def ratio(peer: Optional[float], ours: Optional[float]) -> str:
     if peer is None or ours is None or ours <= 0:
         return "-"
-    return f"{peer / ours:.1f}x"
+    value = peer / ours
+    return f"{value:.1f}x" if value >= 1 else f"{value:.2g}x"
 
 
 def failure_note(result: Dict[str, Any]) -> str:
@@ -1070,7 +1071,7 @@ def bench_load(args: argparse.Namespace, tmp: str, say: Report, results: Dict[st
     say(f"## 3. Load: {n:,} persisted schedules, fresh processes")
     say()
     out: Dict[str, Dict[str, Any]] = {}
-    load_timeout = 60 if args.quick else 150
+    load_timeout = 60 if args.quick else 200
     for system in ("lite", "lite-mixed", "aps", "flowyml"):
         if system.startswith("lite") and not any(s.startswith("lite") for s in args.systems):
             continue
