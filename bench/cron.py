@@ -468,18 +468,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
                 if kind == "iterate":
                     ours = results.get((kind, "native", expr, zone))
-                    ratios = []
+                    cells = []
                     for p in peers:
                         theirs = results.get((kind, p, expr, zone))
-                        ratios.append("n/a" if ours is None or theirs is None else f"{theirs / ours:.1f}")
-                    row += " | " + " | ".join(f"{r:>13}" for r in ratios)
+                        cells.append("n/a" if ours is None or theirs is None else f"{theirs / ours:.1f}")
+                    row += " | " + " | ".join(f"{c:>13}" for c in cells)
                 print(row + " |")
 
     print("\n## Speed-up of native (geometric mean over the cases both run; >1 = native faster)\n")
     speedups: Dict[Tuple[str, str], float] = {}
     for kind in ("iterate", "first"):
         for p in peers:
-            ratios = []
+            ratios: List[float] = []
             for expr in EXPRESSIONS:
                 for zone in ZONES:
                     ours = results.get((kind, "native", expr, zone))
