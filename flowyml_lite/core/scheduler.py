@@ -43,7 +43,7 @@ from ..stores.base import (
     ScheduleRecord,
     Store,
 )
-from ..timezones import get_zone
+from ..timezones import UTC, get_zone
 from .schedule import (
     Options,
     Schedule,
@@ -187,6 +187,7 @@ class PipelineScheduler:
         self._stopping = threading.Event()
         self._loop_beat = 0.0
         self._last_heartbeat: Optional[datetime] = None
+        self._synced_at: Optional[datetime] = None
         self._store_failures = 0
         self._last_error: Optional[str] = None
         self._lags: Deque[float] = deque(maxlen=10_000)
@@ -869,12 +870,25 @@ class PipelineScheduler:
                     )
 
     def _sync_records(self) -> None:
-        """Adopt changes other processes made (enable/disable/next fire) to our schedules."""
+        """Adopt changes other processes made to our schedules (enabled there, redefined there).
+
+        Other changes heal by themselves: a claim refused because another process advanced or
+        disabled a schedule re-reads it. Only a shared store can change behind our back, and only
+        rows changed since the last sync (with a minute's margin for clock skew) are read.
+        """
+        if not self._store.shared:
+            return
         with self._cond:
             names = set(self._funcs)
         if not names:
             return
-        for record in self._store.list_schedules():
+        started = datetime.now(UTC)
+        if self._synced_at is None:
+            records = self._store.list_schedules()
+        else:
+            records = self._store.changed_since(self._synced_at - timedelta(seconds=60))
+        self._synced_at = started
+        for record in records:
             if record.name in names:
                 with self._cond:
                     mine = self._records.get(record.name)

@@ -125,6 +125,14 @@ class Store(abc.ABC):
     def list_schedules(self) -> List[ScheduleRecord]:
         """Every stored schedule, ordered by name."""
 
+    def changed_since(self, since: datetime) -> List[ScheduleRecord]:
+        """Schedules whose row was declared, redefined, enabled or disabled at or after ``since``.
+
+        Measured by ``updated_at`` (the store's real clock; claims do not count). Lets a process
+        adopt other processes' changes without reading every schedule. Default: filter the list.
+        """
+        return [r for r in self.list_schedules() if r.updated_at is None or r.updated_at >= since]
+
     @abc.abstractmethod
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""

@@ -327,6 +327,13 @@ class SQLiteStore(Store):
             _schedule(row) for row in self._read(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name")
         ]
 
+    def changed_since(self, since: datetime) -> List[ScheduleRecord]:
+        """Schedules whose row changed (declare, redefine, enable, disable) at or after ``since``."""
+        rows = self._read(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE updated_at >= ?", (to_us(since, "since"),)
+        )
+        return [_schedule(row) for row in rows]
+
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""
         params = (int(bool(enabled)), opt_to_us(next_fire, "next_fire"), _now_us(), name)

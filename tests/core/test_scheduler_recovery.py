@@ -92,3 +92,24 @@ class TestExpiringLocks:
         count = lease.renewals
         time.sleep(0.2)
         assert lease.renewals == count
+
+
+class TestChangesMadeElsewhere:
+    def test_a_schedule_enabled_by_another_process_starts_firing_here(
+        self, make_scheduler: Any, clock: FakeClock
+    ) -> None:
+        import time
+
+        here = make_scheduler("sqlite", heartbeat_seconds=0.05, node_timeout_seconds=5)
+        ran: List[datetime] = []
+        here.schedule_interval("etl", lambda: ran.append(clock.now()), minutes=1)
+        here.disable("etl")
+        here.start()
+        elsewhere = make_scheduler("sqlite")  # another process on the same file, e.g. the CLI
+        elsewhere.enable("etl")
+        clock.set(utc(2024, 1, 1, 0, 1, 0))
+        deadline = time.monotonic() + 10
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.02)
+            clock.advance(0)  # wake the loop in case it slept before the heartbeat adopted the change
+        assert ran == [utc(2024, 1, 1, 0, 1, 0)]

@@ -183,6 +183,23 @@ class TestEnableAndDelete:
         got = store.get_schedule("etl")
         assert got is not None and got.enabled is True and got.next_fire == at(3)
 
+    def test_changed_since_returns_only_rows_enabled_disabled_or_declared_after_the_mark(
+        self, store: Store
+    ) -> None:
+        import time
+
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        time.sleep(0.002)
+        mark = datetime.now(timezone.utc)
+        time.sleep(0.002)
+        assert store.changed_since(mark) == []
+        store.set_enabled("etl", False, None)
+        store.declare_schedule(sched("new"))
+        assert sorted(r.name for r in store.changed_since(mark)) == ["etl", "new"]
+        assert claim_one(store, "other", 0) is not None  # a claim is not a change of definition
+        assert sorted(r.name for r in store.changed_since(mark)) == ["etl", "new"]
+
     def test_set_enabled_of_an_unknown_schedule_is_false(self, store: Store) -> None:
         assert store.set_enabled("nope", True, T0) is False
 
