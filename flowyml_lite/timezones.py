@@ -138,7 +138,10 @@ class Zone:
 
     def localize(self, instant: datetime) -> datetime:
         """The naive UTC ``instant`` as an aware datetime in this zone (fold set where needed)."""
-        return instant.replace(tzinfo=UTC).astimezone(self.tzinfo)
+        tz = self.tzinfo
+        if tz is UTC:
+            return instant.replace(tzinfo=UTC)
+        return tz.fromutc(instant.replace(tzinfo=tz))  # astimezone without its UTC round trip
 
     def segment(self, instant: datetime) -> Segment:
         """The segment containing the naive UTC ``instant``."""
@@ -153,7 +156,11 @@ class Zone:
         return segments[bisect.bisect_right(starts, seg.end) - 1]
 
     def _probe(self, instant: datetime) -> timedelta:
-        offset = instant.replace(tzinfo=UTC).astimezone(self.tzinfo).utcoffset()
+        try:
+            offset = instant.replace(tzinfo=UTC).astimezone(self.tzinfo).utcoffset()
+        except OverflowError:  # hours from datetime.min/max: the offset of the nearest day in range
+            nearer = instant + _DAY if instant.year == 1 else instant - _DAY
+            offset = nearer.replace(tzinfo=UTC).astimezone(self.tzinfo).utcoffset()
         return offset if offset is not None else timedelta(0)
 
     def _year(self, year: int) -> Tuple[List[datetime], List[Segment]]:
@@ -272,43 +279,55 @@ def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[date
     fixed = cron.is_fixed_time
     next_wall = cron.next_wall
     seg = zone.segment(after)
-    wall_from = after + seg.offset
-    while True:
-        offset = seg.offset
-        if fixed and seg.prev_offset > offset:
-            # Second pass of a fold: these walls already fired at their first occurrence.
-            first_new_wall = seg.start + seg.prev_offset - _US
-            if first_new_wall > wall_from:
-                wall_from = first_new_wall
-        wall = next_wall(wall_from)
-        if wall is None:
-            return
-        instant = wall - offset
-        end = seg.end
-        while instant < end:
-            yield instant
-            wall_from = wall  # from here on, no wall matches until ``wall``
-            wall = next_wall(wall)
-            if wall is None:
-                return
+    try:
+        wall_from = after + seg.offset
+    except OverflowError:  # a start within hours of datetime.min: search from the first wall time
+        wall_from = datetime.min
+    # ``wall`` is the first match strictly after the wall time ``searched``: it also answers any
+    # search that starts in [searched, wall), so crossing into a new segment rarely searches again.
+    wall: Optional[datetime] = None
+    searched = wall_from
+    try:
+        while True:
+            offset = seg.offset
+            if fixed and seg.prev_offset > offset:
+                # Second pass of a fold: these walls already fired at their first occurrence.
+                first_new_wall = seg.start + seg.prev_offset - _US
+                if first_new_wall > wall_from:
+                    wall_from = first_new_wall
+            if wall is None or not searched <= wall_from < wall:
+                wall = next_wall(wall_from)
+                if wall is None:
+                    return
+                searched = wall_from
             instant = wall - offset
-        # ``wall`` lies past this segment: cross into the next one.
-        nxt = zone.next_segment(seg)
-        if nxt is None:
-            return
-        target = wall - _MAX_OFFSET if wall > _MIN_WALL else nxt.start
-        if target > nxt.end and (fixed or nxt.offset >= offset or nxt.start + nxt.offset > wall_from):
-            # No wall in (wall_from, wall) matches, so no fire lies before ``wall``'s earliest
-            # possible instant: gaps on the way only skip non-matching walls, folds only repeat
-            # them (this boundary's fold, if any, repeats walls already searched), and any gap or
-            # fold that holds ``wall`` itself comes after ``target``. Resume the search there.
-            seg = zone.segment(target)
-            wall_from = target + seg.offset - _US
-            continue
-        seg = nxt
-        wall_from = seg.start + seg.offset - _US
-        if fixed and seg.offset > offset and wall < wall_from + _US:
-            # A fixed-time wall inside the gap fires once, at the first instant after it; that
-            # instant's own wall is then done, so the search resumes strictly after it.
-            yield seg.start
-            wall_from += _US
+            end = seg.end
+            while instant < end:
+                yield instant
+                wall_from = searched = wall  # from here on, no wall matches until ``wall``
+                wall = next_wall(wall)
+                if wall is None:
+                    return
+                instant = wall - offset
+            # ``wall`` lies past this segment: cross into the next one.
+            nxt = zone.next_segment(seg)
+            if nxt is None:
+                return
+            target = wall - _MAX_OFFSET if wall > _MIN_WALL else nxt.start
+            if target > nxt.end and (fixed or nxt.offset >= offset or nxt.start + nxt.offset > wall_from):
+                # No wall in (wall_from, wall) matches, so no fire lies before ``wall``'s earliest
+                # possible instant: gaps on the way only skip non-matching walls, folds only repeat
+                # them (this boundary's fold, if any, repeats walls already searched), and any gap or
+                # fold that holds ``wall`` itself comes after ``target``. Resume the search there.
+                seg = zone.segment(target)
+                wall_from = target + seg.offset - _US
+                continue
+            seg = nxt
+            wall_from = seg.start + seg.offset - _US
+            if fixed and seg.offset > offset and wall < wall_from + _US:
+                # A fixed-time wall inside the gap fires once, at the first instant after it; that
+                # instant's own wall is then done, so the search resumes strictly after it.
+                yield seg.start
+                wall_from += _US
+    except OverflowError:  # the next fire lies outside what datetime can represent
+        return

@@ -82,8 +82,8 @@ class CronExpression:
 
         None when the expression has no later fire (a year field in the past).
         """
-        for instant in iter_fires(self._compiled, self._zone, to_utc_naive(after)):
-            return self._zone.localize(instant)
+        for fire in self.iter(after):
+            return fire
         return None
 
     def next_utc(self, after: datetime) -> Optional[datetime]:
@@ -95,8 +95,11 @@ class CronExpression:
     def iter(self, after: datetime) -> Iterator[datetime]:
         """The fire instants strictly after ``after``, lazily, in this expression's zone."""
         localize = self._zone.localize
-        for instant in iter_fires(self._compiled, self._zone, to_utc_naive(after)):
-            yield localize(instant)
+        try:
+            for instant in iter_fires(self._compiled, self._zone, to_utc_naive(after)):
+                yield localize(instant)
+        except OverflowError:  # its wall time lies past year 9999
+            return
 
     def matches(self, moment: datetime) -> bool:
         """True when the wall time of the aware ``moment`` in this zone matches the fields."""
