@@ -19,7 +19,19 @@ import bisect
 import difflib
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Dict, Iterator, List, NamedTuple, Optional, Protocol, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Tuple,
+    Union,
+)
 
 from .errors import MissingTimezoneDatabaseError, UnknownTimezoneError
 
@@ -269,13 +281,19 @@ def to_utc_naive(moment: datetime) -> datetime:
 
 def next_fire(cron: CompiledCron, zone: Zone, after: datetime) -> Optional[datetime]:
     """First fire instant (naive UTC) of ``cron`` in ``zone`` strictly after naive UTC ``after``."""
+    instant: datetime
     for instant in iter_fires(cron, zone, after):
         return instant
     return None
 
 
-def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[datetime]:
-    """Fire instants (naive UTC) strictly after naive UTC ``after``, in order, by the DST rules."""
+def iter_fires(
+    cron: CompiledCron, zone: Zone, after: datetime, convert: Optional[Callable[[datetime], Any]] = None
+) -> Iterator[Any]:
+    """Fire instants (naive UTC) strictly after naive UTC ``after``, in order, by the DST rules.
+
+    ``convert`` (e.g. ``zone.localize``) is applied to each instant before it is yielded.
+    """
     fixed = cron.is_fixed_time
     next_wall = cron.next_wall
     seg = zone.segment(after)
@@ -303,7 +321,7 @@ def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[date
             instant = wall - offset
             end = seg.end
             while instant < end:
-                yield instant
+                yield instant if convert is None else convert(instant)
                 wall_from = searched = wall  # from here on, no wall matches until ``wall``
                 wall = next_wall(wall)
                 if wall is None:
@@ -327,7 +345,7 @@ def iter_fires(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[date
             if fixed and seg.offset > offset and wall < wall_from + _US:
                 # A fixed-time wall inside the gap fires once, at the first instant after it; that
                 # instant's own wall is then done, so the search resumes strictly after it.
-                yield seg.start
+                yield seg.start if convert is None else convert(seg.start)
                 wall_from += _US
     except OverflowError:  # the next fire lies outside what datetime can represent
         return

@@ -88,18 +88,15 @@ class CronExpression:
 
     def next_utc(self, after: datetime) -> Optional[datetime]:
         """Like ``next`` but returns an aware UTC datetime (what the scheduler stores)."""
+        instant: datetime
         for instant in iter_fires(self._compiled, self._zone, to_utc_naive(after)):
             return instant.replace(tzinfo=UTC)
         return None
 
     def iter(self, after: datetime) -> Iterator[datetime]:
         """The fire instants strictly after ``after``, lazily, in this expression's zone."""
-        localize = self._zone.localize
-        try:
-            for instant in iter_fires(self._compiled, self._zone, to_utc_naive(after)):
-                yield localize(instant)
-        except OverflowError:  # its wall time lies past year 9999
-            return
+        # iter_fires localizes each instant itself and ends where datetime ends (year 9999).
+        return iter_fires(self._compiled, self._zone, to_utc_naive(after), self._zone.localize)
 
     def matches(self, moment: datetime) -> bool:
         """True when the wall time of the aware ``moment`` in this zone matches the fields."""
