@@ -281,6 +281,8 @@ def _range_element(expr: str, spec: FieldSpec, item: str, pos: int, m: re.Match[
         stop = spec.top  # 'a-L': to the month's last day (days a month lacks never match)
     else:
         stop = _number(expr, spec, end_text, pos + m.start(3), spec.lo, spec.hi)
+    if start == stop and step == 1:
+        return Element("value", item, pos, start, start)  # 'a-a' is the single value a
     return Element("range", item, pos, start, stop, step)
 
 

@@ -129,3 +129,9 @@ class TestErrors:
     def test_invalid_text_raises_cron_error(self) -> None:
         with pytest.raises(CronError, match="out of range"):
             explain("0 9 * * 8")
+
+
+class TestSingleValueRanges:
+    def test_a_range_of_one_value_reads_as_that_value(self) -> None:
+        assert explain("0 0 5-5 * *") == "At 00:00, on day 5 of the month"
+        assert explain("0 0 * * FRI-FRI") == "At 00:00, on Friday"
