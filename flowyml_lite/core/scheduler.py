@@ -854,6 +854,7 @@ class PipelineScheduler:
         host = self._host
         self._store.heartbeat(NodeRecord(self.node_id, host, os.getpid(), self._started_at, now))
         self._last_heartbeat = now
+        self._store.maintain()
         expiry = timedelta(seconds=self.config.node_timeout_seconds)
         for node in self._store.list_nodes():
             if node.node_id == self.node_id:
@@ -886,14 +887,32 @@ class PipelineScheduler:
         if self._synced_at is None:
             records = self._store.list_schedules()
         else:
-            records = self._store.changed_since(self._synced_at - timedelta(seconds=60))
+            # Names and versions first (cheap): rows re-read within the skew margin are skipped.
+            versions = self._store.schedule_versions(self._synced_at - timedelta(seconds=60))
+            with self._cond:
+                known = {n: r.updated_at for n, r in self._records.items()}
+            stale = [n for n, v in versions.items() if n in names and known.get(n) != v]
+            records = [r for r in map(self._store.get_schedule, stale) if r is not None]
         self._synced_at = started
         for record in records:
-            if record.name in names:
-                with self._cond:
-                    mine = self._records.get(record.name)
-                    if mine is None or (mine.next_fire, mine.enabled) != (record.next_fire, record.enabled):
-                        self._set_record(record)
+            if record.name not in names:
+                continue
+            trigger = None
+            with self._cond:
+                mine = self._records.get(record.name)
+            if mine is not None and mine.definition_hash != record.definition_hash:
+                trigger = self._trigger_for(record, rebuild=True)  # redefined by another process
+            with self._cond:
+                if trigger is not None:
+                    self._triggers[record.name] = trigger
+                if mine is None or (mine.next_fire, mine.enabled, mine.definition_hash) != (
+                    record.next_fire,
+                    record.enabled,
+                    record.definition_hash,
+                ):
+                    self._set_record(record)
+                else:
+                    mine.updated_at = record.updated_at
 
     # -- internals ---------------------------------------------------------------------
 
@@ -923,8 +942,8 @@ class PipelineScheduler:
             raise ScheduleNotFoundError(name)
         return record
 
-    def _trigger_for(self, record: ScheduleRecord) -> Trigger:
-        trigger = self._triggers.get(record.name)
+    def _trigger_for(self, record: ScheduleRecord, rebuild: bool = False) -> Trigger:
+        trigger = None if rebuild else self._triggers.get(record.name)
         if trigger is None:
             trigger = build_trigger(
                 record.schedule_type,

@@ -133,6 +133,16 @@ class Store(abc.ABC):
         """
         return [r for r in self.list_schedules() if r.updated_at is None or r.updated_at >= since]
 
+    def schedule_versions(self, since: datetime) -> Dict[str, Optional[datetime]]:
+        """``name -> updated_at`` of the rows ``changed_since(since)`` would return, without reading them.
+
+        Cheap enough to call every heartbeat over many schedules; stores override the default.
+        """
+        return {r.name: r.updated_at for r in self.changed_since(since)}
+
+    def maintain(self) -> None:
+        """Periodic upkeep off the hot path, called by the scheduler's heartbeat (default: none)."""
+
     @abc.abstractmethod
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""

@@ -107,10 +107,12 @@ _INHERITED: List[Any] = []
 
 def _after_fork_in_child() -> None:
     for store in list(_STORES):
-        if store._conn is not None:
-            _INHERITED.append(store._conn)
-        store._conn = None
+        for conn in (store._conn, store._checkpointer):
+            if conn is not None:
+                _INHERITED.append(conn)
+        store._conn = store._checkpointer = None
         store._lock = threading.Lock()
+        store._maintenance_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -168,6 +170,8 @@ class SQLiteStore(Store):
         self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._conn: Optional[sqlite3.Connection] = None
+        self._checkpointer: Optional[sqlite3.Connection] = None
+        self._maintenance_lock = threading.Lock()
         _STORES.add(self)
 
     def __repr__(self) -> str:
@@ -189,6 +193,9 @@ class SQLiteStore(Store):
             # power loss or OS crash may be rolled back (the file is never corrupted).
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # A large threshold: a running scheduler checkpoints through maintain(), off its hot path;
+            # this only bounds the WAL of a store used without one.
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -242,6 +249,10 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         """Close the connection; any later call opens it again."""
+        with self._maintenance_lock:
+            if self._checkpointer is not None:
+                checkpointer, self._checkpointer = self._checkpointer, None
+                checkpointer.close()
         with self._lock:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
@@ -333,6 +344,29 @@ class SQLiteStore(Store):
             f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE updated_at >= ?", (to_us(since, "since"),)
         )
         return [_schedule(row) for row in rows]
+
+    def schedule_versions(self, since: datetime) -> Dict[str, Optional[datetime]]:
+        """``name -> updated_at`` of rows changed at or after ``since`` (two columns, no JSON)."""
+        rows = self._read(
+            "SELECT name, updated_at FROM schedules WHERE updated_at >= ?", (to_us(since, "since"),)
+        )
+        return {name: from_us(updated) for name, updated in rows}
+
+    def maintain(self) -> None:
+        """Checkpoint the WAL on a connection of its own (PASSIVE: writers never wait for it).
+
+        Without this, SQLite's automatic checkpoint runs inside whichever commit crosses the
+        threshold, fsync included, and that commit may be a claim on the scheduler's hot path.
+        """
+        with self._maintenance_lock:
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = sqlite3.connect(
+                        self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+                    )
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""
