@@ -291,17 +291,15 @@ class PipelineScheduler:
             context=context,
             enabled=True,
             next_fire=trigger.next_after(now),
-            created_at=now,
-            updated_at=now,
-        )
+        )  # created_at/updated_at come from the store's own clock: other processes sync on them
         stored = self._store.declare_schedule(record)
         if not stored.enabled and stored.next_fire is not None:
             # A paused schedule whose definition changed: it keeps no next fire until enabled.
             self._store.set_enabled(name, False, None)
             stored.next_fire = None
-        if stored.definition_hash == record.definition_hash and stored.created_at != now:
+        if stored.next_fire != record.next_fire:
             logger.debug(
-                "schedule %r re-declared unchanged: state kept (next fire %s)", name, stored.next_fire
+                "schedule %r re-declared: stored state kept (next fire %s)", name, _iso(stored.next_fire)
             )
         with self._cond:
             self._funcs[name] = func

@@ -113,3 +113,25 @@ class TestChangesMadeElsewhere:
             time.sleep(0.02)
             clock.advance(0)  # wake the loop in case it slept before the heartbeat adopted the change
         assert ran == [utc(2024, 1, 1, 0, 1, 0)]
+
+    def test_a_schedule_redefined_by_another_process_fires_on_its_new_timetable_here(
+        self, make_scheduler: Any, clock: FakeClock
+    ) -> None:
+        import time
+
+        here = make_scheduler("sqlite", heartbeat_seconds=0.05, node_timeout_seconds=5)
+        ran: List[datetime] = []
+        here.schedule_interval("etl", lambda: ran.append(clock.now()), hours=1)
+        here.start()
+        elsewhere = make_scheduler("sqlite")  # a newer release of the app, deployed on another host
+        elsewhere.schedule_interval("etl", lambda: None, minutes=10)
+        deadline = time.monotonic() + 10
+        while here._triggers["etl"].next_after(utc(2024, 1, 1)) != utc(2024, 1, 1, 0, 10):
+            assert time.monotonic() < deadline, "the new definition was not adopted"
+            time.sleep(0.02)
+        elsewhere.stop()
+        clock.set(utc(2024, 1, 1, 0, 10, 0))
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.02)
+            clock.advance(0)
+        assert ran == [utc(2024, 1, 1, 0, 10, 0)]

@@ -198,7 +198,11 @@ class TestEnableAndDelete:
         store.declare_schedule(sched("new"))
         assert sorted(r.name for r in store.changed_since(mark)) == ["etl", "new"]
         assert claim_one(store, "other", 0) is not None  # a claim is not a change of definition
-        assert sorted(r.name for r in store.changed_since(mark)) == ["etl", "new"]
+        changed = store.changed_since(mark)
+        assert sorted(r.name for r in changed) == ["etl", "new"]
+        assert store.schedule_versions(mark) == {r.name: r.updated_at for r in changed}
+        store.maintain()  # upkeep never changes what is stored
+        assert store.schedule_versions(mark) == {r.name: r.updated_at for r in changed}
 
     def test_set_enabled_of_an_unknown_schedule_is_false(self, store: Store) -> None:
         assert store.set_enabled("nope", True, T0) is False
