@@ -1236,6 +1236,14 @@ def environment(say: Report) -> Dict[str, Any]:
         commit = subprocess.run(
             ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "flowyml_lite"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        if dirty:  # a run on a working tree others are editing: say so, or the commit misleads
+            commit += f" + uncommitted changes in {len(dirty.splitlines())} file(s)"
     except Exception:
         commit = "?"
     env = {
