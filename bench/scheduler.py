@@ -1234,8 +1234,11 @@ def environment(say: Report) -> Dict[str, Any]:
 
     try:
         commit = subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+            ["git", "-C", ROOT, "log", "-1", "--format=%h", "--", "flowyml_lite"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()  # the last commit that changed the package, not whatever HEAD is
         dirty = subprocess.run(
             ["git", "-C", ROOT, "status", "--porcelain", "--", "flowyml_lite"],
             capture_output=True,
