@@ -67,8 +67,8 @@ class PluginError(FlowymlLiteError, LookupError):
     """A backend (cron engine, zone provider, store, lock) could not be found or loaded."""
 
 
-class PluginNotInstalledError(PluginError):
-    """A known backend is named but its optional dependencies are not installed."""
+class PluginNotInstalledError(PluginError, ImportError):
+    """A known backend is named but its optional dependencies are not installed (also an ImportError)."""
 
 
 class ScheduleError(FlowymlLiteError, ValueError):

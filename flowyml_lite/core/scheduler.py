@@ -64,6 +64,7 @@ Hook = Callable[[Dict[str, Any]], Any]
 _US = timedelta(microseconds=1)
 MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
 _RETRY_MAX_SECONDS = 5.0
+_MAINTENANCE_SECONDS = 1.0
 
 
 class RunContext(NamedTuple):
@@ -85,6 +86,11 @@ _CURRENT_RUN: contextvars.ContextVar[Optional[RunContext]] = contextvars.Context
 def current_run() -> Optional[RunContext]:
     """The run the calling code belongs to (inside a scheduled function), else None."""
     return _CURRENT_RUN.get()
+
+
+def _run_key(fire: datetime) -> str:
+    """A unique run key that sorts by fire instant, so the store's index grows at its end."""
+    return f"{int(fire.timestamp() * 1_000_000):014x}{uuid.uuid4().hex[:18]}"
 
 
 def _iso(moment: Optional[datetime]) -> Optional[str]:
@@ -187,7 +193,8 @@ class PipelineScheduler:
         self._stopping = threading.Event()
         self._loop_beat = 0.0
         self._last_heartbeat: Optional[datetime] = None
-        self._synced_at: Optional[datetime] = None
+        # Rows changed after this are what the first sync reads (declarations here are known).
+        self._synced_at: Optional[datetime] = datetime.now(UTC)
         self._store_failures = 0
         self._last_error: Optional[str] = None
         self._lags: Deque[float] = deque(maxlen=10_000)
@@ -292,7 +299,11 @@ class PipelineScheduler:
             enabled=True,
             next_fire=trigger.next_after(now),
         )  # created_at/updated_at come from the store's own clock: other processes sync on them
-        stored = self._store.declare_schedule(record)
+        existing = self._store.get_schedule(name)
+        if existing is not None and existing.definition_hash == record.definition_hash:
+            stored = existing  # unchanged: keep its state without a write transaction
+        else:
+            stored = self._store.declare_schedule(record)
         if not stored.enabled and stored.next_fire is not None:
             # A paused schedule whose definition changed: it keeps no next fire until enabled.
             self._store.set_enabled(name, False, None)
@@ -549,7 +560,8 @@ class PipelineScheduler:
                 f"{name!r} has no function registered in this process (an orphan): declare it "
                 "with schedule_* before running it"
             )
-        run = RunRecord(uuid.uuid4().hex, name, self._clock.now(), RUNNING, self.node_id, reason="manual")
+        now = self._clock.now()
+        run = RunRecord(_run_key(now), name, now, RUNNING, self.node_id, reason="manual")
         opts = Options.from_dict(record.options)
         for _ in range(5):
             current = record.next_fire
@@ -657,7 +669,7 @@ class PipelineScheduler:
         """The run rows to claim for a due fire, and the next fire, by the misfire policy (DESIGN §4)."""
         node = self.node_id
         if (now - fire).total_seconds() <= opts.misfire_grace_seconds:
-            run = RunRecord(uuid.uuid4().hex, name, fire, RUNNING, node, started_at=now)
+            run = RunRecord(_run_key(fire), name, fire, RUNNING, node, started_at=now)
             return [run], trigger.next_after(fire)
         keep = max(opts.max_catchup, MISSED_DETAIL_LIMIT) + 1
         instants, count = trigger.fires_until(fire - _US, now, keep)
@@ -675,14 +687,14 @@ class PipelineScheduler:
             missed_known = instants[: len(instants) - len(to_run)]
             if missed_count <= MISSED_DETAIL_LIMIT and len(missed_known) == missed_count:
                 runs += [
-                    RunRecord(uuid.uuid4().hex, name, t, MISSED, node, reason=f"misfire ({policy})")
+                    RunRecord(_run_key(t), name, t, MISSED, node, reason=f"misfire ({policy})")
                     for t in missed_known
                 ]
             else:
                 last = missed_known[-1] if missed_known else fire
                 runs.append(
                     RunRecord(
-                        uuid.uuid4().hex,
+                        _run_key(fire),
                         name,
                         fire,
                         MISSED,
@@ -701,7 +713,7 @@ class PipelineScheduler:
             )
         runs += [
             RunRecord(
-                uuid.uuid4().hex,
+                _run_key(t),
                 name,
                 t,
                 QUEUED if i else RUNNING,
@@ -840,10 +852,15 @@ class PipelineScheduler:
     # -- housekeeping: heartbeats, crashed nodes, changes made by other processes -------
 
     def _housekeeping_loop(self) -> None:
-        while not self._stopping.wait(self.config.heartbeat_seconds):
+        tick = min(self.config.heartbeat_seconds, _MAINTENANCE_SECONDS)
+        next_beat = time.monotonic() + self.config.heartbeat_seconds
+        while not self._stopping.wait(tick):
             try:
-                self._housekeeping()
-                self._sync_records()
+                self._store.maintain()  # e.g. SQLite's WAL checkpoint, kept out of the claims' commits
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.config.heartbeat_seconds
+                    self._housekeeping()
+                    self._sync_records()
             except Exception as exc:
                 self._store_trouble(exc, "housekeeping")
 
@@ -852,7 +869,6 @@ class PipelineScheduler:
         host = self._host
         self._store.heartbeat(NodeRecord(self.node_id, host, os.getpid(), self._started_at, now))
         self._last_heartbeat = now
-        self._store.maintain()
         expiry = timedelta(seconds=self.config.node_timeout_seconds)
         for node in self._store.list_nodes():
             if node.node_id == self.node_id:

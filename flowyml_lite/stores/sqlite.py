@@ -365,6 +365,12 @@ class SQLiteStore(Store):
                         self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
                     )
                 self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                # The frames written meanwhile, with writers held off for a few ms: the next write then
+                # finds the WAL fully copied and restarts it. Without this the WAL never restarts
+                # under continuous writes, and the automatic checkpoint lands in a claim after all.
+                with self._lock:
+                    if self._conn is not None:
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
