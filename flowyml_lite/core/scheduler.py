@@ -902,7 +902,8 @@ class PipelineScheduler:
             records = self._store.list_schedules()
         else:
             # Names and versions first (cheap): rows re-read within the skew margin are skipped.
-            versions = self._store.schedule_versions(self._synced_at - timedelta(seconds=60))
+            margin = timedelta(seconds=self._store.clock_skew_seconds)
+            versions = self._store.schedule_versions(self._synced_at - margin)
             with self._cond:
                 known = {n: r.updated_at for n, r in self._records.items()}
             stale = [n for n, v in versions.items() if n in names and known.get(n) != v]

@@ -99,6 +99,9 @@ class Store(abc.ABC):
 
     #: True when other processes may share this store (so claims must be durable and atomic).
     shared: bool = False
+    #: How far the clocks of the processes writing ``updated_at`` may disagree, in seconds: a
+    #: process syncing ``changed_since(t)`` looks this far before ``t``. One host (SQLite): small.
+    clock_skew_seconds: float = 60.0
 
     def open(self) -> None:
         """Create or migrate the schema. Idempotent."""

@@ -164,6 +164,7 @@ class SQLiteStore(Store):
     """Schedules, runs and nodes in one SQLite file (default ``.flowyml_scheduler.db``)."""
 
     shared = True
+    clock_skew_seconds = 2.0  # every writer is on this host (SQLite over NFS is not supported)
 
     def __init__(self, path: Union[str, os.PathLike[str]] = DEFAULT_PATH, busy_timeout: float = 30.0) -> None:
         self.path = os.fspath(path)
