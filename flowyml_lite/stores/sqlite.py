@@ -160,6 +160,9 @@ def _now_us() -> int:
     return to_us(datetime.now(timezone.utc), "now")
 
 
+# About 2 s of writes at 1,000 fires/s (9-10 pages a fire): see SQLiteStore.maintain.
+_WAL_RESTART_FRAMES = 16384
+
 class SQLiteStore(Store):
     """Schedules, runs and nodes in one SQLite file (default ``.flowyml_scheduler.db``)."""
 
@@ -194,9 +197,8 @@ class SQLiteStore(Store):
             # power loss or OS crash may be rolled back (the file is never corrupted).
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            # A large threshold: a running scheduler checkpoints through maintain(), off its hot path;
-            # this only bounds the WAL of a store used without one.
-            conn.execute("PRAGMA wal_autocheckpoint=10000")
+            # Once a WAL restarts, keep its file at most this big (it is reused, not regrown).
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_RESTART_FRAMES * 4096}")
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -354,10 +356,14 @@ class SQLiteStore(Store):
         return {name: from_us(updated) for name, updated in rows}
 
     def maintain(self) -> None:
-        """Checkpoint the WAL on a connection of its own (PASSIVE: writers never wait for it).
+        """Checkpoint the WAL on a connection of its own; the scheduler calls this every second.
 
-        Without this, SQLite's automatic checkpoint runs inside whichever commit crosses the
-        threshold, fsync included, and that commit may be a claim on the scheduler's hot path.
+        SQLite's automatic checkpoint runs inside whichever commit crosses its threshold, fsync
+        included, and that commit may be a claim on the scheduler's hot path: once maintained, the
+        store turns it off and checkpoints here instead (PASSIVE: writers go on meanwhile). Under
+        continuous writes a side checkpoint never lets the WAL restart (new frames keep arriving),
+        so when it has grown past ``_WAL_RESTART_FRAMES`` the tail is copied with this process's
+        writers held off for one fsync, and the next write restarts the WAL.
         """
         with self._maintenance_lock:
             try:
@@ -365,13 +371,14 @@ class SQLiteStore(Store):
                     self._checkpointer = sqlite3.connect(
                         self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
                     )
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                # The frames written meanwhile, with writers held off for a few ms: the next write then
-                # finds the WAL fully copied and restarts it. Without this the WAL never restarts
-                # under continuous writes, and the automatic checkpoint lands in a claim after all.
-                with self._lock:
-                    if self._conn is not None:
-                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    with self._lock:
+                        conn = self._conn or self._connect()
+                        conn.execute("PRAGMA wal_autocheckpoint=0")
+                _, frames, _ = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames >= _WAL_RESTART_FRAMES:
+                    with self._lock:
+                        if self._conn is not None:
+                            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
