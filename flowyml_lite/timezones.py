@@ -135,6 +135,8 @@ class Zone:
         self.key = key
         self.tzinfo = tz
         self._years: Dict[int, Tuple[List[datetime], List[Segment]]] = {}
+        #: The offset of a zone that never changes it (UTC, fixed offsets), else None.
+        self.fixed_offset: Optional[timedelta] = tz.utcoffset(None) if isinstance(tz, timezone) else None
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -294,8 +296,16 @@ def iter_fires(
 
     ``convert`` (e.g. ``zone.localize``) is applied to each instant before it is yielded.
     """
-    fixed = cron.is_fixed_time
+    if zone.fixed_offset is not None:  # no transitions: wall time is the instant shifted
+        return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, convert)
+    return _iter_zone_fires(cron, zone, after, convert)
+
+
+def _iter_zone_fires(
+    cron: CompiledCron, zone: Zone, after: datetime, convert: Optional[Callable[[datetime], Any]]
+) -> Iterator[Any]:
     next_wall = cron.next_wall
+    fixed = cron.is_fixed_time
     seg = zone.segment(after)
     try:
         wall_from = after + seg.offset
@@ -347,5 +357,21 @@ def iter_fires(
                 # instant's own wall is then done, so the search resumes strictly after it.
                 yield seg.start if convert is None else convert(seg.start)
                 wall_from += _US
+    except OverflowError:  # the next fire lies outside what datetime can represent
+        return
+
+
+def _iter_fixed_offset(
+    next_wall: Callable[[datetime], Optional[datetime]],
+    offset: timedelta,
+    after: datetime,
+    convert: Optional[Callable[[datetime], Any]],
+) -> Iterator[Any]:
+    try:
+        wall = next_wall(after + offset)
+        while wall is not None:
+            instant = wall - offset
+            yield instant if convert is None else convert(instant)
+            wall = next_wall(wall)
     except OverflowError:  # the next fire lies outside what datetime can represent
         return
