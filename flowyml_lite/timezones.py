@@ -297,7 +297,9 @@ def iter_fires(
     ``convert`` (e.g. ``zone.localize``) is applied to each instant before it is yielded.
     """
     if zone.fixed_offset is not None:  # no transitions: wall time is the instant shifted
-        return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, convert)
+        if convert == zone.localize:  # the wall time with the zone attached is the local instant
+            return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, None, zone.tzinfo)
+        return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, convert, None)
     return _iter_zone_fires(cron, zone, after, convert)
 
 
@@ -366,12 +368,16 @@ def _iter_fixed_offset(
     offset: timedelta,
     after: datetime,
     convert: Optional[Callable[[datetime], Any]],
+    local: Optional[tzinfo],
 ) -> Iterator[Any]:
     try:
         wall = next_wall(after + offset)
         while wall is not None:
-            instant = wall - offset
-            yield instant if convert is None else convert(instant)
+            if local is not None:
+                yield wall.replace(tzinfo=local)
+            else:
+                instant = wall - offset
+                yield instant if convert is None else convert(instant)
             wall = next_wall(wall)
     except OverflowError:  # the next fire lies outside what datetime can represent
         return
