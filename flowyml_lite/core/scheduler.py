@@ -861,6 +861,7 @@ class PipelineScheduler:
                     next_beat = time.monotonic() + self.config.heartbeat_seconds
                     self._housekeeping()
                     self._sync_records()
+                    self._store_failures = 0  # the store answers again: health is no longer degraded
             except Exception as exc:
                 self._store_trouble(exc, "housekeeping")
 

@@ -135,3 +135,41 @@ class TestChangesMadeElsewhere:
             time.sleep(0.02)
             clock.advance(0)
         assert ran == [utc(2024, 1, 1, 0, 10, 0)]
+
+
+class TestHealthRecovers:
+    def test_a_failed_heartbeat_degrades_health_until_the_next_one_succeeds(self) -> None:
+        import time
+
+        from flowyml_lite.errors import StoreError
+        from flowyml_lite.stores.base import NodeRecord
+        from flowyml_lite.stores.memory import MemoryStore
+
+        class OneBadHeartbeat(MemoryStore):
+            calls = 0
+
+            def heartbeat(self, node: NodeRecord) -> None:
+                OneBadHeartbeat.calls += 1
+                if OneBadHeartbeat.calls == 2:
+                    raise StoreError("disk I/O error")
+                super().heartbeat(node)
+
+        from flowyml_lite import SchedulerConfig
+
+        scheduler = PipelineScheduler(
+            SchedulerConfig(persist_schedules=False, heartbeat_seconds=0.2, node_timeout_seconds=5),
+            store=OneBadHeartbeat(),
+        )
+        try:
+            scheduler.start()
+            deadline = time.monotonic() + 10
+            while scheduler.health_check()["status"] != "degraded" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert OneBadHeartbeat.calls == 2  # degraded by the failed heartbeat, not before
+            assert "disk I/O error" in scheduler.health_check()["last_error"]
+            while scheduler.health_check()["status"] != "running" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert scheduler.health_check()["status"] == "running"
+            assert OneBadHeartbeat.calls >= 3
+        finally:
+            scheduler.stop(timeout=5)
