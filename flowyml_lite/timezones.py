@@ -300,11 +300,17 @@ def iter_fires(
         if convert == zone.localize:  # the wall time with the zone attached is the local instant
             return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, None, zone.tzinfo)
         return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, convert, None)
-    return _iter_zone_fires(cron, zone, after, convert)
+    if convert == zone.localize:  # Zone.localize inlined in the loop: one Python call less per fire
+        return _iter_zone_fires(cron, zone, after, None, zone.tzinfo)
+    return _iter_zone_fires(cron, zone, after, convert, None)
 
 
 def _iter_zone_fires(
-    cron: CompiledCron, zone: Zone, after: datetime, convert: Optional[Callable[[datetime], Any]]
+    cron: CompiledCron,
+    zone: Zone,
+    after: datetime,
+    convert: Optional[Callable[[datetime], Any]],
+    local: Optional[tzinfo],
 ) -> Iterator[Any]:
     next_wall = cron.next_wall
     fixed = cron.is_fixed_time
@@ -333,7 +339,10 @@ def _iter_zone_fires(
             instant = wall - offset
             end = seg.end
             while instant < end:
-                yield instant if convert is None else convert(instant)
+                if local is not None:
+                    yield local.fromutc(instant.replace(tzinfo=local))
+                else:
+                    yield instant if convert is None else convert(instant)
                 wall_from = searched = wall  # from here on, no wall matches until ``wall``
                 wall = next_wall(wall)
                 if wall is None:
@@ -357,7 +366,10 @@ def _iter_zone_fires(
             if fixed and seg.offset > offset and wall < wall_from + _US:
                 # A fixed-time wall inside the gap fires once, at the first instant after it; that
                 # instant's own wall is then done, so the search resumes strictly after it.
-                yield seg.start if convert is None else convert(seg.start)
+                if local is not None:
+                    yield local.fromutc(seg.start.replace(tzinfo=local))
+                else:
+                    yield seg.start if convert is None else convert(seg.start)
                 wall_from += _US
     except OverflowError:  # the next fire lies outside what datetime can represent
         return
