@@ -281,14 +281,6 @@ def to_utc_naive(moment: datetime) -> datetime:
     return moment.replace(tzinfo=None) - offset
 
 
-def next_fire(cron: CompiledCron, zone: Zone, after: datetime) -> Optional[datetime]:
-    """First fire instant (naive UTC) of ``cron`` in ``zone`` strictly after naive UTC ``after``."""
-    instant: datetime
-    for instant in iter_fires(cron, zone, after):
-        return instant
-    return None
-
-
 def iter_fires(
     cron: CompiledCron, zone: Zone, after: datetime, convert: Optional[Callable[[datetime], Any]] = None
 ) -> Iterator[Any]:

@@ -26,7 +26,7 @@ from concurrent.futures import wait as wait_futures
 from datetime import datetime, timedelta
 from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .. import plugins
+from .. import plugins, stores
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ScheduleError, ScheduleNotFoundError
 from ..locks.base import Lease, Lock
@@ -118,18 +118,13 @@ def history_entry(run: RunRecord) -> Dict[str, Any]:
 def open_store(config: SchedulerConfig) -> Store:
     """The store the config names (or the instance it carries), opened."""
     chosen = config.resolved_store()
-    if isinstance(chosen, Store):
-        store = chosen
-    else:
+    if isinstance(chosen, str):
         factory = plugins.get("stores", chosen)
         if hasattr(factory, "from_config"):
-            store = factory.from_config(config)
+            chosen = factory.from_config(config)
         elif chosen == "sqlite":
-            store = factory(config.db_path)
-        else:
-            store = factory()
-    store.open()
-    return store
+            return stores.open_store("sqlite", path=config.db_path)
+    return stores.open_store(chosen)
 
 
 def open_lock(config: SchedulerConfig) -> Optional[Lock]:
