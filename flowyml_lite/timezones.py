@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import sys
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import (
@@ -47,6 +48,7 @@ _END_OF_TIME = datetime.max
 # Every UTC offset in the tz database, local mean times included, is below +16:00.
 _MAX_OFFSET = timedelta(hours=17)
 _MIN_WALL = datetime(1, 1, 2)
+_ANCHOR = datetime(2000, 1, 1)
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Z", "Etc/Zulu", "Zulu", "Universal", "Etc/Universal"})
 
 
@@ -137,6 +139,14 @@ class Zone:
         self._years: Dict[int, Tuple[List[datetime], List[Segment]]] = {}
         #: The offset of a zone that never changes it (UTC, fixed offsets), else None.
         self.fixed_offset: Optional[timedelta] = tz.utcoffset(None) if isinstance(tz, timezone) else None
+        #: True when a wall time with this tzinfo attached (and ``fold`` set) is a correct local
+        #: datetime: PEP 495 zones such as zoneinfo's, unlike pytz's, which need ``localize``.
+        zoneinfo = sys.modules.get("zoneinfo")
+        #: A fixed local datetime: ``aware - anchor + naive_anchor`` strips the zone without ``replace``.
+        self.anchor = datetime(2000, 1, 1, tzinfo=tz)
+        self.attachable = isinstance(tz, timezone) or (
+            zoneinfo is not None and isinstance(tz, zoneinfo.ZoneInfo)
+        )
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -288,13 +298,37 @@ def iter_fires(
 
     ``convert`` (e.g. ``zone.localize``) is applied to each instant before it is yielded.
     """
+    # Localizing means attaching the zone to the wall time (fold set in a fold's second pass).
+    # Engines that can attach it while they build each wall save a conversion per fire.
+    local = zone.tzinfo if convert == zone.localize and zone.attachable else None
     if zone.fixed_offset is not None:  # no transitions: wall time is the instant shifted
-        if convert == zone.localize:  # the wall time with the zone attached is the local instant
-            return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, None, zone.tzinfo)
-        return _iter_fixed_offset(cron.next_wall, zone.fixed_offset, after, convert, None)
-    if convert == zone.localize:  # Zone.localize inlined in the loop: one Python call less per fire
-        return _iter_zone_fires(cron, zone, after, None, zone.tzinfo)
+        try:
+            wall_from = after + zone.fixed_offset
+        except OverflowError:  # the next fire lies outside what datetime can represent
+            return iter(())
+        if local is not None:
+            return _walls(cron, wall_from, local)
+        return _iter_fixed_offset(cron, zone.fixed_offset, wall_from, convert)
+    if local is not None:
+        return _iter_zone_fires(cron, zone, after, None, local)
     return _iter_zone_fires(cron, zone, after, convert, None)
+
+
+def _walls(cron: CompiledCron, after: datetime, tz: Optional[tzinfo]) -> Iterator[datetime]:
+    """The engine's matching wall times strictly after ``after``, with ``tz`` attached if given."""
+    fast = getattr(cron, "iter_walls", None)  # optional: the native engine has it
+    if fast is not None:
+        return fast(after, tz)  # type: ignore[no-any-return]
+    return _walls_by_next(cron.next_wall, after, tz)
+
+
+def _walls_by_next(
+    next_wall: Callable[[datetime], Optional[datetime]], after: datetime, tz: Optional[tzinfo]
+) -> Iterator[datetime]:
+    wall = next_wall(after)
+    while wall is not None:
+        yield wall if tz is None else wall.replace(tzinfo=tz)
+        wall = next_wall(wall)
 
 
 def _iter_zone_fires(
@@ -304,15 +338,19 @@ def _iter_zone_fires(
     convert: Optional[Callable[[datetime], Any]],
     local: Optional[tzinfo],
 ) -> Iterator[Any]:
-    next_wall = cron.next_wall
+    """Fires in a zone with transitions: naive UTC instants, or aware walls when ``local`` is set."""
     fixed = cron.is_fixed_time
     seg = zone.segment(after)
     try:
         wall_from = after + seg.offset
     except OverflowError:  # a start within hours of datetime.min: search from the first wall time
         wall_from = datetime.min
-    # ``wall`` is the first match strictly after the wall time ``searched``: it also answers any
-    # search that starts in [searched, wall), so crossing into a new segment rarely searches again.
+    # ``walls`` yields (aware with ``local``, else naive) the matches after the wall time
+    # ``searched``; ``wall`` (naive) is the first of them not yet used. It also answers any search
+    # that starts in [searched, wall), so crossing into a new segment rarely searches again.
+    anchor = zone.anchor  # aware - anchor + _ANCHOR is the naive wall; the reverse attaches the zone
+    walls: Iterator[datetime] = iter(())
+    w: Optional[datetime] = None
     wall: Optional[datetime] = None
     searched = wall_from
     try:
@@ -324,22 +362,53 @@ def _iter_zone_fires(
                 if first_new_wall > wall_from:
                     wall_from = first_new_wall
             if wall is None or not searched <= wall_from < wall:
-                wall = next_wall(wall_from)
-                if wall is None:
+                walls = _walls(cron, wall_from, local)
+                w = next(walls, None)
+                if w is None:
                     return
+                wall = w if local is None else w - anchor + _ANCHOR
                 searched = wall_from
-            instant = wall - offset
-            end = seg.end
-            while instant < end:
-                if local is not None:
-                    yield local.fromutc(instant.replace(tzinfo=local))
+            try:
+                wall_end = seg.end + offset  # walls before it lie in this segment
+            except OverflowError:
+                wall_end = _END_OF_TIME
+            if wall < wall_end:
+                last = wall
+                if local is None:
+                    yield wall - offset if convert is None else convert(wall - offset)
+                    for w in walls:
+                        if w >= wall_end:
+                            break
+                        yield w - offset if convert is None else convert(w - offset)
+                        last = w
+                    else:
+                        return
+                    wall = w
                 else:
-                    yield instant if convert is None else convert(instant)
-                wall_from = searched = wall  # from here on, no wall matches until ``wall``
-                wall = next_wall(wall)
-                if wall is None:
-                    return
-                instant = wall - offset
+                    aware_end = anchor + (wall_end - _ANCHOR)
+                    if seg.prev_offset > offset and wall < seg.start + seg.prev_offset:
+                        # A frequent expression's walls in the second pass of a fold.
+                        fold_end = anchor + (seg.start + seg.prev_offset - _ANCHOR)
+                        while w < fold_end and w < aware_end:  # type: ignore[operator]
+                            yield w.replace(fold=1)  # type: ignore[union-attr]
+                            last = w  # type: ignore[assignment]
+                            w = next(walls, None)
+                            if w is None:
+                                return
+                    if w < aware_end:  # type: ignore[operator]
+                        yield w
+                        last = w  # type: ignore[assignment]
+                        for w in walls:
+                            if w >= aware_end:
+                                break
+                            yield w
+                            last = w
+                        else:
+                            return
+                    if last is not wall:
+                        last = last - anchor + _ANCHOR
+                    wall = w - anchor + _ANCHOR  # type: ignore[operator]
+                wall_from = searched = last  # from here on, no wall matches until ``wall``
             # ``wall`` lies past this segment: cross into the next one.
             nxt = zone.next_segment(seg)
             if nxt is None:
@@ -368,20 +437,11 @@ def _iter_zone_fires(
 
 
 def _iter_fixed_offset(
-    next_wall: Callable[[datetime], Optional[datetime]],
-    offset: timedelta,
-    after: datetime,
-    convert: Optional[Callable[[datetime], Any]],
-    local: Optional[tzinfo],
+    cron: CompiledCron, offset: timedelta, wall_from: datetime, convert: Optional[Callable[[datetime], Any]]
 ) -> Iterator[Any]:
     try:
-        wall = next_wall(after + offset)
-        while wall is not None:
-            if local is not None:
-                yield wall.replace(tzinfo=local)
-            else:
-                instant = wall - offset
-                yield instant if convert is None else convert(instant)
-            wall = next_wall(wall)
+        for wall in _walls(cron, wall_from, None):
+            instant = wall - offset
+            yield instant if convert is None else convert(instant)
     except OverflowError:  # the next fire lies outside what datetime can represent
         return

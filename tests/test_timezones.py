@@ -160,6 +160,22 @@ class TestFrequentRules:
             "2024-10-06T03:00:00+11:00",
         ]
 
+    def test_localized_second_pass_of_a_fold_carries_fold_1(self) -> None:
+        # An engine without iter_walls (this stand-in) goes through next_wall; both paths agree.
+        zone = get_zone(NY)
+        engine = frequent(range(1, 2), range(0, 60, 30))
+        out = []
+        for fire in iter_fires(engine, zone, datetime(2024, 11, 3, 4), zone.localize):
+            out.append((fire.isoformat(), fire.fold))
+            if len(out) == 4:
+                break
+        assert out == [
+            ("2024-11-03T01:00:00-04:00", 0),
+            ("2024-11-03T01:30:00-04:00", 0),
+            ("2024-11-03T01:00:00-05:00", 1),
+            ("2024-11-03T01:30:00-05:00", 1),
+        ]
+
 
 class TestOffsetChangesWithoutDst:
     def test_samoa_skipped_a_whole_day_and_a_fixed_time_fires_once_after_it(self) -> None:
@@ -264,6 +280,32 @@ class TestAgainstTheDefinition:
         for instant in iter_fires(cron, get_zone(zone_name), start):
             if instant > stop:
                 break
+            got.append(instant)
+        assert got == _oracle(expression, zone_name, start, stop)
+
+    @pytest.mark.parametrize(
+        "expression", ["30 1 3 11 *", "*/30 1 3 11 *", "*/15 2 8-14 3 0", "30 0-3 * 4,10 6,0"]
+    )
+    @pytest.mark.parametrize(
+        "zone_name", ["America/New_York", "Australia/Lord_Howe", "Europe/London", "Pacific/Apia"]
+    )
+    def test_localized_fires_are_the_same_instants_with_the_fold_set(
+        self, expression: str, zone_name: str
+    ) -> None:
+        # The localized path attaches the zone to each wall time instead of converting each instant.
+        from flowyml_lite.cron.native import NativeEngine
+
+        start, stop = datetime(2010, 1, 1), datetime(2030, 1, 1)
+        zone = get_zone(zone_name)
+        cron = NativeEngine().compile(expression)
+        got = []
+        for fire in iter_fires(cron, zone, start, zone.localize):
+            instant = fire.astimezone(timezone.utc).replace(tzinfo=None)
+            if instant > stop:
+                break
+            assert fire.tzinfo is zone.tzinfo
+            expected = zone.localize(instant)
+            assert (fire.replace(tzinfo=None), fire.fold) == (expected.replace(tzinfo=None), expected.fold)
             got.append(instant)
         assert got == _oracle(expression, zone_name, start, stop)
 

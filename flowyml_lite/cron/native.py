@@ -10,16 +10,24 @@ its calendar (weekday of January 1st, leap or not), of which there are 14; each 
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import functools
-from datetime import datetime
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from datetime import datetime, timedelta, tzinfo
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ..errors import CronError
 from .parser import CronValues, ParsedCron, parse, resolve
 
 _MAX_YEAR = 9999  # datetime's limit; without a year field a match always exists before it
 _MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+# Offsets from January 1st of the first day of each month, in common and leap years.
+_MONTH_START = tuple(
+    tuple(sum(_MONTH_DAYS[1:m]) + (leap and m > 2) for m in range(13)) for leap in (False, True)
+)
+_DAY_OFFSETS = tuple(timedelta(days=n) for n in range(366))
+_HOUR_OFFSETS = tuple(timedelta(hours=h) for h in range(24))
 
 Table = Tuple[int, ...]
 # (month table, day table of each month 1-12 or None until built, (length, weekday of 1st) of each)
@@ -49,6 +57,7 @@ class NativeCron:
     __slots__ = (
         "_by_year",
         "_calendars",
+        "_day_plan",
         "_dense",
         "_hour",
         "_min",
@@ -78,12 +87,18 @@ class NativeCron:
         self._dense = _every_month_matches(values)
         # When no day rule looks at weekdays, a month's days depend on its length alone.
         self._weekday_free = (
-            values.day_and and len(values.weekdays) == 7 and not values.nearest
-            and not values.last_weekday and not values.last_of and not values.nth
+            values.day_and
+            and len(values.weekdays) == 7
+            and not values.nearest
+            and not values.last_weekday
+            and not values.last_of
+            and not values.nth
         )
         self._patterns: Dict[int, Table] = {}  # length * 7 + weekday of the 1st -> day table
         self._calendars: Dict[int, YearInfo] = {}  # weekday of Jan 1 * 2 + leap -> year tables
         self._by_year: Dict[int, YearInfo] = {}
+        # (allowed hours, their offsets from midnight, minute+second offsets within an hour)
+        self._day_plan: Optional[Tuple[Tuple[int, ...], Tuple[timedelta, ...], Tuple[timedelta, ...]]] = None
 
     def __repr__(self) -> str:
         return f"NativeCron({self.expression!r})"
@@ -163,6 +178,11 @@ class NativeCron:
 
     def next_wall(self, after: datetime) -> Optional[datetime]:
         """The first matching wall time strictly after ``after``, or None (year field exhausted)."""
+        found = self._search(after)
+        return None if found is None else datetime(*found)
+
+    def _search(self, after: datetime) -> Optional[Tuple[int, int, int, int, int, int]]:
+        """``next_wall`` as (year, month, day, hour, minute, second)."""
         year, month, day, hour = after.year, after.month, after.day, after.hour
         if self._minute_only:
             minute, second = after.minute + 1, 0
@@ -211,8 +231,69 @@ class NativeCron:
             if s < 0:
                 minute, second = minute + 1, 0
                 continue
-            return datetime(year, month, day, hour, minute, s)
+            return year, month, day, hour, minute, s
         return None
+
+    def iter_walls(self, after: datetime, tz: Optional[tzinfo] = None) -> Iterator[datetime]:
+        """Every matching wall time strictly after ``after``, in order, with ``tz`` attached (fold 0).
+
+        What ``next_wall`` would give call after call, several times faster: a matching day's
+        times come from offsets computed once, and the day search resumes where it stopped.
+        """
+        found = self._search(after)
+        if found is None:
+            return
+        yield datetime(*found, tzinfo=tz)
+        year, month, day, hour, minute, second = found
+        hours, hour_offsets, within = self._plan()
+        hi = bisect.bisect_left(hours, hour)
+        wi = bisect.bisect_right(within, timedelta(minutes=minute, seconds=second))
+        n_hours, year_t, by_year = len(hours), self._year_t, self._by_year
+        info = self._year(year)
+        months, days = info[0], self._month(info, month)
+        year_start: Optional[datetime] = datetime(year, 1, 1, tzinfo=tz)
+        month_start = _MONTH_START[info[2][2][0] == 29]
+        while True:
+            if year_start is None:
+                year_start = datetime(year, 1, 1, tzinfo=tz)
+                month_start = _MONTH_START[info[2][2][0] == 29]
+            base = year_start + _DAY_OFFSETS[month_start[month] + day - 1]
+            while hi < n_hours:
+                at = base + hour_offsets[hi]
+                for offset in within if wi == 0 else within[wi:]:
+                    yield at + offset
+                hi += 1
+                wi = 0
+            hi = 0
+            day = days[day + 1]
+            while day < 0:  # no later day this month: the next allowed month, year by year
+                month = months[month + 1]
+                if month < 0:
+                    year += 1
+                    if year_t is not None:
+                        year = year_t[max(year - 1970, 0)] + 1970 if year < 2100 else -1
+                        if year < 1970:
+                            return
+                    if year > _MAX_YEAR:
+                        return
+                    info = by_year.get(year) or self._year(year)
+                    months = info[0]
+                    year_start = None
+                    month = 0
+                    continue
+                days = info[1][month] or self._month(info, month)
+                day = days[1]
+
+    def _plan(self) -> Tuple[Tuple[int, ...], Tuple[timedelta, ...], Tuple[timedelta, ...]]:
+        plan = self._day_plan
+        if plan is None:
+            v = self._v
+            hours = tuple(sorted(v.hours))
+            within = tuple(
+                timedelta(minutes=m, seconds=s) for m in sorted(v.minutes) for s in sorted(v.seconds)
+            )
+            plan = self._day_plan = (hours, tuple(_HOUR_OFFSETS[h] for h in hours), within)
+        return plan
 
     def matches(self, wall: datetime) -> bool:
         """True when the naive ``wall`` (to the second) is one of this expression's times."""

@@ -3,8 +3,10 @@ matches(), the cache, and agreement with croniter where both accept the syntax."
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import List, Optional
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -386,3 +388,61 @@ class TestAnyCompiledExpression:
                 break
             assert nxt > current and nxt.microsecond == 0 and cron.matches(nxt)
             current = nxt
+
+
+class TestIterWalls:
+    """``iter_walls`` is ``next_wall`` called again and again, only faster."""
+
+    @settings(max_examples=300)
+    @given(
+        st.lists(st.lists(st.sampled_from(ITEMS), min_size=1, max_size=2), min_size=5, max_size=7),
+        st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2200, 1, 1)),
+    )
+    def test_yields_what_repeated_next_wall_returns(self, fields: List[List[str]], start: datetime) -> None:
+        expression = " ".join(",".join(items) for items in fields)
+        try:
+            cron = ENGINE.compile(expression, "key")
+        except CronError:
+            return
+        expected: List[datetime] = []
+        current: Optional[datetime] = start
+        while current is not None and len(expected) < 200:
+            current = cron.next_wall(current)
+            if current is not None:
+                expected.append(current)
+        got = list(itertools.islice(cron.iter_walls(start), 200))
+        assert got == expected
+
+    def test_attaches_the_zone_without_changing_the_wall(self) -> None:
+        tz = ZoneInfo("America/New_York")
+        cron = ENGINE.compile("*/30 1-2 * * *")
+        walls = list(itertools.islice(cron.iter_walls(datetime(2024, 3, 9, 23), tz), 6))
+        assert [w.tzinfo for w in walls] == [tz] * 6
+        assert [w.fold for w in walls] == [0] * 6
+        assert [w.isoformat() for w in walls[:4]] == [
+            "2024-03-10T01:00:00-05:00",
+            "2024-03-10T01:30:00-05:00",
+            "2024-03-10T02:00:00-05:00",  # walls in the gap: the zone layer, not the engine, skips them
+            "2024-03-10T02:30:00-05:00",
+        ]
+
+    def test_ends_where_the_year_field_or_datetime_ends(self) -> None:
+        assert list(ENGINE.compile("0 0 1 1 * 0 2030-2032").iter_walls(datetime(2024, 1, 1))) == [
+            datetime(2030, 1, 1),
+            datetime(2031, 1, 1),
+            datetime(2032, 1, 1),
+        ]
+        assert list(ENGINE.compile("59 23 31 12 *").iter_walls(datetime(9998, 1, 1))) == [
+            datetime(9998, 12, 31, 23, 59),
+            datetime(9999, 12, 31, 23, 59),
+        ]
+        assert list(ENGINE.compile("0 0 29 2 *").iter_walls(datetime(9996, 3, 1))) == []
+
+    def test_seconds_field_walks_every_second_of_the_day(self) -> None:
+        cron = ENGINE.compile("* * * * * *")
+        walls = list(itertools.islice(cron.iter_walls(datetime(2024, 12, 31, 23, 59, 58)), 3))
+        assert walls == [
+            datetime(2024, 12, 31, 23, 59, 59),
+            datetime(2025, 1, 1),
+            datetime(2025, 1, 1, 0, 0, 1),
+        ]
