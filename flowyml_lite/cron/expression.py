@@ -10,6 +10,11 @@ from ..timezones import UTC, Zone, ZoneProvider, get_zone, iter_fires, to_utc_na
 from .contract import CompiledCron, CronEngine
 
 
+# ``aware_anchor + (naive - naive_anchor)`` attaches UTC several times faster than ``replace``.
+_NAIVE_ANCHOR = datetime(2000, 1, 1)
+_UTC_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def get_engine(engine: Union[str, CronEngine] = "native") -> CronEngine:
     """The cron engine named ``engine`` (``native``, ``croniter``, or a registered plugin)."""
     if not isinstance(engine, str):
@@ -88,10 +93,17 @@ class CronExpression:
 
     def next_utc(self, after: datetime) -> Optional[datetime]:
         """Like ``next`` but returns an aware UTC datetime (what the scheduler stores)."""
-        instant: datetime
-        for instant in iter_fires(self._compiled, self._zone, to_utc_naive(after)):
-            return instant.replace(tzinfo=UTC)
-        return None
+        instant: Optional[datetime] = None
+        offset = self._zone.fixed_offset
+        try:
+            if offset is not None:  # no transitions: one search, no generator (the scheduler's hot path)
+                wall = self._compiled.next_wall(to_utc_naive(after) + offset)
+                instant = None if wall is None else wall - offset
+            else:
+                instant = next(iter_fires(self._compiled, self._zone, to_utc_naive(after)), None)
+        except OverflowError:  # the next fire lies outside what datetime can represent
+            return None
+        return None if instant is None else _UTC_ANCHOR + (instant - _NAIVE_ANCHOR)
 
     def iter(self, after: datetime) -> Iterator[datetime]:
         """The fire instants strictly after ``after``, lazily, in this expression's zone."""

@@ -51,6 +51,25 @@ class TestNext:
         assert fire == expr.next(start)
         assert fire.isoformat() == "2024-01-01T03:30:00+00:00"
 
+    @pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Australia/Lord_Howe"])
+    @pytest.mark.parametrize("expression", ["*/30 1-2 * * *", "30 2 * * *", "0 0 29 2 *", "59 23 31 12 *"])
+    def test_the_utc_variant_agrees_with_next_and_iter_everywhere(self, zone: str, expression: str) -> None:
+        expr = CronExpression(expression, zone)
+        start = datetime(2024, 3, 1, tzinfo=UTC)
+        fires = list(itertools.islice(expr.iter(start), 40))
+        previous = start
+        for fire in fires:
+            at = expr.next_utc(previous)
+            assert at is not None and at.tzinfo is UTC
+            assert at == fire == expr.next(previous)
+            assert (at.utcoffset(), at.astimezone(expr.zone.tzinfo).fold) == (timedelta(0), fire.fold)
+            previous = fire
+
+    def test_the_utc_variant_ends_with_datetime(self) -> None:
+        assert CronExpression("0 0 * * *").next_utc(datetime.max.replace(tzinfo=UTC)) is None
+        last_eve = CronExpression("59 23 31 12 *", "America/New_York")
+        assert last_eve.next_utc(datetime(9999, 12, 31, tzinfo=UTC)) is None
+
     def test_a_naive_start_is_refused_rather_than_guessed(self) -> None:
         with pytest.raises(ValueError, match="no time zone"):
             CronExpression("* * * * *").next(datetime(2024, 1, 1))
