@@ -9,7 +9,6 @@ from ..errors import CronError
 from ..timezones import UTC, Zone, ZoneProvider, get_zone, iter_fires, to_utc_naive
 from .contract import CompiledCron, CronEngine
 
-
 # ``aware_anchor + (naive - naive_anchor)`` attaches UTC several times faster than ``replace``.
 _NAIVE_ANCHOR = datetime(2000, 1, 1)
 _UTC_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
