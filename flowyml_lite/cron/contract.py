@@ -22,6 +22,10 @@ class CompiledCron(Protocol):
     ``is_fixed_time`` is true when neither the minute nor the hour field starts with ``*``
     (after ``H`` substitution: ``H`` alone is fixed, ``H/5`` and ``*/5`` are not), and
     decides which DST rule the zone layer applies.
+
+    Optional: ``iter_walls(after, tz=None)``, an iterator of what repeated ``next_wall`` calls
+    would return, each with ``tz`` attached (``fold`` 0) when given. The zone layer uses it when
+    present (the native engine has it) and falls back to ``next_wall`` otherwise.
     """
 
     expression: str
