@@ -4,7 +4,8 @@
 Each input is compiled by the native engine (``NativeEngine().compile``); when it compiles, a
 ``CronExpression`` in a zone picked from the input searches a few fires from a start picked from
 the input, and the fires are checked: strictly after the start, increasing, each one matching the
-expression or a fixed-time gap fire. ``explain()`` must work too.
+expression or a fixed-time gap fire, the same instants (fold included) as repeated ``next_utc``
+calls; the engine's ``iter_walls`` must equal repeated ``next_wall``. ``explain()`` must work too.
 
 Uses atheris (coverage-guided libFuzzer) when it imports, else a Hypothesis random-text harness.
 Both start from the seed inputs in ``seeds.txt`` (one per line) and the tokens of ``cron.dict``.
@@ -100,10 +101,19 @@ class Harness:
 
     def _check(self, text: str, selector: int) -> None:
         key = HASH_KEYS[selector % len(HASH_KEYS)]
-        self.native.compile(text, key)
+        compiled = self.native.compile(text, key)
         self.valid += 1
         zone = ZONES[(selector >> 2) % len(ZONES)]
         start = STARTS[(selector >> 6) % len(STARTS)]
+        walls, wall = [], start.replace(tzinfo=None)
+        for _ in range(6):
+            wall = compiled.next_wall(wall)
+            if wall is None:
+                break
+            walls.append(wall)
+        assert list(itertools.islice(compiled.iter_walls(start.replace(tzinfo=None)), 6)) == walls, (
+            "iter_walls != repeated next_wall"
+        )
         for engine in self.engines:
             expr = self.expression_type(text, zone, key, engine=engine)
             fires = [f.astimezone(UTC) for f in itertools.islice(expr.iter(start), 4)]
@@ -111,6 +121,7 @@ class Harness:
             assert (first.astimezone(UTC) if first else None) == (fires[0] if fires else None), "next != iter"
             previous = start
             for fire in fires:
+                assert expr.next_utc(previous) == fire, "iter != repeated next_utc"
                 assert fire > previous, f"{fire} is not after {previous}"
                 if not expr.matches(fire):
                     assert expr.is_fixed_time, f"{fire} does not match a frequent expression"
