@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
-from .errors import FlowymlLiteError, ScheduleNotFoundError
+from .errors import ConfigurationError, FlowymlLiteError, ScheduleNotFoundError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n  python -m flowyml_lite demo --seconds 20\n"
         '  python -m flowyml_lite next "30 2 * * *" --tz America/New_York --after 2024-03-09 -n 3\n'
         '  python -m flowyml_lite explain "0 9 * * 1-5"\n'
-        "  python -m flowyml_lite list --db .flowyml_scheduler.db",
+        "  python -m flowyml_lite list --db .flowyml_scheduler.db\n"
+        "  python -m flowyml_lite serve myjobs:scheduler --port 8080",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowyml-lite {__version__}")
@@ -76,6 +77,51 @@ def _parser() -> argparse.ArgumentParser:
         ("remove", "delete a schedule and its history"),
     ):
         store_command(name, help_text).add_argument("name")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the scheduler with the HTTP API and dashboard",
+        description="Run a scheduler and serve the HTTP API (/api/...), /metrics and the dashboard (/). "
+        "APP is module:attribute of your PipelineScheduler (or of a function returning one), imported "
+        "from the current directory so its schedules are declared; without APP, the store's schedules "
+        "are served as orphans (visible and manageable, run by the processes that declare them).",
+        epilog="examples:\n  python -m flowyml_lite serve myjobs:scheduler\n"
+        "  FLOWYML_SCHEDULER_API_TOKEN=s3cret python -m flowyml_lite serve myjobs:scheduler --host 0.0.0.0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "app", nargs="?", help="module:attribute of a PipelineScheduler, e.g. myjobs:scheduler"
+    )
+    serve.add_argument("--db", help="SQLite file when there is no APP (default: FLOWYML_SCHEDULER_DB_PATH)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    serve.add_argument(
+        "--token",
+        help="API token required for changes (default: FLOWYML_SCHEDULER_API_TOKEN); needed off loopback",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name clients use (repeatable)",
+    )
+    serve.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:ATTR",
+        help="a pipeline POST /api/schedules may schedule (repeatable)",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+    run_now = sub.add_parser("run-now", help="run a schedule now, outside its timetable")
+    run_now.add_argument("name")
+    where = run_now.add_mutually_exclusive_group(required=True)
+    where.add_argument("--app", help="module:attribute of the PipelineScheduler that has its function")
+    where.add_argument("--url", help="a running 'serve', e.g. http://127.0.0.1:8080")
+    run_now.add_argument("--token", help="the server's API token (default: FLOWYML_SCHEDULER_API_TOKEN)")
+    run_now.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -289,6 +335,138 @@ def _cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import signal
+    import threading
+
+    from .api import TOKEN_ENV, ApiServer
+    from .api.server import check_exposure
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    check_exposure(args.host, token)  # before the store is opened or created
+    pipelines = {}
+    for item in args.pipeline:
+        name, sep, spec = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(
+                f"--pipeline {item!r}: write NAME=module:attribute, e.g. etl=myjobs:run_etl"
+            )
+        pipelines[name] = load_attribute(spec, "--pipeline")
+    scheduler = _scheduler_for(args.app, args.db)
+    server = ApiServer(
+        scheduler,
+        args.host,
+        args.port,
+        token=token,
+        pipelines=pipelines,
+        allow_hosts=args.allow_host,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    scheduler.start()
+    server.start()
+    print(
+        f"flowyml-lite serving {server.url} (dashboard /, API /api/schedules, metrics /metrics); Ctrl-C stops"
+    )
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        scheduler.stop()
+    return EXIT_OK
+
+
+def _cmd_run_now(args: argparse.Namespace) -> int:
+    import os
+
+    if args.app:
+        scheduler = _scheduler_for(args.app, None)
+        entry = scheduler.run_now(args.name, wait=True)
+    else:
+        entry = _post_run(args.url, args.name, args.token or os.environ.get("FLOWYML_SCHEDULER_API_TOKEN"))
+    if args.json:
+        print(json.dumps(entry, indent=2))
+    else:
+        print(f"{args.name}: {entry['status']} (fire {entry['fire_time']}, run_id {entry['run_id'] or '-'})")
+        if entry.get("error"):
+            print(entry["error"])
+    return EXIT_OK if entry["status"] in ("succeeded", "running") else EXIT_FAILURE
+
+
+def _post_run(url: str, name: str, token: Optional[str], timeout: int = 3600) -> Dict[str, Any]:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    target = (
+        f"{url.rstrip('/')}/api/schedules/{urllib.parse.quote(name, safe='')}/run?wait=true&timeout={timeout}"
+    )
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(target, data=b"", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout + 30) as response:
+            return json.loads(response.read())["run"]  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = str(exc)
+        if exc.code == 404 and "no schedule" in message:
+            raise ScheduleNotFoundError(name) from None
+        raise FlowymlLiteError(f"{target}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise FlowymlLiteError(
+            f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is 'serve' running?"
+        ) from None
+
+
+def load_attribute(spec: str, what: str) -> Any:
+    """``module:attr.sub`` imported from the current directory (as ``python -m`` would)."""
+    import importlib
+    import os
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"{what} {spec!r}: write module:attribute, e.g. myjobs:scheduler")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"{what} {spec!r}: cannot import {module_name!r}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(f"{what} {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _scheduler_for(app: Optional[str], db: Optional[str]) -> Any:
+    """The user's scheduler (``module:attr``; a function returning one is called), or one from the env."""
+    from .core.scheduler import PipelineScheduler
+    from .core.scheduler_config import SchedulerConfig
+
+    if app is None:
+        overrides: Dict[str, Any] = {"db_path": db} if db else {}
+        return PipelineScheduler(SchedulerConfig.from_env(**overrides))
+    obj = load_attribute(app, "APP")
+    if not isinstance(obj, PipelineScheduler) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, PipelineScheduler):
+        raise ConfigurationError(f"APP {app!r} is a {type(obj).__name__}, not a PipelineScheduler")
+    return obj
+
+
 _HANDLERS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo,
     "next": _cmd_next,
@@ -300,6 +478,8 @@ _HANDLERS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "disable": _cmd_state,
     "remove": _cmd_state,
     "health": _cmd_health,
+    "serve": _cmd_serve,
+    "run-now": _cmd_run_now,
 }
 
 

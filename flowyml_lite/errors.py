@@ -100,3 +100,12 @@ class LockError(FlowymlLiteError):
 
 class PipelineError(FlowymlLiteError):
     """A pipeline is malformed (unknown input, duplicate output, cycle)."""
+
+
+class ApiError(FlowymlLiteError):
+    """An HTTP API request was refused; ``status`` and ``code`` go into the JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
