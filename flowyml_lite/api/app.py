@@ -172,7 +172,7 @@ class ApiApp:
 
     def _check_origin(self, request: Request) -> None:
         host = (request.header("Host") or "").lower()
-        if self.allowed_hosts is not None:
+        if self.allowed_hosts is not None and host:  # no Host at all (HTTP/1.0): not a browser
             name = _host_name(host)
             if name not in self.allowed_hosts:
                 raise ApiError(
