@@ -26,6 +26,7 @@ import weakref
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -36,6 +37,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Tuple,
     TypeVar,
     Union,
 )
@@ -62,8 +64,10 @@ from flowyml_lite.stores.base import (
 )
 from flowyml_lite.stores.schema import (
     ACTIVE_CONDITION,
+    PRUNE_BATCH_ROWS,
     VERSION_TABLE_DDL,
     check_final,
+    check_prune,
     check_run,
     from_json,
     from_us,
@@ -141,6 +145,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any constant: the key of the advisory lock that serializes concurrent migrations on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x666C6F77796D6C  # "flowyml"
 _READ_OPTION = "flowyml_lite_read"
+_TEXT_ARRAY = pg_dialect.ARRAY(sa.Text)
 
 # Stores of this process: a forked child must not use the pooled connections it inherited.
 _STORES: weakref.WeakSet[SQLAlchemyStore] = weakref.WeakSet()
@@ -633,6 +638,92 @@ class SQLAlchemyStore(Store):
             .limit(max(limit, 0))
         )
         return [_run(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
+
+    def prune_runs(
+        self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None
+    ) -> int:
+        """Delete old finished runs, keeping each schedule's newest (see Store.prune_runs).
+
+        Per schedule: the bounds are read first, then each write transaction deletes at most
+        PRUNE_BATCH_ROWS rows below the newest fire it sees, walking the (schedule, fire_time)
+        index. On PostgreSQL, rows another transaction holds are skipped, not waited for.
+        """
+        check_prune(older_than, keep_last, limit)
+        if older_than is None and keep_last is None:
+            return 0
+        cutoff = None if older_than is None else to_us(older_than, "older_than")
+        list_names = sa.select(SCHEDULES.c.name).order_by(SCHEDULES.c.name)
+        names: Sequence[str] = self._read(lambda conn: conn.execute(list_names).scalars().all())
+        deleted = 0
+        for name in names:
+            if limit is not None and deleted >= limit:
+                break
+            prunable = self._read(partial(self._prunable, name=name, cutoff=cutoff, keep_last=keep_last))
+            if prunable is None:
+                continue
+            while limit is None or deleted < limit:
+                batch = PRUNE_BATCH_ROWS if limit is None else min(PRUNE_BATCH_ROWS, limit - deleted)
+                count = self._prune_batch(name, prunable, batch)
+                deleted += count
+                if count < batch:
+                    break
+        return deleted
+
+    def _prunable(
+        self, conn: Connection, name: str, cutoff: Optional[int], keep_last: Optional[int]
+    ) -> Optional[Tuple[int, Any]]:
+        """(upper bound, condition) of the runs of ``name`` to prune, or None if there are none."""
+        old: List[Any] = []
+        if keep_last is not None:
+            not_kept = conn.execute(
+                sa.select(RUNS.c.fire_time)
+                .where(RUNS.c.schedule == name)
+                .order_by(RUNS.c.fire_time.desc())
+                .limit(1)
+                .offset(keep_last)
+            ).scalar()
+            if not_kept is not None:
+                old.append((int(not_kept) + 1, RUNS.c.fire_time <= int(not_kept)))
+        if cutoff is not None:
+            finished = sa.or_(RUNS.c.completed_at.is_(None), RUNS.c.completed_at < cutoff)
+            old.append((cutoff, sa.and_(RUNS.c.fire_time < cutoff, finished)))
+        if not old:
+            return None
+        upper = max(bound for bound, _ in old)
+        condition = sa.and_(RUNS.c.status.in_(FINAL_STATUSES), sa.or_(*(c for _, c in old)))
+        probe = (
+            sa.select(RUNS.c.fire_time)
+            .where(RUNS.c.schedule == name, RUNS.c.fire_time < upper, condition)
+            .limit(1)
+        )
+        return None if conn.execute(probe).first() is None else (upper, condition)
+
+    def _prune_batch(self, name: str, prunable: Tuple[int, Any], batch: int) -> int:
+        upper, condition = prunable
+        newest_fire = sa.select(sa.func.max(RUNS.c.fire_time)).where(RUNS.c.schedule == name)
+
+        def body(conn: Connection) -> int:
+            newest = conn.execute(newest_fire).scalar()
+            if newest is None:
+                return 0
+            below = sa.and_(RUNS.c.schedule == name, RUNS.c.fire_time < min(upper, int(newest)))
+            doomed = sa.select(RUNS.c.run_key).where(below, condition).order_by(RUNS.c.fire_time).limit(batch)
+            delete: Any
+            if self.dialect == "postgresql":
+                # Lock the batch first, skipping rows another pruner holds, then delete it by key.
+                # Not as an IN subquery: PostgreSQL may rescan that per row, and a rescan skips the
+                # rows this DELETE already removed and returns the next ones (more than ``batch``).
+                keys: Sequence[str] = conn.execute(doomed.with_for_update(skip_locked=True)).scalars().all()
+                if not keys:
+                    return 0
+                keyed = sa.bindparam("keys", list(keys), type_=_TEXT_ARRAY)
+                delete = sa.delete(RUNS).where(RUNS.c.run_key == sa.any_(keyed))
+            else:
+                # ``below`` outside too, so SQLite reads the rows through the (schedule, fire_time) index.
+                delete = sa.delete(RUNS).where(below, RUNS.c.run_key.in_(doomed))
+            return int(conn.execute(delete).rowcount)
+
+        return self._write(body) or 0
 
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued, ordered by schedule then fire time."""

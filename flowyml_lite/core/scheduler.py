@@ -65,6 +65,8 @@ _US = timedelta(microseconds=1)
 MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
 _RETRY_MAX_SECONDS = 5.0
 _MAINTENANCE_SECONDS = 1.0
+_PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minutes
+_PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 
 
 class RunContext(NamedTuple):
@@ -188,6 +190,8 @@ class PipelineScheduler:
         self._stopping = threading.Event()
         self._loop_beat = 0.0
         self._last_heartbeat: Optional[datetime] = None
+        self._next_prune: Optional[float] = None  # clock.monotonic() of the next pruning; None = next tick
+        self._pruned = 0  # rows deleted so far by the pruning pass in progress
         # Rows changed after this are what the first sync reads (declarations here are known).
         self._synced_at: Optional[datetime] = datetime.now(UTC)
         self._store_failures = 0
@@ -456,6 +460,7 @@ class PipelineScheduler:
         if self.running:
             return
         self._stopping.clear()
+        self._next_prune = None  # prune once shortly after start, on the first housekeeping tick
         self._ensure_executor()
         self._housekeeping()  # heartbeat and reap crashed nodes before the first fire
         self._sync_records()
@@ -859,6 +864,43 @@ class PipelineScheduler:
                     self._store_failures = 0  # the store answers again: health is no longer degraded
             except Exception as exc:
                 self._store_trouble(exc, "housekeeping")
+            self._prune_history()
+
+    def _prune_history(self) -> None:
+        """Delete runs past the config's history limits: a pass every 10 minutes, bounded work a tick."""
+        days, most = self.config.history_retention_days, self.config.history_max_runs
+        mono = self._clock.monotonic()
+        if (days is None and most is None) or (self._next_prune is not None and mono < self._next_prune):
+            return
+        older_than: Optional[datetime] = None
+        if days is not None:
+            try:
+                older_than = self._clock.now() - timedelta(days=days)
+            except OverflowError:  # a retention reaching before year 1: no age limit
+                older_than = None
+        try:
+            count = self._store.prune_runs(older_than, most, limit=_PRUNE_ROWS_PER_TICK)
+        except Exception as exc:  # never fatal to housekeeping: the next pass retries
+            self._store_failures += 1
+            self._last_error = f"pruning history: {type(exc).__name__}: {exc}"
+            logger.warning(
+                "store error while pruning history (retried in %.0f s): %s", _PRUNE_EVERY_SECONDS, exc
+            )
+            self._next_prune = mono + _PRUNE_EVERY_SECONDS
+            return
+        self._pruned += count
+        if count >= _PRUNE_ROWS_PER_TICK:
+            self._next_prune = mono  # a backlog: go on at the next tick, after its heartbeat
+            return
+        self._next_prune = mono + _PRUNE_EVERY_SECONDS
+        if self._pruned:
+            logger.info(
+                "pruned %d run(s) from history (history_retention_days=%s, history_max_runs=%s)",
+                self._pruned,
+                days,
+                most,
+            )
+        self._pruned = 0
 
     def _housekeeping(self) -> None:
         now = self._clock.now()

@@ -52,6 +52,11 @@ class SchedulerConfig:
     lock_dir: Optional[str] = None
     #: This process's name in the store's node table; None = generated from host and pid.
     node_id: Optional[str] = None
+    #: Finished runs that fired (and finished) longer ago than this are deleted from history; the
+    #: newest run of each schedule always stays. None or 0 = keep runs whatever their age.
+    history_retention_days: Optional[float] = 90.0
+    #: Most runs kept in each schedule's history (older finished ones are deleted). None or 0 = no cap.
+    history_max_runs: Optional[int] = 10_000
 
     def __post_init__(self) -> None:
         for name in ("db_path", "lock_dir"):
@@ -65,6 +70,11 @@ class SchedulerConfig:
                 raise ConfigurationError(f"SchedulerConfig.{f.name}={value!r}: {problem}")
             if f.name in _FLOAT_FIELDS:
                 setattr(self, f.name, float(value))
+        # One spelling for "off", so code and display can test for None.
+        if not self.history_max_runs:
+            self.history_max_runs = None
+        days = self.history_retention_days
+        self.history_retention_days = float(days) if days and not math.isinf(days) else None
         if self.lock_backend == "redis" and not self.redis_url:
             raise ConfigurationError(
                 "SchedulerConfig.lock_backend='redis' needs a Redis URL: set redis_url "
@@ -82,7 +92,8 @@ class SchedulerConfig:
         """A config from ``FLOWYML_SCHEDULER_<FIELD>`` variables (default ``os.environ``), then ``overrides``.
 
         Also read: the guide's lower-case ``flowyml_SCHEDULER_*`` spelling and ``..._PERSIST``
-        (persist_schedules). Booleans take true/false/1/0/yes/no/on/off; empty values count as unset.
+        (persist_schedules). Booleans take true/false/1/0/yes/no/on/off; empty values count as unset,
+        except for the history limits, where an empty value or ``none`` turns the limit off.
         """
         env = os.environ if environ is None else environ
         known = {f.name for f in fields(cls)}
@@ -144,12 +155,14 @@ def _env_names(name: str) -> List[str]:
 def _lookup(env: Mapping[str, str], name: str) -> Optional[Tuple[str, str]]:
     for variable in _env_names(name):
         raw = env.get(variable)
-        if raw is not None and raw.strip():
+        if raw is not None and (raw.strip() or name in _OPTIONAL_LIMITS):
             return variable, raw.strip()
     return None
 
 
 def _parse(name: str, variable: str, raw: str) -> Any:
+    if name in _OPTIONAL_LIMITS and raw.lower() in ("", "none"):
+        return None
     try:
         if name in _BOOL_FIELDS:
             lowered = raw.lower()
@@ -160,7 +173,7 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             raise ValueError(f"expected one of {'/'.join(_TRUE + _FALSE)}")
         if name in _INT_FIELDS:
             return int(raw)
-        if name in _FLOAT_FIELDS:
+        if name in _FLOAT_FIELDS or name == "history_retention_days":
             return float(raw)
     except ValueError as exc:
         kind = "a boolean" if name in _BOOL_FIELDS else "an integer" if name in _INT_FIELDS else "a number"
@@ -204,6 +217,23 @@ def _seconds(positive: bool) -> Callable[[Any], str]:
     return check
 
 
+def _retention_days(value: Any) -> str:
+    if value is None:
+        return ""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not ok or value < 0:
+        return "must be a number of days >= 0, or None (None and 0 keep runs whatever their age)"
+    return ""
+
+
+def _max_runs(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "must be an integer >= 0, or None (None and 0 keep every run)"
+    return ""
+
+
 def _catchup(value: Any) -> str:
     if value in _CATCHUP_POLICIES:
         return ""
@@ -234,12 +264,16 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "shutdown_timeout_seconds": _seconds(positive=False),
     "lock_dir": _optional_text,
     "node_id": _optional_text,
+    "history_retention_days": _retention_days,
+    "history_max_runs": _max_runs,
 }
 _BOOL_FIELDS = frozenset(("persist_schedules", "distributed"))
-_INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup"))
+_INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup", "history_max_runs"))
 _FLOAT_FIELDS = frozenset(
     ("misfire_grace_seconds", "heartbeat_seconds", "node_timeout_seconds", "shutdown_timeout_seconds")
 )
+# Limits that None turns off: from the environment, an empty value or "none" means None.
+_OPTIONAL_LIMITS = frozenset(("history_retention_days", "history_max_runs"))
 
 
 def _mask_password(url: str) -> str:

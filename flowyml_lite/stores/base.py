@@ -208,6 +208,20 @@ class Store(abc.ABC):
         """Runs of ``name``, newest fire first, at most ``limit``."""
 
     @abc.abstractmethod
+    def prune_runs(
+        self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None
+    ) -> int:
+        """Delete old finished runs so history stays bounded; return how many rows were deleted.
+
+        A run is deleted if its status is final (never running or queued) and either it fired
+        before ``older_than`` and did not complete at or after it, or it is not among the newest
+        ``keep_last`` runs of its schedule (by fire time, active runs included in the count). The
+        newest run of every schedule is always kept. None turns a criterion off (both None: no-op).
+        Deletes oldest first, schedules in name order, in transactions of bounded size (claims go
+        on in between); ``limit`` stops after that many rows so a caller can spread a backlog.
+        """
+
+    @abc.abstractmethod
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued (of ``name``, or of every schedule)."""
 

@@ -25,7 +25,7 @@ from .base import (
     ScheduleRecord,
     Store,
 )
-from .schema import check_aware, check_final, check_run, from_json, make_stats, to_json
+from .schema import check_aware, check_final, check_prune, check_run, from_json, make_stats, to_json
 
 __all__ = ["MemoryStore"]
 
@@ -245,6 +245,52 @@ class MemoryStore(Store):
             fires = self._fires.get(name, {})
             newest = heapq.nlargest(max(limit, 0), fires)
             return [replace(self._runs[fires[f]]) for f in newest]
+
+    def prune_runs(
+        self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None
+    ) -> int:
+        """Delete old finished runs, keeping each schedule's newest (see Store.prune_runs)."""
+        check_prune(older_than, keep_last, limit)
+        if older_than is None and keep_last is None:
+            return 0
+        cutoff = _utc(older_than, "older_than")
+        with self._lock:
+            names = sorted(self._fires)
+        deleted = 0
+        for name in names:  # one schedule per lock hold, so claims are not held up by a long prune
+            budget = None if limit is None else limit - deleted
+            if budget is not None and budget <= 0:
+                break
+            with self._lock:
+                deleted += self._prune_schedule(name, cutoff, keep_last, budget)
+        return deleted
+
+    def _prune_schedule(
+        self, name: str, cutoff: Optional[datetime], keep_last: Optional[int], budget: Optional[int]
+    ) -> int:
+        fires = self._fires.get(name)
+        if not fires:
+            return 0
+        ordered = sorted(fires)
+        beyond = ordered[-keep_last] if keep_last is not None and len(ordered) > keep_last else None
+        bounds = [b for b in (cutoff, beyond) if b is not None]
+        if not bounds:
+            return 0
+        upper = max(bounds)
+        deleted = 0
+        for fire in ordered[:-1]:  # never the newest
+            if fire >= upper or (budget is not None and deleted >= budget):
+                break
+            run = self._runs[fires[fire]]
+            if run.status not in FINAL_STATUSES:
+                continue
+            too_old = cutoff is not None and fire < cutoff and (
+                run.completed_at is None or run.completed_at < cutoff
+            )
+            if too_old or (beyond is not None and fire < beyond):
+                del self._runs[fires.pop(fire)]
+                deleted += 1
+        return deleted
 
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued, ordered by schedule then fire time."""

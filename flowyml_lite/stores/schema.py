@@ -21,6 +21,10 @@ VERSION_TABLE_DDL = (
 
 #: The SQL test for "running or queued", written the same way in the index definitions and queries.
 ACTIVE_CONDITION = "status IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATUSES) + ")"
+#: The SQL test for a finished run (the only rows ``prune_runs`` may delete).
+FINAL_CONDITION = "status IN (" + ", ".join(f"'{s}'" for s in FINAL_STATUSES) + ")"
+#: Most rows ``prune_runs`` deletes in one transaction, so it never holds the write lock for long.
+PRUNE_BATCH_ROWS = 5000
 
 _V1 = (
     """CREATE TABLE schedules (
@@ -148,6 +152,15 @@ def check_final(status: str) -> None:
     """Reject an outcome that is not a final status (finish_run cannot leave a run active)."""
     if status not in FINAL_STATUSES:
         raise ValueError(f"finish_run: {status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
+
+
+def check_prune(older_than: Optional[datetime], keep_last: Optional[int], limit: Optional[int]) -> None:
+    """Reject ``prune_runs`` arguments that no store could honour (naive instant, counts below 1)."""
+    if older_than is not None:
+        check_aware(older_than, "prune_runs: older_than")
+    for what, value in (("keep_last", keep_last), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"prune_runs: {what} must be an integer >= 1 or None, got {value!r}")
 
 
 def make_stats(counts: Dict[str, int], duration_sum: float, duration_count: int) -> RunStats:

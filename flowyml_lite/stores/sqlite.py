@@ -34,8 +34,11 @@ from .base import (
 )
 from .schema import (
     ACTIVE_CONDITION,
+    FINAL_CONDITION,
+    PRUNE_BATCH_ROWS,
     VERSION_TABLE_DDL,
     check_final,
+    check_prune,
     check_run,
     from_json,
     from_us,
@@ -97,6 +100,17 @@ _ACTIVE_OF_NODE = (
 )
 _LOSE_OF_NODE = f"UPDATE runs SET status = ?, reason = ? WHERE node_id = ? AND {ACTIVE_CONDITION}"
 _NODE_COLUMNS = "node_id, hostname, pid, started_at, heartbeat"
+# Pruning walks the UNIQUE (schedule, fire_time) index of one schedule from its oldest fire. A
+# disabled criterion gets _NO_CUT, below every instant, so one statement serves every combination.
+_NO_CUT = -(2**63)
+_NEWEST_FIRE = "SELECT MAX(fire_time) FROM runs WHERE schedule = ?"
+_KEEP_FROM = "SELECT fire_time FROM runs WHERE schedule = ? ORDER BY fire_time DESC LIMIT 1 OFFSET ?"
+_PRUNABLE = (
+    f"FROM runs WHERE schedule = ? AND fire_time < ? AND {FINAL_CONDITION} "
+    "AND (fire_time < ? OR completed_at IS NULL OR completed_at < ?) ORDER BY fire_time LIMIT ?"
+)
+_ANY_PRUNABLE = f"SELECT 1 {_PRUNABLE}"
+_PRUNE = f"DELETE FROM runs WHERE rowid IN (SELECT rowid {_PRUNABLE})"
 
 # Stores of this process, so a forked child drops the connections and locks it inherited.
 _STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
@@ -505,6 +519,46 @@ class SQLiteStore(Store):
         """Runs of ``name``, newest fire first, at most ``limit``."""
         sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE schedule = ? ORDER BY fire_time DESC LIMIT ?"
         return [_run(row) for row in self._read(sql, (name, max(limit, 0)))]
+
+    def prune_runs(
+        self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None
+    ) -> int:
+        """Delete old finished runs, keeping each schedule's newest (see Store.prune_runs).
+
+        Per schedule: the bounds are read without the write lock, then each BEGIN IMMEDIATE
+        transaction deletes at most PRUNE_BATCH_ROWS rows below the newest fire it sees.
+        """
+        check_prune(older_than, keep_last, limit)
+        if older_than is None and keep_last is None:
+            return 0
+        cutoff = _NO_CUT if older_than is None else to_us(older_than, "older_than")
+        deleted = 0
+        for (name,) in self._read("SELECT name FROM schedules ORDER BY name"):
+            if limit is not None and deleted >= limit:
+                break
+            beyond = _NO_CUT
+            if keep_last is not None:
+                found = self._read(_KEEP_FROM, (name, keep_last))  # the newest run not kept
+                beyond = found[0][0] + 1 if found else _NO_CUT
+            upper = max(cutoff, beyond)
+            if upper == _NO_CUT or not self._read(_ANY_PRUNABLE, (name, upper, beyond, cutoff, 1)):
+                continue
+            while limit is None or deleted < limit:
+                batch = PRUNE_BATCH_ROWS if limit is None else min(PRUNE_BATCH_ROWS, limit - deleted)
+                count = self._prune_batch(name, upper, beyond, cutoff, batch)
+                deleted += count
+                if count < batch:
+                    break
+        return deleted
+
+    def _prune_batch(self, name: str, upper: int, beyond: int, cutoff: int, batch: int) -> int:
+        def body(conn: sqlite3.Connection) -> int:
+            newest = conn.execute(_NEWEST_FIRE, (name,)).fetchone()[0]
+            if newest is None:
+                return 0
+            return int(conn.execute(_PRUNE, (name, min(upper, newest), beyond, cutoff, batch)).rowcount)
+
+        return self._write(body) or 0
 
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued, ordered by schedule then fire time."""

@@ -35,6 +35,22 @@ class TestDefaults:
         assert (c.misfire_grace_seconds, c.heartbeat_seconds, c.node_timeout_seconds) == (60.0, 5.0, 30.0)
         assert (c.shutdown_timeout_seconds, c.lock_dir, c.node_id) == (30.0, None, None)
 
+    def test_history_is_kept_90_days_and_at_most_10000_runs_per_schedule(self) -> None:
+        c = SchedulerConfig()
+        assert (c.history_retention_days, c.history_max_runs) == (90.0, 10_000)
+
+    @pytest.mark.parametrize(("days", "runs"), [(None, None), (0, 0), (0.0, 0)])
+    def test_none_or_zero_turns_each_history_limit_off(self, days: Any, runs: Any) -> None:
+        c = SchedulerConfig(history_retention_days=days, history_max_runs=runs)
+        assert (c.history_retention_days, c.history_max_runs) == (None, None)
+
+    def test_an_infinite_retention_keeps_runs_whatever_their_age(self) -> None:
+        assert SchedulerConfig(history_retention_days=float("inf")).history_retention_days is None
+
+    def test_integral_retention_days_are_stored_as_floats(self) -> None:
+        c = SchedulerConfig(history_retention_days=7)
+        assert isinstance(c.history_retention_days, float) and c.history_retention_days == 7.0
+
     def test_the_guide_examples_construct(self) -> None:
         persisted = SchedulerConfig(persist_schedules=True, db_path="/path/to/scheduler.db")
         assert persisted.db_path == "/path/to/scheduler.db"
@@ -86,6 +102,13 @@ class TestValidation:
             ("heartbeat_seconds", 0, "seconds > 0"),
             ("shutdown_timeout_seconds", "10", "seconds >= 0"),
             ("node_id", "", "non-empty string"),
+            ("history_retention_days", -1, "days >= 0, or None"),
+            ("history_retention_days", "30", "days >= 0, or None"),
+            ("history_retention_days", float("nan"), "days >= 0, or None"),
+            ("history_retention_days", True, "days >= 0, or None"),
+            ("history_max_runs", -1, "integer >= 0, or None"),
+            ("history_max_runs", 2.5, "integer >= 0, or None"),
+            ("history_max_runs", True, "integer >= 0, or None"),
         ],
     )
     def test_a_bad_value_names_the_field_and_the_fix(self, field: str, value: Any, fix: str) -> None:
@@ -139,6 +162,8 @@ class TestFromEnv:
             "FLOWYML_SCHEDULER_SHUTDOWN_TIMEOUT_SECONDS": "3",
             "FLOWYML_SCHEDULER_LOCK_DIR": "/run/l",
             "FLOWYML_SCHEDULER_NODE_ID": "node-a",
+            "FLOWYML_SCHEDULER_HISTORY_RETENTION_DAYS": "7.5",
+            "FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": "250",
         }
         c = SchedulerConfig.from_env(env)
         assert c == SchedulerConfig(
@@ -161,6 +186,8 @@ class TestFromEnv:
             shutdown_timeout_seconds=3.0,
             lock_dir="/run/l",
             node_id="node-a",
+            history_retention_days=7.5,
+            history_max_runs=250,
         )
 
     def test_the_guides_lower_case_names_are_read(self) -> None:
@@ -175,6 +202,37 @@ class TestFromEnv:
         assert not c.persist_schedules and c.distributed
         assert (c.db_path, c.timezone) == ("/tmp/guide.db", "Asia/Tokyo")
         assert c.redis_url == "redis://localhost:6379/0"
+
+    @pytest.mark.parametrize("raw", ["", "  ", "none", "None", "NONE", "0"])
+    def test_an_empty_none_or_zero_history_limit_turns_it_off(self, raw: str) -> None:
+        env = {"FLOWYML_SCHEDULER_HISTORY_RETENTION_DAYS": raw, "FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": raw}
+        c = SchedulerConfig.from_env(env)
+        assert (c.history_retention_days, c.history_max_runs) == (None, None)
+
+    def test_the_history_limits_are_read_from_the_lower_case_spelling_too(self) -> None:
+        env = {"flowyml_SCHEDULER_HISTORY_RETENTION_DAYS": "30", "flowyml_SCHEDULER_HISTORY_MAX_RUNS": "none"}
+        c = SchedulerConfig.from_env(env)
+        assert (c.history_retention_days, c.history_max_runs) == (30.0, None)
+
+    def test_an_empty_upper_case_history_limit_wins_over_a_lower_case_value(self) -> None:
+        env = {"FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": "", "flowyml_SCHEDULER_HISTORY_MAX_RUNS": "50"}
+        assert SchedulerConfig.from_env(env).history_max_runs is None
+
+    @pytest.mark.parametrize(
+        ("variable", "raw", "message"),
+        [
+            ("FLOWYML_SCHEDULER_HISTORY_MAX_RUNS", "lots", "is not an integer"),
+            ("FLOWYML_SCHEDULER_HISTORY_MAX_RUNS", "-5", "integer >= 0, or None"),
+            ("FLOWYML_SCHEDULER_HISTORY_RETENTION_DAYS", "90d", "is not a number"),
+            ("flowyml_SCHEDULER_HISTORY_RETENTION_DAYS", "-1", "days >= 0, or None"),
+        ],
+    )
+    def test_a_bad_history_limit_names_the_variable_and_the_fix(
+        self, variable: str, raw: str, message: str
+    ) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig.from_env({variable: raw})
+        assert f"{variable}={raw!r}" in str(info.value) and message in str(info.value)
 
     def test_upper_case_wins_over_the_lower_case_spelling(self) -> None:
         env = {"flowyml_SCHEDULER_DB_PATH": "/lower.db", "FLOWYML_SCHEDULER_DB_PATH": "/upper.db"}

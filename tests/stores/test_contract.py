@@ -614,3 +614,196 @@ class TestNodes:
         store.heartbeat(self.node())
         store.delete_all()
         assert [n.node_id for n in store.list_nodes()] == ["node-a"]
+
+
+def finished_runs(
+    store: Store, name: str, minutes: List[float], status: str = SUCCEEDED, took: float = 0.5
+) -> None:
+    """Claim the fire at each of ``minutes`` (in order) and finish it ``took`` minutes later."""
+    for minute in minutes:
+        claimed = claim_one(store, name, minute, max_instances=100)
+        assert claimed is not None
+        assert store.finish_run(claimed[0].run_key, status, at(minute + took), 1.0)
+
+
+def fire_minutes(store: Store, name: str) -> List[float]:
+    """The fire instants of ``name``'s history as minutes after T0, oldest first."""
+    return sorted((r.fire_time - T0).total_seconds() / 60 for r in store.history(name, limit=100_000))
+
+
+class TestPruneRuns:
+    def test_runs_beyond_the_newest_keep_last_are_deleted(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", list(range(10)))
+        assert store.prune_runs(None, 3) == 7
+        assert fire_minutes(store, "etl") == [7, 8, 9]
+        assert store.stats("etl").succeeded == 3
+
+    def test_runs_that_fired_and_finished_before_the_cutoff_are_deleted(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", list(range(10)))  # each completes at minute + 0.5
+        assert store.prune_runs(at(5), None) == 5
+        assert fire_minutes(store, "etl") == [5, 6, 7, 8, 9]
+
+    def test_a_run_that_completed_after_the_cutoff_is_kept(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", [0], took=20)  # fired before the cutoff, finished after it
+        finished_runs(store, "etl", [1, 2, 3])
+        assert store.prune_runs(at(10), None) == 2
+        assert fire_minutes(store, "etl") == [0, 3]
+
+    def test_the_newest_run_of_a_schedule_is_kept_however_old(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", [0, 1, 2])
+        assert store.prune_runs(at(10_000), 1) == 2
+        assert fire_minutes(store, "etl") == [2]
+        assert store.prune_runs(at(10_000), 1) == 0
+        assert fire_minutes(store, "etl") == [2]
+
+    def test_running_and_queued_runs_are_never_deleted(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0, max_instances=100) is not None  # stays running
+        finished_runs(store, "etl", [1, 2, 3])
+        assert store.claim("etl", at(4), at(6), [run("etl", at(4), QUEUED), run("etl", at(5), QUEUED)], 100)
+        assert store.prune_runs(at(10_000), 1) == 3
+        assert [(r.fire_time, r.status) for r in store.history("etl")] == [
+            (at(5), QUEUED),
+            (at(4), QUEUED),
+            (at(0), RUNNING),
+        ]
+
+    def test_active_runs_count_towards_keep_last(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", [0, 1, 2, 3, 4])
+        assert claim_one(store, "etl", 5, max_instances=100) is not None  # running, the newest
+        assert store.prune_runs(None, 2) == 4
+        assert history_statuses(store, "etl") == [RUNNING, SUCCEEDED]
+
+    def test_every_final_status_is_pruned(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", [0], status=SUCCEEDED)
+        finished_runs(store, "etl", [1], status=FAILED)
+        assert claim_one(store, "etl", 2, status=MISSED) is not None
+        assert claim_one(store, "etl", 3, status=SKIPPED) is not None
+        assert claim_one(store, "etl", 4, node="dead", max_instances=100) is not None
+        assert len(store.mark_node_lost("dead", "crashed")) == 1
+        finished_runs(store, "etl", [5])
+        assert store.prune_runs(at(100), None) == 5
+        assert fire_minutes(store, "etl") == [5]
+
+    @pytest.mark.parametrize(
+        ("older_than", "keep_last", "left"),
+        [
+            (3, 5, [5, 6, 7, 8, 9]),  # the count removes more than the age
+            (5, 8, [5, 6, 7, 8, 9]),  # the age removes more than the count
+            (3, None, [3, 4, 5, 6, 7, 8, 9]),
+            (None, 8, [2, 3, 4, 5, 6, 7, 8, 9]),
+        ],
+    )
+    def test_a_run_is_deleted_when_either_criterion_says_so(
+        self, store: Store, older_than: Optional[int], keep_last: Optional[int], left: List[int]
+    ) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", list(range(10)))
+        cutoff = None if older_than is None else at(older_than)
+        assert store.prune_runs(cutoff, keep_last) == 10 - len(left)
+        assert fire_minutes(store, "etl") == left
+
+    def test_keep_last_counts_each_schedule_separately(self, store: Store) -> None:
+        for name in ("a", "b", "c"):
+            store.declare_schedule(sched(name))
+        finished_runs(store, "a", list(range(6)))
+        finished_runs(store, "b", [0, 1])
+        assert store.prune_runs(None, 3) == 3
+        assert (fire_minutes(store, "a"), fire_minutes(store, "b"), fire_minutes(store, "c")) == (
+            [3, 4, 5],
+            [0, 1],
+            [],
+        )
+
+    def test_a_limit_stops_after_that_many_rows_oldest_first_schedules_by_name(self, store: Store) -> None:
+        for name in ("b", "a"):
+            store.declare_schedule(sched(name))
+            finished_runs(store, name, [0, 1, 2, 3, 4])
+        assert store.prune_runs(None, 1, limit=6) == 6
+        assert (fire_minutes(store, "a"), fire_minutes(store, "b")) == ([4], [2, 3, 4])
+        assert store.prune_runs(None, 1, limit=6) == 2
+        assert (fire_minutes(store, "a"), fire_minutes(store, "b")) == ([4], [4])
+
+    def test_more_rows_than_one_batch_are_all_pruned(self, store: Store) -> None:
+        from flowyml_lite.stores.schema import PRUNE_BATCH_ROWS
+
+        store.declare_schedule(sched())
+        count = PRUNE_BATCH_ROWS + 1500
+        missed = [run("etl", T0 + timedelta(seconds=i), MISSED) for i in range(count)]
+        assert store.claim("etl", T0, at(1), missed, 1) is not None
+        assert store.prune_runs(None, 1, limit=PRUNE_BATCH_ROWS + 1000) == PRUNE_BATCH_ROWS + 1000
+        assert len(store.history("etl", limit=count)) == 500
+        assert store.prune_runs(None, 1) == 499
+        assert [r.fire_time for r in store.history("etl")] == [T0 + timedelta(seconds=count - 1)]
+
+    def test_with_nothing_to_prune_nothing_changes(self, store: Store) -> None:
+        assert store.prune_runs(at(100), 1) == 0  # an empty store
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", [0, 1, 2])
+        assert store.prune_runs(None, None) == 0
+        assert store.prune_runs(at(-10), 3) == 0
+        assert fire_minutes(store, "etl") == [0, 1, 2]
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            ((datetime(2024, 1, 1), None), "naive"),
+            ((None, 0), "keep_last must be an integer >= 1"),
+            ((None, True), "keep_last must be an integer >= 1"),
+            ((None, 2.5), "keep_last must be an integer >= 1"),
+        ],
+    )
+    def test_bad_arguments_are_rejected(self, store: Store, args: Any, message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            store.prune_runs(*args)
+
+    def test_a_limit_below_one_is_rejected(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="limit must be an integer >= 1"):
+            store.prune_runs(None, 1, limit=0)
+
+    def test_claims_stay_exactly_once_after_pruning(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        finished_runs(store, "etl", [0, 1, 2, 3])
+        assert store.prune_runs(at(100), 1) == 3
+        # The next fire is claimed once; a stale claim of a pruned fire is still refused (CAS).
+        assert claim_one(store, "etl", 4, node="node-a") is not None
+        assert claim_one(store, "etl", 4, node="node-b") is None
+        assert store.claim("etl", at(1), at(2), [run("etl", at(1))], 1) is None
+        # The kept newest finished row still holds its instant against a rewound next_fire.
+        store.set_enabled("etl", True, at(5))
+        assert store.claim("etl", at(5), at(6), [run("etl", at(3), MISSED)], 100) is None
+        assert [r.fire_time for r in store.history("etl")] == [at(4), at(3)]
+        assert {r.node_id for r in store.history("etl")} == {"node-a"}
+
+    def test_pruning_beside_claims_in_another_thread_never_touches_an_active_run(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        fires = 60
+        done = threading.Event()
+        errors: List[BaseException] = []
+
+        def prune_until_done() -> None:
+            try:
+                while not done.is_set():
+                    store.prune_runs(at(fires), 1)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        pruner = threading.Thread(target=prune_until_done)
+        pruner.start()
+        try:
+            for i in range(fires):
+                claimed = claim_one(store, "etl", i)
+                assert claimed is not None, f"claim of fire {i} refused"
+                assert store.finish_run(claimed[0].run_key, SUCCEEDED, at(i + 0.5), 1.0), f"run {i} vanished"
+        finally:
+            done.set()
+            pruner.join()
+        assert errors == []
+        store.prune_runs(at(fires), 1)
+        assert fire_minutes(store, "etl") == [fires - 1]

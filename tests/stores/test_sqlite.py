@@ -168,6 +168,19 @@ class TestSchema:
             )
         assert index in plan and "'SCAN runs'" not in plan
 
+    @pytest.mark.parametrize(
+        "query",
+        [sqlite_store._PRUNE, sqlite_store._ANY_PRUNABLE, sqlite_store._KEEP_FROM, sqlite_store._NEWEST_FIRE],
+    )
+    def test_pruning_queries_search_one_schedule_by_fire_time_without_a_scan(
+        self, db: Path, query: str
+    ) -> None:
+        SQLiteStore(db).open()
+        with raw(db) as conn:
+            params = ["x"] + [1] * (query.count("?") - 1)
+            plan = " ".join(str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {query}", params))
+        assert "INDEX sqlite_autoindex_runs_2 (schedule=?" in plan and "'SCAN runs'" not in plan
+
     def test_finished_runs_leave_the_partial_indexes(self, db: Path) -> None:
         store = SQLiteStore(db)
         store.declare_schedule(sched())
