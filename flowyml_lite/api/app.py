@@ -242,6 +242,8 @@ def _body(request: Request) -> Dict[str, Any]:
         payload = json.loads(request.body.decode("utf-8") or "null")
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return payload

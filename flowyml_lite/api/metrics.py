@@ -101,16 +101,18 @@ def render_metrics(scheduler: Any) -> str:
             None if value is None else value / 1000,
             f'{{quantile="{quantile}"}}',
         )
-    for schedule in scheduler.list_schedules(include_orphans=True):
-        labels = f'{{schedule="{_label(schedule.pipeline_name)}"}}'
+    schedules = scheduler.list_schedules(include_orphans=True)
+    labels = [f'{{schedule="{_label(s.pipeline_name)}"}}' for s in schedules]
+    for schedule, label in zip(schedules, labels):  # each metric's samples form one group
         _line(
             out,
             "flowyml_lite_schedule_enabled",
             "gauge",
             "1 when the schedule is enabled",
             float(schedule.enabled),
-            labels,
+            label,
         )
+    for schedule, label in zip(schedules, labels):
         if isinstance(schedule.next_run, datetime):
             _line(
                 out,
@@ -118,6 +120,6 @@ def render_metrics(scheduler: Any) -> str:
                 "gauge",
                 "Unix time of the schedule's next fire",
                 schedule.next_run.timestamp(),
-                labels,
+                label,
             )
     return "\n".join(out) + "\n"

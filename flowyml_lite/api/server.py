@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, List, Mapping, Optional, Type
@@ -20,6 +21,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 TOKEN_ENV = "FLOWYML_SCHEDULER_API_TOKEN"
 _LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+_DISCARD_LIMIT = 64 << 20  # bytes of a refused body read and dropped before answering
+
+
+def _too_large() -> Response:
+    return error_response(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
 
 
 def is_loopback(host: str) -> bool:
@@ -59,11 +65,40 @@ class _Handler(BaseHTTPRequestHandler):
         elif length < 0:
             response = error_response(400, "bad_request", f"bad Content-Length {length_text!r}")
         elif length > MAX_BODY_BYTES:
-            response = error_response(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
+            self._send(_too_large())  # first: a client that waits for an answer before sending gets it
+            self._discard(length)
+            return
         else:
             body = self.rfile.read(length) if length else b""
             response = app.handle(Request(self.command, self.path, dict(self.headers.items()), body))
         self._send(response)
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body, within bounds, before closing: closing on unread bytes resets
+        the connection, and a client still sending would see a broken pipe instead of the 413."""
+        remaining = min(length, _DISCARD_LIMIT)
+        deadline = time.monotonic() + 10
+        try:
+            self.connection.settimeout(1.0)  # a client that sends nothing more is not waited for
+            while remaining > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:  # timed out or gone: nothing more to tell it
+            pass
+
+    def handle_expect_100(self) -> bool:
+        """Refuse an announced oversized body before the client sends it (curl asks for large bodies)."""
+        try:
+            too_large = int(self.headers.get("Content-Length") or "0") > MAX_BODY_BYTES
+        except ValueError:
+            too_large = False
+        if too_large:
+            self.close_connection = True
+            self._send(_too_large())
+            return False
+        return super().handle_expect_100()
 
     def _send(self, response: Response) -> None:
         if response.status >= 400 and response.status not in (401, 403, 404, 405):
@@ -81,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)

@@ -16,6 +16,7 @@ from ..timezones import ZoneProvider, get_zone
 CATCHUP_POLICIES = ("latest", "skip", "all")
 SCHEDULE_TYPES = ("cron", "daily", "hourly", "interval")
 MAX_NAME_LENGTH = 200
+MAX_INTERVAL_SECONDS = 36500 * 86400.0  # longer intervals overflow datetime arithmetic near year 9999
 
 
 @dataclass
@@ -155,6 +156,11 @@ def interval_seconds(days: float, hours: float, minutes: float, seconds: float) 
         raise ScheduleError(
             f"an interval must be at least 1 ms, got {total!r} s: "
             "pass hours=, minutes= or seconds= (e.g. minutes=30)"
+        )
+    if total > MAX_INTERVAL_SECONDS:
+        raise ScheduleError(
+            f"an interval must be at most 100 years ({MAX_INTERVAL_SECONDS:.0f} s), got {total!r} s: "
+            "for something that rare, use a cron expression with a year field"
         )
     return total
 

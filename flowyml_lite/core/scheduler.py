@@ -579,11 +579,11 @@ class PipelineScheduler:
         future = self._submit(name, func, stored)
         if wait and future is not None:
             future.result(timeout)
-            return (
-                self.get_history(name, limit=50)[0]
-                if stored[0].status != SKIPPED
-                else history_entry(stored[0])
-            )
+            if stored[0].status != SKIPPED:
+                # This run's own row (runs may have started since): manual fire instants are unique.
+                for run in self._store.history(name, 200):
+                    if run.fire_time == stored[0].fire_time:
+                        return history_entry(run)
         return history_entry(stored[0])
 
     # -- the main loop -----------------------------------------------------------------

@@ -157,6 +157,11 @@ class TestRejectingBadInput:
             "at least 1 ms",
         ),
         "no interval given": (lambda s: s.schedule_interval("x", noop), ScheduleError, "minutes=30"),
+        "interval of millennia": (
+            lambda s: s.schedule_interval("x", noop, seconds=1e12),
+            ScheduleError,
+            "at most 100 years",
+        ),
         "negative interval": (lambda s: s.schedule_interval("x", noop, minutes=-5), ScheduleError, "minutes"),
         "hour 24": (lambda s: s.schedule_daily("x", noop, hour=24, minute=0), ScheduleError, "hour"),
         "minute 60": (lambda s: s.schedule_daily("x", noop, hour=1, minute=60), ScheduleError, "minute"),
