@@ -1,0 +1,983 @@
+"""The HTTP API's routes, called as pure functions: ``ApiApp.handle(Request) -> Response``.
+
+Every test drives a real ``PipelineScheduler`` (an in-memory store, or a SQLite file in
+``tmp_path`` where a restart matters) and checks both the response and the scheduler's state.
+Request and response shapes follow flowyml's FastAPI router (``ScheduleRequest``, ``{"status":
+"success", ...}``); errors are ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from urllib.parse import quote
+
+import pytest
+
+from flowyml_lite import Pipeline, PipelineScheduler, SchedulerConfig, step
+from flowyml_lite.api import ApiApp, Request, Response, routes
+
+HOST = "127.0.0.1:8080"
+JSON = "application/json"
+TOKEN = "s3cret-token"
+#: The keys of each schedule in flowyml's GET /api/schedules.
+FLOWYML_SCHEDULE_KEYS = {
+    "pipeline_name",
+    "schedule_type",
+    "schedule_value",
+    "enabled",
+    "last_run",
+    "next_run",
+    "timezone",
+}
+
+
+def ok() -> None:
+    return None
+
+
+def boom() -> None:
+    raise RuntimeError("boom: disk full")
+
+
+def call(
+    app: ApiApp,
+    method: str,
+    target: str,
+    body: Any = None,
+    *,
+    content: Optional[bytes] = None,
+    headers: Optional[Mapping[str, Optional[str]]] = None,
+) -> Response:
+    """One request as the server would pass it: Host set, a JSON body encoded with its type."""
+    sent: Dict[str, Optional[str]] = {"Host": HOST}
+    if body is not None:
+        content = json.dumps(body).encode("utf-8")
+    if content is not None:
+        sent["Content-Type"] = JSON
+    sent.update(headers or {})
+    clean = {k: v for k, v in sent.items() if v is not None}
+    return app.handle(Request(method, target, clean, content or b""))
+
+
+def error_of(response: Response, status: int) -> Dict[str, str]:
+    """The ``error`` object of a JSON error response with this status."""
+    assert response.status == status, response.body
+    assert response.content_type == JSON
+    payload = response.json()
+    assert set(payload) == {"error"}
+    assert set(payload["error"]) == {"code", "message"}
+    return payload["error"]  # type: ignore[no-any-return]
+
+
+def flowyml_request(name: str, schedule_type: str, **fields: Any) -> Dict[str, Any]:
+    """A body as flowyml's UI sends it: every ScheduleRequest field, with its defaults."""
+    body: Dict[str, Any] = {
+        "name": name,
+        "pipeline_name": "etl",
+        "schedule_type": schedule_type,
+        "hour": 0,
+        "minute": 0,
+        "interval_seconds": 0,
+        "cron_expression": None,
+        "timezone": "UTC",
+        "project_name": None,
+    }
+    body.update(fields)
+    return body
+
+
+def path_of(name: str) -> str:
+    return "/api/schedules/" + quote(name, safe="")
+
+
+@pytest.fixture
+def scheduler() -> Iterator[PipelineScheduler]:
+    """A stopped scheduler on the memory store with one schedule, ``nightly``."""
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    sched.schedule_daily("nightly", ok, hour=3)
+    yield sched
+    sched.close()
+
+
+@pytest.fixture
+def app(scheduler: PipelineScheduler) -> ApiApp:
+    return ApiApp(scheduler, pipelines={"etl": ok, "broken": boom})
+
+
+@pytest.fixture
+def running() -> Iterator[PipelineScheduler]:
+    """A started scheduler (loop and heartbeat threads) on the memory store."""
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    sched.start()
+    yield sched
+    sched.close()
+
+
+def sqlite_scheduler(path: Path) -> PipelineScheduler:
+    return PipelineScheduler(SchedulerConfig(db_path=str(path)))
+
+
+class TestListSchedules:
+    def test_lists_each_schedule_with_flowymls_keys(self, app: ApiApp) -> None:
+        response = call(app, "GET", "/api/schedules")
+        assert response.status == 200
+        (item,) = response.json()
+        assert set(item) >= FLOWYML_SCHEDULE_KEYS
+        assert item["name"] == item["pipeline_name"] == "nightly"
+        assert (item["schedule_type"], item["schedule_value"], item["timezone"]) == ("daily", "03:00", "UTC")
+        assert item["enabled"] is True and item["last_run"] is None
+        assert datetime.fromisoformat(item["next_run"]).hour == 3
+
+    def test_includes_stored_schedules_that_have_no_function_in_this_process(self, tmp_path: Path) -> None:
+        db = tmp_path / "schedules.db"
+        elsewhere = sqlite_scheduler(db)
+        elsewhere.schedule_hourly("ghost", ok, minute=7)
+        elsewhere.close()
+        here = sqlite_scheduler(db)
+        try:
+            here.schedule_daily("live", ok, hour=1)
+            items = {s["name"]: s for s in call(ApiApp(here), "GET", "/api/schedules").json()}
+        finally:
+            here.close()
+        assert set(items) == {"ghost", "live"}
+        assert items["ghost"]["is_orphan"] is True and items["live"]["is_orphan"] is False
+        assert set(items["ghost"]) >= FLOWYML_SCHEDULE_KEYS
+        assert items["ghost"]["schedule_value"] == "7"
+
+    def test_an_empty_scheduler_lists_nothing(self) -> None:
+        sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        try:
+            response = call(ApiApp(sched), "GET", "/api/schedules")
+        finally:
+            sched.close()
+        assert (response.status, response.json()) == (200, [])
+
+
+class TestGetSchedule:
+    def test_returns_the_schedule_by_name(self, app: ApiApp) -> None:
+        response = call(app, "GET", "/api/schedules/nightly")
+        assert response.status == 200
+        assert response.json()["name"] == "nightly"
+        assert set(response.json()) >= FLOWYML_SCHEDULE_KEYS
+
+    def test_an_unknown_name_is_a_404_that_names_it(self, app: ApiApp) -> None:
+        error = error_of(call(app, "GET", "/api/schedules/weekly"), 404)
+        assert error["code"] == "not_found"
+        assert "weekly" in error["message"]
+
+
+class TestCreateSchedule:
+    @pytest.mark.parametrize(
+        ("schedule_type", "fields", "value"),
+        [
+            ("cron", {"cron_expression": "0 9 * * 1-5", "timezone": "Europe/London"}, "0 9 * * 1-5"),
+            ("daily", {"hour": 6, "minute": 30}, "06:30"),
+            ("hourly", {"minute": 15}, "15"),
+            ("interval", {"interval_seconds": 90}, "90"),
+        ],
+    )
+    def test_a_flowyml_schedule_request_creates_the_schedule(
+        self,
+        app: ApiApp,
+        scheduler: PipelineScheduler,
+        schedule_type: str,
+        fields: Dict[str, Any],
+        value: str,
+    ) -> None:
+        response = call(app, "POST", "/api/schedules", flowyml_request("report", schedule_type, **fields))
+        assert response.status == 201
+        payload = response.json()
+        assert payload["status"] == "success"
+        assert payload["message"] == "Scheduled 'report'"
+        assert payload["schedule"]["schedule_type"] == schedule_type
+        assert payload["schedule"]["schedule_value"] == value
+        stored = scheduler.get_schedule("report")
+        assert (stored.schedule_type, stored.schedule_value) == (schedule_type, value)
+        assert stored.enabled and stored.next_run is not None
+        assert stored.timezone == fields.get("timezone", "UTC")
+
+    def test_a_cron_schedule_fires_in_its_zone(self, app: ApiApp) -> None:
+        body = flowyml_request("report", "cron", cron_expression="0 9 * * 1-5", timezone="Europe/London")
+        next_run = datetime.fromisoformat(
+            call(app, "POST", "/api/schedules", body).json()["schedule"]["next_run"]
+        )
+        assert (next_run.hour, next_run.minute) == (9, 0)
+        assert next_run.weekday() < 5
+        assert next_run.utcoffset() is not None
+        assert next_run.utcoffset().total_seconds() in (0, 3600)  # type: ignore[union-attr]
+
+    def test_project_name_is_accepted_and_ignored(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        body = flowyml_request("report", "hourly", minute=5, project_name="marketing")
+        assert call(app, "POST", "/api/schedules", body).status == 201
+        assert scheduler.get_schedule("report").context == {}
+
+    def test_the_minimal_body_uses_the_name_as_the_pipeline_and_zero_defaults(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        response = call(app, "POST", "/api/schedules", {"name": "etl", "schedule_type": "daily"})
+        assert response.status == 201
+        assert scheduler.get_schedule("etl").schedule_value == "00:00"
+
+    def test_null_hour_and_minute_mean_zero_as_in_flowyml(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        body = flowyml_request("report", "daily", hour=None, minute=None)
+        assert call(app, "POST", "/api/schedules", body).status == 201
+        assert scheduler.get_schedule("report").schedule_value == "00:00"
+
+    def test_options_and_context_are_passed_to_the_scheduler(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        body = flowyml_request(
+            "report", "hourly", catchup="skip", max_instances=2, misfire_grace_seconds=5, context={"k": [1]}
+        )
+        assert call(app, "POST", "/api/schedules", body).status == 201
+        stored = scheduler.get_schedule("report")
+        assert (stored.catchup, stored.max_instances, stored.misfire_grace_seconds) == ("skip", 2, 5)
+        assert stored.context == {"k": [1]}
+
+    def test_a_scheduled_function_can_be_reused_under_another_name(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        body = flowyml_request("nightly-copy", "hourly", pipeline_name="nightly")
+        assert call(app, "POST", "/api/schedules", body).status == 201
+        assert scheduler.get_schedule("nightly-copy").pipeline_func is ok
+
+    def test_a_registered_pipeline_object_runs_through_its_run_method(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        @step(outputs="rows")
+        def extract() -> List[int]:
+            return [1, 2, 3]
+
+        app = ApiApp(scheduler, pipelines={"ingest": Pipeline("ingest", [extract])})
+        assert (
+            call(
+                app, "POST", "/api/schedules", flowyml_request("ingest", "hourly", pipeline_name="ingest")
+            ).status
+            == 201
+        )
+        run = call(app, "POST", "/api/schedules/ingest/run?wait=true").json()["run"]
+        assert run["status"] == "succeeded"
+        assert run["run_id"]  # the PipelineResult's run id, linked from history
+
+    def test_the_created_schedule_fires_on_a_running_scheduler(self, running: PipelineScheduler) -> None:
+        fired = threading.Event()
+        app = ApiApp(running, pipelines={"ping": fired.set})
+        body = flowyml_request("ping", "interval", pipeline_name="ping", interval_seconds=0.2)
+        assert call(app, "POST", "/api/schedules", body).status == 201
+        assert fired.wait(10), "the schedule created through the API never fired"
+        assert running.wait_for_runs(10)
+        history = call(app, "GET", "/api/schedules/ping/history").json()
+        assert history and history[-1]["status"] == "succeeded"
+
+
+class TestRedefinition:
+    def test_posting_an_existing_name_replaces_its_definition(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        call(app, "POST", "/api/schedules", flowyml_request("report", "daily", hour=6))
+        response = call(
+            app, "POST", "/api/schedules", flowyml_request("report", "cron", cron_expression="*/5 * * * *")
+        )
+        assert response.status == 201
+        names = [s["name"] for s in call(app, "GET", "/api/schedules").json()]
+        assert names.count("report") == 1
+        stored = scheduler.get_schedule("report")
+        assert (stored.schedule_type, stored.schedule_value) == ("cron", "*/5 * * * *")
+
+    def test_a_paused_schedule_stays_paused_when_redefined(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        call(app, "POST", "/api/schedules", flowyml_request("report", "daily", hour=6))
+        call(app, "POST", "/api/schedules/report/disable")
+        response = call(app, "POST", "/api/schedules", flowyml_request("report", "daily", hour=7))
+        assert response.status == 201
+        assert response.json()["schedule"]["enabled"] is False
+        assert scheduler.get_schedule("report").schedule_value == "07:00"
+        assert scheduler.get_schedule("report").enabled is False
+
+
+class TestCreateValidation:
+    def test_a_bad_cron_expression_names_the_field(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        body = flowyml_request("report", "cron", cron_expression="0 9 * * MON-FRX")
+        error = error_of(call(app, "POST", "/api/schedules", body), 400)
+        assert "day-of-week" in error["message"]
+        assert "FRX" in error["message"]
+        assert "report" not in {s.name for s in scheduler.list_schedules(include_orphans=True)}
+
+    def test_an_unknown_zone_suggests_close_names(self, app: ApiApp) -> None:
+        body = flowyml_request("report", "daily", timezone="Europe/Londn")
+        error = error_of(call(app, "POST", "/api/schedules", body), 400)
+        assert "Europe/Londn" in error["message"]
+        assert "Europe/London" in error["message"]
+
+    def test_a_cron_schedule_without_an_expression_is_refused(self, app: ApiApp) -> None:
+        error = error_of(call(app, "POST", "/api/schedules", flowyml_request("report", "cron")), 400)
+        assert "cron_expression" in error["message"]
+
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"schedule_type": "daily", "hour": True}, "hour"),
+            ({"schedule_type": "hourly", "minute": False}, "minute"),
+            ({"schedule_type": "daily", "hour": "6"}, "hour"),
+            ({"schedule_type": "interval", "interval_seconds": True}, "interval_seconds"),
+            ({"schedule_type": "interval", "interval_seconds": "60"}, "interval_seconds"),
+        ],
+    )
+    def test_a_wrongly_typed_number_is_refused_naming_the_field(
+        self, app: ApiApp, scheduler: PipelineScheduler, fields: Dict[str, Any], field: str
+    ) -> None:
+        body = {"name": "report", "pipeline_name": "etl", **fields}
+        error = error_of(call(app, "POST", "/api/schedules", body), 400)
+        assert field in error["message"]
+        assert "report" not in {s.name for s in scheduler.list_schedules()}
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"schedule_type": "daily", "hour": 24},
+            {"schedule_type": "hourly", "minute": 60},
+            {"schedule_type": "interval", "interval_seconds": -5},
+        ],
+    )
+    def test_an_out_of_range_number_is_refused(self, app: ApiApp, fields: Dict[str, Any]) -> None:
+        error_of(
+            call(app, "POST", "/api/schedules", {"name": "report", "pipeline_name": "etl", **fields}), 400
+        )
+
+    def test_unknown_fields_are_listed(self, app: ApiApp) -> None:
+        body = flowyml_request("report", "hourly", colour="red", owner="ops")
+        error = error_of(call(app, "POST", "/api/schedules", body), 400)
+        assert "colour" in error["message"] and "owner" in error["message"]
+
+    def test_an_unknown_schedule_type_is_refused(self, app: ApiApp) -> None:
+        error = error_of(call(app, "POST", "/api/schedules", flowyml_request("report", "weekly")), 400)
+        assert "weekly" in error["message"]
+
+    @pytest.mark.parametrize("name", [None, "", 42])
+    def test_a_name_is_required(self, app: ApiApp, name: Any) -> None:
+        body = {"name": name, "pipeline_name": "etl", "schedule_type": "hourly"}
+        if name is None:
+            del body["name"]
+        error = error_of(call(app, "POST", "/api/schedules", body), 400)
+        assert "name" in error["message"]
+
+    def test_an_unprintable_name_is_refused(self, app: ApiApp) -> None:
+        error_of(call(app, "POST", "/api/schedules", flowyml_request("a\nb", "hourly")), 400)
+
+    def test_an_unknown_pipeline_is_a_404_listing_the_known_ones(self, app: ApiApp) -> None:
+        body = flowyml_request("report", "hourly", pipeline_name="nope")
+        error = error_of(call(app, "POST", "/api/schedules", body), 404)
+        assert error["code"] == "pipeline_not_found"
+        assert "nope" in error["message"]
+        for known in ("broken", "etl", "nightly"):
+            assert known in error["message"]
+
+    def test_deeply_nested_json_is_a_400_not_a_server_error(self, app: ApiApp) -> None:
+        content = b'{"context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        error_of(call(app, "POST", "/api/schedules", content=content), 400)
+
+    def test_an_interval_too_long_to_compute_is_a_400_not_a_server_error(self, app: ApiApp) -> None:
+        body = flowyml_request("report", "interval", interval_seconds=1e12)
+        error_of(call(app, "POST", "/api/schedules", body), 400)
+
+
+class TestRequestBody:
+    @pytest.mark.parametrize("content", [b"{bad", b"\xff\xfe{}", b'{"name": "x",}'])
+    def test_invalid_json_is_a_400(self, app: ApiApp, content: bytes) -> None:
+        error = error_of(call(app, "POST", "/api/schedules", content=content), 400)
+        assert error["code"] == "invalid_json"
+
+    @pytest.mark.parametrize("content", [b"[]", b'"report"', b"42", b"null", b""])
+    def test_a_body_that_is_not_a_json_object_is_a_400(self, app: ApiApp, content: bytes) -> None:
+        error = error_of(call(app, "POST", "/api/schedules", content=content), 400)
+        assert "object" in error["message"]
+
+    @pytest.mark.parametrize(
+        "kind", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+    )
+    def test_another_content_type_is_a_415(
+        self, app: ApiApp, scheduler: PipelineScheduler, kind: str
+    ) -> None:
+        body = json.dumps(flowyml_request("report", "hourly")).encode()
+        error = error_of(
+            call(app, "POST", "/api/schedules", content=body, headers={"Content-Type": kind}), 415
+        )
+        assert kind in error["message"]
+        assert "report" not in {s.name for s in scheduler.list_schedules()}
+
+    def test_json_with_a_charset_parameter_is_accepted(self, app: ApiApp) -> None:
+        body = json.dumps(flowyml_request("report", "hourly")).encode()
+        response = call(
+            app,
+            "POST",
+            "/api/schedules",
+            content=body,
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+        assert response.status == 201
+
+    def test_a_body_over_one_mebibyte_is_a_413(self, app: ApiApp) -> None:
+        content = b'{"name": "' + b"x" * (1 << 20) + b'"}'
+        error = error_of(call(app, "POST", "/api/schedules", content=content), 413)
+        assert error["code"] == "too_large"
+
+
+class TestDeleteSchedule:
+    def test_removes_the_schedule_and_its_history(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        call(app, "POST", "/api/schedules/nightly/run?wait=true")
+        response = call(app, "DELETE", "/api/schedules/nightly")
+        assert response.status == 200
+        assert response.json() == {"status": "success", "message": "Schedule nightly removed"}
+        assert scheduler.store.get_schedule("nightly") is None
+        assert scheduler.store.history("nightly", 10) == []
+        error_of(call(app, "GET", "/api/schedules/nightly"), 404)
+
+    def test_deleting_an_unknown_schedule_is_a_404(self, app: ApiApp) -> None:
+        error_of(call(app, "DELETE", "/api/schedules/weekly"), 404)
+
+    def test_an_orphan_can_be_deleted(self, tmp_path: Path) -> None:
+        db = tmp_path / "schedules.db"
+        elsewhere = sqlite_scheduler(db)
+        elsewhere.schedule_hourly("ghost", ok)
+        elsewhere.close()
+        here = sqlite_scheduler(db)
+        try:
+            assert call(ApiApp(here), "DELETE", "/api/schedules/ghost").status == 200
+            assert here.store.get_schedule("ghost") is None
+        finally:
+            here.close()
+
+
+class TestEnableDisable:
+    def test_disable_pauses_and_enable_resumes(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        response = call(app, "POST", "/api/schedules/nightly/disable")
+        assert response.status == 200
+        assert response.json()["status"] == "success"
+        assert response.json()["schedule"]["enabled"] is False
+        assert response.json()["schedule"]["next_run"] is None
+        assert scheduler.get_schedule("nightly").enabled is False
+        response = call(app, "POST", "/api/schedules/nightly/enable")
+        assert response.status == 200
+        assert response.json()["schedule"]["enabled"] is True
+        assert datetime.fromisoformat(response.json()["schedule"]["next_run"]).hour == 3
+
+    @pytest.mark.parametrize("action", ["enable", "disable"])
+    def test_an_unknown_schedule_is_a_404(self, app: ApiApp, action: str) -> None:
+        error_of(call(app, "POST", f"/api/schedules/weekly/{action}"), 404)
+
+    def test_a_pause_survives_a_new_scheduler_on_the_same_file(self, tmp_path: Path) -> None:
+        db = tmp_path / "schedules.db"
+        first = sqlite_scheduler(db)
+        first.schedule_daily("nightly", ok, hour=3)
+        assert call(ApiApp(first), "POST", "/api/schedules/nightly/disable").status == 200
+        first.close()
+
+        second = sqlite_scheduler(db)
+        second.schedule_daily("nightly", ok, hour=3)  # the process declares it again on start
+        item = call(ApiApp(second), "GET", "/api/schedules/nightly").json()
+        assert (item["enabled"], item["next_run"]) == (False, None)
+        assert call(ApiApp(second), "POST", "/api/schedules/nightly/enable").status == 200
+        second.close()
+
+        third = sqlite_scheduler(db)
+        third.schedule_daily("nightly", ok, hour=3)
+        try:
+            assert third.get_schedule("nightly").enabled is True
+        finally:
+            third.close()
+
+
+class TestRunNow:
+    def test_without_wait_the_run_is_accepted_with_202(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        response = call(app, "POST", "/api/schedules/nightly/run")
+        assert response.status == 202
+        payload = response.json()
+        assert payload["status"] == "success"
+        assert payload["run"]["schedule_name"] == "nightly"
+        assert payload["run"]["status"] in ("running", "succeeded")
+        assert scheduler.wait_for_runs(10)
+        assert [e["status"] for e in scheduler.get_history("nightly")] == ["succeeded"]
+
+    def test_with_wait_the_finished_run_is_returned_with_200(self, app: ApiApp) -> None:
+        response = call(app, "POST", "/api/schedules/nightly/run?wait=true")
+        assert response.status == 200
+        run = response.json()["run"]
+        assert (run["status"], run["success"], run["error"]) == ("succeeded", True, None)
+        assert run["completed_at"] is not None
+
+    def test_a_failing_job_gives_status_failed_with_its_error(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        call(app, "POST", "/api/schedules", flowyml_request("broken", "hourly", pipeline_name="broken"))
+        response = call(app, "POST", "/api/schedules/broken/run?wait=true")
+        assert response.status == 200
+        run = response.json()["run"]
+        assert (run["status"], run["success"]) == ("failed", False)
+        assert "boom: disk full" in run["error"]
+
+    def test_a_run_that_outlasts_the_timeout_is_a_504_and_goes_on(self, scheduler: PipelineScheduler) -> None:
+        release = threading.Event()
+        scheduler.schedule_hourly("slow", lambda: release.wait(10))
+        try:
+            error = error_of(
+                call(ApiApp(scheduler), "POST", "/api/schedules/slow/run?wait=true&timeout=1"), 504
+            )
+            assert error["code"] == "timeout"
+        finally:
+            release.set()
+        assert scheduler.wait_for_runs(10)
+        assert [e["status"] for e in scheduler.get_history("slow")] == ["succeeded"]
+
+    def test_a_waited_run_reports_its_own_outcome_when_another_run_starts_meanwhile(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        started, release = threading.Event(), threading.Event()
+
+        def slow() -> None:
+            started.set()
+            release.wait(10)
+
+        scheduler.schedule_hourly("slow", slow)
+        app = ApiApp(scheduler)
+        waited: Dict[str, Response] = {}
+        caller = threading.Thread(
+            target=lambda: waited.setdefault("r", call(app, "POST", "/api/schedules/slow/run?wait=true"))
+        )
+        caller.start()
+        try:
+            assert started.wait(10)
+            second = call(app, "POST", "/api/schedules/slow/run").json()["run"]
+            assert second["status"] == "skipped"  # max_instances=1: the first run is still going
+        finally:
+            release.set()
+            caller.join(10)
+        run = waited["r"].json()["run"]
+        assert run["fire_time"] != second["fire_time"]
+        assert run["status"] == "succeeded"
+
+    @pytest.mark.parametrize("timeout", ["0", "3601", "soon"])
+    def test_a_timeout_outside_one_to_3600_seconds_is_a_400(self, app: ApiApp, timeout: str) -> None:
+        error = error_of(call(app, "POST", f"/api/schedules/nightly/run?wait=true&timeout={timeout}"), 400)
+        assert "timeout" in error["message"]
+
+    def test_an_unknown_schedule_is_a_404(self, app: ApiApp) -> None:
+        error_of(call(app, "POST", "/api/schedules/weekly/run"), 404)
+
+    def test_a_paused_schedule_is_not_run(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        call(app, "POST", "/api/schedules/nightly/disable")
+        error = error_of(call(app, "POST", "/api/schedules/nightly/run?wait=true"), 400)
+        assert "disabled" in error["message"]
+        assert scheduler.get_history("nightly") == []
+
+    def test_an_orphan_cannot_be_run_here(self, tmp_path: Path) -> None:
+        db = tmp_path / "schedules.db"
+        elsewhere = sqlite_scheduler(db)
+        elsewhere.schedule_hourly("ghost", ok)
+        elsewhere.close()
+        here = sqlite_scheduler(db)
+        try:
+            error = error_of(call(ApiApp(here), "POST", "/api/schedules/ghost/run?wait=true"), 400)
+            assert "orphan" in error["message"]
+            assert here.get_history("ghost") == []
+        finally:
+            here.close()
+
+
+class TestHistory:
+    def test_lists_runs_newest_first(self, app: ApiApp) -> None:
+        for _ in range(3):
+            call(app, "POST", "/api/schedules/nightly/run?wait=true")
+        entries = call(app, "GET", "/api/schedules/nightly/history").json()
+        assert len(entries) == 3
+        fires = [datetime.fromisoformat(e["fire_time"]) for e in entries]
+        assert fires == sorted(fires, reverse=True)
+        assert {"started_at", "completed_at", "success", "duration_seconds", "error", "run_id"} <= set(
+            entries[0]
+        )
+
+    def test_limit_caps_the_number_of_entries(self, app: ApiApp) -> None:
+        for _ in range(3):
+            call(app, "POST", "/api/schedules/nightly/run?wait=true")
+        newest = call(app, "GET", "/api/schedules/nightly/history").json()[0]
+        assert call(app, "GET", "/api/schedules/nightly/history?limit=1").json() == [newest]
+
+    @pytest.mark.parametrize("limit", ["1", "1000"])
+    def test_limits_from_1_to_1000_are_accepted(self, app: ApiApp, limit: str) -> None:
+        assert call(app, "GET", f"/api/schedules/nightly/history?limit={limit}").status == 200
+
+    @pytest.mark.parametrize("limit", ["0", "1001", "-1", "ten", "1.5"])
+    def test_a_limit_outside_1_to_1000_is_a_400(self, app: ApiApp, limit: str) -> None:
+        error = error_of(call(app, "GET", f"/api/schedules/nightly/history?limit={limit}"), 400)
+        assert "limit" in error["message"]
+
+    def test_an_unknown_schedule_is_a_404(self, app: ApiApp) -> None:
+        error_of(call(app, "GET", "/api/schedules/weekly/history"), 404)
+
+
+class TestHealth:
+    @pytest.mark.parametrize("path", ["/api/scheduler/health", "/api/schedules/health"])
+    def test_reports_the_schedulers_health_check(self, app: ApiApp, path: str) -> None:
+        response = call(app, "GET", path)
+        assert response.status == 200
+        health = response.json()
+        assert health["status"] == "stopped"
+        assert health["num_schedules"] == 1
+        assert {"total_runs", "successful_runs", "failed_runs", "success_rate"} <= set(health["metrics"])
+        assert [r["name"] for r in health["next_runs"]] == ["nightly"]
+
+    def test_liveness_is_503_while_the_scheduler_is_stopped(self, app: ApiApp) -> None:
+        response = call(app, "GET", "/api/health")
+        assert (response.status, response.json()) == (503, {"status": "stopped"})
+
+    def test_liveness_is_200_while_the_scheduler_runs(self, running: PipelineScheduler) -> None:
+        response = call(ApiApp(running), "GET", "/api/health")
+        assert (response.status, response.json()) == (200, {"status": "ok"})
+
+
+class TestPipelines:
+    @pytest.mark.parametrize("path", ["/api/pipelines", "/api/schedules/registered-pipelines"])
+    def test_lists_the_given_pipelines_and_the_scheduled_functions(self, app: ApiApp, path: str) -> None:
+        response = call(app, "GET", path)
+        assert response.status == 200
+        assert response.json() == {
+            "registered": ["broken", "etl", "nightly"],
+            "templates": [],
+            "metadata": [],
+        }
+
+
+def parse_labels(text: str) -> Dict[str, str]:
+    """``a="x",b="y\\"z"`` -> {"a": "x", "b": 'y"z'}; AssertionError if it is not the text format."""
+    labels: Dict[str, str] = {}
+    pattern = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+    position = 0
+    while position < len(text):
+        match = pattern.match(text, position)
+        assert match, f"bad label text at {text[position:]!r}"
+        escaped = match.group(2)
+        labels[match.group(1)] = re.sub(
+            r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), escaped
+        )
+        position = match.end()
+    return labels
+
+
+Sample = Tuple[str, Dict[str, str], float]
+
+
+def parse_metrics(text: str) -> Tuple[Dict[str, str], List[Sample]]:
+    """The TYPE of each metric and its samples, checking each line of the Prometheus text format 0.0.4."""
+    assert text.endswith("\n")
+    kinds: Dict[str, str] = {}
+    helped: set = set()
+    samples: List[Sample] = []
+    for line in text[:-1].split("\n"):
+        if line.startswith("# HELP "):
+            name = line.split(" ")[2]
+            assert name not in helped, f"second HELP for {name}"
+            helped.add(name)
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert name not in kinds, f"second TYPE for {name}"
+            assert kind in ("counter", "gauge", "summary", "histogram", "untyped")
+            kinds[name] = kind
+        else:
+            match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+            assert match, f"not a sample line: {line!r}"
+            name = match.group(1)
+            assert name in helped and name in kinds, f"{name} sampled before its HELP and TYPE"
+            samples.append((name, parse_labels(match.group(2) or ""), float(match.group(3))))
+    return kinds, samples
+
+
+def value_of(samples: List[Sample], name: str, **labels: str) -> float:
+    (value,) = [v for n, found, v in samples if n == name and found == labels]
+    return value
+
+
+class TestMetrics:
+    def test_is_prometheus_text_with_help_and_type_before_each_metrics_samples(self, app: ApiApp) -> None:
+        response = call(app, "GET", "/metrics")
+        assert response.status == 200
+        assert response.content_type.startswith("text/plain; version=0.0.4")
+        kinds, samples = parse_metrics(response.body.decode("utf-8"))
+        assert kinds["flowyml_lite_up"] == "gauge"
+        assert value_of(samples, "flowyml_lite_up", status="stopped") == 1
+        assert value_of(samples, "flowyml_lite_up", status="running") == 0
+        assert value_of(samples, "flowyml_lite_schedules") == 1
+        assert value_of(samples, "flowyml_lite_schedule_enabled", schedule="nightly") == 1
+
+    def test_counts_runs_by_outcome(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        call(app, "POST", "/api/schedules", flowyml_request("broken", "hourly", pipeline_name="broken"))
+        call(app, "POST", "/api/schedules/broken/run?wait=true")
+        call(app, "POST", "/api/schedules/nightly/run?wait=true")
+        call(app, "POST", "/api/schedules/nightly/run?wait=true")
+        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
+        assert value_of(samples, "flowyml_lite_runs_recorded", outcome="succeeded") == 2
+        assert value_of(samples, "flowyml_lite_runs_recorded", outcome="failed") == 1
+
+    def test_a_paused_schedule_shows_0_and_no_next_fire(self, app: ApiApp) -> None:
+        call(app, "POST", "/api/schedules/nightly/disable")
+        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
+        assert value_of(samples, "flowyml_lite_schedule_enabled", schedule="nightly") == 0
+        assert not [s for s in samples if s[0] == "flowyml_lite_schedule_next_fire_timestamp_seconds"]
+
+    def test_the_next_fire_is_the_schedules_next_run_in_unix_time(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
+        next_run = scheduler.get_schedule("nightly").next_run
+        assert next_run is not None
+        expected = next_run.timestamp()
+        assert (
+            value_of(samples, "flowyml_lite_schedule_next_fire_timestamp_seconds", schedule="nightly")
+            == expected
+        )
+
+    def test_a_schedule_name_with_a_quote_and_a_backslash_is_escaped_in_its_label(self) -> None:
+        name = 'say "hi" C:\\jobs\\'
+        sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        try:
+            sched.schedule_hourly(name, ok)
+            text = call(ApiApp(sched), "GET", "/metrics").body.decode("utf-8")
+        finally:
+            sched.close()
+        assert '{schedule="say \\"hi\\" C:\\\\jobs\\\\"}' in text
+        _, samples = parse_metrics(text)
+        assert value_of(samples, "flowyml_lite_schedule_enabled", schedule=name) == 1
+
+    def test_the_samples_of_each_metric_form_one_group(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        scheduler.schedule_hourly("hourly", ok)
+        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
+        names = [name for name, _, _ in samples]
+        finished: set = set()
+        for previous, name in zip(names, names[1:]):
+            if name != previous:
+                finished.add(previous)
+                assert name not in finished, f"{name} appears again after another metric"
+
+
+class TestOpenApi:
+    def test_documents_every_route(self, app: ApiApp) -> None:
+        response = call(app, "GET", "/api/openapi.json")
+        assert response.status == 200
+        document = response.json()
+        assert document["openapi"].startswith("3.")
+        for method, path in routes():
+            assert method.lower() in document["paths"][path], f"{method} {path} is not documented"
+
+    def test_the_routes_include_the_guides_and_flowymls_endpoints(self) -> None:
+        expected = {
+            ("GET", "/api/schedules"),
+            ("POST", "/api/schedules"),
+            ("GET", "/api/scheduler/health"),
+            ("POST", "/api/schedules/{name}/enable"),
+            ("POST", "/api/schedules/{name}/disable"),
+            ("DELETE", "/api/schedules/{name}"),
+            ("GET", "/api/schedules/{name}/history"),
+            ("GET", "/api/schedules/health"),
+            ("GET", "/api/schedules/registered-pipelines"),
+            ("POST", "/api/schedules/{name}/run"),
+            ("GET", "/metrics"),
+        }
+        assert expected <= set(routes())
+
+    def test_the_create_body_lists_flowymls_fields(self, app: ApiApp) -> None:
+        document = call(app, "GET", "/api/openapi.json").json()
+        schema = document["paths"]["/api/schedules"]["post"]["requestBody"]["content"][JSON]["schema"]
+        assert set(flowyml_request("x", "daily")) <= set(schema["properties"])
+
+
+class TestDashboard:
+    @pytest.mark.parametrize("path", ["/", "/dashboard"])
+    def test_serves_html_with_a_content_security_policy(self, app: ApiApp, path: str) -> None:
+        response = call(app, "GET", path)
+        assert response.status == 200
+        assert response.content_type.startswith("text/html")
+        assert b"<html" in response.body
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+
+    def test_writes_schedule_data_as_text_never_as_html(self, app: ApiApp) -> None:
+        body = call(app, "GET", "/").body.decode("utf-8")
+        assert "textContent" in body
+        assert "innerHTML" not in body and "outerHTML" not in body and "document.write" not in body
+
+
+class TestRoutingErrors:
+    @pytest.mark.parametrize("path", ["/api/nothing", "/api/schedules/nightly/explode", "/favicon.ico"])
+    def test_an_unknown_endpoint_is_a_json_404(self, app: ApiApp, path: str) -> None:
+        error = error_of(call(app, "GET", path), 404)
+        assert error["code"] == "not_found"
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allow"),
+        [
+            ("PUT", "/api/schedules", "GET, POST"),
+            ("POST", "/api/schedules/nightly", "DELETE, GET"),
+            ("GET", "/api/schedules/nightly/run", "POST"),
+            ("DELETE", "/metrics", "GET"),
+        ],
+    )
+    def test_a_wrong_method_is_a_405_with_an_allow_header(
+        self, app: ApiApp, scheduler: PipelineScheduler, method: str, path: str, allow: str
+    ) -> None:
+        response = call(app, method, path)
+        error = error_of(response, 405)
+        assert error["code"] == "method_not_allowed"
+        assert response.headers["Allow"] == allow
+        assert scheduler.get_schedule("nightly").enabled  # nothing was changed
+
+
+class TestEncodedNames:
+    NAME = "team/etl 50%"
+
+    @pytest.fixture
+    def app(self, scheduler: PipelineScheduler) -> ApiApp:
+        scheduler.schedule_hourly(self.NAME, ok)
+        return ApiApp(scheduler)
+
+    def test_get_reads_the_name_with_a_slash(self, app: ApiApp) -> None:
+        assert path_of(self.NAME) == "/api/schedules/team%2Fetl%2050%25"
+        response = call(app, "GET", path_of(self.NAME))
+        assert (response.status, response.json()["name"]) == (200, self.NAME)
+
+    def test_history_disable_enable_and_run_find_it(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        assert call(app, "POST", path_of(self.NAME) + "/disable").status == 200
+        assert scheduler.get_schedule(self.NAME).enabled is False
+        assert call(app, "POST", path_of(self.NAME) + "/enable").status == 200
+        assert scheduler.get_schedule(self.NAME).enabled is True
+        run = call(app, "POST", path_of(self.NAME) + "/run?wait=true")
+        assert (run.status, run.json()["run"]["schedule_name"]) == (200, self.NAME)
+        history = call(app, "GET", path_of(self.NAME) + "/history?limit=5")
+        assert [e["schedule_name"] for e in history.json()] == [self.NAME]
+
+    def test_delete_removes_it(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        assert call(app, "DELETE", path_of(self.NAME)).status == 200
+        assert scheduler.store.get_schedule(self.NAME) is None
+        assert scheduler.store.get_schedule("team") is None
+
+    def test_a_name_created_through_the_api_is_found_by_its_encoded_path(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        app = ApiApp(scheduler, pipelines={"etl": ok})
+        assert call(app, "POST", "/api/schedules", flowyml_request("a/b", "hourly")).status == 201
+        assert call(app, "GET", "/api/schedules/a%2Fb").json()["name"] == "a/b"
+        error_of(call(app, "GET", "/api/schedules/a/b"), 404)  # a raw slash is another path
+
+
+class TestToken:
+    @pytest.fixture
+    def app(self, scheduler: PipelineScheduler) -> ApiApp:
+        return ApiApp(scheduler, token=TOKEN, pipelines={"etl": ok})
+
+    @pytest.mark.parametrize(
+        "authorization",
+        [None, "Bearer wrong", f"Basic {TOKEN}", TOKEN, "Bearer", f"Bearer {TOKEN}x"],
+    )
+    def test_a_change_without_the_token_is_a_401_and_changes_nothing(
+        self, app: ApiApp, scheduler: PipelineScheduler, authorization: Optional[str]
+    ) -> None:
+        headers = {"Authorization": authorization}
+        attempts = [
+            call(app, "POST", "/api/schedules", flowyml_request("report", "hourly"), headers=headers),
+            call(app, "DELETE", "/api/schedules/nightly", headers=headers),
+            call(app, "POST", "/api/schedules/nightly/disable", headers=headers),
+            call(app, "POST", "/api/schedules/nightly/run?wait=true", headers=headers),
+        ]
+        for response in attempts:
+            assert error_of(response, 401)["code"] == "unauthorized"
+        assert scheduler.store.get_schedule("report") is None
+        record = scheduler.store.get_schedule("nightly")
+        assert record is not None and record.enabled
+        assert scheduler.get_history("nightly") == []
+
+    def test_the_right_token_is_accepted(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert (
+            call(app, "POST", "/api/schedules", flowyml_request("report", "hourly"), headers=headers).status
+            == 201
+        )
+        assert call(app, "POST", "/api/schedules/nightly/disable", headers=headers).status == 200
+        assert call(app, "DELETE", "/api/schedules/report", headers=headers).status == 200
+        assert scheduler.store.get_schedule("report") is None
+
+    def test_the_scheme_is_case_insensitive(self, app: ApiApp) -> None:
+        response = call(
+            app, "POST", "/api/schedules/nightly/disable", headers={"Authorization": f"bearer {TOKEN}"}
+        )
+        assert response.status == 200
+
+    @pytest.mark.parametrize(
+        "path", ["/api/schedules", "/api/schedules/nightly", "/api/scheduler/health", "/metrics", "/"]
+    )
+    def test_reads_need_no_token(self, app: ApiApp, path: str) -> None:
+        assert call(app, "GET", path).status == 200
+
+
+class TestOrigin:
+    @pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:9999", "null"])
+    def test_a_cross_origin_change_is_a_403_even_with_the_token(
+        self, scheduler: PipelineScheduler, origin: str
+    ) -> None:
+        app = ApiApp(scheduler, token=TOKEN, pipelines={"etl": ok})
+        headers = {"Origin": origin, "Authorization": f"Bearer {TOKEN}"}
+        created = call(app, "POST", "/api/schedules", flowyml_request("report", "hourly"), headers=headers)
+        assert error_of(created, 403)["code"] == "cross_origin"
+        error_of(call(app, "DELETE", "/api/schedules/nightly", headers=headers), 403)
+        error_of(call(app, "POST", "/api/schedules/nightly/disable", headers=headers), 403)
+        assert scheduler.store.get_schedule("report") is None
+        record = scheduler.store.get_schedule("nightly")
+        assert record is not None and record.enabled
+
+    def test_a_cross_origin_read_is_refused_too(self, app: ApiApp) -> None:
+        error_of(call(app, "GET", "/api/schedules", headers={"Origin": "http://evil.example"}), 403)
+
+    def test_a_same_origin_request_is_accepted(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
+        headers = {"Origin": f"http://{HOST}"}
+        assert (
+            call(app, "POST", "/api/schedules", flowyml_request("report", "hourly"), headers=headers).status
+            == 201
+        )
+        assert scheduler.store.get_schedule("report") is not None
+
+
+class TestAllowedHosts:
+    @pytest.fixture
+    def app(self, scheduler: PipelineScheduler) -> ApiApp:
+        return ApiApp(scheduler, allowed_hosts=["localhost", "127.0.0.1", "::1", "scheduler.lan"])
+
+    @pytest.mark.parametrize(
+        "host", ["rebind.attacker.example:8080", "rebind.attacker.example", "[::2]:8080"]
+    )
+    def test_a_foreign_host_is_a_403_that_says_how_to_allow_it(
+        self, app: ApiApp, scheduler: PipelineScheduler, host: str
+    ) -> None:
+        response = call(app, "POST", "/api/schedules/nightly/disable", headers={"Host": host})
+        error = error_of(response, 403)
+        assert error["code"] == "host_not_allowed"
+        assert "--allow-host" in error["message"]
+        assert scheduler.get_schedule("nightly").enabled
+
+    @pytest.mark.parametrize(
+        "host", ["127.0.0.1:8080", "LOCALHOST:8080", "localhost", "[::1]:8080", "scheduler.lan:8080"]
+    )
+    def test_the_allowed_names_are_served_with_or_without_a_port(self, app: ApiApp, host: str) -> None:
+        assert call(app, "GET", "/api/schedules", headers={"Host": host}).status == 200
+
+    def test_a_request_without_a_host_header_is_served(self, app: ApiApp) -> None:
+        # HTTP/1.0 tools send no Host; DNS rebinding needs a browser, and browsers always send one.
+        assert call(app, "GET", "/api/schedules", headers={"Host": None}).status == 200

@@ -1,0 +1,354 @@
+"""``flowyml-lite serve`` and ``flowyml-lite run-now``, run as real processes.
+
+Each test works in a directory holding ``myjobs.py``, whose scheduler keeps its schedules in a
+SQLite file next to it: ``nightly`` succeeds, ``broken`` raises. The processes import
+flowyml_lite from this repository (PYTHONPATH) and are always killed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN_ENV = "FLOWYML_SCHEDULER_API_TOKEN"
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+MYJOBS = """\
+from pathlib import Path
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+scheduler = PipelineScheduler(SchedulerConfig(db_path=str(Path(__file__).with_name("jobs.db"))))
+
+
+def nightly():
+    return None
+
+
+def broken():
+    raise RuntimeError("boom: disk full")
+
+
+scheduler.schedule_daily("nightly", nightly, hour=3)
+scheduler.schedule_daily("broken", broken, hour=4)
+"""
+
+
+def environment(**extra: str) -> Dict[str, str]:
+    """This environment without scheduler settings, tokens or proxies, importing this repository."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith("FLOWYML_SCHEDULER_") and not k.lower().endswith("_proxy")
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def cli(cwd: Path, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowyml_lite", *args],
+        cwd=cwd,
+        env=environment(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def jobs_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "myjobs.py").write_text(MYJOBS)
+    return path
+
+
+def first_line(process: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The first stdout line, or an AssertionError if none comes within ``timeout`` seconds."""
+    assert process.stdout is not None
+    stream = process.stdout
+    lines: List[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert lines and lines[0], f"serve printed no line (exit code {process.poll()})"
+    return lines[0]
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+class Served:
+    """A running ``serve`` process and the URL it printed."""
+
+    def __init__(self, cwd: Path, *args: str, env: Optional[Dict[str, str]] = None) -> None:
+        self.cwd = cwd
+        self.log = open(cwd / "serve.log", "w")  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flowyml_lite", "serve", *args],
+            cwd=cwd,
+            env=environment(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        try:
+            self.line = first_line(self.process)
+            words = [w for w in self.line.split() if w.startswith("http://")]
+            assert words, f"no URL in {self.line!r}"
+        except BaseException:
+            self.close()
+            raise
+        self.url = words[0]
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None
+    ) -> Tuple[int, bytes]:
+        """(status, body); error statuses are returned, not raised."""
+        data = json.dumps(body).encode() if body is not None else (b"" if method != "GET" else None)
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
+        try:
+            with OPENER.open(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def get(self, path: str) -> Tuple[int, bytes]:
+        return self.request("GET", path)
+
+    def close(self) -> None:
+        stop(self.process)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One ``serve myjobs:scheduler --port 0`` for the tests that only talk to it."""
+    server = Served(
+        jobs_dir(tmp_path_factory.mktemp("served")),
+        "myjobs:scheduler",
+        "--port",
+        "0",
+        "--pipeline",
+        "etl=myjobs:nightly",
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class TestServe:
+    def test_prints_its_url_on_the_first_line(self, served: Served) -> None:
+        assert served.url.startswith("http://127.0.0.1:")
+        port = int(served.url.rsplit(":", 1)[1])
+        assert port > 0  # --port 0 picked a free port and the line says which
+
+    def test_serves_the_schedules_of_the_app(self, served: Served) -> None:
+        status, body = served.get("/api/schedules")
+        assert status == 200
+        assert {s["name"] for s in json.loads(body)} == {"broken", "nightly"}
+
+    def test_runs_the_scheduler_it_serves(self, served: Served) -> None:
+        status, body = served.get("/api/health")
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+    def test_a_pipeline_option_can_be_scheduled_through_the_api(self, served: Served) -> None:
+        body = {"name": "adhoc", "pipeline_name": "etl", "schedule_type": "hourly", "minute": 30}
+        status, payload = served.request("POST", "/api/schedules", body)
+        try:
+            assert status == 201, payload
+            result = cli(served.cwd, "run-now", "adhoc", "--url", served.url)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("adhoc: succeeded")
+        finally:
+            served.request("DELETE", "/api/schedules/adhoc")
+        assert {s["name"] for s in json.loads(served.get("/api/schedules")[1])} == {"broken", "nightly"}
+
+
+class TestRunNowWithUrl:
+    def test_a_succeeding_job_prints_its_outcome_and_exits_0(self, served: Served) -> None:
+        result = cli(served.cwd, "run-now", "nightly", "--url", served.url)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("nightly: succeeded")
+
+    def test_json_output_is_the_history_entry(self, served: Served) -> None:
+        result = cli(served.cwd, "run-now", "nightly", "--url", served.url, "--json")
+        assert result.returncode == 0, result.stderr
+        entry = json.loads(result.stdout)
+        assert (entry["schedule_name"], entry["status"]) == ("nightly", "succeeded")
+
+    def test_a_failing_job_prints_its_error_and_exits_1(self, served: Served) -> None:
+        result = cli(served.cwd, "run-now", "broken", "--url", served.url)
+        assert result.returncode == 1
+        assert result.stdout.startswith("broken: failed")
+        assert "boom: disk full" in result.stdout
+
+    def test_an_unknown_schedule_exits_3(self, served: Served) -> None:
+        result = cli(served.cwd, "run-now", "weekly", "--url", served.url)
+        assert result.returncode == 3
+        assert "weekly" in result.stderr
+
+    def test_the_run_is_in_the_servers_history(self, served: Served) -> None:
+        cli(served.cwd, "run-now", "nightly", "--url", served.url)
+        status, body = served.get("/api/schedules/nightly/history?limit=1")
+        assert status == 200
+        assert json.loads(body)[0]["status"] == "succeeded"
+
+    def test_no_server_at_the_url_is_a_clear_error(self, tmp_path: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # bound, not listening: connections are refused
+            result = cli(tmp_path, "run-now", "nightly", "--url", f"http://127.0.0.1:{port}")
+        assert result.returncode == 2
+        assert "cannot reach" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def token_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A ``serve`` whose token comes from the environment."""
+    cwd = jobs_dir(tmp_path_factory.mktemp("token"))
+    server = Served(cwd, "myjobs:scheduler", "--port", "0", env={TOKEN_ENV: "s3cret"})
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class TestServeWithToken:
+    def test_a_change_without_the_token_from_the_environment_is_a_401(self, token_served: Served) -> None:
+        assert token_served.request("POST", "/api/schedules/nightly/disable")[0] == 401
+        assert json.loads(token_served.get("/api/schedules/nightly")[1])["enabled"] is True
+
+    def test_run_now_sends_the_token_from_the_environment(self, token_served: Served) -> None:
+        result = cli(
+            token_served.cwd, "run-now", "nightly", "--url", token_served.url, env={TOKEN_ENV: "s3cret"}
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("nightly: succeeded")
+
+    def test_run_now_with_a_wrong_token_exits_2_with_the_servers_message(self, token_served: Served) -> None:
+        result = cli(token_served.cwd, "run-now", "nightly", "--url", token_served.url, "--token", "wrong")
+        assert result.returncode == 2
+        assert "401" in result.stderr and "token" in result.stderr
+
+
+class TestServeStops:
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+    def test_a_signal_stops_serve_with_exit_code_0(self, tmp_path: Path, sig: signal.Signals) -> None:
+        server = Served(jobs_dir(tmp_path), "myjobs:scheduler", "--port", "0")
+        try:
+            assert server.get("/api/schedules")[0] == 200
+            server.process.send_signal(sig)
+            assert server.process.wait(10) == 0
+            port = int(server.url.rsplit(":", 1)[1])
+            with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+                probe.connect(("127.0.0.1", port))
+        finally:
+            server.close()
+
+
+class TestServeRefuses:
+    def test_a_public_host_without_a_token_exits_2_before_creating_the_database(self, tmp_path: Path) -> None:
+        cwd = jobs_dir(tmp_path)
+        result = cli(cwd, "serve", "myjobs:scheduler", "--host", "0.0.0.0", "--port", "0")
+        assert result.returncode == 2
+        assert TOKEN_ENV in result.stderr
+        assert not list(cwd.glob("*.db*"))
+
+    def test_a_module_that_cannot_be_imported_exits_2_naming_it(self, tmp_path: Path) -> None:
+        result = cli(jobs_dir(tmp_path), "serve", "nomodule:x", "--port", "0")
+        assert result.returncode == 2
+        assert "nomodule" in result.stderr
+
+    def test_an_attribute_that_is_not_a_scheduler_exits_2(self, tmp_path: Path) -> None:
+        result = cli(jobs_dir(tmp_path), "serve", "myjobs:nightly", "--port", "0")
+        assert result.returncode == 2
+        assert "PipelineScheduler" in result.stderr
+
+    def test_a_busy_port_exits_2_with_the_reason(self, tmp_path: Path) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            result = cli(jobs_dir(tmp_path), "serve", "myjobs:scheduler", "--port", str(port))
+        assert result.returncode == 2
+        assert "cannot listen" in result.stderr
+
+
+class TestServeWithoutApp:
+    def test_serves_the_stores_schedules_as_orphans(self, tmp_path: Path) -> None:
+        db = tmp_path / "fleet.db"
+        worker = PipelineScheduler(SchedulerConfig(db_path=str(db)))
+        worker.schedule_hourly("ingest", lambda: None, minute=10)
+        worker.close()
+        server = Served(tmp_path, "--db", str(db), "--port", "0")
+        try:
+            items = json.loads(server.get("/api/schedules")[1])
+        finally:
+            server.close()
+        assert [(s["name"], s["is_orphan"]) for s in items] == [("ingest", True)]
+
+
+class TestRunNowInProcess:
+    @pytest.mark.parametrize(
+        ("name", "code", "outcome"), [("nightly", 0, "succeeded"), ("broken", 1, "failed")]
+    )
+    def test_runs_the_job_of_the_app_and_exits_with_its_outcome(
+        self, tmp_path: Path, name: str, code: int, outcome: str
+    ) -> None:
+        cwd = jobs_dir(tmp_path)
+        result = cli(cwd, "run-now", name, "--app", "myjobs:scheduler")
+        assert result.returncode == code, result.stderr
+        assert result.stdout.startswith(f"{name}: {outcome}")
+        check = PipelineScheduler(SchedulerConfig(db_path=str(cwd / "jobs.db")))
+        try:
+            assert [e["status"] for e in check.get_history(name)] == [outcome]
+        finally:
+            check.close()
+
+    def test_an_unknown_schedule_exits_3(self, tmp_path: Path) -> None:
+        result = cli(jobs_dir(tmp_path), "run-now", "weekly", "--app", "myjobs:scheduler")
+        assert result.returncode == 3
+        assert "weekly" in result.stderr
+
+    def test_app_and_url_are_mutually_exclusive(self, tmp_path: Path) -> None:
+        result = cli(
+            tmp_path, "run-now", "nightly", "--app", "myjobs:scheduler", "--url", "http://127.0.0.1:1"
+        )
+        assert result.returncode == 2
+        assert "not allowed with" in result.stderr
+
+
+class TestHelp:
+    def test_serve_help_describes_app_and_the_token_variable(self, tmp_path: Path) -> None:
+        result = cli(tmp_path, "serve", "--help")
+        assert result.returncode == 0
+        assert "APP" in result.stdout
+        assert TOKEN_ENV in result.stdout
+        for option in ("--host", "--port", "--token", "--allow-host", "--pipeline"):
+            assert option in result.stdout
+
+    def test_run_now_help_offers_app_and_url(self, tmp_path: Path) -> None:
+        result = cli(tmp_path, "run-now", "--help")
+        assert result.returncode == 0
+        assert "--app" in result.stdout and "--url" in result.stdout
