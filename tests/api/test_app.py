@@ -149,6 +149,10 @@ class TestListSchedules:
         assert set(items["ghost"]) >= FLOWYML_SCHEDULE_KEYS
         assert items["ghost"]["schedule_value"] == "7"
 
+    def test_flowyml_style_paths_with_a_trailing_slash_reach_the_same_route(self, app: ApiApp) -> None:
+        assert call(app, "GET", "/api/schedules/").json() == call(app, "GET", "/api/schedules").json()
+        assert call(app, "GET", "/api/schedules/nightly/").json()["name"] == "nightly"
+
     def test_an_empty_scheduler_lists_nothing(self) -> None:
         sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
         try:
@@ -201,7 +205,7 @@ class TestCreateSchedule:
         assert stored.enabled and stored.next_run is not None
         assert stored.timezone == fields.get("timezone", "UTC")
 
-    def test_a_cron_schedule_fires_in_its_zone(self, app: ApiApp) -> None:
+    def test_a_cron_schedules_next_run_is_its_wall_time_in_its_zone(self, app: ApiApp) -> None:
         body = flowyml_request("report", "cron", cron_expression="0 9 * * 1-5", timezone="Europe/London")
         next_run = datetime.fromisoformat(
             call(app, "POST", "/api/schedules", body).json()["schedule"]["next_run"]
