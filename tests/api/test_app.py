@@ -122,6 +122,15 @@ def sqlite_scheduler(path: Path) -> PipelineScheduler:
     return PipelineScheduler(SchedulerConfig(db_path=str(path)))
 
 
+def scheduler_with_orphan(tmp_path: Path, minute: int = 0) -> PipelineScheduler:
+    """A scheduler on a SQLite file where another process declared ``ghost`` (hourly at ``minute``)."""
+    db = tmp_path / "schedules.db"
+    elsewhere = sqlite_scheduler(db)
+    elsewhere.schedule_hourly("ghost", ok, minute=minute)
+    elsewhere.close()
+    return sqlite_scheduler(db)
+
+
 class TestListSchedules:
     def test_lists_each_schedule_with_flowymls_keys(self, app: ApiApp) -> None:
         response = call(app, "GET", "/api/schedules")
@@ -134,11 +143,7 @@ class TestListSchedules:
         assert datetime.fromisoformat(item["next_run"]).hour == 3
 
     def test_includes_stored_schedules_that_have_no_function_in_this_process(self, tmp_path: Path) -> None:
-        db = tmp_path / "schedules.db"
-        elsewhere = sqlite_scheduler(db)
-        elsewhere.schedule_hourly("ghost", ok, minute=7)
-        elsewhere.close()
-        here = sqlite_scheduler(db)
+        here = scheduler_with_orphan(tmp_path, minute=7)
         try:
             here.schedule_daily("live", ok, hour=1)
             items = {s["name"]: s for s in call(ApiApp(here), "GET", "/api/schedules").json()}
@@ -448,11 +453,7 @@ class TestDeleteSchedule:
         error_of(call(app, "DELETE", "/api/schedules/weekly"), 404)
 
     def test_an_orphan_can_be_deleted(self, tmp_path: Path) -> None:
-        db = tmp_path / "schedules.db"
-        elsewhere = sqlite_scheduler(db)
-        elsewhere.schedule_hourly("ghost", ok)
-        elsewhere.close()
-        here = sqlite_scheduler(db)
+        here = scheduler_with_orphan(tmp_path)
         try:
             assert call(ApiApp(here), "DELETE", "/api/schedules/ghost").status == 200
             assert here.store.get_schedule("ghost") is None
@@ -584,11 +585,7 @@ class TestRunNow:
         assert scheduler.get_history("nightly") == []
 
     def test_an_orphan_cannot_be_run_here(self, tmp_path: Path) -> None:
-        db = tmp_path / "schedules.db"
-        elsewhere = sqlite_scheduler(db)
-        elsewhere.schedule_hourly("ghost", ok)
-        elsewhere.close()
-        here = sqlite_scheduler(db)
+        here = scheduler_with_orphan(tmp_path)
         try:
             error = error_of(call(ApiApp(here), "POST", "/api/schedules/ghost/run?wait=true"), 400)
             assert "orphan" in error["message"]
