@@ -656,6 +656,14 @@ class TestPipelines:
             "metadata": [],
         }
 
+    def test_a_module_path_given_as_pipeline_name_is_never_imported(self, app: ApiApp) -> None:
+        import sys
+
+        body = flowyml_request("report", "hourly", pipeline_name="os_probe_never_imported:system")
+        error = error_of(call(app, "POST", "/api/schedules", body), 404)
+        assert error["code"] == "pipeline_not_found"
+        assert "os_probe_never_imported" not in sys.modules
+
 
 def parse_labels(text: str) -> Dict[str, str]:
     """``a="x",b="y\\"z"`` -> {"a": "x", "b": 'y"z'}; AssertionError if it is not the text format."""
@@ -705,13 +713,6 @@ def value_of(samples: List[Sample], name: str, **labels: str) -> float:
     (value,) = [v for n, found, v in samples if n == name and found == labels]
     return value
 
-    def test_a_module_path_given_as_pipeline_name_is_never_imported(self, app: ApiApp) -> None:
-        import sys
-
-        body = flowyml_request("report", "hourly", pipeline_name="os_probe_never_imported:system")
-        error = error_of(call(app, "POST", "/api/schedules", body), 404)
-        assert error["code"] == "pipeline_not_found"
-        assert "os_probe_never_imported" not in sys.modules
 
 class TestMetrics:
     def test_is_prometheus_text_with_help_and_type_before_each_metrics_samples(self, app: ApiApp) -> None:
