@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from ..errors import ScheduleError
 from ..stores.base import ScheduleRecord
@@ -17,6 +18,7 @@ CATCHUP_POLICIES = ("latest", "skip", "all")
 SCHEDULE_TYPES = ("cron", "daily", "hourly", "interval")
 MAX_NAME_LENGTH = 200
 MAX_INTERVAL_SECONDS = 36500 * 86400.0  # longer intervals overflow datetime arithmetic near year 9999
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # json.dumps of a str, faster
 
 
 @dataclass
@@ -117,7 +119,11 @@ def validate_options(
     for arg, value in (("max_catchup", max_catchup), ("max_instances", max_instances)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ScheduleError(f"{arg} must be an integer >= 1, got {value!r}")
-    return Options(float(misfire_grace_seconds), catchup, max_catchup, max_instances)
+    grace = float(misfire_grace_seconds)
+    found = _OPTIONS_MEMO.get(_memo_key(grace, catchup, max_catchup, max_instances))
+    if found is not None:
+        return found.options  # frozen, so one instance serves every equal declaration
+    return _options_memo(Options(grace, catchup, max_catchup, max_instances)).options
 
 
 def validate_context(context: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -131,6 +137,11 @@ def validate_context(context: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ScheduleError(f"context must be JSON-serializable to be stored: {exc}") from None
     return dict(context)
+
+
+def as_stored(context: Dict[str, Any]) -> Dict[str, Any]:
+    """A validated context as a store gives it back: a JSON round trip (tuples become lists, a copy)."""
+    return json.loads(json.dumps(context)) if context else {}
 
 
 def validate_timezone(timezone: object, provider: str | ZoneProvider) -> str:
@@ -168,18 +179,72 @@ def interval_seconds(days: float, hours: float, minutes: float, seconds: float) 
 def definition_hash(
     schedule_type: str, value: str, timezone: str, options: Options, context: Dict[str, Any]
 ) -> str:
-    """What identifies a definition: re-declaring with the same hash keeps the stored state."""
-    payload = json.dumps(
-        [schedule_type, value, timezone, options.to_dict(), context], sort_keys=True, separators=(",", ":")
-    )
+    """What identifies a definition: re-declaring with the same hash keeps the stored state.
+
+    The sha256 of ``json.dumps([type, value, zone, options, context], sort_keys=True)`` (compact);
+    the JSON of options and of an empty context is reused, not rebuilt for every declaration.
+    """
+    opts = _options_json(options)
+    ctx = json.dumps(context, sort_keys=True, separators=(",", ":")) if context else "{}"
+    payload = f"[{_json_str(schedule_type)},{_json_str(value)},{_json_str(timezone)},{opts},{ctx}]"
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def _json_str(text: str) -> str:
+    return _encode_str(text) if type(text) is str else json.dumps(text)
+
+
+class _Memo(NamedTuple):
+    options: Options
+    json: str
+    as_dict: Dict[str, Any]
+
+
+# Options of exact types by value; the sign is part of the key since 0.0 == -0.0 but not in JSON.
+_MemoKey = Tuple[float, float, str, int, int]
+_OPTIONS_MEMO: Dict[Optional[_MemoKey], _Memo] = {}
+_OPTIONS_MEMO_SIZE = 256
+
+
+def _memo_key(grace: float, catchup: str, most: int, instances: int) -> Optional[_MemoKey]:
+    if type(grace) is float and type(catchup) is str and type(most) is int and type(instances) is int:
+        return (grace, math.copysign(1.0, grace), catchup, most, instances)
+    return None
+
+
+def _options_memo(options: Options) -> _Memo:
+    o = options
+    key = _memo_key(o.misfire_grace_seconds, o.catchup, o.max_catchup, o.max_instances)
+    found = _OPTIONS_MEMO.get(key) if key is not None else None
+    if found is None:
+        as_dict = options.to_dict()
+        found = _Memo(options, json.dumps(as_dict, sort_keys=True, separators=(",", ":")), as_dict)
+        if key is not None and len(_OPTIONS_MEMO) < _OPTIONS_MEMO_SIZE:
+            _OPTIONS_MEMO[key] = found
+    return found
+
+
+def _options_json(options: Options) -> str:
+    return _options_memo(options).json
+
+
+def shared_options_dict(options: Options) -> Dict[str, Any]:
+    """``options.to_dict()``, one dict shared by every caller with equal options: never mutate it."""
+    return _options_memo(options).as_dict
+
+
 def to_schedule(
-    record: ScheduleRecord, func: Optional[Callable[[], Any]], localize: Callable[[datetime], datetime]
+    record: ScheduleRecord,
+    func: Optional[Callable[[], Any]],
+    localize: Callable[[datetime], datetime],
+    options: Optional[Options] = None,
 ) -> Schedule:
-    """The user-facing Schedule for a stored record (instants shown in the schedule's zone)."""
-    options = Options.from_dict(record.options)
+    """The user-facing Schedule for a stored record (instants shown in the schedule's zone).
+
+    ``options``, when the caller already has them, saves parsing ``record.options`` again.
+    """
+    if options is None:
+        options = Options.from_dict(record.options)
     return Schedule(
         pipeline_name=record.name,
         schedule_type=record.schedule_type,

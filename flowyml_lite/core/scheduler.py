@@ -23,8 +23,8 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from datetime import datetime, timedelta
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from .. import plugins, stores
 from ..clock import SYSTEM_CLOCK, Clock
@@ -41,14 +41,17 @@ from ..stores.base import (
     NodeRecord,
     RunRecord,
     ScheduleRecord,
+    ScheduleState,
     Store,
 )
 from ..timezones import UTC, get_zone
 from .schedule import (
     Options,
     Schedule,
+    as_stored,
     definition_hash,
     interval_seconds,
+    shared_options_dict,
     to_schedule,
     validate_context,
     validate_name,
@@ -67,6 +70,8 @@ _RETRY_MAX_SECONDS = 5.0
 _MAINTENANCE_SECONDS = 1.0
 _PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minutes
 _PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
+# Declarations between two syncs after which the stored states of all schedules are read at once.
+_BULK_READ_AFTER = 256
 
 
 class RunContext(NamedTuple):
@@ -194,6 +199,15 @@ class PipelineScheduler:
         self._pruned = 0  # rows deleted so far by the pruning pass in progress
         # Rows changed after this are what the first sync reads (declarations here are known).
         self._synced_at: Optional[datetime] = datetime.now(UTC)
+        # Every sync bumps the epoch. A declaration that read the store in an older epoch than the
+        # one it registers in re-reads its row: that sync may have passed its name by.
+        self._sync_epoch = 0
+        # The stored states of every schedule, read at once for a burst of declarations (see
+        # _stored_state). An entry serves one declaration; each sync drops the lot, and this
+        # scheduler's own writes to a name (enable, disable, unschedule, clear) drop its entry.
+        self._states: Optional[Dict[str, ScheduleState]] = None
+        self._declared = 0  # declarations since the last sync
+        self._tzinfos: Dict[str, Optional[tzinfo]] = {}  # zone name -> tzinfo (None: unknown here)
         self._store_failures = 0
         self._last_error: Optional[str] = None
         self._lags: Deque[float] = deque(maxlen=10_000)
@@ -286,44 +300,100 @@ class PipelineScheduler:
         trigger = build_trigger(
             schedule_type, value, zone_name, name, self.config.cron_engine, self.config.timezone_provider
         )
-        now = self._clock.now()
-        record = ScheduleRecord(
-            name=name,
-            schedule_type=schedule_type,
-            schedule_value=value,
-            timezone=zone_name,
-            definition_hash=definition_hash(schedule_type, value, zone_name, opts, context),
-            options=opts.to_dict(),
-            context=context,
-            enabled=True,
-            next_fire=trigger.next_after(now),
-        )  # created_at/updated_at come from the store's own clock: other processes sync on them
-        existing = self._store.get_schedule(name)
-        if existing is not None and existing.definition_hash == record.definition_hash:
-            stored = existing  # unchanged: keep its state without a write transaction
-        else:
+        digest = definition_hash(schedule_type, value, zone_name, opts, context)
+        epoch, known = self._stored_state(name)
+        if known is not None and known.definition_hash == digest:  # unchanged: no write transaction
+            if isinstance(known, ScheduleRecord):
+                stored = known
+            else:  # read in bulk: the definition is ours (same hash), the state is the row's
+                stored = ScheduleRecord(
+                    name,
+                    schedule_type,
+                    value,
+                    zone_name,
+                    digest,
+                    shared_options_dict(opts),
+                    as_stored(context),
+                    known.enabled,
+                    known.next_fire,
+                    known.last_fire,
+                    known.created_at,
+                    known.updated_at,
+                )
+            if logger.isEnabledFor(logging.DEBUG) and stored.next_fire != trigger.next_after(
+                self._clock.now()
+            ):
+                logger.debug(
+                    "schedule %r re-declared: stored state kept (next fire %s)", name, _iso(stored.next_fire)
+                )
+        else:  # new or changed: the store re-reads the row in its transaction and decides
+            record = ScheduleRecord(
+                name=name,
+                schedule_type=schedule_type,
+                schedule_value=value,
+                timezone=zone_name,
+                definition_hash=digest,
+                options=opts.to_dict(),
+                context=context,
+                enabled=True,
+                next_fire=trigger.next_after(self._clock.now()),
+            )  # created_at/updated_at come from the store's own clock: other processes sync on them
             stored = self._store.declare_schedule(record)
         if not stored.enabled and stored.next_fire is not None:
             # A paused schedule whose definition changed: it keeps no next fire until enabled.
             self._store.set_enabled(name, False, None)
             stored.next_fire = None
-        if stored.next_fire != record.next_fire:
-            logger.debug(
-                "schedule %r re-declared: stored state kept (next fire %s)", name, _iso(stored.next_fire)
-            )
         with self._cond:
             self._funcs[name] = func
             self._triggers[name] = trigger
             self._set_record(stored)
-        logger.info(
-            "scheduled %r (%s %s, %s): next fire %s",
-            name,
-            schedule_type,
-            value,
-            zone_name,
-            _iso(stored.next_fire),
-        )
-        return self._to_schedule(stored)
+            missed_sync = self._sync_epoch != epoch
+        if missed_sync:
+            fresh = self._store.get_schedule(name)
+            if fresh is not None:
+                self._adopt(fresh, {name})
+                stored = fresh
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "scheduled %r (%s %s, %s): next fire %s",
+                name,
+                schedule_type,
+                value,
+                zone_name,
+                _iso(stored.next_fire),
+            )
+        return self._to_schedule(stored, opts if stored.definition_hash == digest else None)
+
+    def _stored_state(self, name: str) -> Tuple[int, Union[ScheduleRecord, ScheduleState, None]]:
+        """The sync epoch now, and the stored row of ``name`` (its state only, if read in bulk).
+
+        After ``_BULK_READ_AFTER`` declarations without a sync, the states of all rows are read in
+        one query and the next declarations take theirs from there (an entry serves once). None
+        means no row, or none left in the bulk read: the caller writes, and the store decides.
+        """
+        with self._cond:
+            epoch = self._sync_epoch
+            states = self._states
+            if states is not None:
+                return epoch, states.pop(name, None)
+            self._declared += 1
+            bulk = self._declared >= _BULK_READ_AFTER
+        if not bulk:
+            return epoch, self._store.get_schedule(name)
+        states = self._store.schedule_states()
+        with self._cond:
+            found = states.pop(name, None)
+            if self._sync_epoch == epoch and self._states is None:
+                self._states = states
+        return epoch, found
+
+    def _forget_state(self, name: Optional[str] = None) -> None:
+        """Drop the bulk-read state of ``name`` (of every schedule if None) before writing it."""
+        with self._cond:
+            if name is None:
+                self._states = None
+            elif self._states is not None:
+                self._states.pop(name, None)
 
     # -- state changes -----------------------------------------------------------------
 
@@ -334,6 +404,7 @@ class PipelineScheduler:
             return
         trigger = self._trigger_for(record)
         next_fire = trigger.next_after(self._clock.now())
+        self._forget_state(name)
         self._store.set_enabled(name, True, next_fire)
         self._refresh(name)
         logger.info("enabled %r: next fire %s", name, _iso(next_fire))
@@ -341,12 +412,14 @@ class PipelineScheduler:
     def disable(self, name: str) -> None:
         """Pause a schedule; it stays paused across restarts until enabled."""
         self._require(name)
+        self._forget_state(name)
         self._store.set_enabled(name, False, None)
         self._refresh(name)
         logger.info("disabled %r", name)
 
     def unschedule(self, name: str) -> None:
         """Remove a schedule and its history (a run in progress finishes)."""
+        self._forget_state(name)
         if not self._store.delete_schedule(name) and name not in self._funcs:
             raise ScheduleNotFoundError(name)
         with self._cond:
@@ -358,6 +431,7 @@ class PipelineScheduler:
 
     def clear(self) -> None:
         """Remove every schedule and all history from the store."""
+        self._forget_state()
         count = self._store.delete_all()
         with self._cond:
             self._funcs.clear()
@@ -395,8 +469,11 @@ class PipelineScheduler:
 
     def list_schedules(self, include_orphans: bool = False) -> List[Schedule]:
         """Schedules registered here; with ``include_orphans``, also stored ones with no function here."""
+        records = self._store.list_schedules()
+        records.reverse()
         out = []
-        for record in self._store.list_schedules():
+        while records:  # popped as converted, so records and Schedules are not all alive at once
+            record = records.pop()
             if record.name in self._funcs or include_orphans:
                 out.append(self._to_schedule(record))
         return out
@@ -927,15 +1004,17 @@ class PipelineScheduler:
 
         Other changes heal by themselves: a claim refused because another process advanced or
         disabled a schedule re-reads it. Only a shared store can change behind our back, and only
-        rows changed since the last sync (with a minute's margin for clock skew) are read.
+        rows changed since the last sync (with a minute's margin for clock skew) are read. Every
+        sync also drops the declarations' bulk read, which is older than what it has seen.
         """
-        if not self._store.shared:
-            return
-        with self._cond:
-            names = set(self._funcs)
-        if not names:
-            return
         started = datetime.now(UTC)
+        with self._cond:
+            self._sync_epoch += 1
+            self._states = None
+            self._declared = 0
+            names = set(self._funcs)
+        if not self._store.shared or not names:
+            return
         if self._synced_at is None:
             records = self._store.list_schedules()
         else:
@@ -948,24 +1027,28 @@ class PipelineScheduler:
             records = [r for r in map(self._store.get_schedule, stale) if r is not None]
         self._synced_at = started
         for record in records:
-            if record.name not in names:
-                continue
-            trigger = None
-            with self._cond:
-                mine = self._records.get(record.name)
-            if mine is not None and mine.definition_hash != record.definition_hash:
-                trigger = self._trigger_for(record, rebuild=True)  # redefined by another process
-            with self._cond:
-                if trigger is not None:
-                    self._triggers[record.name] = trigger
-                if mine is None or (mine.next_fire, mine.enabled, mine.definition_hash) != (
-                    record.next_fire,
-                    record.enabled,
-                    record.definition_hash,
-                ):
-                    self._set_record(record)
-                else:
-                    mine.updated_at = record.updated_at
+            self._adopt(record, names)
+
+    def _adopt(self, record: ScheduleRecord, names: Set[str]) -> None:
+        """Take a row another process may have changed (enabled, redefined) as this scheduler's."""
+        if record.name not in names:
+            return
+        trigger = None
+        with self._cond:
+            mine = self._records.get(record.name)
+        if mine is not None and mine.definition_hash != record.definition_hash:
+            trigger = self._trigger_for(record, rebuild=True)  # redefined by another process
+        with self._cond:
+            if trigger is not None:
+                self._triggers[record.name] = trigger
+            if mine is None or (mine.next_fire, mine.enabled, mine.definition_hash) != (
+                record.next_fire,
+                record.enabled,
+                record.definition_hash,
+            ):
+                self._set_record(record)
+            else:
+                mine.updated_at = record.updated_at
 
     # -- internals ---------------------------------------------------------------------
 
@@ -973,7 +1056,7 @@ class PipelineScheduler:
         """Cache a record and (re)queue its next fire; caller holds ``_cond``."""
         self._records[record.name] = record
         if record.enabled and record.next_fire is not None:
-            self._push(record.next_fire, record.name, record.next_fire)
+            heapq.heappush(self._heap, (record.next_fire, next(self._seq), record.name, record.next_fire))
         self._cond.notify_all()
 
     def _push(self, when: datetime, name: str, fire: Optional[datetime]) -> None:
@@ -1012,13 +1095,26 @@ class PipelineScheduler:
         if moment is None:
             return None
         try:
-            return moment.astimezone(get_zone(record.timezone, self.config.timezone_provider).tzinfo)
-        except Exception:  # an orphan from a machine with zones we lack: show UTC
+            zone = self._tzinfos[record.timezone]
+        except KeyError:
+            try:
+                zone = get_zone(record.timezone, self.config.timezone_provider).tzinfo
+            except Exception:  # an orphan from a machine with zones we lack: show UTC
+                zone = None
+            self._tzinfos[record.timezone] = zone
+        if zone is None:
+            return moment
+        try:
+            return moment.astimezone(zone)
+        except Exception:  # e.g. an instant near year 9999 that the zone's offset pushes past it
             return moment
 
-    def _to_schedule(self, record: ScheduleRecord) -> Schedule:
+    def _to_schedule(self, record: ScheduleRecord, options: Optional[Options] = None) -> Schedule:
         return to_schedule(
-            record, self._funcs.get(record.name), lambda moment: self._localize(record, moment) or moment
+            record,
+            self._funcs.get(record.name),
+            lambda moment: self._localize(record, moment) or moment,
+            options,
         )
 
     def _ensure_executor(self) -> ThreadPoolExecutor:

@@ -22,6 +22,7 @@ from .base import (
     RunRecord,
     RunStats,
     ScheduleRecord,
+    ScheduleState,
     Store,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "RunRecord",
     "RunStats",
     "ScheduleRecord",
+    "ScheduleState",
     "Store",
     "open_store",
 ]

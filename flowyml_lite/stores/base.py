@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 # Run statuses. "queued" is a catch-up fire claimed in a batch and waiting for its turn.
 RUNNING = "running"
@@ -47,6 +47,17 @@ class ScheduleRecord:
     last_fire: Optional[datetime] = None
     created_at: Optional[datetime] = None
     updated_at: Optional[datetime] = None
+
+
+class ScheduleState(NamedTuple):
+    """A stored schedule's hash and state, without its definition (see ``Store.schedule_states``)."""
+
+    definition_hash: str
+    enabled: bool
+    next_fire: Optional[datetime]
+    last_fire: Optional[datetime]
+    created_at: Optional[datetime]
+    updated_at: Optional[datetime]
 
 
 @dataclass
@@ -127,6 +138,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_schedules(self) -> List[ScheduleRecord]:
         """Every stored schedule, ordered by name."""
+
+    def schedule_states(self) -> Dict[str, ScheduleState]:
+        """``name -> ScheduleState`` of every stored schedule, in one read (no options or context).
+
+        A process re-declaring many schedules reads this once instead of one row per declaration:
+        an unchanged definition (same hash) takes its state from here. Stores override the default.
+        """
+        return {
+            r.name: ScheduleState(
+                r.definition_hash, r.enabled, r.next_fire, r.last_fire, r.created_at, r.updated_at
+            )
+            for r in self.list_schedules()
+        }
 
     def changed_since(self, since: datetime) -> List[ScheduleRecord]:
         """Schedules whose row was declared, redefined, enabled or disabled at or after ``since``.

@@ -23,6 +23,7 @@ from .base import (
     RunRecord,
     RunStats,
     ScheduleRecord,
+    ScheduleState,
     Store,
 )
 from .schema import check_aware, check_final, check_prune, check_run, from_json, make_stats, to_json
@@ -107,6 +108,17 @@ class MemoryStore(Store):
         """Every stored schedule, ordered by name."""
         with self._lock:
             return [self._out(self._schedules[name]) for name in sorted(self._schedules)]
+
+    def schedule_states(self) -> Dict[str, ScheduleState]:
+        """``name -> ScheduleState`` of every schedule (no options or context decoded)."""
+        with self._lock:
+            records = [stored.record for stored in self._schedules.values()]
+        return {
+            r.name: ScheduleState(
+                r.definition_hash, r.enabled, r.next_fire, r.last_fire, r.created_at, r.updated_at
+            )
+            for r in records
+        }
 
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""

@@ -114,7 +114,7 @@ def opt_to_us(value: Optional[datetime], what: str) -> Optional[int]:
 
 def from_us(value: Optional[int]) -> Optional[datetime]:
     """Integer microseconds since the epoch as an aware UTC datetime (None stays None)."""
-    return None if value is None else EPOCH + timedelta(microseconds=value)
+    return None if value is None else EPOCH + timedelta(0, 0, value)  # positional: faster
 
 
 def to_json(value: Dict[str, Any], what: str) -> str:
@@ -128,11 +128,32 @@ def to_json(value: Dict[str, Any], what: str) -> str:
 
 
 def from_json(text: str) -> Dict[str, Any]:
-    """JSON text back to a dict."""
+    """JSON text back to a dict (a new one each call: callers may change it).
+
+    Texts of flat dicts (scalar values only, such as every schedule's options) are decoded once
+    and copied: the copies share the key strings, and a copy is several times faster than a parse.
+    """
     if text == "{}":
         return {}
+    flat = _FLAT_JSON.get(text)
+    if flat is not None:
+        return dict(flat)
     result: Dict[str, Any] = json.loads(text)
+    if (
+        len(_FLAT_JSON) < _FLAT_JSON_SIZE
+        and len(text) <= _FLAT_JSON_TEXT
+        and type(result) is dict
+        and all(value is None or type(value) in _SCALARS for value in result.values())
+    ):
+        _FLAT_JSON[text] = result
+        return dict(result)
     return result
+
+
+_FLAT_JSON: Dict[str, Dict[str, Any]] = {}  # never handed out: from_json returns copies
+_FLAT_JSON_SIZE = 1024
+_FLAT_JSON_TEXT = 512
+_SCALARS = (str, int, float, bool)
 
 
 # -- checks and aggregates shared by every store ------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import datetime, timezone
@@ -9,12 +10,15 @@ from typing import Any, Dict
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowyml_lite.core.schedule import (
     Options,
     Schedule,
     definition_hash,
     interval_seconds,
+    shared_options_dict,
     to_schedule,
     validate_context,
     validate_name,
@@ -66,6 +70,18 @@ class TestOptions:
         values: Dict[str, Any] = {"max_catchup": 100, "max_instances": 1, arg: value}
         with pytest.raises(ScheduleError, match=arg):
             validate_options(60, "latest", values["max_catchup"], values["max_instances"])
+
+    def test_equal_valid_options_are_one_shared_frozen_instance_but_minus_zero_is_its_own(self) -> None:
+        assert validate_options(30, "all", 5, 2) is validate_options(30.0, "all", 5, 2)
+        zero, minus_zero = validate_options(0.0, "skip", 1, 1), validate_options(-0.0, "skip", 1, 1)
+        assert zero is not minus_zero and math.copysign(1, minus_zero.misfire_grace_seconds) == -1
+        with pytest.raises(AttributeError):
+            zero.catchup = "all"  # type: ignore[misc]
+
+    def test_the_shared_options_dict_is_the_options_as_a_dict(self) -> None:
+        opts = validate_options(30, "all", 5, 2)
+        assert shared_options_dict(opts) == opts.to_dict()
+        assert shared_options_dict(opts) is shared_options_dict(Options(30.0, "all", 5, 2))
 
     def test_options_round_trip_through_a_dict_and_ignore_unknown_keys(self) -> None:
         opts = Options(5.0, "skip", 3, 4)
@@ -159,6 +175,61 @@ class TestDefinitionHash:
     )
     def test_every_part_of_the_definition_changes_the_hash(self, changed: Any) -> None:
         assert definition_hash(*changed) != definition_hash(*self.BASE)
+
+    def test_hashes_stored_by_earlier_releases_are_still_the_same(self) -> None:
+        # A different hash for the same definition would rewrite every stored schedule on upgrade.
+        assert definition_hash("interval", "60", "UTC", Options(), {}) == "431478376a8f059d8efa2a1d2001840c"
+        assert (
+            definition_hash(
+                "cron",
+                "0 9 * * 1-5",
+                "Europe/London",
+                Options(30.0, "all", 7, 2),
+                {"region": "eu", "n": [1, 2]},
+            )
+            == "446d58126de7d4f50a474c09aeade5f2"
+        )
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        kind=st.sampled_from(["cron", "daily", "hourly", "interval"]),
+        value=st.text(max_size=30),
+        zone=st.text(max_size=30),
+        grace=st.one_of(st.floats(allow_nan=False), st.integers(0, 10**6), st.just(-0.0)),
+        catchup=st.sampled_from(["latest", "skip", "all", 'é"\n']),
+        most=st.integers(1, 10**9),
+        instances=st.integers(1, 10**9),
+        context=st.dictionaries(
+            st.text(max_size=8),
+            st.recursive(st.none() | st.integers() | st.text(), lambda c: st.lists(c, max_size=3)),
+            max_size=4,
+        ),
+    )
+    def test_the_hash_is_the_sha256_of_the_definition_as_sorted_compact_json(
+        self,
+        kind: str,
+        value: str,
+        zone: str,
+        grace: float,
+        catchup: str,
+        most: int,
+        instances: int,
+        context: Dict[str, Any],
+    ) -> None:
+        options = Options(grace, catchup, most, instances)
+        expected = [kind, value, zone, options.to_dict(), context]
+        text = json.dumps(expected, sort_keys=True, separators=(",", ":"))
+        assert (
+            definition_hash(kind, value, zone, options, context)
+            == hashlib.sha256(text.encode()).hexdigest()[:32]
+        )
+        assert definition_hash(kind, value, zone, options, context) == definition_hash(
+            kind, value, zone, options, context
+        )
+
+    def test_zero_and_minus_zero_grace_and_int_and_float_grace_are_different_definitions(self) -> None:
+        hashes = {definition_hash("interval", "60", "UTC", Options(g), {}) for g in (0.0, -0.0, 0, 60, 60.0)}
+        assert len(hashes) == 5
 
 
 class TestScheduleView:

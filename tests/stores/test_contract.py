@@ -151,6 +151,67 @@ class TestDeclareSchedule:
         assert again is not None and again.options == {"a": 1} and again.enabled is True
 
 
+class TestReturnedRecordsAreIndependent:
+    def test_records_with_the_same_options_and_context_share_no_dict(self, store: Store) -> None:
+        for name in ("a", "b"):
+            store.declare_schedule(sched(name, options={"catchup": "all", "n": 1}, context={"tags": ["x"]}))
+        a, b = store.list_schedules()
+        a.options["catchup"] = "skip"
+        a.context["tags"].append("y")
+        again = store.get_schedule("a")
+        assert again is not None and again.options == {"catchup": "all", "n": 1}
+        assert again.context == {"tags": ["x"]}
+        assert b.options == {"catchup": "all", "n": 1} and b.context == {"tags": ["x"]}
+        assert store.get_schedule("b").options is not store.get_schedule("b").options  # type: ignore[union-attr]
+
+
+class TestScheduleStates:
+    def test_an_empty_store_has_no_states(self, store: Store) -> None:
+        assert store.schedule_states() == {}
+
+    def test_every_schedule_s_hash_and_state_agree_with_its_full_record(self, store: Store) -> None:
+        store.declare_schedule(sched("claimed", options={"catchup": "all"}, context={"env": "prod"}))
+        store.declare_schedule(sched("paused"))
+        store.declare_schedule(sched("redefined"))
+        store.declare_schedule(sched("never", next_fire=None))
+        assert claim_one(store, "claimed", 0) is not None
+        store.set_enabled("paused", False, None)
+        store.declare_schedule(sched("redefined", definition_hash="h2", next_fire=at(7)))
+        states = store.schedule_states()
+        assert sorted(states) == ["claimed", "never", "paused", "redefined"]
+        for record in store.list_schedules():
+            state = states[record.name]
+            assert (
+                state.definition_hash,
+                state.enabled,
+                state.next_fire,
+                state.last_fire,
+                state.created_at,
+                state.updated_at,
+            ) == (
+                record.definition_hash,
+                record.enabled,
+                record.next_fire,
+                record.last_fire,
+                record.created_at,
+                record.updated_at,
+            )
+        assert states["claimed"].last_fire == at(0) and states["claimed"].next_fire == at(1)
+        assert states["paused"].enabled is False and states["paused"].next_fire is None
+        assert states["redefined"].definition_hash == "h2" and states["redefined"].next_fire == at(7)
+        assert states["never"].next_fire is None
+        assert all(s.updated_at is not None and s.updated_at.tzinfo is not None for s in states.values())
+
+    def test_the_states_are_a_snapshot_later_changes_do_not_reach(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        states = store.schedule_states()
+        store.set_enabled("etl", False, None)
+        store.delete_schedule("etl")
+        assert states["etl"].enabled is True
+        states.clear()
+        assert store.schedule_states() == {}
+
+
 class TestDatetimes:
     def test_a_naive_datetime_is_rejected(self, store: Store) -> None:
         with pytest.raises(ValueError, match="naive"):
