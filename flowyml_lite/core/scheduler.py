@@ -835,7 +835,7 @@ class PipelineScheduler:
         lease: Optional[Lease] = None
         renewing: Optional[threading.Event] = None
         if self._lock is not None:
-            ttl = max(60.0, self.config.node_timeout_seconds)
+            ttl = self.config.lock_ttl_seconds
             try:
                 lease = self._lock.acquire(f"schedule:{name}", ttl_seconds=ttl)
             except Exception as exc:  # the lock backend is down: say so in history, don't leave it running

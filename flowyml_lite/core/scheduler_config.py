@@ -48,6 +48,9 @@ class SchedulerConfig:
     heartbeat_seconds: float = 5.0
     node_timeout_seconds: float = 30.0
     shutdown_timeout_seconds: float = 30.0
+    #: Lifetime of the lock an expiring backend (Redis) holds around each run; renewed every third
+    #: of it while the run goes on, so it only runs out when the holder dies or loses the backend.
+    lock_ttl_seconds: float = 60.0
     #: Directory of the file lock's files; None = ``<db_path>.locks`` next to the database.
     lock_dir: Optional[str] = None
     #: This process's name in the store's node table; None = generated from host and pid.
@@ -217,6 +220,11 @@ def _seconds(positive: bool) -> Callable[[Any], str]:
     return check
 
 
+def _lock_ttl(value: Any) -> str:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return "" if ok and value > 0 else "must be a finite number of seconds > 0 (renewed every third of it)"
+
+
 def _retention_days(value: Any) -> str:
     if value is None:
         return ""
@@ -262,6 +270,7 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "heartbeat_seconds": _seconds(positive=True),
     "node_timeout_seconds": _seconds(positive=True),
     "shutdown_timeout_seconds": _seconds(positive=False),
+    "lock_ttl_seconds": _lock_ttl,
     "lock_dir": _optional_text,
     "node_id": _optional_text,
     "history_retention_days": _retention_days,
@@ -270,7 +279,13 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
 _BOOL_FIELDS = frozenset(("persist_schedules", "distributed"))
 _INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup", "history_max_runs"))
 _FLOAT_FIELDS = frozenset(
-    ("misfire_grace_seconds", "heartbeat_seconds", "node_timeout_seconds", "shutdown_timeout_seconds")
+    (
+        "misfire_grace_seconds",
+        "heartbeat_seconds",
+        "node_timeout_seconds",
+        "shutdown_timeout_seconds",
+        "lock_ttl_seconds",
+    )
 )
 # Limits that None turns off: from the environment, an empty value or "none" means None.
 _OPTIONAL_LIMITS = frozenset(("history_retention_days", "history_max_runs"))

@@ -34,6 +34,7 @@ class TestDefaults:
         assert (c.catchup, c.max_catchup) == ("latest", 100)
         assert (c.misfire_grace_seconds, c.heartbeat_seconds, c.node_timeout_seconds) == (60.0, 5.0, 30.0)
         assert (c.shutdown_timeout_seconds, c.lock_dir, c.node_id) == (30.0, None, None)
+        assert c.lock_ttl_seconds == 60.0
 
     def test_history_is_kept_90_days_and_at_most_10000_runs_per_schedule(self) -> None:
         c = SchedulerConfig()
@@ -102,6 +103,9 @@ class TestValidation:
             ("heartbeat_seconds", 0, "seconds > 0"),
             ("shutdown_timeout_seconds", "10", "seconds >= 0"),
             ("node_id", "", "non-empty string"),
+            ("lock_ttl_seconds", 0, "finite number of seconds > 0"),
+            ("lock_ttl_seconds", float("inf"), "finite number of seconds > 0"),
+            ("lock_ttl_seconds", "60", "finite number of seconds > 0"),
             ("history_retention_days", -1, "days >= 0, or None"),
             ("history_retention_days", "30", "days >= 0, or None"),
             ("history_retention_days", float("nan"), "days >= 0, or None"),
@@ -164,6 +168,7 @@ class TestFromEnv:
             "FLOWYML_SCHEDULER_NODE_ID": "node-a",
             "FLOWYML_SCHEDULER_HISTORY_RETENTION_DAYS": "7.5",
             "FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": "250",
+            "FLOWYML_SCHEDULER_LOCK_TTL_SECONDS": "12.5",
         }
         c = SchedulerConfig.from_env(env)
         assert c == SchedulerConfig(
@@ -188,6 +193,7 @@ class TestFromEnv:
             node_id="node-a",
             history_retention_days=7.5,
             history_max_runs=250,
+            lock_ttl_seconds=12.5,
         )
 
     def test_the_guides_lower_case_names_are_read(self) -> None:

@@ -333,3 +333,85 @@ class TestConfiguration:
     def test_from_config_needs_a_redis_url(self) -> None:
         with pytest.raises(ConfigurationError, match="redis_url"):
             RedisLock.from_config(SchedulerConfig())
+
+
+class TestTheSchedulerRenewsItsLeaseDuringARun:
+    """A scheduler holding a Redis lock around a run longer than the lock's TTL, end to end."""
+
+    def _scheduler(self, lock: RedisLock, job: Any) -> Any:
+        from flowyml_lite import PipelineScheduler
+
+        config = SchedulerConfig(persist_schedules=False, lock_ttl_seconds=1.2)
+        scheduler = PipelineScheduler(config, lock=lock)
+        scheduler.schedule_interval("long", job, hours=1)
+        return scheduler
+
+    def test_a_run_three_ttls_long_keeps_the_lock_until_it_ends_then_frees_it(
+        self, redis_lock: RedisLock, redis_url: str, redis_prefix: str, redis_client: Any
+    ) -> None:
+        started, release = threading.Event(), threading.Event()
+
+        def long_job() -> None:
+            started.set()
+            release.wait(20)
+
+        scheduler = self._scheduler(redis_lock, long_job)
+        other_host = RedisLock(redis_url, prefix=redis_prefix)
+        outcome: List[Any] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(scheduler.run_now("long", wait=True, timeout=30))
+        )
+        try:
+            runner.start()
+            assert started.wait(10)
+            name = f"{redis_prefix}lock:schedule:long"
+            deadline = time.monotonic() + 3 * 1.2
+            checks = 0
+            while time.monotonic() < deadline:  # without renewal the key would vanish after 1.2 s
+                assert other_host.acquire("schedule:long", ttl_seconds=5) is None
+                assert redis_client.pttl(name) > 0
+                checks += 1
+                time.sleep(0.1)
+            assert checks > 20
+            release.set()
+            runner.join(10)
+            assert outcome and outcome[0]["status"] == "succeeded"
+            assert redis_client.exists(name) == 0  # released when the run ended, not left to expire
+            lease = other_host.acquire("schedule:long", ttl_seconds=5)
+            assert lease is not None
+            lease.release()
+        finally:
+            release.set()
+            runner.join(10)
+            scheduler.close()
+            other_host.close()
+
+    def test_a_lease_lost_mid_run_is_logged_and_the_run_still_finishes(
+        self, redis_lock: RedisLock, redis_prefix: str, redis_client: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        started, release = threading.Event(), threading.Event()
+
+        def long_job() -> None:
+            started.set()
+            release.wait(20)
+
+        scheduler = self._scheduler(redis_lock, long_job)
+        outcome: List[Any] = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(scheduler.run_now("long", wait=True, timeout=30))
+        )
+        try:
+            with caplog.at_level("ERROR", logger="flowyml_lite.scheduler"):
+                runner.start()
+                assert started.wait(10)
+                redis_client.set(f"{redis_prefix}lock:schedule:long", "someone-else")  # e.g. after a failover
+                time.sleep(1.2)  # more than one renewal period (0.4 s)
+                release.set()
+                runner.join(10)
+            assert outcome and outcome[0]["status"] == "succeeded"
+            assert any("lost the lock of 'long'" in r.getMessage() for r in caplog.records)
+            assert redis_client.get(f"{redis_prefix}lock:schedule:long") == "someone-else"  # not deleted
+        finally:
+            release.set()
+            runner.join(10)
+            scheduler.close()
