@@ -130,7 +130,7 @@ def open_store(config: SchedulerConfig) -> Store:
         if hasattr(factory, "from_config"):
             chosen = factory.from_config(config)
         elif chosen == "sqlite":
-            return stores.open_store("sqlite", path=config.db_path)
+            return stores.open_store("sqlite", path=config.db_path, synchronous=config.sqlite_synchronous)
     return stores.open_store(chosen)
 
 

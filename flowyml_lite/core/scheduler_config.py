@@ -30,6 +30,9 @@ class SchedulerConfig:
 
     persist_schedules: bool = True
     db_path: str = ".flowyml_scheduler.db"
+    #: The SQLite store's fsync policy: "normal" (at checkpoints; the last second of commits may be
+    #: undone by a power loss) or "full" (at every commit: power-loss durable, one fsync per write).
+    sqlite_synchronous: str = "normal"
     distributed: bool = False
     lock_backend: str = "file"
     redis_url: Optional[str] = None
@@ -220,6 +223,12 @@ def _seconds(positive: bool) -> Callable[[Any], str]:
     return check
 
 
+def _sqlite_synchronous(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("normal", "full"):
+        return ""
+    return "must be 'normal' (fsync at checkpoints) or 'full' (fsync at every commit)"
+
+
 def _lock_ttl(value: Any) -> str:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return "" if ok and value > 0 else "must be a finite number of seconds > 0 (renewed every third of it)"
@@ -255,6 +264,7 @@ def _store(value: Any) -> str:
 _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "persist_schedules": _bool,
     "db_path": _text,
+    "sqlite_synchronous": _sqlite_synchronous,
     "distributed": _bool,
     "lock_backend": _text,
     "redis_url": _optional_text,

@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
-from ..errors import StoreError
+from ..errors import ConfigurationError, StoreError
 from .base import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -55,6 +55,7 @@ __all__ = ["DEFAULT_PATH", "SQLiteStore"]
 logger = logging.getLogger("flowyml_lite.stores.sqlite")
 
 DEFAULT_PATH = ".flowyml_scheduler.db"
+SYNCHRONOUS_MODES = ("normal", "full")
 
 T = TypeVar("T")
 
@@ -184,9 +185,21 @@ class SQLiteStore(Store):
     shared = True
     clock_skew_seconds = 2.0  # every writer is on this host (SQLite over NFS is not supported)
 
-    def __init__(self, path: Union[str, os.PathLike[str]] = DEFAULT_PATH, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]] = DEFAULT_PATH,
+        busy_timeout: float = 30.0,
+        synchronous: str = "normal",
+    ) -> None:
+        if not isinstance(synchronous, str) or synchronous.lower() not in SYNCHRONOUS_MODES:
+            raise ConfigurationError(
+                f"sqlite synchronous={synchronous!r}: use 'normal' (fsync at checkpoints) or 'full' "
+                "(fsync at every commit: power-loss durable, slower)"
+            )
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
+        #: "normal" or "full": SQLite's PRAGMA synchronous on every connection of this store.
+        self.synchronous = synchronous.lower()
         self._lock = threading.Lock()
         self._conn: Optional[sqlite3.Connection] = None
         self._checkpointer: Optional[sqlite3.Connection] = None
@@ -209,8 +222,9 @@ class SQLiteStore(Store):
             self._enable_wal(conn)
             # In WAL mode synchronous=NORMAL fsyncs at checkpoints, not at each commit: a committed
             # transaction survives a crash or kill -9 of the process, but the last ones before a
-            # power loss or OS crash may be rolled back (the file is never corrupted).
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # power loss or OS crash may be rolled back (the file is never corrupted). FULL fsyncs
+            # the log at every commit, which closes that window at the cost of one fsync per write.
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
             # Once a WAL restarts, keep its file at most this big (it is reused, not regrown).
             conn.execute(f"PRAGMA journal_size_limit={_WAL_RESTART_FRAMES * 4096}")

@@ -35,6 +35,7 @@ class TestDefaults:
         assert (c.misfire_grace_seconds, c.heartbeat_seconds, c.node_timeout_seconds) == (60.0, 5.0, 30.0)
         assert (c.shutdown_timeout_seconds, c.lock_dir, c.node_id) == (30.0, None, None)
         assert c.lock_ttl_seconds == 60.0
+        assert c.sqlite_synchronous == "normal"
 
     def test_history_is_kept_90_days_and_at_most_10000_runs_per_schedule(self) -> None:
         c = SchedulerConfig()
@@ -103,6 +104,8 @@ class TestValidation:
             ("heartbeat_seconds", 0, "seconds > 0"),
             ("shutdown_timeout_seconds", "10", "seconds >= 0"),
             ("node_id", "", "non-empty string"),
+            ("sqlite_synchronous", "off", "'normal'"),
+            ("sqlite_synchronous", None, "'full'"),
             ("lock_ttl_seconds", 0, "finite number of seconds > 0"),
             ("lock_ttl_seconds", float("inf"), "finite number of seconds > 0"),
             ("lock_ttl_seconds", "60", "finite number of seconds > 0"),
@@ -169,6 +172,7 @@ class TestFromEnv:
             "FLOWYML_SCHEDULER_HISTORY_RETENTION_DAYS": "7.5",
             "FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": "250",
             "FLOWYML_SCHEDULER_LOCK_TTL_SECONDS": "12.5",
+            "FLOWYML_SCHEDULER_SQLITE_SYNCHRONOUS": "full",
         }
         c = SchedulerConfig.from_env(env)
         assert c == SchedulerConfig(
@@ -194,6 +198,7 @@ class TestFromEnv:
             history_retention_days=7.5,
             history_max_runs=250,
             lock_ttl_seconds=12.5,
+            sqlite_synchronous="full",
         )
 
     def test_the_guides_lower_case_names_are_read(self) -> None:

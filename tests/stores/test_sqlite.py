@@ -105,6 +105,38 @@ class TestDurability:
         assert db.is_file()
 
 
+class TestSynchronous:
+    """PRAGMA synchronous: NORMAL by default (fsync at checkpoints), FULL on request (at every commit)."""
+
+    @pytest.mark.parametrize(("mode", "pragma"), [(None, 1), ("normal", 1), ("full", 2), ("FULL", 2)])
+    def test_the_stores_connection_uses_the_mode(self, db: Path, mode: Optional[str], pragma: int) -> None:
+        store = SQLiteStore(db) if mode is None else SQLiteStore(db, synchronous=mode)
+        store.open()
+        try:
+            assert store._conn is not None
+            assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        finally:
+            store.close()
+
+    def test_an_unknown_mode_is_refused_with_the_choices(self, db: Path) -> None:
+        from flowyml_lite.errors import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match=r"'normal'.*'full'"):
+            SQLiteStore(db, synchronous="off")
+        assert not db.exists()
+
+    def test_the_scheduler_config_chooses_it(self, db: Path) -> None:
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=str(db), sqlite_synchronous="full"))
+        try:
+            store = scheduler.store
+            assert isinstance(store, SQLiteStore) and store.synchronous == "full"
+            assert store._conn is not None and store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        finally:
+            scheduler.close()
+
+
 class TestSchema:
     def test_a_new_file_has_the_current_schema_version_and_its_tables(self, db: Path) -> None:
         SQLiteStore(db).open()
