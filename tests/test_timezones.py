@@ -344,7 +344,8 @@ class TestLocalizedPathInEveryZone:
                         break
                     expected = zone.localize(instant)
                     assert fire.astimezone(timezone.utc).replace(tzinfo=None) == instant, (name, fire)
-                    assert (fire.replace(tzinfo=None), fire.fold) == (expected.replace(tzinfo=None), expected.fold)
+                    wall, expected_wall = fire.replace(tzinfo=None), expected.replace(tzinfo=None)
+                    assert (wall, fire.fold) == (expected_wall, expected.fold), name
                     compared += 1
         assert compared > 1000
 
