@@ -24,7 +24,8 @@ class PytzProvider:
         if not isinstance(key, str) or not key.strip():
             raise UnknownTimezoneError(str(key))
         try:
-            return pytz.timezone(key)
+            zone: tzinfo = pytz.timezone(key)
+            return zone
         except (pytz.UnknownTimeZoneError, ValueError):
             pass
         raise UnknownTimezoneError(key, suggest_zone_names(key, list(pytz.all_timezones))) from None

@@ -772,8 +772,9 @@ class SQLAlchemyStore(Store):
             query = query.where(RUNS.c.schedule == name)
         counts: Dict[str, int] = {}
         duration_sum, duration_count = 0.0, 0
-        for status, count, total, timed in self._read(lambda conn: conn.execute(query).all()):
-            counts[status] = int(count)
+        rows: Sequence[Any] = self._read(lambda conn: conn.execute(query).all())
+        for status, count, total, timed in rows:
+            counts[str(status)] = int(count)
             if status in FINAL_STATUSES and timed:
                 duration_sum += float(total)
                 duration_count += int(timed)

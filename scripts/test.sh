@@ -274,8 +274,9 @@ begin "ruff check ."
 timeout -k 10 300 .venv/bin/ruff check .
 end
 
-begin "mypy --strict flowyml_lite"
+begin "mypy --strict flowyml_lite, then flowyml_lite_ext"
 timeout -k 10 600 .venv/bin/mypy --strict flowyml_lite
+timeout -k 10 600 .venv/bin/mypy --strict flowyml_lite_ext
 end
 
 begin "vermin -t=3.9- --violations --eval-annotations flowyml_lite"
