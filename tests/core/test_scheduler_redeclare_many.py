@@ -274,11 +274,11 @@ class TestChangedReDeclarations:
 
 
 class TestChangesMadeBetweenTheBulkReadAndADeclaration:
+    # Only on a shared file: a MemoryStore is not shared, no other process can change it.
+    @pytest.mark.parametrize("processes", ["sqlite"], indirect=True)
     def test_rows_changed_elsewhere_after_the_bulk_read_are_adopted_by_the_sync_at_start(
         self, processes: Processes
     ) -> None:
-        if processes.backend == "memory":
-            pytest.skip("a MemoryStore is not shared: no other process can change it")
         first_boot(processes, disabled=())
         second = processes.new()
         for i in range(_BULK_READ_AFTER):  # the last of these reads every state in bulk
