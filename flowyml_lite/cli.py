@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowyml-lite",
         description="A pipeline scheduler on the standard library: run the demo, inspect cron expressions, "
-        "and manage the schedules in a store.",
+        "manage the schedules in a store, and serve them over HTTP with a dashboard.",
         epilog="examples:\n  python -m flowyml_lite demo --seconds 20\n"
         '  python -m flowyml_lite next "30 2 * * *" --tz America/New_York --after 2024-03-09 -n 3\n'
         '  python -m flowyml_lite explain "0 9 * * 1-5"\n'
