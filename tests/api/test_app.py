@@ -17,9 +17,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowyml_lite import Pipeline, PipelineScheduler, SchedulerConfig, step
 from flowyml_lite.api import ApiApp, Request, Response, routes
+from flowyml_lite.api.app import CREATE_FIELDS
 
 HOST = "127.0.0.1:8080"
 JSON = "application/json"
@@ -990,3 +993,42 @@ class TestAllowedHosts:
     def test_a_request_without_a_host_header_is_served(self, app: ApiApp) -> None:
         # HTTP/1.0 tools send no Host; DNS rebinding needs a browser, and browsers always send one.
         assert call(app, "GET", "/api/schedules", headers={"Host": None}).status == 200
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(["0 9 * * 1-5", "H H * * *", "@daily", "Europe/London", "Mars/Olympus", "etl", "all"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+class TestAnyCreateBody:
+    """Whatever JSON a client sends to POST /api/schedules, the answer is a 201 or a JSON 4xx, never a 500."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.dictionaries(
+            st.sampled_from([*sorted(CREATE_FIELDS), "unknown_field"]),
+            JSON_VALUES,
+            max_size=8,
+        ),
+        st.sampled_from(["cron", "daily", "hourly", "interval", None]),
+    )
+    def test_never_a_server_error(self, body: Dict[str, Any], kind: Optional[str]) -> None:
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        try:
+            app = ApiApp(scheduler, pipelines={"etl": lambda: None})
+            if kind is not None:
+                body.setdefault("schedule_type", kind)
+                body.setdefault("pipeline_name", "etl")
+            response = call(app, "POST", "/api/schedules", content=json.dumps(body).encode("utf-8"))
+            assert response.status in (201, 400, 404), response.body
+            if response.status != 201:
+                error_of(response, response.status)
+        finally:
+            scheduler.close()
