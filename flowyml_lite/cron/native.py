@@ -29,6 +29,16 @@ _MONTH_START = tuple(
 _DAY_OFFSETS = tuple(timedelta(days=n) for n in range(366))
 _HOUR_OFFSETS = tuple(timedelta(hours=h) for h in range(24))
 
+_SECOND_OFFSETS: List[timedelta] = []
+
+
+def _hour_offsets() -> List[timedelta]:
+    """``timedelta(seconds=i)`` for each second of an hour, built once and shared by every expression."""
+    if not _SECOND_OFFSETS:
+        _SECOND_OFFSETS.extend(timedelta(seconds=i) for i in range(3600))
+    return _SECOND_OFFSETS
+
+
 Table = Tuple[int, ...]
 # (month table, day table of each month 1-12 or None until built, (length, weekday of 1st) of each)
 YearInfo = Tuple[Table, List[Optional[Table]], Tuple[Tuple[int, int], ...]]
@@ -289,9 +299,8 @@ class NativeCron:
         if plan is None:
             v = self._v
             hours = tuple(sorted(v.hours))
-            within = tuple(
-                timedelta(minutes=m, seconds=s) for m in sorted(v.minutes) for s in sorted(v.seconds)
-            )
+            offsets = _hour_offsets()
+            within = tuple(offsets[m * 60 + s] for m in sorted(v.minutes) for s in sorted(v.seconds))
             plan = self._day_plan = (hours, tuple(_HOUR_OFFSETS[h] for h in hours), within)
         return plan
 
