@@ -335,35 +335,59 @@ class TestConfiguration:
             RedisLock.from_config(SchedulerConfig())
 
 
+class LongRun:
+    """A scheduler with a Redis lock (TTL 1.2 s) whose job ``long`` runs until ``finish()``."""
+
+    def __init__(self, lock: RedisLock) -> None:
+        from flowyml_lite import PipelineScheduler
+
+        self.started, self.release = threading.Event(), threading.Event()
+        self.outcome: List[Any] = []
+        self.scheduler = PipelineScheduler(
+            SchedulerConfig(persist_schedules=False, lock_ttl_seconds=1.2), lock=lock
+        )
+        self.scheduler.schedule_interval("long", self._job, hours=1)
+        self.runner = threading.Thread(
+            target=lambda: self.outcome.append(self.scheduler.run_now("long", wait=True, timeout=30))
+        )
+
+    def _job(self) -> None:
+        self.started.set()
+        self.release.wait(20)
+
+    def begin(self) -> None:
+        self.runner.start()
+        assert self.started.wait(10)
+
+    def finish(self) -> str:
+        """Let the job return; the run's recorded status."""
+        self.release.set()
+        self.runner.join(10)
+        assert self.outcome
+        return str(self.outcome[0]["status"])
+
+    def close(self) -> None:
+        self.release.set()
+        if self.runner.is_alive():
+            self.runner.join(10)
+        self.scheduler.close()
+
+
 class TestTheSchedulerRenewsItsLeaseDuringARun:
     """A scheduler holding a Redis lock around a run longer than the lock's TTL, end to end."""
 
-    def _scheduler(self, lock: RedisLock, job: Any) -> Any:
-        from flowyml_lite import PipelineScheduler
-
-        config = SchedulerConfig(persist_schedules=False, lock_ttl_seconds=1.2)
-        scheduler = PipelineScheduler(config, lock=lock)
-        scheduler.schedule_interval("long", job, hours=1)
-        return scheduler
+    @pytest.fixture
+    def long_run(self, redis_lock: RedisLock) -> Iterator[LongRun]:
+        run = LongRun(redis_lock)
+        yield run
+        run.close()
 
     def test_a_run_three_ttls_long_keeps_the_lock_until_it_ends_then_frees_it(
-        self, redis_lock: RedisLock, redis_url: str, redis_prefix: str, redis_client: Any
+        self, long_run: LongRun, redis_url: str, redis_prefix: str, redis_client: Any
     ) -> None:
-        started, release = threading.Event(), threading.Event()
-
-        def long_job() -> None:
-            started.set()
-            release.wait(20)
-
-        scheduler = self._scheduler(redis_lock, long_job)
         other_host = RedisLock(redis_url, prefix=redis_prefix)
-        outcome: List[Any] = []
-        runner = threading.Thread(
-            target=lambda: outcome.append(scheduler.run_now("long", wait=True, timeout=30))
-        )
         try:
-            runner.start()
-            assert started.wait(10)
+            long_run.begin()
             name = f"{redis_prefix}lock:schedule:long"
             deadline = time.monotonic() + 3 * 1.2
             checks = 0
@@ -373,45 +397,22 @@ class TestTheSchedulerRenewsItsLeaseDuringARun:
                 checks += 1
                 time.sleep(0.1)
             assert checks > 20
-            release.set()
-            runner.join(10)
-            assert outcome and outcome[0]["status"] == "succeeded"
+            assert long_run.finish() == "succeeded"
             assert redis_client.exists(name) == 0  # released when the run ended, not left to expire
             lease = other_host.acquire("schedule:long", ttl_seconds=5)
             assert lease is not None
             lease.release()
         finally:
-            release.set()
-            runner.join(10)
-            scheduler.close()
             other_host.close()
 
     def test_a_lease_lost_mid_run_is_logged_and_the_run_still_finishes(
-        self, redis_lock: RedisLock, redis_prefix: str, redis_client: Any, caplog: pytest.LogCaptureFixture
+        self, long_run: LongRun, redis_prefix: str, redis_client: Any, caplog: pytest.LogCaptureFixture
     ) -> None:
-        started, release = threading.Event(), threading.Event()
-
-        def long_job() -> None:
-            started.set()
-            release.wait(20)
-
-        scheduler = self._scheduler(redis_lock, long_job)
-        outcome: List[Any] = []
-        runner = threading.Thread(
-            target=lambda: outcome.append(scheduler.run_now("long", wait=True, timeout=30))
-        )
-        try:
-            with caplog.at_level("ERROR", logger="flowyml_lite.scheduler"):
-                runner.start()
-                assert started.wait(10)
-                redis_client.set(f"{redis_prefix}lock:schedule:long", "someone-else")  # e.g. after a failover
-                time.sleep(1.2)  # more than one renewal period (0.4 s)
-                release.set()
-                runner.join(10)
-            assert outcome and outcome[0]["status"] == "succeeded"
-            assert any("lost the lock of 'long'" in r.getMessage() for r in caplog.records)
-            assert redis_client.get(f"{redis_prefix}lock:schedule:long") == "someone-else"  # not deleted
-        finally:
-            release.set()
-            runner.join(10)
-            scheduler.close()
+        name = f"{redis_prefix}lock:schedule:long"
+        with caplog.at_level("ERROR", logger="flowyml_lite.scheduler"):
+            long_run.begin()
+            redis_client.set(name, "someone-else")  # e.g. after a failover
+            time.sleep(1.2)  # more than one renewal period (0.4 s)
+            assert long_run.finish() == "succeeded"
+        assert any("lost the lock of 'long'" in r.getMessage() for r in caplog.records)
+        assert redis_client.get(name) == "someone-else"  # not deleted
