@@ -385,29 +385,32 @@ def _iter_zone_fires(
                         return
                     wall = w
                 else:
+                    if w is None:  # not reached: ``wall`` was taken from ``w``
+                        return
                     aware_end = anchor + (wall_end - _ANCHOR)
+                    shown = w  # the last aware wall yielded (one always is: w < aware_end here)
                     if seg.prev_offset > offset and wall < seg.start + seg.prev_offset:
                         # A frequent expression's walls in the second pass of a fold.
                         fold_end = anchor + (seg.start + seg.prev_offset - _ANCHOR)
-                        while w < fold_end and w < aware_end:  # type: ignore[operator]
-                            yield w.replace(fold=1)  # type: ignore[union-attr]
-                            last = w  # type: ignore[assignment]
-                            w = next(walls, None)
-                            if w is None:
+                        while w < fold_end and w < aware_end:
+                            yield w.replace(fold=1)
+                            shown = w
+                            following = next(walls, None)
+                            if following is None:
                                 return
-                    if w < aware_end:  # type: ignore[operator]
+                            w = following
+                    if w < aware_end:
                         yield w
-                        last = w  # type: ignore[assignment]
+                        shown = w
                         for w in walls:
                             if w >= aware_end:
                                 break
                             yield w
-                            last = w
+                            shown = w
                         else:
                             return
-                    if last is not wall:
-                        last = last - anchor + _ANCHOR
-                    wall = w - anchor + _ANCHOR  # type: ignore[operator]
+                    last = shown - anchor + _ANCHOR
+                    wall = w - anchor + _ANCHOR
                 wall_from = searched = last  # from here on, no wall matches until ``wall``
             # ``wall`` lies past this segment: cross into the next one.
             nxt = zone.next_segment(seg)
