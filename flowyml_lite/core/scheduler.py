@@ -489,15 +489,19 @@ class PipelineScheduler:
             raise ScheduleError(f"limit must be an integer >= 1, got {limit!r}")
         return [history_entry(run) for run in self._store.history(schedule_name, limit)]
 
+    def status(self) -> str:
+        """``running``, ``degraded`` (the loop stalled or the store is failing) or ``stopped``; no I/O."""
+        if not self.running:
+            return "stopped"
+        stale = time.monotonic() - self._loop_beat > 3 * self.config.heartbeat_seconds + 1
+        return "degraded" if stale or self._store_failures else "running"
+
     def health_check(self) -> Dict[str, Any]:
         """Status (running / stopped / degraded, from real loop liveness), metrics and the next runs."""
         stats = self._store.stats()
         executed = stats.succeeded + stats.failed
         lags = sorted(self._lags)
-        status = "stopped"
-        if self.running:
-            stale = time.monotonic() - self._loop_beat > 3 * self.config.heartbeat_seconds + 1
-            status = "degraded" if stale or self._store_failures else "running"
+        status = self.status()
         records = self._store.list_schedules()
         upcoming = sorted((r for r in records if r.enabled and r.next_fire), key=lambda r: r.next_fire)  # type: ignore[arg-type,return-value]
         return {

@@ -166,10 +166,12 @@ class TestHealthRecovers:
             while scheduler.health_check()["status"] != "degraded" and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert OneBadHeartbeat.calls == 2  # degraded by the failed heartbeat, not before
+            assert scheduler.status() == "degraded"  # the cheap form that /api/health uses agrees
             assert "disk I/O error" in scheduler.health_check()["last_error"]
             while scheduler.health_check()["status"] != "running" and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert scheduler.health_check()["status"] == "running"
+            assert scheduler.health_check()["status"] == "running" == scheduler.status()
             assert OneBadHeartbeat.calls >= 3
         finally:
             scheduler.stop(timeout=5)
+        assert scheduler.status() == "stopped"
