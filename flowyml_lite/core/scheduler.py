@@ -9,7 +9,6 @@ their outcome through the store. Nothing here blocks the loop on a run.
 
 from __future__ import annotations
 
-import contextvars
 import gc
 import heapq
 import itertools
@@ -25,12 +24,14 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .. import plugins, stores
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ScheduleError, ScheduleNotFoundError
 from ..locks.base import Lease, Lock
+from ..runtime.context import CURRENT_RUN as _CURRENT_RUN
+from ..runtime.context import RunContext, current_run
 from ..stores.base import (
     ACTIVE_STATUSES,
     FAILED,
@@ -73,27 +74,6 @@ _PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 min
 _PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 # Declarations between two syncs after which the stored states of all schedules are read at once.
 _BULK_READ_AFTER = 256
-
-
-class RunContext(NamedTuple):
-    """What a running job can learn about its own run, through ``current_run()``."""
-
-    schedule: str
-    fire_time: datetime  # the instant the trigger computed (aware UTC), not when the run started
-    run_key: str
-    node_id: str
-    started_at: datetime
-    manual: bool
-
-
-_CURRENT_RUN: contextvars.ContextVar[Optional[RunContext]] = contextvars.ContextVar(
-    "flowyml_lite_current_run", default=None
-)
-
-
-def current_run() -> Optional[RunContext]:
-    """The run the calling code belongs to (inside a scheduled function), else None."""
-    return _CURRENT_RUN.get()
 
 
 def _run_key(fire: datetime) -> str:

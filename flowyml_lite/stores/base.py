@@ -22,8 +22,11 @@ FAILED = "failed"
 MISSED = "missed"
 SKIPPED = "skipped"
 LOST = "lost"
+TIMED_OUT = "timed_out"
 ACTIVE_STATUSES = (RUNNING, QUEUED)
-FINAL_STATUSES = (SUCCEEDED, FAILED, MISSED, SKIPPED, LOST)
+FINAL_STATUSES = (SUCCEEDED, FAILED, TIMED_OUT, MISSED, SKIPPED, LOST)
+#: Longest ``traceback`` and ``output`` text a store keeps for a run (the tail is kept).
+MAX_RUN_TEXT = 64 * 1024
 
 
 @dataclass
@@ -47,6 +50,10 @@ class ScheduleRecord:
     last_fire: Optional[datetime] = None
     created_at: Optional[datetime] = None
     updated_at: Optional[datetime] = None
+    #: The node that last declared this schedule in code, and when (the store's clock): a schedule
+    #: whose declaring node is alive is served; one no live node declared is an orphan.
+    declared_by: Optional[str] = None
+    declared_at: Optional[datetime] = None
 
 
 class ScheduleState(NamedTuple):
@@ -75,9 +82,47 @@ class RunRecord:
     error: Optional[str] = None
     run_id: Optional[str] = None
     reason: Optional[str] = None  # why missed/skipped/lost, or a summary ("37 missed instants ...")
+    attempt: int = 1  # 1-based; a retry of the same fire bumps it on the same row
+    traceback: Optional[str] = None  # of a failed attempt, at most MAX_RUN_TEXT (tail kept)
+    output: Optional[str] = None  # captured log records / stdout+stderr, at most MAX_RUN_TEXT (tail)
+    next_attempt_at: Optional[datetime] = None  # a queued retry starts then
 
     def with_status(self, status: str, reason: Optional[str] = None) -> RunRecord:
         return replace(self, status=status, reason=reason)
+
+
+class Claim(NamedTuple):
+    """One schedule's part of a group claim: the arguments of ``Store.claim``."""
+
+    name: str
+    expected_next: datetime
+    new_next: Optional[datetime]
+    runs: Sequence[RunRecord]
+    max_instances: int
+
+
+@dataclass
+class Outcome:
+    """What became of a run, as the runner hands it to the store (``finish_runs``).
+
+    ``status`` is final, or ``queued`` for a retry: the row stays active, its ``attempt`` becomes
+    ``attempt`` and it waits until ``next_attempt_at``. ``node_id`` is the run's owner: its outcome
+    is accepted even after another node judged the run ``lost`` (the owner was alive after all).
+    """
+
+    run_key: str
+    status: str
+    completed_at: Optional[datetime]
+    duration_seconds: Optional[float] = None
+    error: Optional[str] = None
+    run_id: Optional[str] = None
+    started_at: Optional[datetime] = None
+    reason: Optional[str] = None
+    attempt: int = 1
+    traceback: Optional[str] = None
+    output: Optional[str] = None
+    next_attempt_at: Optional[datetime] = None
+    node_id: Optional[str] = None
 
 
 @dataclass
@@ -101,6 +146,7 @@ class RunStats:
     missed: int = 0
     skipped: int = 0
     lost: int = 0
+    timed_out: int = 0
     running: int = 0
     avg_duration_seconds: Optional[float] = None
 
@@ -227,6 +273,46 @@ class Store(abc.ABC):
         (why a run was skipped at start, e.g. a held lock) are stored with it.
         """
 
+    def claim_many(
+        self, claims: Sequence[Claim], outcomes: Sequence[Outcome] = ()
+    ) -> List[Optional[List[RunRecord]]]:
+        """Write ``outcomes`` (as ``finish_runs``), then make every claim, in one transaction.
+
+        Each claim succeeds or fails on its own exactly as ``claim`` would (a refused claim refuses
+        only itself); the result has one entry per claim, in order. Writing the outcomes first means
+        a run that just finished never counts against ``max_instances`` of the next fire. A store
+        shared by several processes skips a schedule row another transaction holds locked (it is
+        another process's claim in progress: None) rather than waiting for it. Default: one call
+        each, not atomic; stores override it.
+        """
+        if outcomes:
+            self.finish_runs(outcomes)
+        return [self.claim(c.name, c.expected_next, c.new_next, c.runs, c.max_instances) for c in claims]
+
+    def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
+        """Record many outcomes in one transaction (group commit); one bool per outcome, in order.
+
+        An outcome is written when its run is active, or when it is ``lost`` and ``node_id`` is the
+        run's own node (the owner's real outcome replaces another node's verdict); otherwise it is
+        refused (False). A ``queued`` outcome is a retry (see ``Outcome``). Default: one
+        ``finish_run`` each (no retries, no lost override); stores override it.
+        """
+        results = []
+        for o in outcomes:
+            results.append(
+                self.finish_run(
+                    o.run_key,
+                    o.status,
+                    o.completed_at,  # type: ignore[arg-type]
+                    o.duration_seconds,
+                    o.error,
+                    o.run_id,
+                    started_at=o.started_at,
+                    reason=o.reason,
+                )
+            )
+        return results
+
     @abc.abstractmethod
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:
         """Runs of ``name``, newest fire first, at most ``limit``."""
@@ -269,3 +355,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def remove_node(self, node_id: str) -> None:
         """Delete the node row (clean shutdown, after its runs finished)."""
+
+    def expired_nodes(self, timeout_seconds: float, now: datetime) -> List[NodeRecord]:
+        """Nodes whose last heartbeat is more than ``timeout_seconds`` old, on the store's clock.
+
+        A store whose writers share one clock (memory, SQLite on one host) judges by ``now``; a
+        server store (PostgreSQL) stamps heartbeats with its own clock and judges by it, ignoring
+        ``now``, so hosts with skewed clocks never declare each other dead. Default: by ``now``.
+        """
+        return [n for n in self.list_nodes() if (now - n.heartbeat).total_seconds() > timeout_seconds]
+
+    def mark_declared(self, node_id: str, names: Sequence[str]) -> None:
+        """Record that ``node_id`` declared (serves) the schedules ``names``, now (the store's clock).
+
+        Sets ``declared_by``/``declared_at``; unknown names are ignored. Default: nothing (such a
+        store shows every schedule as served by whoever lists it)."""

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import SchemaVersionError
-from .base import ACTIVE_STATUSES, FINAL_STATUSES, RunRecord, RunStats
+from .base import ACTIVE_STATUSES, FINAL_STATUSES, MAX_RUN_TEXT, RunRecord, RunStats
 
 #: Holds one row (id = 1) with the version of the schema the database is at.
 VERSION_TABLE_DDL = (
@@ -69,8 +69,19 @@ _V1 = (
     )""",
 )
 
+# Version 2: retries (the attempt counter and the next attempt's instant on the fire's one row),
+# a failed run's traceback and captured output, and which node last declared each schedule.
+_V2 = (
+    "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE runs ADD COLUMN traceback TEXT",
+    "ALTER TABLE runs ADD COLUMN output TEXT",
+    "ALTER TABLE runs ADD COLUMN next_attempt_at BIGINT",
+    "ALTER TABLE schedules ADD COLUMN declared_by TEXT",
+    "ALTER TABLE schedules ADD COLUMN declared_at BIGINT",
+)
+
 #: (version, statements) in order; a database at version v needs every migration after v.
-MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = ((1, _V1),)
+MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -175,6 +186,23 @@ def check_final(status: str) -> None:
         raise ValueError(f"finish_run: {status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
 
 
+def check_outcome(status: str) -> None:
+    """Reject an outcome that is neither final nor a retry (``queued``)."""
+    if status != "queued" and status not in FINAL_STATUSES:
+        raise ValueError(
+            f"finish_runs: {status!r} is neither a final status ({', '.join(FINAL_STATUSES)}) "
+            "nor 'queued' (a retry)"
+        )
+
+
+def clip_text(text: Optional[str], limit: int = MAX_RUN_TEXT) -> Optional[str]:
+    """``text`` cut to its last ``limit`` characters (with a marker), so a run row stays bounded."""
+    if text is None or len(text) <= limit:
+        return text
+    marker = f"[... {len(text) - limit + 40} characters cut ...]\n"
+    return marker + text[-(limit - len(marker)) :]
+
+
 def check_prune(older_than: Optional[datetime], keep_last: Optional[int], limit: Optional[int]) -> None:
     """Reject ``prune_runs`` arguments that no store could honour (naive instant, counts below 1)."""
     if older_than is not None:
@@ -193,6 +221,7 @@ def make_stats(counts: Dict[str, int], duration_sum: float, duration_count: int)
         missed=counts.get("missed", 0),
         skipped=counts.get("skipped", 0),
         lost=counts.get("lost", 0),
+        timed_out=counts.get("timed_out", 0),
         running=counts.get("running", 0),
         avg_duration_seconds=duration_sum / duration_count if duration_count else None,
     )
