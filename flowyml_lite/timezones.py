@@ -250,7 +250,7 @@ class ZoneRegistry:
         self._mutex = threading.Lock()
 
     def get(self, key: str, provider: Union[str, ZoneProvider] = "zoneinfo") -> Zone:
-        prov = _provider(provider)
+        prov = get_provider(provider)
         cache_key = (prov.name, key)
         zone = self._zones.get(cache_key)
         if zone is None:
@@ -260,7 +260,8 @@ class ZoneRegistry:
         return zone
 
 
-def _provider(provider: Union[str, ZoneProvider]) -> ZoneProvider:
+def get_provider(provider: Union[str, ZoneProvider]) -> ZoneProvider:
+    """The zone provider named ``provider`` (``zoneinfo``, ``pytz``, a plugin), or ``provider`` itself."""
     if not isinstance(provider, str):
         return provider
     if provider == "zoneinfo":

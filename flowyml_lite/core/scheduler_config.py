@@ -36,13 +36,15 @@ class SchedulerConfig:
     distributed: bool = False
     lock_backend: str = "file"
     redis_url: Optional[str] = None
-    #: Zone of schedules declared with ``timezone=None``.
+    #: Zone of schedules declared with ``timezone=None``; an unknown name fails here, with close names.
     timezone: str = "UTC"
     max_concurrent_runs: int = 10
     #: A store backend name ("memory", "sqlite", "sqlalchemy"...) or instance; None = sqlite if
     #: persist_schedules else memory.
     store: Any = None
     store_url: Optional[str] = None
+    #: The cron engine ("native", "croniter" or a registered plugin) and the zone provider
+    #: ("zoneinfo", "pytz"...): checked here, so a typo or a missing extra fails at once.
     cron_engine: str = "native"
     timezone_provider: str = "zoneinfo"
     misfire_grace_seconds: float = 60.0
@@ -66,6 +68,13 @@ class SchedulerConfig:
     history_retention_days: Optional[float] = 90.0
     #: Most runs kept in each schedule's history (older finished ones are deleted). None or 0 = no cap.
     history_max_runs: Optional[int] = 10_000
+    #: Timeout of schedules declared without ``timeout_seconds=``: a finite number of seconds > 0,
+    #: or None (no limit). A run past it is recorded ``timed_out``; a process run is killed, a
+    #: thread run cannot be (it is abandoned and stops counting toward ``max_instances``).
+    default_timeout_seconds: Optional[float] = None
+    #: Executor of schedules declared without ``executor=``: "thread" (a pool in this process),
+    #: "process" (a child process per run) or a plugin's name; ``async def`` jobs use the event loop.
+    default_executor: str = "thread"
 
     def __post_init__(self) -> None:
         for name in ("db_path", "lock_dir"):
@@ -89,6 +98,12 @@ class SchedulerConfig:
                 "SchedulerConfig.lock_backend='redis' needs a Redis URL: set redis_url "
                 f"(or the {ENV_PREFIX}REDIS_URL environment variable), e.g. redis://localhost:6379/0"
             )
+        if self.default_timeout_seconds is not None:
+            self.default_timeout_seconds = float(self.default_timeout_seconds)
+        for name in _BACKEND_FIELDS:
+            found = _backend_problem(self, name)
+            if found:
+                raise found[0](f"SchedulerConfig.{name}={getattr(self, name)!r}: {found[1]}")
         if self.node_timeout_seconds <= self.heartbeat_seconds:
             raise ConfigurationError(
                 f"SchedulerConfig.node_timeout_seconds={self.node_timeout_seconds!r} must be greater "
@@ -113,7 +128,8 @@ class SchedulerConfig:
                 f"the fields are {', '.join(sorted(known))}"
             )
         values: Dict[str, Any] = {}
-        for name in known - set(overrides):
+        variables: Dict[str, Tuple[str, str]] = {}
+        for name in sorted(known - set(overrides)):
             found = _lookup(env, name)
             if found is None:
                 continue
@@ -123,7 +139,14 @@ class SchedulerConfig:
             if problem:
                 raise ConfigurationError(f"environment variable {variable}={raw!r}: {problem}")
             values[name] = value
+            if name in _BACKEND_FIELDS:
+                variables[name] = (variable, raw)
         values.update(overrides)
+        for name, (variable, raw) in variables.items():
+            # Named by the variable, not the field: that is what the user has to fix.
+            bad = _backend_problem(_Backends(**{**_BACKEND_DEFAULTS, **values}), name)
+            if bad:
+                raise bad[0](f"environment variable {variable}={raw!r}: {bad[1]}")
         return cls(**values)
 
     def resolved_store(self) -> Any:
@@ -182,7 +205,7 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             raise ValueError(f"expected one of {'/'.join(_TRUE + _FALSE)}")
         if name in _INT_FIELDS:
             return int(raw)
-        if name in _FLOAT_FIELDS or name == "history_retention_days":
+        if name in _FLOAT_FIELDS or name in ("history_retention_days", "default_timeout_seconds"):
             return float(raw)
     except ValueError as exc:
         kind = "a boolean" if name in _BOOL_FIELDS else "an integer" if name in _INT_FIELDS else "a number"
@@ -254,6 +277,13 @@ def _max_runs(value: Any) -> str:
     return ""
 
 
+def _timeout(value: Any) -> str:
+    if value is None:
+        return ""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return "" if ok and value > 0 else "must be a finite number of seconds > 0, or None (no limit)"
+
+
 def _catchup(value: Any) -> str:
     if value in _CATCHUP_POLICIES:
         return ""
@@ -289,6 +319,8 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "node_id": _optional_text,
     "history_retention_days": _retention_days,
     "history_max_runs": _max_runs,
+    "default_timeout_seconds": _timeout,
+    "default_executor": _text,
 }
 _BOOL_FIELDS = frozenset(("persist_schedules", "distributed", "gc_freeze"))
 _INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup", "history_max_runs"))
@@ -302,7 +334,51 @@ _FLOAT_FIELDS = frozenset(
     )
 )
 # Limits that None turns off: from the environment, an empty value or "none" means None.
-_OPTIONAL_LIMITS = frozenset(("history_retention_days", "history_max_runs"))
+_OPTIONAL_LIMITS = frozenset(("history_retention_days", "history_max_runs", "default_timeout_seconds"))
+
+
+# -- backends: named settings that must resolve to something installed -----------------------------
+
+# In the order they are checked: the zone is looked up with the provider, so the provider comes first.
+_BACKEND_FIELDS = ("timezone_provider", "cron_engine", "timezone")
+_BACKEND_DEFAULTS = {"timezone_provider": "zoneinfo", "cron_engine": "native", "timezone": "UTC"}
+
+
+class _Backends:
+    """The backend settings alone (checked before the whole config is built from the environment)."""
+
+    def __init__(self, **values: Any) -> None:
+        for name in _BACKEND_FIELDS:
+            setattr(self, name, values[name])
+
+
+def _backend_problem(config: Any, name: str) -> Optional[Tuple[type, str]]:
+    """(error class, problem) when the backend setting ``name`` names nothing usable, else None.
+
+    A known backend whose optional package is missing stays an ImportError (PluginNotInstalledError)
+    with its pip command; an unknown name, zone or a broken plugin is a ConfigurationError.
+    """
+    from ..errors import PluginError, PluginNotInstalledError, TimezoneError
+
+    value = getattr(config, name)
+    try:
+        if name == "timezone_provider":
+            from ..timezones import get_provider
+
+            get_provider(value)
+        elif name == "cron_engine":
+            from ..cron.expression import get_engine
+
+            get_engine(value)
+        elif _backend_problem(config, "timezone_provider") is None:
+            from ..timezones import get_zone
+
+            get_zone(value, config.timezone_provider)
+    except PluginNotInstalledError as exc:
+        return PluginNotInstalledError, str(exc)
+    except (PluginError, TimezoneError) as exc:
+        return ConfigurationError, str(exc)
+    return None
 
 
 def _mask_password(url: str) -> str:

@@ -36,6 +36,7 @@ class TestDefaults:
         assert (c.shutdown_timeout_seconds, c.lock_dir, c.node_id) == (30.0, None, None)
         assert c.lock_ttl_seconds == 60.0
         assert c.sqlite_synchronous == "normal"
+        assert (c.default_timeout_seconds, c.default_executor) == (None, "thread")
 
     def test_history_is_kept_90_days_and_at_most_10000_runs_per_schedule(self) -> None:
         c = SchedulerConfig()
@@ -116,6 +117,14 @@ class TestValidation:
             ("history_max_runs", -1, "integer >= 0, or None"),
             ("history_max_runs", 2.5, "integer >= 0, or None"),
             ("history_max_runs", True, "integer >= 0, or None"),
+            ("default_timeout_seconds", 0, "finite number of seconds > 0, or None"),
+            ("default_timeout_seconds", -5, "finite number of seconds > 0, or None"),
+            ("default_timeout_seconds", float("inf"), "finite number of seconds > 0, or None"),
+            ("default_timeout_seconds", float("nan"), "finite number of seconds > 0, or None"),
+            ("default_timeout_seconds", "30", "finite number of seconds > 0, or None"),
+            ("default_timeout_seconds", True, "finite number of seconds > 0, or None"),
+            ("default_executor", "", "non-empty string"),
+            ("default_executor", None, "non-empty string"),
         ],
     )
     def test_a_bad_value_names_the_field_and_the_fix(self, field: str, value: Any, fix: str) -> None:
@@ -142,6 +151,77 @@ class TestValidation:
     def test_configuration_errors_are_value_errors(self) -> None:
         with pytest.raises(ValueError):
             SchedulerConfig(catchup="never")
+
+
+class TestBackendsAreCheckedWhenTheConfigIsMade:
+    """A typo in a zone or engine name fails at ``SchedulerConfig``, not at the first schedule."""
+
+    def test_an_unknown_default_zone_is_refused_with_close_names(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig(timezone="Europe/Londn")
+        assert "SchedulerConfig.timezone='Europe/Londn'" in str(info.value)
+        assert "Europe/London" in str(info.value)
+
+    def test_an_unknown_cron_engine_is_refused_with_the_available_ones(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig(cron_engine="cronitre")
+        assert "SchedulerConfig.cron_engine='cronitre'" in str(info.value)
+        assert "native" in str(info.value)
+
+    def test_an_unknown_zone_provider_is_refused(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"timezone_provider='tzlocal'.*zoneinfo"):
+            SchedulerConfig(timezone_provider="tzlocal")
+
+    def test_a_known_engine_whose_extra_is_missing_stays_an_import_error_with_the_pip_command(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flowyml_lite import plugins
+
+        monkeypatch.setitem(plugins._registry["cron"], "croniter", "flowyml_lite_ext.no_such_module:X")
+        with pytest.raises(ImportError) as info:
+            SchedulerConfig(cron_engine="croniter")
+        assert "SchedulerConfig.cron_engine='croniter'" in str(info.value)
+        assert "pip install 'flowyml-lite[croniter]'" in str(info.value)
+
+    def test_installed_engines_providers_and_zones_are_accepted(self) -> None:
+        c = SchedulerConfig(cron_engine="croniter", timezone_provider="pytz", timezone="Asia/Kolkata")
+        assert (c.cron_engine, c.timezone_provider, c.timezone) == ("croniter", "pytz", "Asia/Kolkata")
+
+    def test_from_the_environment_the_error_names_the_variable(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig.from_env({"FLOWYML_SCHEDULER_TIMEZONE": "Mars/Olympus"})
+        assert "environment variable FLOWYML_SCHEDULER_TIMEZONE='Mars/Olympus'" in str(info.value)
+        with pytest.raises(ConfigurationError, match="FLOWYML_SCHEDULER_CRON_ENGINE='nope'"):
+            SchedulerConfig.from_env({"FLOWYML_SCHEDULER_CRON_ENGINE": "nope"})
+
+    def test_a_zone_from_the_environment_is_looked_up_with_the_provider_given_as_an_argument(self) -> None:
+        c = SchedulerConfig.from_env({"FLOWYML_SCHEDULER_TIMEZONE": "Europe/Paris"}, timezone_provider="pytz")
+        assert (c.timezone, c.timezone_provider) == ("Europe/Paris", "pytz")
+
+
+class TestRunDefaults:
+    def test_a_default_timeout_is_stored_as_float_seconds(self) -> None:
+        c = SchedulerConfig(default_timeout_seconds=90)
+        assert c.default_timeout_seconds == 90.0 and isinstance(c.default_timeout_seconds, float)
+
+    def test_the_default_timeout_and_executor_are_read_from_the_environment(self) -> None:
+        env = {
+            "FLOWYML_SCHEDULER_DEFAULT_TIMEOUT_SECONDS": "2.5",
+            "FLOWYML_SCHEDULER_DEFAULT_EXECUTOR": "process",
+        }
+        c = SchedulerConfig.from_env(env)
+        assert (c.default_timeout_seconds, c.default_executor) == (2.5, "process")
+
+    @pytest.mark.parametrize("raw", ["", "none", "None"])
+    def test_an_empty_or_none_default_timeout_means_no_limit(self, raw: str) -> None:
+        env = {"FLOWYML_SCHEDULER_DEFAULT_TIMEOUT_SECONDS": raw}
+        assert SchedulerConfig.from_env(env).default_timeout_seconds is None
+
+    @pytest.mark.parametrize(("raw", "message"), [("0", "> 0, or None"), ("soon", "is not a number")])
+    def test_a_bad_default_timeout_in_the_environment_names_it(self, raw: str, message: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            SchedulerConfig.from_env({"FLOWYML_SCHEDULER_DEFAULT_TIMEOUT_SECONDS": raw})
+        assert "FLOWYML_SCHEDULER_DEFAULT_TIMEOUT_SECONDS" in str(info.value) and message in str(info.value)
 
 
 class TestFromEnv:
@@ -173,6 +253,8 @@ class TestFromEnv:
             "FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": "250",
             "FLOWYML_SCHEDULER_LOCK_TTL_SECONDS": "12.5",
             "FLOWYML_SCHEDULER_SQLITE_SYNCHRONOUS": "full",
+            "FLOWYML_SCHEDULER_DEFAULT_TIMEOUT_SECONDS": "600",
+            "FLOWYML_SCHEDULER_DEFAULT_EXECUTOR": "process",
         }
         c = SchedulerConfig.from_env(env)
         assert c == SchedulerConfig(
@@ -199,6 +281,8 @@ class TestFromEnv:
             history_max_runs=250,
             lock_ttl_seconds=12.5,
             sqlite_synchronous="full",
+            default_timeout_seconds=600.0,
+            default_executor="process",
         )
 
     def test_the_guides_lower_case_names_are_read(self) -> None:
