@@ -94,6 +94,14 @@ class SchemaVersionError(StoreError):
     """The store's schema is newer than this version of flowyml_lite understands."""
 
 
+class StoreFileReplacedError(StoreError):
+    """The store's database file was deleted or replaced under the running process.
+
+    The process still holds the old file open; writing on would record fires nobody else sees.
+    The store refuses every further call until it is closed and opened again (a restart).
+    """
+
+
 class LockError(FlowymlLiteError):
     """A lock could not be acquired or released as requested."""
 
