@@ -49,9 +49,32 @@ CREATE_FIELDS = frozenset(
         "max_catchup",
         "max_instances",
         "context",
+        "at",
+        "timeout_seconds",
+        "retries",
+        "retry_delay_seconds",
+        "retry_backoff",
+        "jitter_seconds",
+        "start_date",
+        "end_date",
+        "executor",
     }
 )
-_OPTION_FIELDS = ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances", "context")
+_OPTION_FIELDS = (
+    "misfire_grace_seconds",
+    "catchup",
+    "max_catchup",
+    "max_instances",
+    "timeout_seconds",
+    "retries",
+    "retry_delay_seconds",
+    "retry_backoff",
+    "jitter_seconds",
+    "start_date",
+    "end_date",
+    "executor",
+)
+SCHEDULE_TYPES = ("cron", "daily", "hourly", "interval", "once")
 
 
 @dataclass
@@ -117,6 +140,10 @@ class ApiApp:
         self.token = token or None
         self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
         self.pipelines: Dict[str, Any] = dict(pipelines or {})
+        from .metrics import run_metrics_for
+
+        run_metrics_for(scheduler)  # count runs from now on, not from the first scrape
+        self.relinked = self.relink()
 
     # -- entry point -------------------------------------------------------------------
 
@@ -203,6 +230,33 @@ class ApiApp:
 
     # -- helpers -----------------------------------------------------------------------
 
+    def relink(self) -> List[str]:
+        """Give back their function to stored schedules created for a registered pipeline.
+
+        ``POST /api/schedules`` records the pipeline's name in the schedule's context; a process
+        that starts with that pipeline registered declares those schedules again with the same
+        definition (state and history kept), so they run here. Returns the names re-linked.
+        """
+        from .overview import PIPELINE_KEY
+
+        pipelines = self.registered_pipelines()
+        linked = []
+        for schedule in self.scheduler.list_schedules(include_orphans=True):
+            wanted = schedule.context.get(PIPELINE_KEY) if isinstance(schedule.context, dict) else None
+            if not schedule.is_orphan or not isinstance(wanted, str) or wanted not in pipelines:
+                continue
+            record = self.scheduler.store.get_schedule(schedule.pipeline_name)
+            if record is None:
+                continue
+            try:
+                _declare_again(self.scheduler, record, _runner(pipelines[wanted]))
+            except (FlowymlLiteError, ApiError, TypeError, ValueError) as exc:
+                logger.warning("schedule %r (pipeline %r) not re-linked: %s", record.name, wanted, exc)
+                continue
+            linked.append(record.name)
+            logger.info("schedule %r runs pipeline %r again", record.name, wanted)
+        return linked
+
     def registered_pipelines(self) -> Dict[str, Any]:
         """Pipelines POST /api/schedules can use: those given to the server, then scheduled functions."""
         found: Dict[str, Any] = {}
@@ -218,6 +272,32 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host[1:]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _declare_again(scheduler: Any, record: Any, func: Callable[[], Any]) -> None:
+    """Declare a stored schedule with ``func`` and its stored definition (the same hash: state kept)."""
+    options = dict(record.options)
+    context = dict(record.context)
+    kind, value, zone = record.schedule_type, record.schedule_value, record.timezone
+    if kind == "cron":
+        scheduler.schedule_cron(record.name, func, value, timezone=zone, context=context, **options)
+    elif kind == "daily":
+        hour, _, minute = value.partition(":")
+        scheduler.schedule_daily(
+            record.name, func, hour=int(hour), minute=int(minute), timezone=zone, context=context, **options
+        )
+    elif kind == "hourly":
+        scheduler.schedule_hourly(
+            record.name, func, minute=int(value), timezone=zone, context=context, **options
+        )
+    elif kind == "interval":
+        scheduler.schedule_interval(
+            record.name, func, seconds=float(value), timezone=zone, context=context, **options
+        )
+    elif kind == "once" and hasattr(scheduler, "schedule_once"):
+        scheduler.schedule_once(record.name, func, value, timezone=zone, context=context, **options)
+    else:
+        raise ValueError(f"schedule type {kind!r} cannot be declared again here")
 
 
 def _match(pattern: Tuple[str, ...], segments: List[str]) -> Optional[List[str]]:
@@ -263,9 +343,18 @@ def _query_int(query: Dict[str, List[str]], name: str, default: int, lo: int, hi
 
 
 def schedule_json(schedule: Any) -> Dict[str, Any]:
-    """A schedule as the API shows it: flowyml's keys plus ``name`` and the options."""
+    """A schedule as the API shows it: flowyml's keys plus ``name`` and the options.
+
+    ``pipeline_name`` is the registered pipeline a schedule created through the API runs (its
+    context's ``pipeline``); for a schedule declared in code it is the schedule's name, as in flowyml.
+    """
+    from .overview import PIPELINE_KEY
+
     out: Dict[str, Any] = {"name": schedule.pipeline_name}
     out.update(schedule.to_dict())
+    linked = schedule.context.get(PIPELINE_KEY) if isinstance(schedule.context, dict) else None
+    if isinstance(linked, str) and linked:
+        out["pipeline_name"] = linked
     return out
 
 
@@ -323,6 +412,21 @@ def _create_schedule(
         )
     func = _runner(pipelines[pipeline_name])
     options = {k: body[k] for k in _OPTION_FIELDS if k in body}
+    from .overview import PIPELINE_KEY
+
+    context = body.get("context")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise ApiError(400, "invalid", f"'context' must be a JSON object, got {type(context).__name__}")
+    if context.get(PIPELINE_KEY, pipeline_name) != pipeline_name:
+        raise ApiError(
+            400,
+            "invalid",
+            f"context[{PIPELINE_KEY!r}] names the pipeline the schedule runs; it must be {pipeline_name!r} "
+            "or left out",
+        )
+    options["context"] = {**context, PIPELINE_KEY: pipeline_name}  # survives restarts: see relink()
     zone = body.get("timezone")
     sched = app.scheduler
     if kind == "cron":
@@ -348,8 +452,14 @@ def _create_schedule(
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
             raise ApiError(400, "invalid", "an interval schedule needs 'interval_seconds', a number > 0")
         schedule = sched.schedule_interval(name, func, seconds=seconds, timezone=zone, **options)
+    elif kind == "once" and hasattr(sched, "schedule_once"):
+        at = body.get("at")
+        if not isinstance(at, str) or not at.strip():
+            raise ApiError(400, "invalid", "a once schedule needs 'at', an ISO 8601 instant with its offset")
+        schedule = sched.schedule_once(name, func, at, **options)
     else:
-        raise ApiError(400, "invalid", f"schedule_type must be cron, daily, hourly or interval, got {kind!r}")
+        known = ", ".join(t for t in SCHEDULE_TYPES if t != "once" or hasattr(sched, "schedule_once"))
+        raise ApiError(400, "invalid", f"schedule_type must be one of {known}, got {kind!r}")
     return json_response(
         201, {"status": "success", "message": f"Scheduled '{name}'", "schedule": schedule_json(schedule)}
     )
@@ -388,13 +498,45 @@ def _disable(app: ApiApp, request: Request, params: List[str], query: Dict[str, 
 def _run_now(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
     wait = (query.get("wait") or ["false"])[-1].lower() in ("1", "true", "yes")
     timeout = _query_int(query, "timeout", 60, 1, MAX_WAIT_SECONDS)
+    name = params[0]
     try:
-        entry = app.scheduler.run_now(params[0], wait=wait, timeout=timeout)
+        entry = app.scheduler.run_now(name, wait=wait, timeout=timeout)
     except FuturesTimeout:
         raise ApiError(
-            504, "timeout", f"the run of {params[0]!r} did not finish within {timeout} s; it goes on"
+            504, "timeout", f"the run of {name!r} did not finish within {timeout} s; it goes on"
         ) from None
-    return json_response(200 if wait else 202, {"status": "success", "run": entry})
+    return json_response(*run_now_reply(name, entry, wait))
+
+
+def run_now_reply(name: str, entry: Dict[str, Any], wait: bool) -> Tuple[int, Dict[str, Any]]:
+    """The status code and body of a run-now: ``status`` is the run's own (or ``accepted``).
+
+    A run still in flight (no wait) is a 202 with ``status: accepted`` and ``success: null``; a
+    finished run (waited for, or skipped at once because an earlier run is still in progress) is a
+    200 whose ``status`` is the run's outcome and whose ``message`` says it in words.
+    """
+    entry = dict(entry)
+    status = str(entry.get("status"))
+    if status in ("running", "queued"):
+        entry["success"] = None
+        entry["started_at"] = entry.get("started_at") if status == "running" else None
+        return 202, {
+            "status": "accepted",
+            "message": f"run of {name!r} started; GET /api/schedules/{name}/history shows its outcome",
+            "run": entry,
+        }
+    if status == "skipped":
+        entry["started_at"] = None
+        entry["start_lag_seconds"] = None
+        reason = entry.get("reason") or "an earlier run is still in progress"
+        message = f"run of {name!r} skipped: {reason} (max_instances)"
+    elif status == "succeeded":
+        message = f"run of {name!r} succeeded"
+    else:
+        message = f"run of {name!r} {status.replace('_', ' ')}" + (
+            f": {entry['error']}" if entry.get("error") else ""
+        )
+    return 200, {"status": status, "message": message, "run": entry}
 
 
 def _history(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
@@ -404,7 +546,118 @@ def _history(app: ApiApp, request: Request, params: List[str], query: Dict[str, 
 
 
 def _health(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
-    return json_response(200, app.scheduler.health_check())
+    from .overview import problems
+
+    health = app.scheduler.health_check()
+    found = problems(app.scheduler)
+    health["orphaned_schedules"] = found["orphaned"]
+    health["overdue_schedules"] = found["overdue"]
+    warnings = list(health.get("warnings") or [])
+    if found["orphaned"]:
+        warnings.append(
+            f"{_count(len(found['orphaned']), 'schedule')} no live process runs (orphaned): "
+            + ", ".join(found["orphaned"][:10])
+        )
+    if found["overdue"]:
+        warnings.append(
+            f"{_count(len(found['overdue']), 'schedule')} past due: " + ", ".join(found["overdue"][:10])
+        )
+    health["warnings"] = warnings
+    return json_response(200, health)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _overview(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    from .overview import overview
+
+    runs = _query_int(query, "runs", 30, 1, 100)
+    return json_response(200, overview(app.scheduler, runs))
+
+
+def _nodes(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    from datetime import datetime, timezone
+
+    from .overview import alive_nodes, node_rows
+
+    store = app.scheduler.store
+    alive = alive_nodes(store, float(app.scheduler.config.node_timeout_seconds), datetime.now(timezone.utc))
+    return json_response(200, node_rows(store, alive, store.active_runs()))
+
+
+def _run_detail(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    from .overview import find_run, run_json
+
+    name, run_key = params
+    app.scheduler.get_schedule(name)  # 404 for an unknown schedule
+    run = find_run(app.scheduler.store, name, run_key, MAX_HISTORY)
+    if run is None:
+        raise ApiError(404, "not_found", f"no run {run_key!r} among the last {MAX_HISTORY} runs of {name!r}")
+    return json_response(200, run_json(run, details=True))
+
+
+def _upcoming(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    from datetime import datetime, timezone
+
+    from .overview import describe, upcoming
+
+    count = _query_int(query, "n", 5, 1, 100)
+    record = app.scheduler.store.get_schedule(params[0])
+    if record is None:
+        raise ScheduleNotFoundError(params[0])
+    fires = upcoming(app.scheduler, record, count, datetime.now(timezone.utc))
+    return json_response(
+        200,
+        {
+            "name": record.name,
+            "timezone": record.timezone,
+            "description": describe(record.schedule_type, record.schedule_value, record.name),
+            "fires": [_fire_json(f) for f in fires],
+        },
+    )
+
+
+def _fire_json(fire: Any) -> Dict[str, Any]:
+    from datetime import timezone
+
+    return {"fire": fire.isoformat(), "utc": fire.astimezone(timezone.utc).isoformat(), "zone": fire.tzname()}
+
+
+def _cron_preview(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    from datetime import datetime, timezone
+
+    from ..cron.explain import explain
+    from ..cron.expression import CronExpression
+
+    expression = (query.get("expression") or [""])[-1]
+    zone = (query.get("timezone") or [app.scheduler.config.timezone])[-1] or "UTC"
+    count = _query_int(query, "n", 5, 1, 100)
+    if not expression.strip():
+        raise ApiError(400, "invalid", 'send ?expression=, a cron expression such as "0 9 * * 1-5"')
+    config = app.scheduler.config
+    hash_key = (query.get("name") or [""])[-1] or None
+    expr = CronExpression(
+        expression,
+        timezone=zone,
+        hash_key=hash_key,
+        engine=config.cron_engine,
+        zone_provider=config.timezone_provider,
+    )
+    fires = []
+    for fire in expr.iter(datetime.now(timezone.utc)):
+        fires.append(_fire_json(fire))
+        if len(fires) >= count:
+            break
+    try:
+        description = explain(expression, hash_key=hash_key)
+    except FlowymlLiteError:
+        description = expression
+    return json_response(
+        200,
+        {"expression": expression, "timezone": zone, "description": description, "fires": fires},
+    )
 
 
 def _liveness(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
@@ -452,6 +705,9 @@ _ROUTES: List[Tuple[str, Tuple[str, ...], Handler]] = [
     ("GET", ("api", "openapi.json"), _openapi),
     ("GET", ("api", "scheduler", "health"), _health),
     ("GET", ("api", "pipelines"), _pipelines),
+    ("GET", ("api", "overview"), _overview),
+    ("GET", ("api", "nodes"), _nodes),
+    ("GET", ("api", "cron"), _cron_preview),
     ("GET", ("api", "schedules"), _list_schedules),
     ("POST", ("api", "schedules"), _create_schedule),
     # flowyml's own paths for these two, before the {name} routes they would otherwise match
@@ -463,6 +719,8 @@ _ROUTES: List[Tuple[str, Tuple[str, ...], Handler]] = [
     ("POST", ("api", "schedules", "{}", "disable"), _disable),
     ("POST", ("api", "schedules", "{}", "run"), _run_now),
     ("GET", ("api", "schedules", "{}", "history"), _history),
+    ("GET", ("api", "schedules", "{}", "upcoming"), _upcoming),
+    ("GET", ("api", "schedules", "{}", "runs", "{}"), _run_detail),
 ]
 
 

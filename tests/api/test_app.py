@@ -9,11 +9,10 @@ Request and response shapes follow flowyml's FastAPI router (``ScheduleRequest``
 from __future__ import annotations
 
 import json
-import re
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 from urllib.parse import quote
 
 import pytest
@@ -226,7 +225,7 @@ class TestCreateSchedule:
     def test_project_name_is_accepted_and_ignored(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
         body = flowyml_request("report", "hourly", minute=5, project_name="marketing")
         assert call(app, "POST", "/api/schedules", body).status == 201
-        assert scheduler.get_schedule("report").context == {}
+        assert scheduler.get_schedule("report").context == {"pipeline": "etl"}
 
     def test_the_minimal_body_uses_the_name_as_the_pipeline_and_zero_defaults(
         self, app: ApiApp, scheduler: PipelineScheduler
@@ -251,7 +250,7 @@ class TestCreateSchedule:
         assert call(app, "POST", "/api/schedules", body).status == 201
         stored = scheduler.get_schedule("report")
         assert (stored.catchup, stored.max_instances, stored.misfire_grace_seconds) == ("skip", 2, 5)
-        assert stored.context == {"k": [1]}
+        assert stored.context == {"k": [1], "pipeline": "etl"}
 
     def test_a_scheduled_function_can_be_reused_under_another_name(
         self, app: ApiApp, scheduler: PipelineScheduler
@@ -504,24 +503,30 @@ class TestEnableDisable:
 
 
 class TestRunNow:
-    def test_without_wait_the_run_is_accepted_with_202(
-        self, app: ApiApp, scheduler: PipelineScheduler
-    ) -> None:
-        response = call(app, "POST", "/api/schedules/nightly/run")
+    def test_without_wait_the_run_is_accepted_with_202(self, scheduler: PipelineScheduler) -> None:
+        release = threading.Event()
+        scheduler.schedule_hourly("nightly", lambda: release.wait(10) and None)
+        try:
+            response = call(ApiApp(scheduler), "POST", "/api/schedules/nightly/run")
+        finally:
+            release.set()
         assert response.status == 202
         payload = response.json()
-        assert payload["status"] == "success"
+        assert payload["status"] == "accepted"
         assert payload["run"]["schedule_name"] == "nightly"
-        assert payload["run"]["status"] in ("running", "succeeded")
+        assert payload["run"]["status"] == "running"
+        assert payload["run"]["success"] is None  # not "false": it has not failed
         assert scheduler.wait_for_runs(10)
         assert [e["status"] for e in scheduler.get_history("nightly")] == ["succeeded"]
 
     def test_with_wait_the_finished_run_is_returned_with_200(self, app: ApiApp) -> None:
         response = call(app, "POST", "/api/schedules/nightly/run?wait=true")
         assert response.status == 200
-        run = response.json()["run"]
+        payload = response.json()
+        run = payload["run"]
         assert (run["status"], run["success"], run["error"]) == ("succeeded", True, None)
         assert run["completed_at"] is not None
+        assert (payload["status"], payload["message"]) == ("succeeded", "run of 'nightly' succeeded")
 
     def test_a_failing_job_gives_status_failed_with_its_error(
         self, app: ApiApp, scheduler: PipelineScheduler
@@ -529,9 +534,30 @@ class TestRunNow:
         call(app, "POST", "/api/schedules", flowyml_request("broken", "hourly", pipeline_name="broken"))
         response = call(app, "POST", "/api/schedules/broken/run?wait=true")
         assert response.status == 200
-        run = response.json()["run"]
+        payload = response.json()
+        run = payload["run"]
         assert (run["status"], run["success"]) == ("failed", False)
         assert "boom: disk full" in run["error"]
+        assert payload["status"] == "failed"  # the reply says what the run says, never "success"
+        assert payload["message"].startswith("run of 'broken' failed: RuntimeError: boom")
+
+    def test_a_run_skipped_because_the_last_one_is_still_running_says_so(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        release = threading.Event()
+        scheduler.schedule_hourly("slow", lambda: release.wait(10))
+        app = ApiApp(scheduler)
+        try:
+            assert call(app, "POST", "/api/schedules/slow/run").status == 202
+            response = call(app, "POST", "/api/schedules/slow/run?wait=true")
+        finally:
+            release.set()
+        assert response.status == 200
+        payload = response.json()
+        assert payload["status"] == "skipped"
+        assert "skipped" in payload["message"] and "max_instances" in payload["message"]
+        assert payload["run"]["started_at"] is None and payload["run"]["start_lag_seconds"] is None
+        assert scheduler.wait_for_runs(10)
 
     def test_a_run_that_outlasts_the_timeout_is_a_504_and_goes_on(self, scheduler: PipelineScheduler) -> None:
         release = threading.Event()
@@ -666,119 +692,6 @@ class TestPipelines:
         error = error_of(call(app, "POST", "/api/schedules", body), 404)
         assert error["code"] == "pipeline_not_found"
         assert "os_probe_never_imported" not in sys.modules
-
-
-def parse_labels(text: str) -> Dict[str, str]:
-    """``a="x",b="y\\"z"`` -> {"a": "x", "b": 'y"z'}; AssertionError if it is not the text format."""
-    labels: Dict[str, str] = {}
-    pattern = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
-    position = 0
-    while position < len(text):
-        match = pattern.match(text, position)
-        assert match, f"bad label text at {text[position:]!r}"
-        escaped = match.group(2)
-        labels[match.group(1)] = re.sub(
-            r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), escaped
-        )
-        position = match.end()
-    return labels
-
-
-Sample = Tuple[str, Dict[str, str], float]
-
-
-def parse_metrics(text: str) -> Tuple[Dict[str, str], List[Sample]]:
-    """The TYPE of each metric and its samples, checking each line of the Prometheus text format 0.0.4."""
-    assert text.endswith("\n")
-    kinds: Dict[str, str] = {}
-    helped: set = set()
-    samples: List[Sample] = []
-    for line in text[:-1].split("\n"):
-        if line.startswith("# HELP "):
-            name = line.split(" ")[2]
-            assert name not in helped, f"second HELP for {name}"
-            helped.add(name)
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert name not in kinds, f"second TYPE for {name}"
-            assert kind in ("counter", "gauge", "summary", "histogram", "untyped")
-            kinds[name] = kind
-        else:
-            match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
-            assert match, f"not a sample line: {line!r}"
-            name = match.group(1)
-            assert name in helped and name in kinds, f"{name} sampled before its HELP and TYPE"
-            samples.append((name, parse_labels(match.group(2) or ""), float(match.group(3))))
-    return kinds, samples
-
-
-def value_of(samples: List[Sample], name: str, **labels: str) -> float:
-    (value,) = [v for n, found, v in samples if n == name and found == labels]
-    return value
-
-
-class TestMetrics:
-    def test_is_prometheus_text_with_help_and_type_before_each_metrics_samples(self, app: ApiApp) -> None:
-        response = call(app, "GET", "/metrics")
-        assert response.status == 200
-        assert response.content_type.startswith("text/plain; version=0.0.4")
-        kinds, samples = parse_metrics(response.body.decode("utf-8"))
-        assert kinds["flowyml_lite_up"] == "gauge"
-        assert value_of(samples, "flowyml_lite_up", status="stopped") == 1
-        assert value_of(samples, "flowyml_lite_up", status="running") == 0
-        assert value_of(samples, "flowyml_lite_schedules") == 1
-        assert value_of(samples, "flowyml_lite_schedule_enabled", schedule="nightly") == 1
-
-    def test_counts_runs_by_outcome(self, app: ApiApp, scheduler: PipelineScheduler) -> None:
-        call(app, "POST", "/api/schedules", flowyml_request("broken", "hourly", pipeline_name="broken"))
-        call(app, "POST", "/api/schedules/broken/run?wait=true")
-        call(app, "POST", "/api/schedules/nightly/run?wait=true")
-        call(app, "POST", "/api/schedules/nightly/run?wait=true")
-        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
-        assert value_of(samples, "flowyml_lite_runs_recorded", outcome="succeeded") == 2
-        assert value_of(samples, "flowyml_lite_runs_recorded", outcome="failed") == 1
-
-    def test_a_paused_schedule_shows_0_and_no_next_fire(self, app: ApiApp) -> None:
-        call(app, "POST", "/api/schedules/nightly/disable")
-        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
-        assert value_of(samples, "flowyml_lite_schedule_enabled", schedule="nightly") == 0
-        assert not [s for s in samples if s[0] == "flowyml_lite_schedule_next_fire_timestamp_seconds"]
-
-    def test_the_next_fire_is_the_schedules_next_run_in_unix_time(
-        self, app: ApiApp, scheduler: PipelineScheduler
-    ) -> None:
-        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
-        next_run = scheduler.get_schedule("nightly").next_run
-        assert next_run is not None
-        expected = next_run.timestamp()
-        assert (
-            value_of(samples, "flowyml_lite_schedule_next_fire_timestamp_seconds", schedule="nightly")
-            == expected
-        )
-
-    def test_a_schedule_name_with_a_quote_and_a_backslash_is_escaped_in_its_label(self) -> None:
-        name = 'say "hi" C:\\jobs\\'
-        sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
-        try:
-            sched.schedule_hourly(name, ok)
-            text = call(ApiApp(sched), "GET", "/metrics").body.decode("utf-8")
-        finally:
-            sched.close()
-        assert '{schedule="say \\"hi\\" C:\\\\jobs\\\\"}' in text
-        _, samples = parse_metrics(text)
-        assert value_of(samples, "flowyml_lite_schedule_enabled", schedule=name) == 1
-
-    def test_the_samples_of_each_metric_form_one_group(
-        self, app: ApiApp, scheduler: PipelineScheduler
-    ) -> None:
-        scheduler.schedule_hourly("hourly", ok)
-        _, samples = parse_metrics(call(app, "GET", "/metrics").body.decode("utf-8"))
-        names = [name for name, _, _ in samples]
-        finished: set = set()
-        for previous, name in zip(names, names[1:]):
-            if name != previous:
-                finished.add(previous)
-                assert name not in finished, f"{name} appears again after another metric"
 
 
 class TestOpenApi:
@@ -1032,3 +945,199 @@ class TestAnyCreateBody:
                 error_of(response, response.status)
         finally:
             scheduler.close()
+
+
+def quoted(text: str) -> str:
+    return quote(text, safe="")
+
+
+class TestPipelineLink:
+    def test_a_schedule_created_for_a_pipeline_names_it_and_runs_it(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        response = call(app, "POST", "/api/schedules", flowyml_request("nightly-etl", "hourly"))
+        assert response.json()["schedule"]["pipeline_name"] == "etl"
+        assert response.json()["schedule"]["name"] == "nightly-etl"
+        assert scheduler.get_schedule("nightly-etl").pipeline_func is ok
+
+    def test_it_stays_linked_to_its_pipeline_across_a_restart(self, tmp_path: Path) -> None:
+        first = sqlite_scheduler(tmp_path / "s.db")
+        try:
+            body = flowyml_request("nightly-etl", "hourly", minute=7)
+            assert call(ApiApp(first, pipelines={"etl": ok}), "POST", "/api/schedules", body).status == 201
+            next_run = first.get_schedule("nightly-etl").next_run
+        finally:
+            first.close()
+        second = sqlite_scheduler(tmp_path / "s.db")
+        try:
+            app = ApiApp(second, pipelines={"etl": ok})
+            assert app.relinked == ["nightly-etl"]
+            schedule = second.get_schedule("nightly-etl")
+            assert schedule.pipeline_func is ok and not schedule.is_orphan
+            assert schedule.next_run == next_run  # the same definition: state kept
+            assert call(app, "GET", "/api/schedules/nightly-etl").json()["pipeline_name"] == "etl"
+            health = call(app, "GET", "/api/scheduler/health").json()
+            assert health["orphaned_schedules"] == []
+            run = call(app, "POST", "/api/schedules/nightly-etl/run?wait=true").json()
+            assert run["status"] == "succeeded"
+        finally:
+            second.close()
+
+    def test_without_its_pipeline_the_schedule_is_an_orphan_that_health_names(self, tmp_path: Path) -> None:
+        first = sqlite_scheduler(tmp_path / "s.db")
+        try:
+            body = flowyml_request("nightly-etl", "hourly")
+            call(ApiApp(first, pipelines={"etl": ok}), "POST", "/api/schedules", body)
+        finally:
+            first.close()
+        second = sqlite_scheduler(tmp_path / "s.db")
+        try:
+            health = call(ApiApp(second), "GET", "/api/scheduler/health").json()
+        finally:
+            second.close()
+        assert health["orphaned_schedules"] == ["nightly-etl"]
+        assert any("orphaned" in w and "nightly-etl" in w for w in health["warnings"])
+
+    def test_a_context_naming_another_pipeline_is_refused(self, app: ApiApp) -> None:
+        body = flowyml_request("x", "hourly", context={"pipeline": "other"})
+        assert "pipeline" in error_of(call(app, "POST", "/api/schedules", body), 400)["message"]
+
+
+class TestHealthProblems:
+    def test_a_schedule_whose_next_fire_is_long_past_is_overdue(self, scheduler: PipelineScheduler) -> None:
+        scheduler.store.set_enabled("nightly", True, datetime(2020, 1, 1, tzinfo=timezone.utc))
+        health = call(ApiApp(scheduler), "GET", "/api/scheduler/health").json()
+        assert health["overdue_schedules"] == ["nightly"]
+        assert any("1 schedule past due: nightly" == w for w in health["warnings"])
+
+    def test_a_paused_schedule_is_no_problem(self, scheduler: PipelineScheduler) -> None:
+        scheduler.disable("nightly")
+        health = call(ApiApp(scheduler), "GET", "/api/scheduler/health").json()
+        assert (health["overdue_schedules"], health["orphaned_schedules"], health["warnings"]) == ([], [], [])
+
+
+def overview_of(app: ApiApp) -> Dict[str, Dict[str, Any]]:
+    response = call(app, "GET", "/api/overview")
+    assert response.status == 200
+    return {s["name"]: s for s in response.json()["schedules"]}
+
+
+class TestOverview:
+    def test_each_schedule_has_its_state_at_a_glance(self, tmp_path: Path) -> None:
+        sched = scheduler_with_orphan(tmp_path)
+        release = threading.Event()
+        try:
+            sched.schedule_hourly("fine", ok)
+            sched.schedule_hourly("broken", boom)
+            sched.schedule_hourly("paused", ok)
+            sched.schedule_hourly("busy", lambda: release.wait(10) and None)
+            sched.disable("paused")
+            app = ApiApp(sched)
+            call(app, "POST", "/api/schedules/fine/run?wait=true")
+            for _ in range(3):
+                call(app, "POST", "/api/schedules/broken/run?wait=true")
+            call(app, "POST", "/api/schedules/busy/run")
+            rows = overview_of(app)
+        finally:
+            release.set()
+            sched.close()
+        states = {name: row["state"] for name, row in rows.items()}
+        assert states == {
+            "fine": "healthy",
+            "broken": "failing",
+            "paused": "paused",
+            "busy": "running",
+            "ghost": "orphaned",
+        }
+        assert rows["broken"]["streak"] == 3
+        assert [r["status"] for r in rows["broken"]["runs"]] == ["failed"] * 3
+        assert rows["busy"]["runs"][0]["elapsed_seconds"] is not None
+        assert rows["busy"]["runs"][0]["success"] is None
+        assert rows["fine"]["served_by"] == sched.node_id
+        assert rows["ghost"]["served_by"] is None
+        assert rows["fine"]["description"] == "Every hour at minute 00"
+
+    def test_a_success_ends_a_failing_streak(self, scheduler: PipelineScheduler) -> None:
+        flaky = iter([boom, boom, ok])
+        scheduler.schedule_hourly("flaky", lambda: next(flaky)())
+        app = ApiApp(scheduler)
+        for _ in range(3):
+            call(app, "POST", "/api/schedules/flaky/run?wait=true")
+        row = overview_of(app)["flaky"]
+        assert (row["state"], row["streak"], row["last_outcome"]) == ("healthy", 0, "succeeded")
+        assert [r["status"] for r in row["runs"]] == ["succeeded", "failed", "failed"]
+
+    def test_a_schedule_a_live_node_declared_is_served_by_it_not_an_orphan(self, tmp_path: Path) -> None:
+        from flowyml_lite.stores.base import NodeRecord
+
+        sched = scheduler_with_orphan(tmp_path)
+        try:
+            now = datetime.now(timezone.utc)
+            sched.store.heartbeat(NodeRecord("worker-1", "host-a", 4242, now, now))
+            sched.store.mark_declared("worker-1", ["ghost"])
+            if sched.store.get_schedule("ghost").declared_by is None:  # type: ignore[union-attr]
+                pytest.skip("this store does not record declarations yet")
+            row = overview_of(ApiApp(sched))["ghost"]
+        finally:
+            sched.close()
+        assert (row["state"], row["served_by"]) == ("healthy", "worker-1")
+
+    def test_the_intervals_and_cron_expressions_are_described_in_words(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        scheduler.schedule_interval("often", ok, seconds=6)
+        scheduler.schedule_cron("weekdays", ok, "0 9 * * 1-5")
+        rows = overview_of(ApiApp(scheduler))
+        assert rows["often"]["description"] == "Every 6 s"
+        assert rows["weekdays"]["description"] == "At 09:00, Monday through Friday"
+        assert rows["nightly"]["description"] == "Every day at 03:00"
+
+
+class TestRunDetail:
+    def test_a_failed_run_has_its_own_url_with_error_attempt_and_node(
+        self, app: ApiApp, scheduler: PipelineScheduler
+    ) -> None:
+        call(app, "POST", "/api/schedules", flowyml_request("broken", "hourly", pipeline_name="broken"))
+        call(app, "POST", "/api/schedules/broken/run?wait=true")
+        key = overview_of(app)["broken"]["runs"][0]["run_key"]
+        response = call(app, "GET", f"/api/schedules/broken/runs/{key}")
+        assert response.status == 200
+        run = response.json()
+        assert run["run_key"] == key and run["status"] == "failed"
+        assert "boom: disk full" in run["error"]
+        assert run["attempt"] == 1 and run["node"] == scheduler.node_id
+        assert {"traceback", "output", "start_lag_seconds", "duration_seconds"} <= set(run)
+
+    def test_an_unknown_run_is_a_404(self, app: ApiApp) -> None:
+        assert error_of(call(app, "GET", "/api/schedules/nightly/runs/nope"), 404)["code"] == "not_found"
+
+
+class TestCronPreview:
+    def test_explains_an_expression_and_lists_its_next_fires_in_the_zone(self, app: ApiApp) -> None:
+        target = f"/api/cron?expression={quoted('0 9 * * 1-5')}&timezone=Europe/London&n=5"
+        response = call(app, "GET", target)
+        assert response.status == 200
+        payload = response.json()
+        assert payload["description"] == "At 09:00, Monday through Friday"
+        assert len(payload["fires"]) == 5
+        for fire in payload["fires"]:
+            moment = datetime.fromisoformat(fire["fire"])
+            assert (moment.hour, moment.minute) == (9, 0) and moment.isoweekday() <= 5
+            assert fire["zone"] in ("GMT", "BST")
+
+    def test_a_bad_expression_is_a_400_naming_the_field(self, app: ApiApp) -> None:
+        error = error_of(call(app, "GET", f"/api/cron?expression={quoted('0 25 * * *')}"), 400)
+        assert "hour" in error["message"]
+
+    def test_a_schedules_next_fires(self, app: ApiApp) -> None:
+        payload = call(app, "GET", "/api/schedules/nightly/upcoming?n=3").json()
+        assert payload["description"] == "Every day at 03:00"
+        assert [datetime.fromisoformat(f["fire"]).hour for f in payload["fires"]] == [3, 3, 3]
+
+
+class TestNodes:
+    def test_lists_the_running_node_as_alive(self, running: PipelineScheduler) -> None:
+        nodes = call(ApiApp(running), "GET", "/api/nodes").json()
+        (node,) = nodes
+        assert node["node_id"] == running.node_id
+        assert node["alive"] is True and node["runs_in_flight"] == 0
