@@ -11,22 +11,36 @@ import heapq
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .base import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     LOST,
+    QUEUED,
     RUNNING,
     SKIPPED,
+    Claim,
     NodeRecord,
+    Outcome,
     RunRecord,
     RunStats,
     ScheduleRecord,
     ScheduleState,
     Store,
 )
-from .schema import check_aware, check_final, check_prune, check_run, from_json, make_stats, to_json
+from .schema import (
+    as_text,
+    check_aware,
+    check_final,
+    check_outcome_record,
+    check_prune,
+    check_run,
+    clip_text,
+    from_json,
+    make_stats,
+    to_json,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -40,6 +54,55 @@ class _Schedule:
 
 def _utc(value: Optional[datetime], what: str) -> Optional[datetime]:
     return None if value is None else check_aware(value, what)
+
+
+def _copy(run: RunRecord) -> RunRecord:
+    """A shallow copy (every field is immutable): what callers get, so they cannot change the store."""
+    copy = RunRecord.__new__(RunRecord)
+    copy.__dict__.update(run.__dict__)
+    return copy
+
+
+def _prepare_run(name: str, run: RunRecord) -> RunRecord:
+    """``run`` as the store keeps it: checked, instants in UTC, texts bounded (a new record)."""
+    check_run(name, run)
+    return RunRecord(
+        run.run_key,
+        name,
+        check_aware(run.fire_time, "fire_time"),
+        run.status,
+        run.node_id,
+        _utc(run.started_at, "started_at"),
+        _utc(run.completed_at, "completed_at"),
+        run.duration_seconds,
+        as_text(run.error),
+        as_text(run.run_id),
+        as_text(run.reason),
+        run.attempt,
+        clip_text(run.traceback),
+        clip_text(run.output),
+        _utc(run.next_attempt_at, "next_attempt_at"),
+    )
+
+
+def _prepare_outcome(outcome: Outcome) -> Outcome:
+    """``outcome`` checked, instants in UTC, texts bounded (a new record; see Store.finish_runs)."""
+    retry = check_outcome_record(outcome)
+    return Outcome(
+        outcome.run_key,
+        outcome.status,
+        None if retry else _utc(outcome.completed_at, "completed_at"),
+        outcome.duration_seconds,
+        as_text(outcome.error),
+        as_text(outcome.run_id),
+        _utc(outcome.started_at, "started_at"),
+        as_text(outcome.reason),
+        outcome.attempt,
+        clip_text(outcome.traceback),
+        clip_text(outcome.output),
+        _utc(outcome.next_attempt_at, "next_attempt_at") if retry else None,
+        outcome.node_id,
+    )
 
 
 class MemoryStore(Store):
@@ -81,6 +144,7 @@ class MemoryStore(Store):
                     last_fire=last_fire,
                     created_at=created,
                     updated_at=updated,
+                    declared_at=_utc(record.declared_at, f"{where}: declared_at"),
                 )
                 stored = self._schedules[record.name] = _Schedule(new, options, context)
                 self._fires.setdefault(record.name, {})
@@ -111,14 +175,13 @@ class MemoryStore(Store):
 
     def schedule_states(self) -> Dict[str, ScheduleState]:
         """``name -> ScheduleState`` of every schedule (no options or context decoded)."""
-        with self._lock:
-            records = [stored.record for stored in self._schedules.values()]
-        return {
-            r.name: ScheduleState(
-                r.definition_hash, r.enabled, r.next_fire, r.last_fire, r.created_at, r.updated_at
-            )
-            for r in records
-        }
+        with self._lock:  # a claim changes a stored record in place
+            return {
+                r.name: ScheduleState(
+                    r.definition_hash, r.enabled, r.next_fire, r.last_fire, r.created_at, r.updated_at
+                )
+                for r in (stored.record for stored in self._schedules.values())
+            }
 
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""
@@ -165,48 +228,76 @@ class MemoryStore(Store):
         max_instances: int,
     ) -> Optional[List[RunRecord]]:
         """Compare-and-set ``next_fire`` and insert ``runs``, all or nothing (see Store.claim)."""
-        expected = check_aware(expected_next, "expected_next")
-        new_next = _utc(new_next, "new_next")
-        prepared = []
-        for run in runs:
-            check_run(name, run)
-            prepared.append(
-                replace(
-                    run,
-                    fire_time=check_aware(run.fire_time, "fire_time"),
-                    started_at=_utc(run.started_at, "started_at"),
-                    completed_at=_utc(run.completed_at, "completed_at"),
-                )
-            )
+        claim = self._prepare_claim(Claim(name, expected_next, new_next, runs, max_instances))
         with self._lock:
-            stored = self._schedules.get(name)
-            if stored is None or not stored.record.enabled or stored.record.next_fire != expected:
+            return self._claim(*claim)
+
+    def claim_many(
+        self, claims: Sequence[Claim], outcomes: Sequence[Outcome] = ()
+    ) -> List[Optional[List[RunRecord]]]:
+        """Write ``outcomes``, then make each claim on its own, under one hold of the lock."""
+        finished = [_prepare_outcome(o) for o in outcomes]
+        prepared = [self._prepare_claim(c) for c in claims]
+        with self._lock:
+            self._finish(finished)
+            return [self._claim(*claim) for claim in prepared]
+
+    @staticmethod
+    def _prepare_claim(
+        claim: Claim,
+    ) -> Tuple[str, datetime, Optional[datetime], List[RunRecord], int]:
+        name = claim.name
+        return (
+            name,
+            check_aware(claim.expected_next, "expected_next"),
+            _utc(claim.new_next, "new_next"),
+            [_prepare_run(name, run) for run in claim.runs],
+            claim.max_instances,
+        )
+
+    def _claim(
+        self,
+        name: str,
+        expected: datetime,
+        new_next: Optional[datetime],
+        prepared: List[RunRecord],
+        max_instances: int,
+    ) -> Optional[List[RunRecord]]:
+        """One claim, with the lock held: None (nothing changed) unless it is wholly valid."""
+        stored = self._schedules.get(name)
+        if stored is None or not stored.record.enabled or stored.record.next_fire != expected:
+            return None
+        fires = self._fires[name]
+        runs = self._runs
+        if len(prepared) == 1:  # the common case, without building sets
+            if prepared[0].fire_time in fires or prepared[0].run_key in runs:
                 return None
-            fires = self._fires[name]
+        else:
             new_fires = {run.fire_time for run in prepared}
             new_keys = {run.run_key for run in prepared}
             if (
                 len(new_fires) != len(prepared)
                 or len(new_keys) != len(prepared)
                 or any(f in fires for f in new_fires)
-                or any(k in self._runs for k in new_keys)
+                or any(k in runs for k in new_keys)
             ):
                 return None
-            active = self._active[name]
-            if len(active) >= max_instances:
-                prepared = [
-                    r.with_status(SKIPPED, "overlap") if r.status in ACTIVE_STATUSES else r for r in prepared
-                ]
-            last_fire = stored.record.last_fire
-            for run in prepared:
-                self._runs[run.run_key] = run
-                fires[run.fire_time] = run.run_key
-                if run.status in ACTIVE_STATUSES:
-                    active.add(run.run_key)
-                    if last_fire is None or run.fire_time > last_fire:
-                        last_fire = run.fire_time
-            stored.record = replace(stored.record, next_fire=new_next, last_fire=last_fire)
-            return [replace(run) for run in prepared]
+        active = self._active[name]
+        if len(active) >= max_instances:
+            prepared = [
+                r.with_status(SKIPPED, "overlap") if r.status in ACTIVE_STATUSES else r for r in prepared
+            ]
+        record = stored.record  # never handed out (callers get copies), so changed in place
+        last_fire = record.last_fire
+        for run in prepared:
+            runs[run.run_key] = run
+            fires[run.fire_time] = run.run_key
+            if run.status in ACTIVE_STATUSES:
+                active.add(run.run_key)
+                if last_fire is None or run.fire_time > last_fire:
+                    last_fire = run.fire_time
+        record.next_fire, record.last_fire = new_next, last_fire
+        return [_copy(run) for run in prepared]
 
     def start_run(self, run_key: str, started_at: datetime) -> bool:
         """Mark a queued (or running) run running; False if it is no longer active."""
@@ -215,7 +306,7 @@ class MemoryStore(Store):
             run = self._runs.get(run_key)
             if run is None or run.status not in ACTIVE_STATUSES:
                 return False
-            self._runs[run_key] = replace(run, status=RUNNING, started_at=started_at)
+            self._runs[run_key] = replace(run, status=RUNNING, started_at=started_at, next_attempt_at=None)
             return True
 
     def finish_run(
@@ -231,25 +322,51 @@ class MemoryStore(Store):
     ) -> bool:
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
-        completed_at = check_aware(completed_at, "completed_at")
-        if started_at is not None:
-            started_at = check_aware(started_at, "started_at")
+        outcome = Outcome(run_key, status, completed_at, duration_seconds, error, run_id, started_at, reason)
+        return self.finish_runs([outcome])[0]
+
+    def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
+        """Record many outcomes under one hold of the lock (see Store.finish_runs)."""
+        finished = [_prepare_outcome(o) for o in outcomes]
         with self._lock:
-            run = self._runs.get(run_key)
-            if run is None or run.status not in ACTIVE_STATUSES:
-                return False
-            self._runs[run_key] = replace(
-                run,
-                status=status,
-                completed_at=completed_at,
-                duration_seconds=duration_seconds,
-                error=error,
-                run_id=run_id,
-                started_at=started_at if started_at is not None else run.started_at,
-                reason=reason if reason is not None else run.reason,
+            return self._finish(finished)
+
+    def _finish(self, outcomes: Sequence[Outcome]) -> List[bool]:
+        results = []
+        for o in outcomes:
+            run = self._runs.get(o.run_key)
+            if run is None:
+                results.append(False)
+                continue
+            was_active = run.status in ACTIVE_STATUSES
+            overrides_lost = run.status == LOST and o.node_id is not None and o.node_id == run.node_id
+            if not (was_active or overrides_lost):
+                results.append(False)
+                continue
+            self._runs[o.run_key] = RunRecord(
+                run.run_key,
+                run.schedule,
+                run.fire_time,
+                o.status,
+                run.node_id,
+                o.started_at if o.started_at is not None else run.started_at,
+                o.completed_at,
+                o.duration_seconds,
+                o.error,
+                o.run_id,
+                # A lost verdict's reason does not describe the owner's real outcome.
+                o.reason if o.reason is not None or overrides_lost else run.reason,
+                o.attempt,
+                o.traceback,
+                o.output,
+                o.next_attempt_at,
             )
-            self._active[run.schedule].discard(run_key)
-            return True
+            if o.status == QUEUED:
+                self._active[run.schedule].add(o.run_key)
+            else:
+                self._active[run.schedule].discard(o.run_key)
+            results.append(True)
+        return results
 
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:
         """Runs of ``name``, newest fire first, at most ``limit``."""
@@ -361,3 +478,22 @@ class MemoryStore(Store):
         """Delete the node row."""
         with self._lock:
             self._nodes.pop(node_id, None)
+
+    def expired_nodes(self, timeout_seconds: float, now: datetime) -> List[NodeRecord]:
+        """Nodes whose last heartbeat is more than ``timeout_seconds`` before ``now``."""
+        now = check_aware(now, "now")
+        with self._lock:
+            return [
+                replace(self._nodes[k])
+                for k in sorted(self._nodes)
+                if (now - self._nodes[k].heartbeat).total_seconds() > timeout_seconds
+            ]
+
+    def mark_declared(self, node_id: str, names: Sequence[str]) -> None:
+        """Record that ``node_id`` declared the schedules ``names`` (now); unknown names are ignored."""
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            for name in names:
+                stored = self._schedules.get(name)
+                if stored is not None:
+                    stored.record = replace(stored.record, declared_by=node_id, declared_at=now)

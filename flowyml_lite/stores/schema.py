@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import SchemaVersionError
-from .base import ACTIVE_STATUSES, FINAL_STATUSES, MAX_RUN_TEXT, RunRecord, RunStats
+from .base import ACTIVE_STATUSES, FINAL_STATUSES, MAX_RUN_TEXT, QUEUED, Outcome, RunRecord, RunStats
 
 #: Holds one row (id = 1) with the version of the schema the database is at.
 VERSION_TABLE_DDL = (
@@ -103,6 +103,8 @@ _ONE_US = timedelta(microseconds=1)
 
 def check_aware(value: datetime, what: str) -> datetime:
     """``value`` converted to UTC; ValueError if it is naive (stores keep instants, not wall times)."""
+    if value.tzinfo is timezone.utc:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
             f"{what} is a naive datetime ({value.isoformat()}): pass an aware one, "
@@ -195,12 +197,36 @@ def check_outcome(status: str) -> None:
         )
 
 
+def check_outcome_record(outcome: Outcome) -> bool:
+    """Reject an outcome no store could record (see ``Store.finish_runs``); True if it is a retry."""
+    check_outcome(outcome.status)
+    if outcome.status == QUEUED:
+        return True
+    if outcome.completed_at is None:
+        raise ValueError(
+            f"finish_runs: run {outcome.run_key!r} has the final status {outcome.status!r} "
+            "but no completed_at: give the instant the run ended"
+        )
+    return False
+
+
 def clip_text(text: Optional[str], limit: int = MAX_RUN_TEXT) -> Optional[str]:
     """``text`` cut to its last ``limit`` characters (with a marker), so a run row stays bounded."""
     if text is None or len(text) <= limit:
         return text
     marker = f"[... {len(text) - limit + 40} characters cut ...]\n"
     return marker + text[-(limit - len(marker)) :]
+
+
+def as_text(value: object, limit: int = MAX_RUN_TEXT) -> Optional[str]:
+    """``value`` as text a store can keep: None stays None, anything else is ``str()``-ed and clipped.
+
+    A run's ``run_id`` or ``error`` may come from user code as any type (a UUID, a mock): a store
+    that refused to bind it would leave the run active forever, so every store stores its text.
+    """
+    if value is None:
+        return None
+    return clip_text(value if isinstance(value, str) else str(value), limit)
 
 
 def check_prune(older_than: Optional[datetime], keep_last: Optional[int], limit: Optional[int]) -> None:

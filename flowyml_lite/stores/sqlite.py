@@ -1,11 +1,18 @@
 """The embedded store: one SQLite file shared by every process on the host (stdlib ``sqlite3``).
 
-Every write is one explicit ``BEGIN IMMEDIATE`` transaction (the connection is in autocommit
-mode, ``isolation_level=None``), so the compare-and-set of a claim and its inserts are atomic
-across processes. WAL lets readers run beside the single writer; ``busy_timeout`` makes a
-writer wait for another process instead of failing. One connection per store instance, guarded
-by a lock: threads of one process queue on the lock (microseconds) rather than on SQLite's busy
-handler, which sleeps in millisecond steps.
+Writes: every write is one explicit ``BEGIN IMMEDIATE`` transaction on the store's one writer
+connection (autocommit mode, ``isolation_level=None``), so the compare-and-set of a claim and its
+inserts are atomic across processes; ``busy_timeout`` makes a writer wait for another process
+instead of failing. Threads of one process queue on a lock (microseconds) rather than on SQLite's
+busy handler, which sleeps in millisecond steps. A group of claims or outcomes is one transaction.
+
+Reads: on connections of their own, taken from a small pool, never under the writer's lock. WAL
+lets them read the last committed state beside a writer, so neither a long write in this process
+nor another process holding the write lock makes ``history()`` or ``stats()`` wait.
+
+The file: the store remembers which file it opened (device and inode) and checks, before each
+write and read, that the path still names it. A file deleted or replaced under a running process
+raises StoreFileReplacedError from then on instead of writing to a file nobody else sees.
 """
 
 from __future__ import annotations
@@ -16,17 +23,19 @@ import sqlite3
 import threading
 import time
 import weakref
-from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from urllib.parse import quote
 
-from ..errors import ConfigurationError, StoreError
+from ..errors import ConfigurationError, StoreError, StoreFileReplacedError
 from .base import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     LOST,
     SKIPPED,
+    Claim,
     NodeRecord,
+    Outcome,
     RunRecord,
     RunStats,
     ScheduleRecord,
@@ -37,10 +46,14 @@ from .schema import (
     ACTIVE_CONDITION,
     FINAL_CONDITION,
     PRUNE_BATCH_ROWS,
+    SCHEMA_VERSION,
     VERSION_TABLE_DDL,
+    as_text,
     check_final,
+    check_outcome_record,
     check_prune,
     check_run,
+    clip_text,
     from_json,
     from_us,
     make_stats,
@@ -58,17 +71,20 @@ DEFAULT_PATH = ".flowyml_scheduler.db"
 SYNCHRONOUS_MODES = ("normal", "full")
 
 T = TypeVar("T")
+Row = List[Any]
 
 _SCHEDULE_COLUMNS = (
     "name, type, value, timezone, definition_hash, options, context, enabled, next_fire, last_fire, "
-    "created_at, updated_at"
+    "created_at, updated_at, declared_by, declared_at"
 )
 _RUN_COLUMNS = (
     "run_key, schedule, fire_time, status, node_id, started_at, completed_at, duration_seconds, error, "
-    "run_id, reason"
+    "run_id, reason, attempt, traceback, output, next_attempt_at"
 )
+# Positions in a run row (the order of _RUN_COLUMNS).
+_FIRE, _STATUS, _REASON = 2, 3, 10
 _SELECT_SCHEDULE = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
-_INSERT_SCHEDULE = f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_SCHEDULE = f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 _REDEFINE_SCHEDULE = (
     "UPDATE schedules SET type = ?, value = ?, timezone = ?, definition_hash = ?, options = ?, "
     "context = ?, next_fire = ?, updated_at = ? WHERE name = ?"
@@ -80,12 +96,23 @@ _ADVANCE_LAST = (
     "last_fire = CASE WHEN last_fire IS NULL OR last_fire < ? THEN ? ELSE last_fire END "
     "WHERE name = ? AND enabled = 1 AND next_fire = ?"
 )
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_START_RUN = f"UPDATE runs SET status = 'running', started_at = ? WHERE run_key = ? AND {ACTIVE_CONDITION}"
+# A group claim reads the state of its schedules first, so it sets last_fire itself.
+_ADVANCE_TO = (
+    "UPDATE schedules SET next_fire = ?, last_fire = ? WHERE name = ? AND enabled = 1 AND next_fire = ?"
+)
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+_START_RUN = (
+    "UPDATE runs SET status = 'running', started_at = ?, next_attempt_at = NULL "
+    f"WHERE run_key = ? AND {ACTIVE_CONDITION}"
+)
+# One statement for every outcome: accepted while the run is active, or when it is lost and the
+# outcome comes from the run's own node (the reason of that lost verdict is then replaced).
 _FINISH_RUN = (
     "UPDATE runs SET status = ?, completed_at = ?, duration_seconds = ?, error = ?, run_id = ?, "
-    "started_at = COALESCE(?, started_at), reason = COALESCE(?, reason) "
-    f"WHERE run_key = ? AND {ACTIVE_CONDITION}"
+    "started_at = COALESCE(?, started_at), "
+    f"reason = CASE WHEN status = '{LOST}' THEN ? ELSE COALESCE(?, reason) END, "
+    "attempt = ?, traceback = ?, output = ?, next_attempt_at = ? "
+    f"WHERE run_key = ? AND ({ACTIVE_CONDITION} OR (status = '{LOST}' AND node_id = ?))"
 )
 # Spelled with ACTIVE_CONDITION so SQLite uses the partial indexes; without INDEXED BY the planner
 # prefers scanning the whole table in (schedule, fire_time) order.
@@ -113,6 +140,29 @@ _PRUNABLE = (
 )
 _ANY_PRUNABLE = f"SELECT 1 {_PRUNABLE}"
 _PRUNE = f"DELETE FROM runs WHERE rowid IN (SELECT rowid {_PRUNABLE})"
+# Statements with a list of names are built for at most this many (SQLite before 3.32 allows 999
+# parameters in a statement).
+_IN_CHUNK = 500
+#: Idle read connections a store keeps open for its next reads (more are closed after use).
+_IDLE_READERS = 8
+
+
+def _states_of(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return f"SELECT name, enabled, next_fire, last_fire FROM schedules WHERE name IN ({marks})"
+
+
+def _active_counts_of(count: int) -> str:
+    return (
+        "SELECT schedule, COUNT(*) FROM runs INDEXED BY runs_schedule_status "
+        f"WHERE schedule IN ({', '.join('?' * count)}) AND {ACTIVE_CONDITION} GROUP BY schedule"
+    )
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
 
 # Stores of this process, so a forked child drops the connections and locks it inherited.
 _STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
@@ -123,10 +173,12 @@ _INHERITED: List[Any] = []
 
 def _after_fork_in_child() -> None:
     for store in list(_STORES):
-        for conn in (store._conn, store._checkpointer):
+        for conn in (store._conn, store._checkpointer, *store._readers):
             if conn is not None:
                 _INHERITED.append(conn)
         store._conn = store._checkpointer = None
+        store._readers = []
+        store._generation += 1
         store._lock = threading.Lock()
         store._maintenance_lock = threading.Lock()
 
@@ -136,7 +188,7 @@ if hasattr(os, "register_at_fork"):
 
 
 class _Abort(Exception):
-    """Roll the current transaction back and return None (a lost claim)."""
+    """Roll the current transaction (or savepoint) back: a refused claim."""
 
 
 def _schedule(row: Sequence[Any]) -> ScheduleRecord:
@@ -153,23 +205,98 @@ def _schedule(row: Sequence[Any]) -> ScheduleRecord:
         last_fire=from_us(row[9]),
         created_at=from_us(row[10]),
         updated_at=from_us(row[11]),
+        declared_by=row[12],
+        declared_at=from_us(row[13]),
     )
 
 
 def _run(row: Sequence[Any]) -> RunRecord:
     return RunRecord(
-        run_key=row[0],
-        schedule=row[1],
-        fire_time=from_us(row[2]),  # type: ignore[arg-type]  # NOT NULL column
-        status=row[3],
-        node_id=row[4],
-        started_at=from_us(row[5]),
-        completed_at=from_us(row[6]),
-        duration_seconds=row[7],
-        error=row[8],
-        run_id=row[9],
-        reason=row[10],
+        row[0],
+        row[1],
+        from_us(row[2]),  # type: ignore[arg-type]  # NOT NULL column
+        row[3],
+        row[4],
+        from_us(row[5]),
+        from_us(row[6]),
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        from_us(row[14]),
     )
+
+
+def _run_row(name: str, run: RunRecord) -> Row:
+    """``run`` as a row of the runs table (checked, texts bounded)."""
+    check_run(name, run)
+    return [
+        run.run_key,
+        name,
+        to_us(run.fire_time, "fire_time"),
+        run.status,
+        run.node_id,
+        opt_to_us(run.started_at, "started_at"),
+        opt_to_us(run.completed_at, "completed_at"),
+        run.duration_seconds,
+        as_text(run.error),
+        as_text(run.run_id),
+        as_text(run.reason),
+        run.attempt,
+        clip_text(run.traceback),
+        clip_text(run.output),
+        opt_to_us(run.next_attempt_at, "next_attempt_at"),
+    ]
+
+
+def _outcome_params(outcome: Outcome) -> Tuple[Any, ...]:
+    """``outcome`` as the parameters of _FINISH_RUN (checked, texts bounded)."""
+    retry = check_outcome_record(outcome)
+    reason = as_text(outcome.reason)
+    return (
+        outcome.status,
+        None if retry else to_us(outcome.completed_at, "completed_at"),  # type: ignore[arg-type]
+        outcome.duration_seconds,
+        as_text(outcome.error),
+        as_text(outcome.run_id),
+        opt_to_us(outcome.started_at, "started_at"),
+        reason,
+        reason,
+        outcome.attempt,
+        clip_text(outcome.traceback),
+        clip_text(outcome.output),
+        opt_to_us(outcome.next_attempt_at, "next_attempt_at") if retry else None,
+        outcome.run_key,
+        outcome.node_id,
+    )
+
+
+class _PreparedClaim:
+    """A claim's values as the runs and schedules tables hold them."""
+
+    __slots__ = ("any_active", "expected", "max_instances", "name", "new", "rows")
+
+    def __init__(self, claim: Claim) -> None:
+        self.name = claim.name
+        self.expected = to_us(claim.expected_next, "expected_next")
+        self.new = opt_to_us(claim.new_next, "new_next")
+        self.rows = [_run_row(claim.name, run) for run in claim.runs]
+        self.max_instances = claim.max_instances
+        self.any_active = any(row[_STATUS] in ACTIVE_STATUSES for row in self.rows)
+
+
+def _overlapping(rows: List[Row]) -> List[Row]:
+    """Copies of ``rows`` with every active run turned ``skipped`` for overlap."""
+    out = []
+    for row in rows:
+        if row[_STATUS] in ACTIVE_STATUSES:
+            row = list(row)
+            row[_STATUS], row[_REASON] = SKIPPED, "overlap"
+        out.append(row)
+    return out
 
 
 def _now_us() -> int:
@@ -178,6 +305,7 @@ def _now_us() -> int:
 
 # About 2 s of writes at 1,000 fires/s (9-10 pages a fire): see SQLiteStore.maintain.
 _WAL_RESTART_FRAMES = 16384
+
 
 class SQLiteStore(Store):
     """Schedules, runs and nodes in one SQLite file (default ``.flowyml_scheduler.db``)."""
@@ -200,10 +328,18 @@ class SQLiteStore(Store):
         self.busy_timeout = busy_timeout
         #: "normal" or "full": SQLite's PRAGMA synchronous on every connection of this store.
         self.synchronous = synchronous.lower()
-        self._lock = threading.Lock()
+        # The file, absolute (a later chdir does not move it); None for SQLite's private in-memory
+        # database, which exists only on its one connection: reads then share the writer.
+        self._file: Optional[str] = None if self.path in ("", ":memory:") else os.path.abspath(self.path)
+        self._lock = threading.Lock()  # the writer connection and its transactions
         self._conn: Optional[sqlite3.Connection] = None
         self._checkpointer: Optional[sqlite3.Connection] = None
         self._maintenance_lock = threading.Lock()
+        self._readers: List[sqlite3.Connection] = []  # idle read connections
+        self._generation = 0  # bumped by close(): readers taken before are closed, not pooled
+        # (st_dev, st_ino) of the file opened; kept across reconnections, forgotten by close().
+        self._identity: Optional[Tuple[int, int]] = None
+        self._replaced: Optional[str] = None  # set once the file is found deleted or replaced
         _STORES.add(self)
 
     def __repr__(self) -> str:
@@ -211,12 +347,57 @@ class SQLiteStore(Store):
 
     # -- connection and transactions ------------------------------------------------
     def _error(self, exc: BaseException) -> StoreError:
-        return StoreError(f"sqlite store {self.path!r}: {exc}")
+        text = str(exc)
+        lowered = text.lower()
+        if "full" in lowered:
+            hint = "free space on the file system that holds it; a later write may succeed"
+        elif "readonly" in lowered or "read-only" in lowered:
+            hint = "make the file, its -wal and -shm files and its directory writable by this process"
+        elif "locked" in lowered or "busy" in lowered:
+            hint = (
+                f"another connection held the write lock longer than busy_timeout={self.busy_timeout:g} s; "
+                "a later write may succeed"
+            )
+        else:
+            hint = ""
+        return StoreError(f"sqlite store {self.path!r}: {text}" + (f" ({hint})" if hint else ""))
+
+    def _file_error(self, what: str) -> StoreFileReplacedError:
+        self._replaced = (
+            f"sqlite store {self.path!r}: the database file {what} while this process had it open. "
+            "Writing on would record fires in a file no other process sees, so this store refuses "
+            "every call: restore the file (or its directory) from a backup and restart the process, "
+            "or restart it to start over with the file now at that path"
+        )
+        logger.error("%s", self._replaced)
+        return StoreFileReplacedError(self._replaced)
+
+    def _check_file(self) -> None:
+        """StoreFileReplacedError if the path no longer names the file this store opened (an os.stat)."""
+        if self._replaced is not None:
+            raise StoreFileReplacedError(self._replaced)
+        identity = self._identity
+        if identity is None or self._file is None:
+            return
+        try:
+            info = os.stat(self._file)
+        except FileNotFoundError:
+            raise self._file_error("was deleted (or its directory was)") from None
+        except OSError as exc:  # e.g. a permission taken away: not proof of a replacement
+            raise StoreError(f"sqlite store {self.path!r}: cannot check the file: {exc}") from exc
+        if (info.st_dev, info.st_ino) != identity:
+            raise self._file_error("was replaced by another file")
 
     def _connect(self) -> sqlite3.Connection:
+        """Open the writer connection (with the lock held): WAL, pragmas, schema, the file's identity."""
+        if self._identity is not None:
+            self._check_file()  # reconnecting (after fork): never to another file at the path
         # timeout= is sqlite3_busy_timeout: a writer waits this long for another process's lock.
         conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            self._file or self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
         )
         try:
             self._enable_wal(conn)
@@ -229,6 +410,13 @@ class SQLiteStore(Store):
             # Once a WAL restarts, keep its file at most this big (it is reused, not regrown).
             conn.execute(f"PRAGMA journal_size_limit={_WAL_RESTART_FRAMES * 4096}")
             self._migrate(conn)
+            if self._file is not None:
+                info = os.stat(self._file)
+                identity = (info.st_dev, info.st_ino)
+                if self._identity is None:
+                    self._identity = identity
+                elif identity != self._identity:
+                    raise self._file_error("was replaced by another file")
         except BaseException:
             conn.close()
             raise
@@ -251,6 +439,14 @@ class SQLiteStore(Store):
             logger.warning("sqlite store %r: journal_mode is %s, not WAL (file system?)", self.path, mode)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        # A file already at this version is only read: opening it never waits for another process
+        # that holds the write lock (a CLI reading history beside a busy scheduler).
+        try:
+            row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:  # no such table: a new file
+            row = None
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(VERSION_TABLE_DDL)
@@ -280,34 +476,86 @@ class SQLiteStore(Store):
                     raise self._error(exc) from exc
 
     def close(self) -> None:
-        """Close the connection; any later call opens it again."""
+        """Close every connection; any later call opens the file at the path again.
+
+        Closing also forgets the file's identity: after a StoreFileReplacedError, ``close()`` then
+        a new call opens whatever file is at the path now (what a restart does).
+        """
         with self._maintenance_lock:
             if self._checkpointer is not None:
                 checkpointer, self._checkpointer = self._checkpointer, None
                 checkpointer.close()
         with self._lock:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                try:
-                    conn.close()
-                except sqlite3.Error as exc:
-                    raise self._error(exc) from exc
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> List[Any]:
-        with self._lock:
+            readers, self._readers = self._readers, []
+            self._generation += 1
+            self._identity = self._replaced = None
+            conn, self._conn = self._conn, None
+        for reader in readers:
+            reader.close()
+        if conn is not None:
             try:
-                conn = self._conn or self._connect()
-                return conn.execute(sql, params).fetchall()
+                conn.close()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
+    def _open_reader(self) -> sqlite3.Connection:
+        assert self._file is not None
+        # mode=rw: a reader never creates a file (the path may have been deleted since).
+        uri = "file:" + quote(self._file.replace(os.sep, "/"), safe="/:") + "?mode=rw"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> List[Any]:
+        """Rows of one SELECT, on a read connection of the pool (never waiting on the write lock)."""
+        if self._file is None:
+            with self._lock:
+                try:
+                    return (self._conn or self._connect()).execute(sql, params).fetchall()
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from exc
+        if self._identity is None:
+            self.open()  # once: create or migrate the file before anyone reads it
+        self._check_file()
+        generation = self._generation
+        try:
+            conn = self._readers.pop()  # atomic: no lock needed
+        except IndexError:
+            try:
+                conn = self._open_reader()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from exc
+            raise
+        if generation == self._generation and len(self._readers) < _IDLE_READERS:
+            self._readers.append(conn)
+        else:
+            conn.close()
+        return rows
+
     def _write(self, body: Callable[[sqlite3.Connection], T]) -> Optional[T]:
-        """Run ``body`` in one BEGIN IMMEDIATE transaction; None if it raised _Abort (rolled back)."""
+        """Run ``body`` in one BEGIN IMMEDIATE transaction; None if it raised _Abort (rolled back).
+
+        The file is checked once the write lock is held, so nothing is written to a file that was
+        deleted or replaced, even one replaced while this write waited for the lock.
+        """
         with self._lock:
             try:
                 conn = self._conn or self._connect()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    self._check_file()
                     result = body(conn)
                     conn.execute("COMMIT")
                     return result
@@ -343,7 +591,18 @@ class SQLiteStore(Store):
             context,
         )
         last_fire = opt_to_us(record.last_fire, f"{where}: last_fire")
-        values = (record.name, *definition, int(bool(record.enabled)), next_fire, last_fire, created, updated)
+        declared_at = opt_to_us(record.declared_at, f"{where}: declared_at")
+        values = (
+            record.name,
+            *definition,
+            int(bool(record.enabled)),
+            next_fire,
+            last_fire,
+            created,
+            updated,
+            record.declared_by,
+            declared_at,
+        )
 
         def body(conn: sqlite3.Connection) -> ScheduleRecord:
             row = conn.execute(_SELECT_SCHEDULE, (record.name,)).fetchone()
@@ -414,7 +673,10 @@ class SQLiteStore(Store):
             try:
                 if self._checkpointer is None:
                     self._checkpointer = sqlite3.connect(
-                        self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+                        self._file or self.path,
+                        timeout=self.busy_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
                     )
                     with self._lock:
                         conn = self._conn or self._connect()
@@ -469,51 +731,142 @@ class SQLiteStore(Store):
         max_instances: int,
     ) -> Optional[List[RunRecord]]:
         """Compare-and-set ``next_fire`` and insert ``runs`` in one transaction (see Store.claim)."""
-        expected = to_us(expected_next, "expected_next")
-        new = opt_to_us(new_next, "new_next")
-        rows: List[List[Any]] = []
-        for run in runs:
-            check_run(name, run)
-            rows.append(
-                [
-                    run.run_key,
-                    name,
-                    to_us(run.fire_time, "fire_time"),
-                    run.status,
-                    run.node_id,
-                    opt_to_us(run.started_at, "started_at"),
-                    opt_to_us(run.completed_at, "completed_at"),
-                    run.duration_seconds,
-                    run.error,
-                    run.run_id,
-                    run.reason,
-                ]
-            )
-        any_active = any(row[3] in ACTIVE_STATUSES for row in rows)
+        claim = _PreparedClaim(Claim(name, expected_next, new_next, runs, max_instances))
+        stored = self._write(lambda conn: self._claim_one(conn, claim))
+        return None if stored is None else [_run(row) for row in stored]
 
-        def body(conn: sqlite3.Connection) -> List[List[Any]]:
-            if any_active and conn.execute(_COUNT_ACTIVE, (name,)).fetchone()[0] >= max_instances:
-                for row in rows:
-                    if row[3] in ACTIVE_STATUSES:
-                        row[3], row[10] = SKIPPED, "overlap"
-            last = max((row[2] for row in rows if row[3] in ACTIVE_STATUSES), default=None)
-            if last is None:
-                cursor = conn.execute(_ADVANCE, (new, name, expected))
-            else:
-                cursor = conn.execute(_ADVANCE_LAST, (new, last, last, name, expected))
-            if cursor.rowcount != 1:
-                raise _Abort
+    def claim_many(
+        self, claims: Sequence[Claim], outcomes: Sequence[Outcome] = ()
+    ) -> List[Optional[List[RunRecord]]]:
+        """Write ``outcomes``, then every claim, in one BEGIN IMMEDIATE transaction (see Store).
+
+        Every argument is checked before anything is written. The claims are judged in Python on
+        the schedules' state read inside the transaction (one SELECT per 500 schedules), then
+        written with one executemany for the schedules and one for the runs; only if a run collides
+        with a stored one (a rewound ``next_fire``) are they redone one by one, each in a savepoint,
+        so a refused claim refuses only itself.
+        """
+        finished = [_outcome_params(o) for o in outcomes]
+        prepared = [_PreparedClaim(c) for c in claims]
+
+        def body(conn: sqlite3.Connection) -> List[Optional[List[Row]]]:
+            if finished:
+                self._finish(conn, finished)
+            if len(prepared) == 1:
+                return self._claim_each(conn, prepared)
+            conn.execute("SAVEPOINT claims")
             try:
-                if len(rows) == 1:
-                    conn.execute(_INSERT_RUN, rows[0])
-                else:
-                    conn.executemany(_INSERT_RUN, rows)
+                stored = self._claim_group(conn, prepared)
             except sqlite3.IntegrityError:
-                raise _Abort from None
-            return rows
+                stored = None
+            if stored is None:
+                conn.execute("ROLLBACK TO claims")
+                conn.execute("RELEASE claims")
+                return self._claim_each(conn, prepared)
+            conn.execute("RELEASE claims")
+            return stored
 
         stored = self._write(body)
-        return None if stored is None else [_run(row) for row in stored]
+        assert stored is not None
+        return [None if rows is None else [_run(row) for row in rows] for rows in stored]
+
+    def _claim_one(self, conn: sqlite3.Connection, claim: _PreparedClaim) -> List[Row]:
+        """One claim on the database as it is (raises _Abort to refuse it): ``Store.claim``."""
+        name, rows = claim.name, claim.rows
+        if claim.any_active and conn.execute(_COUNT_ACTIVE, (name,)).fetchone()[0] >= claim.max_instances:
+            rows = _overlapping(rows)
+        last = max((row[_FIRE] for row in rows if row[_STATUS] in ACTIVE_STATUSES), default=None)
+        if last is None:
+            cursor = conn.execute(_ADVANCE, (claim.new, name, claim.expected))
+        else:
+            cursor = conn.execute(_ADVANCE_LAST, (claim.new, last, last, name, claim.expected))
+        if cursor.rowcount != 1:
+            raise _Abort
+        try:
+            if len(rows) == 1:
+                conn.execute(_INSERT_RUN, rows[0])
+            else:
+                conn.executemany(_INSERT_RUN, rows)
+        except sqlite3.IntegrityError:
+            raise _Abort from None
+        return rows
+
+    def _claim_each(
+        self, conn: sqlite3.Connection, claims: Sequence[_PreparedClaim]
+    ) -> List[Optional[List[Row]]]:
+        """The claims one by one, each in a savepoint of its own (a refusal undoes only itself)."""
+        results: List[Optional[List[Row]]] = []
+        for claim in claims:
+            conn.execute("SAVEPOINT claim")
+            try:
+                results.append(self._claim_one(conn, claim))
+            except _Abort:
+                conn.execute("ROLLBACK TO claim")
+                results.append(None)
+            conn.execute("RELEASE claim")
+        return results
+
+    def _claim_group(
+        self, conn: sqlite3.Connection, claims: Sequence[_PreparedClaim]
+    ) -> Optional[List[Optional[List[Row]]]]:
+        """The claims judged together on the state read now; None if the writes disagree with it.
+
+        Raises IntegrityError when a run collides with a stored one (the caller redoes the claims
+        one by one). Claims of one schedule are judged in order, each on the state the earlier
+        ones leave, exactly as separate ``claim`` calls would be.
+        """
+        names = list(dict.fromkeys(c.name for c in claims))
+        state: Dict[str, List[Any]] = {}  # name -> [enabled, next_fire, last_fire]
+        for chunk in _chunks(names):
+            for name, enabled, next_fire, last_fire in conn.execute(_states_of(len(chunk)), chunk):
+                state[name] = [enabled, next_fire, last_fire]
+        counting = list(dict.fromkeys(c.name for c in claims if c.any_active and c.name in state))
+        active: Dict[str, int] = dict.fromkeys(counting, 0)
+        for chunk in _chunks(counting):
+            active.update(conn.execute(_active_counts_of(len(chunk)), chunk).fetchall())
+        results: List[Optional[List[Row]]] = []
+        advances: List[Tuple[Any, ...]] = []
+        inserts: List[Row] = []
+        fires: Set[Tuple[str, int]] = set()
+        keys: Set[str] = set()
+        for claim in claims:
+            name, rows = claim.name, claim.rows
+            current = state.get(name)
+            if current is None or not current[0] or current[1] != claim.expected:
+                results.append(None)
+                continue
+            claim_fires = {(name, row[_FIRE]) for row in rows}
+            claim_keys = {row[0] for row in rows}
+            if (
+                len(claim_fires) != len(rows)
+                or len(claim_keys) != len(rows)
+                or not fires.isdisjoint(claim_fires)
+                or not keys.isdisjoint(claim_keys)
+            ):
+                results.append(None)
+                continue
+            if claim.any_active and active[name] >= claim.max_instances:
+                rows = _overlapping(rows)
+            last = current[2]
+            started = 0
+            for row in rows:
+                if row[_STATUS] in ACTIVE_STATUSES:
+                    started += 1
+                    if last is None or row[_FIRE] > last:
+                        last = row[_FIRE]
+            if started:
+                active[name] += started
+            advances.append((claim.new, last, name, claim.expected))
+            current[1], current[2] = claim.new, last
+            fires |= claim_fires
+            keys |= claim_keys
+            inserts.extend(rows)
+            results.append(rows)
+        if advances and conn.executemany(_ADVANCE_TO, advances).rowcount != len(advances):
+            return None
+        if inserts:
+            conn.executemany(_INSERT_RUN, inserts)
+        return results
 
     def start_run(self, run_key: str, started_at: datetime) -> bool:
         """Mark a queued (or running) run running; False if it is no longer active."""
@@ -533,18 +886,31 @@ class SQLiteStore(Store):
     ) -> bool:
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
-        started = to_us(started_at, "started_at") if started_at is not None else None
-        params = (
-            status,
-            to_us(completed_at, "completed_at"),
-            duration_seconds,
-            error,
-            run_id,
-            started,
-            reason,
-            run_key,
-        )
-        return bool(self._write(lambda conn: conn.execute(_FINISH_RUN, params).rowcount))
+        outcome = Outcome(run_key, status, completed_at, duration_seconds, error, run_id, started_at, reason)
+        return self.finish_runs([outcome])[0]
+
+    def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
+        """Record many outcomes in one BEGIN IMMEDIATE transaction (see Store.finish_runs)."""
+        finished = [_outcome_params(o) for o in outcomes]
+        if not finished:
+            return []
+        return self._write(lambda conn: self._finish(conn, finished)) or []
+
+    def _finish(self, conn: sqlite3.Connection, finished: Sequence[Tuple[Any, ...]]) -> List[bool]:
+        """Apply _FINISH_RUN to each outcome, in order; which ones took.
+
+        All at once (one executemany) when every one takes, as they nearly always do; when the count
+        says some were refused, the batch is undone and redone one by one to learn which.
+        """
+        if len(finished) == 1:
+            return [conn.execute(_FINISH_RUN, finished[0]).rowcount == 1]
+        conn.execute("SAVEPOINT outcomes")
+        if conn.executemany(_FINISH_RUN, finished).rowcount == len(finished):
+            conn.execute("RELEASE outcomes")
+            return [True] * len(finished)
+        conn.execute("ROLLBACK TO outcomes")
+        conn.execute("RELEASE outcomes")
+        return [conn.execute(_FINISH_RUN, params).rowcount == 1 for params in finished]
 
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:
         """Runs of ``name``, newest fire first, at most ``limit``."""
@@ -643,10 +1009,29 @@ class SQLiteStore(Store):
             rows = conn.execute(_ACTIVE_OF_NODE, (node_id,)).fetchall()
             conn.execute(_LOSE_OF_NODE, (LOST, reason, node_id))
             conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
-            return [replace(_run(row), status=LOST, reason=reason) for row in rows]
+            return [_run(row).with_status(LOST, reason) for row in rows]
 
         return self._write(body) or []
 
     def remove_node(self, node_id: str) -> None:
         """Delete the node row (clean shutdown, after its runs finished)."""
         self._write(lambda conn: conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)))
+
+    def expired_nodes(self, timeout_seconds: float, now: datetime) -> List[NodeRecord]:
+        """Nodes whose heartbeat is more than ``timeout_seconds`` before ``now`` (one host, one clock)."""
+        bound = to_us(now, "now") - timeout_seconds * 1_000_000
+        sql = f"SELECT {_NODE_COLUMNS} FROM nodes WHERE heartbeat < ? ORDER BY node_id"
+        rows = self._read(sql, (bound,))
+        return [NodeRecord(r[0], r[1], r[2], from_us(r[3]), from_us(r[4])) for r in rows]  # type: ignore[arg-type]
+
+    def mark_declared(self, node_id: str, names: Sequence[str]) -> None:
+        """Record that ``node_id`` declared the schedules ``names``, now; unknown names are ignored."""
+        if not names:
+            return
+        now = _now_us()
+        params = [(node_id, now, name) for name in names]
+        self._write(
+            lambda conn: conn.executemany(
+                "UPDATE schedules SET declared_by = ?, declared_at = ? WHERE name = ?", params
+            )
+        )
