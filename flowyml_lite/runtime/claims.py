@@ -1,0 +1,271 @@
+"""The claims: whether a due fire runs, and that it runs once (DESIGN §4).
+
+For every wake of the loop: fires of schedules another live node owns are passed over (that node
+claims them), the others are planned by their misfire policy and claimed together in one store
+transaction (``Store.claim_many``) that also carries the outcomes finished since the last one.
+Won runs go to the runner; a refused claim refuses only its own schedule, which is re-read.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..clock import Clock
+from ..core.schedule import Options
+from ..core.triggers import Trigger
+from ..stores.base import (
+    ACTIVE_STATUSES,
+    MISSED,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    Claim,
+    RunRecord,
+    ScheduleRecord,
+    Store,
+)
+from .health import Troubles
+from .membership import Membership
+from .outcomes import OutcomeWriter
+from .table import ScheduleTable
+
+logger = logging.getLogger("flowyml_lite.scheduler.claims")
+
+US = timedelta(microseconds=1)
+MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
+CLAIM_GROUP = 1000  # claims per transaction: the first runs start while later groups are claimed
+RETRY_MAX_SECONDS = 5.0
+RECHECK_SECONDS = 0.05  # a refused claim whose row looked unchanged is tried again this much later
+
+Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
+
+
+def run_key(fire: datetime) -> str:
+    """A unique run key that sorts by fire instant, so the store's index grows at its end."""
+    return f"{int(fire.timestamp() * 1_000_000):014x}{uuid.uuid4().hex[:18]}"
+
+
+class Claims:
+    """Plans and claims due fires, and hands the won runs to ``submit``."""
+
+    def __init__(
+        self,
+        table: ScheduleTable,
+        store: Store,
+        writer: OutcomeWriter,
+        membership: Membership,
+        troubles: Troubles,
+        clock: Clock,
+        node_id: str,
+        submit: Submit,
+    ) -> None:
+        self._table = table
+        self._store = store
+        self._writer = writer
+        self._membership = membership
+        self._troubles = troubles
+        self._clock = clock
+        self._node = node_id
+        self._submit = submit
+        self._options: Dict[str, Tuple[Dict[str, Any], Options]] = {}
+        self._rechecked: Dict[Tuple[str, datetime], int] = {}
+        self._failures = 0
+
+    def options(self, record: ScheduleRecord) -> Options:
+        """The record's options, parsed once per stored dict."""
+        cached = self._options.get(record.name)
+        if cached is not None and cached[0] is record.options:
+            return cached[1]
+        opts = Options.from_dict(record.options)
+        self._options[record.name] = (record.options, opts)
+        return opts
+
+    # -- a wake's worth of due fires ------------------------------------------------------
+    def process(self, due: List[Tuple[str, datetime]], now: datetime) -> None:
+        """Claim the due fires this node owns (in groups), pass over the rest, start the winners."""
+        table = self._table
+        if self._writer.backlogged:
+            self._troubles.report(
+                "outcomes", f"{self._writer.pending} run outcomes wait for the store: not claiming new fires"
+            )
+            with table.cond:
+                for name, fire in due:
+                    table.push(now + timedelta(seconds=0.5), name, fire)
+            return
+        planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
+        owns = self._membership.owns
+        with table.cond:
+            for name, fire in due:
+                record = table.records.get(name)
+                trigger = table.triggers.get(name)
+                func = table.funcs.get(name)
+                if record is None or trigger is None or func is None or record.next_fire != fire:
+                    continue
+                opts = self.options(record)
+                if not owns(name):
+                    self._pass_over(record, trigger, fire, now, opts)
+                    continue
+                runs, new_next = plan(name, trigger, fire, now, opts, self._node)
+                planned.append((Claim(name, fire, new_next, runs, opts.max_instances), func, opts))
+        for start in range(0, len(planned), CLAIM_GROUP):
+            self._claim_group(planned[start : start + CLAIM_GROUP], now)
+
+    def _pass_over(
+        self, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime, opts: Options
+    ) -> None:
+        """Another node owns this schedule: assume it claims the fire, and follow along locally.
+
+        When ownership moves here, the state is re-read from the store, so a fire the owner never
+        claimed (it died) is found then and claimed by the misfire policy. Caller holds the cond.
+        """
+        after = fire if (now - fire).total_seconds() <= opts.misfire_grace_seconds else now
+        record.next_fire = trigger.next_after(after)
+        if record.next_fire is not None:
+            self._table.set_record(record)
+
+    def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
+        outcomes = self._writer.take()
+        try:
+            results = self._store.claim_many([c for c, _, _ in group], outcomes)
+        except Exception as exc:
+            self._writer.give_back(outcomes)
+            self._failures += 1
+            delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
+            message = f"claiming {len(group)} fire(s): {type(exc).__name__}: {exc}"
+            if self._troubles.report("store", message):
+                logger.error(
+                    "store error while %s (retrying every %.1f s at most)", message, RETRY_MAX_SECONDS
+                )
+            with self._table.cond:
+                for claim, _, _ in group:
+                    self._table.push(now + timedelta(seconds=delay), claim.name, claim.expected_next)
+            return
+        self._writer.done(outcomes)
+        if self._failures:
+            self._failures = 0
+            lasted = self._troubles.clear("store")
+            if lasted is not None:
+                logger.warning("store answers claims again after %.1f s", lasted)
+        refused: List[Claim] = []
+        won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
+        table = self._table
+        with table.cond:
+            for (claim, func, opts), stored in zip(group, results):
+                if stored is None:
+                    refused.append(claim)
+                    continue
+                record = table.records.get(claim.name)
+                if record is None:
+                    continue
+                record.next_fire = claim.new_next
+                active = [r for r in stored if r.status in ACTIVE_STATUSES]
+                if active:
+                    record.last_fire = max(r.fire_time for r in active)
+                if claim.new_next is not None and record.enabled:
+                    table.push(claim.new_next, claim.name, claim.new_next)
+                if active:
+                    won.append((claim.name, func, active, opts))
+                if len(active) != len(stored):
+                    for run in stored:
+                        if run.status == SKIPPED:
+                            logger.warning(
+                                "skipped %r fire %s: %s", claim.name, run.fire_time.isoformat(), run.reason
+                            )
+        for name, func, runs, opts in won:
+            self._submit(name, func, runs, opts)
+        for claim in refused:
+            self._refused(claim, now)
+
+    def _refused(self, claim: Claim, now: datetime) -> None:
+        """Another node claimed first, changed the schedule, holds its row, or the instant has a run."""
+        name, fire = claim.name, claim.expected_next
+        try:
+            fresh = self._store.get_schedule(name)
+        except Exception as exc:
+            self._troubles.report("store", f"re-reading {name!r}: {type(exc).__name__}: {exc}")
+            with self._table.cond:
+                self._table.push(now + timedelta(seconds=1), name, fire)
+            return
+        table = self._table
+        with table.cond:
+            if fresh is None:
+                table.records.pop(name, None)
+                return
+            table.set_record(fresh)
+            if not (fresh.enabled and fresh.next_fire == fire):
+                self._rechecked.pop((name, fire), None)
+                return
+            tries = self._rechecked.get((name, fire), 0)
+            self._rechecked[(name, fire)] = tries + 1
+            if tries == 0:  # maybe another node's claim of this row was in progress: look again soon
+                table.push(now + timedelta(seconds=RECHECK_SECONDS), name, fire)
+                return
+        self._rechecked.pop((name, fire), None)
+        # Unchanged twice, so the claim hit an existing run row for this instant (a clock stepped
+        # back, then enable or a re-declaration): that instant is done; move past it.
+        logger.warning("%r: fire %s already has a run; skipping to the next instant", name, fire.isoformat())
+        try:
+            self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            fresh = self._store.get_schedule(name)
+        except Exception as exc:
+            self._troubles.report("store", f"skipping a taken instant of {name!r}: {exc}")
+            fresh = None
+        if fresh is not None:
+            with table.cond:
+                table.set_record(fresh)
+
+
+def plan(
+    name: str, trigger: Trigger, fire: datetime, now: datetime, opts: Options, node: str
+) -> Tuple[List[RunRecord], Optional[datetime]]:
+    """The run rows to claim for a due fire, and the next fire, by the misfire policy (DESIGN §4)."""
+    if (now - fire).total_seconds() <= opts.misfire_grace_seconds:
+        return [RunRecord(run_key(fire), name, fire, RUNNING, node, started_at=now)], trigger.next_after(fire)
+    keep = max(opts.max_catchup, MISSED_DETAIL_LIMIT) + 1
+    instants, count = trigger.fires_until(fire - US, now, keep)
+    new_next = trigger.next_after(now)
+    if opts.catchup == "latest":
+        to_run = instants[-1:]
+    elif opts.catchup == "all":
+        to_run = instants[-opts.max_catchup :]
+    else:
+        to_run = []
+    missed_count = count - len(to_run)
+    runs: List[RunRecord] = []
+    if missed_count:
+        policy = f"catchup={opts.catchup}"
+        missed_known = instants[: len(instants) - len(to_run)]
+        if missed_count <= MISSED_DETAIL_LIMIT and len(missed_known) == missed_count:
+            runs += [
+                RunRecord(run_key(t), name, t, MISSED, node, reason=f"misfire ({policy})")
+                for t in missed_known
+            ]
+        else:
+            last = missed_known[-1] if missed_known else fire
+            runs.append(
+                RunRecord(
+                    run_key(fire),
+                    name,
+                    fire,
+                    MISSED,
+                    node,
+                    reason=f"{missed_count} missed instants from {fire.isoformat()} to "
+                    f"{last.isoformat()} (misfire, {policy})",
+                )
+            )
+        logger.warning(
+            "%r misfired: %d instant(s) from %s were missed (%s), %d will run now",
+            name,
+            missed_count,
+            fire.isoformat(),
+            policy,
+            len(to_run),
+        )
+    runs += [
+        RunRecord(run_key(t), name, t, QUEUED if i else RUNNING, node, None if i else now, reason="catch-up")
+        for i, t in enumerate(to_run)
+    ]
+    return runs, new_next

@@ -1,0 +1,267 @@
+"""Housekeeping: who is alive (heartbeats, lost nodes, ownership), other processes' changes, pruning.
+
+One thread ticks every second at most: store upkeep each tick, and each heartbeat period this
+node's heartbeat, the judgment of other nodes (on the store's clock), the membership that splits
+schedules between live nodes, and the adoption of changes made by other processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Callable, List, Optional
+
+from ..clock import Clock
+from ..locks.base import Lock
+from ..stores.base import NodeRecord, Store
+from .health import Troubles
+from .membership import Membership
+
+logger = logging.getLogger("flowyml_lite.scheduler.housekeeping")
+
+MAINTENANCE_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minutes
+PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
+
+
+class Housekeeping:
+    """Heartbeats, lost-node judgments, membership, sync and pruning, on one thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        troubles: Troubles,
+        membership: Membership,
+        node_id: str,
+        heartbeat_seconds: float,
+        node_timeout_seconds: float,
+        sync: Callable[[bool], None],
+        history_retention_days: Optional[float],
+        history_max_runs: Optional[int],
+        lock: Optional[Lock] = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._troubles = troubles
+        self._membership = membership
+        self._node = node_id
+        self._beat_every = heartbeat_seconds
+        self._timeout = node_timeout_seconds
+        self._sync = sync
+        self._retention_days = history_retention_days
+        self._max_runs = history_max_runs
+        self._lock = lock
+        self.host = host_identity()
+        self.started_at = clock.now()
+        self.last_heartbeat: Optional[datetime] = None
+        self._last_ok = 0.0  # time.monotonic() of the last heartbeat the store took
+        self._next_prune: Optional[float] = None
+        self._pruned = 0
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, prune: bool = True) -> None:
+        """Start the thread (heartbeats only, without pruning or sync, for a never-started scheduler)."""
+        if self.alive:
+            return
+        self._stopping.clear()
+        self._next_prune = None if prune else float("inf")
+        self._thread = threading.Thread(
+            target=self._run, args=(prune,), name="flowyml_lite-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        self._thread = None
+
+    def _run(self, full: bool) -> None:
+        tick = min(self._beat_every, MAINTENANCE_SECONDS)
+        next_beat = time.monotonic() + self._beat_every
+        while not self._stopping.wait(tick):
+            try:
+                self._store.maintain()  # e.g. SQLite's WAL checkpoint, kept out of the claims' commits
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self._beat_every
+                    self.beat(judge=full)
+                    if full:
+                        self._sync(False)
+                    self._store_ok()
+            except Exception as exc:
+                self._store_trouble(exc)
+            if full:
+                self.prune()
+
+    def _store_ok(self) -> None:
+        lasted = self._troubles.clear("store")
+        if lasted is not None:
+            logger.warning("the store answers again after %.1f s", lasted)
+
+    def _store_trouble(self, exc: BaseException) -> None:
+        message = f"housekeeping: {type(exc).__name__}: {exc}"
+        if self._troubles.report("store", message):
+            logger.error("store error during %s", message)
+
+    # -- heartbeats and the judgment of other nodes ------------------------------------
+    def beat(self, judge: bool = True) -> None:
+        """Send this node's heartbeat; then, unless this node was itself cut off, judge the others."""
+        now = self._clock.now()
+        away = self._last_ok and time.monotonic() - self._last_ok > self._timeout / 2
+        self._store.heartbeat(NodeRecord(self._node, self.host, os.getpid(), self.started_at, now))
+        self.last_heartbeat = now
+        self._last_ok = time.monotonic()
+        if not judge:
+            return
+        if away:
+            # This node could not reach the store for a while: the others' heartbeats look as old
+            # to it as its own looks to them. Give them one heartbeat period to show up first.
+            logger.warning(
+                "heartbeat sent after %.0f s without the store: judging other nodes next time",
+                self._timeout / 2,
+            )
+            return
+        self.judge(now)
+
+    def judge(self, now: datetime) -> None:
+        """Declare expired or dead nodes lost, and set the membership from the live ones."""
+        active = self._store.active_runs() if self._store.shared else []
+        nodes = self._store.list_nodes()
+        expired = {n.node_id for n in self._store.expired_nodes(self._timeout, now)}
+        live: List[str] = []
+        for node in nodes:
+            if node.node_id == self._node:
+                continue
+            reason = None
+            if node.node_id in expired:
+                reason = f"node {node.node_id} stopped sending heartbeats at {node.heartbeat.isoformat()}"
+            elif node.hostname == self.host and not pid_alive(node.pid, node.started_at):
+                reason = f"node {node.node_id} (pid {node.pid} on this host) is no longer running"
+            if reason:
+                self.lose(node.node_id, reason)
+            else:
+                live.append(node.node_id)
+        known = {n.node_id for n in nodes} | {self._node}
+        for gone in sorted({r.node_id for r in active} - known):  # runs whose node row is gone
+            self.lose(gone, f"node {gone} is gone (no heartbeat row) with runs still active")
+        if self._membership.update(live) and self._store.shared:
+            logger.info(
+                "live nodes now %s: schedules re-split between them", ", ".join(self._membership.nodes)
+            )
+            self._sync(True)
+
+    def lose(self, node_id: str, reason: str) -> None:
+        for run in self._store.mark_node_lost(node_id, reason):
+            logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
+        if self._lock is not None:
+            try:
+                released = self._lock.release_owner(node_id)
+                if released:
+                    logger.warning("released %d lock(s) held by lost node %s", released, node_id)
+            except Exception as exc:
+                logger.warning("could not release the locks of lost node %s: %s", node_id, exc)
+
+    # -- history retention ---------------------------------------------------------------
+    def prune(self) -> None:
+        """Delete runs past the history limits: a pass every 10 minutes, bounded work a tick."""
+        days, most = self._retention_days, self._max_runs
+        mono = self._clock.monotonic()
+        if (days is None and most is None) or (self._next_prune is not None and mono < self._next_prune):
+            return
+        older_than: Optional[datetime] = None
+        if days is not None:
+            try:
+                older_than = self._clock.now() - timedelta(days=days)
+            except OverflowError:  # a retention reaching before year 1: no age limit
+                older_than = None
+        try:
+            count = self._store.prune_runs(older_than, most, limit=PRUNE_ROWS_PER_TICK)
+        except Exception as exc:  # never fatal to housekeeping: the next pass retries
+            self._troubles.last_error = f"pruning history: {type(exc).__name__}: {exc}"
+            logger.warning(
+                "store error while pruning history (retried in %.0f s): %s", PRUNE_EVERY_SECONDS, exc
+            )
+            self._next_prune = mono + PRUNE_EVERY_SECONDS
+            return
+        self._pruned += count
+        if count >= PRUNE_ROWS_PER_TICK:
+            self._next_prune = mono  # a backlog: go on at the next tick, after its heartbeat
+            return
+        self._next_prune = mono + PRUNE_EVERY_SECONDS
+        if self._pruned:
+            logger.info(
+                "pruned %d run(s) from history (history_retention_days=%s, history_max_runs=%s)",
+                self._pruned,
+                days,
+                most,
+            )
+        self._pruned = 0
+
+
+def host_identity() -> str:
+    """This host as seen by pids: hostname plus, on Linux, boot id and pid namespace.
+
+    Two processes may judge each other's liveness by pid only when their identities are equal;
+    containers sharing a hostname but not a pid namespace differ here.
+    """
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            parts.append(f.read().strip()[:8])
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
+def pid_alive(pid: int, since: Optional[datetime] = None) -> bool:
+    """True if ``pid`` runs and is the process that started around ``since`` (a zombie is dead).
+
+    On Linux the process's start time from /proc tells a reused pid from the original: a process
+    that started more than a few seconds after ``since`` is another one.
+    """
+    if pid == os.getpid() or os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True
+    if fields[0] in ("Z", "X"):  # a zombie: dead, not yet reaped by its parent
+        return False
+    started = _process_start(int(fields[19]))
+    if since is None or started is None or not _boot_time() <= since.timestamp() <= time.time():
+        return True  # no start time to compare (or a node started before this boot: a fake clock)
+    return started - since.timestamp() <= 5.0  # later: the pid was reused by another process
+    return True
+
+
+def _boot_time() -> float:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return float("inf")
+
+
+def _process_start(ticks: int) -> Optional[float]:
+    boot = _boot_time()
+    if boot == float("inf"):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")

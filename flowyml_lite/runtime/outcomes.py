@@ -1,0 +1,181 @@
+"""The outcome writer: what happened to runs reaches the store in groups, and is never dropped.
+
+Runners ``put`` outcomes; one thread commits whatever has gathered since its last commit in one
+``Store.finish_runs`` transaction (group commit, a few milliseconds of delay at most). The loop
+may ``take`` the pending outcomes into its own claim transaction, so a run that just finished
+never counts against the overlap limit of its schedule's next fire. While the store fails, the
+outcomes wait in memory and the writer retries until the store is back; past ``limit`` pending
+outcomes the loop stops claiming new fires (``backlogged``) until the backlog drains, so memory
+stays bounded and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, List, Optional
+
+from ..stores.base import Outcome, Store
+from .health import Troubles
+
+logger = logging.getLogger("flowyml_lite.scheduler.outcomes")
+
+GATHER_SECONDS = 0.002  # how long a commit waits for more outcomes to join it
+RETRY_MAX_SECONDS = 5.0
+DEFAULT_LIMIT = 10_000
+
+
+class OutcomeWriter:
+    """Group-commits outcomes to the store on its own thread; retries forever while the store fails."""
+
+    def __init__(
+        self,
+        store: Store,
+        troubles: Troubles,
+        limit: int = DEFAULT_LIMIT,
+        on_written: Optional[Callable[[List[Outcome], List[bool]], None]] = None,
+    ) -> None:
+        self._store = store
+        self._troubles = troubles
+        self.limit = limit
+        self._on_written = on_written
+        self._cond = threading.Condition()
+        self._pending: List[Outcome] = []
+        self._writing = 0  # outcomes taken by a transaction in flight (the writer's or the loop's)
+        self._failures = 0
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    # -- producers --------------------------------------------------------------------
+    def put(self, outcome: Outcome) -> None:
+        with self._cond:
+            self._pending.append(outcome)
+            if len(self._pending) == 1:
+                self._cond.notify_all()
+        self._ensure_thread()
+
+    @property
+    def pending(self) -> int:
+        """Outcomes not yet in the store (waiting or being written)."""
+        return len(self._pending) + self._writing
+
+    @property
+    def backlogged(self) -> bool:
+        """True while so many outcomes wait that no new fire should be claimed."""
+        return len(self._pending) >= self.limit
+
+    # -- the loop's share: outcomes ride along with a claim transaction ---------------
+    def take(self) -> List[Outcome]:
+        """Every pending outcome, for the caller's transaction; ``done`` or ``give_back`` after it."""
+        with self._cond:
+            taken, self._pending = self._pending, []
+            self._writing += len(taken)
+        return taken
+
+    def done(self, taken: List[Outcome], results: Optional[List[bool]] = None) -> None:
+        """``taken`` is in the store."""
+        with self._cond:
+            self._writing -= len(taken)
+            self._cond.notify_all()
+        self._written(taken, results)
+
+    def give_back(self, taken: List[Outcome]) -> None:
+        """The caller's transaction failed: ``taken`` waits again, ahead of newer outcomes."""
+        if not taken:
+            return
+        with self._cond:
+            self._writing -= len(taken)
+            self._pending[:0] = taken
+            self._cond.notify_all()
+
+    # -- the writer thread ------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._cond:
+                if self._stopping or (self._thread is not None and self._thread.is_alive()):
+                    return
+                self._thread = threading.Thread(target=self._run, name="flowyml_lite-outcomes", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending and self._stopping:
+                    return
+            time.sleep(GATHER_SECONDS)  # let the runs finishing together share one commit
+            taken = self.take()
+            if not taken:
+                continue
+            try:
+                results = self._store.finish_runs(taken)
+            except Exception as exc:
+                self.give_back(taken)
+                self._failed(exc, len(taken))
+                delay = min(0.05 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
+                with self._cond:
+                    if not self._stopping:
+                        self._cond.wait(delay)
+                    elif self._failures > 3:
+                        return  # stopping and the store stays down: flush() reports what is left
+                continue
+            self.done(taken, results)
+
+    def _failed(self, exc: BaseException, count: int) -> None:
+        self._failures += 1
+        message = (
+            f"{self.pending} run outcome(s) wait in memory: the store refused them "
+            f"({type(exc).__name__}: {exc}); retrying until it is back"
+        )
+        if self._troubles.report("outcomes", message):
+            logger.error("could not record %d run outcome(s), will retry: %s", count, exc)
+        else:
+            logger.debug("outcome write failed again (%d pending): %s", self.pending, exc)
+
+    def _written(self, taken: List[Outcome], results: Optional[List[bool]]) -> None:
+        if self._failures:
+            self._failures = 0
+        if self._troubles.active("outcomes") and not self._pending:
+            lasted = self._troubles.clear("outcomes")
+            logger.warning("run outcomes recorded again after %.1f s of store errors", lasted or 0.0)
+        if self._on_written is not None and results is not None:
+            try:
+                self._on_written(taken, results)
+            except Exception:
+                logger.exception("outcome callback failed")
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every outcome put so far is in the store; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._ensure_thread()
+        with self._cond:
+            self._cond.notify_all()
+            while self._pending or self._writing:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+        return True
+
+    def stop(self, timeout: float) -> bool:
+        """Flush for up to ``timeout`` seconds, then stop the thread; True if nothing is left."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        if not flushed:
+            logger.error(
+                "stopping with %d run outcome(s) not recorded (the store is unreachable): those runs "
+                "will be recorded as lost by the next scheduler that sees this node's heartbeat expire",
+                self.pending,
+            )
+        return flushed
+
+    def restart(self) -> None:
+        """Allow the thread again after ``stop`` (a scheduler started again)."""
+        with self._cond:
+            self._stopping = False

@@ -1,0 +1,549 @@
+"""The runner: how a claimed run is carried out, and that it always ends in a final status.
+
+For each run: an optional delay (jitter), the schedule's lock lease when a lock backend is set,
+the job on its executor (thread, process, async or a plugin), a watchdog at its timeout, retries
+with backoff, and the outcome handed to the outcome writer. Whatever the job, the lock server or
+the executor does, the run reaches exactly one final outcome; the runner never raises into them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from .. import plugins
+from ..clock import Clock
+from ..core.schedule import Options, matches_retry_on, retry_delay
+from ..core.triggers import jitter_delay
+from ..errors import ScheduleError
+from ..executors.base import Executor, Handle, Job, JobResult
+from ..locks.base import Lease, Lock
+from ..stores.base import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    TIMED_OUT,
+    Outcome,
+    RunRecord,
+    Store,
+)
+from .context import RunContext
+from .health import Troubles
+from .outcomes import OutcomeWriter
+from .timers import Timer, Timers
+
+logger = logging.getLogger("flowyml_lite.scheduler.runner")
+
+Hook = Callable[[Dict[str, Any]], Any]
+STOPPED_BEFORE = "scheduler stopped before this catch-up run"
+LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, it is tried again at most this often
+_TIMEOUT_TYPES = ("builtins.TimeoutError",)
+
+
+@dataclass
+class Ticket:
+    """A submitted run: ``wait()`` for its final history entry (``run_now(wait=True)``)."""
+
+    run: RunRecord
+    done: threading.Event = field(default_factory=threading.Event)
+    entry: Optional[Dict[str, Any]] = None
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
+        self.done.wait(timeout)
+        return self.entry
+
+
+@dataclass
+class _Run:
+    """One run in flight: its row as this process knows it, and what is needed to end it."""
+
+    name: str
+    func: Callable[[], Any]
+    run: RunRecord
+    opts: Options
+    manual: bool
+    ticket: Ticket
+    rest: Deque[RunRecord]  # queued catch-up runs of the same claim, started one after another
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False
+    handle: Optional[Handle] = None
+    watchdog: Optional[Timer] = None
+    lease: Optional[Lease] = None
+    renewing: Optional[threading.Event] = None
+    t0: float = 0.0
+
+
+class Runner:
+    """Carries out claimed runs on executors and reports every outcome to the writer."""
+
+    def __init__(
+        self,
+        store: Store,
+        writer: OutcomeWriter,
+        troubles: Troubles,
+        clock: Clock,
+        node_id: str,
+        max_workers: int,
+        lock: Optional[Lock] = None,
+        lock_ttl: float = 60.0,
+        entry: Callable[[RunRecord], Dict[str, Any]] = lambda run: {},
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._troubles = troubles
+        self._clock = clock
+        self._node = node_id
+        self._max_workers = max_workers
+        self._lock = lock
+        self._lock_ttl = lock_ttl
+        self._entry = entry
+        self._executors: Dict[str, Executor] = {}
+        self._executors_lock = threading.Lock()
+        self._timers = Timers()
+        self._leasing: Optional[ThreadPoolExecutor] = None
+        self._lock_down_until = 0.0
+        self._cond = threading.Condition()
+        self._inflight: Dict[str, _Run] = {}  # run_key -> run, from submit to its final outcome
+        self.stopping = threading.Event()
+        self.lags: Deque[float] = deque(maxlen=10_000)
+        self.on_success: List[Hook] = []
+        self.on_failure: List[Hook] = []
+        self.on_finish: List[Hook] = []
+
+    # -- executors --------------------------------------------------------------------
+    def executor_name(self, func: Callable[[], Any], opts: Options) -> str:
+        """The executor a schedule's runs use: ``async`` for an ``async def`` on the default one."""
+        if opts.executor == "thread" and inspect.iscoroutinefunction(func):
+            return "async"
+        return opts.executor
+
+    def executor(self, name: str) -> Executor:
+        """The executor plugin ``name``, created on first use (PluginError if there is none)."""
+        found = self._executors.get(name)
+        if found is not None:
+            return found
+        with self._executors_lock:
+            found = self._executors.get(name)
+            if found is None:
+                factory = plugins.get("executors", name)
+                found = factory(max_workers=self._max_workers) if isinstance(factory, type) else factory
+                self._executors[name] = found
+        return found
+
+    def check(self, func: Callable[[], Any], opts: Options) -> None:
+        """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
+        self.executor(self.executor_name(func, opts)).check(func, function_ref(func))
+
+    # -- runs in flight -----------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return len(self._inflight)
+
+    def active_names(self) -> List[str]:
+        with self._cond:
+            return sorted({r.name for r in self._inflight.values()})
+
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Block until no run is in flight here; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._inflight:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def submit(
+        self, name: str, func: Callable[[], Any], runs: List[RunRecord], opts: Options, manual: bool = False
+    ) -> Ticket:
+        """Carry out ``runs`` (one claim's active runs: the first running, the rest queued) in order."""
+        first = runs[0]
+        state = _Run(name, func, first, opts, manual, Ticket(first), deque(runs[1:]))
+        with self._cond:
+            self._inflight[first.run_key] = state
+            for run in state.rest:
+                self._inflight[run.run_key] = state
+        self._schedule_start(state)
+        return state.ticket
+
+    def _schedule_start(self, state: _Run) -> None:
+        delay = 0.0
+        if state.opts.jitter_seconds and not state.manual and state.run.attempt == 1:
+            delay = jitter_delay(state.name, state.run.fire_time, state.opts.jitter_seconds)
+        if state.run.next_attempt_at is not None:
+            delay = max(delay, (state.run.next_attempt_at - self._clock.now()).total_seconds())
+        if delay > 0:
+            self._timers.after(delay, lambda: self._start(state))
+        elif self._lock is not None:
+            if self._leasing is None:
+                self._leasing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowyml_lite-lease")
+            self._leasing.submit(self._start, state)  # a lock server round trip stays off the loop
+        else:
+            self._start(state)
+
+    def _start(self, state: _Run) -> None:
+        try:
+            self._begin(state)
+        except BaseException as exc:  # never leave a claimed run without an outcome
+            logger.exception(
+                "could not start the run of %r fired %s", state.name, state.run.fire_time.isoformat()
+            )
+            self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
+
+    def _begin(self, state: _Run) -> None:
+        run = state.run
+        if run.status == QUEUED:
+            if self.stopping.is_set() and run.attempt == 1:
+                self._end(
+                    state, SKIPPED, None, None, None, reason=STOPPED_BEFORE
+                )
+                return
+            try:
+                if not self._store.start_run(run.run_key, self._clock.now()):
+                    logger.info(
+                        "run of %r fired %s is no longer active; not started", state.name, run.fire_time
+                    )
+                    self._release(state, None)
+                    return
+            except Exception as exc:  # the row is ours either way: run, and let the outcome say so
+                logger.warning(
+                    "could not mark the run of %r running (running it anyway): %s", state.name, exc
+                )
+            run.status = RUNNING
+        if self._lock is not None and not self._take_lease(state):
+            return
+        started = self._clock.now()
+        run.started_at = started
+        lag = (started - run.fire_time).total_seconds()
+        if not state.manual and run.attempt == 1:
+            self.lags.append(lag)
+        ctx = RunContext(
+            state.name, run.fire_time, run.run_key, self._node, started, state.manual, run.attempt
+        )
+        executor = self.executor(self.executor_name(state.func, state.opts))
+        state.t0 = time.perf_counter()
+        timeout = state.opts.timeout_seconds
+        job = Job(state.func, function_ref(state.func), ctx, timeout)
+        with state.lock:
+            state.finished = False
+            state.handle = executor.submit(job, lambda result: self._done(state, result))
+            if timeout is not None and not state.finished:
+                state.watchdog = self._timers.after(timeout, lambda: self._timed_out(state))
+
+    def _take_lease(self, state: _Run) -> bool:
+        """The schedule's lease; False if another process holds it (recorded skipped) or on error."""
+        assert self._lock is not None
+        if time.monotonic() < self._lock_down_until:
+            return True  # the lock server is down: the store's claim alone keeps the fire once
+        try:
+            lease = self._lock.acquire(f"schedule:{state.name}", ttl_seconds=self._lock_ttl, owner=self._node)
+        except Exception as exc:
+            self._lock_down_until = time.monotonic() + LOCK_RETRY_SECONDS
+            message = (
+                f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
+                "claim alone (max_instances is still enforced by the store)"
+            )
+            if self._troubles.report("lock", message):
+                logger.warning("%s", message)
+            return True
+        if self._troubles.active("lock"):
+            lasted = self._troubles.clear("lock")
+            logger.warning("lock backend answers again after %.1f s", lasted or 0.0)
+        if lease is None:
+            self._end(
+                state,
+                SKIPPED,
+                None,
+                None,
+                None,
+                reason="overlap: the schedule's lock is held by another process",
+            )
+            return False
+        state.lease = lease
+        if self._lock.expires:
+            state.renewing = keep_renewed(lease, self._lock_ttl, state.name)
+        return True
+
+    # -- endings ------------------------------------------------------------------------
+    def _done(self, state: _Run, result: JobResult) -> None:
+        with state.lock:
+            if state.finished:  # already timed out: a late result of an abandoned run is ignored
+                logger.info(
+                    "run of %r fired %s returned after its timeout; result ignored",
+                    state.name,
+                    state.run.fire_time,
+                )
+                return
+            state.finished = True
+            if state.watchdog is not None:
+                state.watchdog.cancel()
+        duration = time.perf_counter() - state.t0
+        if result.success:
+            self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output)
+            return
+        if result.traceback:
+            logger.error(
+                "run of %r (fire %s) failed:\n%s",
+                state.name,
+                state.run.fire_time.isoformat(),
+                result.traceback,
+            )
+        else:
+            logger.error(
+                "run of %r (fire %s) failed: %s", state.name, state.run.fire_time.isoformat(), result.error
+            )
+        retryable = matches_retry_on(state.opts, result.exception_types or ())
+        self._end(
+            state,
+            FAILED,
+            duration,
+            result.error,
+            result.run_id,
+            traceback=result.traceback,
+            output=result.output,
+            retryable=retryable,
+        )
+
+    def _timed_out(self, state: _Run) -> None:
+        with state.lock:
+            if state.finished:
+                return
+            state.finished = True
+            handle = state.handle
+        stopped = False
+        try:
+            stopped = bool(handle.cancel()) if handle is not None else False
+        except Exception:
+            logger.exception("could not stop the timed-out run of %r", state.name)
+        limit = state.opts.timeout_seconds
+        how = (
+            "it was stopped"
+            if stopped
+            else "its thread cannot be stopped and may still be running; its result will be ignored"
+        )
+        reason = f"timed out after {limit:g} s: {how}"
+        logger.error("run of %r (fire %s) %s", state.name, state.run.fire_time.isoformat(), reason)
+        retryable = matches_retry_on(state.opts, _TIMEOUT_TYPES)
+        self._end(
+            state,
+            TIMED_OUT,
+            time.perf_counter() - state.t0,
+            f"TimeoutError: {reason}",
+            None,
+            reason=reason,
+            retryable=retryable,
+        )
+
+    def _end(
+        self,
+        state: _Run,
+        status: str,
+        duration: Optional[float],
+        error: Optional[str],
+        run_id: Optional[str],
+        reason: Optional[str] = None,
+        traceback: Optional[str] = None,
+        output: Optional[str] = None,
+        retryable: bool = False,
+    ) -> None:
+        """Record the attempt's outcome: a retry (the row stays queued) or the run's final status."""
+        run = state.run
+        now = self._clock.now()
+        if retryable and run.attempt <= state.opts.retries and not self.stopping.is_set():
+            delay = retry_delay(state.opts, run.attempt)
+            at = now + timedelta(seconds=delay)
+            why = error or reason
+            note = f"attempt {run.attempt} {status}: {why}; attempt {run.attempt + 1} at {at.isoformat()}"
+            self._writer.put(
+                Outcome(
+                    run.run_key,
+                    QUEUED,
+                    None,
+                    duration,
+                    error,
+                    run_id,
+                    run.started_at,
+                    note,
+                    run.attempt + 1,
+                    traceback,
+                    output,
+                    at,
+                    self._node,
+                )
+            )
+            logger.warning("retrying %r fire %s: %s", state.name, run.fire_time.isoformat(), note)
+            self._release_lease(state)
+            state.run = replace(run, status=QUEUED, attempt=run.attempt + 1, next_attempt_at=at, reason=note)
+            state.handle = state.watchdog = None
+            self._schedule_start(state)
+            return
+        self._writer.put(
+            Outcome(
+                run.run_key,
+                status,
+                now,
+                duration,
+                error,
+                run_id,
+                run.started_at,
+                reason,
+                run.attempt,
+                traceback,
+                output,
+                None,
+                self._node,
+            )
+        )
+        final = replace(
+            run,
+            status=status,
+            completed_at=now,
+            duration_seconds=duration,
+            error=error,
+            run_id=run_id,
+            reason=reason or run.reason,
+            traceback=traceback,
+            output=output,
+            next_attempt_at=None,
+        )
+        entry = self._entry(final)
+        if status in (SUCCEEDED, FAILED, TIMED_OUT):
+            logger.info(
+                "%s %r fire %s lag %.1f ms in %.3fs run_id=%s",
+                status,
+                state.name,
+                run.fire_time.isoformat(),
+                ((run.started_at or now) - run.fire_time).total_seconds() * 1000,
+                duration or 0.0,
+                run_id or "-",
+            )
+        hooks = (
+            self.on_success
+            if status == SUCCEEDED
+            else self.on_failure
+            if status in (FAILED, TIMED_OUT)
+            else []
+        )
+        for hook in [*hooks, *self.on_finish]:
+            try:
+                hook(entry)
+            except Exception:
+                logger.exception("a run hook failed for %r", state.name)
+        self._release(state, entry)
+
+    def _release_lease(self, state: _Run) -> None:
+        if state.renewing is not None:
+            state.renewing.set()
+            state.renewing = None
+        if state.lease is not None:
+            lease, state.lease = state.lease, None
+            try:
+                lease.release()
+            except Exception as exc:
+                logger.warning("could not release the lock of %r: %s", state.name, exc)
+
+    def _release(self, state: _Run, entry: Optional[Dict[str, Any]]) -> None:
+        """The run is over here: free its lease, wake waiters, start the next queued run of its claim."""
+        self._release_lease(state)
+        if state.ticket.run.run_key == state.run.run_key:
+            state.ticket.entry = entry
+            state.ticket.done.set()
+        with self._cond:
+            self._inflight.pop(state.run.run_key, None)
+            if not state.rest:
+                self._cond.notify_all()
+        if state.rest:
+            nxt = state.rest.popleft()
+            following = _Run(state.name, state.func, nxt, state.opts, state.manual, Ticket(nxt), state.rest)
+            with self._cond:
+                self._inflight[nxt.run_key] = following
+            self._schedule_start(following)
+
+    def end_waiting(self) -> int:
+        """At stop: end the runs that wait to start (queued catch-up runs, retries); how many."""
+        with self._cond:
+            waiting = [s for s in set(self._inflight.values()) if s.run.status == QUEUED and s.handle is None]
+        for state in waiting:
+            with state.lock:
+                if state.finished and state.handle is not None:
+                    continue
+                state.finished = True
+            rest = list(state.rest)
+            state.rest.clear()
+            attempt = state.run.attempt
+            if attempt == 1:
+                self._end(
+                    state, SKIPPED, None, None, None, reason=STOPPED_BEFORE
+                )
+            else:
+                reason = f"scheduler stopped before attempt {attempt}"
+                self._end(state, FAILED, None, state.run.error, None, reason=reason)
+            for run in rest:
+                self._writer.put(
+                    Outcome(
+                        run.run_key,
+                        SKIPPED,
+                        self._clock.now(),
+                        reason=STOPPED_BEFORE,
+                        node_id=self._node,
+                    )
+                )
+                with self._cond:
+                    self._inflight.pop(run.run_key, None)
+        with self._cond:
+            self._cond.notify_all()
+        return len(waiting)
+
+    def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
+        """Stop the executors (after ``wait_idle`` when ``wait``)."""
+        for executor in list(self._executors.values()):
+            try:
+                executor.shutdown(wait=wait, timeout=timeout)
+            except Exception:
+                logger.exception("executor shutdown failed")
+        self._executors.clear()
+        if self._leasing is not None:
+            self._leasing.shutdown(wait=False)
+            self._leasing = None
+
+
+def function_ref(func: Callable[..., Any]) -> Optional[str]:
+    """``module:qualname`` of a module-level function (what a process run imports), else None."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def keep_renewed(lease: Lease, ttl: float, name: str) -> threading.Event:
+    """Renew an expiring lease every third of its TTL until the returned event is set."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            try:
+                if not lease.renew(ttl):
+                    logger.error("lost the lock of %r while its run goes on (expired before renewal)", name)
+                    return
+            except Exception as exc:
+                logger.warning("could not renew the lock of %r: %s", name, exc)
+
+    threading.Thread(target=renew, name=f"flowyml_lite-renew-{name}", daemon=True).start()
+    return done
+
+
+def unknown_executor(name: str) -> ScheduleError:
+    return ScheduleError(
+        f"unknown executor {name!r}: the executors are {', '.join(plugins.available('executors'))}"
+    )

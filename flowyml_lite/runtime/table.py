@@ -1,0 +1,75 @@
+"""The schedules this process serves: definitions, cached state and the timer heap.
+
+One condition variable guards it all; the loop sleeps on it until the earliest fire or a change.
+Heap entries are (wake instant, sequence, name, the next_fire they are for); an entry whose
+record moved on (another next_fire, disabled, removed) is stale and skipped when popped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..core.triggers import Trigger as TriggerLike
+from ..stores.base import ScheduleRecord
+
+Entry = Tuple[datetime, int, str, Optional[datetime]]
+
+
+class ScheduleTable:
+    """Functions, triggers and records by name, and the heap of their next fires."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.funcs: Dict[str, Callable[[], Any]] = {}
+        self.triggers: Dict[str, TriggerLike] = {}
+        self.records: Dict[str, ScheduleRecord] = {}
+        self.heap: List[Entry] = []
+        self._seq = itertools.count()
+
+    def set_record(self, record: ScheduleRecord) -> None:
+        """Cache a record and (re)queue its next fire; caller holds ``cond``."""
+        self.records[record.name] = record
+        if record.enabled and record.next_fire is not None:
+            heapq.heappush(self.heap, (record.next_fire, next(self._seq), record.name, record.next_fire))
+        self.cond.notify_all()
+
+    def push(self, when: datetime, name: str, fire: Optional[datetime]) -> None:
+        """Wake for ``name`` at ``when`` (a retry of ``fire``, or a delayed start); caller holds ``cond``."""
+        heapq.heappush(self.heap, (when, next(self._seq), name, fire))
+        self.cond.notify_all()
+
+    def pop_due(self, now: datetime) -> List[Tuple[str, datetime]]:
+        """(name, fire) of every live entry due at ``now``; caller holds ``cond``."""
+        due: List[Tuple[str, datetime]] = []
+        heap, records, funcs = self.heap, self.records, self.funcs
+        while heap and heap[0][0] <= now:
+            _, _, name, fire = heapq.heappop(heap)
+            record = records.get(name)
+            if record is None or fire is None or record.next_fire != fire or not record.enabled:
+                continue
+            if name in funcs:
+                due.append((name, fire))
+        return due
+
+    def next_wake(self) -> Optional[datetime]:
+        """The earliest heap instant (stale entries included: waking early is harmless)."""
+        return self.heap[0][0] if self.heap else None
+
+    def forget(self, name: str) -> None:
+        """Drop a schedule (its heap entries go stale); caller holds ``cond``."""
+        self.funcs.pop(name, None)
+        self.triggers.pop(name, None)
+        self.records.pop(name, None)
+        self.cond.notify_all()
+
+    def clear(self) -> None:
+        """Drop everything; caller holds ``cond``."""
+        self.funcs.clear()
+        self.triggers.clear()
+        self.records.clear()
+        self.heap.clear()
+        self.cond.notify_all()
