@@ -1,9 +1,10 @@
-"""The registry of backends: cron engines, zone providers, stores and locks.
+"""The registry of backends: cron engines, zone providers, stores, locks and executors.
 
 Built-ins are registered here in code, so a vendored copy (no package metadata) works.
 Third-party and extra backends are found lazily through the entry-point groups
-``flowyml_lite.cron``, ``flowyml_lite.timezones``, ``flowyml_lite.stores`` and
-``flowyml_lite.locks``; an entry point's object is loaded only when it is asked for.
+``flowyml_lite.cron``, ``flowyml_lite.timezones``, ``flowyml_lite.stores``,
+``flowyml_lite.locks`` and ``flowyml_lite.executors``; an entry point's object is loaded only
+when it is asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .errors import PluginError, PluginNotInstalledError
 
 logger = logging.getLogger("flowyml_lite.plugins")
 
-KINDS: Tuple[str, ...] = ("cron", "timezones", "stores", "locks")
+KINDS: Tuple[str, ...] = ("cron", "timezones", "stores", "locks", "executors")
 
 # kind -> name -> object, or "module:attribute" to import on first use (a leading dot is relative
 # to this package, so a copy vendored under another name still finds its built-ins).
@@ -31,6 +32,12 @@ _BUILTINS: Dict[str, Dict[str, Any]] = {
     "locks": {
         "file": ".locks.file:FileLock",
         "local": ".locks.local:LocalLock",
+    },
+    # Built as factory(max_workers=N); see executors/base.py for the contract.
+    "executors": {
+        "thread": ".executors.thread:ThreadExecutor",
+        "process": ".executors.process:ProcessExecutor",
+        "async": ".executors.asyncio_loop:AsyncExecutor",
     },
 }
 

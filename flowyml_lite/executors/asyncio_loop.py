@@ -1,0 +1,218 @@
+"""The ``async`` executor: ``async def`` jobs as tasks on one event loop, on one thread it owns.
+
+The loop starts at the first submit. At most ``max_workers`` runs are awaited at once (an
+``asyncio.Semaphore``); more wait their turn as tasks. ``cancel()`` cancels the task. A sync
+function given to this executor runs on a thread pool of its own (a ``ThreadExecutor``), with
+that executor's semantics (a thread cannot be stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+import threading
+import time
+from typing import Any, Dict, Optional, Set
+
+from ..runtime.context import CURRENT_RUN
+from . import capture
+from .base import Done, Executor, Handle, Job, JobResult, from_exception, result_of
+from .thread import ThreadExecutor, deliver
+
+logger = logging.getLogger("flowyml_lite.executors.async")
+
+#: How long ``shutdown`` waits for cancelled tasks to end before it reports them as stopped anyway.
+CANCEL_GRACE_SECONDS = 2.0
+
+
+def is_async(func: Any) -> bool:
+    """Whether calling ``func`` gives a coroutine (``async def``, a partial of one, an async ``__call__``)."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - an instance whose __call__ is async
+    return not inspect.isfunction(func) and call is not None and inspect.iscoroutinefunction(call)
+
+
+class _AsyncHandle(Handle):
+    def __init__(self, executor: AsyncExecutor, job: Job, done: Done) -> None:
+        self.executor = executor
+        self.job = job
+        self.done = done
+        self.buffer = capture.OutputBuffer()
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.cancel_requested = False
+        self.task: Optional[asyncio.Task[None]] = None
+
+    def cancel(self) -> bool:
+        with self.lock:
+            if self.finished.is_set():
+                return False
+            self.cancel_requested = True
+        loop = self.executor._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutdown reports the run
+                loop.call_soon_threadsafe(self._cancel_in_loop)
+        return True
+
+    def _cancel_in_loop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()  # not started yet: _start sees cancel_requested
+
+
+class AsyncExecutor(Executor):
+    """Awaits ``async def`` jobs on its own event loop thread, ``max_workers`` at a time."""
+
+    name = "async"
+
+    def __init__(self, max_workers: int = 4) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be an integer >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._slots: Optional[asyncio.Semaphore] = None  # made on the loop's thread
+        self._handles: Set[_AsyncHandle] = set()
+        self._threads: Optional[ThreadExecutor] = None
+        self._closed = False
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def submit(self, job: Job, done: Done) -> Handle:
+        if not is_async(job.func):
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the async executor is shut down: it takes no new jobs")
+                if self._threads is None:
+                    self._threads = ThreadExecutor(self.max_workers, thread_name="flowyml-async-sync")
+                threads = self._threads
+            return threads.submit(job, done)
+        capture.install()
+        handle = _AsyncHandle(self, job, done)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the async executor is shut down: it takes no new jobs")
+            loop = self._ensure_loop()
+            self._handles.add(handle)
+        loop.call_soon_threadsafe(self._start, handle)
+        return handle
+
+    def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._closed = True
+            handles = list(self._handles)
+            loop, thread, threads = self._loop, self._thread, self._threads
+        if threads is not None:
+            threads.shutdown(wait, timeout)
+        if wait:
+            for handle in handles:
+                handle.finished.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = [h for h in handles if not h.finished.is_set()]
+        for handle in left:
+            handle.cancel()
+        grace = time.monotonic() + CANCEL_GRACE_SECONDS
+        for handle in left:
+            if not handle.finished.wait(max(0.0, grace - time.monotonic())):
+                # A coroutine that swallows its cancellation: report it stopped all the same.
+                self._finish(
+                    handle,
+                    JobResult(
+                        success=False,
+                        cancelled=True,
+                        error="the run was stopped: its task ignored cancellation",
+                    ),
+                )
+        if loop is not None and thread is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(CANCEL_GRACE_SECONDS)
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, started on its thread at the first call (lock held)."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            loop.set_exception_handler(_on_loop_error)
+            thread = threading.Thread(
+                target=self._serve, args=(loop,), name="flowyml-async-loop", daemon=True
+            )
+            self._loop, self._thread = loop, thread
+            thread.start()
+        return self._loop
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        except BaseException:
+            logger.exception("the async executor's event loop failed")
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except BaseException:
+                logger.exception("closing the async executor's event loop failed")
+            loop.close()
+
+    def _start(self, handle: _AsyncHandle) -> None:
+        """On the loop: make the run's task, in a context of its own holding its run and buffer."""
+        try:
+            if handle.cancel_requested:
+                self._finish(
+                    handle,
+                    JobResult(success=False, cancelled=True, error="the run was cancelled before it started"),
+                )
+                return
+            context = contextvars.copy_context()
+            context.run(_enter, handle)
+            loop = asyncio.get_running_loop()
+            handle.task = context.run(loop.create_task, self._main(handle))
+        except BaseException as exc:
+            logger.exception("could not start an async run")
+            self._finish(handle, from_exception(exc))
+
+    async def _main(self, handle: _AsyncHandle) -> None:
+        try:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.max_workers)
+            async with self._slots:
+                value = handle.job.func()
+                if inspect.isawaitable(value):
+                    value = await value
+            result = result_of(value)
+        except asyncio.CancelledError:
+            result = JobResult(
+                success=False, cancelled=True, error="the run was cancelled (its task was cancelled)"
+            )
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the loop must live on
+            result = from_exception(exc)
+        result.output = handle.buffer.text()
+        self._finish(handle, result)
+
+    def _finish(self, handle: _AsyncHandle, result: JobResult) -> None:
+        with handle.lock:
+            if handle.finished.is_set():
+                return
+            handle.finished.set()
+        with self._lock:
+            self._handles.discard(handle)
+        deliver(handle.done, result)
+
+
+def _enter(handle: _AsyncHandle) -> None:
+    CURRENT_RUN.set(handle.job.context)
+    capture.CURRENT_OUTPUT.set(handle.buffer)
+
+
+def _on_loop_error(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+    exc = context.get("exception")
+    logger.error(
+        "async executor: %s",
+        context.get("message", "unhandled error in the event loop"),
+        exc_info=(type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else None,
+    )

@@ -1,0 +1,264 @@
+"""The ``thread`` executor: runs jobs on a bounded pool of threads of its own.
+
+Not ``concurrent.futures``: a Python thread cannot be stopped, so a run past its timeout is
+*abandoned* (its thread keeps running in the background, its eventual result is discarded) and a
+new thread takes its place, which a ``ThreadPoolExecutor`` cannot do. Capacity is therefore
+never lost to hung jobs; the cost of a hung job is one idle-forever thread, logged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Deque, Optional, Set
+
+from ..runtime.context import CURRENT_RUN
+from ..stores.schema import clip_text
+from . import capture
+from .base import Done, Executor, Handle, Job, JobResult, from_exception, result_of
+
+logger = logging.getLogger("flowyml_lite.executors.thread")
+
+_QUEUED, _RUNNING, _FINISHED = "queued", "running", "finished"
+
+
+def _await(value: Any) -> Any:
+    """Run an awaitable a sync-looking function returned to completion, here, on a new event loop."""
+    import asyncio
+
+    async def wait() -> Any:
+        return await value
+
+    return asyncio.run(wait())
+
+
+def run_here(job: Job, buffer: capture.OutputBuffer) -> JobResult:
+    """Run ``job`` in the calling thread with its ``current_run()`` and output capture set."""
+    run_token = CURRENT_RUN.set(job.context)
+    output_token = capture.CURRENT_OUTPUT.set(buffer)
+    try:
+        value = job.func()
+        if inspect.isawaitable(value):  # an async def (or a partial of one): awaited, never dropped
+            value = _await(value)
+        result = result_of(value)
+    except BaseException as exc:  # a run must never take its worker down, whatever it raises
+        result = from_exception(exc)
+    finally:
+        capture.CURRENT_OUTPUT.reset(output_token)
+        CURRENT_RUN.reset(run_token)
+    result.output = buffer.text()
+    return result
+
+
+def deliver(done: Done, result: JobResult) -> None:
+    """Call ``done(result)``; an exception there is logged, never propagated into the executor."""
+    try:
+        done(result)
+    except BaseException:
+        logger.exception("the done callback of a run failed")
+
+
+def deliver_later(done: Done, result: JobResult) -> None:
+    """``deliver`` on a short-lived thread: for results decided inside ``cancel()`` or ``shutdown()``."""
+    threading.Thread(target=deliver, args=(done, result), name="flowyml-run-done", daemon=True).start()
+
+
+class _Task:
+    __slots__ = ("buffer", "done", "job", "state", "worker")
+
+    def __init__(self, job: Job, done: Done) -> None:
+        self.job = job
+        self.done = done
+        self.state = _QUEUED
+        self.worker: Optional[threading.Thread] = None
+        self.buffer = capture.OutputBuffer()
+
+
+class _ThreadHandle(Handle):
+    __slots__ = ("_executor", "_task")
+
+    def __init__(self, executor: ThreadExecutor, task: _Task) -> None:
+        self._executor = executor
+        self._task = task
+
+    def cancel(self) -> bool:
+        return self._executor._cancel(self._task, "cancelled")
+
+
+class ThreadExecutor(Executor):
+    """At most ``max_workers`` runs at once on threads of its own; abandoned threads are replaced."""
+
+    name = "thread"
+
+    def __init__(self, max_workers: int = 4, thread_name: str = "flowyml-run") -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be an integer >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+        self._thread_name = thread_name
+        self._cond = threading.Condition()
+        self._queue: Deque[_Task] = deque()
+        self._running: Set[_Task] = set()
+        self._workers: Set[threading.Thread] = set()  # live and not abandoned
+        self._abandoned: Set[threading.Thread] = set()  # abandoned and still running
+        self._idle = 0
+        self._closed = False
+        self._numbers = itertools.count(1)
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def submit(self, job: Job, done: Done) -> Handle:
+        capture.install()
+        task = _Task(job, done)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the thread executor is shut down: it takes no new jobs")
+            self._queue.append(task)
+            self._grow()
+            self._cond.notify()
+        return _ThreadHandle(self, task)
+
+    def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
+        with self._cond:
+            self._closed = True
+            workers = list(self._workers)
+            self._cond.notify_all()
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for worker in workers:
+                worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            left = list(self._queue) + list(self._running)
+        for task in left:
+            self._cancel(task, "stopped")
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads abandoned by ``cancel()`` that are still running their job."""
+        with self._cond:
+            return len(self._abandoned)
+
+    @property
+    def live_threads(self) -> int:
+        """Threads of the pool (not counting abandoned ones): at most ``max_workers``."""
+        with self._cond:
+            return len(self._workers)
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        """Start a thread when work waits and no idle thread will take it (lock held)."""
+        while self._idle < len(self._queue) and len(self._workers) < self.max_workers:
+            worker = threading.Thread(
+                target=self._work, name=f"{self._thread_name}-{next(self._numbers)}", daemon=True
+            )
+            self._workers.add(worker)
+            self._idle += 1  # counted idle until it takes its first task
+            worker.start()
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        waiting = True  # counted in _idle by _grow
+        try:
+            while True:
+                with self._cond:
+                    if not waiting:
+                        self._idle += 1
+                        waiting = True
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    self._idle -= 1
+                    waiting = False
+                    if not self._queue:  # closed and drained
+                        self._workers.discard(me)
+                        return
+                    task = self._queue.popleft()
+                    task.state, task.worker = _RUNNING, me
+                    self._running.add(task)
+                result = run_here(task.job, task.buffer)
+                with self._cond:
+                    self._running.discard(task)
+                    mine = task.state == _RUNNING
+                    task.state = _FINISHED
+                    abandoned = me in self._abandoned
+                    self._abandoned.discard(me)
+                if mine:
+                    deliver(task.done, result)
+                if abandoned:
+                    logger.warning(
+                        "the abandoned run of %r (fire %s) finished after all (success=%s); "
+                        "its result was discarded",
+                        task.job.context.schedule,
+                        task.job.context.fire_time.isoformat(),
+                        result.success,
+                    )
+                    return
+        except BaseException:
+            logger.exception("a run thread of the thread executor failed")
+            with self._cond:
+                if waiting:
+                    self._idle -= 1
+                self._workers.discard(me)
+                self._abandoned.discard(me)
+                self._grow()
+
+    def _cancel(self, task: _Task, why: str) -> bool:
+        with self._cond:
+            if task.state == _FINISHED:
+                return False
+            if task.state == _QUEUED:
+                self._queue.remove(task)
+                task.state = _FINISHED
+                result = JobResult(
+                    success=False, cancelled=True, error=f"the run was {why} before it started"
+                )
+                stopped = True
+            else:  # running: a thread cannot be stopped; abandon it and replace it
+                worker = task.worker
+                task.state = _FINISHED
+                self._running.discard(task)
+                if worker is not None:
+                    self._workers.discard(worker)
+                    self._abandoned.add(worker)
+                self._grow()
+                result = JobResult(
+                    success=False,
+                    cancelled=True,
+                    error=(
+                        f"the run was {why} while running: a thread cannot be stopped, so it was "
+                        "abandoned and may still be running in the background"
+                    ),
+                    traceback=_where(worker),
+                    output=task.buffer.text(),
+                )
+                stopped = False
+                abandoned = len(self._abandoned)
+        if not stopped:
+            logger.warning(
+                "abandoned the run of %r (fire %s) on thread %s; %d abandoned thread(s) still running",
+                task.job.context.schedule,
+                task.job.context.fire_time.isoformat(),
+                getattr(task.worker, "name", "?"),
+                abandoned,
+            )
+        deliver_later(task.done, result)
+        return stopped
+
+
+def _where(thread: Optional[threading.Thread]) -> Optional[str]:
+    """The stack a thread is executing now (where a hung run hangs), or None."""
+    frames = getattr(sys, "_current_frames", None)
+    if thread is None or thread.ident is None or frames is None:
+        return None
+    frame = frames().get(thread.ident)
+    if frame is None:
+        return None
+    stack = "".join(traceback.format_stack(frame))
+    return clip_text(f"the run's thread was here when it was abandoned:\n{stack}")
