@@ -12,12 +12,16 @@ import pytest
 from flowyml_lite.stores.base import (
     FAILED,
     LOST,
+    MAX_RUN_TEXT,
     MISSED,
     QUEUED,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
+    TIMED_OUT,
+    Claim,
     NodeRecord,
+    Outcome,
     RunRecord,
     ScheduleRecord,
     Store,
@@ -68,6 +72,28 @@ def claim_one(
 
 def history_statuses(store: Store, name: str) -> List[str]:
     return [r.status for r in store.history(name)]
+
+
+def claim_of(
+    name: str,
+    minutes: float,
+    status: str = RUNNING,
+    max_instances: int = 1,
+    node: str = "node-a",
+    advance: float = 1,
+) -> Claim:
+    """The group-claim part for the fire at ``minutes`` (the schedule's next fire), advancing ``advance``."""
+    return Claim(name, at(minutes), at(minutes + advance), [run(name, at(minutes), status, node)], max_instances)
+
+
+def done(run_key: str, status: str = SUCCEEDED, minutes: float = 0.5, **kw: Any) -> Outcome:
+    """A final outcome of ``run_key``, completed at ``minutes``."""
+    return Outcome(run_key, status, at(minutes), kw.pop("duration_seconds", 30.0), **kw)
+
+
+def uses_server_clock(request: pytest.FixtureRequest) -> bool:
+    """True for a store that stamps heartbeats and judges expiry by its server's clock (PostgreSQL)."""
+    return "postgresql" in request.node.callspec.params.get("store", "")
 
 
 class TestDeclareSchedule:
@@ -627,11 +653,22 @@ class TestNodes:
     def node(self, node_id: str = "node-a", beat: float = 0) -> NodeRecord:
         return NodeRecord(node_id, "host-1", 4242, started_at=T0, heartbeat=at(beat))
 
-    def test_heartbeat_inserts_then_refreshes_the_node_row(self, store: Store) -> None:
+    def test_heartbeat_inserts_then_refreshes_the_node_row(
+        self, store: Store, request: pytest.FixtureRequest
+    ) -> None:
         store.heartbeat(self.node(beat=0))
         store.heartbeat(self.node("node-b", beat=0))
+        first = {n.node_id: n.heartbeat for n in store.list_nodes()}
         store.heartbeat(self.node(beat=1))
-        assert store.list_nodes() == [self.node(beat=1), self.node("node-b", beat=0)]
+        nodes = store.list_nodes()
+        if uses_server_clock(request):  # the server stamps its own clock: later, never earlier
+            assert [(n.node_id, n.hostname, n.pid, n.started_at) for n in nodes] == [
+                ("node-a", "host-1", 4242, T0),
+                ("node-b", "host-1", 4242, T0),
+            ]
+            assert nodes[0].heartbeat >= first["node-a"] and nodes[1].heartbeat == first["node-b"]
+        else:
+            assert nodes == [self.node(beat=1), self.node("node-b", beat=0)]
 
     def test_mark_node_lost_turns_its_running_and_queued_runs_lost(self, store: Store) -> None:
         store.heartbeat(self.node())
@@ -868,3 +905,517 @@ class TestPruneRuns:
         assert errors == []
         store.prune_runs(at(fires), 1)
         assert fire_minutes(store, "etl") == [fires - 1]
+
+
+class TestGroupClaims:
+    """``claim_many``: outcomes first, then every claim exactly as ``claim``, in one transaction."""
+
+    def test_a_group_claims_every_schedule_and_answers_each_claim_in_order(self, store: Store) -> None:
+        for name in ("c", "a", "b"):
+            store.declare_schedule(sched(name))
+        claims = [claim_of("c", 0), claim_of("a", 0), claim_of("b", 0, status=MISSED)]
+        results = store.claim_many(claims)
+        assert [None if r is None else [(x.schedule, x.status) for x in r] for r in results] == [
+            [("c", RUNNING)],
+            [("a", RUNNING)],
+            [("b", MISSED)],
+        ]
+        assert [r[0] for r in results if r] == [c.runs[0] for c in claims]
+        for name in ("a", "b", "c"):
+            got = store.get_schedule(name)
+            assert got is not None and got.next_fire == at(1)
+        assert store.get_schedule("b").last_fire is None  # type: ignore[union-attr]
+        assert store.get_schedule("a").last_fire == at(0)  # type: ignore[union-attr]
+        assert [(r.schedule, r.status) for r in store.active_runs()] == [("a", RUNNING), ("c", RUNNING)]
+
+    def test_a_refused_claim_in_a_group_refuses_only_itself(self, store: Store) -> None:
+        for name in ("ok-1", "stale", "disabled", "ok-2"):
+            store.declare_schedule(sched(name))
+        store.set_enabled("disabled", False, T0)
+        results = store.claim_many(
+            [
+                claim_of("ok-1", 0),
+                claim_of("stale", -1),  # another process claimed it first: next_fire moved on
+                claim_of("disabled", 0),
+                claim_of("unknown", 0),
+                claim_of("ok-2", 0),
+            ]
+        )
+        assert [r is not None for r in results] == [True, False, False, False, True]
+        assert store.get_schedule("stale").next_fire == T0  # type: ignore[union-attr]
+        assert store.get_schedule("disabled").next_fire == T0  # type: ignore[union-attr]
+        assert store.history("stale") == [] and store.history("disabled") == []
+        assert [len(store.history(name)) for name in ("ok-1", "ok-2")] == [1, 1]
+
+    def test_a_claim_colliding_with_a_stored_fire_refuses_only_itself(self, store: Store) -> None:
+        for name in ("rewound", "a", "b"):
+            store.declare_schedule(sched(name))
+        assert claim_one(store, "rewound", 0, status=MISSED) is not None
+        store.set_enabled("rewound", True, T0)  # next_fire rewound onto a fire already stored
+        results = store.claim_many([claim_of("a", 0), claim_of("rewound", 0), claim_of("b", 0)])
+        assert [r is not None for r in results] == [True, False, True]
+        got = store.get_schedule("rewound")
+        assert got is not None and got.next_fire == T0 and got.last_fire is None
+        assert history_statuses(store, "rewound") == [MISSED]
+        assert history_statuses(store, "a") == history_statuses(store, "b") == [RUNNING]
+
+    def test_a_run_key_already_stored_refuses_only_its_claim(self, store: Store) -> None:
+        for name in ("a", "b", "c"):
+            store.declare_schedule(sched(name))
+        assert store.claim("a", T0, at(1), [run("a", T0, key="taken")], 1) is not None
+        again = Claim("b", T0, at(1), [run("b", T0, key="taken")], 1)
+        results = store.claim_many([again, claim_of("c", 0)])
+        assert [r is not None for r in results] == [False, True]
+        assert store.history("b") == [] and store.get_schedule("b").next_fire == T0  # type: ignore[union-attr]
+
+    def test_claims_of_one_schedule_in_a_group_are_judged_in_order(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        results = store.claim_many(
+            [
+                claim_of("etl", 0, max_instances=5),
+                claim_of("etl", 1, max_instances=5),  # expects what the first one set
+                claim_of("etl", 1, max_instances=5),  # stale by then
+                claim_of("etl", 2, max_instances=5),
+            ]
+        )
+        assert [r is not None for r in results] == [True, True, False, True]
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(3) and got.last_fire == at(2)
+        assert [r.fire_time for r in store.active_runs("etl")] == [at(0), at(1), at(2)]
+
+    def test_overlap_in_a_group_counts_the_runs_claimed_before_it_in_the_group(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        results = store.claim_many([claim_of("etl", 0), claim_of("etl", 1)])
+        assert [[(r.status, r.reason) for r in rs or []] for rs in results] == [
+            [(RUNNING, None)],
+            [(SKIPPED, "overlap")],
+        ]
+        assert store.get_schedule("etl").last_fire == at(0)  # type: ignore[union-attr]
+
+    def test_two_claims_of_one_fire_in_a_group_store_it_once(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        first = Claim("etl", T0, T0, [run("etl", T0)], 5)  # next_fire stays: the same fire again
+        results = store.claim_many([first, claim_of("etl", 0, max_instances=5), claim_of("other", 0)])
+        assert [r is not None for r in results] == [True, False, True]
+        assert len(store.history("etl")) == 1
+
+    def test_a_group_writes_its_outcomes_before_its_claims(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        first = claim_one(store, "etl", 0)
+        assert first is not None
+        # The run of fire 0 ended just as fire 1 came due: fire 1 runs, no overlap.
+        results = store.claim_many([claim_of("etl", 1)], [done(first[0].run_key, minutes=0.9)])
+        assert results[0] is not None and results[0][0].status == RUNNING
+        assert history_statuses(store, "etl") == [RUNNING, SUCCEEDED]
+
+    def test_a_refused_outcome_in_a_group_does_not_refuse_the_claims(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        results = store.claim_many([claim_of("etl", 0)], [done("no-such-run")])
+        assert results[0] is not None and history_statuses(store, "etl") == [RUNNING]
+
+    def test_a_group_with_only_outcomes_records_them(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        first = claim_one(store, "etl", 0)
+        assert first is not None
+        assert store.claim_many([], [done(first[0].run_key, FAILED, error="boom")]) == []
+        assert history_statuses(store, "etl") == [FAILED]
+
+    def test_an_empty_group_changes_nothing(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert store.claim_many([]) == []
+        assert store.get_schedule("etl").next_fire == T0  # type: ignore[union-attr]
+
+    def test_an_invalid_claim_or_outcome_writes_nothing_of_the_group(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        first = claim_one(store, "etl", 0)
+        assert first is not None
+        naive = Claim("other", datetime(2024, 3, 10, 6, 0), at(1), [], 1)
+        with pytest.raises(ValueError, match="naive"):
+            store.claim_many([claim_of("etl", 1, max_instances=5), naive], [done(first[0].run_key)])
+        with pytest.raises(ValueError, match="other"):
+            store.claim_many([Claim("etl", at(1), at(2), [run("other", at(1))], 5)])
+        with pytest.raises(ValueError, match="final status"):
+            store.claim_many([claim_of("other", 0)], [done(first[0].run_key, RUNNING)])
+        assert history_statuses(store, "etl") == [RUNNING]
+        assert store.get_schedule("etl").next_fire == at(1)  # type: ignore[union-attr]
+        assert store.get_schedule("other").next_fire == T0  # type: ignore[union-attr]
+
+    def test_a_group_larger_than_one_statement_claims_every_schedule(self, store: Store) -> None:
+        names = [f"job-{i:04d}" for i in range(1203)]
+        for name in names:
+            store.declare_schedule(sched(name))
+        claims = [claim_of(name, 0, status=RUNNING if i % 2 else QUEUED) for i, name in enumerate(names)]
+        stale = claim_of(names[7], 5)
+        results = store.claim_many([*claims[:600], stale, *claims[600:]])
+        assert sum(r is not None for r in results) == len(names) and results[600] is None
+        assert len(store.active_runs()) == len(names)
+        # Again with every fire still active: each schedule's one instance is busy.
+        again = store.claim_many([claim_of(name, 1) for name in names])
+        assert {r[0].status for r in again if r} == {SKIPPED} and None not in again
+        states = store.schedule_states()
+        assert {s.next_fire for s in states.values()} == {at(2)}
+
+    def test_concurrent_group_claims_from_threads_have_exactly_one_winner_per_fire(self, store: Store) -> None:
+        names = [f"job-{i}" for i in range(8)]
+        for name in names:
+            store.declare_schedule(sched(name))
+        fires = 25
+        wins: List[List[RunRecord]] = [[] for _ in range(3)]
+        barrier = threading.Barrier(3)
+
+        def contender(index: int) -> None:
+            barrier.wait()
+            for i in range(fires):
+                claims = [claim_of(n, i, SUCCEEDED, node=f"n{index}") for n in names]
+                for result in store.claim_many(claims):
+                    wins[index].extend(result or [])
+
+        threads = [threading.Thread(target=contender, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = sorted((r.schedule, r.fire_time) for w in wins for r in w)
+        assert won == sorted((n, at(i)) for n in names for i in range(fires))
+        assert store.stats().succeeded == len(names) * fires
+
+
+class TestOutcomes:
+    """``finish_runs``: final outcomes, retries, and the owner's word over a lost verdict."""
+
+    def claimed(self, store: Store, minutes: float = 0, status: str = RUNNING, node: str = "node-a") -> str:
+        claimed = claim_one(store, "etl", minutes, status, max_instances=10, node=node)
+        assert claimed is not None
+        return claimed[0].run_key
+
+    def test_outcomes_are_recorded_in_one_call_with_one_answer_each(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        keys = [self.claimed(store, i) for i in range(3)]
+        answers = store.finish_runs(
+            [
+                done(keys[0], SUCCEEDED, 0.5, run_id="r-0"),
+                done("no-such-run"),
+                done(keys[1], FAILED, 1.5, error="ValueError: bad", duration_seconds=2.0),
+                done(keys[2], TIMED_OUT, 2.5, reason="timed out after 30 s"),
+            ]
+        )
+        assert answers == [True, False, True, True]
+        by_fire = {r.fire_time: r for r in store.history("etl")}
+        assert (by_fire[at(0)].status, by_fire[at(0)].run_id, by_fire[at(0)].completed_at) == (
+            SUCCEEDED,
+            "r-0",
+            at(0.5),
+        )
+        assert (by_fire[at(1)].status, by_fire[at(1)].error, by_fire[at(1)].duration_seconds) == (
+            FAILED,
+            "ValueError: bad",
+            2.0,
+        )
+        assert (by_fire[at(2)].status, by_fire[at(2)].reason) == (TIMED_OUT, "timed out after 30 s")
+        assert store.active_runs() == []
+
+    def test_no_outcomes_is_no_answers(self, store: Store) -> None:
+        assert store.finish_runs([]) == []
+
+    def test_a_timed_out_run_is_final_and_frees_its_instance(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        assert store.finish_runs([done(key, TIMED_OUT, 0.5, reason="timed out")]) == [True]
+        assert claim_one(store, "etl", 1)[0].status == RUNNING  # type: ignore[index]
+        assert store.finish_runs([done(key, SUCCEEDED, 0.7)]) == [False]
+        stats = store.stats("etl")
+        assert (stats.timed_out, stats.running, stats.total) == (1, 1, 2)
+        assert stats.avg_duration_seconds == pytest.approx(30.0)
+
+    def test_a_retry_keeps_the_row_active_with_the_next_attempt_s_instant(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        retry = Outcome(
+            key,
+            QUEUED,
+            completed_at=at(0.5),  # ignored: the fire is not over
+            duration_seconds=30.0,
+            error="ConnectionError: reset",
+            started_at=at(0.1),
+            reason="attempt 1 of 3 failed; retry at 06:01",
+            attempt=2,
+            traceback="Traceback (most recent call last):\n  ...\nConnectionError: reset\n",
+            next_attempt_at=at(1),
+        )
+        assert store.finish_runs([retry]) == [True]
+        (row,) = store.history("etl")
+        assert (row.status, row.attempt, row.next_attempt_at, row.completed_at) == (QUEUED, 2, at(1), None)
+        assert row.error == "ConnectionError: reset" and row.traceback is not None
+        assert row.started_at == at(0.1) and row.reason == "attempt 1 of 3 failed; retry at 06:01"
+        assert store.active_runs("etl") == [row]
+        # Still the fire's one row: a later fire overlaps it, and its own fire is never claimed again.
+        assert claim_one(store, "etl", 1)[0].status == SKIPPED  # type: ignore[index]
+        assert store.stats("etl").total == 2
+
+    def test_the_next_attempt_starts_on_the_same_row(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        store.finish_runs([Outcome(key, QUEUED, None, attempt=2, next_attempt_at=at(1))])
+        assert store.start_run(key, at(1)) is True
+        (row,) = store.history("etl")
+        assert (row.status, row.attempt, row.started_at, row.next_attempt_at) == (RUNNING, 2, at(1), None)
+
+    def test_the_fire_ends_with_the_outcome_of_its_last_attempt(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        store.finish_runs(
+            [Outcome(key, QUEUED, None, error="E: 1", traceback="tb 1", attempt=2, next_attempt_at=at(1))]
+        )
+        store.start_run(key, at(1))
+        assert store.finish_runs([done(key, SUCCEEDED, 1.5, attempt=2, run_id="r-2", output="ok\n")]) == [True]
+        (row,) = store.history("etl")
+        assert (row.status, row.attempt, row.error, row.traceback) == (SUCCEEDED, 2, None, None)
+        assert (row.run_id, row.output, row.completed_at, row.next_attempt_at) == ("r-2", "ok\n", at(1.5), None)
+        assert store.active_runs() == []
+
+    def test_two_outcomes_of_one_run_in_a_batch_apply_in_order(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        retried, finished = self.claimed(store, 0), self.claimed(store, 1)
+        answers = store.finish_runs(
+            [
+                Outcome(retried, QUEUED, None, attempt=2, next_attempt_at=at(2)),
+                done(retried, FAILED, 2.5, attempt=2, error="E: 2"),
+                done(finished, SUCCEEDED, 1.5),
+                done(finished, FAILED, 1.6),
+            ]
+        )
+        assert answers == [True, True, True, False]
+        assert [(r.status, r.attempt) for r in store.history("etl")] == [(SUCCEEDED, 1), (FAILED, 2)]
+
+    def test_an_owner_s_outcome_replaces_a_lost_verdict(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0, node="node-a")
+        assert len(store.mark_node_lost("node-a", "node-a missed its heartbeat")) == 1
+        # node-a was alive after all (a long pause): its real outcome is the truth.
+        assert store.finish_runs([done(key, SUCCEEDED, 0.5, node_id="node-a", run_id="r-1")]) == [True]
+        (row,) = store.history("etl")
+        assert (row.status, row.run_id, row.reason, row.node_id) == (SUCCEEDED, "r-1", None, "node-a")
+        assert store.active_runs() == []
+        stats = store.stats("etl")
+        assert (stats.succeeded, stats.lost) == (1, 0)
+
+    def test_an_owner_s_retry_makes_a_lost_run_active_again(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0, node="node-a")
+        store.mark_node_lost("node-a", "gone")
+        retry = Outcome(key, QUEUED, None, attempt=2, next_attempt_at=at(1), node_id="node-a")
+        assert store.finish_runs([retry]) == [True]
+        assert [(r.status, r.attempt) for r in store.active_runs()] == [(QUEUED, 2)]
+        assert claim_one(store, "etl", 1)[0].status == SKIPPED  # type: ignore[index]
+
+    def test_a_lost_verdict_stands_against_any_other_outcome(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0, node="node-a")
+        store.mark_node_lost("node-a", "node-a missed its heartbeat")
+        answers = store.finish_runs(
+            [done(key, SUCCEEDED, node_id="node-b"), done(key, SUCCEEDED), done(key, FAILED, node_id="")]
+        )
+        assert answers == [False, False, False]
+        (row,) = store.history("etl")
+        assert (row.status, row.reason) == (LOST, "node-a missed its heartbeat")
+
+    def test_a_final_outcome_is_never_overwritten_even_by_the_owner(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0, node="node-a")
+        assert store.finish_runs([done(key, FAILED, node_id="node-a")]) == [True]
+        assert store.finish_runs([done(key, SUCCEEDED, node_id="node-a")]) == [False]
+        assert history_statuses(store, "etl") == [FAILED]
+
+    def test_traceback_and_output_are_kept_bounded_with_their_tail(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        huge = "x" * (3 * MAX_RUN_TEXT) + "the end\n"
+        store.finish_runs([done(key, FAILED, traceback=huge, output="o" * MAX_RUN_TEXT + "last line\n")])
+        (row,) = store.history("etl")
+        assert row.traceback is not None and row.output is not None
+        assert len(row.traceback) <= MAX_RUN_TEXT and row.traceback.endswith("x" * 100 + "the end\n")
+        assert len(row.output) <= MAX_RUN_TEXT and row.output.endswith("last line\n")
+        assert "characters cut" in row.traceback
+
+    def test_a_run_id_or_error_of_any_type_is_stored_as_its_text(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        run_id = uuid.UUID("12345678-1234-5678-1234-567812345678")
+        error = ValueError("bad")
+        assert store.finish_runs([done(key, FAILED, run_id=run_id, error=error)]) == [True]
+        (row,) = store.history("etl")
+        assert (row.run_id, row.error) == ("12345678-1234-5678-1234-567812345678", "bad")
+
+    @pytest.mark.parametrize("status", [RUNNING, "finished", ""])
+    def test_an_outcome_neither_final_nor_a_retry_is_rejected_before_anything_is_written(
+        self, store: Store, status: str
+    ) -> None:
+        store.declare_schedule(sched())
+        key, other = self.claimed(store, 0), self.claimed(store, 1)
+        with pytest.raises(ValueError, match="neither a final status"):
+            store.finish_runs([done(other), done(key, status)])
+        assert history_statuses(store, "etl") == [RUNNING, RUNNING]
+
+    def test_a_final_outcome_without_its_end_is_rejected(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        with pytest.raises(ValueError, match="completed_at"):
+            store.finish_runs([Outcome(key, SUCCEEDED, None)])
+        with pytest.raises(ValueError, match="naive"):
+            store.finish_runs([Outcome(key, SUCCEEDED, datetime(2024, 3, 10, 6, 1))])
+        assert history_statuses(store, "etl") == [RUNNING]
+
+    def test_finish_run_is_the_one_outcome_case_without_the_lost_override(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        store.mark_node_lost("node-a", "gone")
+        assert store.finish_run(key, SUCCEEDED, at(0.5), 1.0) is False
+        other = self.claimed(store, 1)
+        with pytest.raises(ValueError, match="final status"):
+            store.finish_run(other, QUEUED, at(1.5), 1.0)
+        assert store.finish_run(other, TIMED_OUT, at(1.5), 30.0, reason="timed out") is True
+        assert store.stats("etl").timed_out == 1
+
+
+class TestRunFields:
+    """attempt, traceback, output and next_attempt_at: written by claims and outcomes, read everywhere."""
+
+    def record(self, key: str = "k", status: str = QUEUED) -> RunRecord:
+        return RunRecord(
+            key,
+            "etl",
+            T0,
+            status,
+            node_id="node-a",
+            attempt=3,
+            traceback="tb",
+            output="out",
+            next_attempt_at=at(2),
+            error="E: x",
+            reason="manual",
+        )
+
+    def test_a_claimed_record_keeps_its_fields_in_every_reader(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        mine = self.record()
+        claimed = store.claim("etl", T0, at(1), [mine], 1)
+        assert claimed == [mine]
+        assert store.history("etl") == [mine]
+        assert store.active_runs() == [mine] and store.active_runs("etl") == [mine]
+        (lost,) = store.mark_node_lost("node-a", "gone")
+        assert lost == mine.with_status(LOST, "gone")
+        assert store.history("etl") == [lost]
+
+    def test_a_group_claimed_record_keeps_its_fields(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        mine = self.record()
+        results = store.claim_many([Claim("etl", T0, at(1), [mine], 1), claim_of("other", 0)])
+        assert results[0] == [mine] and store.history("etl") == [mine]
+
+    def test_a_new_run_starts_at_attempt_one_without_texts(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        (row,) = store.history("etl")
+        assert (row.attempt, row.traceback, row.output, row.next_attempt_at) == (1, None, None, None)
+
+    def test_texts_of_a_claimed_record_are_bounded(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        long = RunRecord("k", "etl", T0, FAILED, output="y" * (MAX_RUN_TEXT + 10), traceback="z" * MAX_RUN_TEXT)
+        (stored,) = store.claim("etl", T0, at(1), [long], 1) or []
+        assert len(stored.output or "") <= MAX_RUN_TEXT and (stored.output or "").endswith("y" * 100)
+        assert store.history("etl") == [stored]
+
+
+class TestNodeExpiry:
+    def test_a_node_silent_longer_than_the_timeout_has_expired(
+        self, store: Store, request: pytest.FixtureRequest
+    ) -> None:
+        import time
+
+        now = datetime.now(timezone.utc)
+        for node_id in ("node-b", "node-a"):
+            store.heartbeat(NodeRecord(node_id, "host-1", 1, now, now))
+        time.sleep(0.05)
+        later = datetime.now(timezone.utc)
+        assert store.expired_nodes(3600, later) == []
+        assert [n.node_id for n in store.expired_nodes(0.01, later)] == ["node-a", "node-b"]
+
+    def test_expiry_is_judged_against_the_given_instant_on_a_one_clock_store(
+        self, store: Store, request: pytest.FixtureRequest
+    ) -> None:
+        if uses_server_clock(request):
+            pytest.skip("a server store judges by its own clock, not by the instant given")
+        store.heartbeat(NodeRecord("old", "h", 1, T0, at(0)))
+        store.heartbeat(NodeRecord("new", "h", 2, T0, at(1)))
+        assert store.expired_nodes(60, at(1)) == []  # exactly the timeout is not more than it
+        assert [n.node_id for n in store.expired_nodes(59.5, at(1))] == ["old"]
+        assert store.expired_nodes(59.5, at(1)) == [NodeRecord("old", "h", 1, T0, at(0))]
+        assert [n.node_id for n in store.expired_nodes(30, at(2))] == ["new", "old"]
+
+    def test_no_nodes_none_expired(self, store: Store) -> None:
+        assert store.expired_nodes(0, datetime.now(timezone.utc)) == []
+
+
+class TestDeclaredBy:
+    """``mark_declared``: which node last declared a schedule, and when (the store's clock)."""
+
+    def test_mark_declared_stamps_each_named_schedule_with_the_node_and_now(self, store: Store) -> None:
+        for name in ("a", "b", "c"):
+            store.declare_schedule(sched(name))
+        before = datetime.now(timezone.utc) - timedelta(seconds=5)
+        store.mark_declared("node-a", ["a", "c", "no-such-schedule"])
+        after = datetime.now(timezone.utc) + timedelta(seconds=5)
+        by_name = {s.name: s for s in store.list_schedules()}
+        assert (by_name["a"].declared_by, by_name["c"].declared_by, by_name["b"].declared_by) == (
+            "node-a",
+            "node-a",
+            None,
+        )
+        declared = by_name["a"].declared_at
+        assert declared is not None and before <= declared <= after and declared.utcoffset() == timedelta(0)
+        assert by_name["b"].declared_at is None
+        assert store.get_schedule("c") == by_name["c"]
+
+    def test_the_last_node_to_declare_a_schedule_is_recorded(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.mark_declared("node-a", ["etl"])
+        store.mark_declared("node-b", ["etl"])
+        assert store.get_schedule("etl").declared_by == "node-b"  # type: ignore[union-attr]
+
+    def test_re_declaring_a_schedule_keeps_who_declared_it(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.mark_declared("node-a", ["etl"])
+        stamped = store.get_schedule("etl")
+        assert stamped is not None
+        same = store.declare_schedule(sched(declared_by="node-x"))
+        assert (same.declared_by, same.declared_at) == ("node-a", stamped.declared_at)
+        redefined = store.declare_schedule(sched(definition_hash="h2", declared_by="node-x"))
+        assert (redefined.declared_by, redefined.declared_at) == ("node-a", stamped.declared_at)
+        assert store.get_schedule("etl") == redefined
+
+    def test_a_schedule_declared_with_its_node_stores_it(self, store: Store) -> None:
+        stamp = T0 + timedelta(microseconds=7)
+        stored = store.declare_schedule(sched(declared_by="node-a", declared_at=stamp))
+        assert (stored.declared_by, stored.declared_at) == ("node-a", stamp)
+        assert store.get_schedule("etl") == stored
+
+    def test_marking_declared_is_not_a_change_of_definition(self, store: Store) -> None:
+        import time
+
+        store.declare_schedule(sched())
+        time.sleep(0.002)
+        mark = datetime.now(timezone.utc)
+        time.sleep(0.002)
+        store.mark_declared("node-a", ["etl"])
+        assert store.changed_since(mark) == [] and store.schedule_versions(mark) == {}
+        store.mark_declared("node-a", [])
+
+    def test_claims_and_enabling_keep_the_declaring_node(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.mark_declared("node-a", ["etl"])
+        assert claim_one(store, "etl", 0) is not None
+        store.set_enabled("etl", False, None)
+        assert store.get_schedule("etl").declared_by == "node-a"  # type: ignore[union-attr]
