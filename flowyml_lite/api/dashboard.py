@@ -1,147 +1,91 @@
-"""``GET /``: a one-page dashboard over the JSON API (no external assets, works air-gapped)."""
+"""``GET /``: the dashboard, one page over the JSON API (no external assets, works air-gapped).
 
-# ruff: noqa: E501  (HTML, CSS and JavaScript lines)
-
-DASHBOARD_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>flowyml_lite scheduler</title>
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }
-h1 { font-size: 1.3rem; margin: 0 0 .5rem; }
-#health { margin: .5rem 0 1rem; }
-.pill { display: inline-block; padding: .1rem .5rem; border-radius: .8rem; background: #eee; margin-right: .4rem; }
-.running { background: #d4f5d4; } .degraded { background: #ffe3b3; } .stopped { background: #f5d4d4; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #e4e4e4; vertical-align: top; }
-th { background: #f6f6f6; font-weight: 600; }
-tr.off td { color: #888; }
-button { margin-right: .25rem; cursor: pointer; }
-code { font-size: 12px; }
-#error { color: #b00020; white-space: pre-wrap; }
-#history { margin-top: 1.5rem; }
-.ok { color: #1a7f1a; } .bad { color: #b00020; }
-</style>
-</head>
-<body>
-<h1>flowyml_lite scheduler</h1>
-<div id="health">loading...</div>
-<label>API token (only needed for changes when the server has one):
-<input id="token" type="password" size="24" autocomplete="off"></label>
-<p id="error"></p>
-<table>
-<thead><tr><th>schedule</th><th>type</th><th>zone</th><th>next run</th><th>last run</th><th>state</th><th></th></tr></thead>
-<tbody id="rows"></tbody>
-</table>
-<div id="history"></div>
-<script>
-"use strict";
-const tokenBox = document.getElementById("token");
-tokenBox.value = sessionStorage.getItem("flowyml_lite_token") || "";
-tokenBox.addEventListener("change", () => sessionStorage.setItem("flowyml_lite_token", tokenBox.value));
-
-function cell(row, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text === null || text === undefined ? "-" : String(text);
-  if (cls) td.className = cls;
-  row.appendChild(td);
-  return td;
-}
-
-async function call(method, path) {
-  const headers = {};
-  if (tokenBox.value) headers["Authorization"] = "Bearer " + tokenBox.value;
-  const response = await fetch(path, {method: method, headers: headers});
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
-  return body;
-}
-
-function show(error) {
-  document.getElementById("error").textContent = error ? String(error.message || error) : "";
-}
-
-async function act(method, path) {
-  try { await call(method, path); show(null); } catch (e) { show(e); }
-  refresh();
-}
-
-async function history(name) {
-  const box = document.getElementById("history");
-  try {
-    const runs = await call("GET", "/api/schedules/" + encodeURIComponent(name) + "/history?limit=50");
-    box.replaceChildren();
-    const h = document.createElement("h2");
-    h.textContent = "History of " + name + " (newest first)";
-    box.appendChild(h);
-    const table = document.createElement("table");
-    const head = table.insertRow();
-    for (const title of ["fire time", "started", "duration (s)", "status", "node", "error"]) cell(head, title);
-    for (const run of runs) {
-      const row = table.insertRow();
-      cell(row, run.fire_time); cell(row, run.started_at);
-      cell(row, run.duration_seconds === null ? null : run.duration_seconds.toFixed(3));
-      cell(row, run.status, run.success ? "ok" : (run.status === "running" ? "" : "bad"));
-      cell(row, run.node); cell(row, run.error || run.reason);
-    }
-    box.appendChild(table);
-  } catch (e) { show(e); }
-}
-
-function button(td, label, handler) {
-  const b = document.createElement("button");
-  b.textContent = label;
-  b.addEventListener("click", handler);
-  td.appendChild(b);
-}
-
-async function refresh() {
-  try {
-    const [health, schedules] = await Promise.all([call("GET", "/api/scheduler/health"), call("GET", "/api/schedules")]);
-    const m = health.metrics;
-    const box = document.getElementById("health");
-    box.replaceChildren();
-    const status = document.createElement("span");
-    status.className = "pill " + health.status;
-    status.textContent = health.status;
-    box.appendChild(status);
-    const facts = [
-      health.num_schedules + " schedules here", health.orphan_schedules + " orphans",
-      m.successful_runs + " succeeded", m.failed_runs + " failed", m.missed_runs + " missed",
-      m.running_runs + " running", "node " + health.node_id,
-    ];
-    for (const fact of facts) {
-      const span = document.createElement("span");
-      span.className = "pill";
-      span.textContent = fact;
-      box.appendChild(span);
-    }
-    const rows = document.getElementById("rows");
-    rows.replaceChildren();
-    for (const s of schedules) {
-      const row = rows.insertRow();
-      if (!s.enabled) row.className = "off";
-      const name = cell(row, s.name);
-      name.style.cursor = "pointer";
-      name.title = "show history";
-      name.addEventListener("click", () => history(s.name));
-      cell(row, s.schedule_type + " " + s.schedule_value);
-      cell(row, s.timezone); cell(row, s.next_run); cell(row, s.last_run);
-      cell(row, (s.enabled ? "enabled" : "paused") + (s.is_orphan ? " (orphan: no function here)" : ""));
-      const td = cell(row, "");
-      const path = "/api/schedules/" + encodeURIComponent(s.name);
-      button(td, s.enabled ? "pause" : "resume", () => act("POST", path + (s.enabled ? "/disable" : "/enable")));
-      if (!s.is_orphan) button(td, "run now", () => act("POST", path + "/run"));
-      button(td, "history", () => history(s.name));
-      button(td, "delete", () => { if (confirm("Delete " + s.name + " and its history?")) act("DELETE", path); });
-    }
-  } catch (e) { show(e); }
-}
-refresh();
-setInterval(refresh, 5000);
-</script>
-</body>
-</html>
+The page an on-call engineer opens first: every schedule's state at a glance with a strip of its
+recent runs, relative times (exact instants on hover, in the schedule's zone and the viewer's),
+the timetable in words, a panel per schedule with its next fires and runs, a run view with its
+own URL (``#/runs/NAME/RUN_KEY``: traceback, output, attempts), the nodes sharing the store, and
+actions with feedback. The style and script live in ``dashboard_css.py`` and ``dashboard_js.py``.
 """
+
+# ruff: noqa: E501  (HTML lines)
+
+from .dashboard_css import DASHBOARD_CSS
+from .dashboard_js import DASHBOARD_JS
+
+_BODY = """
+<header>
+  <h1>flowyml_lite <span>scheduler</span></h1>
+  <span id="status" class="status stopped" role="status">loading</span>
+  <span id="node" class="meta"></span>
+  <span class="spacer"></span>
+  <label class="meta" for="token">API token</label>
+  <input id="token" type="password" autocomplete="off" placeholder="only for changes">
+</header>
+<main>
+  <p id="offline" class="banner" role="alert" hidden></p>
+  <div class="toolbar">
+    <div id="chips" class="chips" role="group" aria-label="filter by state"></div>
+    <span class="spacer"></span>
+    <span id="shown" class="meta none"></span>
+    <label class="sr-only" for="search">search schedules</label>
+    <input id="search" class="search" type="search" placeholder="Search schedules  ( / )" autocomplete="off">
+    <button id="create-open" class="btn primary" type="button">New schedule</button>
+  </div>
+  <div class="card">
+    <table>
+      <thead><tr>
+        <th class="col-state">State</th><th>Schedule</th><th class="col-strip">Recent runs (newest right)</th>
+        <th class="col-time">Last run</th><th class="col-time">Next run</th><th class="col-act"><span class="sr-only">actions</span></th>
+      </tr></thead>
+      <tbody id="rows"><tr><td colspan="6" class="empty">loading&hellip;</td></tr></tbody>
+    </table>
+  </div>
+  <h2>Nodes sharing this store</h2>
+  <div class="card">
+    <table>
+      <thead><tr><th>Node</th><th>Host</th><th>PID</th><th>Started</th><th>Last heartbeat</th><th>Runs in flight</th><th>State</th></tr></thead>
+      <tbody id="nodes"></tbody>
+    </table>
+  </div>
+</main>
+<div id="toasts" aria-live="polite"></div>
+
+<dialog id="run-dialog" aria-labelledby="run-title">
+  <div class="dhead"><h2 id="run-title">run</h2><button id="run-close" class="btn" type="button">Close</button></div>
+  <div id="run-body" class="dbody"></div>
+</dialog>
+
+<dialog id="create-dialog" aria-labelledby="create-title">
+  <div class="dhead"><h2 id="create-title">New schedule</h2></div>
+  <form id="create-form" class="dbody" method="dialog">
+    <div class="row"><label for="c-name">Name</label><input id="c-name" name="name" required placeholder="nightly-etl"></div>
+    <div class="row"><label for="c-pipeline">Pipeline</label><select id="c-pipeline" name="pipeline_name" required></select></div>
+    <div class="row"><label for="c-type">Runs</label>
+      <select id="c-type" name="schedule_type">
+        <option value="cron">on a cron expression</option><option value="interval">every N seconds</option>
+        <option value="daily">daily</option><option value="hourly">hourly</option><option value="once">once</option>
+      </select></div>
+    <div class="row" id="f-cron"><label for="c-cron">Cron expression</label><input id="c-cron" name="cron_expression" placeholder="0 9 * * 1-5" autocomplete="off"></div>
+    <div id="preview" class="preview" aria-live="polite"></div>
+    <div class="row" id="f-interval" hidden><label for="c-interval">Every (seconds)</label><input id="c-interval" name="interval_seconds" type="number" min="0.001" step="any" value="3600"></div>
+    <div class="row" id="f-hour" hidden><label for="c-hour">Hour</label><input id="c-hour" name="hour" type="number" min="0" max="23" value="9"></div>
+    <div class="row" id="f-minute" hidden><label for="c-minute">Minute</label><input id="c-minute" name="minute" type="number" min="0" max="59" value="0"></div>
+    <div class="row" id="f-at" hidden><label for="c-at">At (ISO 8601)</label><input id="c-at" name="at" placeholder="2030-01-01T09:00:00+00:00"></div>
+    <div class="row"><label for="c-zone">Time zone</label><input id="c-zone" name="timezone" placeholder="UTC" autocomplete="off"></div>
+    <p id="form-error" class="form-error" role="alert"></p>
+    <div class="acts"><button id="create-cancel" class="btn" type="button">Cancel</button><button class="btn primary" type="submit">Create</button></div>
+  </form>
+</dialog>
+"""
+
+DASHBOARD_HTML = (
+    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    '<link rel="icon" href="data:,">\n<title>flowyml_lite scheduler</title>\n<style>'
+    + DASHBOARD_CSS
+    + "</style>\n</head>\n<body>"
+    + _BODY
+    + "<script>"
+    + DASHBOARD_JS
+    + "</script>\n</body>\n</html>\n"
+)
