@@ -173,12 +173,14 @@ fi
 echo
 end
 
-begin "services: apt packages redis-server, postgresql"
+begin "services: apt packages redis-server, postgresql, chromium"
 have_redis() { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; }
 have_postgres() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1; }
 missing=()
 have_redis || missing+=(redis-server)
 have_postgres || missing+=(postgresql)
+# The dashboard's browser tests drive Debian's Chromium (/usr/bin/chromium) through Playwright.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
     end "already installed"
 elif $IS_ROOT && command -v apt-get >/dev/null 2>&1; then

@@ -1008,7 +1008,7 @@ class TestHealthProblems:
         scheduler.store.set_enabled("nightly", True, datetime(2020, 1, 1, tzinfo=timezone.utc))
         health = call(ApiApp(scheduler), "GET", "/api/scheduler/health").json()
         assert health["overdue_schedules"] == ["nightly"]
-        assert any("1 schedule past due: nightly" == w for w in health["warnings"])
+        assert any(w == "1 schedule past due: nightly" for w in health["warnings"])
 
     def test_a_paused_schedule_is_no_problem(self, scheduler: PipelineScheduler) -> None:
         scheduler.disable("nightly")
