@@ -49,6 +49,7 @@ _END_OF_TIME = datetime.max
 _MAX_OFFSET = timedelta(hours=17)
 _MIN_WALL = datetime(1, 1, 2)
 _ANCHOR = datetime(2000, 1, 1)
+_UTC_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Z", "Etc/Zulu", "Zulu", "Universal", "Etc/Universal"})
 
 
@@ -315,12 +316,41 @@ def iter_fires(
     return _iter_zone_fires(cron, zone, after, convert, None)
 
 
-def _walls(cron: CompiledCron, after: datetime, tz: Optional[tzinfo]) -> Iterator[datetime]:
-    """The engine's matching wall times strictly after ``after``, with ``tz`` attached if given."""
+def iter_fires_utc(cron: CompiledCron, zone: Zone, after: datetime) -> Iterator[datetime]:
+    """The instants of ``iter_fires`` as aware UTC datetimes, made as cheaply as localized ones.
+
+    The engine attaches UTC to each wall time as it builds it (a stand-in zone: wall and instant
+    differ by the segment's offset, which one subtraction removes), so no per-fire conversion.
+    """
+    offset = zone.fixed_offset
+    if offset is not None:
+        try:
+            wall_from = after + offset
+        except OverflowError:
+            return iter(())
+        if not offset:
+            return _walls(cron, wall_from, UTC)
+        return _shifted(cron, wall_from, offset)
+    return _iter_zone_fires(cron, zone, after, None, UTC, utc=True)
+
+
+def _shifted(cron: CompiledCron, wall_from: datetime, offset: timedelta) -> Iterator[datetime]:
+    try:
+        for wall in _walls(cron, wall_from, UTC):
+            yield wall - offset
+    except OverflowError:  # the next fire lies outside what datetime can represent
+        return
+
+
+def walls(cron: CompiledCron, after: datetime, tz: Optional[tzinfo] = None) -> Iterator[datetime]:
+    """The engine's matching wall times strictly after naive ``after``, with ``tz`` attached if given."""
     fast = getattr(cron, "iter_walls", None)  # optional: the native engine has it
     if fast is not None:
         return fast(after, tz)  # type: ignore[no-any-return]
     return _walls_by_next(cron.next_wall, after, tz)
+
+
+_walls = walls
 
 
 def _walls_by_next(
@@ -338,8 +368,12 @@ def _iter_zone_fires(
     after: datetime,
     convert: Optional[Callable[[datetime], Any]],
     local: Optional[tzinfo],
+    utc: bool = False,
 ) -> Iterator[Any]:
-    """Fires in a zone with transitions: naive UTC instants, or aware walls when ``local`` is set."""
+    """Fires in a zone with transitions: naive UTC instants, or aware walls when ``local`` is set.
+
+    With ``utc`` (and ``local`` = UTC as a stand-in for the zone), aware UTC instants instead.
+    """
     fixed = cron.is_fixed_time
     seg = zone.segment(after)
     try:
@@ -349,7 +383,8 @@ def _iter_zone_fires(
     # ``walls`` yields (aware with ``local``, else naive) the matches after the wall time
     # ``searched``; ``wall`` (naive) is the first of them not yet used. It also answers any search
     # that starts in [searched, wall), so crossing into a new segment rarely searches again.
-    anchor = zone.anchor  # aware - anchor + _ANCHOR is the naive wall; the reverse attaches the zone
+    # aware - anchor + _ANCHOR is the naive wall; the reverse attaches the zone
+    anchor = _UTC_ANCHOR if utc else zone.anchor
     walls: Iterator[datetime] = iter(())
     w: Optional[datetime] = None
     wall: Optional[datetime] = None
@@ -394,19 +429,19 @@ def _iter_zone_fires(
                         # A frequent expression's walls in the second pass of a fold.
                         fold_end = anchor + (seg.start + seg.prev_offset - _ANCHOR)
                         while w < fold_end and w < aware_end:
-                            yield w.replace(fold=1)
+                            yield w - offset if utc else w.replace(fold=1)
                             shown = w
                             following = next(walls, None)
                             if following is None:
                                 return
                             w = following
                     if w < aware_end:
-                        yield w
+                        yield w - offset if utc else w
                         shown = w
                         for w in walls:
                             if w >= aware_end:
                                 break
-                            yield w
+                            yield w - offset if utc else w
                             shown = w
                         else:
                             return
@@ -431,7 +466,9 @@ def _iter_zone_fires(
             if fixed and seg.offset > offset and wall < wall_from + _US:
                 # A fixed-time wall inside the gap fires once, at the first instant after it; that
                 # instant's own wall is then done, so the search resumes strictly after it.
-                if local is not None:
+                if utc:
+                    yield _UTC_ANCHOR + (seg.start - _ANCHOR)
+                elif local is not None:
                     yield local.fromutc(seg.start.replace(tzinfo=local))
                 else:
                     yield seg.start if convert is None else convert(seg.start)

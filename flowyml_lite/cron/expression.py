@@ -81,6 +81,11 @@ class CronExpression:
     def zone(self) -> Zone:
         return self._zone
 
+    @property
+    def compiled(self) -> CompiledCron:
+        """The engine's compiled expression (searches naive wall-clock time)."""
+        return self._compiled
+
     def next(self, after: datetime) -> Optional[datetime]:
         """The first fire instant strictly after the aware ``after``, in this expression's zone.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Dict
 from zoneinfo import ZoneInfo
 
@@ -14,17 +14,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowyml_lite.core.schedule import (
+    MAX_RETRY_DELAY_SECONDS,
+    OPTION_NAMES,
     Options,
     Schedule,
     definition_hash,
     interval_seconds,
+    matches_retry_on,
+    parse_options,
+    qualified_name,
+    retry_delay,
     shared_options_dict,
+    should_retry,
     to_schedule,
     validate_context,
     validate_name,
     validate_options,
     validate_timezone,
 )
+from flowyml_lite.core.scheduler_config import SchedulerConfig
 from flowyml_lite.errors import ScheduleError, TimezoneError, UnknownTimezoneError
 from flowyml_lite.stores.base import ScheduleRecord
 
@@ -87,6 +95,230 @@ class TestOptions:
         opts = Options(5.0, "skip", 3, 4)
         assert Options.from_dict({**opts.to_dict(), "future_option": 1}) == opts
         assert Options.from_dict({}) == Options()
+
+
+class FlakyError(ConnectionError):
+    """A user's exception class: retry_on names it ``tests.core.test_schedule.FlakyError``."""
+
+
+FLAKY = f"{__name__}.FlakyError"
+LONDON = ZoneInfo("Europe/London")
+
+
+def parse(**given: Any) -> Options:
+    return parse_options(given, SchedulerConfig(persist_schedules=False))
+
+
+class TestParseOptions:
+    """``parse_options``: what the scheduler calls with a ``schedule_*`` call's keyword arguments."""
+
+    def test_no_options_give_the_defaults(self) -> None:
+        opts = parse()
+        assert opts == Options()
+        assert (opts.timeout_seconds, opts.retries, opts.retry_delay_seconds, opts.retry_backoff) == (
+            None,
+            0,
+            10.0,
+            2.0,
+        )
+        assert (opts.retry_on, opts.executor, opts.jitter_seconds) == (None, "thread", 0.0)
+        assert (opts.start_date, opts.end_date) == (None, None)
+
+    def test_every_option_is_popped_and_context_is_left_for_the_caller(self) -> None:
+        given: Dict[str, Any] = {
+            "misfire_grace_seconds": 5,
+            "catchup": "all",
+            "max_catchup": 3,
+            "max_instances": 2,
+            "timeout_seconds": 30,
+            "retries": 3,
+            "retry_delay_seconds": 1,
+            "retry_backoff": 3,
+            "retry_on": (TimeoutError, FlakyError),
+            "executor": "process",
+            "jitter_seconds": 15,
+            "start_date": "2025-01-01T09:00:00+01:00",
+            "end_date": datetime(2025, 6, 1, tzinfo=LONDON),
+            "context": {"region": "eu"},
+        }
+        opts = parse_options(given, SchedulerConfig(persist_schedules=False))
+        assert given == {"context": {"region": "eu"}}
+        assert opts == Options(
+            5.0,
+            "all",
+            3,
+            2,
+            timeout_seconds=30.0,
+            retries=3,
+            retry_delay_seconds=1.0,
+            retry_backoff=3.0,
+            retry_on=("builtins.TimeoutError", FLAKY),
+            executor="process",
+            jitter_seconds=15.0,
+            start_date=datetime(2025, 1, 1, 8, tzinfo=timezone.utc),
+            end_date=datetime(2025, 5, 31, 23, tzinfo=timezone.utc),
+        )
+
+    def test_missing_options_take_the_config_defaults(self) -> None:
+        config = SchedulerConfig(
+            persist_schedules=False,
+            misfire_grace_seconds=5,
+            catchup="skip",
+            max_catchup=9,
+            default_timeout_seconds=120,
+            default_executor="process",
+        )
+        opts = parse_options({}, config)
+        assert (opts.misfire_grace_seconds, opts.catchup, opts.max_catchup) == (5.0, "skip", 9)
+        assert (opts.timeout_seconds, opts.executor) == (120.0, "process")
+        assert parse_options({"retries": 1}, config).timeout_seconds == 120.0
+
+    def test_an_explicit_option_wins_over_the_config_default(self) -> None:
+        config = SchedulerConfig(persist_schedules=False, default_timeout_seconds=120)
+        assert parse_options({"timeout_seconds": None}, config).timeout_seconds is None
+        assert parse_options({"timeout_seconds": 5}, config).timeout_seconds == 5.0
+
+    def test_unknown_options_are_named_beside_every_known_one(self) -> None:
+        given = {"timeout": 5, "retry": 2, "context": {}}
+        with pytest.raises(ScheduleError) as info:
+            parse_options(given, SchedulerConfig(persist_schedules=False), name="etl")
+        message = str(info.value)
+        assert message.startswith("unknown option(s) retry, timeout for 'etl'; the options are ")
+        assert all(known in message for known in (*OPTION_NAMES, "context"))
+        assert given == {"timeout": 5, "retry": 2, "context": {}}  # nothing popped from a refused call
+
+    @pytest.mark.parametrize(
+        ("option", "value", "message"),
+        [
+            ("timeout_seconds", 0, "timeout_seconds must be a finite number of seconds > 0, or None"),
+            ("timeout_seconds", -1, "timeout_seconds must be a finite number of seconds > 0"),
+            ("timeout_seconds", math.inf, "timeout_seconds must be a finite number of seconds > 0"),
+            ("timeout_seconds", "30", "timeout_seconds must be a finite number"),
+            ("timeout_seconds", True, "timeout_seconds must be a finite number"),
+            ("retries", -1, "retries must be an integer >= 0"),
+            ("retries", 1.0, "retries must be an integer >= 0"),
+            ("retries", True, "retries must be an integer >= 0"),
+            ("retry_delay_seconds", -1, "retry_delay_seconds must be a finite number of seconds >= 0"),
+            ("retry_delay_seconds", math.nan, "retry_delay_seconds must be a finite number"),
+            ("retry_delay_seconds", 31 * 86400, "retry_delay_seconds must be at most 2592000 (30 days)"),
+            ("retry_backoff", 0.5, "retry_backoff must be a finite number >= 1"),
+            ("retry_backoff", math.inf, "retry_backoff must be a finite number"),
+            ("retry_backoff", None, "retry_backoff must be a finite number"),
+            ("retry_on", (), "retry_on=() would retry no error"),
+            ("retry_on", ValueError(), "retry_on must be an exception class"),
+            ("retry_on", int, "retry_on must be an exception class"),
+            ("retry_on", "NotABuiltinError", "retry_on: 'NotABuiltinError' is not a built-in exception"),
+            ("retry_on", "my mod.Error", "is not a qualified class name"),
+            ("retry_on", [ValueError, 3], "retry_on must be an exception class"),
+            ("executor", "", "executor must be an executor's name such as 'thread' or 'process'"),
+            ("executor", None, "executor must be an executor's name"),
+            ("jitter_seconds", -0.5, "jitter_seconds must be a finite number of seconds >= 0"),
+            ("jitter_seconds", math.inf, "jitter_seconds must be a finite number of seconds >= 0"),
+            ("start_date", datetime(2025, 1, 1), "datetime(2025, 1, 1, 0, 0) has no time zone"),
+            ("start_date", "2025-01-01T09:00", "'2025-01-01T09:00' has no time zone: pass an aware"),
+            ("end_date", "next tuesday", "end_date must be an ISO 8601 date and time with an offset"),
+            ("end_date", date(2025, 1, 1), "end_date must be an aware datetime or ISO 8601 text"),
+            ("end_date", 1735689600, "end_date must be an aware datetime or ISO 8601 text"),
+        ],
+    )
+    def test_a_bad_value_is_refused_with_a_message_naming_the_option(
+        self, option: str, value: Any, message: str
+    ) -> None:
+        with pytest.raises(ScheduleError) as info:
+            parse(**{option: value})
+        assert message in str(info.value)
+
+    def test_the_end_must_come_after_the_start(self) -> None:
+        with pytest.raises(ScheduleError, match="end_date must be after start_date"):
+            parse(start_date="2025-01-02T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+        with pytest.raises(ScheduleError, match="end_date must be after start_date"):
+            parse(start_date="2025-01-01T00:00:00Z", end_date="2025-01-01T01:00:00+01:00")
+
+    @pytest.mark.parametrize(
+        "text",
+        ["2025-01-01T08:00:00Z", "2025-01-01T08:00:00z", "2025-01-01T09:00:00+01:00", "2025-01-01 03:00-05"],
+    )
+    def test_dates_are_instants_in_utc_from_iso_text_with_any_offset(self, text: str) -> None:
+        assert parse(start_date=text).start_date == datetime(2025, 1, 1, 8, tzinfo=timezone.utc)
+
+    def test_an_aware_datetime_in_any_zone_is_kept_as_the_same_instant_in_utc(self) -> None:
+        start = datetime(2025, 7, 1, 9, tzinfo=LONDON)
+        got = parse(start_date=start).start_date
+        assert got == start and got is not None and got.tzinfo is timezone.utc
+
+    def test_retry_on_takes_classes_or_qualified_names_and_stores_sorted_names(self) -> None:
+        assert parse(retry_on=FlakyError).retry_on == (FLAKY,)
+        assert parse(retry_on=[TimeoutError, FlakyError, "TimeoutError"]).retry_on == (
+            "builtins.TimeoutError",
+            FLAKY,
+        )
+        assert parse(retry_on=FLAKY) == parse(retry_on=(FlakyError,))
+        assert parse(retry_on="requests.exceptions.ConnectionError").retry_on == (
+            "requests.exceptions.ConnectionError",
+        )
+        assert parse(retry_on="app.jobs.run.<locals>.Boom").retry_on == ("app.jobs.run.<locals>.Boom",)
+
+    def test_qualified_names_are_module_and_qualname(self) -> None:
+        class Inner(Exception):
+            pass
+
+        assert qualified_name(ValueError) == "builtins.ValueError"
+        assert qualified_name(Inner) == f"{__name__}.{Inner.__qualname__}"
+        assert Inner.__qualname__.endswith(".<locals>.Inner")
+
+    def test_numbers_are_stored_as_floats_and_minus_zero_as_zero(self) -> None:
+        opts = parse(timeout_seconds=5, retry_delay_seconds=-0.0, retry_backoff=1, jitter_seconds=-0.0)
+        assert (opts.timeout_seconds, opts.retry_delay_seconds, opts.retry_backoff) == (5.0, 0.0, 1.0)
+        numbers = (opts.timeout_seconds, opts.retry_delay_seconds, opts.retry_backoff)
+        assert all(type(v) is float for v in numbers)
+        assert math.copysign(1, opts.retry_delay_seconds) == 1 and math.copysign(1, opts.jitter_seconds) == 1
+
+    def test_equal_options_are_one_shared_frozen_instance(self) -> None:
+        a = parse(timeout_seconds=30, retries=2, retry_on=FlakyError, start_date="2025-01-01T00:00:00Z")
+        start = datetime(2025, 1, 1, tzinfo=LONDON)  # the same instant: London is on UTC in winter
+        b = parse(timeout_seconds=30.0, retries=2, retry_on=FLAKY, start_date=start)
+        assert a is b
+        with pytest.raises(AttributeError):
+            a.retries = 3  # type: ignore[misc]
+
+
+class TestRetries:
+    def test_the_delay_grows_by_the_backoff_after_each_failed_attempt(self) -> None:
+        opts = parse(retries=4, retry_delay_seconds=10, retry_backoff=2)
+        assert [retry_delay(opts, attempt) for attempt in (1, 2, 3, 4)] == [10.0, 20.0, 40.0, 80.0]
+
+    def test_a_backoff_of_one_waits_the_same_every_time_and_zero_delay_never_waits(self) -> None:
+        assert retry_delay(parse(retry_delay_seconds=3, retry_backoff=1), 50) == 3.0
+        assert retry_delay(parse(retry_delay_seconds=0, retry_backoff=5), 50) == 0.0
+
+    def test_the_delay_never_grows_past_thirty_days_even_after_many_attempts(self) -> None:
+        opts = parse(retry_delay_seconds=60, retry_backoff=10)
+        assert retry_delay(opts, 5) == 60 * 10**4
+        assert retry_delay(opts, 20) == MAX_RETRY_DELAY_SECONDS == 30 * 86400
+        assert retry_delay(opts, 10**6) == MAX_RETRY_DELAY_SECONDS
+
+    @pytest.mark.parametrize("attempt", [0, -1, 1.0, True])
+    def test_attempts_are_counted_from_one(self, attempt: Any) -> None:
+        with pytest.raises(ValueError, match="attempt must be an integer >= 1"):
+            retry_delay(Options(), attempt)
+
+    def test_without_retry_on_every_error_is_worth_a_retry(self) -> None:
+        assert matches_retry_on(parse(retries=1), ("builtins.KeyError", "builtins.LookupError"))
+
+    def test_retry_on_matches_the_class_or_any_class_in_its_mro(self) -> None:
+        opts = parse(retries=1, retry_on=ConnectionError)
+        mro = tuple(qualified_name(c) for c in FlakyError.__mro__)
+        assert matches_retry_on(opts, mro)  # FlakyError is a ConnectionError
+        assert matches_retry_on(opts, ("builtins.ConnectionRefusedError", "builtins.ConnectionError"))
+        assert not matches_retry_on(opts, ("builtins.ValueError", "builtins.Exception"))
+        assert not matches_retry_on(opts, ())
+
+    def test_should_retry_while_attempts_are_left_and_the_error_matches(self) -> None:
+        opts = parse(retries=2, retry_on=FlakyError)
+        assert should_retry(opts, 1, (FLAKY,)) and should_retry(opts, 2, (FLAKY,))
+        assert not should_retry(opts, 3, (FLAKY,))  # the third attempt was the last
+        assert not should_retry(opts, 1, ("builtins.ValueError",))
+        assert not should_retry(Options(), 1, (FLAKY,))  # retries=0
 
 
 class TestContext:
@@ -227,6 +459,55 @@ class TestDefinitionHash:
             kind, value, zone, options, context
         )
 
+    def test_a_schedule_with_only_the_original_options_keeps_its_stored_hash(self) -> None:
+        # The newer options at their defaults leave the stored form, and so the hash, as it was.
+        config = SchedulerConfig(persist_schedules=False)
+        for opts in (parse(), parse(timeout_seconds=None, retries=0, executor="thread", jitter_seconds=0)):
+            assert opts.to_dict() == Options().to_dict() == {
+                "misfire_grace_seconds": 60.0,
+                "catchup": "latest",
+                "max_catchup": 100,
+                "max_instances": 1,
+            }
+            assert definition_hash("interval", "60", "UTC", opts, {}) == "431478376a8f059d8efa2a1d2001840c"
+        assert parse_options({}, config) is validate_options(60, "latest", 100, 1)
+
+    @pytest.mark.parametrize(
+        "option",
+        [
+            {"timeout_seconds": 30},
+            {"timeout_seconds": 31},
+            {"retries": 1},
+            {"retry_delay_seconds": 5},
+            {"retry_backoff": 1},
+            {"retry_on": TimeoutError},
+            {"executor": "process"},
+            {"jitter_seconds": 2},
+            {"start_date": "2025-01-01T00:00:00Z"},
+            {"end_date": "2030-01-01T00:00:00Z"},
+        ],
+    )
+    def test_each_newer_option_is_part_of_the_definition(self, option: Dict[str, Any]) -> None:
+        base = definition_hash("cron", "0 9 * * *", "UTC", parse(), {})
+        assert definition_hash("cron", "0 9 * * *", "UTC", parse(**option), {}) != base
+
+    def test_options_survive_a_json_round_trip_through_the_store(self) -> None:
+        opts = parse(
+            timeout_seconds=30,
+            retries=3,
+            retry_delay_seconds=1.5,
+            retry_backoff=3,
+            retry_on=(FlakyError, TimeoutError),
+            executor="process",
+            jitter_seconds=15,
+            start_date="2025-01-01T09:00:00+01:00",
+            end_date="2026-01-01T00:00:00Z",
+        )
+        stored = json.loads(json.dumps(opts.to_dict()))
+        assert stored["start_date"] == "2025-01-01T08:00:00+00:00"
+        assert stored["retry_on"] == ["builtins.TimeoutError", FLAKY]
+        assert Options.from_dict(stored) == opts
+
     def test_zero_and_minus_zero_grace_and_int_and_float_grace_are_different_definitions(self) -> None:
         hashes = {definition_hash("interval", "60", "UTC", Options(g), {}) for g in (0.0, -0.0, 0, 60, 60.0)}
         assert len(hashes) == 5
@@ -287,6 +568,42 @@ class TestScheduleView:
         assert d["next_run"] == "2024-03-11T09:00:00-04:00"
         assert d["last_run"] == "2024-03-08T09:00:00-05:00"
         assert "pipeline_func" not in d
+
+    def test_the_newer_options_appear_in_the_schedule_and_its_dict(self) -> None:
+        opts = parse(
+            timeout_seconds=30,
+            retries=2,
+            retry_on=FlakyError,
+            executor="process",
+            jitter_seconds=5,
+            start_date="2024-03-01T00:00:00Z",
+            end_date="2024-12-01T00:00:00Z",
+        )
+        s = to_schedule(self.record(options=opts.to_dict()), None, self.localize)
+        assert (s.timeout_seconds, s.retries, s.retry_delay_seconds, s.retry_backoff) == (30.0, 2, 10.0, 2.0)
+        assert (s.retry_on, s.executor, s.jitter_seconds) == ((FLAKY,), "process", 5.0)
+        d = s.to_dict()
+        assert json.loads(json.dumps(d)) == d
+        assert d["start_date"] == "2024-02-29T19:00:00-05:00"  # in the schedule's zone, like next_run
+        assert d["end_date"] == "2024-11-30T19:00:00-05:00"
+        assert (d["timeout_seconds"], d["retries"], d["retry_on"]) == (30.0, 2, [FLAKY])
+        assert d["executor"] == "process"
+
+    def test_a_schedule_stored_before_the_newer_options_shows_their_defaults(self) -> None:
+        d = to_schedule(self.record(), None, self.localize).to_dict()
+        assert (d["timeout_seconds"], d["retries"], d["retry_delay_seconds"], d["retry_backoff"]) == (
+            None,
+            0,
+            10.0,
+            2.0,
+        )
+        assert (d["retry_on"], d["executor"], d["jitter_seconds"], d["start_date"], d["end_date"]) == (
+            None,
+            "thread",
+            0.0,
+            None,
+            None,
+        )
 
     def test_the_function_is_not_part_of_equality_or_repr(self) -> None:
         a = Schedule("etl", "interval", "60", pipeline_func=print)
