@@ -51,7 +51,8 @@ class ScheduleRecord:
     created_at: Optional[datetime] = None
     updated_at: Optional[datetime] = None
     #: The node that last declared this schedule in code, and when (the store's clock): a schedule
-    #: whose declaring node is alive is served; one no live node declared is an orphan.
+    #: whose declaring node is alive is served; one no live node declared is an orphan. Set by
+    #: ``Store.mark_declared`` (or given with a schedule's first declaration).
     declared_by: Optional[str] = None
     declared_at: Optional[datetime] = None
 
@@ -108,6 +109,15 @@ class Outcome:
     ``status`` is final, or ``queued`` for a retry: the row stays active, its ``attempt`` becomes
     ``attempt`` and it waits until ``next_attempt_at``. ``node_id`` is the run's owner: its outcome
     is accepted even after another node judged the run ``lost`` (the owner was alive after all).
+
+    How each field is written: a final status needs ``completed_at`` (ValueError without it) and
+    clears ``next_attempt_at``; a retry stores ``completed_at`` as None whatever is given.
+    ``duration_seconds``, ``error``, ``run_id``, ``attempt``, ``traceback``, ``output`` replace the
+    stored values (None clears them: a fire's final row is its last attempt's). ``started_at`` and
+    ``reason`` replace them only when not None (a retry keeps the failed attempt's start until the
+    next ``start_run``), except that replacing a ``lost`` verdict always replaces its reason.
+    ``run_id``, ``error`` and ``reason`` of any other type are stored as their ``str()``;
+    ``error``, ``traceback`` and ``output`` are cut to their last MAX_RUN_TEXT characters.
     """
 
     run_key: str
@@ -173,8 +183,9 @@ class Store(abc.ABC):
 
         If one exists with the same ``definition_hash``, it is returned unchanged (state kept).
         If its hash differs, its definition fields (type, value, zone, hash, options, context)
-        and ``next_fire`` are replaced by ``record``'s; ``enabled``, ``last_fire`` and history
-        are kept. Concurrent first declarations from many processes race safely.
+        and ``next_fire`` are replaced by ``record``'s; ``enabled``, ``last_fire``, ``declared_by``,
+        ``declared_at`` and history are kept (a new row takes ``record``'s ``declared_by`` and
+        ``declared_at``). Concurrent first declarations from many processes race safely.
         """
 
     @abc.abstractmethod
@@ -248,12 +259,13 @@ class Store(abc.ABC):
         a duplicate fire_time makes the whole claim fail with None. Overlap: if the active runs
         (running or queued) of the schedule already number ``max_instances`` or more, every
         active record of ``runs`` is stored as ``skipped`` with reason "overlap" instead.
-        Returns the records as stored.
+        Returns the records as stored (texts converted and bounded as for ``Outcome``).
         """
 
     @abc.abstractmethod
     def start_run(self, run_key: str, started_at: datetime) -> bool:
-        """Mark a queued run running (sets ``started_at``); False if it is no longer active."""
+        """Mark a queued run running (sets ``started_at``, clears ``next_attempt_at``); False if it
+        is no longer active."""
 
     @abc.abstractmethod
     def finish_run(
@@ -279,7 +291,9 @@ class Store(abc.ABC):
         """Write ``outcomes`` (as ``finish_runs``), then make every claim, in one transaction.
 
         Each claim succeeds or fails on its own exactly as ``claim`` would (a refused claim refuses
-        only itself); the result has one entry per claim, in order. Writing the outcomes first means
+        only itself; claims of one schedule are judged in order, each seeing what the earlier ones
+        wrote); the result has one entry per claim, in order. Every claim and outcome is checked
+        first: an invalid one (ValueError) writes nothing of the group. Writing the outcomes first means
         a run that just finished never counts against ``max_instances`` of the next fire. A store
         shared by several processes skips a schedule row another transaction holds locked (it is
         another process's claim in progress: None) rather than waiting for it. Default: one call
@@ -294,8 +308,11 @@ class Store(abc.ABC):
 
         An outcome is written when its run is active, or when it is ``lost`` and ``node_id`` is the
         run's own node (the owner's real outcome replaces another node's verdict); otherwise it is
-        refused (False). A ``queued`` outcome is a retry (see ``Outcome``). Default: one
-        ``finish_run`` each (no retries, no lost override); stores override it.
+        refused (False). Outcomes of one run apply in order (a retry, then its final outcome). A
+        ``queued`` outcome is a retry (see ``Outcome``). Every outcome is checked before anything is
+        written (ValueError: a status neither final nor ``queued``, a final one without
+        ``completed_at``, a naive instant). Default: one ``finish_run`` each (no retries, no lost
+        override); stores override it.
         """
         results = []
         for o in outcomes:
@@ -368,5 +385,6 @@ class Store(abc.ABC):
     def mark_declared(self, node_id: str, names: Sequence[str]) -> None:
         """Record that ``node_id`` declared (serves) the schedules ``names``, now (the store's clock).
 
-        Sets ``declared_by``/``declared_at``; unknown names are ignored. Default: nothing (such a
-        store shows every schedule as served by whoever lists it)."""
+        Sets ``declared_by``/``declared_at``; unknown names are ignored. Not a change of definition:
+        ``updated_at`` (and so ``changed_since``) is left alone. Default: nothing (such a store
+        shows every schedule as served by whoever lists it)."""

@@ -83,7 +83,9 @@ def claim_of(
     advance: float = 1,
 ) -> Claim:
     """The group-claim part for the fire at ``minutes`` (the schedule's next fire), advancing ``advance``."""
-    return Claim(name, at(minutes), at(minutes + advance), [run(name, at(minutes), status, node)], max_instances)
+    return Claim(
+        name, at(minutes), at(minutes + advance), [run(name, at(minutes), status, node)], max_instances
+    )
 
 
 def done(run_key: str, status: str = SUCCEEDED, minutes: float = 0.5, **kw: Any) -> Outcome:
@@ -1057,7 +1059,9 @@ class TestGroupClaims:
         states = store.schedule_states()
         assert {s.next_fire for s in states.values()} == {at(2)}
 
-    def test_concurrent_group_claims_from_threads_have_exactly_one_winner_per_fire(self, store: Store) -> None:
+    def test_concurrent_group_claims_from_threads_have_exactly_one_winner_per_fire(
+        self, store: Store
+    ) -> None:
         names = [f"job-{i}" for i in range(8)]
         for name in names:
             store.declare_schedule(sched(name))
@@ -1169,10 +1173,17 @@ class TestOutcomes:
             [Outcome(key, QUEUED, None, error="E: 1", traceback="tb 1", attempt=2, next_attempt_at=at(1))]
         )
         store.start_run(key, at(1))
-        assert store.finish_runs([done(key, SUCCEEDED, 1.5, attempt=2, run_id="r-2", output="ok\n")]) == [True]
+        assert store.finish_runs([done(key, SUCCEEDED, 1.5, attempt=2, run_id="r-2", output="ok\n")]) == [
+            True
+        ]
         (row,) = store.history("etl")
         assert (row.status, row.attempt, row.error, row.traceback) == (SUCCEEDED, 2, None, None)
-        assert (row.run_id, row.output, row.completed_at, row.next_attempt_at) == ("r-2", "ok\n", at(1.5), None)
+        assert (row.run_id, row.output, row.completed_at, row.next_attempt_at) == (
+            "r-2",
+            "ok\n",
+            at(1.5),
+            None,
+        )
         assert store.active_runs() == []
 
     def test_two_outcomes_of_one_run_in_a_batch_apply_in_order(self, store: Store) -> None:
@@ -1323,7 +1334,9 @@ class TestRunFields:
 
     def test_texts_of_a_claimed_record_are_bounded(self, store: Store) -> None:
         store.declare_schedule(sched())
-        long = RunRecord("k", "etl", T0, FAILED, output="y" * (MAX_RUN_TEXT + 10), traceback="z" * MAX_RUN_TEXT)
+        long = RunRecord(
+            "k", "etl", T0, FAILED, output="y" * (MAX_RUN_TEXT + 10), traceback="z" * MAX_RUN_TEXT
+        )
         (stored,) = store.claim("etl", T0, at(1), [long], 1) or []
         assert len(stored.output or "") <= MAX_RUN_TEXT and (stored.output or "").endswith("y" * 100)
         assert store.history("etl") == [stored]
