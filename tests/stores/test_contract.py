@@ -1432,3 +1432,125 @@ class TestDeclaredBy:
         assert claim_one(store, "etl", 0) is not None
         store.set_enabled("etl", False, None)
         assert store.get_schedule("etl").declared_by == "node-a"  # type: ignore[union-attr]
+
+
+# -- migration ------------------------------------------------------------------------
+
+_V1_ROWS = (
+    "INSERT INTO schema_version (id, version) VALUES (1, 1)",
+    "INSERT INTO schedules (name, type, value, timezone, definition_hash, options, context, enabled, "
+    "next_fire, last_fire, created_at, updated_at) VALUES ('etl', 'interval', '60', 'UTC', 'h1', "
+    f"'{{\"catchup\":\"all\"}}', '{{}}', 1, {int(at(2).timestamp()) * 10**6}, "
+    f"{int(at(1).timestamp()) * 10**6}, {int(T0.timestamp()) * 10**6}, {int(T0.timestamp()) * 10**6})",
+    "INSERT INTO runs (run_key, schedule, fire_time, status, node_id, started_at, completed_at, "
+    "duration_seconds, error, run_id, reason) VALUES "
+    f"('done', 'etl', {int(T0.timestamp()) * 10**6}, 'failed', 'node-a', NULL, "
+    f"{int(at(0.5).timestamp()) * 10**6}, 30.0, 'E: boom', 'r-1', NULL), "
+    f"('busy', 'etl', {int(at(1).timestamp()) * 10**6}, 'running', 'node-a', NULL, NULL, NULL, NULL, NULL, "
+    "'manual')",
+    "INSERT INTO nodes (node_id, hostname, pid, started_at, heartbeat) VALUES "
+    f"('node-a', 'host-1', 7, {int(T0.timestamp()) * 10**6}, {int(at(1).timestamp()) * 10**6})",
+)
+
+
+def _v1_statements() -> List[str]:
+    from flowyml_lite.stores.schema import _V1, VERSION_TABLE_DDL
+
+    return [VERSION_TABLE_DDL, *_V1, *_V1_ROWS]
+
+
+def _v1_sqlite_file(path: Any) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        for statement in _v1_statements():
+            conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def _v1_store(kind: str, request: pytest.FixtureRequest, tmp_path: Any) -> Store:
+    """A store of ``kind`` (not yet opened) over a database written with the version-1 schema."""
+    from tests.stores.conftest import STORE_FACTORIES
+
+    if kind in ("sqlite", "sqlalchemy-sqlite"):
+        _v1_sqlite_file(tmp_path / "store.db")
+        return STORE_FACTORIES[kind](request, tmp_path)
+    url = request.getfixturevalue("postgres_url")
+    sa = pytest.importorskip("sqlalchemy", reason="the sqlalchemy extra is not installed")
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+        for statement in _v1_statements():
+            conn.exec_driver_sql(statement)
+    store = SQLAlchemyStore(url, schema=schema)
+
+    def drop() -> None:
+        store.close()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+    request.addfinalizer(drop)
+    return store
+
+
+class TestMigrationFromVersionOne:
+    """A database written by the first schema opens at the current version with every row intact."""
+
+    @pytest.mark.parametrize("kind", ["sqlite", "sqlalchemy-sqlite", "sqlalchemy-postgresql"])
+    def test_a_version_one_database_opens_at_the_current_version_with_its_rows(
+        self, kind: str, request: pytest.FixtureRequest, tmp_path: Any
+    ) -> None:
+        store = _v1_store(kind, request, tmp_path)
+        store.open()
+        try:
+            got = store.get_schedule("etl")
+            assert got is not None
+            assert (got.next_fire, got.last_fire, got.options, got.enabled) == (
+                at(2),
+                at(1),
+                {"catchup": "all"},
+                True,
+            )
+            assert (got.declared_by, got.declared_at) == (None, None)
+            rows = store.history("etl")
+            assert [
+                (r.run_key, r.status, r.attempt, r.traceback, r.output, r.next_attempt_at) for r in rows
+            ] == [
+                ("busy", RUNNING, 1, None, None, None),
+                ("done", FAILED, 1, None, None, None),
+            ]
+            assert (rows[1].error, rows[1].run_id, rows[1].duration_seconds) == ("E: boom", "r-1", 30.0)
+            assert rows[0].reason == "manual"
+            assert [n.node_id for n in store.list_nodes()] == ["node-a"]
+            # The migrated database takes the new fields.
+            assert store.finish_runs([Outcome("busy", QUEUED, None, attempt=2, next_attempt_at=at(3))]) == [
+                True
+            ]
+            store.mark_declared("node-b", ["etl"])
+            assert store.get_schedule("etl").declared_by == "node-b"  # type: ignore[union-attr]
+            assert store.claim_many([claim_of("etl", 2, max_instances=2)])[0] is not None
+            assert [(r.status, r.attempt) for r in store.active_runs("etl")] == [(QUEUED, 2), (RUNNING, 1)]
+        finally:
+            store.close()
+        store.open()  # a second opening finds nothing to migrate
+        assert len(store.history("etl")) == 3
+        store.close()
+        if kind == "sqlite":
+            import sqlite3
+
+            from flowyml_lite.stores.schema import SCHEMA_VERSION
+
+            conn = sqlite3.connect(str(tmp_path / "store.db"))
+            try:
+                assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+                assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            finally:
+                conn.close()
