@@ -25,7 +25,6 @@ import contextlib
 import importlib
 import inspect
 import logging
-import multiprocessing
 import os
 import pickle
 import selectors
@@ -34,8 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from multiprocessing.connection import Connection
-from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Set, Tuple
 
 from ..errors import ScheduleError
 from ..runtime.context import CURRENT_RUN, RunContext
@@ -43,6 +41,9 @@ from ..stores.base import MAX_RUN_TEXT
 from ..stores.schema import clip_text
 from .base import Done, Executor, Handle, Job, JobResult, describe, from_exception, interpret, reference
 from .thread import deliver, deliver_later
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 logger = logging.getLogger("flowyml_lite.executors.process")
 
@@ -55,6 +56,8 @@ _TICK = 0.25
 
 def default_start_method() -> str:
     """``forkserver`` where the platform has it (Linux, macOS), else ``spawn`` (Windows)."""
+    import multiprocessing  # imported where used: importing it aliases __main__ as __mp_main__
+
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -137,6 +140,8 @@ class ProcessExecutor(Executor):
         self.max_workers = max_workers
         self.start_method = method
         self.grace_seconds = grace_seconds
+        import multiprocessing
+
         self._context: Any = multiprocessing.get_context(method)
         self._lock = threading.Lock()
         self._queue: Deque[_ProcessHandle] = deque()
@@ -248,6 +253,8 @@ class ProcessExecutor(Executor):
             return JobResult(
                 success=False, error=f"the run's function cannot be sent to a child process: {describe(exc)}"
             )
+        from multiprocessing.connection import Connection
+
         out_r, out_w = os.pipe()
         res_r, res_w = self._context.Pipe(duplex=False)
         out_conn = Connection(out_w, readable=False)
@@ -415,10 +422,12 @@ class _Tail:
     def text(self) -> Optional[str]:
         if not self.data and not self.cut:
             return None
-        text = self.data.decode("utf-8", errors="replace")
-        if self.cut:
-            text = f"[... {self.cut} bytes cut ...]\n" + text
-        return clip_text(text)
+        data, cut = bytes(self.data), self.cut
+        if not cut and len(data) <= self.limit:
+            return data.decode("utf-8", errors="replace")
+        keep = self.limit - 48  # room for the marker; decoding never yields more characters than bytes
+        cut += max(0, len(data) - keep)
+        return clip_text(f"[... {cut} bytes cut ...]\n" + data[-keep:].decode("utf-8", errors="replace"))
 
 
 # -- in the child ------------------------------------------------------------------------------
@@ -456,6 +465,8 @@ def _child_main(
         root.addHandler(handler)
         if root.level > logging.INFO:
             root.setLevel(logging.INFO)
+    import multiprocessing
+
     with contextlib.suppress(Exception):
         multiprocessing.current_process().daemon = False  # the job may start processes of its own
     CURRENT_RUN.set(context)

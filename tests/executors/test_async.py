@@ -1,0 +1,162 @@
+"""The async executor: async def jobs as tasks on one owned loop, concurrent, cancellable."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import warnings
+from typing import Iterator, List
+
+import pytest
+from conftest import SAFETY, eventually, run, submit
+
+from flowyml_lite.executors.asyncio_loop import AsyncExecutor, is_async
+from flowyml_lite.runtime.context import current_run
+
+
+@pytest.fixture
+def executor() -> Iterator[AsyncExecutor]:
+    ex = AsyncExecutor(max_workers=4)
+    yield ex
+    ex.shutdown(wait=False)
+
+
+class TestRuns:
+    def test_an_async_job_is_awaited_with_its_context(self, executor: AsyncExecutor) -> None:
+        async def job() -> str:
+            await asyncio.sleep(0)
+            run_ = current_run()
+            return f"{run_.schedule if run_ else None} on {threading.current_thread().name}"
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... was never awaited"
+            result = run(executor, job, schedule="etl")
+        assert result.success and result.value == "etl on flowyml-async-loop"
+
+    def test_an_exception_fails_the_run(self, executor: AsyncExecutor) -> None:
+        async def job() -> None:
+            await asyncio.sleep(0)
+            raise ConnectionError("upstream down")
+
+        result = run(executor, job)
+        assert not result.success and result.error == "ConnectionError: upstream down"
+        assert result.traceback is not None and "in job" in result.traceback
+
+    def test_a_sync_function_runs_on_a_thread(self, executor: AsyncExecutor) -> None:
+        result = run(executor, lambda: threading.current_thread().name)
+        assert result.success and result.value.startswith("flowyml-async-sync")
+
+    def test_the_loop_outlives_a_job_raising_system_exit(self, executor: AsyncExecutor) -> None:
+        async def leave() -> None:
+            raise SystemExit(1)
+
+        async def fine() -> int:
+            return 1
+
+        assert run(executor, leave).error == "SystemExit: 1"
+        assert run(executor, fine).value == 1
+
+    def test_is_async_sees_partials_and_async_callables(self) -> None:
+        async def job(x: int) -> int:
+            return x
+
+        class Callable_:
+            async def __call__(self) -> None:
+                pass
+
+        assert is_async(job) and is_async(functools.partial(job, 1)) and is_async(Callable_())
+        assert not is_async(lambda: None)
+
+
+class TestConcurrency:
+    def test_jobs_run_concurrently_on_the_one_loop(self, executor: AsyncExecutor) -> None:
+        inside = [0]
+        threads: List[str] = []
+
+        async def job() -> None:
+            threads.append(threading.current_thread().name)
+            inside[0] += 1
+            while inside[0] < 3:  # passes only if all three are inside at once
+                await asyncio.sleep(0.01)
+
+        outcomes = [submit(executor, job)[1] for _ in range(3)]
+        assert all(o.wait().success for o in outcomes)
+        assert set(threads) == {"flowyml-async-loop"}
+
+    def test_no_more_than_max_workers_are_awaited_at_once(self) -> None:
+        executor = AsyncExecutor(max_workers=2)
+        running = [0]
+        peak = [0]
+        gate = threading.Event()
+
+        async def job() -> None:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            while not gate.is_set():
+                await asyncio.sleep(0.01)
+            running[0] -= 1
+
+        outcomes = [submit(executor, job)[1] for _ in range(5)]
+        assert eventually(lambda: running[0] == 2)
+        gate.set()
+        assert all(o.wait().success for o in outcomes)
+        assert peak[0] == 2
+        executor.shutdown()
+
+
+class TestCancel:
+    def test_cancel_cancels_the_task(self, executor: AsyncExecutor) -> None:
+        entered = threading.Event()
+        saw: List[str] = []
+
+        async def job() -> None:
+            entered.set()
+            try:
+                await asyncio.sleep(SAFETY * 10)
+            except asyncio.CancelledError:
+                saw.append("cancelled")
+                raise
+
+        handle, outcome = submit(executor, job)
+        assert entered.wait(SAFETY)
+        assert handle.cancel() is True
+        result = outcome.wait()
+        assert result.cancelled and not result.success and saw == ["cancelled"]
+        assert handle.cancel() is False
+        assert len(outcome.results) == 1
+
+    def test_a_waiting_task_cancelled_never_runs(self) -> None:
+        executor = AsyncExecutor(max_workers=1)
+        gate = threading.Event()
+        ran: List[str] = []
+
+        async def blocker() -> None:
+            while not gate.is_set():
+                await asyncio.sleep(0.01)
+
+        async def waiting() -> None:
+            ran.append("ran")
+
+        _, first = submit(executor, blocker)
+        handle, second = submit(executor, waiting)
+        assert handle.cancel() is True
+        assert second.wait().cancelled
+        gate.set()
+        assert first.wait().success and ran == []
+        executor.shutdown()
+
+    def test_shutdown_reports_running_tasks(self) -> None:
+        executor = AsyncExecutor(max_workers=2)
+        entered = threading.Event()
+
+        async def forever() -> None:
+            entered.set()
+            await asyncio.sleep(SAFETY * 10)
+
+        _, outcome = submit(executor, forever)
+        assert entered.wait(SAFETY)
+        executor.shutdown(wait=False)
+        assert outcome.wait().cancelled
+        with pytest.raises(RuntimeError, match="shut down"):
+            submit(executor, forever)

@@ -1,0 +1,205 @@
+"""The thread executor: its own bounded pool, abandonment that keeps capacity, done exactly once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any, Iterator, List
+
+import pytest
+from conftest import SAFETY, eventually, run, submit
+
+from flowyml_lite.executors.thread import ThreadExecutor
+from flowyml_lite.runtime.context import RunContext, current_run
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadExecutor]:
+    ex = ThreadExecutor(max_workers=2)
+    yield ex
+    ex.shutdown(wait=False)
+
+
+class TestRuns:
+    def test_the_value_and_outcome_are_reported(self, executor: ThreadExecutor) -> None:
+        result = run(executor, lambda: 41 + 1)
+        assert result.success and result.value == 42 and result.error is None
+
+    def test_current_run_is_the_jobs_context_inside_and_none_after(self, executor: ThreadExecutor) -> None:
+        seen: List[Any] = []
+        result = run(executor, lambda: seen.append(current_run()), schedule="nightly")
+        assert result.success
+        assert isinstance(seen[0], RunContext) and seen[0].schedule == "nightly"
+
+    def test_an_exception_fails_the_run_with_its_traceback(self, executor: ThreadExecutor) -> None:
+        def boom() -> None:
+            raise ValueError("bad row 7")
+
+        result = run(executor, boom)
+        assert not result.success and result.error == "ValueError: bad row 7"
+        assert result.traceback is not None and "in boom" in result.traceback
+        assert "builtins.ValueError" in result.exception_types
+
+    def test_system_exit_in_a_job_is_a_failed_run_not_a_dead_worker(self, executor: ThreadExecutor) -> None:
+        def leave() -> None:
+            raise SystemExit(2)
+
+        assert run(executor, leave).error == "SystemExit: 2"
+        assert run(executor, lambda: "still serving").value == "still serving"
+
+    def test_an_async_function_is_awaited_not_dropped(self, executor: ThreadExecutor) -> None:
+        ran: List[str] = []
+
+        async def job() -> str:
+            ran.append("yes")
+            return "awaited"
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... was never awaited"
+            result = run(executor, job)
+        assert ran == ["yes"] and result.value == "awaited"
+
+    def test_done_is_called_once_on_another_thread(self, executor: ThreadExecutor) -> None:
+        _, outcome = submit(executor, lambda: None)
+        outcome.wait()
+        assert len(outcome.results) == 1
+        assert outcome.threads[0] != threading.current_thread().name
+
+    def test_a_failing_done_is_logged_and_the_pool_goes_on(
+        self, executor: ThreadExecutor, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from conftest import context
+
+        from flowyml_lite.executors.base import Job
+
+        called = threading.Event()
+
+        def bad_done(result: Any) -> None:
+            called.set()
+            raise RuntimeError("callback broke")
+
+        with caplog.at_level(logging.ERROR, logger="flowyml_lite.executors.thread"):
+            executor.submit(Job(lambda: None, None, context()), bad_done)
+            assert called.wait(SAFETY)
+            assert eventually(lambda: any("done callback" in r.message for r in caplog.records))
+        assert run(executor, lambda: 1).value == 1
+
+
+class TestCapacity:
+    def test_no_more_than_max_workers_run_at_once(self) -> None:
+        executor = ThreadExecutor(max_workers=2)
+        lock = threading.Lock()
+        running = [0]
+        peak = [0]
+        release = threading.Event()
+
+        def job() -> None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            release.wait(SAFETY)
+            with lock:
+                running[0] -= 1
+
+        outcomes = [submit(executor, job)[1] for _ in range(6)]
+        assert eventually(lambda: running[0] == 2)
+        release.set()
+        for o in outcomes:
+            assert o.wait().success
+        assert peak[0] == 2 and executor.live_threads <= 2
+        executor.shutdown()
+
+    def test_an_abandoned_thread_is_replaced_and_its_late_result_discarded(self) -> None:
+        executor = ThreadExecutor(max_workers=1)
+        entered, release = threading.Event(), threading.Event()
+
+        def hung() -> str:
+            entered.set()
+            release.wait(SAFETY)
+            return "late"
+
+        handle, hung_outcome = submit(executor, hung, schedule="hung")
+        assert entered.wait(SAFETY)
+        assert handle.cancel() is False  # a thread cannot be stopped
+        result = hung_outcome.wait()
+        assert result.cancelled and not result.success
+        assert "cannot be stopped" in (result.error or "")
+        assert result.traceback is not None and "in hung" in result.traceback  # where it hangs
+        assert executor.abandoned_threads == 1
+
+        # The pool's only slot was taken by the hung job, yet new work runs.
+        assert run(executor, lambda: "fresh").value == "fresh"
+
+        release.set()
+        assert eventually(lambda: executor.abandoned_threads == 0)
+        assert len(hung_outcome.results) == 1  # the late "late" result was discarded
+        assert handle.cancel() is False  # already reported
+        executor.shutdown()
+
+    def test_many_hung_jobs_never_take_the_capacity(self) -> None:
+        executor = ThreadExecutor(max_workers=2)
+        release = threading.Event()
+        for _ in range(5):
+            started = threading.Event()
+
+            def hung(started: threading.Event = started) -> None:
+                started.set()
+                release.wait(SAFETY)
+
+            handle, outcome = submit(executor, hung)
+            assert started.wait(SAFETY)
+            handle.cancel()
+            outcome.wait()
+        assert executor.abandoned_threads == 5 and executor.live_threads <= 2
+        assert [run(executor, lambda i=i: i).value for i in range(4)] == [0, 1, 2, 3]
+        release.set()
+        executor.shutdown()
+
+    def test_a_queued_job_cancelled_never_runs(self) -> None:
+        executor = ThreadExecutor(max_workers=1)
+        release = threading.Event()
+        ran: List[str] = []
+        _, first = submit(executor, lambda: release.wait(SAFETY))
+        handle, queued = submit(executor, lambda: ran.append("ran"))
+        assert handle.cancel() is True
+        result = queued.wait()
+        assert result.cancelled and "before it started" in (result.error or "")
+        release.set()
+        first.wait()
+        executor.shutdown()
+        assert ran == [] and len(queued.results) == 1
+
+
+class TestShutdown:
+    def test_shutdown_without_wait_reports_every_job(self) -> None:
+        executor = ThreadExecutor(max_workers=1)
+        release = threading.Event()
+        entered = threading.Event()
+
+        def hung() -> None:
+            entered.set()
+            release.wait(SAFETY)
+
+        _, running = submit(executor, hung)
+        assert entered.wait(SAFETY)
+        _, queued = submit(executor, lambda: None)
+        executor.shutdown(wait=False)
+        assert running.wait().cancelled and queued.wait().cancelled
+        release.set()
+
+    def test_shutdown_with_wait_lets_queued_jobs_finish(self) -> None:
+        executor = ThreadExecutor(max_workers=1)
+        outcomes = [submit(executor, lambda i=i: i)[1] for i in range(5)]
+        executor.shutdown(wait=True, timeout=SAFETY)
+        assert [o.wait().value for o in outcomes] == [0, 1, 2, 3, 4]
+
+    def test_submit_after_shutdown_is_refused(self) -> None:
+        executor = ThreadExecutor(max_workers=1)
+        executor.shutdown()
+        with pytest.raises(RuntimeError, match="shut down"):
+            submit(executor, lambda: None)
+
+    def test_max_workers_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="max_workers"):
+            ThreadExecutor(max_workers=0)
