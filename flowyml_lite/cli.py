@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run example pipelines on the embedded SQLite store and show each run")
     demo.add_argument(
-        "--seconds", type=float, default=65.0, help="how long to run (default 65, Ctrl-C stops)"
+        "--seconds", type=_positive_seconds, default=65.0, help="how long to run (default 65, Ctrl-C stops)"
     )
     demo.add_argument("--db", help="SQLite file (default: a new file in a temporary directory)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the scheduler's own log lines")
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     nxt = sub.add_parser("next", help="print the next fire instants of a cron expression")
     nxt.add_argument("expression", help='a cron expression, quoted: "0 9 * * 1-5"')
     nxt.add_argument("--tz", default="UTC", help="IANA time zone (default UTC)")
-    nxt.add_argument("-n", type=int, default=10, help="how many instants (default 10)")
+    nxt.add_argument("-n", type=_count, default=10, help="how many instants (default 10)")
     nxt.add_argument("--after", help="start after this ISO 8601 instant (default now; no offset = in --tz)")
     nxt.add_argument("--engine", default="native", help="cron engine: native (default) or croniter")
     nxt.add_argument("--hash-key", help="key for H fields (the scheduler uses the schedule name)")
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     history = store_command("history", "show a schedule's runs, newest first")
     history.add_argument("name")
-    history.add_argument("-n", "--limit", type=int, default=20)
+    history.add_argument("-n", "--limit", type=_count, default=20, help="how many runs (default 20)")
     history.add_argument("--json", action="store_true", help="print JSON")
     for name, help_text in (
         ("enable", "resume a schedule"),
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         ("remove", "delete a schedule and its history"),
     ):
         store_command(name, help_text).add_argument("name")
+    for name in ("show", "history", "enable", "disable", "remove"):
+        remote = sub.choices[name]
+        remote.add_argument(
+            "--url", help="a running 'serve' to ask instead of the store, e.g. http://127.0.0.1:8080"
+        )
+        remote.add_argument("--token", help="the server's API token (default: FLOWYML_SCHEDULER_API_TOKEN)")
 
     serve = sub.add_parser(
         "serve",
@@ -94,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--db", help="SQLite file when there is no APP (default: FLOWYML_SCHEDULER_DB_PATH)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument(
         "--token",
         help="API token required for changes (default: FLOWYML_SCHEDULER_API_TOKEN); needed off loopback",
@@ -134,8 +140,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     handler: Callable[[argparse.Namespace], int] = _HANDLERS[args.command]
     try:
-        return handler(args)
-    except ScheduleNotFoundError as exc:
+        code = handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python's exit flush from failing too.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except (ScheduleNotFoundError, NoDatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except (FlowymlLiteError, ValueError) as exc:
@@ -171,8 +186,6 @@ def _parse_after(text: Optional[str], zone_name: str) -> datetime:
 def _cmd_next(args: argparse.Namespace) -> int:
     from .cron.expression import CronExpression, utc_offset_text
 
-    if args.n < 1:
-        raise ValueError(f"-n must be at least 1, got {args.n}")
     expr = CronExpression(args.expression, timezone=args.tz, hash_key=args.hash_key, engine=args.engine)
     after = _parse_after(args.after, args.tz)
     rows: List[Dict[str, Any]] = []
@@ -210,12 +223,40 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class NoDatabaseError(FlowymlLiteError):
+    """A command that reads or changes schedules found no database file (it never creates one)."""
+
+
 def _open_store(args: argparse.Namespace) -> Any:
+    """The configured store, opened; a SQLite file that does not exist is an error, never created."""
+    import os
+
     from .core.scheduler import open_store
     from .core.scheduler_config import SchedulerConfig
 
     overrides = {"db_path": args.db} if args.db else {}
-    return open_store(SchedulerConfig.from_env(**overrides))
+    config = SchedulerConfig.from_env(**overrides)
+    if config.resolved_store() == "sqlite" and not os.path.exists(config.db_path):
+        raise NoDatabaseError(
+            f"no database at {config.db_path}; give the file with --db PATH (or FLOWYML_SCHEDULER_DB_PATH)"
+        )
+    return open_store(config)
+
+
+def _timetable(kind: str, value: str) -> str:
+    """``interval 6`` -> ``every 6 s``; other kinds as written."""
+    if kind == "interval":
+        from .api.overview import seconds_text
+
+        try:
+            return "every " + seconds_text(float(value))
+        except ValueError:
+            return value
+    return value
+
+
+def _options_text(options: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "-"
 
 
 def _schedule_row(record: Any) -> Dict[str, Any]:
@@ -243,45 +284,105 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for row in rows:
         state = "enabled " if row["enabled"] else "disabled"
         print(
-            f"{state}  {row['name']:<24} {row['type']:<8} {row['value']:<16} {row['timezone']:<20} "
-            f"next {row['next_fire'] or '-'}"
+            f"{state}  {row['name']:<24} {row['type']:<8} {_timetable(row['type'], row['value']):<16} "
+            f"{row['timezone']:<20} next {row['next_fire'] or '-'}"
         )
     return EXIT_OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    record = _open_store(args).get_schedule(args.name)
-    if record is None:
-        raise ScheduleNotFoundError(args.name)
-    row = _schedule_row(record)
+    if args.url:
+        row = _row_from_api(_api("GET", args, f"/api/schedules/{_quote(args.name)}"))
+    else:
+        record = _open_store(args).get_schedule(args.name)
+        if record is None:
+            raise ScheduleNotFoundError(args.name)
+        row = _schedule_row(record)
     if args.json:
         print(json.dumps(row, indent=2))
-    else:
-        for key, value in row.items():
-            print(f"{key:>10}: {value}")
+        return EXIT_OK
+    from .api.overview import describe
+
+    text = dict(row)
+    words = describe(row["type"], row["value"], row["name"])
+    text["value"] = f"{_timetable(row['type'], row['value'])}  ({words})"
+    text["enabled"] = "yes" if row["enabled"] else "no (paused)"
+    text["next_fire"] = row["next_fire"] or "-"
+    text["last_fire"] = row["last_fire"] or "-"
+    text["options"] = _options_text(row["options"])
+    text["context"] = json.dumps(row["context"], sort_keys=True) if row["context"] else "-"
+    for key, value in text.items():
+        print(f"{key:>10}: {value}")
     return EXIT_OK
+
+
+def _row_from_api(item: Dict[str, Any]) -> Dict[str, Any]:
+    """A schedule from the HTTP API in the shape of ``_schedule_row``."""
+    option_keys = ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances")
+    return {
+        "name": item.get("name"),
+        "type": item.get("schedule_type"),
+        "value": item.get("schedule_value"),
+        "timezone": item.get("timezone"),
+        "enabled": item.get("enabled"),
+        "next_fire": item.get("next_run"),
+        "last_fire": item.get("last_run"),
+        "options": {k: item[k] for k in option_keys if k in item},
+        "context": item.get("context") or {},
+    }
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from .core.scheduler import history_entry
+    if args.url:
+        entries = _api("GET", args, f"/api/schedules/{_quote(args.name)}/history?limit={args.limit}")
+    else:
+        from .api.overview import run_json
 
-    store = _open_store(args)
-    if store.get_schedule(args.name) is None:
-        raise ScheduleNotFoundError(args.name)
-    entries = [history_entry(r) for r in store.history(args.name, max(1, args.limit))]
+        store = _open_store(args)
+        if store.get_schedule(args.name) is None:
+            raise ScheduleNotFoundError(args.name)
+        entries = [run_json(r) for r in store.history(args.name, args.limit)]
     if args.json:
         print(json.dumps(entries, indent=2))
         return EXIT_OK
+    if not entries:
+        print(f"no runs of {args.name!r} yet")
     for e in entries:
-        lag = f"{e['start_lag_seconds'] * 1000:.1f} ms" if e["start_lag_seconds"] is not None else "-"
-        print(
-            f"{e['fire_time']}  {e['status']:<9} lag {lag:>9}  {e['duration_seconds']:.3f}s  "
-            f"run_id={e['run_id'] or '-'}  {e['error'] or e['reason'] or ''}"
-        )
+        print(_history_line(e))
     return EXIT_OK
 
 
+def _history_line(e: Dict[str, Any]) -> str:
+    """One run: fire time, status, attempt, start lag, duration (elapsed while running), run id, error."""
+    status = e.get("status") or "-"
+    lag = e.get("start_lag_seconds")
+    lag_text = f"{lag * 1000:.1f} ms" if lag is not None and status not in ("skipped", "missed") else "-"
+    if status == "running":
+        elapsed = e.get("elapsed_seconds")
+        took = f"running {elapsed:.1f}s" if elapsed is not None else "running"
+    elif e.get("started_at") and e.get("duration_seconds") is not None and lag_text != "-":
+        took = f"{e['duration_seconds']:.3f}s"
+    else:
+        took = "-"
+    attempt = e.get("attempt") or 1
+    detail = e.get("error") or e.get("reason") or ""
+    first = detail.splitlines()[0] if detail else ""
+    tries = f"attempt {attempt}" if attempt > 1 else ""
+    return (
+        f"{e.get('fire_time')}  {status:<9} {tries:<10}"
+        f"lag {lag_text:>9}  {took:>12}  run_id={e.get('run_id') or '-'}  {first}"
+    ).rstrip()
+
+
 def _cmd_state(args: argparse.Namespace) -> int:
+    if args.url:
+        path = f"/api/schedules/{_quote(args.name)}"
+        if args.command == "remove":
+            _api("DELETE", args, path)
+        else:
+            _api("POST", args, f"{path}/{args.command}")
+        print(f"{args.command}d {args.name!r}" if args.command != "remove" else f"removed {args.name!r}")
+        return EXIT_OK
     store = _open_store(args)
     record = store.get_schedule(args.name)
     if record is None:
@@ -358,6 +459,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 f"--pipeline {item!r}: write NAME=module:attribute, e.g. etl=myjobs:run_etl"
             )
         pipelines[name] = load_attribute(spec, "--pipeline")
+    _check_listen(args.host, args.port)  # before the app is imported or the store opened
     scheduler = _scheduler_for(args.app, args.db)
     server = ApiServer(
         scheduler,
@@ -381,8 +483,53 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             pass
     finally:
         server.stop()
-        scheduler.stop()
+        _stop_gently(scheduler)
     return EXIT_OK
+
+
+def _check_listen(host: str, port: int) -> None:
+    """ConfigurationError when nothing could listen on ``host:port`` (in use, or not an address here)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "the port is in use" if exc.errno in (98, 48, 10048) else exc.strerror or str(exc)
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port}: {reason}; pick another with --port (0 picks a free one)"
+            ) from None
+
+
+def _stop_gently(scheduler: Any) -> None:
+    """Stop the scheduler, waiting for runs in flight; a second Ctrl-C (or SIGTERM) stops at once."""
+    import os
+    import signal
+
+    try:
+        mine = [r for r in scheduler.store.active_runs() if r.node_id == scheduler.node_id]
+    except Exception:  # the store is down: stop without counting
+        mine = []
+    if mine:
+        count = len(mine)
+
+        def now(*_: Any) -> None:
+            message = f"\nstopping now: {count} unfinished run(s) will be recorded as lost"
+            print(message, file=sys.stderr, flush=True)
+            os._exit(130)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, now)
+        print(f"waiting for {count} run(s) (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+    scheduler.stop()
 
 
 def _cmd_run_now(args: argparse.Namespace) -> int:
@@ -395,6 +542,8 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
         entry = _post_run(args.url, args.name, args.token or os.environ.get("FLOWYML_SCHEDULER_API_TOKEN"))
     if args.json:
         print(json.dumps(entry, indent=2))
+    elif entry["status"] == "skipped":
+        print(f"{args.name}: skipped: {entry.get('reason') or 'an earlier run is still in progress'}")
     else:
         print(f"{args.name}: {entry['status']} (fire {entry['fire_time']}, run_id {entry['run_id'] or '-'})")
         if entry.get("error"):
@@ -407,6 +556,7 @@ def _post_run(url: str, name: str, token: Optional[str], timeout: int = 3600) ->
     import urllib.parse
     import urllib.request
 
+    url = _base_url(url)
     target = (
         f"{url.rstrip('/')}/api/schedules/{urllib.parse.quote(name, safe='')}/run?wait=true&timeout={timeout}"
     )
@@ -427,6 +577,77 @@ def _post_run(url: str, name: str, token: Optional[str], timeout: int = 3600) ->
         raise FlowymlLiteError(
             f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is 'serve' running?"
         ) from None
+
+
+def _base_url(url: str) -> str:
+    """``127.0.0.1:8080`` -> ``http://127.0.0.1:8080``."""
+    return url if "://" in url else "http://" + url
+
+
+def _quote(name: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(name, safe="")
+
+
+def _api(method: str, args: argparse.Namespace, path: str) -> Any:
+    """One request to a running 'serve' (``args.url``, ``args.token``); its JSON answer."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    base = _base_url(args.url).rstrip("/")
+    token = args.token or os.environ.get("FLOWYML_SCHEDULER_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(base + path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = str(exc)
+        if exc.code == 404 and "no schedule" in message:
+            raise ScheduleNotFoundError(args.name) from None
+        raise FlowymlLiteError(f"{base}{path}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise FlowymlLiteError(
+            f"cannot reach {base}: {getattr(exc, 'reason', exc)}; is 'serve' running?"
+        ) from None
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
 
 
 def load_attribute(spec: str, what: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -68,8 +69,20 @@ def run_demo(seconds: float = 65.0, db_path: Optional[str] = None, verbose: bool
     )
     if not verbose:
         logging.getLogger("flowyml_lite.scheduler").setLevel(logging.CRITICAL)  # the demo prints runs itself
-    if db_path is None:
-        db_path = os.path.join(tempfile.mkdtemp(prefix="flowyml_lite_demo_"), "demo.db")
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, got {seconds:g}")
+    temporary = None
+    if db_path is None:  # removed at the end: pass db_path to keep the history
+        temporary = tempfile.mkdtemp(prefix="flowyml_lite_demo_")
+        db_path = os.path.join(temporary, "demo.db")
+    try:
+        return _run(seconds, db_path, temporary is not None)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _run(seconds: float, db_path: str, temporary: bool) -> int:
     config = SchedulerConfig(persist_schedules=True, db_path=db_path)
     scheduler = PipelineScheduler(config)
     scheduler.on_success(_print_run)
@@ -106,12 +119,19 @@ def run_demo(seconds: float = 65.0, db_path: Optional[str] = None, verbose: bool
         runs = scheduler.get_history(s.pipeline_name, limit=1000)
         ok = sum(1 for r in runs if r["success"])
         print(f"  {s.pipeline_name:<16} runs {len(runs):>3}  succeeded {ok:>3}  failed {len(runs) - ok:>3}")
-    print(
-        f"  total {metrics['total_runs']} runs, success rate {metrics['success_rate']:.1%}, "
-        f"start lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])} max {_ms(lag['max'])}"
-    )
-    print(f"  scheduler status after stop: {health['status']}; history kept in {db_path}")
-    print(f"  inspect it: python -m flowyml_lite history etl_every_2s --db {db_path}")
+    if metrics["total_runs"]:
+        print(
+            f"  total {metrics['total_runs']} runs, success rate {metrics['success_rate']:.1%}, "
+            f"start lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])} max {_ms(lag['max'])}"
+        )
+    else:
+        print("  no runs finished yet (run the demo for longer, e.g. --seconds 20)")
+    if temporary:
+        print(f"  scheduler status after stop: {health['status']}; the temporary store is removed")
+        print("  to keep the history: python -m flowyml_lite demo --db demo.db")
+    else:
+        print(f"  scheduler status after stop: {health['status']}; history kept in {db_path}")
+        print(f"  inspect it: python -m flowyml_lite history etl_every_2s --db {db_path}")
     scheduler.close()
     return 0 if metrics["total_runs"] > 0 or seconds < 2 else 1
 

@@ -141,3 +141,112 @@ class TestHelpAndDemo:
         assert any("etl_every_2s" in line and "ok" in line and "run_id=" in line for line in lines)
         assert any(line.strip().startswith("summary") for line in lines)
         assert "Traceback" not in result.stdout + result.stderr
+
+
+class TestNoSurprises:
+    @pytest.fixture
+    def db(self, tmp_path: Path) -> str:
+        path = str(tmp_path / "s.db")
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+        scheduler.schedule_interval("often", lambda: None, seconds=6)
+        scheduler.schedule_hourly("quiet", lambda: None)
+        scheduler.run_now("often", wait=True)
+        scheduler.close()
+        return path
+
+    @pytest.mark.parametrize(
+        "command", [["list"], ["health"], ["show", "x"], ["history", "x"], ["disable", "x"]]
+    )
+    def test_a_missing_database_exits_3_and_creates_nothing(
+        self, command: List[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        typo = tmp_path / "typo.db"
+        code, _, err = run(capsys, *command, "--db", str(typo))
+        assert code == 3
+        assert f"no database at {typo}" in err
+        assert list(tmp_path.iterdir()) == []
+
+    def test_history_of_a_schedule_without_runs_says_so(
+        self, db: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(capsys, "history", "quiet", "--db", db)
+        assert (code, out) == (0, "no runs of 'quiet' yet\n")
+
+    @pytest.mark.parametrize("count", ["0", "-1", "x"])
+    def test_a_count_below_1_is_refused_alike_everywhere(
+        self, count: str, db: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        for argv in (["next", "* * * * *", "-n", count], ["history", "often", "--db", db, "-n", count]):
+            with pytest.raises(SystemExit) as exit_info:
+                main(argv)
+            assert exit_info.value.code == 2
+            assert "-n" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("seconds", ["-1", "0", "nan"])
+    def test_the_demo_refuses_a_duration_that_is_not_positive(
+        self, seconds: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--seconds", seconds])
+        assert exit_info.value.code == 2
+        assert "--seconds" in capsys.readouterr().err
+
+    def test_intervals_are_shown_with_a_unit(self, db: str, capsys: pytest.CaptureFixture[str]) -> None:
+        _, out, _ = run(capsys, "list", "--db", db)
+        assert "every 6 s" in out
+
+    def test_show_prints_options_as_text(self, db: str, capsys: pytest.CaptureFixture[str]) -> None:
+        _, out, _ = run(capsys, "show", "often", "--db", db)
+        assert "max_instances=1" in out and "{" not in out
+        assert "every 6 s  (Every 6 s)" in out
+
+    def test_a_skipped_run_has_no_lag_and_no_duration(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import threading
+
+        path = str(tmp_path / "s.db")
+        gate = threading.Event()
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+        try:
+            scheduler.schedule_hourly("slow", lambda: gate.wait(10) and None)
+            scheduler.run_now("slow")
+            scheduler.run_now("slow")  # overlaps the first: skipped
+            _, out, _ = run(capsys, "history", "slow", "--db", path)
+        finally:
+            gate.set()
+            scheduler.close()
+        skipped, running = out.splitlines()  # newest first
+        assert "running" in running and "running " in running.split("lag")[1]  # elapsed, not 0.000s
+        assert "skipped" in skipped and "lag         -" in skipped and "0.000s" not in skipped
+
+    def test_a_closed_pipe_ends_the_output_quietly(self) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowyml_lite", "next", "* * * * * *", "-n", "100000"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()  # as `| head -1` does
+        err = process.stderr.read()
+        process.wait(60)
+        process.stderr.close()
+        assert "BrokenPipeError" not in err and "Traceback" not in err
+
+    def test_the_demo_removes_its_temporary_folder(self, tmp_path: Path) -> None:
+        import os
+
+        result = subprocess.run(
+            [sys.executable, "-m", "flowyml_lite", "demo", "--seconds", "1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )
+        assert result.returncode == 0, result.stderr
+        assert list(tmp_path.iterdir()) == []
+        assert "success rate 0.0%" not in result.stdout

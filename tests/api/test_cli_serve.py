@@ -267,6 +267,79 @@ class TestServeStops:
             server.close()
 
 
+SLOWJOBS = MYJOBS + """
+
+def slow():
+    import time
+
+    time.sleep(60)
+
+
+scheduler.schedule_daily("slow", slow, hour=5)
+"""
+
+
+def wait_for_text(path: Path, text: str, process: subprocess.Popen[str], limit: float = 30) -> str:
+    """The file's content once it holds ``text`` (polled; an AssertionError after ``limit`` seconds)."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while True:
+        content = path.read_text()
+        if text in content:
+            return content
+        assert process.poll() is None, f"exited with {process.returncode}: {content}"
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {content!r}"
+        time.sleep(0.1)
+
+
+class TestServeStopsWithRunsInFlight:
+    def test_ctrl_c_waits_for_runs_and_a_second_ctrl_c_stops_at_once(self, tmp_path: Path) -> None:
+        cwd = tmp_path / "slow"
+        cwd.mkdir()
+        (cwd / "myjobs.py").write_text(SLOWJOBS)
+        server = Served(cwd, "myjobs:scheduler", "--port", "0")
+        try:
+            assert server.request("POST", "/api/schedules/slow/run")[0] == 202
+            server.process.send_signal(signal.SIGINT)
+            waiting = "waiting for 1 run(s) (Ctrl-C again to stop now)"
+            wait_for_text(cwd / "serve.log", waiting, server.process)
+            server.process.send_signal(signal.SIGINT)
+            assert server.process.wait(20) == 130
+            log = (cwd / "serve.log").read_text()
+            assert "stopping now: 1 unfinished run(s) will be recorded as lost" in log
+        finally:
+            server.close()
+
+
+class TestRemoteCommands:
+    """show, history, enable, disable and remove against a running serve (--url, http:// optional)."""
+
+    def test_show_and_history_ask_the_server(self, served: Served) -> None:
+        address = served.url.replace("http://", "")
+        assert served.request("POST", "/api/schedules/nightly/run?wait=true")[0] == 200
+        shown = cli(served.cwd, "show", "nightly", "--url", address, "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["value"] == "03:00"
+        history = cli(served.cwd, "history", "nightly", "--url", served.url, "--json")
+        assert history.returncode == 0, history.stderr
+        assert "succeeded" in [e["status"] for e in json.loads(history.stdout)]
+
+    def test_disable_enable_and_remove_change_the_servers_schedules(self, tmp_path: Path) -> None:
+        server = Served(jobs_dir(tmp_path), "myjobs:scheduler", "--port", "0")
+        try:
+            assert cli(tmp_path, "disable", "nightly", "--url", server.url).returncode == 0
+            assert json.loads(server.get("/api/schedules/nightly")[1])["enabled"] is False
+            assert cli(tmp_path, "enable", "nightly", "--url", server.url).returncode == 0
+            assert json.loads(server.get("/api/schedules/nightly")[1])["enabled"] is True
+            assert cli(tmp_path, "remove", "broken", "--url", server.url).returncode == 0
+            assert server.get("/api/schedules/broken")[0] == 404
+            missing = cli(tmp_path, "show", "nope", "--url", server.url)
+            assert missing.returncode == 3 and "nope" in missing.stderr
+        finally:
+            server.close()
+
+
 class TestServeRefuses:
     def test_a_public_host_without_a_token_exits_2_before_creating_the_database(self, tmp_path: Path) -> None:
         cwd = jobs_dir(tmp_path)
@@ -293,6 +366,15 @@ class TestServeRefuses:
             result = cli(jobs_dir(tmp_path), "serve", "myjobs:scheduler", "--port", str(port))
         assert result.returncode == 2
         assert "cannot listen" in result.stderr
+        assert "port is in use" in result.stderr
+        assert not list(tmp_path.glob("*.db*"))  # checked before the app (and its store) was loaded
+
+    @pytest.mark.parametrize("port", ["-1", "65536", "http"])
+    def test_a_port_out_of_range_exits_2(self, port: str, tmp_path: Path) -> None:
+        result = cli(jobs_dir(tmp_path), "serve", "myjobs:scheduler", "--port", port)
+        assert result.returncode == 2
+        assert "--port" in result.stderr
+        assert not list(tmp_path.glob("*.db*"))
 
 
 class TestServeWithoutApp:
