@@ -21,7 +21,7 @@ from typing import FrozenSet, List, Optional
 import pytest
 
 from flowyml_lite.errors import UnknownTimezoneError
-from flowyml_lite.timezones import get_zone, iter_fires, suggest_zone_names
+from flowyml_lite.timezones import get_zone, iter_fires, iter_fires_utc, suggest_zone_names
 
 
 @dataclass
@@ -54,9 +54,11 @@ def frequent(hours: range, minutes: range) -> DailyWalls:
 
 
 def fires(engine: DailyWalls, zone_name: str, after_utc: datetime, count: int) -> List[str]:
+    """The first ``count`` fires as ISO text in the zone; the UTC path must give the same instants."""
     zone = get_zone(zone_name)
     out = []
-    for instant in iter_fires(engine, zone, after_utc):
+    for instant, in_utc in zip(iter_fires(engine, zone, after_utc), iter_fires_utc(engine, zone, after_utc)):
+        assert in_utc == instant.replace(tzinfo=timezone.utc) and in_utc.tzinfo is timezone.utc
         out.append(zone.localize(instant).isoformat())
         if len(out) == count:
             break
@@ -313,7 +315,8 @@ class TestAgainstTheDefinition:
 
 class TestLocalizedPathInEveryZone:
     """Around every transition of 2020-2027 in every zone of the tz database, the localized fires
-    (zone attached to wall times) are the naive path's instants with the fold zoneinfo gives them.
+    (zone attached to wall times) are the naive path's instants with the fold zoneinfo gives them,
+    and the UTC fires (``iter_fires_utc``, what the scheduler's triggers use) are those instants.
 
     A wider run of the same comparison (599 zones, 8 expressions, 2000-2030: 163 million fires, 0
     mismatches) is recorded in docs/cron.md; this is its fast form, about two days per transition.
@@ -339,15 +342,18 @@ class TestLocalizedPathInEveryZone:
                 start, stop = edge - timedelta(days=1), edge + timedelta(days=1)
                 naive = iter_fires(cron, zone, start)
                 local = iter_fires(cron, zone, start, zone.localize)
-                for instant, fire in zip(naive, local):
+                utc = iter_fires_utc(cron, zone, start)
+                for instant, fire, in_utc in zip(naive, local, utc):
                     if instant > stop:
                         break
                     expected = zone.localize(instant)
                     assert fire.astimezone(timezone.utc).replace(tzinfo=None) == instant, (name, fire)
                     wall, expected_wall = fire.replace(tzinfo=None), expected.replace(tzinfo=None)
                     assert (wall, fire.fold) == (expected_wall, expected.fold), name
+                    assert in_utc.tzinfo is timezone.utc and in_utc.replace(tzinfo=None) == instant, name
                     compared += 1
         assert compared > 1000
+
 
 class TestMachineWithoutATzDatabase:
     def test_naming_a_zone_says_to_install_tzdata_and_utc_still_works(self, tmp_path: Path) -> None:

@@ -7,12 +7,28 @@ America/New_York in 2024 (the DESIGN §3 table):
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import List
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from flowyml_lite.core.triggers import CronTrigger, IntervalTrigger, Trigger, build_trigger, cron_text
+from flowyml_lite.core.schedule import SCHEDULE_TYPES
+from flowyml_lite.core.triggers import (
+    BoundedTrigger,
+    CronTrigger,
+    IntervalTrigger,
+    OnceTrigger,
+    Trigger,
+    bounded,
+    build_trigger,
+    cron_text,
+    jitter_delay,
+    once_value,
+)
 from flowyml_lite.errors import CronError, ScheduleError, UnknownTimezoneError
 
 UTC = timezone.utc
@@ -206,3 +222,152 @@ class TestBadDefinitions:
     def test_a_non_numeric_interval_value_is_rejected(self) -> None:
         with pytest.raises(ScheduleError, match="not a number"):
             build_trigger("interval", "soon", "UTC", "x")
+
+
+class TestOnce:
+    """A one-off (``schedule_once``): fires at its instant, then never again."""
+
+    AT = utc(2025, 1, 1, 9)
+
+    def test_it_fires_at_its_instant_and_then_never(self) -> None:
+        t = OnceTrigger(self.AT)
+        assert t.next_after(utc(2024, 6, 1)) == self.AT
+        assert t.next_after(self.AT - timedelta(microseconds=1)) == self.AT
+        assert t.next_after(self.AT) is None
+        assert t.next_after(utc(2030, 1, 1)) is None
+
+    def test_fires_until_counts_it_once_inside_the_window(self) -> None:
+        t = OnceTrigger(self.AT)
+        assert t.fires_until(utc(2024, 12, 31), utc(2025, 1, 2), 10) == ([self.AT], 1)
+        assert t.fires_until(self.AT, utc(2025, 1, 2), 10) == ([], 0)
+        assert t.fires_until(utc(2024, 12, 31), self.AT - timedelta(seconds=1), 10) == ([], 0)
+
+    def test_its_value_is_the_instant_as_utc_iso_text_whatever_zone_it_was_given_in(self) -> None:
+        given = datetime(2025, 1, 1, 10, tzinfo=ZoneInfo("Europe/Paris"))
+        assert once_value(given) == once_value("2025-01-01T09:00:00Z") == "2025-01-01T09:00:00+00:00"
+        t = build_trigger("once", once_value(given), "Europe/Paris", "new-year")
+        assert isinstance(t, OnceTrigger) and t.next_after(utc(2024, 1, 1)) == self.AT
+
+    def test_once_is_a_schedule_type(self) -> None:
+        assert "once" in SCHEDULE_TYPES
+
+    @pytest.mark.parametrize("at", ["2025-01-01T09:00:00", datetime(2025, 1, 1, 9)])
+    def test_a_one_off_without_a_zone_is_refused(self, at: object) -> None:
+        with pytest.raises(ScheduleError, match="has no time zone"):
+            once_value(at)  # type: ignore[arg-type]
+        with pytest.raises(ScheduleError, match="has no time zone"):
+            build_trigger("once", str(at), "UTC", "x")
+
+    def test_a_one_off_that_is_not_a_date_is_refused_with_an_example(self) -> None:
+        with pytest.raises(ScheduleError, match=r"ISO 8601 date and time with an offset, e\.g\. "):
+            build_trigger("once", "tomorrow", "UTC", "x")
+
+    def test_an_unknown_zone_is_rejected_for_a_one_off_too(self) -> None:
+        with pytest.raises(UnknownTimezoneError):
+            build_trigger("once", "2025-01-01T09:00:00Z", "Mars/Olympus", "x")
+
+
+class TestStartAndEndDates:
+    """``start_date``/``end_date`` bound every schedule type: no fire before the start, none after the end."""
+
+    def test_a_cron_schedule_fires_first_at_or_after_its_start(self) -> None:
+        t = build_trigger("daily", "09:00", "UTC", "d", start_date=utc(2025, 3, 1, 9))
+        assert t.next_after(utc(2024, 1, 1)) == utc(2025, 3, 1, 9)  # a fire exactly at the start counts
+        t = build_trigger("daily", "09:00", "UTC", "d", start_date=utc(2025, 3, 1, 9, 0, 1))
+        assert t.next_after(utc(2024, 1, 1)) == utc(2025, 3, 2, 9)
+
+    def test_no_fire_after_the_end_which_is_inclusive(self) -> None:
+        t = build_trigger("daily", "09:00", "UTC", "d", end_date=utc(2025, 1, 3, 9))
+        assert take(t, utc(2025, 1, 1), 3) == [utc(2025, 1, 1, 9), utc(2025, 1, 2, 9), utc(2025, 1, 3, 9)]
+        assert t.next_after(utc(2025, 1, 3, 9)) is None
+        assert t.next_after(utc(2026, 1, 1)) is None
+
+    def test_bounds_do_not_move_the_fires_in_between(self) -> None:
+        plain = build_trigger("cron", "*/15 * * * *", "America/New_York", "q")
+        bounds = {"start_date": utc(2024, 11, 3), "end_date": utc(2024, 11, 4)}
+        bound = build_trigger("cron", "*/15 * * * *", "America/New_York", "q", **bounds)
+        assert take(bound, utc(2024, 11, 3, 5), 8) == take(plain, utc(2024, 11, 3, 5), 8)
+
+    def test_fires_until_respects_both_bounds(self) -> None:
+        t = build_trigger(
+            "hourly", "0", "UTC", "h", start_date=utc(2025, 1, 1, 5), end_date=utc(2025, 1, 1, 8)
+        )
+        assert t.fires_until(utc(2025, 1, 1), utc(2025, 1, 2), 10) == (
+            [utc(2025, 1, 1, 5), utc(2025, 1, 1, 6), utc(2025, 1, 1, 7), utc(2025, 1, 1, 8)],
+            4,
+        )
+        assert t.fires_until(utc(2025, 1, 1, 8), utc(2025, 1, 2), 10) == ([], 0)
+        assert t.fires_until(utc(2024, 1, 1), utc(2025, 1, 1, 4), 10) == ([], 0)
+
+    def test_an_interval_grid_is_anchored_at_its_start(self) -> None:
+        start = datetime(2025, 1, 6, 9, 30, tzinfo=ZoneInfo("Europe/Paris"))  # 08:30 UTC
+        t = build_trigger("interval", "86400", "Europe/Paris", "daily-ish", start_date=start)
+        assert take(t, utc(2024, 1, 1), 3) == [
+            utc(2025, 1, 6, 8, 30),
+            utc(2025, 1, 7, 8, 30),
+            utc(2025, 1, 8, 8, 30),
+        ]
+
+    def test_an_interval_without_a_start_keeps_the_epoch_grid_up_to_its_end(self) -> None:
+        t = build_trigger("interval", "60", "UTC", "i", end_date=utc(2025, 1, 1, 0, 2, 30))
+        assert t.next_after(utc(2025, 1, 1, 0, 0, 30)) == utc(2025, 1, 1, 0, 1)
+        assert t.next_after(utc(2025, 1, 1, 0, 2)) is None
+
+    def test_a_one_off_outside_its_bounds_never_fires(self) -> None:
+        t = build_trigger("once", "2025-01-01T00:00:00Z", "UTC", "o", end_date=utc(2024, 12, 31))
+        assert t.next_after(utc(2024, 1, 1)) is None
+
+    def test_a_trigger_without_bounds_is_returned_as_it_is(self) -> None:
+        inner = IntervalTrigger(60)
+        assert bounded(inner) is inner
+        assert isinstance(build_trigger("cron", "* * * * *", "UTC", "c"), CronTrigger)
+        bound = build_trigger("cron", "* * * * *", "UTC", "c", end_date=utc(2030, 1, 1))
+        assert isinstance(bound, BoundedTrigger) and isinstance(bound.trigger, CronTrigger)
+
+    def test_an_end_not_after_the_start_is_refused(self) -> None:
+        with pytest.raises(ScheduleError, match="end_date must be after start_date"):
+            bounded(IntervalTrigger(60), utc(2025, 1, 2), utc(2025, 1, 1))
+
+
+class TestJitter:
+    """A delay in [0, jitter) from a hash of (schedule, fire): the same in every process."""
+
+    def test_the_delay_lies_in_the_window(self) -> None:
+        fire = utc(2025, 1, 1, 9)
+        delays = [jitter_delay(f"job{i}", fire, 30.0) for i in range(2000)]
+        assert all(0.0 <= d < 30.0 for d in delays)
+        assert min(delays) < 1.0 and max(delays) > 29.0  # spread over the whole window
+
+    def test_the_same_schedule_and_fire_always_wait_the_same(self) -> None:
+        fire = utc(2025, 1, 1, 9)
+        assert jitter_delay("etl", fire, 60) == jitter_delay("etl", fire, 60)
+        in_tokyo = fire.astimezone(ZoneInfo("Asia/Tokyo"))
+        assert jitter_delay("etl", fire, 60) == jitter_delay("etl", in_tokyo, 60)
+
+    def test_other_schedules_and_other_fires_wait_differently(self) -> None:
+        fire = utc(2025, 1, 1, 9)
+        assert jitter_delay("etl", fire, 60) != jitter_delay("report", fire, 60)
+        assert jitter_delay("etl", fire, 60) != jitter_delay("etl", fire + timedelta(minutes=1), 60)
+
+    def test_no_jitter_means_no_delay(self) -> None:
+        assert jitter_delay("etl", utc(2025, 1, 1), 0) == 0.0
+        assert jitter_delay("etl", utc(2025, 1, 1), 0.0) == 0.0
+
+    def test_a_tiny_window_still_gives_a_delay_below_it(self) -> None:
+        assert all(0.0 <= jitter_delay(f"j{i}", utc(2025, 1, 1), 1e-300) < 1e-300 for i in range(100))
+
+    def test_another_process_with_another_hash_seed_computes_the_same_delay(self) -> None:
+        code = (
+            "from datetime import datetime, timezone;"
+            "from flowyml_lite.core.triggers import jitter_delay;"
+            "print(repr(jitter_delay('etl', datetime(2025, 1, 1, 9, tzinfo=timezone.utc), 60.0)))"
+        )
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": root},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert float(out) == jitter_delay("etl", utc(2025, 1, 1, 9), 60.0)

@@ -25,10 +25,11 @@ from __future__ import annotations
 import importlib.util
 import itertools
 from datetime import datetime, timedelta, timezone
-from typing import List
+from typing import List, Optional
 
 import pytest
 
+from flowyml_lite.core.triggers import CronTrigger
 from flowyml_lite.cron import CronExpression
 
 ENGINES = [
@@ -48,10 +49,24 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def fires(engine: str, expression: str, zone: str, after: str, count: int) -> List[str]:
-    """The first ``count`` fires strictly after the ISO instant ``after``, as ISO strings."""
+    """The first ``count`` fires strictly after the ISO instant ``after``, as ISO strings.
+
+    Every case is also asked of the scheduler's path, a ``CronTrigger`` chained fire to fire
+    (which resumes its search from its previous answer), and of the stateless ``next_utc``.
+    """
     expr = CronExpression(expression, zone, engine=engine)
     start = datetime.fromisoformat(after)
-    return [t.isoformat() for t in itertools.islice(expr.iter(start), count)]
+    found = list(itertools.islice(expr.iter(start), count))
+    trigger = CronTrigger(expression, zone, engine=engine)
+    chained: List[datetime] = []
+    moment: Optional[datetime] = start
+    while moment is not None and len(chained) < count:
+        assert trigger.next_after(moment) == expr.next_utc(moment)
+        moment = trigger.next_after(moment)
+        if moment is not None:
+            chained.append(moment)
+    assert chained == [t.astimezone(timezone.utc) for t in found]
+    return [t.isoformat() for t in found]
 
 
 class TestTheDesignExamples:

@@ -5,7 +5,9 @@ the invariants every fire sequence must keep.
 (b) native instants equal cronsim's in zones, wherever cronsim follows the DST rules;
 (c) the croniter plugin and the native engine give the same instants through ``CronExpression``;
 (d) ``next(after) > after``, sequences strictly increase, ``next(fire_k) == fire_k+1``;
-(e) every fire matches the expression at its wall time, or is a fixed-time gap fire.
+(e) every fire matches the expression at its wall time, or is a fixed-time gap fire;
+(f) ``CronTrigger.next_after``, which resumes its search from its previous answer, returns exactly
+    what the stateless ``CronExpression.next_utc`` returns, whatever sequence of calls it gets.
 
 Where the peers differ from DESIGN §3 on purpose, the strategies leave the syntax out or the test
 skips the start instant. Every exclusion, found by running the comparisons unrestricted:
@@ -52,6 +54,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from flowyml_lite.core import triggers
+from flowyml_lite.core.triggers import CronTrigger
 from flowyml_lite.cron import CronError, CronExpression
 from flowyml_lite.cron.native import NativeEngine
 from flowyml_lite.cron.parser import parse, resolve
@@ -443,3 +447,128 @@ class TestFireSequences:
             assert (expr.dst_note(fire) or "").startswith("moved")
         if expr.is_fixed_time:
             assert len(set(walls)) == len(walls), "a fixed-time wall time fired twice"
+
+
+class TestResumedSearchEqualsTheStatelessOne:
+    """(f): the scheduler's ``next_after(previous fire)`` is answered from a kept search; it must
+    give the stateless answer to every call: continuing, repeated, earlier, later, in a fold's
+    second pass, past a year field's last fire."""
+
+    @SETTINGS
+    @given(expression=any_native_expressions(), zone_name=st.sampled_from(ODD_ZONES), data=st.data())
+    def test_every_call_equals_next_utc(self, expression: str, zone_name: str, data: st.DataObject) -> None:
+        try:
+            expr = CronExpression(expression, zone_name, HASH_KEY)
+        except CronError:
+            return
+        trigger = CronTrigger(expression, zone_name, HASH_KEY)
+        after = start_near_transitions(data.draw, expr.zone)
+        answers: List[datetime] = []
+        for _ in range(30):
+            got = trigger.next_after(after)
+            expected = expr.next_utc(after)
+            assert got == expected, f"next_after({after.isoformat()})"
+            assert got is None or got.tzinfo is UTC
+            if got is not None:
+                answers.append(got)
+            move = data.draw(st.integers(0, 9))
+            if move <= 5 and got is not None:  # what a scheduler does: ask from the fire just computed
+                after = got
+            elif move == 6:  # the same question again
+                pass
+            elif move == 7 and answers:  # an earlier fire, or between two of them
+                earlier = data.draw(st.sampled_from(answers))
+                after = earlier - timedelta(microseconds=data.draw(st.integers(0, 3 * 3600 * 10**6)))
+            elif move == 8:  # the same instant in the zone (an aware datetime in another tzinfo)
+                after = after.astimezone(expr.zone.tzinfo)
+            else:  # somewhere else near a transition
+                after = start_near_transitions(data.draw, expr.zone)
+
+    @SETTINGS
+    @given(expression=any_native_expressions(), zone_name=st.sampled_from(ODD_ZONES), data=st.data())
+    def test_a_chain_of_fires_equals_iterating(
+        self, expression: str, zone_name: str, data: st.DataObject
+    ) -> None:
+        try:
+            expr = CronExpression(expression, zone_name, HASH_KEY)
+        except CronError:
+            return
+        trigger = CronTrigger(expression, zone_name, HASH_KEY)
+        start = start_near_transitions(data.draw, expr.zone)
+        expected = [f.astimezone(UTC) for f in itertools.islice(expr.iter(start), 40)]
+        got: List[datetime] = []
+        after: Optional[datetime] = start
+        while after is not None and len(got) < len(expected):
+            after = trigger.next_after(after)
+            if after is not None:
+                got.append(after)
+        assert got == expected
+
+    @pytest.mark.parametrize("expression", ["0 0 1 1 * 0 2030-2031", "*/20 23 31 12 * 0 2031"])
+    def test_past_the_last_fire_of_a_year_field_every_answer_is_none(self, expression: str) -> None:
+        trigger = CronTrigger(expression, "America/New_York")
+        after = datetime(2029, 6, 1, tzinfo=UTC)
+        fires = []
+        while True:
+            fire = trigger.next_after(after)
+            if fire is None:
+                break
+            fires.append(fire)
+            after = fire
+        assert fires and trigger.next_after(fires[-1]) is None
+        assert trigger.next_after(fires[-1] + timedelta(days=1)) is None
+        assert trigger.next_after(fires[0]) == (fires[1] if len(fires) > 1 else None)
+
+    def test_a_naive_after_is_refused_as_next_utc_refuses_it_and_the_trigger_goes_on(self) -> None:
+        trigger = CronTrigger("*/5 * * * *", "Europe/London")
+        fire = trigger.next_after(datetime(2024, 1, 1, tzinfo=UTC))
+        assert fire is not None
+        fire = trigger.next_after(fire)  # from here on, answered from the kept search
+        assert fire is not None
+        with pytest.raises(ValueError, match="has no time zone"):
+            trigger.next_after(fire.replace(tzinfo=None))
+        assert trigger.next_after(fire) == datetime(2024, 1, 1, 0, 15, tzinfo=UTC)
+
+    def test_without_room_for_more_kept_searches_triggers_search_from_scratch(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(triggers, "MAX_RESUMABLE", 0)
+        trigger = CronTrigger("0 9 * * 1-5", "America/New_York")
+        after = datetime(2024, 3, 1, tzinfo=UTC)
+        for _ in range(10):
+            expected = trigger.cron.next_utc(after)
+            after = trigger.next_after(after)
+            assert after == expected
+        assert trigger._send is None
+
+    def test_a_kept_search_is_released_with_its_trigger(self) -> None:
+        before = triggers._resumable[0]
+        trigger = CronTrigger("* * * * *", "UTC")
+        fire = trigger.next_after(datetime(2024, 1, 1, tzinfo=UTC))
+        trigger.next_after(fire)
+        assert triggers._resumable[0] == before + 1
+        del trigger
+        assert triggers._resumable[0] == before
+
+    def test_threads_sharing_a_trigger_all_get_the_stateless_answers(self) -> None:
+        import threading
+
+        trigger = CronTrigger("*/7 1-3 * * *", "America/New_York")
+        expr = CronExpression("*/7 1-3 * * *", "America/New_York")
+        problems: List[str] = []
+
+        def ask(offset_minutes: int) -> None:
+            after = datetime(2024, 11, 3, 4, tzinfo=UTC) + timedelta(minutes=offset_minutes)
+            for _ in range(300):
+                got = trigger.next_after(after)
+                if got != expr.next_utc(after):
+                    problems.append(f"{after.isoformat()}: {got}")
+                assert got is not None
+                after = got
+
+        threads = [threading.Thread(target=ask, args=(i * 37,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert problems == []
