@@ -502,9 +502,9 @@ def _run_now(app: ApiApp, request: Request, params: List[str], query: Dict[str, 
     try:
         entry = app.scheduler.run_now(name, wait=wait, timeout=timeout)
     except FuturesTimeout:
-        raise ApiError(
-            504, "timeout", f"the run of {name!r} did not finish within {timeout} s; it goes on"
-        ) from None
+        entry = {"status": "running"}
+    if wait and entry.get("status") in ("running", "queued"):
+        raise ApiError(504, "timeout", f"the run of {name!r} did not finish within {timeout} s; it goes on")
     return json_response(*run_now_reply(name, entry, wait))
 
 
