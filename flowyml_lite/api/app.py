@@ -126,6 +126,7 @@ class ApiApp:
     (a loopback server is then safe from DNS rebinding). Requests with an ``Origin`` other than
     their own host are refused whatever the token, so a web page cannot drive the API (CSRF).
     ``pipelines``: name -> function (or flowyml_lite ``Pipeline``) that POST /api/schedules may use.
+    ``token_for_reads``: reads need the token too, except the dashboard page and ``/api/health``.
     """
 
     def __init__(
@@ -135,9 +136,11 @@ class ApiApp:
         token: Optional[str] = None,
         allowed_hosts: Optional[List[str]] = None,
         pipelines: Optional[Mapping[str, Any]] = None,
+        token_for_reads: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.token = token or None
+        self.token_for_reads = bool(token_for_reads) and self.token is not None
         self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
         self.pipelines: Dict[str, Any] = dict(pipelines or {})
         from .metrics import run_metrics_for
@@ -158,13 +161,12 @@ class ApiApp:
         except (CronError, TimezoneError, ScheduleError, ConfigurationError) as exc:
             response = error_response(400, "invalid", str(exc))
         except FlowymlLiteError as exc:
+            # Logged, not shown: store errors name files, hosts and queries.
             logger.warning("%s %s failed: %s", request.method, request.target, exc)
-            response = error_response(500, "scheduler_error", str(exc))
-        except Exception as exc:  # a bug or a failing store: logged with its traceback, not shown
+            response = error_response(500, "scheduler_error", "the scheduler failed; see the server log")
+        except Exception:  # a bug or a failing store: logged with its traceback, not shown
             logger.exception("%s %s failed", request.method, request.target)
-            response = error_response(
-                500, "internal", f"internal error ({type(exc).__name__}); see the server log"
-            )
+            response = error_response(500, "internal", "internal error; see the server log")
         return response
 
     def _dispatch(self, request: Request) -> Response:
@@ -172,7 +174,7 @@ class ApiApp:
         parts = urlsplit(request.target)
         raw = [p for p in parts.path.split("/") if p]
         segments = [unquote(p) for p in raw]
-        query = parse_qs(parts.query)
+        query = parse_qs(parts.query, keep_blank_values=True)  # ?limit= is a bad limit, not no limit
         self._check_origin(request)
         allowed: List[str] = []
         for route_method, pattern, handler in _ROUTES:
@@ -182,7 +184,7 @@ class ApiApp:
             if route_method != method and not (route_method == "GET" and method == "HEAD"):
                 allowed.append(route_method)
                 continue
-            if method not in ("GET", "HEAD"):
+            if method not in ("GET", "HEAD") or (self.token_for_reads and handler not in _OPEN_READS):
                 self._check_token(request)
             return handler(self, request, params, query)
         if allowed:
@@ -225,7 +227,7 @@ class ApiApp:
             credential.strip().encode(), self.token.encode()
         ):
             raise ApiError(
-                401, "unauthorized", "this change needs the API token: send 'Authorization: Bearer <token>'"
+                401, "unauthorized", "this request needs the API token: send 'Authorization: Bearer <token>'"
             )
 
     # -- helpers -----------------------------------------------------------------------
@@ -394,6 +396,11 @@ def _create_schedule(
             "invalid",
             f"unknown field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(CREATE_FIELDS))}",
         )
+    from .openapi import body_problem  # the types and ranges GET /api/openapi.json documents
+
+    problem = body_problem(body)
+    if problem:
+        raise ApiError(400, "invalid", problem)
     name = body.get("name")
     pipeline_name = body.get("pipeline_name", name)
     kind = body.get("schedule_type")
@@ -496,7 +503,10 @@ def _disable(app: ApiApp, request: Request, params: List[str], query: Dict[str, 
 
 
 def _run_now(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
-    wait = (query.get("wait") or ["false"])[-1].lower() in ("1", "true", "yes")
+    wait_text = (query.get("wait") or ["false"])[-1].lower()
+    if wait_text not in ("1", "true", "yes", "0", "false", "no"):
+        raise ApiError(400, "invalid", f"wait must be true or false, got {wait_text[:20]!r}")
+    wait = wait_text in ("1", "true", "yes")
     timeout = _query_int(query, "timeout", 60, 1, MAX_WAIT_SECONDS)
     name = params[0]
     try:
@@ -684,7 +694,7 @@ def _metrics(app: ApiApp, request: Request, params: List[str], query: Dict[str, 
 def _openapi(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
     from .openapi import openapi_document
 
-    return json_response(200, openapi_document())
+    return json_response(200, openapi_document(app))
 
 
 def _dashboard(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
@@ -696,6 +706,9 @@ def _dashboard(app: ApiApp, request: Request, params: List[str], query: Dict[str
     )
     return response
 
+
+#: Open even with token_for_reads: the page's HTML holds no data, and probes send no token.
+_OPEN_READS = (_dashboard, _liveness)
 
 _ROUTES: List[Tuple[str, Tuple[str, ...], Handler]] = [
     ("GET", (), _dashboard),
@@ -726,4 +739,9 @@ _ROUTES: List[Tuple[str, Tuple[str, ...], Handler]] = [
 
 def routes() -> List[Tuple[str, str]]:
     """(method, path template) of every endpoint, for the docs and the OpenAPI document."""
-    return [(m, "/" + "/".join("{name}" if p == "{}" else p for p in pattern)) for m, pattern, _ in _ROUTES]
+    return [(m, _template(pattern)) for m, pattern, _ in _ROUTES]
+
+
+def _template(pattern: Tuple[str, ...]) -> str:
+    names = iter(("{name}", "{run_key}"))  # the parameters in the order they appear
+    return "/" + "/".join(next(names) if p == "{}" else p for p in pattern)

@@ -1,15 +1,36 @@
-"""The HTTP server: the standard library's ``ThreadingHTTPServer`` in front of ``ApiApp``."""
+"""The HTTP server: one selector thread reads requests, a bounded pool of threads answers them.
+
+Why not ``ThreadingHTTPServer``: it gives every connection a thread that blocks on each read with a
+per-read timeout, so a thousand clients sending a byte every few seconds hold a thousand threads and
+every real request waits; closing them all at once wakes a thousand threads that fight over the GIL
+with the scheduler. Here a connection costs a buffer until its request has fully arrived:
+
+- the selector thread accepts, reads and parses (request line, headers, body by ``Content-Length``)
+  without blocking, and holds each request to one deadline for all of it (``request_timeout``);
+- a complete request goes to a pool of at most ``threads`` handler threads (``ApiApp.handle``);
+  the response goes out in one write on a ``TCP_NODELAY`` socket (two writes would let Nagle's
+  algorithm hold the second for a delayed ACK: 40 ms per keep-alive request instead of 0.4 ms);
+- at most ``max_connections`` are open: beyond it the oldest idle keep-alive connection is closed,
+  else the oldest request still arriving after a second, else the newcomer gets a 503;
+- every answer is JSON ``{"error": {"code", "message"}}``, also for requests that never reach the
+  route table (malformed request line 400, 408, 413, 414, 431, 505).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
+import re
+import selectors
 import socket
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import OrderedDict, deque
 from types import TracebackType
-from typing import Any, List, Mapping, Optional, Type
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Type
 
 from .. import __version__
 from ..errors import ConfigurationError
@@ -20,12 +41,26 @@ logger = logging.getLogger("flowyml_lite.api")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 TOKEN_ENV = "FLOWYML_SCHEDULER_API_TOKEN"
+DEFAULT_THREADS = 32
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 _LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
-_DISCARD_LIMIT = 64 << 20  # bytes of a refused body read and dropped before answering
+MAX_REQUEST_LINE = 8190  # bytes; longer is 414 (the limit of nginx and Apache)
+MAX_HEADER_BYTES = 64 << 10  # the whole header block; more is 431
+MAX_HEADERS = 100
+_DISCARD_LIMIT = 64 << 20  # bytes of a refused body read and dropped before closing
+_LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
+_EVICT_AFTER = 1.0  # a request still arriving after this long may be closed for a newcomer
+_SWEEP_SECONDS = 0.25
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_VERSION = re.compile(r"HTTP/(\d)\.(\d)\Z")
+_TARGET = re.compile(r"[\x21-\x7e]+\Z")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_REASONS: Dict[int, str] = {}
 
 
-def _too_large() -> Response:
-    return error_response(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
+# -- exposure policy (shared with asgi.py and the CLI) ----------------------------------------
 
 
 def is_loopback(host: str) -> bool:
@@ -38,116 +73,350 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(host: str, token: Optional[str]) -> None:
-    """Refuse to serve a non-loopback address without a token (ConfigurationError with the fix)."""
-    if not is_loopback(host) and not token:
+def check_token(token: Optional[str], source: str = "the token") -> Optional[str]:
+    """``token`` if usable, None if not given; a blank one is a ConfigurationError (it would match
+    a blank ``Authorization`` header, or look like protection where there is none)."""
+    if token is None:
+        return None
+    if not token.strip():
         raise ConfigurationError(
-            f"serving on {host!r} without a token would let anyone who reaches the port change "
-            f"schedules: pass a token (--token, or the {TOKEN_ENV} environment variable), or "
-            "bind 127.0.0.1 and put an authenticating proxy in front"
+            f"{source} is empty or only whitespace: set a real secret (e.g. the output of "
+            "'python -c \"import secrets; print(secrets.token_urlsafe(32))\"'), or unset it"
+        )
+    if not all("\x21" <= c <= "\x7e" for c in token):
+        raise ConfigurationError(
+            f"{source} has spaces, control or non-ASCII characters, which an Authorization header "
+            "cannot carry reliably: use letters, digits and punctuation only"
+        )
+    return token
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (surrounding whitespace and the final newline removed)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read --token-file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"--token-file {path} is not UTF-8 text") from None
+    return check_token(text.strip() or text, f"the token in --token-file {path}") or ""
+
+
+def check_exposure(host: str, token: Optional[str], allow_hosts: Optional[List[str]] = None) -> None:
+    """Refuse to serve a non-loopback address without a token and a Host allow-list.
+
+    Without a token anyone who reaches the port could change schedules; without a Host allow-list a
+    web page on another site could read the API through DNS rebinding (its name resolving to this
+    server), token or not for reads.
+    """
+    check_token(token)
+    if is_loopback(host):
+        return
+    missing = []
+    if not token:
+        missing.append(f"a token (the {TOKEN_ENV} environment variable, or --token-file)")
+    if not [h for h in allow_hosts or [] if h.strip()]:
+        missing.append("the Host names clients use (--allow-host NAME, repeatable)")
+    if missing:
+        raise ConfigurationError(
+            f"serving on {host!r} reaches beyond this machine and needs {' and '.join(missing)}; "
+            "or bind 127.0.0.1 and put an authenticating proxy in front"
         )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = f"flowyml-lite/{__version__}"
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # seconds a slow client may take to send its request
+def allowed_hosts_for(host: str, allow_hosts: Optional[List[str]]) -> List[str]:
+    """The Host names served: on loopback the loopback names too (any other name is DNS rebinding)."""
+    extra = [h.strip() for h in allow_hosts or [] if h.strip()]
+    return [*_LOOPBACK_NAMES, host, *extra] if is_loopback(host) else extra
 
-    def _serve(self) -> None:
-        app: ApiApp = self.server.app  # type: ignore[attr-defined]
-        length_text = self.headers.get("Content-Length") or "0"
-        try:
-            length = int(length_text)
-        except ValueError:
-            length = -1
-        if self.headers.get("Transfer-Encoding"):
-            response = error_response(411, "length_required", "send a Content-Length, not a chunked body")
-        elif length < 0:
-            response = error_response(400, "bad_request", f"bad Content-Length {length_text!r}")
-        elif length > MAX_BODY_BYTES:
-            self._send(_too_large())  # first: a client that waits for an answer before sending gets it
-            self._discard(length)
+
+def build_app(
+    scheduler: Any,
+    host: str,
+    *,
+    token: Optional[str],
+    pipelines: Optional[Mapping[str, Any]],
+    allow_hosts: Optional[List[str]],
+    token_for_reads: bool,
+) -> ApiApp:
+    """The route table with this exposure policy applied (ConfigurationError when it is unsafe)."""
+    check_exposure(host, token, allow_hosts)
+    if token_for_reads and not token:
+        raise ConfigurationError("token_for_reads (--token-for-reads) needs a token to require")
+    return ApiApp(
+        scheduler,
+        token=token,
+        allowed_hosts=allowed_hosts_for(host, allow_hosts),
+        pipelines=pipelines,
+        token_for_reads=token_for_reads,
+    )
+
+
+# -- the handler pool ----------------------------------------------------------------------------
+
+
+class HandlerPool:
+    """At most ``size`` daemon threads, started as work arrives; daemon so that a request waiting
+    for a long run (``run?wait=true``) never holds up the interpreter's exit."""
+
+    def __init__(self, size: int, name: str) -> None:
+        import queue
+
+        self._size = size
+        self._name = name
+        self._queue: queue.SimpleQueue[Optional[Tuple[Callable[..., None], Tuple[Any, ...]]]] = (
+            queue.SimpleQueue()
+        )
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: List[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, func: Callable[..., None], *args: Any) -> None:
+        self._queue.put((func, args))
+        if self._idle.acquire(blocking=False):  # a thread is waiting for work: it takes this one
             return
-        else:
-            body = self.rfile.read(length) if length else b""
-            response = app.handle(Request(self.command, self.path, dict(self.headers.items()), body))
-        self._send(response)
+        with self._lock:
+            if len(self._threads) < self._size and not self._closed:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
 
-    def _discard(self, length: int) -> None:
-        """Read and drop a refused body, within bounds, before closing: closing on unread bytes resets
-        the connection, and a client still sending would see a broken pipe instead of the 413."""
-        remaining = min(length, _DISCARD_LIMIT)
-        deadline = time.monotonic() + 10
-        try:
-            self.connection.settimeout(1.0)  # a client that sends nothing more is not waited for
-            while remaining > 0 and time.monotonic() < deadline:
-                chunk = self.rfile.read1(min(remaining, 1 << 16))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except OSError:  # timed out or gone: nothing more to tell it
-            pass
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            func, args = item
+            try:
+                func(*args)
+            except Exception:  # the callers answer their own errors; this is a bug
+                logger.exception("HTTP handler failed")
+            del item, func, args
+            self._idle.release()
 
-    def handle_expect_100(self) -> bool:
-        """Refuse an announced oversized body before the client sends it (curl asks for large bodies)."""
-        try:
-            too_large = int(self.headers.get("Content-Length") or "0") > MAX_BODY_BYTES
-        except ValueError:
-            too_large = False
-        if too_large:
-            self.close_connection = True
-            self._send(_too_large())
-            return False
-        return super().handle_expect_100()
-
-    def _send(self, response: Response) -> None:
-        if response.status >= 400 and response.status not in (401, 403, 404, 405):
-            self.close_connection = True  # the request may not have been read to its end
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        # Changes and errors at INFO; the dashboard's polling reads at DEBUG.
-        quiet = self.command in ("GET", "HEAD") and str(code).startswith(("2", "3"))
-        logger.log(
-            logging.DEBUG if quiet else logging.INFO,
-            '%s "%s" %s',
-            self.address_string(),
-            self.requestline,
-            code,
-        )
+    def shutdown(self) -> None:
+        """Threads end after their current work (not waited for)."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
+# -- one connection ----------------------------------------------------------------------------
 
-    def __init__(self, address: Any, app: ApiApp, family: int) -> None:
-        self.address_family = family
-        self.app = app
-        super().__init__(address, _Handler)
+_READING, _BUSY, _WRITING, _DRAINING = "reading", "busy", "writing", "draining"
+
+
+class _Conn:
+    __slots__ = (
+        "addr",
+        "after_write",
+        "buf",
+        "deadline",
+        "discard",
+        "expect_sent",
+        "head",
+        "idle_since",
+        "out",
+        "request_started",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, sock: socket.socket, addr: str, now: float) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.buf = bytearray()
+        self.state = _READING
+        self.idle_since = now  # waiting for the first byte of a request since
+        self.request_started: Optional[float] = None
+        self.deadline = 0.0
+        self.head: Optional[_Head] = None
+        self.expect_sent = False
+        self.out = b""
+        self.after_write = ""  # "resume" (keep-alive) or "linger" (close)
+        self.discard = 0  # input bytes still to drop while draining
+
+
+class _Head:
+    """A parsed request line and headers."""
+
+    __slots__ = ("end", "headers", "keep_alive", "length", "line", "method", "target")
+
+    def __init__(
+        self,
+        line: str,
+        method: str,
+        target: str,
+        headers: Dict[str, str],
+        length: int,
+        keep_alive: bool,
+        end: int,
+    ) -> None:
+        self.line = line
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.length = length
+        self.keep_alive = keep_alive
+        self.end = end
+
+
+class _Refused(Exception):
+    """A request refused before routing; answered with a JSON error and a closed connection."""
+
+    def __init__(self, status: int, code: str, message: str, discard: int = 0) -> None:
+        super().__init__(message)
+        self.response = error_response(status, code, message)
+        self.discard = discard
+
+
+def parse_head(buf: bytes, max_body: int) -> Optional[_Head]:
+    """The request line and headers at the start of ``buf``; None while incomplete.
+
+    Raises ``_Refused`` for what cannot be served: a malformed request line (400), a target over
+    ``MAX_REQUEST_LINE`` (414), headers over ``MAX_HEADER_BYTES``/``MAX_HEADERS`` (431), HTTP/2 or
+    later (505), a missing or repeated Host in HTTP/1.1 (400), a chunked body (411), a body over
+    ``max_body`` (413).
+    """
+    start = 0
+    while buf.startswith(b"\r\n", start) or buf.startswith(b"\n", start):  # RFC 9112 2.2: tolerated
+        start += 2 if buf.startswith(b"\r\n", start) else 1
+    match = _HEAD_END.search(buf, start)
+    first_end = buf.find(b"\n", start)
+    if (first_end < 0 and len(buf) - start > MAX_REQUEST_LINE) or first_end - start > MAX_REQUEST_LINE + 1:
+        raise _Refused(414, "uri_too_long", f"the request line is over {MAX_REQUEST_LINE} bytes")
+    if match is None:
+        if len(buf) - start > MAX_HEADER_BYTES:
+            raise _Refused(431, "headers_too_large", f"the request headers are over {MAX_HEADER_BYTES} bytes")
+        return None
+    if match.start() - start > MAX_HEADER_BYTES:
+        raise _Refused(431, "headers_too_large", f"the request headers are over {MAX_HEADER_BYTES} bytes")
+    lines = bytes(buf[start : match.start()]).decode("latin-1").split("\n")
+    line = lines[0].rstrip("\r")
+    parts = line.split(" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not _TARGET.match(parts[1]):
+        shown = line[:80].encode("ascii", "backslashreplace").decode("ascii")
+        raise _Refused(400, "bad_request", f"malformed request line {shown!r}; send 'METHOD /path HTTP/1.1'")
+    method, target, version_text = parts
+    version = _VERSION.match(version_text)
+    if version is None:
+        raise _Refused(400, "bad_request", f"unknown protocol {version_text[:20]!r}; send HTTP/1.1")
+    major, minor = int(version.group(1)), int(version.group(2))
+    if major >= 2:
+        raise _Refused(505, "http_version_not_supported", "this server speaks HTTP/1.1 and HTTP/1.0")
+    if major < 1:
+        raise _Refused(400, "bad_request", f"unknown protocol {version_text!r}; send HTTP/1.1")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise _Refused(431, "headers_too_large", f"more than {MAX_HEADERS} request headers")
+    headers: Dict[str, str] = {}
+    hosts = 0
+    lengths = set()
+    for raw in lines[1:]:
+        text = raw.rstrip("\r")
+        name, colon, value = text.partition(":")
+        if not colon or not _TOKEN.match(name):  # also a folded line (leading space): refused by RFC 9112
+            raise _Refused(400, "bad_request", f"malformed header line {text[:40]!r}")
+        value = value.strip(" \t")
+        if "\r" in value or "\x00" in value:
+            raise _Refused(400, "bad_request", f"malformed value of header {name!r}")
+        lowered = name.lower()
+        if lowered == "host":
+            hosts += 1
+        elif lowered == "content-length":
+            lengths.add(value)
+        headers[name] = value
+    if (major, minor) >= (1, 1) and hosts != 1:
+        raise _Refused(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header")
+    if _header(headers, "transfer-encoding") is not None:
+        raise _Refused(411, "length_required", "send a Content-Length, not a chunked body")
+    length = 0
+    if lengths:
+        text = lengths.pop()
+        if lengths or not text.isdigit() or not text.isascii():
+            raise _Refused(400, "bad_request", f"bad Content-Length {text!r}")
+        length = int(text)
+        if length > max_body:
+            raise _Refused(413, "too_large", f"request body over {max_body} bytes", discard=length)
+    tokens = {t.strip().lower() for t in (_header(headers, "connection") or "").split(",")}
+    keep_alive = "keep-alive" in tokens if (major, minor) == (1, 0) else "close" not in tokens
+    return _Head(line, method, target, headers, length, keep_alive, match.end())
+
+
+def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def encode_response(response: Response, *, head_only: bool, keep_alive: Optional[bool]) -> bytes:
+    """Status line, headers and body as one buffer: written with one send.
+
+    ``keep_alive``: True adds ``Connection: keep-alive`` (an HTTP/1.0 client asked for it), False
+    ``Connection: close``, None nothing (HTTP/1.1's default, keep-alive).
+    """
+    if not _REASONS:
+        from http import HTTPStatus
+
+        _REASONS.update({s.value: s.phrase for s in HTTPStatus})
+    lines = [
+        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+        f"Server: flowyml-lite/{__version__}",
+        f"Date: {_http_date()}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+        "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+    ]
+    lines.extend(f"{key}: {value}" for key, value in response.headers.items())
+    if keep_alive is not None:
+        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + response.body
+
+
+_date_cache: List[Any] = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        from email.utils import formatdate
+
+        _date_cache[:] = [now, formatdate(now, usegmt=True)]
+    return str(_date_cache[1])
+
+
+def _fd_budget() -> int:
+    """Connections this process can hold open, leaving room for the store and the scheduler."""
+    if sys.platform == "win32":
+        return 500  # select() on Windows watches at most 512 sockets
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return DEFAULT_MAX_CONNECTIONS
+    return DEFAULT_MAX_CONNECTIONS * 64 if soft == resource.RLIM_INFINITY else max(16, soft - 64)
+
+
+# -- the server ----------------------------------------------------------------------------------
 
 
 class ApiServer:
     """Serves the HTTP API and dashboard for ``scheduler`` on ``host:port`` (port 0 picks a free one).
 
-    Binding a non-loopback address without a ``token`` is refused: anyone who can reach the port
-    could otherwise change schedules.
+    Off loopback a ``token`` and ``allow_hosts`` (the Host names clients use) are required, or the
+    constructor raises ConfigurationError: anyone who can reach the port could otherwise change
+    schedules, and a web page could read them through DNS rebinding. ``token_for_reads``: reads need
+    the token too (the dashboard page and ``/api/health`` stay open). Limits: ``threads`` handler
+    threads, ``max_connections`` open connections, ``request_timeout`` seconds for a whole request
+    (headers and body), ``keepalive_timeout`` seconds idle between requests, ``max_body_bytes``.
 
     >>> from flowyml_lite import PipelineScheduler, SchedulerConfig
     >>> scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
@@ -165,24 +434,66 @@ class ApiServer:
         token: Optional[str] = None,
         pipelines: Optional[Mapping[str, Any]] = None,
         allow_hosts: Optional[List[str]] = None,
+        token_for_reads: bool = False,
+        threads: int = DEFAULT_THREADS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be an integer 0-65535, got {port!r}")
-        check_exposure(host, token)
-        loopback = is_loopback(host)
-        allowed = None
-        if loopback:  # names a browser may use for this server; others are DNS rebinding
-            allowed = [*_LOOPBACK_NAMES, host, *(allow_hosts or [])]
-        elif allow_hosts:
-            allowed = list(allow_hosts)
-        self.app = ApiApp(scheduler, token=token, allowed_hosts=allowed, pipelines=pipelines)
+        for name, value in (("threads", threads), ("max_connections", max_connections)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, seconds in (("request_timeout", request_timeout), ("keepalive_timeout", keepalive_timeout)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        self.app = build_app(
+            scheduler,
+            host,
+            token=token,
+            pipelines=pipelines,
+            allow_hosts=allow_hosts,
+            token_for_reads=token_for_reads,
+        )
         self.host = host
+        self.max_connections = min(max_connections, _fd_budget())
+        if self.max_connections < max_connections:
+            logger.warning(
+                "max_connections %d lowered to %d: the process may open only so many files "
+                "(raise 'ulimit -n' for more)",
+                max_connections,
+                self.max_connections,
+            )
+        self.request_timeout = float(request_timeout)
+        self.keepalive_timeout = float(keepalive_timeout)
+        self.max_body_bytes = max_body_bytes
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = _Server((host, port), self.app, family)
+            if os.name != "nt":  # on Windows SO_REUSEADDR lets two servers share a port
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(min(socket.SOMAXCONN, 1024))
+            listener.setblocking(False)
         except OSError as exc:
+            listener.close()
             raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self.port: int = self._server.server_address[1]
+        self._listener = listener
+        self.port: int = listener.getsockname()[1]
+        self._pool = HandlerPool(threads, "flowyml-lite-api-handler")
+        self._selector = selectors.DefaultSelector()
+        self._conns: Dict[socket.socket, _Conn] = {}
+        self._idle: OrderedDict[_Conn, None] = OrderedDict()  # keep-alive connections, oldest first
+        self._lock = threading.Lock()
+        self._returned: Deque[Tuple[_Conn, str]] = deque()  # from handler threads, under _lock
+        self._waker, self._wake_in = socket.socketpair()
+        self._waker.setblocking(False)
+        self._wake_in.setblocking(False)
+        self._stopping = False
+        self._stopped = False
+        self._accept_paused_until = 0.0
         self._thread: Optional[threading.Thread] = None
 
     @property
@@ -190,26 +501,33 @@ class ApiServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open right now (a snapshot, for tests and monitoring)."""
+        return len(self._conns)
+
     def start(self) -> ApiServer:
         """Serve in a background thread; returns at once."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name="flowyml-lite-api",
-                daemon=True,
-            )
+        if self._thread is None and not self._stopped:
+            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+            self._selector.register(self._wake_in, selectors.EVENT_READ, "wake")
+            self._thread = threading.Thread(target=self._run, name="flowyml-lite-api", daemon=True)
             self._thread.start()
             logger.info("HTTP API and dashboard on %s", self.url)
         return self
 
     def stop(self) -> None:
-        """Stop accepting requests and close the socket (requests in flight finish)."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(5)
+        """Stop accepting, close idle connections and the socket; requests in flight still finish."""
+        thread = self._thread
+        with self._lock:
+            self._stopping = True
+        if thread is not None:
+            self._wake()
+            thread.join(10)
             self._thread = None
-        self._server.server_close()
+        if not self._stopped:
+            self._close_all()
+        self._pool.shutdown()
 
     def __enter__(self) -> ApiServer:
         return self.start()
@@ -221,3 +539,320 @@ class ApiServer:
         tb: Optional[TracebackType],
     ) -> None:
         self.stop()
+
+    # -- the selector thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_sweep = time.monotonic() + _SWEEP_SECONDS
+        try:
+            while not self._stopping:
+                for key, mask in self._selector.select(max(0.0, next_sweep - time.monotonic())):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._take_returned()
+                    elif mask & selectors.EVENT_WRITE:
+                        self._on_writable(key.data)
+                    else:
+                        self._on_readable(key.data)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + _SWEEP_SECONDS
+        except Exception:  # never silent: a dead loop is a dead API
+            logger.exception("the HTTP server loop failed; the API no longer answers")
+        finally:
+            self._close_all()
+
+    def _close_all(self) -> None:
+        with self._lock:
+            self._stopped = True
+            returned = list(self._returned)
+            self._returned.clear()
+        for conn, action in returned:
+            if action == "write":  # finish the answer a handler thread began
+                try:
+                    conn.sock.settimeout(5)
+                    conn.sock.sendall(conn.out)
+                except OSError:
+                    pass
+            conn.state = _BUSY  # no longer registered
+            self._close(conn)
+        for conn in list(self._conns.values()):
+            if conn.state != _BUSY:  # a handler thread finishes and closes its own
+                self._close(conn)
+        for sock in (self._listener, self._waker, self._wake_in):
+            sock.close()
+        self._selector.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (the loop wakes anyway) or closed (stopped)
+            self._waker.send(b"\0")
+
+    def _accept(self) -> None:
+        now = time.monotonic()
+        for _ in range(64):  # then let the connections already open have their turn
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors: stop accepting for a moment
+                logger.warning("cannot accept connections: %s", exc.strerror or exc)
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = now + 0.5
+                return
+            sock.setblocking(False)
+            if sock.family != getattr(socket, "AF_UNIX", None):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, str(address[0]), now)
+            conn.deadline = now + self.keepalive_timeout
+            if len(self._conns) >= self.max_connections and not self._make_room(now):
+                logger.warning("refused a connection from %s: %d open", conn.addr, len(self._conns))
+                self._send_quietly(sock, _busy())
+                sock.close()
+                continue
+            self._conns[sock] = conn
+            self._idle[conn] = None
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _make_room(self, now: float) -> bool:
+        """Close the oldest idle keep-alive connection, else the oldest request arriving for over
+        ``_EVICT_AFTER`` seconds (a slow client's; a real one on any network arrives faster)."""
+        if self._idle:
+            oldest = next(iter(self._idle))
+            self._close(oldest)
+            return True
+        slowest: Optional[_Conn] = None
+        for conn in self._conns.values():
+            started = conn.request_started
+            if conn.state != _READING or started is None or now - started <= _EVICT_AFTER:
+                continue
+            if slowest is None or started < (slowest.request_started or now):
+                slowest = conn
+        if slowest is None:
+            return False
+        logger.info("closed a slow request from %s to make room", slowest.addr)
+        self._send_quietly(slowest.sock, _busy())
+        self._close(slowest)
+        return True
+
+    def _on_readable(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        if conn.state == _DRAINING:
+            conn.discard -= len(data)
+            if conn.discard <= 0:
+                self._close(conn)
+            return
+        conn.buf += data
+        if conn.head is None and b"\n" not in data and len(conn.buf) <= MAX_REQUEST_LINE:
+            if conn.request_started is None:  # the request line is still arriving: nothing to parse
+                self._start_request(conn, time.monotonic())
+            return
+        self._parse(conn, time.monotonic())
+
+    def _start_request(self, conn: _Conn, now: float) -> None:
+        conn.request_started = now
+        conn.deadline = now + self.request_timeout
+        self._idle.pop(conn, None)
+
+    def _parse(self, conn: _Conn, now: float) -> None:
+        """Start answering the request in ``conn.buf`` once all of it is there."""
+        if conn.request_started is None:
+            self._start_request(conn, now)
+        try:
+            if conn.head is None:
+                conn.head = parse_head(bytes(conn.buf), self.max_body_bytes)
+                if conn.head is None:
+                    return
+                expect = (_header(conn.head.headers, "expect") or "").lower()
+                if expect == "100-continue" and conn.head.length and not conn.expect_sent:
+                    conn.expect_sent = True
+                    self._send_quietly(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+        except _Refused as refused:
+            logger.info("%s refused: %s %s", conn.addr, refused.response.status, refused)
+            self._answer_and_close(conn, refused.response, refused.discard)
+            return
+        head = conn.head
+        end = head.end + head.length
+        if len(conn.buf) < end:
+            return
+        body = bytes(conn.buf[head.end : end])
+        del conn.buf[:end]
+        conn.head = None
+        conn.expect_sent = False
+        conn.state = _BUSY
+        self._selector.unregister(conn.sock)
+        keep_alive = head.keep_alive and not self._stopping
+        request = Request(head.method, head.target, head.headers, body)
+        self._pool.submit(self._handle, conn, head, request, keep_alive)
+
+    # -- handler threads -----------------------------------------------------------------------
+
+    def _handle(self, conn: _Conn, head: _Head, request: Request, keep_alive: bool) -> None:
+        try:
+            response = self.app.handle(request)
+        except Exception:  # handle() never raises; if it does, the client still gets JSON
+            logger.exception("%s %s failed", request.method, request.target)
+            response = error_response(500, "internal", "internal error; see the server log")
+        http10 = head.line.endswith("HTTP/1.0")
+        data = encode_response(
+            response,
+            head_only=head.method == "HEAD",
+            keep_alive=(True if http10 else None) if keep_alive else False,
+        )
+        # Changes and errors at INFO; the dashboard's polling reads at DEBUG.
+        level = logging.DEBUG if head.method in ("GET", "HEAD") and response.status < 400 else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(level, '%s "%s" %s', conn.addr, head.line, response.status)
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the client is gone
+            self._give_back(conn, "close")
+            return
+        conn.out = data[sent:]
+        conn.after_write = "resume" if keep_alive else "linger"
+        self._give_back(conn, "write" if conn.out else conn.after_write)
+
+    def _give_back(self, conn: _Conn, action: str) -> None:
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
+                self._returned.append((conn, action))
+        if not stopped:
+            self._wake()
+            return
+        try:  # the loop has ended (stop() during the request): finish here, blocking
+            if action == "write":
+                conn.sock.settimeout(5)
+                conn.sock.sendall(conn.out)
+        except OSError:
+            pass
+        finally:
+            conn.sock.close()
+
+    # -- back on the selector thread --------------------------------------------------------------
+
+    def _take_returned(self) -> None:
+        try:
+            while self._wake_in.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        with self._lock:
+            returned = list(self._returned)
+            self._returned.clear()
+        now = time.monotonic()
+        for conn, action in returned:
+            if action == "close":
+                self._close(conn)
+            elif action == "write":
+                conn.state = _WRITING
+                conn.deadline = now + self.request_timeout
+                self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+            else:
+                self._after_response(conn, action, now)
+
+    def _after_response(self, conn: _Conn, action: str, now: float) -> None:
+        if action == "linger" or self._stopping:
+            self._linger(conn, 0, now)
+            return
+        conn.state = _READING
+        conn.request_started = None
+        conn.idle_since = now
+        conn.deadline = now + self.keepalive_timeout
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._idle[conn] = None
+        if conn.buf:  # the next request was sent before this answer (pipelining)
+            self._parse(conn, now)
+
+    def _on_writable(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.out = conn.out[sent:]
+        if not conn.out:
+            self._selector.unregister(conn.sock)
+            self._after_response(conn, conn.after_write, time.monotonic())
+
+    def _answer_and_close(self, conn: _Conn, response: Response, discard: int) -> None:
+        """Answer a refused request, then drain what the client still sends (closing on unread
+        input resets the connection, and the client would see a reset instead of the answer)."""
+        data = encode_response(response, head_only=False, keep_alive=False)
+        conn.buf.clear()
+        conn.head = None
+        conn.discard = min(discard, _DISCARD_LIMIT) if discard else _DISCARD_LIMIT
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        if sent < len(data):
+            conn.out = data[sent:]
+            conn.after_write = "linger"
+            conn.state = _WRITING
+            conn.deadline = time.monotonic() + self.request_timeout
+            self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            return
+        self._selector.unregister(conn.sock)
+        self._linger(conn, conn.discard, time.monotonic())
+
+    def _linger(self, conn: _Conn, discard: int, now: float) -> None:
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.state = _DRAINING
+        conn.discard = discard or _DISCARD_LIMIT
+        conn.deadline = now + (10.0 if discard else _LINGER_SECONDS)
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _sweep(self, now: float) -> None:
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        expired = [c for c in self._conns.values() if c.state != _BUSY and now >= c.deadline]
+        for conn in expired:
+            if conn.state == _READING and conn.request_started is not None:
+                logger.info("%s sent no whole request within %g s", conn.addr, self.request_timeout)
+                timeout = error_response(
+                    408, "request_timeout", f"the request did not arrive within {self.request_timeout:g} s"
+                )
+                self._send_quietly(conn.sock, encode_response(timeout, head_only=False, keep_alive=False))
+            self._close(conn)
+
+    def _send_quietly(self, sock: socket.socket, data: Any) -> None:
+        """One non-blocking send of a short answer; what does not fit is dropped with the connection."""
+        if isinstance(data, Response):
+            data = encode_response(data, head_only=False, keep_alive=False)
+        with contextlib.suppress(OSError):
+            sock.send(data)
+
+    def _close(self, conn: _Conn) -> None:
+        self._idle.pop(conn, None)
+        if self._conns.pop(conn.sock, None) is None:
+            return
+        if conn.state != _BUSY:
+            with contextlib.suppress(KeyError, ValueError):  # not registered (between states)
+                self._selector.unregister(conn.sock)
+        conn.sock.close()
+
+
+def _busy() -> Response:
+    return error_response(503, "busy", "the server has too many open connections; retry in a moment")

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -118,17 +118,54 @@ class TestConfiguration:
     ) -> None:
         # 192.0.2.1 is not an address of this machine: binding it first would fail with another error.
         with pytest.raises(ConfigurationError) as caught:
-            ApiServer(scheduler, host, 0)
+            ApiServer(scheduler, host, 0, allow_hosts=["scheduler.lan"])
         message = str(caught.value)
-        assert "token" in message and "FLOWYML_SCHEDULER_API_TOKEN" in message
+        assert "token" in message and "FLOWYML_SCHEDULER_API_TOKEN" in message and "--token-file" in message
+        assert "--allow-host" not in message
         assert "cannot listen" not in message
 
-    def test_a_non_loopback_host_with_a_token_is_accepted(self, scheduler: PipelineScheduler) -> None:
-        srv = ApiServer(scheduler, "0.0.0.0", 0, token=TOKEN)  # bound, never started
+    @pytest.mark.parametrize("allow_hosts", [None, [], ["  "]])
+    def test_a_non_loopback_host_without_a_host_allow_list_is_refused(
+        self, scheduler: PipelineScheduler, allow_hosts: Optional[List[str]]
+    ) -> None:
+        with pytest.raises(ConfigurationError) as caught:
+            ApiServer(scheduler, "0.0.0.0", 0, token=TOKEN, allow_hosts=allow_hosts)
+        message = str(caught.value)
+        assert "--allow-host" in message and "token" not in message.split("needs")[1]
+
+    def test_without_both_the_message_names_both(self, scheduler: PipelineScheduler) -> None:
+        with pytest.raises(ConfigurationError) as caught:
+            ApiServer(scheduler, "0.0.0.0", 0)
+        assert "--allow-host" in str(caught.value) and "FLOWYML_SCHEDULER_API_TOKEN" in str(caught.value)
+
+    def test_a_non_loopback_host_with_a_token_and_allowed_hosts_is_accepted(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        srv = ApiServer(scheduler, "0.0.0.0", 0, token=TOKEN, allow_hosts=["scheduler.lan"])  # never started
         try:
             assert srv.port > 0
+            assert srv.app.allowed_hosts == {"scheduler.lan"}  # no loopback names off loopback
         finally:
             srv.stop()
+
+    @pytest.mark.parametrize("token", ["", " ", "\t\n", "two words", "t\u00f6ken", "tab\there"])
+    def test_a_blank_or_unsendable_token_is_refused_even_on_loopback(
+        self, scheduler: PipelineScheduler, token: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match="token"):
+            ApiServer(scheduler, port=0, token=token)
+
+    def test_token_for_reads_without_a_token_is_refused(self, scheduler: PipelineScheduler) -> None:
+        with pytest.raises(ConfigurationError, match="token"):
+            ApiServer(scheduler, port=0, token_for_reads=True)
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [("threads", 0), ("max_connections", 0), ("request_timeout", 0), ("keepalive_timeout", -1)],
+    )
+    def test_limits_must_be_positive(self, scheduler: PipelineScheduler, option: str, value: Any) -> None:
+        with pytest.raises(ConfigurationError, match=option):
+            ApiServer(scheduler, port=0, **{option: value})
 
     @pytest.mark.parametrize("port", [-1, 65536, 100_000, True, "8080", 80.0])
     def test_a_port_outside_0_to_65535_is_refused(self, scheduler: PipelineScheduler, port: Any) -> None:
