@@ -299,6 +299,13 @@ def _overlapping(rows: List[Row]) -> List[Row]:
     return out
 
 
+def _reopen_after(exc: sqlite3.Error) -> bool:
+    """True for errors a fresh connection may not repeat: a file opened read-only (since made
+    writable) or an I/O error. A busy lock, a full disk or a constraint need no new connection."""
+    text = str(exc).lower()
+    return "readonly" in text or "disk i/o" in text
+
+
 def _now_us() -> int:
     return to_us(datetime.now(timezone.utc), "now")
 
@@ -340,6 +347,7 @@ class SQLiteStore(Store):
         # (st_dev, st_ino) of the file opened; kept across reconnections, forgotten by close().
         self._identity: Optional[Tuple[int, int]] = None
         self._replaced: Optional[str] = None  # set once the file is found deleted or replaced
+        self._checkpoints_here = False  # maintain() checkpoints: the writer's automatic ones are off
         _STORES.add(self)
 
     def __repr__(self) -> str:
@@ -353,6 +361,11 @@ class SQLiteStore(Store):
             hint = "free space on the file system that holds it; a later write may succeed"
         elif "readonly" in lowered or "read-only" in lowered:
             hint = "make the file, its -wal and -shm files and its directory writable by this process"
+        elif "unable to open" in lowered:
+            hint = (
+                "check that its directory exists and that the file system is mounted writable "
+                "(SQLite's WAL needs to create files beside the database)"
+            )
         elif "locked" in lowered or "busy" in lowered:
             hint = (
                 f"another connection held the write lock longer than busy_timeout={self.busy_timeout:g} s; "
@@ -366,8 +379,10 @@ class SQLiteStore(Store):
         self._replaced = (
             f"sqlite store {self.path!r}: the database file {what} while this process had it open. "
             "Writing on would record fires in a file no other process sees, so this store refuses "
-            "every call: restore the file (or its directory) from a backup and restart the process, "
-            "or restart it to start over with the file now at that path"
+            "every call. Stop this process; to keep the old data, restore the file from a backup and "
+            "delete the '-wal' and '-shm' files beside it (they belong to the file that was open, "
+            "and SQLite would replay them into the restored one); then start it again: it opens the "
+            "file at the path (a new, empty one if there is none)"
         )
         logger.error("%s", self._replaced)
         return StoreFileReplacedError(self._replaced)
@@ -409,6 +424,8 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA foreign_keys=ON")
             # Once a WAL restarts, keep its file at most this big (it is reused, not regrown).
             conn.execute(f"PRAGMA journal_size_limit={_WAL_RESTART_FRAMES * 4096}")
+            if self._checkpoints_here:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._migrate(conn)
             if self._file is not None:
                 info = os.stat(self._file)
@@ -570,7 +587,18 @@ class SQLiteStore(Store):
                             logger.exception("sqlite store %r: rollback failed", self.path)
                     raise
             except sqlite3.Error as exc:
+                if self._conn is not None and _reopen_after(exc):
+                    self._drop_writer()
                 raise self._error(exc) from exc
+
+    def _drop_writer(self) -> None:
+        """Close the writer (with the lock held): the next write opens it again, on the same file."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                logger.exception("sqlite store %r: closing the writer connection failed", self.path)
 
     # -- schedules ------------------------------------------------------------------
     def declare_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
@@ -681,6 +709,7 @@ class SQLiteStore(Store):
                     with self._lock:
                         conn = self._conn or self._connect()
                         conn.execute("PRAGMA wal_autocheckpoint=0")
+                        self._checkpoints_here = True
                 _, frames, _ = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames >= _WAL_RESTART_FRAMES:
                     with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,16 +14,27 @@ import textwrap
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
-from flowyml_lite.errors import SchemaVersionError, StoreError
+from flowyml_lite.errors import SchemaVersionError, StoreError, StoreFileReplacedError
 from flowyml_lite.stores import open_store
 from flowyml_lite.stores import sqlite as sqlite_store
-from flowyml_lite.stores.base import QUEUED, RUNNING, SUCCEEDED, NodeRecord, RunRecord, ScheduleRecord
+from flowyml_lite.stores.base import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Claim,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    ScheduleRecord,
+)
 from flowyml_lite.stores.schema import ACTIVE_CONDITION, SCHEMA_VERSION
 from flowyml_lite.stores.sqlite import DEFAULT_PATH, SQLiteStore
 
@@ -445,4 +457,398 @@ class TestSharedFile:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert [r.node_id for r in store.history("etl")] == ["child"]
         assert store.claim("etl", at(1), at(2), [run("etl", at(1))], 5) is not None
+        store.close()
+
+
+# -- readers beside the writer ------------------------------------------------------
+
+_HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE schedules SET enabled = enabled")
+    print("holding", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+    conn.execute("ROLLBACK")
+    """
+)
+
+
+@contextmanager
+def write_lock_held_by_another_process(path: Path) -> Iterator[None]:
+    """Another process holds the SQLite write lock of ``path`` (BEGIN IMMEDIATE) until the block ends."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == b"holding"
+        yield
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+        child.stdout.close()
+
+
+def in_thread(work: Callable[[], object], wait: float = 20.0) -> object:
+    """``work()`` run on another thread; fails if it has not returned after ``wait`` seconds."""
+    results: queue.Queue[object] = queue.Queue()
+
+    def target() -> None:
+        try:
+            results.put(("ok", work()))
+        except BaseException as exc:  # handed to the test
+            results.put(("error", exc))
+
+    threading.Thread(target=target, daemon=True).start()
+    try:
+        kind, value = results.get(timeout=wait)  # type: ignore[misc]
+    except queue.Empty:
+        pytest.fail(f"still waiting after {wait} s")
+    if kind == "error":
+        raise value  # type: ignore[misc]
+    return value
+
+
+def every_read(store: SQLiteStore) -> dict:  # type: ignore[type-arg]
+    return {
+        "get_schedule": store.get_schedule("etl"),
+        "list_schedules": store.list_schedules(),
+        "schedule_states": store.schedule_states(),
+        "changed_since": store.changed_since(T0),
+        "schedule_versions": store.schedule_versions(T0),
+        "history": store.history("etl"),
+        "active_runs": store.active_runs(),
+        "stats": store.stats(),
+        "list_nodes": store.list_nodes(),
+        "expired_nodes": store.expired_nodes(60, at(10)),
+    }
+
+
+class TestReadersNeverWaitForTheWriter:
+    def filled(self, db: Path) -> SQLiteStore:
+        store = SQLiteStore(db, busy_timeout=30)
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+        store.heartbeat(NodeRecord("node-a", "host", 7, T0, at(0)))
+        return store
+
+    def test_every_read_answers_while_another_process_holds_the_write_lock(self, db: Path) -> None:
+        store = self.filled(db)
+        expected = every_read(store)
+        with write_lock_held_by_another_process(db):
+            assert in_thread(lambda: every_read(store)) == expected
+        store.close()
+
+    def test_a_new_store_opens_and_reads_while_another_process_holds_the_write_lock(self, db: Path) -> None:
+        self.filled(db).close()
+        with write_lock_held_by_another_process(db):
+            fresh = SQLiteStore(db, busy_timeout=30)
+            history = in_thread(lambda: fresh.history("etl"))
+            assert [r.fire_time for r in history] == [T0]  # type: ignore[attr-defined]
+        fresh.close()
+
+    def test_reads_answer_while_a_write_of_this_store_waits_for_the_lock(self, db: Path) -> None:
+        store = self.filled(db)
+        waiting = threading.Thread(target=lambda: store.heartbeat(NodeRecord("node-b", "h", 8, T0, at(1))))
+        with write_lock_held_by_another_process(db):
+            waiting.start()
+            time.sleep(0.2)  # lets the heartbeat take the store's write lock and wait on SQLite's
+            assert waiting.is_alive()
+            assert [n.node_id for n in in_thread(store.list_nodes)] == ["node-a"]  # type: ignore[attr-defined]
+            assert in_thread(lambda: store.stats().running) == 1
+        waiting.join(timeout=30)
+        assert [n.node_id for n in store.list_nodes()] == ["node-a", "node-b"]
+        store.close()
+
+    def test_reads_do_not_use_the_writer_connection(self, db: Path) -> None:
+        store = self.filled(db)
+        statements: List[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        every_read(store)
+        assert statements == []
+        store.close()
+
+    def test_a_read_sees_every_write_committed_before_it(self, db: Path) -> None:
+        store = SQLiteStore(db)
+        store.declare_schedule(sched())
+        for i in range(50):
+            claimed = store.claim("etl", at(i), at(i + 1), [run("etl", at(i))], 1)
+            assert claimed is not None and store.active_runs("etl") == claimed
+            assert store.finish_runs([Outcome(claimed[0].run_key, SUCCEEDED, at(i + 0.5))]) == [True]
+            assert store.active_runs("etl") == [] and store.stats().succeeded == i + 1
+        store.close()
+
+    def test_threads_read_beside_a_writer_without_errors(self, db: Path) -> None:
+        store = SQLiteStore(db)
+        store.declare_schedule(sched())
+        stop = threading.Event()
+        errors: List[BaseException] = []
+        seen: List[List[int]] = [[] for _ in range(4)]
+
+        def reader(index: int) -> None:
+            try:
+                while not stop.is_set():
+                    seen[index].append(len(store.history("etl", limit=1000)))
+                    store.stats()
+            except BaseException as exc:  # handed to the test
+                errors.append(exc)
+
+        readers = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+        for t in readers:
+            t.start()
+        try:
+            for i in range(100):
+                assert store.claim("etl", at(i), at(i + 1), [run("etl", at(i), SUCCEEDED)], 1) is not None
+        finally:
+            stop.set()
+            for t in readers:
+                t.join()
+        assert errors == [] and all(counts == sorted(counts) for counts in seen)  # never back in time
+        assert len(store.history("etl", limit=1000)) == 100
+        assert len(store._readers) <= sqlite_store._IDLE_READERS
+        store.close()
+
+    def test_close_closes_the_idle_readers_and_a_later_read_opens_again(self, db: Path) -> None:
+        store = self.filled(db)
+        every_read(store)
+        idle = list(store._readers)
+        assert idle
+        store.close()
+        assert store._readers == [] and store._conn is None
+        with pytest.raises(sqlite3.ProgrammingError):
+            idle[0].execute("SELECT 1")
+        assert [r.fire_time for r in store.history("etl")] == [T0]
+        store.close()
+
+    def test_an_in_memory_database_reads_on_its_one_connection(self) -> None:
+        store = SQLiteStore(":memory:")
+        store.declare_schedule(sched())
+        assert store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+        assert [r.fire_time for r in store.history("etl")] == [T0] and store._readers == []
+        store.close()
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+    def test_a_forked_child_reads_on_connections_of_its_own(self, db: Path) -> None:
+        store = self.filled(db)
+        every_read(store)  # the parent has idle readers the child must not use
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = [r.fire_time for r in store.history("etl")] == [T0] and store.stats().running == 1
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert store.stats().running == 1
+        store.close()
+
+
+# -- the file deleted or replaced ---------------------------------------------------
+
+
+class TestTheFileDeletedOrReplaced:
+    def test_deleting_the_directory_stops_every_write_with_an_error_that_says_what_to_do(
+        self, tmp_path: Path
+    ) -> None:
+        directory = tmp_path / "data"
+        directory.mkdir()
+        path = directory / "jobs.db"
+        store = SQLiteStore(path)
+        store.declare_schedule(sched())
+        shutil.rmtree(directory)
+        with pytest.raises(
+            StoreFileReplacedError, match=r"jobs\.db.*was deleted.*Stop this process.*start it again"
+        ) as caught:
+            store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        assert isinstance(caught.value, StoreError)
+        assert not directory.exists()  # nothing written, nothing re-created
+        # Another process re-creates the path and works on: this store still refuses, reads included.
+        directory.mkdir()
+        other = SQLiteStore(path)
+        other.declare_schedule(sched())
+        assert other.claim("etl", T0, at(1), [run("etl", T0, node="other")], 1) is not None
+        for call in (
+            lambda: store.claim("etl", T0, at(1), [run("etl", T0)], 1),
+            lambda: store.finish_runs([Outcome("k", SUCCEEDED, at(1))]),
+            lambda: store.heartbeat(NodeRecord("node-a", "h", 1, T0, T0)),
+            lambda: store.history("etl"),
+            lambda: store.list_schedules(),
+        ):
+            with pytest.raises(StoreFileReplacedError, match="was deleted"):
+                call()
+        assert [r.node_id for r in other.history("etl")] == ["other"]
+        other.close()
+        store.close()
+
+    def test_replacing_the_file_stops_writes_and_reads(self, tmp_path: Path) -> None:
+        path = tmp_path / "jobs.db"
+        store = SQLiteStore(path)
+        store.declare_schedule(sched())
+        claimed = store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        assert claimed is not None
+        replacement = tmp_path / "restored.db"
+        restored = SQLiteStore(replacement)
+        restored.declare_schedule(sched("from-backup"))
+        restored.close()
+        os.replace(replacement, path)
+        for stale in ("-wal", "-shm"):  # the old file's, as the error message says
+            Path(f"{path}{stale}").unlink()
+        with pytest.raises(StoreFileReplacedError, match=r"replaced by another file.*-wal"):
+            store.finish_runs([Outcome(claimed[0].run_key, SUCCEEDED, at(0.5))])
+        with pytest.raises(StoreFileReplacedError, match="replaced by another file"):
+            store.get_schedule("etl")
+        # A restart (close, then open) takes the file now at the path.
+        store.close()
+        assert [s.name for s in store.list_schedules()] == ["from-backup"]
+        assert store.declare_schedule(sched()).name == "etl"
+        store.close()
+
+    def test_a_store_that_never_wrote_also_notices(self, tmp_path: Path) -> None:
+        path = tmp_path / "jobs.db"
+        SQLiteStore(path).open()
+        store = SQLiteStore(path)
+        assert store.list_schedules() == []
+        path.unlink()
+        with pytest.raises(StoreFileReplacedError):
+            store.list_schedules()
+        assert not path.exists()
+        store.close()
+
+
+# -- failed writes ------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (needs root), unmounted afterwards."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        for target in (mount_point / "ro", mount_point):
+            if os.path.ismount(target):
+                subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file into ``directory`` until its file system is full; return the file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+class TestFailedWrites:
+    def test_a_full_disk_fails_the_write_cleanly_and_the_store_writes_again_once_space_is_freed(
+        self, small_tmpfs: Path
+    ) -> None:
+        store = SQLiteStore(small_tmpfs / "jobs.db")
+        store.declare_schedule(sched())
+        claimed = store.claim("etl", T0, at(1), [run("etl", T0)], 5)
+        assert claimed is not None
+        filler = fill(small_tmpfs)
+        big = Outcome(claimed[0].run_key, FAILED, at(0.5), output="o" * 60_000, traceback="t" * 60_000)
+        group = [Claim("etl", at(1), at(2), [run("etl", at(1))], 5)]
+        for _ in range(3):  # each try fails alone; nothing is half written
+            with pytest.raises(StoreError, match=r"full.*free space"):
+                store.claim_many(group, [big])
+        assert [r.status for r in store.history("etl")] == [RUNNING]  # reads go on
+        assert store.get_schedule("etl").next_fire == at(1)  # type: ignore[union-attr]
+        filler.unlink()
+        results = store.claim_many(group, [big])
+        assert results[0] is not None
+        assert [(r.status, len(r.output or "")) for r in store.history("etl")] == [
+            (RUNNING, 0),
+            (FAILED, 60_000),
+        ]
+        store.close()
+        with raw(small_tmpfs / "jobs.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+    def test_a_read_only_file_system_fails_the_write_and_the_store_works_once_it_is_writable(
+        self, small_tmpfs: Path
+    ) -> None:
+        SQLiteStore(small_tmpfs / "jobs.db").declare_schedule(sched())  # then closed by the GC
+        view = small_tmpfs / "ro"  # the same directory, mounted read-only
+        view.mkdir()
+        for command in (
+            ["mount", "--bind", str(small_tmpfs), str(view)],
+            ["mount", "-o", "remount,ro,bind", str(view)],
+        ):
+            if subprocess.run(command, capture_output=True).returncode != 0:
+                pytest.skip("cannot make a read-only bind mount here")
+        store = SQLiteStore(view / "jobs.db")
+        with pytest.raises(StoreError, match=r"jobs\.db.*writable"):
+            store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        subprocess.run(["mount", "-o", "remount,rw,bind", str(view)], check=True)
+        assert store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+        store.close()
+
+    def test_a_lock_held_by_another_process_past_busy_timeout_fails_each_write_and_then_it_succeeds(
+        self, db: Path
+    ) -> None:
+        store = SQLiteStore(db, busy_timeout=0.2)
+        store.declare_schedule(sched())
+        claimed = store.claim("etl", T0, at(1), [run("etl", T0)], 5)
+        assert claimed is not None
+        outcome = Outcome(claimed[0].run_key, SUCCEEDED, at(0.5))
+        with write_lock_held_by_another_process(db):
+            with pytest.raises(StoreError, match=r"locked.*busy_timeout=0\.2 s"):
+                store.finish_runs([outcome])
+            with pytest.raises(StoreError, match="locked"):
+                store.claim_many([Claim("etl", at(1), at(2), [run("etl", at(1))], 5)], [outcome])
+            assert store.active_runs() == claimed  # reads answer meanwhile
+        assert store.finish_runs([outcome]) == [True]
+        assert store.claim_many([Claim("etl", at(1), at(2), [run("etl", at(1))], 5)])[0] is not None
+        store.close()
+
+
+class TestGroupStatements:
+    @pytest.mark.parametrize(
+        ("query", "index"),
+        [
+            (sqlite_store._active_counts_of(3), "runs_schedule_status"),
+            (sqlite_store._states_of(3), "sqlite_autoindex_schedules_1"),
+            (sqlite_store._FINISH_RUN, "sqlite_autoindex_runs_1"),
+        ],
+    )
+    def test_group_statements_find_their_rows_by_index(self, db: Path, query: str, index: str) -> None:
+        SQLiteStore(db).open()
+        with raw(db) as conn:
+            plan = " ".join(
+                str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {query}", ["x"] * query.count("?"))
+            )
+        assert index in plan and "'SCAN runs'" not in plan and "'SCAN schedules'" not in plan
+
+    def test_a_group_claim_is_one_transaction(self, db: Path) -> None:
+        store = SQLiteStore(db)
+        for name in ("a", "b", "c"):
+            store.declare_schedule(sched(name))
+        statements: List[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        claims = [Claim(name, T0, at(1), [run(name, T0)], 1) for name in ("a", "b", "c")]
+        assert None not in store.claim_many(claims)
+        assert [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK")] == [
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+        ]
         store.close()
