@@ -115,6 +115,77 @@ class TestSyntaxRows:
                                                                   [-45, 15, 15])
 
 
+def days(expression: str, count: int = 6) -> List[str]:
+    """``walk`` as "Fri 01-05" labels: the weekday matters in these rows."""
+    cron = ENGINE.compile(expression)
+    out: List[str] = []
+    current: Optional[datetime] = JAN_1
+    for _ in range(count):
+        assert current is not None
+        current = cron.next_wall(current)
+        assert current is not None
+        out.append(current.strftime("%a %m-%d"))
+    return out
+
+
+class TestUnionsThePeersReadDifferently:
+    """Lists that mix plain values with ``#``, ``L`` or ``W`` entries: each entry adds its days
+    (docs/cron.md, "Lists that mix special entries"). croniter refuses most of them, and reads
+    ``*,sat#3`` as the third Saturday alone; cronsim refuses ``L6`` and ``15W,16``.
+    These tests pin the peers' behaviour too, so the table in the docs stays true."""
+
+    ROWS = (
+        ("0 0 * * 5,6#3", ["Fri 01-05", "Fri 01-12", "Fri 01-19", "Sat 01-20", "Fri 01-26", "Fri 02-02"]),
+        ("0 0 * * 5,L6", ["Fri 01-05", "Fri 01-12", "Fri 01-19", "Fri 01-26", "Sat 01-27", "Fri 02-02"]),
+        ("0 0 * * 5,6L", ["Fri 01-05", "Fri 01-12", "Fri 01-19", "Fri 01-26", "Sat 01-27", "Fri 02-02"]),
+        ("0 0 * * *,sat#3", ["Tue 01-02", "Wed 01-03", "Thu 01-04", "Fri 01-05", "Sat 01-06", "Sun 01-07"]),
+        ("0 0 15W,16 * *", ["Mon 01-15", "Tue 01-16", "Thu 02-15", "Fri 02-16", "Fri 03-15", "Sat 03-16"]),
+        ("0 0 * * MONL", ["Mon 01-29", "Mon 02-26", "Mon 03-25", "Mon 04-29", "Mon 05-27", "Mon 06-24"]),
+    )
+
+    @pytest.mark.parametrize(("expression", "expected"), ROWS)
+    def test_each_entry_of_the_list_adds_its_days(self, expression: str, expected: List[str]) -> None:
+        assert days(expression) == expected
+
+    def test_a_named_weekday_with_l_is_its_last_one_in_any_case(self) -> None:
+        assert days("0 0 * * MONL") == days("0 0 * * monL") == days("0 0 * * 1L") == days("0 0 * * L1")
+
+    @pytest.mark.parametrize(
+        ("expression", "refusal"),
+        [
+            ("0 0 * * 5,6#3", "mixing literal values and nth day of week"),
+            ("0 0 * * 5,L6", "mixing literal values and nth day of week"),
+            ("0 0 15W,16 * *", "'W' can only be used with a single day value"),
+            ("0 0 * * MONL", "is not acceptable"),
+        ],
+    )
+    def test_croniter_refuses_them(self, expression: str, refusal: str) -> None:
+        croniter = pytest.importorskip("croniter").croniter
+        with pytest.raises(Exception, match=refusal):
+            croniter(expression, JAN_1).get_next(datetime)
+
+    def test_croniter_reads_star_or_third_saturday_as_the_third_saturday_alone(self) -> None:
+        croniter = pytest.importorskip("croniter").croniter
+        it = croniter("0 0 * * *,sat#3", JAN_1)
+        assert [it.get_next(datetime).strftime("%a %m-%d") for _ in range(3)] == [
+            "Sat 01-20",
+            "Sat 02-17",
+            "Sat 03-16",
+        ]
+
+    @pytest.mark.parametrize("expression", ["0 0 * * 5,6#3", "0 0 * * 5,6L", "0 0 * * *,sat#3"])
+    def test_cronsim_agrees_where_it_reads_the_syntax(self, expression: str) -> None:
+        cronsim = pytest.importorskip("cronsim")
+        it = cronsim.CronSim(expression, JAN_1)
+        assert [next(it).strftime("%a %m-%d") for _ in range(6)] == days(expression)
+
+    @pytest.mark.parametrize("expression", ["0 0 * * 5,L6", "0 0 15W,16 * *", "0 0 * * MONL"])
+    def test_cronsim_refuses_the_others(self, expression: str) -> None:
+        cronsim = pytest.importorskip("cronsim")
+        with pytest.raises(cronsim.CronSimError):
+            cronsim.CronSim(expression, JAN_1)
+
+
 class TestVixieRule:
     def test_both_restricted_day_fields_match_either(self) -> None:
         # Day 13 or any Friday (2024-01-05, 12, 19 are Fridays).
