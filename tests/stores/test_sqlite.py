@@ -802,6 +802,70 @@ class TestFailedWrites:
         assert store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
         store.close()
 
+    @pytest.mark.skipif(
+        not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
+        reason="needs root and setpriv(1) to run a process that file permissions apply to",
+    )
+    def test_a_read_only_file_fails_the_write_and_the_same_store_writes_once_it_is_writable(
+        self, db: Path
+    ) -> None:
+        SQLiteStore(db).declare_schedule(sched())  # created, then closed by the GC
+        db.chmod(0o444)
+        worker = textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(REPO)!r})
+            from datetime import datetime, timezone
+            from flowyml_lite.errors import StoreError
+            from flowyml_lite.stores.base import NodeRecord
+            from flowyml_lite.stores.sqlite import SQLiteStore
+            t0 = datetime(2024, 3, 10, 6, 0, tzinfo=timezone.utc)
+            store = SQLiteStore(sys.argv[1], busy_timeout=5)
+            for _ in sys.stdin:
+                try:
+                    store.heartbeat(NodeRecord("node-a", "host", 1, t0, t0))
+                    print("ok", flush=True)
+                except StoreError as exc:
+                    print("error", exc, flush=True)
+            """
+        )
+        # Root without CAP_DAC_OVERRIDE: the file's mode applies to it as to any user.
+        drop = "-dac_override,-dac_read_search"
+        child = subprocess.Popen(
+            [
+                "setpriv",
+                f"--bounding-set={drop}",
+                f"--inh-caps={drop}",
+                sys.executable,
+                "-c",
+                worker,
+                str(db),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write("try\n")
+            child.stdin.flush()
+            first = child.stdout.readline()
+            if first.startswith("ok"):
+                pytest.skip("this process can write a read-only file (file permissions do not apply)")
+            assert first.startswith("error") and "readonly" in first and "writable" in first, first
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").chmod(0o644)
+            child.stdin.write("try\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "ok"
+        finally:
+            child.stdin.close()
+            child.wait(timeout=30)
+            child.stdout.close()
+        store = SQLiteStore(db)
+        assert [n.node_id for n in store.list_nodes()] == ["node-a"]
+        store.close()
+
     def test_a_lock_held_by_another_process_past_busy_timeout_fails_each_write_and_then_it_succeeds(
         self, db: Path
     ) -> None:
