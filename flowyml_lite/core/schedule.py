@@ -317,23 +317,31 @@ def parse_options(
     left in ``options`` for the caller; anything else left over raises ScheduleError naming it
     (and the schedule ``name`` when given) beside the options there are.
     """
-    unknown = sorted(key for key in options if key not in _KNOWN and key != "context")
-    if unknown:
+    if options.keys() - _KNOWN:
+        unknown = sorted(options.keys() - _KNOWN)
         whose = f" for {name!r}" if name is not None else ""
         raise ScheduleError(
             f"unknown option(s) {', '.join(unknown)}{whose}; the options are "
             f"{', '.join(OPTION_NAMES)}, context"
         )
     pop = options.pop
-    if len(options) <= 1 and (not options or "context" in options):  # no options given: the defaults
-        return validate_options(
-            config.misfire_grace_seconds,
-            config.catchup,
-            config.max_catchup,
-            1,
-            timeout_seconds=config.default_timeout_seconds,
-            executor=config.default_executor,
-        )
+    if not options or (len(options) == 1 and "context" in options):  # no options given: the defaults
+        grace = config.misfire_grace_seconds
+        key = (grace, math.copysign(1.0, grace), config.catchup, config.max_catchup,
+               config.default_timeout_seconds, config.default_executor)  # fmt: skip
+        found = _DEFAULTS.get(key)
+        if found is None:
+            found = validate_options(
+                grace,
+                config.catchup,
+                config.max_catchup,
+                1,
+                timeout_seconds=config.default_timeout_seconds,
+                executor=config.default_executor,
+            )
+            if len(_DEFAULTS) < 16:
+                _DEFAULTS[key] = found
+        return found
     return validate_options(
         pop("misfire_grace_seconds", config.misfire_grace_seconds),
         pop("catchup", config.catchup),
@@ -351,7 +359,8 @@ def parse_options(
     )
 
 
-_KNOWN = frozenset(OPTION_NAMES)
+_KNOWN = frozenset((*OPTION_NAMES, "context"))
+_DEFAULTS: Dict[Tuple[Any, ...], Options] = {}  # the options of a call without any, by config defaults
 
 
 def retry_delay(options: Options, attempt: int) -> float:
