@@ -199,13 +199,14 @@ class Claims:
                 self._rechecked.pop((name, fire), None)
                 return
             tries = self._rechecked.get((name, fire), 0)
-            self._rechecked[(name, fire)] = tries + 1
-            if tries == 0:  # maybe another node's claim of this row was in progress: look again soon
+            if tries == 0 and self._store.skips_locked_rows:
+                # Maybe another node's claim of this row was in progress: look again soon.
+                self._rechecked[(name, fire)] = 1
                 table.push(now + timedelta(seconds=RECHECK_SECONDS), name, fire)
                 return
         self._rechecked.pop((name, fire), None)
-        # Unchanged twice, so the claim hit an existing run row for this instant (a clock stepped
-        # back, then enable or a re-declaration): that instant is done; move past it.
+        # Unchanged (twice, where rows can be locked), so the claim hit an existing run row for this
+        # instant (a clock stepped back, then enable or a re-declaration): it is done; move past it.
         logger.warning("%r: fire %s already has a run; skipping to the next instant", name, fire.isoformat())
         try:
             self._store.claim(name, fire, claim.new_next, [], claim.max_instances)

@@ -163,9 +163,10 @@ class Housekeeping:
     def lose(self, node_id: str, reason: str) -> None:
         for run in self._store.mark_node_lost(node_id, reason):
             logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
-        if self._lock is not None:
+        release_owner = getattr(self._lock, "release_owner", None)  # absent in older lock plugins
+        if release_owner is not None:
             try:
-                released = self._lock.release_owner(node_id)
+                released = release_owner(node_id)
                 if released:
                     logger.warning("released %d lock(s) held by lost node %s", released, node_id)
             except Exception as exc:

@@ -167,6 +167,8 @@ class OutcomeWriter:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
+        with self._cond:
+            self._stopping = False  # later outcomes (run_pending after stop) start a new thread
         if not flushed:
             logger.error(
                 "stopping with %d run outcome(s) not recorded (the store is unreachable): those runs "
@@ -174,8 +176,3 @@ class OutcomeWriter:
                 self.pending,
             )
         return flushed
-
-    def restart(self) -> None:
-        """Allow the thread again after ``stop`` (a scheduler started again)."""
-        with self._cond:
-            self._stopping = False

@@ -23,7 +23,7 @@ from ..clock import Clock
 from ..core.schedule import Options, matches_retry_on, retry_delay
 from ..core.triggers import jitter_delay
 from ..errors import ScheduleError
-from ..executors.base import Executor, Handle, Job, JobResult
+from ..executors.base import Executor, Handle, Job, JobResult, reference
 from ..locks.base import Lease, Lock
 from ..stores.base import (
     FAILED,
@@ -111,6 +111,7 @@ class Runner:
         self._timers = Timers()
         self._leasing: Optional[ThreadPoolExecutor] = None
         self._lock_down_until = 0.0
+        self._lock_takes_owner = lock is not None and "owner" in inspect.signature(lock.acquire).parameters
         self._cond = threading.Condition()
         self._inflight: Dict[str, _Run] = {}  # run_key -> run, from submit to its final outcome
         self.stopping = threading.Event()
@@ -141,7 +142,7 @@ class Runner:
 
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
-        self.executor(self.executor_name(func, opts)).check(func, function_ref(func))
+        self.executor(self.executor_name(func, opts)).check(func, reference(func))
 
     # -- runs in flight -----------------------------------------------------------------
     @property
@@ -233,7 +234,7 @@ class Runner:
         executor = self.executor(self.executor_name(state.func, state.opts))
         state.t0 = time.perf_counter()
         timeout = state.opts.timeout_seconds
-        job = Job(state.func, function_ref(state.func), ctx, timeout)
+        job = Job(state.func, reference(state.func), ctx, timeout)
         with state.lock:
             state.finished = False
             state.handle = executor.submit(job, lambda result: self._done(state, result))
@@ -246,7 +247,11 @@ class Runner:
         if time.monotonic() < self._lock_down_until:
             return True  # the lock server is down: the store's claim alone keeps the fire once
         try:
-            lease = self._lock.acquire(f"schedule:{state.name}", ttl_seconds=self._lock_ttl, owner=self._node)
+            key = f"schedule:{state.name}"
+            if self._lock_takes_owner:
+                lease = self._lock.acquire(key, ttl_seconds=self._lock_ttl, owner=self._node)
+            else:  # a lock plugin written before leases had owners
+                lease = self._lock.acquire(key, ttl_seconds=self._lock_ttl)
         except Exception as exc:
             self._lock_down_until = time.monotonic() + LOCK_RETRY_SECONDS
             message = (
@@ -472,7 +477,8 @@ class Runner:
     def end_waiting(self) -> int:
         """At stop: end the runs that wait to start (queued catch-up runs, retries); how many."""
         with self._cond:
-            waiting = [s for s in set(self._inflight.values()) if s.run.status == QUEUED and s.handle is None]
+            unique = {id(s): s for s in self._inflight.values()}.values()
+            waiting = [s for s in unique if s.run.status == QUEUED and s.handle is None]
         for state in waiting:
             with state.lock:
                 if state.finished and state.handle is not None:
@@ -515,15 +521,6 @@ class Runner:
         if self._leasing is not None:
             self._leasing.shutdown(wait=False)
             self._leasing = None
-
-
-def function_ref(func: Callable[..., Any]) -> Optional[str]:
-    """``module:qualname`` of a module-level function (what a process run imports), else None."""
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
-        return None
-    return f"{module}:{qualname}"
 
 
 def keep_renewed(lease: Lease, ttl: float, name: str) -> threading.Event:

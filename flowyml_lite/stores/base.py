@@ -169,6 +169,10 @@ class Store(abc.ABC):
     #: How far the clocks of the processes writing ``updated_at`` may disagree, in seconds: a
     #: process syncing ``changed_since(t)`` looks this far before ``t``. One host (SQLite): small.
     clock_skew_seconds: float = 60.0
+    #: True when ``claim_many`` refuses a claim whose schedule row another transaction holds
+    #: (SKIP LOCKED) instead of waiting: a refused claim with an unchanged row may then be a claim
+    #: in progress elsewhere, which the scheduler looks at again shortly before moving past it.
+    skips_locked_rows: bool = False
 
     def open(self) -> None:
         """Create or migrate the schema. Idempotent."""

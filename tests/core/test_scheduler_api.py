@@ -192,9 +192,9 @@ class TestRejectingBadInput:
             "callable",
         ),
         "unknown option": (
-            lambda s: s.schedule_interval("x", noop, minutes=1, retries=3),
+            lambda s: s.schedule_interval("x", noop, minutes=1, retrys=3),
             ScheduleError,
-            "retries",
+            "retrys",
         ),
         "non-JSON context": (
             lambda s: s.schedule_interval("x", noop, minutes=1, context={"f": noop}),

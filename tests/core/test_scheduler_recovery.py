@@ -65,8 +65,8 @@ class TestExpiringLocks:
         import threading
         import time
 
-        from flowyml_lite.core.scheduler import _keep_renewed
         from flowyml_lite.locks.base import Lease
+        from flowyml_lite.runtime.runner import keep_renewed as _keep_renewed
 
         class RecordingLease(Lease):
             key = "schedule:etl"
@@ -126,7 +126,7 @@ class TestChangesMadeElsewhere:
         elsewhere = make_scheduler("sqlite")  # a newer release of the app, deployed on another host
         elsewhere.schedule_interval("etl", lambda: None, minutes=10)
         deadline = time.monotonic() + 10
-        while here._triggers["etl"].next_after(utc(2024, 1, 1)) != utc(2024, 1, 1, 0, 10):
+        while here._table.triggers["etl"].next_after(utc(2024, 1, 1)) != utc(2024, 1, 1, 0, 10):
             assert time.monotonic() < deadline, "the new definition was not adopted"
             time.sleep(0.02)
         elsewhere.stop()

@@ -292,8 +292,8 @@ class TestChangesMadeBetweenTheBulkReadAndADeclaration:
             declare(second, i)
         second.start()  # its sync reads rows changed since the scheduler was built
         second.stop()
-        assert second._records[paused].enabled is False
-        assert second._triggers[redefined].next_after(utc(2024, 1, 1, 6)) == utc(2024, 1, 1, 17)
+        assert second._table.records[paused].enabled is False
+        assert second._table.triggers[redefined].next_after(utc(2024, 1, 1, 6)) == utc(2024, 1, 1, 17)
         processes.clock.set(utc(2024, 1, 1, 17))
         second.run_pending()
         assert second.wait_for_runs(10)
@@ -367,7 +367,7 @@ class TestChangesMadeBetweenTheBulkReadAndADeclaration:
         second.store.after_read = meanwhile  # type: ignore[attr-defined]
         declared = declare(second, count)
         assert calls(second)[read] >= 1 and second.store.after_read is None  # type: ignore[attr-defined]
-        assert declared.enabled is False and second._records[name].enabled is False
+        assert declared.enabled is False and second._table.records[name].enabled is False
         processes.clock.set(utc(2024, 1, 1, 1))
         second.run_pending()
         assert second.wait_for_runs(10)

@@ -32,7 +32,10 @@ class FlakyStore(MemoryStore):
 
 def claimed(store: Any, count: int) -> List[RunRecord]:
     store.declare_schedule(ScheduleRecord("s", "interval", "1", "UTC", "h", next_fire=T0))
-    runs = [RunRecord(f"k{i}", "s", T0.replace(second=i % 60, minute=i // 60), RUNNING, "me") for i in range(count)]
+    runs = [
+        RunRecord(f"k{i}", "s", T0.replace(second=i % 60, minute=i // 60), RUNNING, "me")
+        for i in range(count)
+    ]
     assert store.claim("s", T0, T0, runs, count + 1) is not None
     return runs
 
