@@ -192,6 +192,8 @@ class AsyncExecutor(Executor):
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the loop must live on
             result = from_exception(exc)
         result.output = handle.buffer.text()
+        CURRENT_RUN.set(None)  # done() runs in this task's context: it is not part of the run
+        capture.CURRENT_OUTPUT.set(None)
         self._finish(handle, result)
 
     def _finish(self, handle: _AsyncHandle, result: JobResult) -> None:

@@ -25,7 +25,7 @@ import contextvars
 import logging
 import sys
 import threading
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Tuple
 
 from ..stores.base import MAX_RUN_TEXT
 
@@ -141,6 +141,8 @@ class RunStream:
 
 _install_lock = threading.Lock()
 _handler: Optional[RunLogHandler] = None
+_undo: List[Tuple[logging.Handler, int]] = []  # (handler, its level before) of handlers raised at install
+_root_level_before: Optional[int] = None
 _logger = logging.getLogger("flowyml_lite.executors")
 
 
@@ -149,7 +151,7 @@ def install() -> None:
 
     Called by the thread and async executors before each run; cheap after the first call.
     """
-    global _handler
+    global _handler, _root_level_before
     if _handler is None:
         with _install_lock:
             if _handler is None:
@@ -158,8 +160,10 @@ def install() -> None:
                 if old_level > logging.INFO:
                     for existing in root.handlers:
                         if existing.level < old_level:
+                            _undo.append((existing, existing.level))
                             existing.setLevel(old_level)
                     root.setLevel(logging.INFO)
+                    _root_level_before = old_level
                 handler = RunLogHandler()
                 root.addHandler(handler)
                 _handler = handler
@@ -174,3 +178,27 @@ def install() -> None:
         stream = getattr(sys, name, None)
         if stream is not None and not isinstance(stream, RunStream):
             setattr(sys, name, RunStream(stream))
+
+
+def uninstall() -> None:
+    """Undo ``install``: the root handler and levels as they were, the streams unwrapped.
+
+    For tests and embedding programs that want logging exactly as before; runs that are still
+    going stop being captured. The next run installs capture again.
+    """
+    global _handler, _root_level_before
+    with _install_lock:
+        root = logging.getLogger()
+        if _handler is not None:
+            root.removeHandler(_handler)
+            _handler = None
+        if _root_level_before is not None and root.level == logging.INFO:
+            root.setLevel(_root_level_before)
+        _root_level_before = None
+        for handler, level in _undo:
+            handler.setLevel(level)
+        _undo.clear()
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name, None)
+            if isinstance(stream, RunStream):
+                setattr(sys, name, stream._target)

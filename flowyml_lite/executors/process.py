@@ -50,6 +50,10 @@ logger = logging.getLogger("flowyml_lite.executors.process")
 _QUEUED, _STARTING, _RUNNING, _FINISHED = "queued", "starting", "running", "finished"
 #: After a child exits, how long its pipes may stay open (a grandchild holding them) before we stop reading.
 DRAIN_SECONDS = 1.0
+#: multiprocessing reads a child's exit status from one pipe, in ``join()`` and also in every
+#: ``start()`` (it polls the other children): two threads reading it at once make one of them see
+#: EOF, reported as exit code 255. Our starts and joins take turns.
+_MP_LOCK = threading.Lock()
 #: Longest wait in the monitor's select, so a SIGKILL after the grace period is never late by more.
 _TICK = 0.25
 
@@ -266,7 +270,8 @@ class ProcessExecutor(Executor):
         )
         try:
             try:
-                process.start()
+                with _MP_LOCK:
+                    process.start()
             finally:
                 out_conn.close()  # the child has its copies; ours would hold the pipes open
                 res_w.close()
@@ -278,17 +283,21 @@ class ProcessExecutor(Executor):
             if kill_now:
                 _kill_group(pid, _signal.SIGTERM)
             verdict, output = self._watch(handle, process, out_r, res_r)
-            process.join()
-            code = process.exitcode
+            with _MP_LOCK:  # it has exited: this only reads its status
+                process.join()
+                code = process.exitcode
         except BaseException as exc:
-            if process.pid is not None and process.exitcode is None:
+            with _MP_LOCK:
+                running = process.pid is not None and process.exitcode is None
+            if running:
                 _kill_group(process.pid, _signal.SIGKILL)
-                process.join(5)
+                with _MP_LOCK:
+                    process.join(5)
             return JobResult(success=False, error=f"the run's process could not be run: {describe(exc)}")
         finally:
             os.close(out_r)
             res_r.close()
-            with contextlib.suppress(ValueError):  # still running after a failed start: ends at exit
+            with _MP_LOCK, contextlib.suppress(ValueError):  # still running after a failed start
                 process.close()
         if handle.cancel_requested:
             _kill_group(pid, _signal.SIGKILL)  # what is left of its group

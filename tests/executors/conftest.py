@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timezone
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -65,3 +65,12 @@ def eventually(predicate: Callable[[], bool], timeout: float = SAFETY) -> bool:
 @pytest.fixture
 def outcome() -> Outcome:
     return Outcome()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _logging_as_before() -> Iterator[None]:
+    """Each module's runs install output capture; leave logging and the streams as they were after."""
+    yield
+    from flowyml_lite.executors import capture
+
+    capture.uninstall()

@@ -179,3 +179,45 @@ class TestAsyncCapture:
                 assert all(name in line for line in lines)
         finally:
             executor.shutdown()
+
+
+class TestInstall:
+    def test_uninstall_restores_root_level_handlers_and_streams(self) -> None:
+        import sys
+
+        capture.uninstall()
+        root = logging.getLogger()
+        before_level = root.level
+        before_out = sys.stdout
+        mine = logging.NullHandler()
+        root.addHandler(mine)
+        root.setLevel(logging.WARNING)
+        try:
+            capture.install()
+            assert root.level == logging.INFO and mine.level == logging.WARNING
+            assert isinstance(sys.stdout, capture.RunStream)
+            capture.uninstall()
+            assert root.level == logging.WARNING and mine.level == logging.NOTSET
+            assert sys.stdout is before_out
+            assert not any(isinstance(h, capture.RunLogHandler) for h in root.handlers)
+        finally:
+            root.removeHandler(mine)
+            root.setLevel(before_level)
+
+    def test_without_handlers_warnings_outside_runs_still_reach_stderr(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        root = logging.getLogger()
+        saved = root.handlers[:]
+        for handler in saved:
+            root.removeHandler(handler)
+        try:
+            capture.install()
+            logging.getLogger("nobody.configured").warning("still visible")
+            logging.getLogger("nobody.configured").info("not shown, as before")
+        finally:
+            capture.uninstall()
+            for handler in saved:
+                root.addHandler(handler)
+        err = capsys.readouterr().err
+        assert "still visible" in err and "not shown" not in err

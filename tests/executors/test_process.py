@@ -181,6 +181,8 @@ class TestLeaks:
         outcomes = [submit(executor, jobs.chatty if i % 2 else jobs.exit_3)[1] for i in range(200)]
         results = [o.wait() for o in outcomes]
         assert sum(r.success for r in results) == 100
+        # Concurrent starts and exits never garble an exit status (multiprocessing's shared status pipe).
+        assert {r.exit_code for r in results if not r.success} == {3}
         assert all(len(o.results) == 1 for o in outcomes)
         assert eventually(lambda: descendants() == procs_before), descendants() - procs_before
         assert eventually(lambda: open_fds() == fds_before), (fds_before, open_fds())
