@@ -67,6 +67,7 @@ class CronTrigger(Trigger):
         # The ``send`` of a kept search, once this trigger was asked again from its own last answer.
         self._send: Optional[Callable[[datetime], Any]] = None
         self._last: Optional[Tuple[datetime, Optional[datetime]]] = None  # (after, result) without one
+        self._errors: List[Exception] = []  # what the kept search met, for next_after to raise
 
     def next_after(self, after: datetime) -> Optional[datetime]:
         send = self._send
@@ -75,7 +76,7 @@ class CronTrigger(Trigger):
             # (each kept search holds 1-2 KB, so a schedule that never fires twice keeps none).
             last = self._last
             if last is not None and last[1] is not None and (after is last[1] or after == last[1]):
-                send = self._send = _start_search(self.cron)
+                send = self._send = _start_search(self.cron, self._errors)
             if send is None:
                 found = self.cron.next_utc(after)
                 self._last = (after, found)
@@ -87,18 +88,14 @@ class CronTrigger(Trigger):
         except StopIteration:  # the kept search ended (an interrupt inside it): start over
             self._send = self._last = None
             return self.cron.next_utc(after)
-        if type(got) is _Failed:
-            raise got.error
+        if got is _FAILED:
+            raise self._errors.pop()
         return got  # type: ignore[no-any-return]
 
 
-class _Failed:
-    """An exception met inside a kept search, handed to the caller (the search itself goes on)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+#: What a kept search yields when ``after`` raised; the exception waits in the trigger's
+#: ``_errors`` (raising it inside would end the search, which must outlive a bad argument).
+_FAILED = object()
 
 
 #: At most this many kept searches at once in the process (about 1-2 KB each); past it,
@@ -107,35 +104,42 @@ MAX_RESUMABLE = 20_000
 _resumable = [0]
 
 
-def _start_search(cron: CronExpression) -> Optional[Callable[[datetime], Any]]:
+def _start_search(cron: CronExpression, errors: List[Exception]) -> Optional[Callable[[datetime], Any]]:
     if _resumable[0] >= MAX_RESUMABLE:
         return None
-    search = _resume_search(cron)
+    search = _resume_search(cron, errors)
     next(search)
     return search.send
 
 
-def _resume_search(cron: CronExpression) -> Generator[Any, datetime, None]:
+def _resume_search(cron: CronExpression, errors: List[Exception]) -> Generator[Any, datetime, None]:
     """Receives ``after``, yields the first fire strictly after it, keeping its place between calls.
 
     It holds ``lo <= ... < nxt`` such that no fire lies in ``(lo, nxt)``: an ``after`` in
     ``[lo, nxt)`` is answered with ``nxt``, an ``after`` equal to ``nxt`` with the fire after it,
-    and any other ``after`` starts a new search there. Errors are yielded, never raised, so that
-    the generator outlives them; it references only the expression, not the trigger.
+    and any other ``after`` starts a new search there. Errors are not raised (that would end the
+    generator) but put in ``errors`` and announced by yielding ``_FAILED``. It references only the
+    expression and that list, not the trigger, so a trigger that goes away takes it along.
     """
     _resumable[0] += 1
     try:
         after: datetime = yield None
         while True:
             try:
-                fires = _utc_fires(cron, after)
-                nxt: Optional[datetime] = next(fires, None)
+                step = _utc_fires(cron, after).__next__
                 lo = after
+                try:
+                    nxt: Optional[datetime] = step()
+                except StopIteration:
+                    nxt = None
                 while True:
                     after = yield nxt
                     if after is nxt or after == nxt:
                         lo = after
-                        nxt = next(fires, None)
+                        try:
+                            nxt = step()
+                        except StopIteration:
+                            nxt = None
                         continue
                     try:
                         inside = lo <= after and (nxt is None or after < nxt)
@@ -144,7 +148,8 @@ def _resume_search(cron: CronExpression) -> Generator[Any, datetime, None]:
                     if not inside:
                         break  # elsewhere: search again from there
             except Exception as exc:  # handed to the caller by next_after
-                after = yield _Failed(exc)
+                errors.append(exc)
+                after = yield _FAILED
     finally:
         _resumable[0] -= 1
 
