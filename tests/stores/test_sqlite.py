@@ -614,7 +614,7 @@ class TestReadersNeverWaitForTheWriter:
     def test_close_closes_the_idle_readers_and_a_later_read_opens_again(self, db: Path) -> None:
         store = self.filled(db)
         every_read(store)
-        idle = list(store._readers)
+        idle = [conn for _, conn in store._readers]
         assert idle
         store.close()
         assert store._readers == [] and store._conn is None
@@ -665,6 +665,8 @@ class TestTheFileDeletedOrReplaced:
         ) as caught:
             store.claim("etl", T0, at(1), [run("etl", T0)], 1)
         assert isinstance(caught.value, StoreError)
+        with pytest.raises(StoreFileReplacedError):
+            store.maintain()  # the checkpointer does not open (and create) a file at the path either
         assert not directory.exists()  # nothing written, nothing re-created
         # Another process re-creates the path and works on: this store still refuses, reads included.
         directory.mkdir()
