@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import weakref
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
@@ -35,6 +35,7 @@ from typing import (
     Dict,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -55,8 +56,12 @@ from flowyml_lite.stores.base import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     LOST,
+    MISSED,
+    QUEUED,
     SKIPPED,
+    Claim,
     NodeRecord,
+    Outcome,
     RunRecord,
     RunStats,
     ScheduleRecord,
@@ -68,8 +73,10 @@ from flowyml_lite.stores.schema import (
     PRUNE_BATCH_ROWS,
     VERSION_TABLE_DDL,
     check_final,
+    check_outcome,
     check_prune,
     check_run,
+    clip_text,
     from_json,
     from_us,
     make_stats,
@@ -106,6 +113,8 @@ SCHEDULES = sa.Table(
     sa.Column("last_fire", sa.BigInteger),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("declared_by", sa.Text),
+    sa.Column("declared_at", sa.BigInteger),
 )
 RUNS = sa.Table(
     "runs",
@@ -121,6 +130,10 @@ RUNS = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("run_id", sa.Text),
     sa.Column("reason", sa.Text),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("traceback", sa.Text),
+    sa.Column("output", sa.Text),
+    sa.Column("next_attempt_at", sa.BigInteger),
 )
 NODES = sa.Table(
     "nodes",
@@ -147,6 +160,135 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK_KEY = 0x666C6F77796D6C  # "flowyml"
 _READ_OPTION = "flowyml_lite_read"
 _TEXT_ARRAY = pg_dialect.ARRAY(sa.Text)
+# The server's clock as integer microseconds since the epoch (PostgreSQL): heartbeats, updated_at
+# and the liveness judgment all use it, so hosts whose clocks disagree never misjudge each other.
+_SERVER_NOW_US: Any = sa.literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
+
+# The run columns a group claim passes as arrays, with their PostgreSQL array types.
+_RUN_ARRAYS = (
+    ("run_key", "text"),
+    ("fire_time", "bigint"),
+    ("status", "text"),
+    ("node_id", "text"),
+    ("started_at", "bigint"),
+    ("completed_at", "bigint"),
+    ("duration_seconds", "float8"),
+    ("error", "text"),
+    ("run_id", "text"),
+    ("reason", "text"),
+    ("attempt", "int"),
+    ("traceback", "text"),
+    ("output", "text"),
+    ("next_attempt_at", "bigint"),
+)
+_RUN_COLUMNS = ", ".join(column for column, _ in _RUN_ARRAYS)
+_ACTIVE_R = ACTIVE_CONDITION.replace("status", "r.status")
+
+# Every claim of a group in one statement (PostgreSQL). ``locked`` takes the schedule rows whose
+# compare-and-set holds, skipping rows another transaction holds (its claim in progress: refused,
+# never waited for); under READ COMMITTED a row changed since the statement's snapshot is re-checked
+# on its newest version before it is locked. A claim with a run whose (schedule, fire_time) or key
+# exists already, or twice in the claim, is left out (``conflict``) so it refuses only itself.
+# ``ok.is_full``: the overlap rule, active runs counted before this claim's own (when full, every
+# active run of the claim is stored skipped, so ``last``, the latest active fire, does not count).
+# All CTEs see one snapshot, so the outcomes of the same transaction are written by an earlier
+# statement.
+_CLAIM_GROUP = sa.text(
+    f"""
+WITH c AS (
+    SELECT * FROM unnest(CAST(:c_idx AS int[]), CAST(:c_name AS text[]), CAST(:c_expected AS bigint[]),
+                         CAST(:c_new AS bigint[]), CAST(:c_max AS int[]), CAST(:c_last AS bigint[]))
+        AS c (idx, name, expected, new_next, max_instances, last)
+), r AS (
+    SELECT * FROM unnest(CAST(:r_idx AS int[]), {", ".join(f"CAST(:r_{n} AS {t}[])" for n, t in _RUN_ARRAYS)})
+        AS r (idx, {_RUN_COLUMNS})
+), locked AS (
+    SELECT c.idx, c.name, c.new_next, c.max_instances, c.last
+    FROM schedules s JOIN c ON s.name = c.name
+    WHERE s.enabled = 1 AND s.next_fire = c.expected
+    FOR UPDATE OF s SKIP LOCKED
+), conflict AS (
+    SELECT r.idx FROM r JOIN locked l ON l.idx = r.idx
+        JOIN runs x ON x.schedule = l.name AND x.fire_time = r.fire_time
+    UNION SELECT r.idx FROM r JOIN runs x ON x.run_key = r.run_key
+    UNION SELECT r.idx FROM r GROUP BY r.idx, r.fire_time HAVING count(*) > 1
+), ok AS (
+    SELECT l.idx, l.name, l.new_next, l.last,
+        EXISTS (SELECT 1 FROM r WHERE r.idx = l.idx AND {_ACTIVE_R})
+        AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}) >= l.max_instances
+            AS is_full
+    FROM locked l WHERE l.idx NOT IN (SELECT idx FROM conflict)
+), stored AS (
+    SELECT r.idx, r.run_key, ok.name AS schedule, r.fire_time,
+        CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'skipped' ELSE r.status END AS status,
+        r.node_id, r.started_at, r.completed_at, r.duration_seconds, r.error, r.run_id,
+        CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'overlap' ELSE r.reason END AS reason,
+        r.attempt, r.traceback, r.output, r.next_attempt_at
+    FROM r JOIN ok ON ok.idx = r.idx
+), inserted AS (
+    INSERT INTO runs (schedule, {_RUN_COLUMNS})
+    SELECT schedule, {_RUN_COLUMNS} FROM stored
+    ON CONFLICT DO NOTHING
+    RETURNING run_key
+), advanced AS (
+    UPDATE schedules s SET next_fire = ok.new_next,
+        last_fire = CASE WHEN NOT ok.is_full AND ok.last IS NOT NULL
+                              AND (s.last_fire IS NULL OR s.last_fire < ok.last)
+                         THEN ok.last ELSE s.last_fire END
+    FROM ok
+    WHERE s.name = ok.name
+    RETURNING ok.idx, ok.is_full
+)
+SELECT 'c' AS kind, idx, is_full, NULL AS run_key FROM advanced
+UNION ALL
+SELECT 'r', NULL, NULL, run_key FROM inserted
+"""
+)
+
+# The outcome columns a group of outcomes passes as arrays.
+_OUTCOME_ARRAYS = (
+    ("run_key", "text"),
+    ("status", "text"),
+    ("completed_at", "bigint"),
+    ("duration_seconds", "float8"),
+    ("error", "text"),
+    ("run_id", "text"),
+    ("started_at", "bigint"),
+    ("reason", "text"),
+    ("attempt", "int"),
+    ("traceback", "text"),
+    ("output", "text"),
+    ("next_attempt_at", "bigint"),
+    ("node_id", "text"),
+)
+# Columns an outcome sets as given (started_at and reason have rules of their own).
+_OUTCOME_VALUES = (
+    "status",
+    "completed_at",
+    "duration_seconds",
+    "error",
+    "run_id",
+    "attempt",
+    "traceback",
+    "output",
+    "next_attempt_at",
+)
+# A group of outcomes in one statement (PostgreSQL): an active row takes its outcome; a row judged
+# "lost" takes the outcome of its own node (the owner was alive after all), whose reason replaces
+# the verdict's. Returns the positions of the accepted outcomes.
+_FINISH_GROUP = sa.text(
+    f"""
+UPDATE runs AS t SET
+    {", ".join(f"{column} = o.{column}" for column in _OUTCOME_VALUES)},
+    started_at = COALESCE(o.started_at, t.started_at),
+    reason = CASE WHEN t.status = 'lost' THEN o.reason ELSE COALESCE(o.reason, t.reason) END
+FROM unnest(CAST(:o_ord AS int[]), {", ".join(f"CAST(:o_{n} AS {t}[])" for n, t in _OUTCOME_ARRAYS)})
+    AS o (ord, {", ".join(n for n, _ in _OUTCOME_ARRAYS)})
+WHERE t.run_key = o.run_key
+    AND ({ACTIVE_CONDITION.replace("status", "t.status")} OR (t.status = 'lost' AND t.node_id = o.node_id))
+RETURNING o.ord
+"""
+)
 
 # Stores of this process: a forked child must not use the pooled connections it inherited.
 _STORES: weakref.WeakSet[SQLAlchemyStore] = weakref.WeakSet()
@@ -163,6 +305,25 @@ if hasattr(os, "register_at_fork"):
 
 class _Abort(Exception):
     """Roll the current transaction back and return None (a lost claim)."""
+
+
+class _Redo(Exception):
+    """Roll the group claim back and make it again, claim by claim."""
+
+
+class _PreparedClaim(NamedTuple):
+    """A claim with its values encoded for the database."""
+
+    name: str
+    expected: int
+    new: Optional[int]
+    rows: List[Dict[str, Any]]
+    max_instances: int
+
+
+def _text(value: Any) -> Optional[str]:
+    """A text column's value: None stays None, anything else is its ``str()``."""
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _now_us() -> int:
@@ -183,6 +344,8 @@ def _schedule(row: Mapping[Any, Any]) -> ScheduleRecord:
         last_fire=from_us(row["last_fire"]),
         created_at=from_us(row["created_at"]),
         updated_at=from_us(row["updated_at"]),
+        declared_by=row.get("declared_by"),
+        declared_at=from_us(row.get("declared_at")),
     )
 
 
@@ -199,6 +362,20 @@ def _run(row: Mapping[Any, Any]) -> RunRecord:
         error=row["error"],
         run_id=row["run_id"],
         reason=row["reason"],
+        attempt=row.get("attempt") or 1,
+        traceback=row.get("traceback"),
+        output=row.get("output"),
+        next_attempt_at=from_us(row.get("next_attempt_at")),
+    )
+
+
+def _node(row: Mapping[Any, Any]) -> NodeRecord:
+    return NodeRecord(
+        row["node_id"],
+        row["hostname"],
+        row["pid"],
+        from_us(row["started_at"]),  # type: ignore[arg-type]  # NOT NULL column
+        from_us(row["heartbeat"]),  # type: ignore[arg-type]
     )
 
 
@@ -208,6 +385,13 @@ class SQLAlchemyStore(Store):
     ``url`` is an SQLAlchemy URL: ``postgresql+psycopg://user:password@host:5432/db`` or
     ``sqlite:///path/to/file.db``. ``schema`` (PostgreSQL) keeps the tables in that schema,
     created if missing. ``engine_options`` are passed to ``sqlalchemy.create_engine``.
+
+    Bounds on PostgreSQL (seconds; set for every session at connect, so they cost no round trip):
+    ``lock_timeout`` (a statement waiting for a row lock fails after this), ``statement_timeout``
+    (any statement), ``idle_in_transaction_timeout`` (the server ends the session of a client
+    frozen inside a transaction, releasing its row locks), ``connect_timeout`` and TCP keepalives /
+    ``TCP_USER_TIMEOUT`` of ``connect_timeout`` (a dead server or a half-open connection fails
+    within seconds), ``pool_timeout`` (waiting for a pooled connection).
     """
 
     shared = True
@@ -218,8 +402,32 @@ class SQLAlchemyStore(Store):
         *,
         schema: Optional[str] = None,
         busy_timeout: float = 30.0,
+        lock_timeout: float = 2.0,
+        statement_timeout: float = 10.0,
+        idle_in_transaction_timeout: float = 15.0,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 10.0,
         engine_options: Optional[Dict[str, Any]] = None,
     ) -> None:
+        for what, value in (
+            ("lock_timeout", lock_timeout),
+            ("statement_timeout", statement_timeout),
+            ("idle_in_transaction_timeout", idle_in_transaction_timeout),
+            ("connect_timeout", connect_timeout),
+            ("pool_timeout", pool_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 86400:
+                raise ConfigurationError(
+                    f"SQLAlchemyStore: {what} must be seconds in (0, 86400), got {value!r}"
+                )
+        self.lock_timeout = float(lock_timeout)
+        self.statement_timeout = float(statement_timeout)
+        self.idle_in_transaction_timeout = float(idle_in_transaction_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.pool_timeout = float(pool_timeout)
+        # Run keys of claims whose COMMIT reply was lost and could not be read back yet: resolved
+        # (made final if they were committed) by the next write transaction that reaches the server.
+        self._in_doubt: Dict[str, str] = {}
         try:
             parsed = sa.make_url(url)
         except ArgumentError as exc:
@@ -282,10 +490,30 @@ class SQLAlchemyStore(Store):
                 options.setdefault("poolclass", StaticPool)
         else:
             options.setdefault("pool_pre_ping", True)  # survive a server restart between calls
+            options.setdefault("pool_timeout", self.pool_timeout)
+            # Every session gets its bounds at connect (no SET LOCAL round trip per transaction).
+            # Behind a transaction-mode pooler (PgBouncer) startup options are dropped: set them
+            # on the role instead (ALTER ROLE ... SET lock_timeout = '2s').
+            settings = [
+                f"-c lock_timeout={int(self.lock_timeout * 1000)}",
+                f"-c statement_timeout={int(self.statement_timeout * 1000)}",
+                f"-c idle_in_transaction_session_timeout={int(self.idle_in_transaction_timeout * 1000)}",
+            ]
             if self.schema is not None:
-                search_path = f"-c search_path={self.schema}"
-                existing = connect_args.get("options")
-                connect_args["options"] = f"{existing} {search_path}" if existing else search_path
+                settings.append(f"-c search_path={self.schema}")
+            existing = connect_args.get("options") or self.url.query.get("options")
+            if isinstance(existing, tuple):
+                existing = " ".join(existing)
+            connect_args["options"] = " ".join(([existing] if existing else []) + settings)
+            # A dead server fails the connect within connect_timeout; a peer that vanished mid-query
+            # (a half-open connection) is detected by keepalives when idle and by TCP_USER_TIMEOUT
+            # when data is unacknowledged, instead of the kernel's ~15 minutes of retransmissions.
+            connect_args.setdefault("connect_timeout", max(1, round(self.connect_timeout)))
+            connect_args.setdefault("keepalives", 1)
+            connect_args.setdefault("keepalives_idle", max(1, int(self.connect_timeout)))
+            connect_args.setdefault("keepalives_interval", 1)
+            connect_args.setdefault("keepalives_count", 3)
+            connect_args.setdefault("tcp_user_timeout", int(self.connect_timeout * 1000))
         try:
             engine = sa.create_engine(self.url, connect_args=connect_args, **options)
         except (ImportError, NoSuchModuleError) as exc:
@@ -427,16 +655,93 @@ class SQLAlchemyStore(Store):
         except SQLAlchemyError as exc:
             raise self._error(exc) from exc
 
-    def _write(self, body: Callable[[Connection], T]) -> Optional[T]:
-        """Run ``body`` in one write transaction; None if it raised _Abort (rolled back)."""
+    def _write(
+        self,
+        body: Callable[[Connection], T],
+        resolve: Optional[Callable[[T, BaseException], T]] = None,
+    ) -> Optional[T]:
+        """Run ``body`` in one write transaction; None if it raised _Abort (rolled back).
+
+        ``resolve(result, error)`` decides a PostgreSQL transaction whose COMMIT was sent but whose
+        reply never came (the connection broke): it reads back whether the writes are there and
+        returns ``result`` if they are, or raises. Without it such an error is a StoreError.
+        """
         self._ensure_open()
+        if self._in_doubt and self.dialect == "postgresql":
+            self._settle_in_doubt()
+        lost_commit: Optional[BaseException] = None
         try:
-            with self._serialized(), self._engine.begin() as conn:
-                return body(conn)
+            with self._serialized(), self._engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    result = body(conn)
+                except BaseException:
+                    if transaction.is_active:
+                        # The connection may be gone: the server then rolls back by itself.
+                        with suppress(SQLAlchemyError):
+                            transaction.rollback()
+                    raise
+                try:
+                    transaction.commit()
+                except sa.exc.OperationalError as exc:
+                    if resolve is None or self.dialect != "postgresql":
+                        raise
+                    lost_commit = exc
         except _Abort:
             return None
         except SQLAlchemyError as exc:
             raise self._error(exc) from exc
+        if lost_commit is not None:
+            assert resolve is not None
+            logger.warning(
+                "sqlalchemy store %s: the reply to a COMMIT was lost (%s); reading back what was written",
+                self._shown_url,
+                str(getattr(lost_commit, "orig", None) or lost_commit).strip(),
+            )
+            return resolve(result, lost_commit)
+        return result
+
+    def _read_back(self, body: Callable[[Connection], T], error: BaseException) -> T:
+        """``body`` in a read transaction on a fresh connection, tried for about ``connect_timeout``."""
+        deadline = time.monotonic() + max(self.connect_timeout, 1.0)
+        while True:
+            try:
+                return self._read(body)
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise self._error(error) from None
+                time.sleep(0.2)
+
+    def _settle_in_doubt(self) -> None:
+        """Make final the runs of claims that committed after all although their caller got an error.
+
+        Their caller was told the claim failed, so nobody runs them: they become ``missed`` with the
+        reason, instead of staying ``running`` under a live node forever.
+        """
+        keys = sorted(self._in_doubt)
+        reason = (
+            "claimed, but the reply to the claim's COMMIT was lost and the store could not be reached "
+            "to confirm it, so it was not run"
+        )
+        statement = (
+            sa.update(RUNS)
+            .where(RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY)), _ACTIVE)
+            .values(status=MISSED, reason=reason, completed_at=_SERVER_NOW_US)
+        )
+        try:
+            with self._serialized(), self._engine.begin() as conn:
+                settled = conn.execute(statement).rowcount
+        except SQLAlchemyError:
+            return  # still unreachable: the caller's own transaction will report it
+        for key in keys:
+            self._in_doubt.pop(key, None)
+        if settled:
+            logger.warning(
+                "sqlalchemy store %s: %d run(s) of claims whose COMMIT reply was lost had committed after "
+                "all; recorded them missed (not run)",
+                self._shown_url,
+                settled,
+            )
 
     def _insert_if_absent(self, table: sa.Table, key: str) -> Any:
         # ON CONFLICT DO NOTHING on both engines: SQLite's INSERT OR IGNORE would also drop rows
@@ -458,22 +763,31 @@ class SQLAlchemyStore(Store):
             "context": to_json(record.context, f"{where}: context"),
         }
         next_fire = opt_to_us(record.next_fire, f"{where}: next_fire")
-        updated = opt_to_us(record.updated_at, f"{where}: updated_at") or now
+        # Stamped by the store's clock (PostgreSQL: the server's), like every updated_at.
+        updated: Any = opt_to_us(record.updated_at, f"{where}: updated_at") or self._now_sql(now)
         values = {
             "name": record.name,
             **definition,
             "enabled": int(bool(record.enabled)),
             "next_fire": next_fire,
             "last_fire": opt_to_us(record.last_fire, f"{where}: last_fire"),
-            "created_at": opt_to_us(record.created_at, f"{where}: created_at") or now,
+            "created_at": opt_to_us(record.created_at, f"{where}: created_at") or self._now_sql(now),
             "updated_at": updated,
+            "declared_by": record.declared_by,
+            "declared_at": opt_to_us(record.declared_at, f"{where}: declared_at"),
         }
         select_row = sa.select(SCHEDULES).where(SCHEDULES.c.name == record.name)
+        insert = self._insert_if_absent(SCHEDULES, "name").values(**values)
+        if self.dialect == "postgresql":
+            insert = insert.returning(*SCHEDULES.c)
 
         def body(conn: Connection) -> ScheduleRecord:
             # Insert-if-absent, then read: concurrent first declarations all end on the winner's row.
-            inserted = conn.execute(self._insert_if_absent(SCHEDULES, "name").values(**values)).rowcount
-            if inserted == 1:
+            if self.dialect == "postgresql":
+                new_row = conn.execute(insert).mappings().first()
+                if new_row is not None:
+                    return _schedule(new_row)
+            elif conn.execute(insert).rowcount == 1:
                 return _schedule(values)
             row = conn.execute(select_row.with_for_update()).mappings().one()
             if row["definition_hash"] == record.definition_hash:
@@ -514,13 +828,32 @@ class SQLAlchemyStore(Store):
             for row in rows
         }
 
+    def changed_since(self, since: datetime) -> List[ScheduleRecord]:
+        """Schedules whose row changed (declare, redefine, enable, disable) at or after ``since``."""
+        query = sa.select(SCHEDULES).where(SCHEDULES.c.updated_at >= to_us(since, "since"))
+        return [_schedule(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
+
+    def schedule_versions(self, since: datetime) -> Dict[str, Optional[datetime]]:
+        """``name -> updated_at`` of rows changed at or after ``since``: two columns, no JSON decoded."""
+        query = sa.select(SCHEDULES.c.name, SCHEDULES.c.updated_at).where(
+            SCHEDULES.c.updated_at >= to_us(since, "since")
+        )
+        rows: Sequence[Any] = self._read(lambda conn: conn.execute(query).all())
+        return {name: from_us(updated) for name, updated in rows}
+
+    def _now_sql(self, local: int) -> Any:
+        """The store's clock for a stamp: the server's on PostgreSQL, ``local`` (this host's) on SQLite."""
+        return _SERVER_NOW_US if self.dialect == "postgresql" else local
+
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""
         statement = (
             sa.update(SCHEDULES)
             .where(SCHEDULES.c.name == name)
             .values(
-                enabled=int(bool(enabled)), next_fire=opt_to_us(next_fire, "next_fire"), updated_at=_now_us()
+                enabled=int(bool(enabled)),
+                next_fire=opt_to_us(next_fire, "next_fire"),
+                updated_at=self._now_sql(_now_us()),
             )
         )
         return bool(self._write(lambda conn: conn.execute(statement).rowcount))
@@ -552,11 +885,66 @@ class SQLAlchemyStore(Store):
         runs: Sequence[RunRecord],
         max_instances: int,
     ) -> Optional[List[RunRecord]]:
-        """Compare-and-set ``next_fire`` and insert ``runs`` in one transaction (see Store.claim)."""
-        expected = to_us(expected_next, "expected_next")
-        new = opt_to_us(new_next, "new_next")
+        """Compare-and-set ``next_fire`` and insert ``runs`` in one transaction (see Store.claim).
+
+        On PostgreSQL a schedule row another transaction holds is skipped (None), never waited for.
+        """
+        return self.claim_many([Claim(name, expected_next, new_next, runs, max_instances)])[0]
+
+    def claim_many(
+        self, claims: Sequence[Claim], outcomes: Sequence[Outcome] = ()
+    ) -> List[Optional[List[RunRecord]]]:
+        """Write ``outcomes``, then make every claim, in one transaction (see Store.claim_many).
+
+        PostgreSQL: one statement for the outcomes and one for all the claims (see
+        ``_CLAIM_GROUP``): the schedule rows are locked ``FOR UPDATE SKIP LOCKED`` with the
+        compare-and-set in the same condition, so a row another worker is claiming is refused at
+        once. A claim whose runs would break the unique fire key is refused on its own. If the
+        database reports a conflict the checks did not foresee, the group is redone claim by claim
+        under savepoints. SQLite: one ``BEGIN IMMEDIATE`` transaction, one savepoint per claim.
+        """
+        prepared = [self._prepare_claim(c) for c in claims]
+        written = [self._prepare_outcome(o) for o in outcomes]
+        if not prepared and not written:
+            return []
+        fast = self.dialect == "postgresql" and len({c.name for c in claims}) == len(claims)
+
+        def body(conn: Connection) -> List[Optional[List[Dict[str, Any]]]]:
+            if written:
+                self._finish_in(conn, written)
+            if fast and prepared:
+                grouped = self._claim_group(conn, prepared)
+                if grouped is not None:
+                    return grouped
+                raise _Redo
+            return self._claim_each(conn, prepared)
+
+        def resolve(
+            result: List[Optional[List[Dict[str, Any]]]], error: BaseException
+        ) -> List[Optional[List[Dict[str, Any]]]]:
+            return self._resolve_claims(result, written, error)
+
+        try:
+            stored = self._write(body, resolve)
+        except _Redo:
+            fast = False
+            stored = self._write(body, resolve)
+        if stored is None:  # a claim alone in its transaction was refused (_Abort rolled it back)
+            return [None]
+        out: List[Optional[List[RunRecord]]] = []
+        for rows in stored:
+            if rows is None:
+                out.append(None)
+                continue
+            for row in rows:
+                self._in_doubt.pop(row["run_key"], None)
+            out.append([_run(row) for row in rows])
+        return out
+
+    def _prepare_claim(self, claim: Claim) -> _PreparedClaim:
+        name = claim.name
         rows: List[Dict[str, Any]] = []
-        for run in runs:
+        for run in claim.runs:
             check_run(name, run)
             rows.append(
                 {
@@ -568,52 +956,247 @@ class SQLAlchemyStore(Store):
                     "started_at": opt_to_us(run.started_at, "started_at"),
                     "completed_at": opt_to_us(run.completed_at, "completed_at"),
                     "duration_seconds": run.duration_seconds,
-                    "error": run.error,
-                    "run_id": run.run_id,
-                    "reason": run.reason,
+                    "error": clip_text(_text(run.error)),
+                    "run_id": _text(run.run_id),
+                    "reason": _text(run.reason),
+                    "attempt": run.attempt,
+                    "traceback": clip_text(_text(run.traceback)),
+                    "output": clip_text(_text(run.output)),
+                    "next_attempt_at": opt_to_us(run.next_attempt_at, "next_attempt_at"),
                 }
             )
-        any_active = any(row["status"] in ACTIVE_STATUSES for row in rows)
-        lock_row = (
-            sa.select(SCHEDULES.c.enabled, SCHEDULES.c.next_fire)
-            .where(SCHEDULES.c.name == name)
-            .with_for_update()
+        return _PreparedClaim(
+            name,
+            to_us(claim.expected_next, "expected_next"),
+            opt_to_us(claim.new_next, "new_next"),
+            rows,
+            int(claim.max_instances),
         )
-        count_active = sa.select(sa.func.count()).select_from(RUNS).where(RUNS.c.schedule == name, _ACTIVE)
 
-        def body(conn: Connection) -> List[Dict[str, Any]]:
-            # The row lock orders every claim of this schedule; the rest runs under it.
-            current = conn.execute(lock_row).first()
-            if current is None or not current.enabled or current.next_fire != expected:
-                raise _Abort
-            if any_active and conn.execute(count_active).scalar_one() >= max_instances:
+    @staticmethod
+    def _prepare_outcome(outcome: Outcome) -> Dict[str, Any]:
+        check_outcome(outcome.status)
+        retry = outcome.status == QUEUED
+        if not retry and outcome.completed_at is None:
+            raise ValueError(
+                f"finish_runs: the final outcome {outcome.status!r} of run {outcome.run_key!r} "
+                "has no completed_at"
+            )
+        return {
+            "run_key": outcome.run_key,
+            "status": outcome.status,
+            "completed_at": None if retry else opt_to_us(outcome.completed_at, "completed_at"),
+            "duration_seconds": outcome.duration_seconds,
+            "error": clip_text(_text(outcome.error)),
+            "run_id": _text(outcome.run_id),
+            "started_at": opt_to_us(outcome.started_at, "started_at"),
+            "reason": _text(outcome.reason),
+            "attempt": int(outcome.attempt),
+            "traceback": clip_text(_text(outcome.traceback)),
+            "output": clip_text(_text(outcome.output)),
+            "next_attempt_at": opt_to_us(outcome.next_attempt_at, "next_attempt_at") if retry else None,
+            "node_id": outcome.node_id,
+        }
+
+    def _claim_each(
+        self, conn: Connection, prepared: Sequence[_PreparedClaim]
+    ) -> List[Optional[List[Dict[str, Any]]]]:
+        """Each claim as its own statements, under a savepoint when it shares the transaction."""
+        results: List[Optional[List[Dict[str, Any]]]] = []
+        alone = len(prepared) == 1
+        for claim in prepared:
+            rows = [dict(row) for row in claim.rows]
+            try:
+                if alone:
+                    self._claim_one(conn, claim, rows)
+                else:
+                    with conn.begin_nested():
+                        self._claim_one(conn, claim, rows)
+            except _Abort:
+                if alone:
+                    raise
+                results.append(None)
+            else:
+                results.append(rows)
+        return results
+
+    def _claim_one(self, conn: Connection, claim: _PreparedClaim, rows: List[Dict[str, Any]]) -> None:
+        lock_row = sa.select(SCHEDULES.c.enabled, SCHEDULES.c.next_fire).where(SCHEDULES.c.name == claim.name)
+        if self.dialect == "postgresql":
+            # A row another transaction holds is its claim in progress: refuse, never wait.
+            lock_row = lock_row.with_for_update(skip_locked=True)
+        # SQLite: BEGIN IMMEDIATE already holds the database's write lock.
+        current = conn.execute(lock_row).first()
+        if current is None or not current.enabled or current.next_fire != claim.expected:
+            raise _Abort
+        any_active = any(row["status"] in ACTIVE_STATUSES for row in rows)
+        if any_active:
+            count_active = (
+                sa.select(sa.func.count()).select_from(RUNS).where(RUNS.c.schedule == claim.name, _ACTIVE)
+            )
+            if conn.execute(count_active).scalar_one() >= claim.max_instances:
                 for row in rows:
                     if row["status"] in ACTIVE_STATUSES:
                         row["status"], row["reason"] = SKIPPED, "overlap"
-            if rows:
-                try:
-                    conn.execute(sa.insert(RUNS), rows)
-                except IntegrityError:
-                    raise _Abort from None
-            last = max((row["fire_time"] for row in rows if row["status"] in ACTIVE_STATUSES), default=None)
-            advance: Dict[str, Any] = {"next_fire": new}
-            if last is not None:
-                advance["last_fire"] = sa.case(
-                    (sa.or_(SCHEDULES.c.last_fire.is_(None), SCHEDULES.c.last_fire < last), last),
-                    else_=SCHEDULES.c.last_fire,
-                )
-            conn.execute(sa.update(SCHEDULES).where(SCHEDULES.c.name == name).values(**advance))
-            return rows
+        if rows:
+            try:
+                conn.execute(sa.insert(RUNS), rows)
+            except IntegrityError:
+                raise _Abort from None
+        last = max((row["fire_time"] for row in rows if row["status"] in ACTIVE_STATUSES), default=None)
+        advance: Dict[str, Any] = {"next_fire": claim.new}
+        if last is not None:
+            advance["last_fire"] = sa.case(
+                (sa.or_(SCHEDULES.c.last_fire.is_(None), SCHEDULES.c.last_fire < last), last),
+                else_=SCHEDULES.c.last_fire,
+            )
+        conn.execute(sa.update(SCHEDULES).where(SCHEDULES.c.name == claim.name).values(**advance))
 
-        stored = self._write(body)
-        return None if stored is None else [_run(row) for row in stored]
+    def _claim_group(
+        self, conn: Connection, prepared: Sequence[_PreparedClaim]
+    ) -> Optional[List[Optional[List[Dict[str, Any]]]]]:
+        """Every claim in one PostgreSQL statement; None if the database refused a run the checks allowed."""
+        runs = [(index, row) for index, claim in enumerate(prepared) for row in claim.rows]
+        params: Dict[str, Any] = {
+            "c_idx": list(range(len(prepared))),
+            "c_name": [c.name for c in prepared],
+            "c_expected": [c.expected for c in prepared],
+            "c_new": [c.new for c in prepared],
+            "c_max": [c.max_instances for c in prepared],
+            "c_last": [
+                max((r["fire_time"] for r in c.rows if r["status"] in ACTIVE_STATUSES), default=None)
+                for c in prepared
+            ],
+            "r_idx": [index for index, _ in runs],
+        }
+        for column, _ in _RUN_ARRAYS:
+            params[f"r_{column}"] = [row[column] for _, row in runs]
+        returned: Sequence[Any] = conn.execute(_CLAIM_GROUP, params).all()
+        granted: Dict[int, bool] = {}
+        inserted = set()
+        for kind, index, full, run_key in returned:
+            if kind == "c":
+                granted[int(index)] = bool(full)
+            else:
+                inserted.add(run_key)
+        results: List[Optional[List[Dict[str, Any]]]] = []
+        for index, claim in enumerate(prepared):
+            if index not in granted:
+                results.append(None)
+                continue
+            rows = [dict(row) for row in claim.rows]
+            if any(row["run_key"] not in inserted for row in rows):
+                return None  # ON CONFLICT dropped a run: undo the statement, redo claim by claim
+            if granted[index]:
+                for row in rows:
+                    if row["status"] in ACTIVE_STATUSES:
+                        row["status"], row["reason"] = SKIPPED, "overlap"
+            results.append(rows)
+        return results
+
+    def _resolve_claims(
+        self,
+        result: List[Optional[List[Dict[str, Any]]]],
+        written: Sequence[Dict[str, Any]],
+        error: BaseException,
+    ) -> List[Optional[List[Dict[str, Any]]]]:
+        """Decide a claim transaction whose COMMIT reply was lost: read back its run keys.
+
+        Found: it committed, ``result`` stands. Not found: it did not; StoreError (nothing was
+        written, the caller retries). Unreachable: its run keys are kept in doubt (settled by the
+        next write that reaches the server) and StoreError.
+        """
+        keys = [row["run_key"] for rows in result if rows is not None for row in rows]
+        if not keys:
+            # Nothing claimed: only the outcomes tell. Written ones carry their attempt and status.
+            if not written:
+                return result
+            probe_keys = [o["run_key"] for o in written]
+            query = sa.select(RUNS.c.run_key, RUNS.c.status, RUNS.c.attempt).where(
+                RUNS.c.run_key == sa.any_(sa.bindparam("keys", probe_keys, type_=_TEXT_ARRAY))
+            )
+            rows = {r[0]: (r[1], r[2]) for r in self._read_back(lambda c: c.execute(query).all(), error)}
+            if any(rows.get(o["run_key"]) == (o["status"], o["attempt"]) for o in written):
+                return result
+            raise self._error(error)
+        query = sa.select(sa.func.count()).where(
+            RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY))
+        )
+        try:
+            found = self._read_back(lambda c: int(c.execute(query).scalar_one()), error)
+        except StoreError:
+            for key in keys:
+                self._in_doubt[key] = "claim"
+            raise
+        if found:
+            logger.warning("sqlalchemy store %s: the claim had committed; its runs go on", self._shown_url)
+            return result
+        raise self._error(error)
+
+    def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
+        """Record many outcomes in one transaction (see Store.finish_runs).
+
+        PostgreSQL: one ``UPDATE ... FROM unnest(...)`` statement for the whole group.
+        """
+        written = [self._prepare_outcome(o) for o in outcomes]
+        if not written:
+            return []
+
+        def resolve(result: List[bool], error: BaseException) -> List[bool]:
+            keys = [o["run_key"] for o, ok in zip(written, result) if ok]
+            query = sa.select(RUNS.c.run_key, RUNS.c.status, RUNS.c.attempt).where(
+                RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY))
+            )
+            rows = {r[0]: (r[1], r[2]) for r in self._read_back(lambda c: c.execute(query).all(), error)}
+            if not keys or any(rows.get(o["run_key"]) == (o["status"], o["attempt"]) for o in written):
+                return result
+            raise self._error(error)
+
+        stored = self._write(lambda conn: self._finish_in(conn, written), resolve)
+        assert stored is not None
+        return stored
+
+    def _finish_in(self, conn: Connection, written: Sequence[Dict[str, Any]]) -> List[bool]:
+        if self.dialect == "postgresql":
+            # One statement per round; a run with several outcomes (a retry, then its end) gets its
+            # n-th in round n, so they apply in order. Usually a single round.
+            rounds: List[List[int]] = []
+            seen: Dict[str, int] = {}
+            for index, o in enumerate(written):
+                depth = seen.get(o["run_key"], 0)
+                seen[o["run_key"]] = depth + 1
+                if depth == len(rounds):
+                    rounds.append([])
+                rounds[depth].append(index)
+            accepted: set[int] = set()
+            for members in rounds:
+                params: Dict[str, Any] = {"o_ord": members}
+                for column, _ in _OUTCOME_ARRAYS:
+                    params[f"o_{column}"] = [written[i][column] for i in members]
+                accepted.update(int(row[0]) for row in conn.execute(_FINISH_GROUP, params))
+            return [index in accepted for index in range(len(written))]
+        results = []
+        for o in written:
+            values = {k: o[k] for k in _OUTCOME_VALUES}
+            values["started_at"] = sa.func.coalesce(o["started_at"], RUNS.c.started_at)
+            own_lost = (
+                sa.and_(RUNS.c.status == LOST, RUNS.c.node_id == o["node_id"]) if o["node_id"] else None
+            )
+            # Over a "lost" verdict the owner's outcome is the truth: its reason replaces the verdict's.
+            values["reason"] = sa.case(
+                (RUNS.c.status == LOST, o["reason"]), else_=sa.func.coalesce(o["reason"], RUNS.c.reason)
+            )
+            where = _ACTIVE if own_lost is None else sa.or_(_ACTIVE, own_lost)
+            statement = sa.update(RUNS).where(RUNS.c.run_key == o["run_key"], where).values(**values)
+            results.append(bool(conn.execute(statement).rowcount))
+        return results
 
     def start_run(self, run_key: str, started_at: datetime) -> bool:
         """Mark a queued (or running) run running; False if it is no longer active."""
         statement = (
             sa.update(RUNS)
             .where(RUNS.c.run_key == run_key, _ACTIVE)
-            .values(status="running", started_at=to_us(started_at, "started_at"))
+            .values(status="running", started_at=to_us(started_at, "started_at"), next_attempt_at=None)
         )
         return bool(self._write(lambda conn: conn.execute(statement).rowcount))
 
@@ -782,35 +1365,61 @@ class SQLAlchemyStore(Store):
 
     # -- nodes ----------------------------------------------------------------------
     def heartbeat(self, node: NodeRecord) -> None:
-        """Insert or refresh this node's row."""
+        """Insert or refresh this node's row; PostgreSQL stamps the beat with its own clock."""
         values = {
             "hostname": node.hostname,
             "pid": node.pid,
             "started_at": to_us(node.started_at, "started_at"),
-            "heartbeat": to_us(node.heartbeat, "heartbeat"),
+            "heartbeat": self._now_sql(to_us(node.heartbeat, "heartbeat")),
         }
 
         def body(conn: Connection) -> None:
             statement = sa.update(NODES).where(NODES.c.node_id == node.node_id).values(**values)
             if not conn.execute(statement).rowcount:
-                conn.execute(sa.insert(NODES).values(node_id=node.node_id, **values))
+                conn.execute(self._insert_if_absent(NODES, "node_id").values(node_id=node.node_id, **values))
+
+        self._write(body)
+
+    def expired_nodes(self, timeout_seconds: float, now: datetime) -> List[NodeRecord]:
+        """Nodes whose last beat is more than ``timeout_seconds`` old (PostgreSQL: on the server's clock).
+
+        On PostgreSQL ``now`` is ignored: the server stamps every heartbeat and judges them by its
+        own clock, so a host whose clock runs ahead never declares the others dead.
+        """
+        limit = int(timeout_seconds * 1_000_000)
+        query = sa.select(NODES).order_by(NODES.c.node_id)
+        if self.dialect == "postgresql":
+            query = query.where(NODES.c.heartbeat < _SERVER_NOW_US - limit)
+        else:
+            query = query.where(NODES.c.heartbeat < to_us(now, "now") - limit)
+        return [_node(r) for r in self._read(lambda conn: conn.execute(query).mappings().all())]
+
+    def mark_declared(self, node_id: str, names: Sequence[str]) -> None:
+        """Set ``declared_by``/``declared_at`` (the store's clock) of the schedules ``names``."""
+        if not names:
+            return
+        wanted = list(dict.fromkeys(names))
+        values = {"declared_by": node_id, "declared_at": self._now_sql(_now_us())}
+        if self.dialect == "postgresql":
+            listed = sa.bindparam("names", wanted, type_=_TEXT_ARRAY)
+            self._write(
+                lambda conn: conn.execute(
+                    sa.update(SCHEDULES).where(SCHEDULES.c.name == sa.any_(listed)).values(**values)
+                )
+            )
+            return
+
+        def body(conn: Connection) -> None:
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                conn.execute(sa.update(SCHEDULES).where(SCHEDULES.c.name.in_(chunk)).values(**values))
 
         self._write(body)
 
     def list_nodes(self) -> List[NodeRecord]:
         """Every node row, ordered by node id."""
         query = sa.select(NODES).order_by(NODES.c.node_id)
-        rows = self._read(lambda conn: conn.execute(query).mappings().all())
-        return [
-            NodeRecord(
-                r["node_id"],
-                r["hostname"],
-                r["pid"],
-                from_us(r["started_at"]),  # type: ignore[arg-type]  # NOT NULL column
-                from_us(r["heartbeat"]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+        return [_node(r) for r in self._read(lambda conn: conn.execute(query).mappings().all())]
 
     def mark_node_lost(self, node_id: str, reason: str) -> List[RunRecord]:
         """Turn the node's active runs into ``lost`` (reason given), delete its row; return them."""
