@@ -165,7 +165,8 @@ _ATTACH_LOCK = threading.Lock()
 def run_metrics_for(scheduler: Any) -> RunMetrics:
     """The scheduler's ``RunMetrics``: its own ``run_metrics`` when it keeps one, else one fed by hooks.
 
-    The hooks see the runs that succeed or fail in this process from the first call on.
+    The hooks see every final outcome of the runs in this process from the first call on
+    (``on_finish``; a scheduler without it feeds successes and failures only).
     """
     own = getattr(scheduler, "run_metrics", None)
     if isinstance(own, RunMetrics):
@@ -175,8 +176,11 @@ def run_metrics_for(scheduler: Any) -> RunMetrics:
         if found is None:
             found = RunMetrics()
             _ATTACHED[scheduler] = found
-            scheduler.on_success(found.observe)
-            scheduler.on_failure(found.observe)
+            if hasattr(scheduler, "on_finish"):
+                scheduler.on_finish(found.observe)
+            else:
+                scheduler.on_success(found.observe)
+                scheduler.on_failure(found.observe)
         return found
 
 

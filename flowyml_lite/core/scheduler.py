@@ -168,6 +168,7 @@ class PipelineScheduler:
             self._clock,
             self.node_id,
             self._runner.submit,
+            self._runner.announce,
         )
         self._loop = TimerLoop(
             self._table, self._clock, self._claims.process, self._troubles, cfg.heartbeat_seconds
@@ -184,6 +185,7 @@ class PipelineScheduler:
             cfg.history_retention_days,
             cfg.history_max_runs,
             self._lock,
+            self._runner.announce,
         )
         self._started = False
         # Rows changed after this are what the first sync reads (declarations here are known).
@@ -700,6 +702,7 @@ class PipelineScheduler:
         self._refresh(name)
         entry = history_entry(stored[0])
         if stored[0].status == SKIPPED:
+            self._runner.announce(stored[0])
             return entry
         ticket = self._runner.submit(name, func, stored, opts, manual=True)
         if wait:

@@ -61,6 +61,7 @@ class Claims:
         clock: Clock,
         node_id: str,
         submit: Submit,
+        announce: Callable[[RunRecord], None] = lambda run: None,
     ) -> None:
         self._table = table
         self._store = store
@@ -70,6 +71,7 @@ class Claims:
         self._clock = clock
         self._node = node_id
         self._submit = submit
+        self._announce = announce
         self._options: Dict[str, Tuple[Dict[str, Any], Options]] = {}
         self._rechecked: Dict[Tuple[str, datetime], int] = {}
         self._failures = 0
@@ -151,6 +153,7 @@ class Claims:
                 logger.warning("store answers claims again after %.1f s", lasted)
         refused: List[Claim] = []
         won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
+        ended: List[RunRecord] = []  # missed, or skipped for overlap, at the claim
         table = self._table
         with table.cond:
             for (claim, func, opts), stored in zip(group, results):
@@ -169,6 +172,7 @@ class Claims:
                 if active:
                     won.append((claim.name, func, active, opts))
                 if len(active) != len(stored):
+                    ended.extend(r for r in stored if r.status not in ACTIVE_STATUSES)
                     for run in stored:
                         if run.status == SKIPPED:
                             logger.warning(
@@ -176,6 +180,8 @@ class Claims:
                             )
         for name, func, runs, opts in won:
             self._submit(name, func, runs, opts)
+        for run in ended:
+            self._announce(run)
         for claim in refused:
             self._refused(claim, now)
 

@@ -17,7 +17,7 @@ from typing import Callable, List, Optional
 
 from ..clock import Clock
 from ..locks.base import Lock
-from ..stores.base import NodeRecord, Store
+from ..stores.base import NodeRecord, RunRecord, Store
 from .health import Troubles
 from .membership import Membership
 
@@ -44,6 +44,7 @@ class Housekeeping:
         history_retention_days: Optional[float],
         history_max_runs: Optional[int],
         lock: Optional[Lock] = None,
+        announce: Callable[[RunRecord], None] = lambda run: None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -56,6 +57,7 @@ class Housekeeping:
         self._retention_days = history_retention_days
         self._max_runs = history_max_runs
         self._lock = lock
+        self._announce = announce
         self.host = host_identity()
         self.started_at = clock.now()
         self.last_heartbeat: Optional[datetime] = None
@@ -163,6 +165,7 @@ class Housekeeping:
     def lose(self, node_id: str, reason: str) -> None:
         for run in self._store.mark_node_lost(node_id, reason):
             logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
+            self._announce(run)
         release_owner = getattr(self._lock, "release_owner", None)  # absent in older lock plugins
         if release_owner is not None:
             try:

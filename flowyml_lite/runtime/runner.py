@@ -446,6 +446,18 @@ class Runner:
                 logger.exception("a run hook failed for %r", state.name)
         self._release(state, entry)
 
+    def announce(self, run: RunRecord) -> None:
+        """Tell the ``on_finish`` hooks about a run that ended without running here (missed,
+        skipped at its claim, or found lost)."""
+        if not self.on_finish:
+            return
+        entry = self._entry(run)
+        for hook in self.on_finish:
+            try:
+                hook(entry)
+            except Exception:
+                logger.exception("a run hook failed for %r", run.schedule)
+
     def _release_lease(self, state: _Run) -> None:
         if state.renewing is not None:
             state.renewing.set()

@@ -306,3 +306,12 @@ class TestHooks:
         scheduler.schedule_interval("bad", Flaky(10), seconds=60)
         drive.at(scheduler, T1)
         assert sorted(seen) == ["failed", "succeeded"]
+
+    def test_on_finish_also_hears_of_runs_missed_or_skipped_at_their_claim(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
+        seen: List[str] = []
+        scheduler.on_finish(lambda entry: seen.append(entry["status"]))
+        scheduler.schedule_interval("etl", noop, seconds=60, catchup="skip")
+        drive.at(scheduler, T1 + timedelta(minutes=10))  # far past the grace: missed, not run
+        assert seen and set(seen) == {"missed"}
