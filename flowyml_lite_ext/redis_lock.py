@@ -5,6 +5,14 @@ holder dies (``expires = True``), so a holder must finish or ``renew`` within th
 renewal compare the token before they delete or extend, in one Lua script each, so a lease whose
 TTL ran out can never release or extend the lock of the next holder. One Redis server (or a
 primary with failover) is assumed; this is not Redlock over several independent servers.
+
+Owners: a lease taken with ``owner=`` (a scheduler's node id) has a token that starts with the
+owner, and its key joins the set ``<prefix>owner:<owner>``, so ``release_owner`` frees every lease
+of a node declared lost at once instead of at its TTL (compare-and-delete by token prefix, in Lua,
+so it never frees a lease another node took meanwhile).
+
+An unreachable server fails fast: socket timeouts of ``socket_timeout`` (1.5 s), one reconnect
+attempt, no backoff; every error is a LockError, so the scheduler goes on with the store's claim.
 """
 
 from __future__ import annotations
@@ -18,7 +26,10 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import redis  # ImportError here: the registry names the extra to install
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from flowyml_lite.errors import ConfigurationError, LockError
 from flowyml_lite.locks.base import Lease, Lock
@@ -41,12 +52,40 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Extend the key's TTL only while it still holds our token.
+# Extend the key's TTL only while it still holds our token (and the owner's set with it).
 _RENEW = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
+    if KEYS[2] and redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
+        redis.call("PEXPIRE", KEYS[2], ARGV[2])
+    end
     return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
 return 0
+"""
+# Take the lock for an owner: SET NX PX, then remember the key in the owner's set, which lives at
+# least as long as the owner's longest lease.
+_ACQUIRE_OWNED = """
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    redis.call("SADD", KEYS[2], KEYS[1])
+    if redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
+        redis.call("PEXPIRE", KEYS[2], ARGV[2])
+    end
+    return 1
+end
+return 0
+"""
+# Delete every lock in the owner's set whose token still starts with the owner's prefix.
+_RELEASE_OWNER = """
+local released = 0
+local prefix = ARGV[1]
+for _, key in ipairs(redis.call("SMEMBERS", KEYS[1])) do
+    local token = redis.call("GET", key)
+    if token and string.sub(token, 1, string.len(prefix)) == prefix then
+        released = released + redis.call("DEL", key)
+    end
+end
+redis.call("DEL", KEYS[1])
+return released
 """
 
 
@@ -63,7 +102,9 @@ def mask_url(url: str) -> str:
         return "<unparseable URL>"
 
 
-def _ttl_ms(ttl_seconds: float) -> int:
+def _ttl_ms(ttl_seconds: Optional[float]) -> int:
+    if ttl_seconds is None:
+        ttl_seconds = RedisLock.default_ttl_seconds
     if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or not ttl_seconds > 0:
         raise ValueError(f"ttl_seconds must be a number > 0, got {ttl_seconds!r}")
     if math.isinf(ttl_seconds):
@@ -72,11 +113,14 @@ def _ttl_ms(ttl_seconds: float) -> int:
 
 
 class _RedisLease(Lease):
-    def __init__(self, owner: RedisLock, key: str, redis_key: str, token: str) -> None:
+    def __init__(
+        self, owner: RedisLock, key: str, redis_key: str, token: str, owner_key: Optional[str] = None
+    ) -> None:
         self.key = key
         self.redis_key = redis_key
         self._owner = owner
         self._token = token
+        self._owner_key = owner_key
         self._released = False
         self._mutex = threading.Lock()
 
@@ -104,7 +148,8 @@ class _RedisLease(Lease):
             if self._released:
                 return False
         try:
-            return bool(self._owner._renew_script(keys=[self.redis_key], args=[self._token, ttl]))
+            keys = [self.redis_key] if self._owner_key is None else [self.redis_key, self._owner_key]
+            return bool(self._owner._renew_script(keys=keys, args=[self._token, ttl]))
         except RedisError as exc:
             raise LockError(self._owner._message(exc)) from exc
 
@@ -127,15 +172,22 @@ class RedisLock(Lock):
         url: str = "redis://localhost:6379/0",
         *,
         prefix: str = DEFAULT_PREFIX,
-        socket_timeout: float = 5.0,
+        socket_timeout: float = 1.5,
         client: Optional[Any] = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         if client is None:
             try:
+                # redis-py's default retries ten times with backoff: a stopped server would hold a
+                # fire for most of a minute. One immediate reconnect (a connection the server closed
+                # while idle) and no retry of a timeout keep every failure under ~2 socket timeouts.
                 client = redis.Redis.from_url(
-                    url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+                    url,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout,
+                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                    health_check_interval=0,
                 )
             except ValueError as exc:
                 raise ConfigurationError(
@@ -145,6 +197,8 @@ class RedisLock(Lock):
         self._client = client
         self._release_script = client.register_script(_RELEASE)
         self._renew_script = client.register_script(_RENEW)
+        self._acquire_owned_script = client.register_script(_ACQUIRE_OWNED)
+        self._release_owner_script = client.register_script(_RELEASE_OWNER)
         self._held: Dict[int, _RedisLease] = {}
         self._mutex = threading.Lock()
         try:
@@ -168,20 +222,33 @@ class RedisLock(Lock):
             "and that SchedulerConfig.redis_url (FLOWYML_SCHEDULER_REDIS_URL) points at it"
         )
 
-    def acquire(self, key: str, ttl_seconds: float = 60.0, timeout: float = 0.0) -> Optional[Lease]:
-        """Take ``key`` for ``ttl_seconds``, trying for ``timeout`` s (0 = once); None if it stays held."""
+    def acquire(
+        self,
+        key: str,
+        ttl_seconds: Optional[float] = None,
+        timeout: float = 0.0,
+        owner: Optional[str] = None,
+    ) -> Optional[Lease]:
+        """Take ``key`` for ``ttl_seconds``, trying for ``timeout`` s (0 = once); None if it stays held.
+
+        With ``owner``, the lease is recorded under the owner for ``release_owner``.
+        """
         ttl = _ttl_ms(ttl_seconds)
         redis_key = f"{self.prefix}lock:{key}"
-        token = secrets.token_hex(16)
+        owner_key = None if owner is None else self._owner_key(owner)
+        token = secrets.token_hex(16) if owner is None else f"{owner}:{secrets.token_hex(16)}"
         deadline = time.monotonic() + max(0.0, timeout)
         delay = _POLL_SECONDS
         while True:
             try:
-                taken = self._client.set(redis_key, token, nx=True, px=ttl)
+                if owner_key is None:
+                    taken = self._client.set(redis_key, token, nx=True, px=ttl)
+                else:
+                    taken = self._acquire_owned_script(keys=[redis_key, owner_key], args=[token, ttl])
             except RedisError as exc:
                 raise LockError(self._message(exc)) from exc
             if taken:
-                lease = _RedisLease(self, key, redis_key, token)
+                lease = _RedisLease(self, key, redis_key, token, owner_key)
                 with self._mutex:
                     self._held[id(lease)] = lease
                 return lease
@@ -190,6 +257,23 @@ class RedisLock(Lock):
                 return None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_POLL_SECONDS)
+
+    def _owner_key(self, owner: str) -> str:
+        if not isinstance(owner, str) or not owner:
+            raise ValueError(f"owner must be a non-empty node id, got {owner!r}")
+        return f"{self.prefix}owner:{owner}"
+
+    def release_owner(self, owner: str) -> int:
+        """Delete every lock ``owner`` holds (its node was declared lost); return how many.
+
+        Compare-and-delete by token prefix in one Lua script: a lock another node took after the
+        owner's lease lapsed is left alone.
+        """
+        try:
+            released = self._release_owner_script(keys=[self._owner_key(owner)], args=[f"{owner}:"])
+        except RedisError as exc:
+            raise LockError(self._message(exc)) from exc
+        return int(released)
 
     def _forget(self, lease: _RedisLease) -> None:
         with self._mutex:

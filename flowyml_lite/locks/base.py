@@ -36,14 +36,33 @@ class Lock(abc.ABC):
 
     #: True when the lock's lease lapses by itself after ``ttl_seconds`` unless renewed.
     expires: bool = False
+    #: The lease length when ``acquire`` is given none (locks that expire).
+    default_ttl_seconds: float = 60.0
 
     @abc.abstractmethod
-    def acquire(self, key: str, ttl_seconds: float = 60.0, timeout: float = 0.0) -> Optional[Lease]:
+    def acquire(
+        self,
+        key: str,
+        ttl_seconds: Optional[float] = None,
+        timeout: float = 0.0,
+        owner: Optional[str] = None,
+    ) -> Optional[Lease]:
         """Try to take the lock ``key`` for up to ``timeout`` seconds (0 = one try).
 
         Returns a Lease, or None if another holder has it. A holder that dies releases it:
-        the kernel does for file locks, the TTL does for Redis.
+        the kernel does for file locks, the TTL (``ttl_seconds``, None = ``default_ttl_seconds``)
+        does for Redis, and ``release_owner`` does at once when the holder is known to be gone.
+        ``owner`` (the scheduler's node id) is stored with the lease for ``release_owner``.
+        Errors of the backend (unreachable server) raise LockError, within seconds.
         """
+
+    def release_owner(self, owner: str) -> int:
+        """Release every lease ``owner`` holds (its node was declared lost); return how many.
+
+        Only what ``owner`` acquired with ``owner=`` is released, never another holder's lease.
+        Default: 0, for locks the kernel releases when their holder's process dies (file, local).
+        """
+        return 0
 
     def claim_fire(self, key: str, ttl_seconds: float) -> bool:
         """Set a once-only marker for a fire; True for the first caller within ``ttl_seconds``.

@@ -119,8 +119,18 @@ class FileLock(Lock):
         """The lock file that guards ``key``."""
         return os.path.join(self.directory, lock_file_name(key))
 
-    def acquire(self, key: str, ttl_seconds: float = 60.0, timeout: float = 0.0) -> Optional[Lease]:
-        """Take ``key`` within ``timeout`` seconds (0 = one try); None if another holder keeps it."""
+    def acquire(
+        self,
+        key: str,
+        ttl_seconds: Optional[float] = None,
+        timeout: float = 0.0,
+        owner: Optional[str] = None,
+    ) -> Optional[Lease]:
+        """Take ``key`` within ``timeout`` seconds (0 = one try); None if another holder keeps it.
+
+        File locks never expire (``ttl_seconds`` is ignored) and need no ``owner``: the kernel
+        releases them when the holding process dies, so ``release_owner`` has nothing to do.
+        """
         deadline = time.monotonic() + max(0.0, timeout)
         delay = _POLL_SECONDS
         while True:

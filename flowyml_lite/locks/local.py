@@ -44,8 +44,18 @@ class LocalLock(Lock):
         self._locks: Dict[str, threading.Lock] = {}
         self._mutex = threading.Lock()
 
-    def acquire(self, key: str, ttl_seconds: float = 60.0, timeout: float = 0.0) -> Optional[Lease]:
-        """Take ``key`` within ``timeout`` seconds (0 = one try); None if another holder keeps it."""
+    def acquire(
+        self,
+        key: str,
+        ttl_seconds: Optional[float] = None,
+        timeout: float = 0.0,
+        owner: Optional[str] = None,
+    ) -> Optional[Lease]:
+        """Take ``key`` within ``timeout`` seconds (0 = one try); None if another holder keeps it.
+
+        Local locks never expire (``ttl_seconds`` is ignored); ``owner`` is not needed: one
+        process holds them all, and its death releases them.
+        """
         with self._mutex:
             lock = self._locks.get(key)
             if lock is None:
