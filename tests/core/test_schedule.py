@@ -236,7 +236,12 @@ class TestParseOptions:
 
     @pytest.mark.parametrize(
         "text",
-        ["2025-01-01T08:00:00Z", "2025-01-01T08:00:00z", "2025-01-01T09:00:00+01:00", "2025-01-01 03:00-05"],
+        [
+            "2025-01-01T08:00:00Z",
+            "2025-01-01T08:00:00z",
+            "2025-01-01T09:00:00+01:00",
+            "2025-01-01 03:00-05:00",
+        ],
     )
     def test_dates_are_instants_in_utc_from_iso_text_with_any_offset(self, text: str) -> None:
         assert parse(start_date=text).start_date == datetime(2025, 1, 1, 8, tzinfo=timezone.utc)

@@ -10,8 +10,18 @@ from typing import Any, Dict
 
 import pytest
 
+from flowyml_lite import plugins
 from flowyml_lite.core.scheduler_config import SchedulerConfig
+from flowyml_lite.cron.native import NativeEngine
 from flowyml_lite.errors import ConfigurationError
+from flowyml_lite.timezones import ZoneinfoProvider
+
+
+@pytest.fixture
+def extras_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"croniter" and "pytz" as installed, whether or not their extras are (the no-extras CI run)."""
+    monkeypatch.setitem(plugins._registry["cron"], "croniter", NativeEngine)
+    monkeypatch.setitem(plugins._registry["timezones"], "pytz", ZoneinfoProvider)
 
 
 class TestDefaults:
@@ -183,6 +193,7 @@ class TestBackendsAreCheckedWhenTheConfigIsMade:
         assert "SchedulerConfig.cron_engine='croniter'" in str(info.value)
         assert "pip install 'flowyml-lite[croniter]'" in str(info.value)
 
+    @pytest.mark.usefixtures("extras_stand_ins")
     def test_installed_engines_providers_and_zones_are_accepted(self) -> None:
         c = SchedulerConfig(cron_engine="croniter", timezone_provider="pytz", timezone="Asia/Kolkata")
         assert (c.cron_engine, c.timezone_provider, c.timezone) == ("croniter", "pytz", "Asia/Kolkata")
@@ -194,6 +205,13 @@ class TestBackendsAreCheckedWhenTheConfigIsMade:
         with pytest.raises(ConfigurationError, match="FLOWYML_SCHEDULER_CRON_ENGINE='nope'"):
             SchedulerConfig.from_env({"FLOWYML_SCHEDULER_CRON_ENGINE": "nope"})
 
+    def test_the_real_extras_are_accepted_where_installed(self) -> None:
+        pytest.importorskip("croniter")
+        pytest.importorskip("pytz")
+        c = SchedulerConfig(cron_engine="croniter", timezone_provider="pytz", timezone="Asia/Kolkata")
+        assert (c.cron_engine, c.timezone_provider) == ("croniter", "pytz")
+
+    @pytest.mark.usefixtures("extras_stand_ins")
     def test_a_zone_from_the_environment_is_looked_up_with_the_provider_given_as_an_argument(self) -> None:
         c = SchedulerConfig.from_env({"FLOWYML_SCHEDULER_TIMEZONE": "Europe/Paris"}, timezone_provider="pytz")
         assert (c.timezone, c.timezone_provider) == ("Europe/Paris", "pytz")
@@ -228,6 +246,7 @@ class TestFromEnv:
     def test_an_empty_environment_gives_the_defaults(self) -> None:
         assert SchedulerConfig.from_env({}) == SchedulerConfig()
 
+    @pytest.mark.usefixtures("extras_stand_ins")
     def test_every_field_is_read_from_its_upper_case_variable(self) -> None:
         env = {
             "FLOWYML_SCHEDULER_PERSIST_SCHEDULES": "false",
