@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -416,3 +417,199 @@ class TestTheSchedulerRenewsItsLeaseDuringARun:
             assert long_run.finish() == "succeeded"
         assert any("lost the lock of 'long'" in r.getMessage() for r in caplog.records)
         assert redis_client.get(name) == "someone-else"  # not deleted
+
+
+class TestOwners:
+    """A lease taken for a node is released at once when that node is declared lost."""
+
+    def test_release_owner_frees_every_lease_of_that_owner_and_no_other(
+        self, redis_lock: RedisLock, redis_url: str, redis_prefix: str
+    ) -> None:
+        mine = [redis_lock.acquire(f"job-{i}", ttl_seconds=60, owner="node-a") for i in range(3)]
+        theirs = redis_lock.acquire("other", ttl_seconds=60, owner="node-b")
+        plain = redis_lock.acquire("plain", ttl_seconds=60)
+        assert all(mine) and theirs is not None and plain is not None
+        assert redis_lock.release_owner("node-a") == 3
+        other_host = RedisLock(redis_url, prefix=redis_prefix)
+        try:
+            for i in range(3):  # free for anyone at once, not at the TTL
+                lease = other_host.acquire(f"job-{i}", ttl_seconds=5)
+                assert lease is not None
+                lease.release()
+            assert other_host.acquire("other") is None and other_host.acquire("plain") is None
+        finally:
+            other_host.close()
+        assert redis_lock.release_owner("node-a") == 0
+
+    def test_a_key_another_node_took_after_the_lease_lapsed_is_left_alone(
+        self, redis_lock: RedisLock, redis_client: Any
+    ) -> None:
+        stale = redis_lock.acquire("job", ttl_seconds=0.05, owner="node-a")
+        assert stale is not None
+        time.sleep(0.1)
+        current = redis_lock.acquire("job", ttl_seconds=60, owner="node-b")
+        assert current is not None
+        assert redis_lock.release_owner("node-a") == 0
+        assert redis_lock.acquire("job") is None
+        current.release()
+
+    def test_the_owner_set_lives_as_long_as_the_longest_lease_and_renewal_extends_it(
+        self, redis_lock: RedisLock, redis_client: Any
+    ) -> None:
+        lease = redis_lock.acquire("job", ttl_seconds=2, owner="node-a")
+        assert lease is not None
+        owner_key = f"{redis_lock.prefix}owner:node-a"
+        assert redis_client.smembers(owner_key) == {f"{redis_lock.prefix}lock:job"}
+        assert 0 < redis_client.pttl(owner_key) <= 2000
+        assert redis_client.get(f"{redis_lock.prefix}lock:job").startswith("node-a:")
+        assert lease.renew(30) is True
+        assert redis_client.pttl(owner_key) > 2000
+        lease.release()
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+    def test_the_lease_of_a_killed_holder_is_freed_by_release_owner_before_its_ttl(
+        self, redis_lock: RedisLock, redis_url: str, redis_prefix: str
+    ) -> None:
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]);"
+                "from flowyml_lite_ext.redis_lock import RedisLock;"
+                "lock = RedisLock(sys.argv[2], prefix=sys.argv[3]);"
+                "print('locked' if lock.acquire('job', 600, owner='dead-node') else 'busy', flush=True);"
+                "sys.stdin.readline()",
+                str(_ROOT),
+                redis_url,
+                redis_prefix,
+            ],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            holder.kill()
+            holder.wait(30)
+            assert redis_lock.acquire("job") is None  # the TTL (600 s) would hold it for ten minutes
+            assert redis_lock.release_owner("dead-node") == 1
+            lease = redis_lock.acquire("job")
+            assert lease is not None
+            lease.release()
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait(30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def own_redis(tmp_path: pathlib.Path) -> Iterator[Tuple[str, subprocess.Popen[bytes]]]:
+    """A throw-away redis-server of this test's own (to stop, freeze and restart), and its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(tmp_path)]
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_for_port(port)
+    yield url, server
+    if server.poll() is None:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait(30)
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30  # bounds a broken start only
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"redis-server on port {port} did not start"
+            time.sleep(0.05)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals are POSIX")
+class TestAnUnreachableServer:
+    """Every Redis failure is a LockError, quickly: the scheduler then runs on the store's claim alone."""
+
+    def test_the_client_fails_fast_by_design(self, own_redis: Tuple[str, Any]) -> None:
+        lock = RedisLock(own_redis[0])
+        try:
+            client = lock._client
+            assert client.connection_pool.connection_kwargs["socket_timeout"] == 1.5
+            assert client.connection_pool.connection_kwargs["socket_connect_timeout"] == 1.5
+            retry = client.get_retry() or client.connection_pool.connection_kwargs.get("retry")
+            assert retry is not None and retry._retries <= 1
+        finally:
+            lock.close()
+
+    def test_a_stopped_server_is_a_lock_error_for_every_operation_then_the_lock_works_again(
+        self, own_redis: Tuple[str, subprocess.Popen[bytes]]
+    ) -> None:
+        url, server = own_redis
+        lock = RedisLock(url, socket_timeout=0.5)
+        held = lock.acquire("held", ttl_seconds=60, owner="node-a")
+        assert held is not None
+        server.terminate()
+        server.wait(30)
+        with pytest.raises(LockError, match="redis_url"):
+            lock.acquire("job", owner="node-a")
+        with pytest.raises(LockError):
+            lock.release_owner("node-a")
+        with pytest.raises(LockError):
+            held.renew(60)
+        with pytest.raises(LockError):
+            lock.claim_fire("fire", 60)
+        held.release()  # logged, not raised: the TTL frees it
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        restarted = subprocess.Popen(
+            [
+                str(server.args[0]),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_port(port)
+            lease = lock.acquire("job", owner="node-a")  # the same RedisLock reconnects by itself
+            assert lease is not None
+            lease.release()
+        finally:
+            lock.close()
+            restarted.kill()
+            restarted.wait(30)
+
+    def test_a_frozen_server_is_a_lock_error_not_a_hang(
+        self, own_redis: Tuple[str, subprocess.Popen[bytes]]
+    ) -> None:
+        url, server = own_redis
+        lock = RedisLock(url, socket_timeout=0.5)
+        try:
+            server.send_signal(signal.SIGSTOP)  # accepts connections (the kernel does), never answers
+            with pytest.raises(LockError, match="Timeout"):
+                lock.acquire("job", owner="node-a")
+            server.send_signal(signal.SIGCONT)
+            lease = lock.acquire("job", owner="node-a")
+            assert lease is not None
+            lease.release()
+        finally:
+            server.send_signal(signal.SIGCONT)
+            lock.close()

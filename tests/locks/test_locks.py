@@ -90,6 +90,23 @@ class TestContract:
         assert again is not None
         again.release()
 
+    def test_acquire_keeps_its_positional_arguments_and_takes_an_owner(self, lock: Lock) -> None:
+        lease = lock.acquire("job", 30.0, 0.0)
+        assert lease is not None
+        lease.release()
+        owned = lock.acquire("job", owner="node-a")
+        assert owned is not None and lock.acquire("job", owner="node-a") is None
+        owned.release()
+
+    def test_release_owner_never_frees_another_owners_lease(self, lock: Lock) -> None:
+        theirs = lock.acquire("theirs", owner="node-b")
+        unowned = lock.acquire("unowned")
+        assert theirs is not None and unowned is not None
+        assert isinstance(lock.release_owner("node-a"), int)
+        assert lock.acquire("theirs") is None and lock.acquire("unowned") is None
+        theirs.release()
+        unowned.release()
+
     def test_these_locks_do_not_expire(self, lock: Lock) -> None:
         assert lock.expires is False
 
@@ -136,6 +153,19 @@ class TestContract:
             t.join(60.0)
         assert entries == 80
         assert most_inside == 1
+
+
+class TestOwnersOfKernelReleasedLocks:
+    """The kernel frees a file or local lock when its process dies: release_owner has nothing to do."""
+
+    @pytest.mark.parametrize("kind", ["local", "file"])
+    def test_release_owner_is_a_no_op_that_returns_zero(self, kind: str, tmp_path: pathlib.Path) -> None:
+        backend: Lock = LocalLock() if kind == "local" else FileLock(str(tmp_path / "locks"))
+        lease = backend.acquire("job", owner="node-a")
+        assert lease is not None
+        assert backend.release_owner("node-a") == 0
+        assert lease.renew(1.0) is True
+        backend.close()
 
 
 class TestFileLockFiles:
@@ -292,8 +322,15 @@ class TestFileLockAcrossProcesses:
         assert lease is not None
         try:
             child = subprocess.run(
-                [sys.executable, "-c", _HOLDER.replace("timeout=30", "timeout=0"), str(_ROOT), str(tmp_path),
-                 "job", "once"],
+                [
+                    sys.executable,
+                    "-c",
+                    _HOLDER.replace("timeout=30", "timeout=0"),
+                    str(_ROOT),
+                    str(tmp_path),
+                    "job",
+                    "once",
+                ],
                 capture_output=True,
                 text=True,
                 timeout=60,
