@@ -21,6 +21,7 @@ program (under the name ``__mp_main__``): a script that declares schedules must 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import inspect
@@ -32,6 +33,7 @@ import signal as _signal
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Set, Tuple
 
@@ -112,6 +114,35 @@ def why_not(func: Callable[..., Any], ref: Optional[str] = None) -> Optional[str
     return None
 
 
+_live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
+
+
+def _kill_children_at_exit() -> None:
+    """At interpreter exit, kill the process groups of runs still going.
+
+    multiprocessing would only SIGTERM each child and then wait for it, forever for a child that
+    ignores SIGTERM; runs left over at exit were not shut down by the scheduler anyway.
+    """
+    for executor in list(_live_executors):
+        with executor._lock:
+            pids = [h.pid for h in executor._active if h.pid is not None]
+        for pid in pids:
+            _kill_group(pid, _signal.SIGKILL)
+
+
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Register ``_kill_children_at_exit`` after multiprocessing's own exit hook, so it runs first."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        import multiprocessing.util  # noqa: F401 - registers its exit hook first (atexit: last in, first out)
+
+        atexit.register(_kill_children_at_exit)
+        _exit_hook_registered = True
+
+
 class _ProcessHandle(Handle):
     def __init__(self, executor: ProcessExecutor, job: Job, done: Done) -> None:
         self.executor = executor
@@ -153,6 +184,8 @@ class ProcessExecutor(Executor):
         self._monitors = 0
         self._closed = False
         self._idle = threading.Condition(self._lock)
+        _live_executors.add(self)
+        _register_exit_hook()
         if method == "forkserver":
             # The fork server imports this module once, so a child need not (best effort: the
             # server may already run, started by other code of this program).
@@ -442,6 +475,32 @@ class _Tail:
 # -- in the child ------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """If the scheduler dies (``kill -9``), end this run and its group instead of running on unseen.
+
+    The run is recorded ``lost`` by the scheduler's peers (or at its restart) either way; an orphan
+    that ran on would do work nobody records, and pile up across restarts.
+    """
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        wait([sentinel])  # ready when the scheduler's end of the pipe closes: it exited
+        killpg = getattr(os, "killpg", None)
+        if killpg is not None:
+            with contextlib.suppress(OSError):
+                killpg(0, _signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="flowyml-parent-watch", daemon=True).start()
+
+
 def _child_main(
     out: Connection, result: Connection, ref: Optional[str], payload: Optional[bytes], context: RunContext
 ) -> None:
@@ -449,6 +508,7 @@ def _child_main(
     if hasattr(os, "setsid"):
         with contextlib.suppress(OSError):
             os.setsid()  # its own process group: cancel() kills it with everything it started
+    _die_with_parent()
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:

@@ -10,7 +10,7 @@ from typing import Iterator, List, Set
 
 import executor_jobs as jobs
 import pytest
-from conftest import eventually, run, submit
+from conftest import SAFETY, eventually, run, submit
 
 from flowyml_lite.errors import ScheduleError
 from flowyml_lite.executors.process import ProcessExecutor
@@ -237,3 +237,48 @@ def test_the_spawn_start_method_works_too() -> None:
     finally:
         executor.shutdown()
     assert sys.modules.get("__main__") is not None
+
+
+SCHEDULER = r"""
+import functools, os, signal, sys, time
+sys.path[:0] = [{root!r}, {here!r}]
+from datetime import datetime, timezone
+import executor_jobs as jobs
+from flowyml_lite.executors.base import Job
+from flowyml_lite.executors.process import ProcessExecutor
+from flowyml_lite.runtime.context import RunContext
+
+now = datetime.now(timezone.utc)
+executor = ProcessExecutor(max_workers=1)
+job = functools.partial(getattr(jobs, {job!r}), {pid_file!r})
+executor.submit(Job(job, None, RunContext("s", now, "k", "n", now, False)), lambda result: None)
+while not os.path.exists({pid_file!r}):
+    time.sleep(0.05)
+if {how!r} == "kill -9":
+    os.kill(os.getpid(), signal.SIGKILL)
+# else: the program just ends, its run still going
+"""
+
+
+class TestSchedulerExit:
+    def _scheduler(self, tmp_path: Path, job: str, how: str) -> List[int]:
+        import subprocess
+
+        pid_file = tmp_path / "pids"
+        code = SCHEDULER.format(
+            root=str(Path(__file__).resolve().parents[2]),
+            here=str(Path(__file__).resolve().parent),
+            job=job,
+            pid_file=str(pid_file),
+            how=how,
+        )
+        subprocess.run([sys.executable, "-c", code], timeout=SAFETY, check=False)
+        return read_pids(pid_file)
+
+    def test_a_run_dies_with_a_killed_scheduler(self, tmp_path: Path) -> None:
+        pids = self._scheduler(tmp_path, "hang_with_grandchild", "kill -9")
+        assert eventually(lambda: not any(alive(pid) for pid in pids)), pids
+
+    def test_a_run_ignoring_sigterm_does_not_hold_up_the_programs_exit(self, tmp_path: Path) -> None:
+        pids = self._scheduler(tmp_path, "hang_ignoring_sigterm", "exit")  # returns: exit did not hang
+        assert eventually(lambda: not any(alive(pid) for pid in pids)), pids
