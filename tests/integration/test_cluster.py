@@ -1,0 +1,328 @@
+"""Several hosts on PostgreSQL and Redis: four workers share the fires, survive each other and the
+servers, and never go quiet.
+
+The test starts its own PostgreSQL and redis-server (it stops and restarts them) and four worker
+processes (tests/integration/workers/cluster_worker.py), each a ``PipelineScheduler`` on
+``postgresql+psycopg://`` with ``distributed=True, lock_backend="redis"``, a heartbeat of 0.5 s and a
+node timeout of 3 s; as root each worker runs in its own UTS namespace with its own host name, so the
+workers judge each other by heartbeats only, as hosts do. Schedules: ``tick`` (1 s interval),
+``cron_sec`` (``* * * * * *``) and 200 intervals of 1, 2, 5 and 10 s; every run appends ``start`` and
+``end`` lines with its fire instant to one ``O_APPEND`` log.
+
+Every scenario ends with: no fire started twice (the log), no gap outside the fault's window and every
+gap accounted for by a ``missed``/``lost``/``skipped`` row with a reason, every schedule firing again
+after the fault, no active row without a live owner, health ``degraded`` while a server is away, and
+every worker back to ``running``. The figures (fires, duplicates, gaps, share per worker, start lag)
+are printed. ``FLOWYML_SOAK=1`` makes the steady state last 60 s instead of 20 s.
+
+Run: ``python -m pytest tests/integration/test_cluster.py -q -s`` (as root for the network namespace).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import pytest
+
+from tests.integration.cluster import (
+    Cluster,
+    NetNs,
+    Postgres,
+    Redis,
+    Report,
+    Settings,
+    analyse,
+    ts,
+    wait_until,
+)
+from tests.integration.workers.joblog import read_log, wait_for
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("psycopg")
+pytest.importorskip("redis")
+
+pytestmark = [pytest.mark.slow]
+
+SETTINGS = Settings()
+SETTLE = SETTINGS.node_timeout + 5.0  # after a fault's end, gaps are allowed this long (takeover, retries)
+PRE = 5.0  # seconds of normal firing in the window before each fault
+POST = 4.0  # seconds of normal firing after the settle time
+STEADY = 60.0 if os.environ.get("FLOWYML_SOAK") == "1" else 20.0
+
+
+@dataclass
+class Servers:
+    pg: Postgres
+    redis: Redis
+    netns: Optional[NetNs]
+    netns_problem: Optional[str]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    base = tmp_path_factory.mktemp("cluster-servers")
+    netns: Optional[NetNs] = None
+    problem = NetNs.unavailable()
+    if problem is None:
+        netns = NetNs()
+        try:
+            netns.create()
+        except Exception as exc:
+            problem = f"could not make a network namespace with a veth pair: {exc}"
+            netns.destroy()
+            netns = None
+    listen = ["127.0.0.1"] + ([netns.host_addr] if netns else [])
+    pg: Optional[Postgres] = None
+    redis: Optional[Redis] = None
+    try:
+        pg = Postgres(listen)
+        redis = Redis(base / "redis", listen)
+        yield Servers(pg, redis, netns, problem)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.destroy()
+        if netns is not None:
+            netns.destroy()
+
+
+Fault = Callable[[Cluster, Servers], Tuple[float, float]]
+
+
+def run_scenario(
+    servers: Servers,
+    tmp_path: pathlib.Path,
+    name: str,
+    fault: Optional[Fault],
+    capsys: pytest.CaptureFixture[str],
+    steady: float = 0.0,
+    in_netns: bool = False,
+) -> Tuple[Report, Cluster]:
+    """Start the cluster on a fresh database, fire, apply ``fault``, fire on, stop, analyse."""
+    database = f"cluster_{name}"
+    servers.pg.create_database(database)
+    url = servers.pg.url(database)
+    netns_urls: Tuple[str, Optional[str]] = ("", None)
+    if in_netns:
+        assert servers.netns is not None
+        host = servers.netns.host_addr
+        netns_urls = (servers.pg.url(database, host), servers.redis.url(host))
+    cluster = Cluster(
+        tmp_path / "cluster",
+        url,
+        servers.redis.url(),
+        SETTINGS,
+        servers.netns if in_netns else None,
+        netns_urls,
+    )
+    window_start = 0.0
+    fault_span: Optional[Tuple[float, float]] = None
+    try:
+        wait_for(
+            lambda: cluster.all_see(SETTINGS.workers), 60, "every worker to see all 4 nodes", cluster.workers
+        )
+        window_start = math.ceil(time.time()) + 2.0
+        if fault is None:
+            end = window_start + steady + 1.5
+        else:
+            wait_until(window_start + PRE)
+            fault_span = fault(cluster, servers)
+            end = fault_span[1] + SETTLE + POST
+        wait_until(end)
+        owners = check_owners(cluster, url)
+        final_status = {n: cluster.status(n) for n in cluster.names if n not in cluster.dead}
+        results = cluster.stop()
+    finally:
+        cluster.kill()
+    report = analyse(name, cluster, url, (window_start, end - 1.5), fault_span, SETTLE)
+    with capsys.disabled():
+        print("\n" + report.line())
+        if fault_span is not None:
+            print(f"[cluster {name}] fault {ts(fault_span[0])} .. {ts(fault_span[1])}")
+        for worker, spans in report.degraded.items():
+            for a, b, why in spans:
+                print(f"[cluster {name}]   {worker} {why} {ts(a)} .. {ts(b)} ({b - a:.1f}s)")
+        for gap in report.gaps[:8]:
+            print(f"[cluster {name}]   gap {gap[0]}@{ts(gap[1])}: {gap[2][:150]}")
+    # Health came back, and nothing was left in flight without a live owner.
+    assert {n: s["status"] for n, s in final_status.items()} == {n: "running" for n in final_status}, (
+        final_status
+    )
+    assert owners == [], owners
+    assert report.active_rows_left == [], report.active_rows_left
+    assert all(r["drained"] and r["exit_code"] == 0 for r in results.values()), results
+    # Once: no fire started twice.
+    assert report.duplicates == [], report.duplicates[:20]
+    # The history agrees with the log; every gap is accounted for, and only the fault made gaps.
+    assert report.mismatched == [], report.mismatched[:20]
+    assert report.unaccounted == [], report.unaccounted[:20]
+    assert report.outside_fault == [], report.outside_fault[:20]
+    assert report.silent == [], report.silent[:20]
+    return report, cluster
+
+
+def check_owners(cluster: Cluster, url: str) -> List[str]:
+    """Active rows whose node is not a live worker of this cluster with a fresh heartbeat."""
+    from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+    live = {cluster.ready[n]["node_id"] for n in cluster.names if n not in cluster.dead}
+    store = SQLAlchemyStore(url)
+    store.open()
+    try:
+        active = store.active_runs()
+        expired = {n.node_id for n in store.expired_nodes(SETTINGS.node_timeout, datetime.now(timezone.utc))}
+    finally:
+        store.close()
+    return [
+        f"{r.schedule}@{r.fire_time.isoformat()} {r.status} on {r.node_id}"
+        for r in active
+        if r.node_id not in live or r.node_id in expired
+    ]
+
+
+def degraded_during(report: Report, worker: str, span: Tuple[float, float], source: str) -> bool:
+    """The worker reported itself degraded, naming ``source``, at some moment of ``span``."""
+    return any(
+        a <= span[1] and b >= span[0] and source in why for a, b, why in report.degraded.get(worker, [])
+    )
+
+
+# -- the faults -------------------------------------------------------------------------------------
+
+
+def kill_mid_run(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
+    """SIGKILL the worker running ``tick`` right now (its start logged, its end not yet)."""
+    pids = {pid: name for name, pid in cluster.pids.items()}
+
+    def in_flight() -> Optional[str]:
+        open_runs = {}
+        for line in read_log(cluster.log):
+            if line.schedule == "tick":
+                key = (line.pid, line.fire_seen)
+                if line.event == "start":
+                    open_runs[key] = line.pid
+                else:
+                    open_runs.pop(key, None)
+        for pid in open_runs.values():
+            if pid in pids:
+                return pids[pid]
+        return None
+
+    victim = wait_for(in_flight, 30, "a worker in the middle of a tick run")
+    began = time.time()
+    cluster.signal(victim, signal.SIGKILL)
+    return began, time.time()
+
+
+def freeze(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
+    """SIGSTOP one worker for node_timeout + 3 s, then SIGCONT."""
+    began = time.time()
+    cluster.signal("w1", signal.SIGSTOP)
+    time.sleep(SETTINGS.node_timeout + 3.0)
+    cluster.signal("w1", signal.SIGCONT)
+    return began, time.time()
+
+
+def pg_restart(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
+    began = time.time()
+    servers.pg.restart()
+    return began, time.time()
+
+
+def pg_down(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
+    began = time.time()
+    servers.pg.stop()
+    time.sleep(10.0)
+    servers.pg.start()
+    return began, time.time()
+
+
+def redis_down(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
+    began = time.time()
+    servers.redis.stop()
+    time.sleep(10.0)
+    servers.redis.start()
+    return began, time.time()
+
+
+def cut_off(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
+    """Take the veth link of the last worker down for 20 s (its packets vanish), then up."""
+    assert servers.netns is not None
+    began = time.time()
+    servers.netns.link(False)
+    try:
+        time.sleep(20.0)
+    finally:
+        servers.netns.link(True)
+    return began, time.time()
+
+
+# -- the scenarios --------------------------------------------------------------------------------
+
+
+class TestCluster:
+    def test_steady_state(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        report, _ = run_scenario(servers, tmp_path, "steady", None, capsys, steady=STEADY)
+        assert report.gaps == []
+        assert report.fires == report.expected
+        assert set(report.share) == {"w0", "w1", "w2", "w3"}  # every worker took a share
+        w0, w1 = report.window
+        degraded = {
+            n: [s for s in spans if s[0] <= w1 and s[1] >= w0] for n, spans in report.degraded.items()
+        }
+        assert all(not spans for spans in degraded.values()), degraded
+
+    def test_kill_9_mid_run(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        report, cluster = run_scenario(servers, tmp_path, "kill9", kill_mid_run, capsys)
+        assert len(cluster.dead) == 1
+        assert report.statuses.get("lost", 0) >= 1  # the tick run it was in
+
+    def test_sigstop_past_node_timeout(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        run_scenario(servers, tmp_path, "sigstop", freeze, capsys)
+
+    def test_postgres_restart(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        run_scenario(servers, tmp_path, "pg_restart", pg_restart, capsys)
+
+    def test_postgres_down_10s(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        report, cluster = run_scenario(servers, tmp_path, "pg_down", pg_down, capsys)
+        assert report.fault is not None
+        for worker in cluster.names:
+            assert degraded_during(report, worker, report.fault, "store"), (worker, report.degraded[worker])
+
+    def test_redis_down_10s(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        report, cluster = run_scenario(servers, tmp_path, "redis_down", redis_down, capsys)
+        assert report.fault is not None
+        # Fires go on on the store's claim alone: no gap at all, and every worker says why it is degraded.
+        assert report.gaps == []
+        for worker in cluster.names:
+            assert degraded_during(report, worker, report.fault, "lock"), (worker, report.degraded[worker])
+
+    def test_worker_cut_off_by_a_network_namespace(
+        self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        if servers.netns is None:
+            pytest.skip(f"no network namespace: {servers.netns_problem}")
+        report, cluster = run_scenario(servers, tmp_path, "netns", cut_off, capsys, in_netns=True)
+        assert report.fault is not None
+        cut = cluster.names[-1]
+        assert degraded_during(report, cut, report.fault, "store"), report.degraded[cut]
