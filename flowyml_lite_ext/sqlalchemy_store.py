@@ -1074,11 +1074,15 @@ class SQLAlchemyStore(Store):
         returned: Sequence[Any] = conn.execute(_CLAIM_GROUP, params).all()
         granted: Dict[int, bool] = {}
         inserted = set()
+        count = 0
         for kind, index, full, run_key in returned:
             if kind == "c":
                 granted[int(index)] = bool(full)
             else:
                 inserted.add(run_key)
+                count += 1
+        if count != sum(len(prepared[index].rows) for index in granted):
+            return None  # ON CONFLICT dropped a run: undo the statement, redo claim by claim
         results: List[Optional[List[Dict[str, Any]]]] = []
         for index, claim in enumerate(prepared):
             if index not in granted:

@@ -32,7 +32,9 @@ from flowyml_lite.stores.base import (
     RUNNING,
     SKIPPED,
     SUCCEEDED,
+    Claim,
     NodeRecord,
+    Outcome,
     RunRecord,
     ScheduleRecord,
 )
@@ -573,3 +575,277 @@ class TestSchedulerEndToEnd:
             )
         finally:
             scheduler.close()
+
+
+def _claim(name: str, minutes: float, node: str = "node-a", key: str = "") -> Claim:
+    return Claim(
+        name,
+        at(minutes),
+        at(minutes + 1),
+        [RunRecord(key or uuid.uuid4().hex, name, at(minutes), RUNNING, node_id=node)],
+        1,
+    )
+
+
+def _statements(store: SQLAlchemyStore) -> List[str]:
+    """A list that collects the SQL of every statement the store's engine sends from now on."""
+    sent: List[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    sa.event.listen(store._engine, "before_cursor_execute", record)
+    return sent
+
+
+@pytest.mark.postgres
+class TestPostgresRoundTrips:
+    """Group claims and group outcomes are one statement each, however many fires they carry."""
+
+    def test_a_group_of_claims_with_the_previous_outcomes_is_two_statements(
+        self, pg_store: SQLAlchemyStore
+    ) -> None:
+        names = [f"s{i:03d}" for i in range(60)]
+        for name in names:
+            pg_store.declare_schedule(sched(name))
+        first = pg_store.claim_many([_claim(n, 0) for n in names])
+        assert all(r is not None for r in first)
+        outcomes = [Outcome(r[0].run_key, SUCCEEDED, at(0.5), 1.0, node_id="node-a") for r in first if r]
+        sent = _statements(pg_store)
+        second = pg_store.claim_many([_claim(n, 1) for n in names], outcomes)
+        assert [r is not None and r[0].status == RUNNING for r in second] == [True] * len(names)
+        assert len(sent) == 2, sent  # the outcomes' UPDATE, then every claim
+        assert pg_store.stats().succeeded == len(names) and pg_store.stats().running == len(names)
+
+    def test_a_group_of_outcomes_is_one_statement(self, pg_store: SQLAlchemyStore) -> None:
+        names = [f"s{i:03d}" for i in range(40)]
+        for name in names:
+            pg_store.declare_schedule(sched(name))
+        claimed = pg_store.claim_many([_claim(n, 0) for n in names])
+        sent = _statements(pg_store)
+        outcomes = [Outcome(r[0].run_key, SUCCEEDED, at(0.5), 1.0) for r in claimed if r]
+        assert pg_store.finish_runs(outcomes) == [True] * len(names)
+        assert len(sent) == 1, sent
+
+    def test_a_conflict_the_checks_did_not_foresee_refuses_only_its_claim(
+        self, pg_store: SQLAlchemyStore
+    ) -> None:
+        # Two claims of one group carrying the same run key: ON CONFLICT drops the second run, so
+        # the group is redone claim by claim under savepoints, and only the second is refused.
+        pg_store.declare_schedule(sched("a"))
+        pg_store.declare_schedule(sched("b"))
+        results = pg_store.claim_many([_claim("a", 0, key="same"), _claim("b", 0, key="same")])
+        assert results[0] is not None and results[1] is None
+        assert pg_store.get_schedule("b").next_fire == at(0)  # type: ignore[union-attr]
+        assert [r.run_key for r in pg_store.history("a")] == ["same"] and pg_store.history("b") == []
+
+    def test_schedule_versions_reads_two_columns_of_the_changed_rows_only(
+        self, pg_store: SQLAlchemyStore
+    ) -> None:
+        pg_store.declare_schedule(sched())
+        sent = _statements(pg_store)
+        mark = datetime.now(timezone.utc) + timedelta(hours=1)
+        assert pg_store.schedule_versions(mark) == {}
+        (statement,) = sent
+        assert "updated_at >=" in statement and "options" not in statement
+
+
+@pytest.mark.postgres
+class TestPostgresNeverWaits:
+    """A row another transaction holds is refused at once; every other wait has a bound."""
+
+    @staticmethod
+    def _hold_row(store: SQLAlchemyStore, name: str) -> Any:
+        conn = store._engine.connect()
+        conn.begin()
+        conn.execute(sa.select(SCHEDULES.c.name).where(SCHEDULES.c.name == name).with_for_update())
+        return conn
+
+    def test_a_claim_of_a_row_another_transaction_holds_is_refused_without_waiting(
+        self, pg_schema: Tuple[str, str]
+    ) -> None:
+        # lock_timeout far above the test's bound: had the claim waited, the test would hang or
+        # see a StoreError, never None.
+        store = SQLAlchemyStore(pg_schema[0], schema=pg_schema[1], lock_timeout=600, statement_timeout=600)
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        holder = self._hold_row(store, "a")
+        try:
+            results = store.claim_many([_claim("a", 0), _claim("b", 0)])
+            assert results[0] is None and results[1] is not None
+            assert store.claim("a", T0, at(1), [run("a", T0)], 1) is None
+        finally:
+            holder.rollback()
+            holder.close()
+        assert store.claim("a", T0, at(1), [run("a", T0)], 1) is not None
+        store.close()
+
+    def test_a_statement_waiting_on_a_held_row_fails_after_lock_timeout(
+        self, pg_schema: Tuple[str, str]
+    ) -> None:
+        store = SQLAlchemyStore(pg_schema[0], schema=pg_schema[1], lock_timeout=0.2)
+        store.declare_schedule(sched())
+        holder = self._hold_row(store, "etl")
+        try:
+            with pytest.raises(StoreError, match="lock timeout"):
+                store.set_enabled("etl", False, None)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert store.set_enabled("etl", False, None) is True
+        store.close()
+
+    def test_a_client_frozen_inside_a_transaction_loses_its_row_locks_to_the_server(
+        self, pg_schema: Tuple[str, str]
+    ) -> None:
+        store = SQLAlchemyStore(pg_schema[0], schema=pg_schema[1], idle_in_transaction_timeout=0.3)
+        store.declare_schedule(sched())
+        frozen = self._hold_row(store, "etl")  # then never speaks again, like a SIGSTOPped worker
+        try:
+            _wait_until(lambda: store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None, "the claim")
+        finally:
+            frozen.invalidate()
+            frozen.close()
+        store.close()
+
+    def test_every_session_carries_the_bounds(self, pg_schema: Tuple[str, str]) -> None:
+        url = f"{pg_schema[0]}{'&' if '?' in pg_schema[0] else '?'}options=-c%20application_name%3Dmine"
+        store = SQLAlchemyStore(
+            url, schema=pg_schema[1], lock_timeout=1.5, statement_timeout=7, idle_in_transaction_timeout=9
+        )
+        store.open()
+        with store._engine.connect() as conn:
+            shown = {
+                name: conn.exec_driver_sql(f"SHOW {name}").scalar()
+                for name in (
+                    "lock_timeout",
+                    "statement_timeout",
+                    "idle_in_transaction_session_timeout",
+                    "search_path",
+                    "application_name",
+                )
+            }
+            info = conn.connection.dbapi_connection.info  # type: ignore[union-attr]
+            params = info.get_parameters()
+        assert shown == {
+            "lock_timeout": "1500ms",
+            "statement_timeout": "7s",
+            "idle_in_transaction_session_timeout": "9s",
+            "search_path": pg_schema[1],
+            "application_name": "mine",  # options already in the URL are kept
+        }
+        assert params["keepalives"] == "1" and params["tcp_user_timeout"] == "5000"
+        assert params["connect_timeout"] == "5"
+        store.close()
+
+    @pytest.mark.parametrize("bad", [0, -1, float("nan"), True, "2"])
+    def test_a_bound_that_is_not_a_positive_number_of_seconds_is_refused(self, bad: Any) -> None:
+        with pytest.raises(ConfigurationError, match="lock_timeout"):
+            SQLAlchemyStore("postgresql+psycopg://u@127.0.0.1/db", lock_timeout=bad)
+
+
+@pytest.mark.postgres
+class TestPostgresClock:
+    """Heartbeats, liveness and updated_at on the server's clock: hosts' clocks do not matter."""
+
+    def test_a_heartbeat_is_stamped_with_the_server_clock(self, pg_store: SQLAlchemyStore) -> None:
+        skewed = datetime(2001, 1, 1, tzinfo=timezone.utc)  # a host whose clock is far behind
+        before = datetime.now(timezone.utc)
+        pg_store.heartbeat(NodeRecord("node-a", "host", 7, T0, skewed))
+        (node,) = pg_store.list_nodes()
+        assert abs((node.heartbeat - before).total_seconds()) < 3600  # the server's now, not 2001
+
+    def test_expired_nodes_are_judged_by_the_server_clock_whatever_now_the_caller_gives(
+        self, pg_store: SQLAlchemyStore
+    ) -> None:
+        pg_store.heartbeat(NodeRecord("fresh", "host", 7, T0, T0))
+        far_future = datetime.now(timezone.utc) + timedelta(days=365)
+        assert pg_store.expired_nodes(30, far_future) == []
+        with pg_store._engine.begin() as conn:  # a beat from an hour ago, on the server's clock
+            conn.execute(sa.update(NODES).values(heartbeat=NODES.c.heartbeat - 3600 * 1_000_000))
+        assert [n.node_id for n in pg_store.expired_nodes(30, T0)] == ["fresh"]
+
+    def test_updated_at_and_declared_at_come_from_the_server_clock(self, pg_store: SQLAlchemyStore) -> None:
+        with pg_store._engine.connect() as conn:
+            server = conn.exec_driver_sql("SELECT clock_timestamp()").scalar()
+        stored = pg_store.declare_schedule(sched())
+        pg_store.mark_declared("node-a", ["etl", "unknown"])
+        got = pg_store.get_schedule("etl")
+        assert got is not None and stored.updated_at is not None and got.declared_at is not None
+        assert abs((stored.updated_at - server).total_seconds()) < 60
+        assert abs((got.declared_at - server).total_seconds()) < 60 and got.declared_by == "node-a"
+
+
+class _LostReply:
+    """Makes the next COMMIT of ``store`` lose its reply: it commits (or not), then raises."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, committed: bool) -> None:
+        from sqlalchemy.engine.base import RootTransaction
+
+        real_commit, real_rollback = RootTransaction.commit, RootTransaction.rollback
+        self.armed = True
+
+        def commit(transaction: Any) -> None:
+            if not self.armed:
+                real_commit(transaction)
+                return
+            self.armed = False
+            (real_commit if committed else real_rollback)(transaction)
+            raise sa.exc.OperationalError(
+                "COMMIT", {}, Exception("server closed the connection unexpectedly")
+            )
+
+        monkeypatch.setattr(RootTransaction, "commit", commit)
+
+
+@pytest.mark.postgres
+class TestALostCommitReply:
+    """A claim whose COMMIT went out but whose reply never came is resolved by reading its run keys back."""
+
+    def test_a_claim_that_committed_is_reported_claimed(
+        self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        pg_store.declare_schedule(sched())
+        _LostReply(monkeypatch, committed=True)
+        claimed = pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        assert claimed is not None and [r.status for r in pg_store.history("etl")] == [RUNNING]
+        assert any("reply to a COMMIT was lost" in r.getMessage() for r in caplog.records)
+
+    def test_a_claim_that_did_not_commit_is_a_store_error_and_can_be_made_again(
+        self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pg_store.declare_schedule(sched())
+        _LostReply(monkeypatch, committed=False)
+        with pytest.raises(StoreError, match="server closed the connection"):
+            pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        assert pg_store.history("etl") == []
+        assert pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+
+    def test_outcomes_that_committed_are_reported_written(
+        self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pg_store.declare_schedule(sched())
+        claimed = pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        assert claimed is not None
+        _LostReply(monkeypatch, committed=True)
+        assert pg_store.finish_runs([Outcome(claimed[0].run_key, SUCCEEDED, at(0.5), 1.0)]) == [True]
+        assert pg_store.history("etl")[0].status == SUCCEEDED
+
+    def test_a_claim_that_cannot_be_read_back_is_settled_missed_by_the_next_write(
+        self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pg_store.declare_schedule(sched())
+        pg_store.declare_schedule(sched("other"))
+        _LostReply(monkeypatch, committed=True)
+
+        def unreachable(body: Any, error: BaseException) -> Any:
+            raise StoreError("still unreachable")
+
+        monkeypatch.setattr(pg_store, "_read_back", unreachable)
+        with pytest.raises(StoreError):
+            pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        # The caller was told the claim failed, so nobody runs it; the next write settles it.
+        assert pg_store.claim("other", T0, at(1), [run("other", T0)], 1) is not None
+        (row,) = pg_store.history("etl")
+        assert row.status == MISSED and "COMMIT" in (row.reason or "")
+        assert pg_store.stats("etl").running == 0
