@@ -86,27 +86,40 @@ class RunLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter(LOG_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
+        others, teed = self._others(record)
         buffer = CURRENT_OUTPUT.get()
-        if buffer is not None:
+        if buffer is not None and not teed:
             try:
                 buffer.write(self.format(record) + "\n")
             except Exception:
                 self.handleError(record)
-            return
-        # Outside runs: this handler's presence must not silence Python's last-resort output
-        # (stderr, WARNING and above) in a program that configured no handler of its own.
+        # This handler's presence must not silence Python's last-resort output (stderr, WARNING
+        # and above) in a program that configured no handler of its own, inside runs or not.
         last_resort = logging.lastResort
-        if last_resort is not None and record.levelno >= last_resort.level and not self._others(record):
-            last_resort.handle(record)
+        if last_resort is not None and record.levelno >= last_resort.level and not others:
+            RunStream._local.busy = True  # the record is in the run's buffer already
+            try:
+                last_resort.handle(record)
+            finally:
+                RunStream._local.busy = False
 
-    def _others(self, record: logging.LogRecord) -> bool:
-        """Whether a handler other than this one saw the record (the walk of ``Logger.callHandlers``)."""
+    def _others(self, record: logging.LogRecord) -> Tuple[bool, bool]:
+        """(another handler saw the record, one of them writes it to a wrapped stdout/stderr).
+
+        The walk of ``Logger.callHandlers``. A handler made after capture was installed may hold
+        the wrapped stream, which copies the record into the run already: not twice.
+        """
+        others = teed = False
         logger: Optional[logging.Logger] = logging.getLogger(record.name)
         while logger is not None:
-            if any(handler is not self for handler in logger.handlers):
-                return True
+            for handler in logger.handlers:
+                if handler is not self:
+                    others = True
+                    stream = getattr(handler, "stream", None)
+                    if isinstance(stream, RunStream) and record.levelno >= handler.level:
+                        teed = True
             logger = logger.parent if logger.propagate else None
-        return False
+        return others, teed
 
 
 class RunStream:

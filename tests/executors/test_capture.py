@@ -221,3 +221,35 @@ class TestInstall:
                 root.addHandler(handler)
         err = capsys.readouterr().err
         assert "still visible" in err and "not shown" not in err
+
+    def test_without_handlers_a_runs_warning_is_captured_once_and_still_shown(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        root = logging.getLogger()
+        saved = root.handlers[:]
+        for handler in saved:
+            root.removeHandler(handler)
+        executor = ThreadExecutor(max_workers=1)
+        try:
+            output = run(executor, lambda: logging.getLogger("job").warning("careful")).output or ""
+        finally:
+            executor.shutdown()
+            capture.uninstall()
+            for handler in saved:
+                root.addHandler(handler)
+        assert output.count("careful") == 1
+        assert "careful" in capsys.readouterr().err
+
+    def test_a_handler_writing_to_the_wrapped_stderr_does_not_double_the_record(self) -> None:
+        import sys
+
+        executor = ThreadExecutor(max_workers=1)
+        run(executor, lambda: None)  # capture installed: sys.stderr is wrapped
+        late = logging.StreamHandler(sys.stderr)  # as a logging.basicConfig() after the first run
+        logging.getLogger().addHandler(late)
+        try:
+            output = run(executor, lambda: logging.getLogger("job").warning("once only")).output or ""
+        finally:
+            logging.getLogger().removeHandler(late)
+            executor.shutdown()
+        assert output.count("once only") == 1
