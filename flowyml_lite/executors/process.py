@@ -233,6 +233,20 @@ class ProcessExecutor(Executor):
 
     def _monitor(self) -> None:
         """One monitor thread: runs queued jobs one after another until the queue is empty."""
+        try:
+            self._serve_queue()
+        except BaseException:  # never silently: the slot is given back and the failure logged
+            logger.exception("a monitor thread of the process executor failed")
+            with self._lock:
+                self._monitors -= 1
+                self._idle.notify_all()
+                restart = bool(self._queue) and self._monitors < self.max_workers
+                if restart:
+                    self._monitors += 1
+            if restart:
+                threading.Thread(target=self._monitor, name="flowyml-process-run", daemon=True).start()
+
+    def _serve_queue(self) -> None:
         while True:
             with self._lock:
                 if not self._queue:
