@@ -390,7 +390,7 @@ class SQLiteStore(Store):
     def _error(self, exc: BaseException) -> StoreError:
         text = str(exc)
         lowered = text.lower()
-        if "full" in lowered:
+        if "disk is full" in lowered:
             hint = "free space on the file system that holds it; a later write may succeed"
         elif "readonly" in lowered or "read-only" in lowered:
             hint = "make the file, its -wal and -shm files and its directory writable by this process"

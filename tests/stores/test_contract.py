@@ -1417,6 +1417,7 @@ class TestDeclaredBy:
         stored = store.declare_schedule(sched(declared_by="node-a", declared_at=stamp))
         assert (stored.declared_by, stored.declared_at) == ("node-a", stamp)
         assert store.get_schedule("etl") == stored
+        assert store.list_schedules() == [stored] and store.changed_since(T0 - timedelta(days=1)) == [stored]
 
     def test_marking_declared_is_not_a_change_of_definition(self, store: Store) -> None:
         import time
