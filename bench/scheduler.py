@@ -269,6 +269,8 @@ def lite_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
         bad_plan += not lite_declare_once(sched, f"s{i:06d}", i, at)
     setup = time.perf_counter() - t0
     overran = time.time() > start_us / 1e6 - 0.2
+    if spec.get("probe"):
+        PROBE.install(sched)
     REC.expect(n)
     sched.start()
     REC.done.wait(timeout=max(0.0, instants[-1] / 1e6 - time.time()) + spec["grace"])
@@ -276,7 +278,7 @@ def lite_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
     health = sched.health_check()
     sched.stop()
     stats = sched.store.stats()
-    return lag_summary(
+    summary = lag_summary(
         n,
         {
             "setup_s": setup,
@@ -286,8 +288,11 @@ def lite_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
             "recorded_other": stats.total - stats.succeeded,
             "health_status": health["status"],
             "scheduler_p99_ms": health["metrics"]["start_lag_ms"]["p99"],
+            "probe": PROBE.summary(start_us / 1e6 - 0.5, instants[-1] / 1e6 + 1.0),
         },
     )
+    explain_worst(summary, [at / 1e6 for at in instants])
+    return summary
 
 
 def lite_throughput(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -737,7 +742,8 @@ def load_start(spec: Dict[str, Any]) -> Dict[str, Any]:
         lite_declare_all(sched, n, system == "lite-mixed", t0)
         sched.start()
         elapsed = time.perf_counter() - t0
-        extra = {"heap_entries": len(sched._heap), "schedules_registered": len(sched._funcs)}
+        table_ = sched._table  # private: the loop's heap, read once for the report
+        extra = {"heap_entries": len(table_.heap), "schedules_registered": len(table_.funcs)}
         sched.stop()
         what = "PipelineScheduler(...) + schedule_*(name, func, ...) x n + start()"
     elif system == "aps":
@@ -783,11 +789,408 @@ def load_start(spec: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+# -- probes: what was going on when a fire started late --------------------------------
+
+
+class Probe:
+    """Timestamps (``time.time()``) of GC pauses, store transactions and loop wakes in a child.
+
+    Installed on a flowyml_lite scheduler before ``start()``: ``gc.callbacks`` for collections, and
+    thin wrappers around the store's ``claim_many`` / ``finish_runs`` and the loop's claim step
+    (bench instrumentation only; the library is not changed). Each event is (start, seconds, what,
+    batch size), so a late fire can be matched with what overlapped its wait.
+    """
+
+    def __init__(self) -> None:
+        self.gc: List[Tuple[float, float, int, int]] = []  # start, seconds, generation, collected
+        self.calls: List[Tuple[float, float, str, int]] = []  # start, seconds, method, batch size
+        self.cpu: Dict[str, float] = {}  # CPU seconds of the calling thread, per wrapped method
+        self._gc_start = (0.0, 0.0)
+        self._installed = False
+
+    def install(self, sched: Any) -> None:
+        import gc
+
+        def on_gc(phase: str, info: Dict[str, int]) -> None:
+            if phase == "start":
+                self._gc_start = (time.time(), time.perf_counter())
+            else:
+                wall, t0 = self._gc_start
+                self.gc.append((wall, time.perf_counter() - t0, info["generation"], info.get("collected", 0)))
+
+        gc.callbacks.append(on_gc)
+        store = sched.store
+        for method in ("claim_many", "finish_runs"):
+            setattr(store, method, self._timed(getattr(store, method), method))
+        loop = sched._loop  # private: the timer loop's claim step, timed per wake
+        loop._process = self._timed(loop._process, "wake")
+        self._installed = True
+
+    def _timed(self, func: Callable[..., Any], what: str) -> Callable[..., Any]:
+        calls = self.calls
+
+        cpu = self.cpu
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            wall, t0, c0 = time.time(), time.perf_counter(), time.thread_time()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                size = len(args[0]) if args and hasattr(args[0], "__len__") else 0
+                calls.append((wall, time.perf_counter() - t0, what, size))
+                cpu[what] = cpu.get(what, 0.0) + time.thread_time() - c0
+
+        return timed
+
+    def summary(self, since: float, until: float) -> Dict[str, Any]:
+        """Totals of what happened in [since, until]."""
+        if not self._installed:
+            return {}
+        out: Dict[str, Any] = {}
+        gcs = [g for g in self.gc if since <= g[0] <= until]
+        out["gc"] = {
+            "count": len(gcs),
+            "by_generation": {str(k): sum(1 for g in gcs if g[2] == k) for k in (0, 1, 2)},
+            "total_ms": sum(g[1] for g in gcs) * 1000,
+            "max_ms": max((g[1] for g in gcs), default=0.0) * 1000,
+            "max_gen2_ms": max((g[1] for g in gcs if g[2] == 2), default=0.0) * 1000,
+        }
+        for what in ("wake", "claim_many", "finish_runs"):
+            calls = sorted(
+                (c for c in self.calls if c[2] == what and since <= c[0] <= until), key=lambda c: c[1]
+            )
+            if not calls:
+                continue
+            out[what] = {
+                "count": len(calls),
+                "total_ms": sum(c[1] for c in calls) * 1000,
+                "p50_ms": calls[len(calls) // 2][1] * 1000,
+                "max_ms": calls[-1][1] * 1000,
+                "mean_batch": sum(c[3] for c in calls) / len(calls),
+                "max_batch": max(c[3] for c in calls),
+                "cpu_ms": self.cpu.get(what, 0.0) * 1000,  # whole run, not only [since, until]
+            }
+        return out
+
+    def explain(self, start: float, lag: float) -> str:
+        """What overlapped [start, start + lag]: GC pauses and store calls / wakes over 0.5 ms."""
+        end = start + max(lag, 0.0)
+        parts = []
+        for wall, secs, gen, _ in self.gc:
+            if wall <= end and wall + secs >= start and secs >= 0.0005:
+                parts.append(f"gc gen{gen} {secs * 1000:.1f} ms")
+        for wall, secs, what, size in self.calls:
+            if wall <= end and wall + secs >= start and secs >= 0.0005:
+                parts.append(f"{what}({size}) {secs * 1000:.1f} ms")
+        return ", ".join(parts[:6]) if parts else "nothing recorded (scheduling/GIL/CPU contention)"
+
+
+PROBE = Probe()
+
+
+def explain_worst(summary: Dict[str, Any], instants_s: Sequence[float]) -> None:
+    """Annotate the worst fires of a lag summary with what overlapped them."""
+    if not PROBE._installed or "worst" not in summary:
+        return
+    summary["worst_explained"] = [
+        [i, ms, PROBE.explain(instants_s[i], ms / 1000)] for i, ms in summary["worst"][:5]
+    ]
+
+
+# -- burst: many schedules due at one instant (real clock) ----------------------------
+
+
+def profile_loop(sched: Any, cpu: bool = False) -> Any:
+    """cProfile the timer loop's claim step (cProfile sees one thread: the loop's).
+
+    ``cpu``: the loop thread's CPU time (``time.thread_time``), without the time it waits for the
+    GIL while run threads hold it; otherwise wall time.
+    """
+    import cProfile
+
+    profiler = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
+    loop = sched._loop  # private: the claim step the loop calls per wake
+    process = loop._process
+
+    def profiled(*args: Any) -> Any:
+        return profiler.runcall(process, *args)
+
+    loop._process = profiled
+    return profiler
+
+
+def print_profile(profiler: Any, what: str, fires: int) -> None:
+    """Top functions by own time, with µs per fire, to stderr (the parent shows it)."""
+    import pstats
+
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
+    err = sys.stderr
+    err.write(f"cProfile of {what}: {total * 1000:.1f} ms in all, {total / fires * 1e6:.1f} us per fire\n")
+    err.write("  own%   own us/fire  cum us/fire   calls/fire  function (file:line)\n")
+    for (path, line, func), (_, ncalls, tt, ct, _) in rows[:30]:
+        where = path.replace(ROOT + os.sep, "")
+        err.write(
+            f"  {100 * tt / total:5.1f}  {tt / fires * 1e6:10.2f}  {ct / fires * 1e6:11.2f}  "
+            f"{ncalls / fires:10.2f}  {func} ({where}:{line})\n"
+        )
+
+
+def burst_summary(n: int, at_s: float, extra: Dict[str, Any]) -> Dict[str, Any]:
+    starts = sorted(at_s + lag for _, lag in REC.hits)
+    out: Dict[str, Any] = {
+        "expected": n,
+        "ran": len({i for i, _ in REC.hits}),
+        "calls": len(REC.hits),
+        "log_warnings": TALLY.count,
+        "log_samples": TALLY.samples,
+    }
+    if starts:
+        last = starts[-1] - at_s
+        out.update(
+            first_start_ms=(starts[0] - at_s) * 1000,
+            p50_start_ms=(pct(starts, 0.5) - at_s) * 1000,
+            last_start_ms=last * 1000,
+            start_fires_per_s=len(starts) / max(last, 1e-9),
+        )
+        if len(starts) >= 20:
+            lo, hi = starts[len(starts) // 10], starts[(len(starts) * 9) // 10]
+            out["sustained_fires_per_s"] = (len(starts) * 0.8) / max(hi - lo, 1e-9)
+    out.update(extra)
+    return out
+
+
+def lite_burst(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """n one-shot schedules (schedule_once) due at the same instant; job start times against it."""
+    from flowyml_lite import PipelineScheduler
+
+    system, n, directory = spec["system"], spec["n"], spec["dir"]
+    sched = PipelineScheduler(lite_config(system, directory))
+    per_op = lite_calibrate(system, directory)
+    at = calibrated_start(per_op, n)
+    at_s, at_dt = at / 1e6, us_to_dt(at)
+    t0 = time.perf_counter()
+    bad = 0
+    for i in range(n):
+        schedule = sched.schedule_once(f"b{i:06d}", lite_job(i, at_s), at=at_dt)
+        bad += schedule.next_run != at_dt
+    setup = time.perf_counter() - t0
+    overran = time.time() > at_s - 0.2
+    if spec.get("probe", True):
+        PROBE.install(sched)
+    profiler = profile_loop(sched, spec["profile_loop"] == "cpu") if spec.get("profile_loop") else None
+    REC.expect(n)
+    sched.start()
+    REC.done.wait(timeout=max(0.0, at_s - time.time()) + spec["timeout_run"])
+    flushed = sched.wait_for_runs(120)
+    if profiler is not None:
+        clock = "CPU time" if spec["profile_loop"] == "cpu" else "wall time"
+        print_profile(profiler, f"the loop thread's claim step ({clock}), {n:,} fires at one instant", n)
+    recorded_at = time.time()  # every outcome committed (wait_for_runs flushes the group writer)
+    stats = sched.store.stats()
+    sched.stop()
+    extra: Dict[str, Any] = {
+        "setup_s": setup,
+        "setup_overran": overran,
+        "setup_errors": bad,
+        "flushed": flushed,
+        "recorded_succeeded": stats.succeeded,
+        "recorded_other": stats.total - stats.succeeded,
+        "all_recorded_ms": (recorded_at - at_s) * 1000,
+        "recorded_fires_per_s": stats.succeeded / max(recorded_at - at_s, 1e-9),
+        "probe": PROBE.summary(at_s - 0.5, recorded_at),
+    }
+    return burst_summary(n, at_s, extra)
+
+
+def aps_burst(spec: Dict[str, Any]) -> Dict[str, Any]:
+    system, n, directory = spec["system"], spec["n"], spec["dir"]
+    # misfire_grace_time=60 (flowyml_lite's default grace): a slow store shows as time, not as drops.
+    sched = aps_scheduler(system, directory, misfire_grace_time=60)
+    per_op = aps_calibrate(system, directory)
+    at = calibrated_start(per_op, n)
+    at_s, run_date = at / 1e6, us_to_dt(at)
+    sched.start(paused=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sched.add_job(aps_job, "date", run_date=run_date, args=[i, at_s], id=f"b{i:06d}")
+    setup = time.perf_counter() - t0
+    overran = time.time() > at_s - 0.2
+    REC.expect(n)
+    sched.resume()
+    REC.done.wait(timeout=max(0.0, at_s - time.time()) + spec["timeout_run"])
+    time.sleep(0.2)
+    left = len(sched.get_jobs())
+    sched.shutdown(wait=True)
+    return burst_summary(n, at_s, {"setup_s": setup, "setup_overran": overran, "jobs_left_in_store": left})
+
+
+# -- a 1 s schedule while 50 HTTP clients hammer the API of the same process --------------
+
+
+def lite_api(spec: Dict[str, Any]) -> Dict[str, Any]:
+    import http.client
+
+    from flowyml_lite import PipelineScheduler
+    from flowyml_lite.api.server import ApiServer
+    from flowyml_lite.runtime.context import current_run
+
+    system, directory, seconds, clients = spec["system"], spec["dir"], spec["seconds"], spec["clients"]
+    sched = PipelineScheduler(lite_config(system, directory))
+    for i in range(spec["other_schedules"]):  # something for /api/schedules to list
+        sched.schedule_daily(f"daily-{i:03d}", noop, hour=i % 24, minute=i % 60)
+    ticks: List[Tuple[float, float]] = []  # (fire instant, lag)
+
+    def tick() -> None:
+        ctx = current_run()
+        now = time.time()
+        if ctx is not None:
+            fire = ctx.fire_time.timestamp()
+            ticks.append((fire, now - fire))
+
+    sched.schedule_interval("tick", tick, seconds=1)
+    PROBE.install(sched)
+    server = ApiServer(sched, port=0).start()
+    sched.start()
+    stop = threading.Event()
+    statuses: Dict[str, int] = {}
+    latencies: List[float] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        paths = ("/api/schedules", "/api/health")
+        mine: List[float] = []
+        seen: Dict[str, int] = {}
+        j = k
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", paths[j % 2])
+                resp = conn.getresponse()
+                resp.read()
+                key = str(resp.status)
+            except Exception as exc:
+                key = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            mine.append(time.perf_counter() - t0)
+            seen[key] = seen.get(key, 0) + 1
+            j += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            for key, count in seen.items():
+                statuses[key] = statuses.get(key, 0) + count
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    t_start = time.time()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    t_end = time.time()
+    for thread in threads:
+        thread.join(timeout=30)
+    sched.wait_for_runs(10)
+    history = sched.get_history("tick", limit=1000)
+    server.stop()
+    sched.stop()
+    # Fires expected: every whole second from the first one after the clients started to the last
+    # one that had 0.5 s to start before they stopped.
+    expected = list(range(math.ceil(t_start), math.floor(t_end - 0.5) + 1))
+    by_fire = {round(fire): lag for fire, lag in ticks}
+    lags = sorted(by_fire[s] for s in expected if s in by_fire)
+    history_status: Dict[str, int] = {}
+    for run in history:
+        fire = datetime.fromisoformat(str(run["fire_time"])).timestamp() if run.get("fire_time") else None
+        if fire is not None and math.ceil(t_start) <= fire <= expected[-1]:
+            history_status[run["status"]] = history_status.get(run["status"], 0) + 1
+    latencies.sort()
+    out: Dict[str, Any] = {
+        "expected": len(expected),
+        "fired": len(lags),
+        "skipped": len(expected) - len(lags),
+        "history_statuses": history_status,
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / max(t_end - t_start, 1e-9),
+        "http_statuses": statuses,
+        "log_warnings": TALLY.count,
+        "log_samples": TALLY.samples,
+        "probe": PROBE.summary(t_start, t_end),
+    }
+    if lags:
+        out.update(p50_ms=pct(lags, 0.5) * 1000, p99_ms=pct(lags, 0.99) * 1000, max_ms=lags[-1] * 1000)
+        worst = sorted(((s, by_fire[s]) for s in expected if s in by_fire), key=lambda x: -x[1])[:3]
+        out["worst_explained"] = [[s, round(lag * 1000, 2), PROBE.explain(s, lag)] for s, lag in worst]
+    if latencies:
+        out.update(
+            request_p50_ms=pct(latencies, 0.5) * 1000,
+            request_p99_ms=pct(latencies, 0.99) * 1000,
+            request_max_ms=latencies[-1] * 1000,
+        )
+    return out
+
+
+# -- the process executor beside the thread executor, through the scheduler ----------
+
+
+def lite_executor(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """n one-shots of bench/executors.py's no-op (it returns its entry instant as run id) at one instant."""
+    import executors as jobs  # bench/executors.py: its no-op job, importable by a child process
+
+    from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+    n, kind = spec["n"], spec["executor"]
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    at = ceil_ms_us(time.time() + 2.0 + n * 0.001)
+    at_s, at_dt = at / 1e6, us_to_dt(at)
+    names = [f"x{i:05d}" for i in range(n)]
+    for name in names:
+        sched.schedule_once(name, jobs.noop, at=at_dt, executor=kind)
+    sched.start()
+    time.sleep(max(0.0, at_s - time.time()))
+    deadline = time.time() + spec["timeout_run"]
+    while time.time() < deadline:
+        stats = sched.store.stats()
+        if stats.total - stats.running >= n:
+            break
+        time.sleep(0.05)
+    sched.wait_for_runs(30)
+    sched.stop()
+    offset = time.time() - time.monotonic()  # CLOCK_MONOTONIC is shared by every process of the machine
+    lags: List[float] = []
+    completed: List[float] = []
+    statuses: Dict[str, int] = {}
+    for name in names:
+        for run in sched.store.history(name, 2):
+            statuses[run.status] = statuses.get(run.status, 0) + 1
+            if run.status == "succeeded" and run.run_id:
+                lags.append(float(run.run_id) + offset - at_s)
+            if run.completed_at is not None:
+                completed.append(run.completed_at.timestamp())
+    lags.sort()
+    out: Dict[str, Any] = {"expected": n, "executor": kind, "statuses": statuses, "ran": len(lags)}
+    if lags:
+        out.update(
+            first_start_ms=lags[0] * 1000,
+            p50_start_ms=pct(lags, 0.5) * 1000,
+            last_start_ms=lags[-1] * 1000,
+        )
+    if completed:
+        out["runs_per_s"] = len(completed) / max(max(completed) - at_s, 1e-9)
+    return out
+
+
 CHILD_TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
     "lag": lambda s: {"lite": lite_lag, "aps": aps_lag, "flowyml": flowyml_lag}[s["system"].split("-")[0]](s),
     "throughput": lambda s: {"lite": lite_throughput, "aps": aps_throughput, "flowyml": flowyml_throughput}[
         s["system"].split("-")[0]
     ](s),
+    "burst": lambda s: {"lite": lite_burst, "aps": aps_burst}[s["system"].split("-")[0]](s),
+    "api": lite_api,
+    "executor": lite_executor,
     "load_create": load_create,
     "load_open": load_open,
     "load_start": load_start,
@@ -1154,6 +1557,462 @@ def bench_load(args: argparse.Namespace, tmp: str, say: Report, results: Dict[st
     say()
 
 
+BURST_SYSTEMS = ("lite-memory", "lite-sqlite", "aps-memory", "aps-sqlalchemy")
+
+
+def probe_note(r: Dict[str, Any]) -> str:
+    """One line from a child's Probe summary: loop wall/CPU, store calls, GC."""
+    p = r.get("probe") or {}
+    parts = []
+    wake = p.get("wake")
+    if wake:
+        parts.append(
+            f"loop claim step {wake['total_ms']:.0f} ms wall / {wake['cpu_ms']:.0f} ms CPU "
+            f"in {wake['count']} wake(s)"
+        )
+    for what in ("claim_many", "finish_runs"):
+        c = p.get(what)
+        if c:
+            parts.append(
+                f"{what} x{c['count']} {c['total_ms']:.1f} ms (max {c['max_ms']:.1f} ms, "
+                f"batch mean {c['mean_batch']:.0f} max {c['max_batch']})"
+            )
+    g = p.get("gc")
+    if g:
+        parts.append(
+            f"gc x{g['count']} (gen0/1/2 {g['by_generation']['0']}/{g['by_generation']['1']}/"
+            f"{g['by_generation']['2']}) {g['total_ms']:.1f} ms, max {g['max_ms']:.1f} ms"
+        )
+    return "; ".join(parts)
+
+
+def bench_burst(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    sizes = (100, 1000) if args.quick else (1000, 10000)
+    systems = [s for s in BURST_SYSTEMS if s in args.systems]
+    say(
+        f"## 4. Burst: {' and '.join(f'{n:,}' for n in sizes)} one-shot schedules due at ONE instant, "
+        f"trivial jobs, real clock ({args.repeat} run(s) each)"
+    )
+    say()
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for n in sizes:
+        for system in systems:
+            if system == "aps-sqlalchemy" and n > 1000 and not args.aps_sqlite_big:
+                continue  # ~100 fires/s: 10,000 would take minutes (--aps-sqlite-big to run it)
+            for k in range(args.repeat):
+                directory = tempfile.mkdtemp(dir=tmp)
+                spec = {"task": "burst", "system": system, "n": n, "dir": directory, "timeout_run": 300}
+                say(f"  ... {system} n={n:,} run {k + 1}")
+                out.setdefault(f"{system}/{n}", []).append(run_child(spec, 600, say))
+                shutil.rmtree(directory, ignore_errors=True)
+    results["burst"] = {"sizes": sizes, "runs": out}
+    say()
+    rows, notes = [], []
+    for n in sizes:
+        for system in systems:
+            for k, r in enumerate(out.get(f"{system}/{n}", [])):
+                label = f"{LABELS[system]}" + (f" #{k + 1}" if args.repeat > 1 else "")
+                if "failed" in r:
+                    rows.append([label, f"{n:,}"] + ["-"] * 7)
+                    notes.append(f"{system} n={n} #{k + 1}: {failure_note(r)}")
+                    continue
+                recorded = r.get("recorded_succeeded")
+                rows.append(
+                    [
+                        label,
+                        f"{n:,}",
+                        f"{r['ran']:,}/{n:,}",
+                        r.get("first_start_ms"),
+                        r.get("p50_start_ms"),
+                        r.get("last_start_ms"),
+                        r.get("start_fires_per_s"),
+                        r.get("all_recorded_ms"),
+                        f"{recorded:,}" if recorded is not None else "no history",
+                    ]
+                )
+                extra = []
+                if r.get("setup_overran"):
+                    extra.append("setup overran the instant")
+                if r.get("setup_errors"):
+                    extra.append(f"{r['setup_errors']} schedules not planned at the instant")
+                if r.get("calls", n) != r.get("ran", n):
+                    extra.append(f"{r['calls'] - r['ran']} duplicate calls")
+                if r.get("log_warnings"):
+                    extra.append("logs: " + " || ".join(r["log_samples"][:2]))
+                if r.get("probe"):
+                    extra.append(probe_note(r))
+                if extra:
+                    notes.append(f"{system} n={n:,} #{k + 1}: " + "; ".join(extra))
+    table(
+        say,
+        [
+            "system",
+            "schedules",
+            "ran",
+            "first start ms",
+            "p50 start ms",
+            "LAST start ms",
+            "fires/s (starts)",
+            "all recorded ms",
+            "rows recorded",
+        ],
+        rows,
+    )
+    say()
+    say("  first/p50/LAST start = job entry (time.time()) minus the instant; fires/s = fires / LAST start;")
+    say("  all recorded = when wait_for_runs() returned (every outcome committed) minus the instant.")
+    for note in notes:
+        say("  note: " + note)
+    say()
+
+
+def bench_spread(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    n, window = (1000, 2.0) if args.quick else (10000, 10.0)
+    systems = [s for s in ("lite-memory", "lite-sqlite", "aps-memory", "aps-sqlalchemy") if s in args.systems]
+    say(
+        f"## 5. Spread: {n:,} one-shot fires evenly over {window:g} s ({n / window:,.0f} fires/s), "
+        f"{args.spread_runs} consecutive runs of flowyml_lite, 1 of APScheduler"
+    )
+    say()
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for system in systems:
+        runs = args.spread_runs if system.startswith("lite") else 1
+        for k in range(runs):
+            directory = tempfile.mkdtemp(dir=tmp)
+            spec = {
+                "task": "lag",
+                "system": system,
+                "n": n,
+                "window": window,
+                "dir": directory,
+                "grace": 5.0,
+                "probe": system.startswith("lite"),
+            }
+            say(f"  ... {system} run {k + 1}")
+            out.setdefault(system, []).append(run_child(spec, 300 + n * 0.02, say))
+            shutil.rmtree(directory, ignore_errors=True)
+    results["spread"] = {"n": n, "window_s": window, "runs": out}
+    say()
+    rows, notes = [], []
+    for system in systems:
+        for k, r in enumerate(out.get(system, [])):
+            label = f"{LABELS[system]} #{k + 1}"
+            if "failed" in r:
+                rows.append([label] + ["-"] * 7)
+                notes.append(f"{system} #{k + 1}: {failure_note(r)}")
+                continue
+            rows.append(
+                [
+                    label,
+                    f"{r['fired']:,}/{r['expected']:,}",
+                    r["duplicates"],
+                    r.get("p50_ms"),
+                    r.get("p99_ms"),
+                    r.get("max_ms"),
+                    r.get("over_1ms"),
+                    r.get("over_3ms"),
+                ]
+            )
+            extra = []
+            if "recorded_succeeded" in r and r["recorded_succeeded"] != r["expected"]:
+                extra.append(
+                    f"history has {r['recorded_succeeded']} succeeded rows, {r['recorded_other']} other"
+                )
+            if r.get("setup_overran"):
+                extra.append("setup overran the first fire")
+            if r.get("probe"):
+                extra.append(probe_note(r))
+            for i, ms, why in r.get("worst_explained", [])[:3]:
+                extra.append(f"fire {i} late {ms} ms: {why}")
+            if extra:
+                notes.append(f"{system} #{k + 1}: " + "; ".join(extra))
+    table(say, ["system", "fired", "dup", "p50 ms", "p99 ms", "max ms", ">1 ms", ">3 ms"], rows)
+    say()
+    for note in notes:
+        say("  note: " + note)
+    say()
+
+
+def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    seconds = 8.0 if args.quick else 30.0
+    systems = [s for s in LITE_SYSTEMS if s in args.systems]
+    say(
+        f"## 6. A 1 s interval schedule while {args.clients} HTTP clients (threads, keep-alive) GET "
+        f"/api/schedules and /api/health from the same process for {seconds:g} s"
+    )
+    say()
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for system in systems:
+        for k in range(args.repeat):
+            directory = tempfile.mkdtemp(dir=tmp)
+            spec = {
+                "task": "api",
+                "system": system,
+                "dir": directory,
+                "seconds": seconds,
+                "clients": args.clients,
+                "other_schedules": 100,
+            }
+            say(f"  ... {system} run {k + 1}")
+            out.setdefault(system, []).append(run_child(spec, 120 + seconds, say))
+            shutil.rmtree(directory, ignore_errors=True)
+    results["api"] = {"seconds": seconds, "clients": args.clients, "runs": out}
+    say()
+    rows, notes = [], []
+    for system in systems:
+        for k, r in enumerate(out.get(system, [])):
+            label = f"{LABELS[system]} #{k + 1}"
+            if "failed" in r:
+                rows.append([label] + ["-"] * 8)
+                notes.append(f"{system} #{k + 1}: {failure_note(r)}")
+                continue
+            rows.append(
+                [
+                    label,
+                    f"{r['fired']}/{r['expected']}",
+                    r["skipped"],
+                    r.get("p50_ms"),
+                    r.get("p99_ms"),
+                    r.get("max_ms"),
+                    r.get("requests_per_s"),
+                    r.get("request_p50_ms"),
+                    r.get("request_p99_ms"),
+                ]
+            )
+            extra = [f"HTTP {r['http_statuses']}", f"history {r['history_statuses']}"]
+            if r.get("probe"):
+                extra.append(probe_note(r))
+            for s, ms, why in r.get("worst_explained", [])[:2]:
+                extra.append(f"fire {s} late {ms} ms: {why}")
+            if r.get("log_warnings"):
+                extra.append("logs: " + " || ".join(r["log_samples"][:2]))
+            notes.append(f"{system} #{k + 1}: " + "; ".join(extra))
+    table(
+        say,
+        [
+            "system",
+            "fired",
+            "skipped",
+            "lag p50 ms",
+            "lag p99 ms",
+            "lag max ms",
+            "requests/s",
+            "request p50 ms",
+            "request p99 ms",
+        ],
+        rows,
+    )
+    say()
+    for note in notes:
+        say("  note: " + note)
+    say()
+
+
+def bench_executors(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    sizes = {"thread": 200 if args.quick else 1000, "process": 20 if args.quick else 100}
+    say(
+        "## 7. Executors through the scheduler: one-shots of bench/executors.py's no-op due at one "
+        "instant, memory store, max_concurrent_runs=10"
+    )
+    say()
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for kind, n in sizes.items():
+        for k in range(args.repeat):
+            spec = {"task": "executor", "executor": kind, "n": n, "timeout_run": 240}
+            say(f"  ... executor={kind} n={n} run {k + 1}")
+            out.setdefault(kind, []).append(run_child(spec, 300, say))
+    results["executors"] = {"runs": out}
+    say()
+    rows = []
+    for kind in sizes:
+        for k, r in enumerate(out[kind]):
+            if "failed" in r:
+                rows.append([f'executor="{kind}" #{k + 1}', "-", "-", "-", "-", "-"])
+                say("  note: " + failure_note(r))
+                continue
+            rows.append(
+                [
+                    f'executor="{kind}" #{k + 1}',
+                    f"{r['ran']}/{r['expected']}",
+                    r.get("runs_per_s"),
+                    r.get("first_start_ms"),
+                    r.get("p50_start_ms"),
+                    r.get("last_start_ms"),
+                ]
+            )
+    table(say, ["executor", "ran", "runs/s", "first start ms", "p50 start ms", "last start ms"], rows)
+    thread = best(out.get("thread", []), "runs_per_s", high=True)
+    proc = best(out.get("process", []), "runs_per_s", high=True)
+    if thread and proc:
+        say(f"  process / thread: {proc / thread:.3g}x the runs per second (1/{thread / proc:.0f})")
+    say("  The executors alone (no scheduler): python bench/executors.py (bench/results/executors-*.txt).")
+    say()
+
+
+def best(runs: List[Dict[str, Any]], key: str, high: bool = False) -> Optional[float]:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return None
+    return max(values) if high else min(values)
+
+
+def worst(runs: List[Dict[str, Any]], key: str, high: bool = False) -> Optional[float]:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return None
+    return min(values) if high else max(values)
+
+
+def check_fire_targets(results: Dict[str, Any], say: Report, quick: bool) -> None:
+    """The burst / spread / API / re-declare targets: measured (worst of the runs), the peer, met or not."""
+    say(
+        "## Targets: bursts, spread, API load, re-declare" + (" -- QUICK RUN: smaller sizes" if quick else "")
+    )
+    say()
+    say("  Worst of this run's repetitions; ratio = APScheduler / flowyml_lite for times, flowyml_lite /")
+    say("  APScheduler for rates (above 1x: flowyml_lite is better).")
+    say()
+    rows: List[List[Any]] = []
+    verdicts: List[Dict[str, Any]] = []
+    burst = results.get("burst", {}).get("runs", {})
+    sizes = results.get("burst", {}).get("sizes", ())
+
+    def add(
+        target: str, ours: Optional[float], unit: str, limit: float, peer: Optional[float], higher: bool
+    ) -> None:
+        met = ours is not None and (ours >= limit if higher else ours <= limit)
+        if peer is not None and ours:
+            r = ours / peer if higher else peer / ours
+            rtext = f"{r:.2f}x"
+        else:
+            rtext = "-"
+        rows.append(
+            [
+                target,
+                f"{fmt(ours)} {unit}" if ours is not None else "-",
+                f"{fmt(peer)} {unit}" if peer is not None else "-",
+                rtext,
+                "met" if met else "NOT MET",
+            ]
+        )
+        verdicts.append({"target": target, "measured": ours, "peer": peer, "met": met})
+
+    if sizes:
+        small, big = sizes[0], sizes[-1]
+        add(
+            f"{small:,} at one instant, memory: LAST start <= 20 ms",
+            worst(burst.get(f"lite-memory/{small}", []), "last_start_ms"),
+            "ms",
+            20,
+            worst(burst.get(f"aps-memory/{small}", []), "last_start_ms"),
+            False,
+        )
+        add(
+            f"{small:,} at one instant, SQLite claimed+recorded: LAST start <= 40 ms",
+            worst(burst.get(f"lite-sqlite/{small}", []), "last_start_ms"),
+            "ms",
+            40,
+            worst(burst.get(f"aps-sqlalchemy/{small}", []), "last_start_ms"),
+            False,
+        )
+        add(
+            f"{small:,} at one instant, SQLite: all recorded <= 40 ms (stricter reading)",
+            worst(burst.get(f"lite-sqlite/{small}", []), "all_recorded_ms"),
+            "ms",
+            40,
+            None,
+            False,
+        )
+        add(
+            f"{big:,} at one instant, memory: >= 40,000 fires/s",
+            worst(burst.get(f"lite-memory/{big}", []), "start_fires_per_s", True),
+            "fires/s",
+            40000,
+            worst(burst.get(f"aps-memory/{big}", []), "start_fires_per_s", True),
+            True,
+        )
+        add(
+            f"{big:,} at one instant, SQLite: >= 10,000 claimed-and-recorded fires/s",
+            worst(burst.get(f"lite-sqlite/{big}", []), "recorded_fires_per_s", True),
+            "fires/s",
+            10000,
+            worst(burst.get(f"aps-sqlalchemy/{big}", []), "start_fires_per_s", True),
+            True,
+        )
+    spread = results.get("spread", {}).get("runs", {})
+    rate = results.get("spread", {}).get("n", 0) / results.get("spread", {}).get("window_s", 1.0)
+    for system, limit in (("lite-memory", 1.0), ("lite-sqlite", 3.0)):
+        runs = spread.get(system)
+        if runs:
+            peer = "aps-memory" if system == "lite-memory" else "aps-sqlalchemy"
+            clean = all(
+                "failed" not in r and r["fired"] == r["expected"] and r["duplicates"] == 0 for r in runs
+            )
+            add(
+                f"spread {results['spread']['n']:,} @ {rate:,.0f}/s, "
+                f"{system.split('-')[1]}: p99 <= {limit:g} ms, "
+                f"all {len(runs)} runs" + ("" if clean else " (some fires missing/duplicated!)"),
+                worst(runs, "p99_ms"),
+                "ms",
+                limit,
+                worst(spread.get(peer, []), "p99_ms"),
+                False,
+            )
+            rows.append(
+                [
+                    f"  (max start lag over the {len(runs)} runs, {system.split('-')[1]})",
+                    f"{fmt(worst(runs, 'max_ms'))} ms",
+                    f"{fmt(worst(spread.get(peer, []), 'max_ms'))} ms",
+                    "",
+                    "",
+                ]
+            )
+    api = results.get("api", {}).get("runs", {})
+    for system, runs in api.items():
+        add(
+            f"{results['api']['clients']} API clients, {system.split('-')[1]}: 1 s schedule lag p99 <= 10 ms",
+            worst(runs, "p99_ms"),
+            "ms",
+            10,
+            None,
+            False,
+        )
+        add(
+            f"{results['api']['clients']} API clients, {system.split('-')[1]}: fires skipped == 0",
+            worst(runs, "skipped"),
+            "",
+            0,
+            None,
+            False,
+        )
+    load = results.get("load", {}).get("runs", {})
+    for system in ("lite", "lite-mixed"):
+        part = load.get(system, {}).get("start")
+        if part:
+            n = results["load"]["n"]
+            peer = load.get("aps", {}).get("start", {})
+            add(
+                f"re-declare {n:,} ({system}) + start(): <= 2 s",
+                part.get("load_s"),
+                "s",
+                2.0,
+                peer.get("load_s"),
+                False,
+            )
+            add(
+                f"re-declare {n:,} ({system}) + start(): max RSS <= 200 MB",
+                part.get("max_rss_mb"),
+                "MB",
+                200,
+                peer.get("max_rss_mb"),
+                False,
+            )
+    if rows:
+        table(say, ["target", "flowyml_lite", "APScheduler (same run)", "ratio", "verdict"], rows)
+    results["fire_targets"] = verdicts
+    say()
+
+
 def check_targets(results: Dict[str, Any], say: Report, quick: bool) -> None:
     say("## Targets (issue 3)" + (" -- QUICK RUN: sizes are smaller than the targets'" if quick else ""))
     say()
@@ -1279,7 +2138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and a 2 s window: a smoke run")
     parser.add_argument(
         "--only",
-        choices=("lag", "throughput", "load"),
+        choices=("lag", "throughput", "load", "burst", "spread", "api", "executors"),
         action="append",
         help="run only this part (repeatable)",
     )
@@ -1289,6 +2148,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="comma-separated subset of: " + ", ".join(LITE_SYSTEMS + APS_SYSTEMS + FLOWYML_SYSTEMS),
     )
     parser.add_argument("--rounds", type=int, default=20, help="one-shots in the 1-schedule lag case")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each burst / api / executors row")
+    parser.add_argument("--spread-runs", type=int, default=5, help="consecutive flowyml_lite spread runs")
+    parser.add_argument("--clients", type=int, default=50, help="HTTP clients of the api part")
+    parser.add_argument(
+        "--aps-sqlite-big",
+        action="store_true",
+        help="also run APScheduler SQLAlchemy with 10,000 at one instant",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the --save file names, e.g. burst")
     parser.add_argument("--profile", action="store_true", help="cProfile the flowyml_lite children (slower)")
     parser.add_argument("--save", action="store_true", help="write the report and raw JSON to bench/results/")
     args = parser.parse_args(argv)
@@ -1296,7 +2164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = set(args.systems) - set(LITE_SYSTEMS + APS_SYSTEMS + FLOWYML_SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    parts = args.only or ["lag", "throughput", "load"]
+    parts = args.only or ["lag", "throughput", "load", "burst", "spread", "api", "executors"]
     say = Report()
     results: Dict[str, Any] = {"environment": environment(say), "quick": args.quick}
     tmp = tempfile.mkdtemp(prefix="flowyml_lite-bench-")
@@ -1307,7 +2175,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bench_throughput(args, tmp, say, results)
         if "load" in parts:
             bench_load(args, tmp, say, results)
-        check_targets(results, say, args.quick)
+        if "burst" in parts:
+            bench_burst(args, tmp, say, results)
+        if "spread" in parts:
+            bench_spread(args, tmp, say, results)
+        if "api" in parts:
+            bench_api(args, tmp, say, results)
+        if "executors" in parts:
+            bench_executors(args, tmp, say, results)
+        if {"lag", "throughput", "load"} & set(parts):
+            check_targets(results, say, args.quick)
+        if {"burst", "spread", "api", "load"} & set(parts):
+            check_fire_targets(results, say, args.quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -1315,7 +2194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say(f"  load average at end {load_end}")
     if args.save:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = f"scheduler-{stamp}{'-quick' if args.quick else ''}"
+        tag = f"-{args.tag}" if args.tag else "-" + "-".join(parts) if args.only else ""
+        name = f"scheduler-{stamp}{tag}{'-quick' if args.quick else ''}"
         directory = os.path.join(ROOT, "bench", "results")
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, name + ".txt"), "w") as f:
