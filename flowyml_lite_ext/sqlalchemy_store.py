@@ -379,6 +379,28 @@ def _node(row: Mapping[Any, Any]) -> NodeRecord:
     )
 
 
+#: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out.
+PING_IDLE_SECONDS = 2.0
+
+
+def _on_pg_checkin(dbapi_connection: Any, connection_record: Any) -> None:
+    connection_record.info["flowyml_lite_used"] = time.monotonic()
+
+
+def _on_pg_checkout(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    # SQLAlchemy's pessimistic disconnect recipe, for idle connections only: a DisconnectionError
+    # makes the pool drop this connection and hand out a new one (up to three tries).
+    used = connection_record.info.get("flowyml_lite_used")
+    if used is None or time.monotonic() - used < PING_IDLE_SECONDS:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as exc:  # the driver's OperationalError: the server went away meanwhile
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
 class SQLAlchemyStore(Store):
     """Schedules, runs and nodes in PostgreSQL or SQLite, shared by every process that opens the URL.
 
@@ -489,7 +511,10 @@ class SQLAlchemyStore(Store):
                 # One shared connection, or every pooled connection would see its own empty database.
                 options.setdefault("poolclass", StaticPool)
         else:
-            options.setdefault("pool_pre_ping", True)  # survive a server restart between calls
+            # A pooled connection idle for a while is pinged before use (see _on_pg_checkout), so a
+            # server restart between calls costs no error; a busy one is not: pool_pre_ping's round
+            # trip on every checkout would be one more per claim transaction.
+            ping_idle = not options.get("pool_pre_ping", False)
             options.setdefault("pool_timeout", self.pool_timeout)
             # Every session gets its bounds at connect (no SET LOCAL round trip per transaction).
             # Behind a transaction-mode pooler (PgBouncer) startup options are dropped: set them
@@ -527,6 +552,9 @@ class SQLAlchemyStore(Store):
         if self.dialect == "sqlite":
             event.listen(engine, "connect", self._on_sqlite_connect)
             event.listen(engine, "begin", self._on_sqlite_begin)
+        elif ping_idle:
+            event.listen(engine, "checkout", _on_pg_checkout)
+            event.listen(engine, "checkin", _on_pg_checkin)
         return engine
 
     def _on_sqlite_connect(self, dbapi_connection: Any, connection_record: Any) -> None:

@@ -849,3 +849,22 @@ class TestALostCommitReply:
         (row,) = pg_store.history("etl")
         assert row.status == MISSED and "COMMIT" in (row.reason or "")
         assert pg_store.stats("etl").running == 0
+
+
+@pytest.mark.postgres
+class TestPostgresConnections:
+    def test_pooled_connections_the_server_ended_while_idle_are_replaced_without_an_error(
+        self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flowyml_lite_ext import sqlalchemy_store
+
+        pg_store.declare_schedule(sched())
+        with pg_store._engine.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        killer = sa.create_engine(pg_store.url)
+        with killer.connect() as conn:  # as a server restart does to every pooled connection
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.dispose()
+        monkeypatch.setattr(sqlalchemy_store, "PING_IDLE_SECONDS", 0.0)
+        assert pg_store.get_schedule("etl") is not None
+        assert pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
