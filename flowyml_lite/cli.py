@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         "from the current directory so its schedules are declared; without APP, the store's schedules "
         "are served as orphans (visible and manageable, run by the processes that declare them).",
         epilog="examples:\n  python -m flowyml_lite serve myjobs:scheduler\n"
-        "  FLOWYML_SCHEDULER_API_TOKEN=s3cret python -m flowyml_lite serve myjobs:scheduler --host 0.0.0.0",
+        "  FLOWYML_SCHEDULER_API_TOKEN=s3cret python -m flowyml_lite serve myjobs:scheduler \\\n"
+        "      --host 0.0.0.0 --allow-host scheduler.example.com\n"
+        "  python -m flowyml_lite serve myjobs:scheduler --server uvicorn",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument(
@@ -102,15 +104,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the API token required for changes (default: FLOWYML_SCHEDULER_API_TOKEN); "
+        "a token is needed off loopback",
+    )
+    serve.add_argument(
         "--token",
-        help="API token required for changes (default: FLOWYML_SCHEDULER_API_TOKEN); needed off loopback",
+        help="the API token itself (discouraged: other users see it in 'ps'; "
+        "use the variable or --token-file)",
+    )
+    serve.add_argument(
+        "--token-for-reads",
+        action="store_true",
+        help="require the token for reads too (the dashboard page and /api/health stay open)",
     )
     serve.add_argument(
         "--allow-host",
         action="append",
         default=[],
         metavar="NAME",
-        help="another Host name clients use (repeatable)",
+        help="a Host name clients use (repeatable); required off loopback",
+    )
+    serve.add_argument(
+        "--server",
+        choices=["stdlib", "uvicorn"],
+        default="stdlib",
+        help="stdlib (default, nothing to install) or uvicorn (pip install 'flowyml-lite[asgi]')",
     )
     serve.add_argument(
         "--pipeline",
@@ -443,14 +463,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from .api import TOKEN_ENV, ApiServer
-    from .api.server import check_exposure
+    from .api.server import check_exposure, check_token, read_token_file
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    check_exposure(args.host, token)  # before the store is opened or created
+    if args.token is not None and args.token_file is not None:
+        raise ConfigurationError("give the token once: --token-file or --token, not both")
+    token: Optional[str]
+    if args.token_file is not None:
+        token = read_token_file(args.token_file)
+    elif args.token is not None:
+        token = check_token(args.token, "--token")
+        print(
+            f"warning: a token given with --token shows in 'ps' to every user of this machine; "
+            f"use {TOKEN_ENV} or --token-file",
+            file=sys.stderr,
+        )
+    else:
+        token = check_token(os.environ.get(TOKEN_ENV), TOKEN_ENV)
+    check_exposure(args.host, token, args.allow_host)  # before the store is opened or created
+    if args.token_for_reads and not token:
+        raise ConfigurationError(f"--token-for-reads needs a token ({TOKEN_ENV} or --token-file)")
+    if args.server == "uvicorn":
+        import importlib.util
+
+        if importlib.util.find_spec("uvicorn") is None:
+            raise ConfigurationError("--server uvicorn needs uvicorn: pip install 'flowyml-lite[asgi]'")
     pipelines = {}
     for item in args.pipeline:
         name, sep, spec = item.partition("=")
@@ -461,6 +501,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pipelines[name] = load_attribute(spec, "--pipeline")
     _check_listen(args.host, args.port)  # before the app is imported or the store opened
     scheduler = _scheduler_for(args.app, args.db)
+    if args.server == "uvicorn":
+        from .api.asgi import run_uvicorn
+
+        def ready(url: str) -> None:
+            print(f"flowyml-lite serving {url} with uvicorn (dashboard /, API /api/schedules); Ctrl-C stops")
+            sys.stdout.flush()
+
+        run_uvicorn(
+            scheduler,
+            args.host,
+            args.port,
+            token=token,
+            pipelines=pipelines,
+            allow_hosts=args.allow_host,
+            token_for_reads=args.token_for_reads,
+            access_log=args.verbose,
+            ready=ready,
+        )
+        return EXIT_OK
     server = ApiServer(
         scheduler,
         args.host,
@@ -468,6 +527,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token=token,
         pipelines=pipelines,
         allow_hosts=args.allow_host,
+        token_for_reads=args.token_for_reads,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

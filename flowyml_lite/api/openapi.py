@@ -254,7 +254,13 @@ _OPERATIONS: Dict[Tuple[str, str], _Op] = {
     ),
     ("GET", "/api/health"): (
         "Liveness: 200 while the scheduler runs, 503 otherwise",
-        {"200": _json("Running", _ref("Liveness")), "503": _json("Not running", _ref("Liveness"))},
+        {
+            "200": _json("Running", _ref("Liveness")),
+            "503": _json(
+                "Not running (or, an Error: too many open connections)",
+                {"oneOf": [_ref("Liveness"), _ref("Error")]},
+            ),
+        },
         (),
         [],
     ),

@@ -52,6 +52,7 @@ MAX_HEADERS = 100
 _DISCARD_LIMIT = 64 << 20  # bytes of a refused body read and dropped before closing
 _LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
 _EVICT_AFTER = 1.0  # a request still arriving after this long may be closed for a newcomer
+_MAX_LINGERING = 256  # closing connections drained beyond max_connections; more are closed at once
 _SWEEP_SECONDS = 0.25
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(r"HTTP/(\d)\.(\d)\Z")
@@ -469,6 +470,7 @@ class ApiServer:
         self.request_timeout = float(request_timeout)
         self.keepalive_timeout = float(keepalive_timeout)
         self.max_body_bytes = max_body_bytes
+        self.evict_after = _EVICT_AFTER
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -494,6 +496,7 @@ class ApiServer:
         self._stopping = False
         self._stopped = False
         self._accept_paused_until = 0.0
+        self._lingering = 0  # connections in _DRAINING: answered, closing, not counted against the limit
         self._thread: Optional[threading.Thread] = None
 
     @property
@@ -606,14 +609,14 @@ class ApiServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(sock, str(address[0]), now)
             conn.deadline = now + self.keepalive_timeout
-            if len(self._conns) >= self.max_connections and not self._make_room(now):
-                logger.warning("refused a connection from %s: %d open", conn.addr, len(self._conns))
-                self._send_quietly(sock, _busy())
-                sock.close()
-                continue
+            refuse = len(self._conns) - self._lingering >= self.max_connections and not self._make_room(now)
             self._conns[sock] = conn
-            self._idle[conn] = None
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            if refuse:
+                logger.warning("refused a connection from %s: %d open", conn.addr, len(self._conns))
+                self._answer_and_close(conn, _busy(), 0)
+            else:
+                self._idle[conn] = None
 
     def _make_room(self, now: float) -> bool:
         """Close the oldest idle keep-alive connection, else the oldest request arriving for over
@@ -625,15 +628,14 @@ class ApiServer:
         slowest: Optional[_Conn] = None
         for conn in self._conns.values():
             started = conn.request_started
-            if conn.state != _READING or started is None or now - started <= _EVICT_AFTER:
+            if conn.state != _READING or started is None or now - started <= self.evict_after:
                 continue
             if slowest is None or started < (slowest.request_started or now):
                 slowest = conn
         if slowest is None:
             return False
         logger.info("closed a slow request from %s to make room", slowest.addr)
-        self._send_quietly(slowest.sock, _busy())
-        self._close(slowest)
+        self._answer_and_close(slowest, _busy(), 0)
         return True
 
     def _on_readable(self, conn: _Conn) -> None:
@@ -764,7 +766,7 @@ class ApiServer:
 
     def _after_response(self, conn: _Conn, action: str, now: float) -> None:
         if action == "linger" or self._stopping:
-            self._linger(conn, 0, now)
+            self._linger(conn, now)
             return
         conn.state = _READING
         conn.request_started = None
@@ -794,7 +796,8 @@ class ApiServer:
         data = encode_response(response, head_only=False, keep_alive=False)
         conn.buf.clear()
         conn.head = None
-        conn.discard = min(discard, _DISCARD_LIMIT) if discard else _DISCARD_LIMIT
+        conn.discard = min(discard, _DISCARD_LIMIT)
+        self._idle.pop(conn, None)
         try:
             sent = conn.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -810,17 +813,24 @@ class ApiServer:
             self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
             return
         self._selector.unregister(conn.sock)
-        self._linger(conn, conn.discard, time.monotonic())
+        self._linger(conn, time.monotonic())
 
-    def _linger(self, conn: _Conn, discard: int, now: float) -> None:
+    def _linger(self, conn: _Conn, now: float) -> None:
+        """Half-close after the last answer and read until the client closes too: a refused body
+        still arriving (``conn.discard`` bytes, 10 s at most), else 2 s of whatever comes."""
+        if self._lingering >= _MAX_LINGERING:
+            self._close(conn)
+            return
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(conn)
             return
+        self._idle.pop(conn, None)
+        self._lingering += 1
         conn.state = _DRAINING
-        conn.discard = discard or _DISCARD_LIMIT
-        conn.deadline = now + (10.0 if discard else _LINGER_SECONDS)
+        conn.deadline = now + (10.0 if conn.discard else _LINGER_SECONDS)
+        conn.discard = conn.discard or _DISCARD_LIMIT
         self._selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _sweep(self, now: float) -> None:
@@ -834,13 +844,12 @@ class ApiServer:
                 timeout = error_response(
                     408, "request_timeout", f"the request did not arrive within {self.request_timeout:g} s"
                 )
-                self._send_quietly(conn.sock, encode_response(timeout, head_only=False, keep_alive=False))
-            self._close(conn)
+                self._answer_and_close(conn, timeout, 0)
+            else:
+                self._close(conn)
 
-    def _send_quietly(self, sock: socket.socket, data: Any) -> None:
-        """One non-blocking send of a short answer; what does not fit is dropped with the connection."""
-        if isinstance(data, Response):
-            data = encode_response(data, head_only=False, keep_alive=False)
+    def _send_quietly(self, sock: socket.socket, data: bytes) -> None:
+        """One non-blocking send of a short interim answer (100 Continue)."""
         with contextlib.suppress(OSError):
             sock.send(data)
 
@@ -848,6 +857,8 @@ class ApiServer:
         self._idle.pop(conn, None)
         if self._conns.pop(conn.sock, None) is None:
             return
+        if conn.state == _DRAINING:
+            self._lingering -= 1
         if conn.state != _BUSY:
             with contextlib.suppress(KeyError, ValueError):  # not registered (between states)
                 self._selector.unregister(conn.sock)

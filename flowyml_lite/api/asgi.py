@@ -1,0 +1,300 @@
+"""The API as an ASGI application: the same route table (``ApiApp``) for uvicorn, gunicorn's uvicorn
+worker, or mounting in a FastAPI/Starlette app. ASGI is a calling convention, so this needs no package.
+
+>>> from flowyml_lite import PipelineScheduler, SchedulerConfig
+>>> app = create_app(PipelineScheduler(SchedulerConfig(persist_schedules=False)))
+>>> # uvicorn.run(app)  or  fastapi_app.mount("/scheduler", app)
+
+Routes run in a pool of ``threads`` threads (store reads and ``run?wait=true`` block), so the event
+loop never waits on them. The server in front owns the connections, their limits and timeouts:
+errors it produces itself (a malformed request line, for one) are its own, not this JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple
+from urllib.parse import quote
+
+from ..errors import ConfigurationError, FlowymlLiteError
+from .app import MAX_BODY_BYTES, ApiApp, Request, Response, error_response
+from .server import DEFAULT_HOST, DEFAULT_THREADS, HandlerPool, build_app
+
+logger = logging.getLogger("flowyml_lite.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+INSTALL_HINT = "pip install 'flowyml-lite[asgi]'"
+
+
+class AsgiApp:
+    """An ASGI 3 application serving ``api`` (an ``ApiApp``): HTTP and lifespan.
+
+    ``manage_scheduler``: the lifespan's startup starts the scheduler and its shutdown stops it
+    (for ``uvicorn module:app``). Mounted in another app, whose lifespan does not reach mounted apps,
+    call ``await app.startup()`` and ``await app.shutdown()`` from that app's lifespan instead.
+    """
+
+    def __init__(
+        self,
+        api: ApiApp,
+        *,
+        threads: int = DEFAULT_THREADS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        manage_scheduler: bool = False,
+    ) -> None:
+        self.api = api
+        self.max_body_bytes = max_body_bytes
+        self.manage_scheduler = manage_scheduler
+        self._threads = threads
+        self._pool: Optional[HandlerPool] = None
+
+    @property
+    def scheduler(self) -> Any:
+        return self.api.scheduler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":  # none served: refuse the handshake
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+
+    # -- lifespan ------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Start the scheduler (when ``manage_scheduler``)."""
+        if self.manage_scheduler:
+            await self._in_thread(self.scheduler.start)
+
+    async def shutdown(self) -> None:
+        """Stop the scheduler (when ``manage_scheduler``, waiting for its jobs as ``stop()`` does)
+        and let the handler threads end."""
+        if self.manage_scheduler:
+            await self._in_thread(self.scheduler.stop)
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("the scheduler did not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    logger.exception("the scheduler did not stop cleanly")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: Dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers") or []:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        method = str(scope["method"])
+        response = await self._read_and_handle(scope, method, headers, receive)
+        if response is None:  # the client went away
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": _header_list(response),
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
+
+    async def _read_and_handle(
+        self, scope: Scope, method: str, headers: Dict[str, str], receive: Receive
+    ) -> Optional[Response]:
+        length_text = headers.get("content-length")
+        if length_text is not None:
+            if not (length_text.isascii() and length_text.isdigit()):
+                return error_response(400, "bad_request", f"bad Content-Length {length_text[:20]!r}")
+            if int(length_text) > self.max_body_bytes:
+                return _too_large(self.max_body_bytes)  # before reading: the client may wait for it
+        chunks: List[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body") or b""
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            more = bool(message.get("more_body"))
+        request = Request(method, _target(scope), headers, b"".join(chunks))
+        response: Response = await self._in_thread(self.api.handle, request)
+        return response
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` in a handler thread (daemon: a long ``run?wait=true`` never holds up exit)."""
+        if self._pool is None:
+            self._pool = HandlerPool(self._threads, "flowyml-lite-asgi-handler")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        def work() -> None:
+            try:
+                result: Tuple[bool, Any] = (True, func(*args))
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result = (False, exc)
+            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody waits any more
+                loop.call_soon_threadsafe(settle, *result)
+
+        self._pool.submit(work)
+        return await future
+
+
+def _target(scope: Scope) -> str:
+    """Path (still percent-encoded: ``%2F`` in a name must not split it) and query, relative to the
+    mount point (``root_path``)."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(str(scope.get("path") or "/"), safe="/%")
+    root = quote(str(scope.get("root_path") or ""), safe="/%").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :] or "/"
+    query = scope.get("query_string") or b""
+    return path + ("?" + query.decode("latin-1") if query else "")
+
+
+def _header_list(response: Response) -> List[Tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", response.content_type.encode("latin-1")),
+        (b"content-length", str(len(response.body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items())
+    return headers
+
+
+def _too_large(limit: int) -> Response:
+    return error_response(413, "too_large", f"request body over {limit} bytes")
+
+
+def create_app(
+    scheduler: Any,
+    host: str = DEFAULT_HOST,
+    *,
+    token: Optional[str] = None,
+    pipelines: Optional[Mapping[str, Any]] = None,
+    allow_hosts: Optional[List[str]] = None,
+    token_for_reads: bool = False,
+    threads: int = DEFAULT_THREADS,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    manage_scheduler: bool = False,
+) -> AsgiApp:
+    """The API and dashboard of ``scheduler`` as an ASGI application.
+
+    The options are ``ApiServer``'s, with the same rules: ``host`` is the address the ASGI server
+    binds (default loopback: the loopback names are the allowed Host names); off loopback a
+    ``token`` and ``allow_hosts`` are required (ConfigurationError otherwise). Mounted in a public
+    app, pass its ``host`` (e.g. ``"0.0.0.0"``), a token and the names clients use.
+    ``manage_scheduler``: the ASGI lifespan starts and stops the scheduler.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigurationError(f"threads must be an integer >= 1, got {threads!r}")
+    api = build_app(
+        scheduler,
+        host,
+        token=token,
+        pipelines=pipelines,
+        allow_hosts=allow_hosts,
+        token_for_reads=token_for_reads,
+    )
+    return AsgiApp(api, threads=threads, max_body_bytes=max_body_bytes, manage_scheduler=manage_scheduler)
+
+
+def run_uvicorn(
+    scheduler: Any,
+    host: str = DEFAULT_HOST,
+    port: int = 8080,
+    *,
+    max_connections: Optional[int] = None,
+    keepalive_timeout: float = 15.0,
+    access_log: bool = False,
+    ready: Optional[Callable[[str], None]] = None,
+    **options: Any,
+) -> None:
+    """Serve ``create_app(scheduler, host, **options)`` with uvicorn until SIGINT or SIGTERM; the
+    lifespan starts and stops the scheduler. ``ready(url)`` is called once the port is bound."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigurationError(
+            f"--server uvicorn needs uvicorn, which is not installed: {INSTALL_HINT}"
+        ) from None
+    import socket
+
+    app = create_app(scheduler, host, manage_scheduler=True, **options)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets that say they are TCP
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,  # the CLI's logging configuration stays
+        access_log=access_log,
+        limit_concurrency=max_connections,
+        timeout_keep_alive=int(keepalive_timeout),
+        server_header=False,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn stops on SIGINT/SIGTERM, then raises the signal again for the handler it found:
+        # a handler that does nothing makes that a clean exit (code 0) instead of death by signal.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+    if ready is not None:
+        ready(f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:  # the lifespan's startup failed: uvicorn logged why
+        raise FlowymlLiteError("uvicorn did not start serving; the log above says why")
