@@ -17,7 +17,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -511,7 +511,8 @@ def in_thread(work: Callable[[], object], wait: float = 20.0) -> object:
     return value
 
 
-def every_read(store: SQLiteStore) -> dict:  # type: ignore[type-arg]
+def every_read(store: SQLiteStore) -> Dict[str, object]:
+    """The answer of every read method of ``store`` (the schedule "etl" and one node exist)."""
     return {
         "get_schedule": store.get_schedule("etl"),
         "list_schedules": store.list_schedules(),
@@ -554,8 +555,10 @@ class TestReadersNeverWaitForTheWriter:
         waiting = threading.Thread(target=lambda: store.heartbeat(NodeRecord("node-b", "h", 8, T0, at(1))))
         with write_lock_held_by_another_process(db):
             waiting.start()
-            time.sleep(0.2)  # lets the heartbeat take the store's write lock and wait on SQLite's
-            assert waiting.is_alive()
+            deadline = time.monotonic() + 20
+            while not store._lock.locked() and time.monotonic() < deadline:  # the heartbeat holds it,
+                time.sleep(0.01)  # waiting in SQLite's busy handler for the other process
+            assert store._lock.locked() and waiting.is_alive()
             assert [n.node_id for n in in_thread(store.list_nodes)] == ["node-a"]  # type: ignore[attr-defined]
             assert in_thread(lambda: store.stats().running) == 1
         waiting.join(timeout=30)
