@@ -504,6 +504,33 @@ class TestResumedSearchEqualsTheStatelessOne:
                 got.append(after)
         assert got == expected
 
+    @SETTINGS
+    @given(expression=any_native_expressions(), zone_name=st.sampled_from(ODD_ZONES), data=st.data())
+    def test_a_misfire_window_then_the_next_fire_after_now_equal_the_stateless_answers(
+        self, expression: str, zone_name: str, data: st.DataObject
+    ) -> None:
+        # What the scheduler does after downtime: the fires missed in (fire, now], then the next after now.
+        try:
+            expr = CronExpression(expression, zone_name, HASH_KEY)
+        except CronError:
+            return
+        trigger = CronTrigger(expression, zone_name, HASH_KEY)
+        fire = start_near_transitions(data.draw, expr.zone)
+        for _ in range(3):
+            now = fire + timedelta(seconds=data.draw(st.integers(0, 6 * 3600)))
+            kept, count = trigger.fires_until(fire, now, 5)
+            expected: List[datetime] = []
+            moment = expr.next_utc(fire)
+            while moment is not None and moment <= now:
+                expected.append(moment)
+                moment = expr.next_utc(moment)
+            assert (kept, count) == (expected[-5:], len(expected))
+            following = trigger.next_after(now)
+            assert following == expr.next_utc(now)
+            if following is None:
+                return
+            fire = following
+
     @pytest.mark.parametrize("expression", ["0 0 1 1 * 0 2030-2031", "*/20 23 31 12 * 0 2031"])
     def test_past_the_last_fire_of_a_year_field_every_answer_is_none(self, expression: str) -> None:
         trigger = CronTrigger(expression, "America/New_York")
