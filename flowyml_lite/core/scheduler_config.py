@@ -26,7 +26,17 @@ _FALSE = ("false", "0", "no", "off")
 
 @dataclass
 class SchedulerConfig:
-    """Settings of a ``PipelineScheduler``; invalid values raise ``ConfigurationError`` at once."""
+    """Settings of a ``PipelineScheduler``; invalid values raise ``ConfigurationError`` at once.
+
+    Named backends are checked here too: an unknown ``timezone``, ``cron_engine`` or
+    ``timezone_provider`` fails when the config is made (a known one whose extra is missing raises
+    ``PluginNotInstalledError`` with its pip command), not at the first schedule.
+
+    Run defaults, for schedules declared without the option: ``default_timeout_seconds`` (None = no
+    limit; ``FLOWYML_SCHEDULER_DEFAULT_TIMEOUT_SECONDS``, where an empty value or ``none`` means None)
+    and ``default_executor`` ("thread"; ``FLOWYML_SCHEDULER_DEFAULT_EXECUTOR``). Whether the executor
+    exists is checked when a schedule uses it.
+    """
 
     persist_schedules: bool = True
     db_path: str = ".flowyml_scheduler.db"
