@@ -2206,7 +2206,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def pyspy_top(path: str, thread: Optional[str] = None, lines: int = 30) -> None:
+    """Own time per line and inclusive time per function of a ``py-spy record -f raw`` file."""
+    import collections
+    import re
+
+    pattern = re.compile(thread) if thread else None
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    total = 0
+    with open(path) as f:
+        for raw in f:
+            stack, _, count = raw.rstrip().rpartition(" ")
+            frames = stack.split(";")
+            if pattern is not None and not pattern.search(frames[0]):
+                continue
+            n = int(count)
+            total += n
+            threads[re.sub(r" ?\(\d+\)", "", frames[0])] += n
+            if len(frames) < 2:
+                continue
+            own[frames[-1]] += n
+            for func in {re.sub(r":\d+\)$", ")", frame) for frame in frames[1:]}:
+                inclusive[func] += n
+    print(f"{total} samples; threads: {dict(threads.most_common(8))}")
+    print("own time (line):")
+    for frame, n in own.most_common(lines):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+    print("inclusive time (function):")
+    for frame, n in inclusive.most_common(lines + 15):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "child":
         child_main(sys.argv[2])
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "pyspy-top":
+        pyspy_top(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else None)
+        sys.exit(0)
     sys.exit(main())
