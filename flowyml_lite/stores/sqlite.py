@@ -818,6 +818,8 @@ class SQLiteStore(Store):
         """
         finished = [_outcome_params(o) for o in outcomes]
         prepared = [_PreparedClaim(c) for c in claims]
+        if not finished and not prepared:
+            return []
 
         def body(conn: sqlite3.Connection) -> List[Optional[List[Row]]]:
             if finished:
