@@ -316,7 +316,7 @@ class PipelineScheduler:
                 options=opts.to_dict(),
                 context=context,
                 enabled=True,
-                next_fire=trigger.next_after(self._clock.now()),
+                next_fire=self._first_fire(schedule_type, trigger, opts),
             )  # created_at/updated_at come from the store's own clock: other processes sync on them
             stored = self._store.declare_schedule(record)
         if not stored.enabled and stored.next_fire is not None:
@@ -346,6 +346,14 @@ class PipelineScheduler:
                 _iso(stored.next_fire),
             )
         return self._to_schedule(stored, opts if stored.definition_hash == digest else None)
+
+    def _first_fire(self, schedule_type: str, trigger: Trigger, opts: Options) -> Optional[datetime]:
+        """The first fire of a new definition: after now; a one-off whose instant passed less than
+        ``misfire_grace_seconds`` ago still fires (at once), like a fire picked up late."""
+        now = self._clock.now()
+        if schedule_type == "once":
+            return trigger.next_after(now - timedelta(seconds=opts.misfire_grace_seconds) - _US)
+        return trigger.next_after(now)
 
     def _build_trigger(self, name: str, schedule_type: str, value: str, zone: str, opts: Options) -> Trigger:
         return build_trigger(

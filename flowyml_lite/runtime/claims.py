@@ -97,23 +97,24 @@ class Claims:
                 for name, fire in due:
                     table.push(now + timedelta(seconds=0.5), name, fire)
             return
-        planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
         owns = self._membership.owns
-        with table.cond:
-            for name, fire in due:
-                record = table.records.get(name)
-                trigger = table.triggers.get(name)
-                func = table.funcs.get(name)
-                if record is None or trigger is None or func is None or record.next_fire != fire:
-                    continue
-                opts = self.options(record)
-                if not owns(name):
-                    self._pass_over(record, trigger, fire, now, opts)
-                    continue
-                runs, new_next = plan(name, trigger, fire, now, opts, self._node)
-                planned.append((Claim(name, fire, new_next, runs, opts.max_instances), func, opts))
-        for start in range(0, len(planned), CLAIM_GROUP):
-            self._claim_group(planned[start : start + CLAIM_GROUP], now)
+        for start in range(0, len(due), CLAIM_GROUP):  # the first runs start while later ones are planned
+            planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
+            with table.cond:
+                for name, fire in due[start : start + CLAIM_GROUP]:
+                    record = table.records.get(name)
+                    trigger = table.triggers.get(name)
+                    func = table.funcs.get(name)
+                    if record is None or trigger is None or func is None or record.next_fire != fire:
+                        continue
+                    opts = self.options(record)
+                    if not owns(name):
+                        self._pass_over(record, trigger, fire, now, opts)
+                        continue
+                    runs, new_next = plan(name, trigger, fire, now, opts, self._node)
+                    planned.append((Claim(name, fire, new_next, runs, opts.max_instances), func, opts))
+            if planned:
+                self._claim_group(planned, now)
 
     def _pass_over(
         self, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime, opts: Options

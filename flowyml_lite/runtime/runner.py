@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .. import plugins
 from ..clock import Clock
@@ -49,17 +49,35 @@ LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, it is tried again at
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
 
 
-@dataclass
 class Ticket:
     """A submitted run: ``wait()`` for its final history entry (``run_now(wait=True)``)."""
 
-    run: RunRecord
-    done: threading.Event = field(default_factory=threading.Event)
-    entry: Optional[Dict[str, Any]] = None
+    __slots__ = ("_done", "_lock", "entry", "run")
+
+    def __init__(self, run: RunRecord) -> None:
+        self.run = run
+        self.entry: Optional[Dict[str, Any]] = None
+        self._done: Optional[threading.Event] = None  # made only when someone waits
+        self._lock = _TICKETS
 
     def wait(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
-        self.done.wait(timeout)
+        with self._lock:
+            if self._done is None:
+                self._done = threading.Event()
+                if self.entry is not None:
+                    self._done.set()
+            done = self._done
+        done.wait(timeout)
         return self.entry
+
+    def set(self, entry: Optional[Dict[str, Any]]) -> None:
+        with self._lock:
+            self.entry = entry if entry is not None else {}
+            if self._done is not None:
+                self._done.set()
+
+
+_TICKETS = threading.Lock()
 
 
 @dataclass
@@ -107,6 +125,7 @@ class Runner:
         self._lock_ttl = lock_ttl
         self._entry = entry
         self._executors: Dict[str, Executor] = {}
+        self._funcs: Dict[int, Tuple[Callable[[], Any], bool, Optional[str]]] = {}
         self._executors_lock = threading.Lock()
         self._timers = Timers()
         self._leasing: Optional[ThreadPoolExecutor] = None
@@ -123,9 +142,20 @@ class Runner:
     # -- executors --------------------------------------------------------------------
     def executor_name(self, func: Callable[[], Any], opts: Options) -> str:
         """The executor a schedule's runs use: ``async`` for an ``async def`` on the default one."""
-        if opts.executor == "thread" and inspect.iscoroutinefunction(func):
+        if opts.executor == "thread" and self._about(func)[0]:
             return "async"
         return opts.executor
+
+    def _about(self, func: Callable[[], Any]) -> Tuple[bool, Optional[str]]:
+        """(is it an ``async def``, its ``module:qualname``), worked out once per function."""
+        key = id(func)
+        found = self._funcs.get(key)
+        if found is None or found[0] is not func:
+            found = (func, inspect.iscoroutinefunction(func), reference(func))
+            if len(self._funcs) > 100_000:
+                self._funcs.clear()
+            self._funcs[key] = found
+        return found[1], found[2]
 
     def executor(self, name: str) -> Executor:
         """The executor plugin ``name``, created on first use (PluginError if there is none)."""
@@ -142,7 +172,7 @@ class Runner:
 
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
-        self.executor(self.executor_name(func, opts)).check(func, reference(func))
+        self.executor(self.executor_name(func, opts)).check(func, self._about(func)[1])
 
     # -- runs in flight -----------------------------------------------------------------
     @property
@@ -205,9 +235,7 @@ class Runner:
         run = state.run
         if run.status == QUEUED:
             if self.stopping.is_set() and run.attempt == 1:
-                self._end(
-                    state, SKIPPED, None, None, None, reason=STOPPED_BEFORE
-                )
+                self._end(state, SKIPPED, None, None, None, reason=STOPPED_BEFORE)
                 return
             try:
                 if not self._store.start_run(run.run_key, self._clock.now()):
@@ -234,7 +262,7 @@ class Runner:
         executor = self.executor(self.executor_name(state.func, state.opts))
         state.t0 = time.perf_counter()
         timeout = state.opts.timeout_seconds
-        job = Job(state.func, reference(state.func), ctx, timeout)
+        job = Job(state.func, self._about(state.func)[1], ctx, timeout)
         with state.lock:
             state.finished = False
             state.handle = executor.submit(job, lambda result: self._done(state, result))
@@ -409,21 +437,26 @@ class Runner:
                 self._node,
             )
         )
-        final = replace(
-            run,
-            status=status,
-            completed_at=now,
-            duration_seconds=duration,
-            error=error,
-            run_id=run_id,
-            reason=reason or run.reason,
-            traceback=traceback,
-            output=output,
-            next_attempt_at=None,
-        )
-        entry = self._entry(final)
-        if status in (SUCCEEDED, FAILED, TIMED_OUT):
-            logger.info(
+        hooks = self.on_success if status == SUCCEEDED else []
+        if status in (FAILED, TIMED_OUT):
+            hooks = self.on_failure
+        entry: Optional[Dict[str, Any]] = None
+        if hooks or self.on_finish or state.manual:  # an entry for the hooks, or run_now(wait)
+            final = replace(
+                run,
+                status=status,
+                completed_at=now,
+                duration_seconds=duration,
+                error=error,
+                run_id=run_id,
+                reason=reason or run.reason,
+                traceback=traceback,
+                output=output,
+                next_attempt_at=None,
+            )
+            entry = self._entry(final)
+        if logger.isEnabledFor(logging.DEBUG):  # one line a run, at no cost when off
+            logger.debug(
                 "%s %r fire %s lag %.1f ms in %.3fs run_id=%s",
                 status,
                 state.name,
@@ -432,18 +465,12 @@ class Runner:
                 duration or 0.0,
                 run_id or "-",
             )
-        hooks = (
-            self.on_success
-            if status == SUCCEEDED
-            else self.on_failure
-            if status in (FAILED, TIMED_OUT)
-            else []
-        )
-        for hook in [*hooks, *self.on_finish]:
-            try:
-                hook(entry)
-            except Exception:
-                logger.exception("a run hook failed for %r", state.name)
+        if entry is not None:
+            for hook in [*hooks, *self.on_finish]:
+                try:
+                    hook(entry)
+                except Exception:
+                    logger.exception("a run hook failed for %r", state.name)
         self._release(state, entry)
 
     def announce(self, run: RunRecord) -> None:
@@ -473,8 +500,7 @@ class Runner:
         """The run is over here: free its lease, wake waiters, start the next queued run of its claim."""
         self._release_lease(state)
         if state.ticket.run.run_key == state.run.run_key:
-            state.ticket.entry = entry
-            state.ticket.done.set()
+            state.ticket.set(entry)
         with self._cond:
             self._inflight.pop(state.run.run_key, None)
             if not state.rest:
@@ -500,9 +526,7 @@ class Runner:
             state.rest.clear()
             attempt = state.run.attempt
             if attempt == 1:
-                self._end(
-                    state, SKIPPED, None, None, None, reason=STOPPED_BEFORE
-                )
+                self._end(state, SKIPPED, None, None, None, reason=STOPPED_BEFORE)
             else:
                 reason = f"scheduler stopped before attempt {attempt}"
                 self._end(state, FAILED, None, state.run.error, None, reason=reason)
@@ -530,8 +554,9 @@ class Runner:
             except Exception:
                 logger.exception("executor shutdown failed")
         self._executors.clear()
+        self._timers.close()
         if self._leasing is not None:
-            self._leasing.shutdown(wait=False)
+            self._leasing.shutdown(wait=True)
             self._leasing = None
 
 

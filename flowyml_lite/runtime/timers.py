@@ -34,6 +34,7 @@ class Timers:
         self._heap: List[Tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
+        self._closing = False
 
     def after(self, seconds: float, callback: Callable[[], None]) -> Timer:
         """Call ``callback`` on the timer thread ``seconds`` from now; it must not block for long."""
@@ -41,6 +42,7 @@ class Timers:
         with self._cond:
             heapq.heappush(self._heap, (time.monotonic() + max(seconds, 0.0), next(self._seq), timer))
             self._cond.notify()
+            self._closing = False
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
@@ -49,11 +51,23 @@ class Timers:
     def __len__(self) -> int:
         return sum(1 for _, _, t in self._heap if not t.cancelled)
 
+    def close(self, timeout: float = 1.0) -> None:
+        """Drop every pending callback and end the thread (a later ``after`` starts a new one)."""
+        with self._cond:
+            self._heap.clear()
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
                     if not self._heap:
+                        if self._closing:
+                            return
                         self._cond.wait()
                         continue
                     deadline, _, timer = self._heap[0]

@@ -269,6 +269,16 @@ class TestOneOffs:
         with pytest.raises(ScheduleError, match="no time zone"):
             scheduler.schedule_once("b", noop, at=datetime(2024, 1, 1))
 
+    def test_a_one_off_declared_just_after_its_instant_still_fires_but_not_one_long_past(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
+        scheduler.schedule_once("just", noop, at=START - timedelta(seconds=5))
+        scheduler.schedule_once("long", noop, at=START - timedelta(hours=5))
+        assert scheduler.get_schedule("long").next_run is None
+        drive.at(scheduler, START)
+        assert statuses(scheduler, "just") == ["succeeded"]
+        assert statuses(scheduler, "long") == []
+
     def test_a_one_off_missed_while_down_follows_the_misfire_policy(
         self, scheduler: PipelineScheduler, drive: Any
     ) -> None:
