@@ -130,11 +130,15 @@ class Claims:
             self._table.set_record(record)
 
     def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
-        outcomes = self._writer.take()
         try:
-            results = self._store.claim_many([c for c, _, _ in group], outcomes)
+            with self._writer.commit_lock:
+                outcomes = self._writer.take()
+                try:
+                    results = self._store.claim_many([c for c, _, _ in group], outcomes)
+                except Exception:
+                    self._writer.give_back(outcomes)
+                    raise
         except Exception as exc:
-            self._writer.give_back(outcomes)
             self._failures += 1
             delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
             message = f"claiming {len(group)} fire(s): {type(exc).__name__}: {exc}"

@@ -46,6 +46,10 @@ class OutcomeWriter:
         self._failures = 0
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        #: Held around every transaction that writes outcomes (the writer's and the loop's claims),
+        #: so a claim never runs while taken outcomes are in another transaction not yet committed:
+        #: it would count their runs as still active against the next fire's overlap limit.
+        self.commit_lock = threading.Lock()
 
     # -- producers --------------------------------------------------------------------
     def put(self, outcome: Outcome) -> None:
@@ -106,14 +110,18 @@ class OutcomeWriter:
                 if not self._pending and self._stopping:
                     return
             time.sleep(GATHER_SECONDS)  # let the runs finishing together share one commit
-            taken = self.take()
-            if not taken:
-                continue
-            try:
-                results = self._store.finish_runs(taken)
-            except Exception as exc:
-                self.give_back(taken)
-                self._failed(exc, len(taken))
+            with self.commit_lock:
+                taken = self.take()
+                if not taken:
+                    continue
+                try:
+                    results: Optional[List[bool]] = self._store.finish_runs(taken)
+                    error: Optional[Exception] = None
+                except Exception as exc:
+                    results, error = None, exc
+                    self.give_back(taken)
+            if error is not None:
+                self._failed(error, len(taken))
                 delay = min(0.05 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
                 with self._cond:
                     if not self._stopping:
