@@ -6,7 +6,7 @@ processes (tests/integration/workers/cluster_worker.py), each a ``PipelineSchedu
 ``postgresql+psycopg://`` with ``distributed=True, lock_backend="redis"``, a heartbeat of 0.5 s and a
 node timeout of 3 s; as root each worker runs in its own UTS namespace with its own host name, so the
 workers judge each other by heartbeats only, as hosts do. Schedules: ``tick`` (1 s interval),
-``cron_sec`` (``* * * * * *``) and 200 intervals of 1, 2, 5 and 10 s; every run appends ``start`` and
+``cron_sec`` (``* * * * * *``) and 200 intervals of 2, 3, 5 and 10 s; every run appends ``start`` and
 ``end`` lines with its fire instant to one ``O_APPEND`` log.
 
 Every scenario ends with: no fire started twice (the log), no gap outside the fault's window and every
@@ -20,6 +20,8 @@ Run: ``python -m pytest tests/integration/test_cluster.py -q -s`` (as root for t
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import pathlib
@@ -144,14 +146,18 @@ def run_scenario(
         cluster.kill()
     report = analyse(name, cluster, url, (window_start, end - 1.5), fault_span, SETTLE)
     with capsys.disabled():
-        print("\n" + report.line())
+        print("\n" + report.line() + " load=" + "/".join(f"{x:.1f}" for x in os.getloadavg()))
         if fault_span is not None:
             print(f"[cluster {name}] fault {ts(fault_span[0])} .. {ts(fault_span[1])}")
         for worker, spans in report.degraded.items():
             for a, b, why in spans:
                 print(f"[cluster {name}]   {worker} {why} {ts(a)} .. {ts(b)} ({b - a:.1f}s)")
-        for gap in report.gaps[:8]:
-            print(f"[cluster {name}]   gap {gap[0]}@{ts(gap[1])}: {gap[2][:150]}")
+        outside = set(report.outside_fault)
+        shown = [g for g in report.gaps if (g[0], g[1]) in outside][:10] + report.gaps[:4]
+        for gap in shown:
+            where = "OUTSIDE the fault" if (gap[0], gap[1]) in outside else "in the fault"
+            print(f"[cluster {name}]   gap {gap[0]}@{ts(gap[1])} {where}: {gap[2][:200]}")
+    (tmp_path / "cluster" / "report.json").write_text(json.dumps(dataclasses.asdict(report), indent=1))
     # Health came back, and nothing was left in flight without a live owner.
     assert {n: s["status"] for n, s in final_status.items()} == {n: "running" for n in final_status}, (
         final_status

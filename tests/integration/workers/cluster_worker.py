@@ -4,7 +4,7 @@ Usage: cluster_worker.py --url URL --log LOG --dir DIR --name NAME [--redis URL]
        [--schedules N] [--heartbeat S] [--node-timeout S] [--grace S] [--max-seconds S]
 
 Declares the cluster's schedules (``tick``: a 1 s interval; ``cron_sec``: ``* * * * * *``; ``sNNN``:
-N intervals of 1, 2, 5 and 10 s, all on the epoch's grid), starts the real loop and runs until the
+N intervals of 2, 3, 5 and 10 s, all on the epoch's grid), starts the real loop and runs until the
 file DIR/stop appears. Each run appends ``start`` and ``end`` lines to LOG (joblog.py) with the fire
 instant the run is for (``current_run().fire_time``), so the test can tell a duplicate from a late run.
 
@@ -33,9 +33,9 @@ import joblog
 
 from flowyml_lite import PipelineScheduler, SchedulerConfig, current_run
 
-TICK_SECONDS = 0.3  # tick and cron_sec run this long: a kill -9 or a SIGSTOP finds runs in flight
+TICK_SECONDS = 0.15  # tick and cron_sec run this long: a kill -9 or a SIGSTOP finds runs in flight
 OTHER_SECONDS = 0.05
-PERIODS = (1, 2, 5, 10)
+PERIODS = (2, 3, 5, 10)
 
 
 def schedule_plan(count: int) -> List[Tuple[str, str, str]]:
@@ -94,7 +94,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--schedules", type=int, default=200)
     parser.add_argument("--heartbeat", type=float, default=0.5)
     parser.add_argument("--node-timeout", type=float, default=3.0)
-    parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args(argv)
     if args.hostname:
