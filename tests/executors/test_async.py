@@ -9,7 +9,7 @@ import warnings
 from typing import Iterator, List
 
 import pytest
-from conftest import SAFETY, eventually, run, submit
+from executor_helpers import SAFETY, eventually, run, submit
 
 from flowyml_lite.executors.asyncio_loop import AsyncExecutor, is_async
 from flowyml_lite.runtime.context import current_run

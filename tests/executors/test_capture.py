@@ -9,7 +9,7 @@ import threading
 from typing import Iterator
 
 import pytest
-from conftest import SAFETY, run, submit
+from executor_helpers import SAFETY, run, submit
 
 from flowyml_lite.executors import capture
 from flowyml_lite.executors.asyncio_loop import AsyncExecutor

@@ -10,7 +10,7 @@ from typing import Iterator, List, Set
 
 import executor_jobs as jobs
 import pytest
-from conftest import SAFETY, eventually, run, submit
+from executor_helpers import SAFETY, eventually, run, submit
 
 from flowyml_lite.errors import ScheduleError
 from flowyml_lite.executors.process import ProcessExecutor

@@ -8,7 +8,7 @@ import warnings
 from typing import Any, Iterator, List
 
 import pytest
-from conftest import SAFETY, eventually, run, submit
+from executor_helpers import SAFETY, eventually, run, submit
 
 from flowyml_lite.executors.thread import ThreadExecutor
 from flowyml_lite.runtime.context import RunContext, current_run
@@ -69,7 +69,7 @@ class TestRuns:
     def test_a_failing_done_is_logged_and_the_pool_goes_on(
         self, executor: ThreadExecutor, caplog: pytest.LogCaptureFixture
     ) -> None:
-        from conftest import context
+        from executor_helpers import context
 
         from flowyml_lite.executors.base import Job
 
