@@ -5,12 +5,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from executor_helpers import Outcome
-
-
-@pytest.fixture
-def outcome() -> Outcome:
-    return Outcome()
 
 
 @pytest.fixture(autouse=True, scope="module")
