@@ -378,8 +378,10 @@ def _iter_zone_fires(
     seg = zone.segment(after)
     try:
         wall_from = after + seg.offset
-    except OverflowError:  # a start within hours of datetime.min: search from the first wall time
-        wall_from = datetime.min
+    except OverflowError:
+        if after.year > 1:  # within hours of datetime.max: no later wall time can be represented
+            return
+        wall_from = datetime.min  # within hours of datetime.min: search from the first wall time
     # ``walls`` yields (aware with ``local``, else naive) the matches after the wall time
     # ``searched``; ``wall`` (naive) is the first of them not yet used. It also answers any search
     # that starts in [searched, wall), so crossing into a new segment rarely searches again.

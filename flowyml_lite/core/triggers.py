@@ -126,7 +126,11 @@ def _resume_search(cron: CronExpression, errors: List[Exception]) -> Generator[A
         after: datetime = yield None
         while True:
             try:
-                step = _utc_fires(cron, after).__next__
+                fires = _utc_fires(cron, after)
+                if fires is None:  # next_utc answers None there; nothing is known about later instants
+                    after = yield None
+                    continue
+                step = fires.__next__
                 lo = after
                 try:
                     nxt: Optional[datetime] = step()
@@ -154,9 +158,14 @@ def _resume_search(cron: CronExpression, errors: List[Exception]) -> Generator[A
         _resumable[0] -= 1
 
 
-def _utc_fires(cron: CronExpression, after: datetime) -> Iterator[datetime]:
-    """The fire instants strictly after ``after`` as aware UTC datetimes (what ``next_utc`` gives)."""
-    return iter_fires_utc(cron.compiled, cron.zone, to_utc_naive(after))
+def _utc_fires(cron: CronExpression, after: datetime) -> Optional[Iterator[datetime]]:
+    """The fire instants strictly after ``after`` as aware UTC datetimes (what ``next_utc`` gives),
+    or None when ``after`` in UTC lies outside what datetime can represent."""
+    try:
+        start = to_utc_naive(after)
+    except OverflowError:  # beyond what datetime represents in UTC
+        return None
+    return iter_fires_utc(cron.compiled, cron.zone, start)
 
 
 class IntervalTrigger(Trigger):

@@ -246,6 +246,13 @@ class TestTheEdgesOfRepresentableTime:
         expr = CronExpression("* * * * *", "Asia/Tokyo")
         assert expr.next(datetime(9999, 12, 31, 14, 59, 59, tzinfo=UTC)) is None
 
+    @pytest.mark.parametrize("zone", ["Asia/Tokyo", "Asia/Kolkata", "Pacific/Kiritimati"])
+    def test_a_start_whose_wall_time_is_past_year_9999_has_no_fire_not_one_in_year_1(self, zone: str) -> None:
+        # 23:59:59 UTC on the last day is already year 10000 in a zone east of UTC.
+        expr = CronExpression("0 0 * * *", zone)
+        assert expr.next_utc(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)) is None
+        assert expr.next(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)) is None
+
     def test_a_fire_past_year_9999_in_a_zone_west_of_utc_is_none(self) -> None:
         # Wall 9999-12-31 19:00 in New York is 10000-01-01 00:00 UTC: not representable.
         expr = CronExpression("* * * * *", "America/New_York")

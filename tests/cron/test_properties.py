@@ -546,6 +546,31 @@ class TestResumedSearchEqualsTheStatelessOne:
         assert trigger.next_after(fires[-1] + timedelta(days=1)) is None
         assert trigger.next_after(fires[0]) == (fires[1] if len(fires) > 1 else None)
 
+    @pytest.mark.parametrize("expression", ["* * * * *", "0 0 * * *"])
+    @pytest.mark.parametrize("zone_name", ["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Kiritimati"])
+    def test_at_the_ends_of_datetime_the_answers_are_the_stateless_ones(
+        self, expression: str, zone_name: str
+    ) -> None:
+        expr = CronExpression(expression, zone_name)
+        trigger = CronTrigger(expression, zone_name)
+        extremes = [
+            datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+            datetime(9999, 12, 31, 20, tzinfo=timezone(timedelta(hours=-5))),  # past year 9999 in UTC
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(1, 1, 1, 2, tzinfo=timezone(timedelta(hours=5))),  # before year 1 in UTC
+            datetime(9999, 12, 30, tzinfo=UTC),
+            datetime(2024, 6, 1, tzinfo=UTC),
+        ]
+        for after in extremes * 2:  # the second round meets a kept search
+            moment: Optional[datetime] = after
+            for _ in range(3):
+                assert moment is not None
+                got = trigger.next_after(moment)
+                assert got == expr.next_utc(moment), moment
+                if got is None:
+                    break
+                moment = got
+
     def test_a_naive_after_is_refused_as_next_utc_refuses_it_and_the_trigger_goes_on(self) -> None:
         trigger = CronTrigger("*/5 * * * *", "Europe/London")
         fire = trigger.next_after(datetime(2024, 1, 1, tzinfo=UTC))
