@@ -56,6 +56,8 @@ DRAIN_SECONDS = 1.0
 #: ``start()`` (it polls the other children): two threads reading it at once make one of them see
 #: EOF, reported as exit code 255. Our starts and joins take turns.
 _MP_LOCK = threading.Lock()
+#: Windows has no SIGKILL: os.kill with SIGTERM already ends the process there (TerminateProcess).
+_SIGKILL = getattr(_signal, "SIGKILL", _signal.SIGTERM)
 #: Longest wait in the monitor's select, so a SIGKILL after the grace period is never late by more.
 _TICK = 0.25
 
@@ -127,7 +129,7 @@ def _kill_children_at_exit() -> None:
         with executor._lock:
             pids = [h.pid for h in executor._active if h.pid is not None]
         for pid in pids:
-            _kill_group(pid, _signal.SIGKILL)
+            _kill_group(pid, _SIGKILL)
 
 
 _exit_hook_registered = False
@@ -337,7 +339,7 @@ class ProcessExecutor(Executor):
             with _MP_LOCK:
                 running = process.pid is not None and process.exitcode is None
             if running:
-                _kill_group(process.pid, _signal.SIGKILL)
+                _kill_group(process.pid, _SIGKILL)
                 with _MP_LOCK:
                     process.join(5)
             return JobResult(success=False, error=f"the run's process could not be run: {describe(exc)}")
@@ -347,7 +349,7 @@ class ProcessExecutor(Executor):
             with _MP_LOCK, contextlib.suppress(ValueError):  # still running after a failed start
                 process.close()
         if handle.cancel_requested:
-            _kill_group(pid, _signal.SIGKILL)  # what is left of its group
+            _kill_group(pid, _SIGKILL)  # what is left of its group
         return _result(verdict, output, code, handle.cancel_requested)
 
     def _watch(
@@ -370,7 +372,7 @@ class ProcessExecutor(Executor):
                     break
                 if not killed and handle.kill_at is not None and now >= handle.kill_at and exited_at is None:
                     killed = True
-                    _kill_group(process.pid, _signal.SIGKILL)
+                    _kill_group(process.pid, _SIGKILL)
                 for key, _ in selector.select(_TICK):
                     if key.data == "out":
                         chunk = os.read(out_r, 65536)
@@ -509,7 +511,7 @@ def _die_with_parent() -> None:
         killpg = getattr(os, "killpg", None)
         if killpg is not None:
             with contextlib.suppress(OSError):
-                killpg(0, _signal.SIGKILL)
+                killpg(0, _SIGKILL)
         os._exit(1)
 
     threading.Thread(target=watch, name="flowyml-parent-watch", daemon=True).start()
