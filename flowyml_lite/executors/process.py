@@ -196,6 +196,11 @@ class ProcessExecutor(Executor):
     # -- the contract ---------------------------------------------------------------------
 
     def check(self, func: Callable[..., Any], ref: Optional[str]) -> None:
+        if os.name == "nt":  # the monitor selects on pipes, which Windows' select() cannot
+            raise ScheduleError(
+                "the process executor needs a POSIX system (Linux, macOS); on Windows use "
+                "executor='thread' or 'async'"
+            )
         problem = why_not(func, ref)
         if problem is not None:
             name = getattr(func, "__qualname__", None) or repr(func)
