@@ -17,6 +17,7 @@ How a claim is made atomic (DESIGN §4):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -164,8 +165,8 @@ _TEXT_ARRAY = pg_dialect.ARRAY(sa.Text)
 # and the liveness judgment all use it, so hosts whose clocks disagree never misjudge each other.
 _SERVER_NOW_US: Any = sa.literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
 
-# The run columns a group claim passes as arrays, with their PostgreSQL array types.
-_RUN_ARRAYS = (
+# The run columns a group claim passes (as JSON rows), with their PostgreSQL types.
+_RUN_FIELDS = (
     ("run_key", "text"),
     ("fire_time", "bigint"),
     ("status", "text"),
@@ -181,7 +182,7 @@ _RUN_ARRAYS = (
     ("output", "text"),
     ("next_attempt_at", "bigint"),
 )
-_RUN_COLUMNS = ", ".join(column for column, _ in _RUN_ARRAYS)
+_RUN_COLUMNS = ", ".join(column for column, _ in _RUN_FIELDS)
 _ACTIVE_R = ACTIVE_CONDITION.replace("status", "r.status")
 
 # Every claim of a group in one statement (PostgreSQL). ``locked`` takes the schedule rows whose
@@ -196,12 +197,11 @@ _ACTIVE_R = ACTIVE_CONDITION.replace("status", "r.status")
 _CLAIM_GROUP = sa.text(
     f"""
 WITH c AS (
-    SELECT * FROM unnest(CAST(:c_idx AS int[]), CAST(:c_name AS text[]), CAST(:c_expected AS bigint[]),
-                         CAST(:c_new AS bigint[]), CAST(:c_max AS int[]), CAST(:c_last AS bigint[]))
-        AS c (idx, name, expected, new_next, max_instances, last)
+    SELECT * FROM json_to_recordset(CAST(:claims AS json))
+        AS c (idx int, name text, expected bigint, new_next bigint, max_instances int, last bigint)
 ), r AS (
-    SELECT * FROM unnest(CAST(:r_idx AS int[]), {", ".join(f"CAST(:r_{n} AS {t}[])" for n, t in _RUN_ARRAYS)})
-        AS r (idx, {_RUN_COLUMNS})
+    SELECT * FROM json_to_recordset(CAST(:runs AS json))
+        AS r (idx int, {", ".join(f"{n} {t}" for n, t in _RUN_FIELDS)})
 ), locked AS (
     SELECT c.idx, c.name, c.new_next, c.max_instances, c.last
     FROM schedules s JOIN c ON s.name = c.name
@@ -245,8 +245,8 @@ SELECT 'r', NULL, NULL, run_key FROM inserted
 """
 )
 
-# The outcome columns a group of outcomes passes as arrays.
-_OUTCOME_ARRAYS = (
+# The outcome columns a group of outcomes passes (as JSON rows), with their PostgreSQL types.
+_OUTCOME_FIELDS = (
     ("run_key", "text"),
     ("status", "text"),
     ("completed_at", "bigint"),
@@ -282,8 +282,8 @@ UPDATE runs AS t SET
     {", ".join(f"{column} = o.{column}" for column in _OUTCOME_VALUES)},
     started_at = COALESCE(o.started_at, t.started_at),
     reason = CASE WHEN t.status = 'lost' THEN o.reason ELSE COALESCE(o.reason, t.reason) END
-FROM unnest(CAST(:o_ord AS int[]), {", ".join(f"CAST(:o_{n} AS {t}[])" for n, t in _OUTCOME_ARRAYS)})
-    AS o (ord, {", ".join(n for n, _ in _OUTCOME_ARRAYS)})
+FROM json_to_recordset(CAST(:outcomes AS json))
+    AS o (ord int, {", ".join(f"{n} {t}" for n, t in _OUTCOME_FIELDS)})
 WHERE t.run_key = o.run_key
     AND ({ACTIVE_CONDITION.replace("status", "t.status")} OR (t.status = 'lost' AND t.node_id = o.node_id))
 RETURNING o.ord
@@ -324,6 +324,11 @@ class _PreparedClaim(NamedTuple):
 def _text(value: Any) -> Optional[str]:
     """A text column's value: None stays None, anything else is its ``str()``."""
     return value if value is None or isinstance(value, str) else str(value)
+
+
+def _json(rows: List[Dict[str, Any]]) -> str:
+    """Rows for ``json_to_recordset``. NaN/Infinity are not JSON: ValueError (as the driver would)."""
+    return json.dumps(rows, separators=(",", ":"), allow_nan=False)
 
 
 def _now_us() -> int:
@@ -1084,21 +1089,21 @@ class SQLAlchemyStore(Store):
         self, conn: Connection, prepared: Sequence[_PreparedClaim]
     ) -> Optional[List[Optional[List[Dict[str, Any]]]]]:
         """Every claim in one PostgreSQL statement; None if the database refused a run the checks allowed."""
-        runs = [(index, row) for index, claim in enumerate(prepared) for row in claim.rows]
-        params: Dict[str, Any] = {
-            "c_idx": list(range(len(prepared))),
-            "c_name": [c.name for c in prepared],
-            "c_expected": [c.expected for c in prepared],
-            "c_new": [c.new for c in prepared],
-            "c_max": [c.max_instances for c in prepared],
-            "c_last": [
-                max((r["fire_time"] for r in c.rows if r["status"] in ACTIVE_STATUSES), default=None)
-                for c in prepared
-            ],
-            "r_idx": [index for index, _ in runs],
-        }
-        for column, _ in _RUN_ARRAYS:
-            params[f"r_{column}"] = [row[column] for _, row in runs]
+        # Two JSON texts rather than an array per column: json.dumps is C code, and the driver
+        # escapes every element of a text array with a regular expression.
+        claims = [
+            {
+                "idx": index,
+                "name": c.name,
+                "expected": c.expected,
+                "new_next": c.new,
+                "max_instances": c.max_instances,
+                "last": max((r["fire_time"] for r in c.rows if r["status"] in ACTIVE_STATUSES), default=None),
+            }
+            for index, c in enumerate(prepared)
+        ]
+        runs = [dict(row, idx=index) for index, claim in enumerate(prepared) for row in claim.rows]
+        params = {"claims": _json(claims), "runs": _json(runs)}
         returned: Sequence[Any] = conn.execute(_CLAIM_GROUP, params).all()
         granted: Dict[int, bool] = {}
         inserted = set()
@@ -1168,7 +1173,7 @@ class SQLAlchemyStore(Store):
     def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
         """Record many outcomes in one transaction (see Store.finish_runs).
 
-        PostgreSQL: one ``UPDATE ... FROM unnest(...)`` statement for the whole group.
+        PostgreSQL: one ``UPDATE ... FROM json_to_recordset(...)`` statement for the whole group.
         """
         written = [self._prepare_outcome(o) for o in outcomes]
         if not written:
@@ -1202,10 +1207,8 @@ class SQLAlchemyStore(Store):
                 rounds[depth].append(index)
             accepted: set[int] = set()
             for members in rounds:
-                params: Dict[str, Any] = {"o_ord": members}
-                for column, _ in _OUTCOME_ARRAYS:
-                    params[f"o_{column}"] = [written[i][column] for i in members]
-                accepted.update(int(row[0]) for row in conn.execute(_FINISH_GROUP, params))
+                rows = _json([dict(written[i], ord=i) for i in members])
+                accepted.update(int(row[0]) for row in conn.execute(_FINISH_GROUP, {"outcomes": rows}))
             return [index in accepted for index in range(len(written))]
         results = []
         for o in written:

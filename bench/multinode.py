@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""Several scheduler processes sharing one PostgreSQL database: throughput, cost and fairness.
+
+Starts its own throw-away PostgreSQL (fsync on, as a real server) and Redis in a temporary
+directory, then for each scenario a fresh database and N worker processes, each a
+PipelineScheduler on the SQLAlchemy store with its own node id (and, when run as root, its own
+UTS namespace, so its own host name). Every worker declares the same schedules; the fires are
+one-off schedules (``schedule_once``) due at chosen instants, running a no-op job.
+
+  burst   10,000 fires due at one instant, N = 1, 2, 4 workers: claimed-and-recorded fires/s
+          (fires / (last completed_at - the instant)), commits and rollbacks per fire (deltas of
+          pg_stat_database xact_commit / xact_rollback of the scenario's database, heartbeats and
+          everything else included), claim attempts per fire, fires per worker
+  spread  10,000 fires spread evenly over 10 s across 4 workers: start lag p50/p99/max
+          (started_at - fire_time of each run), fires per worker
+
+    python bench/multinode.py                 # everything (about 5 minutes on 2 cores)
+    python bench/multinode.py --fires 2000 --workers 1 2 --no-spread   # a smoke run
+    python bench/multinode.py --save          # also writes bench/results/multinode-<UTC>.txt
+
+Needs PostgreSQL's server binaries (initdb, pg_ctl; /usr/lib/postgresql/*/bin), redis-server for
+``--redis``, and the postgres and redis extras in this Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+UTC = timezone.utc
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# =====================================================================================
+# Worker side: one PipelineScheduler, reporting a JSON line when it stops.
+# =====================================================================================
+
+
+def _noop() -> None:
+    return None
+
+
+def worker_main(spec: Dict[str, Any]) -> None:
+    """Declare the scenario's schedules, start, print READY, run until stdin closes, print RESULT."""
+    import logging
+
+    from flowyml_lite.core.scheduler import PipelineScheduler
+    from flowyml_lite.core.scheduler_config import SchedulerConfig
+    from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    counts: Dict[str, float] = {
+        "claim_many": 0,
+        "claims": 0,
+        "claimed": 0,
+        "finish_runs": 0,
+        "outcomes": 0,
+        "claim_seconds": 0.0,
+        "finish_seconds": 0.0,
+    }
+
+    class CountingStore(SQLAlchemyStore):
+        """The store, counting what the runtime asks of it."""
+
+        def claim_many(self, claims: Any, outcomes: Any = ()) -> Any:
+            started = time.perf_counter()
+            result = super().claim_many(claims, outcomes)
+            counts["claim_seconds"] += time.perf_counter() - started
+            counts["claim_many"] += 1
+            counts["claims"] += len(claims)
+            counts["claimed"] += sum(1 for r in result if r is not None)
+            counts["outcomes"] += len(outcomes)
+            return result
+
+        def finish_runs(self, outcomes: Any) -> Any:
+            counts["finish_runs"] += 1
+            counts["outcomes"] += len(outcomes)
+            started = time.perf_counter()
+            try:
+                return super().finish_runs(outcomes)
+            finally:
+                counts["finish_seconds"] += time.perf_counter() - started
+
+    store = CountingStore(spec["url"])
+    config = SchedulerConfig(
+        store="postgresql",
+        store_url=spec["url"],
+        node_id=spec["node"],
+        heartbeat_seconds=1.0,
+        node_timeout_seconds=10.0,
+        max_concurrent_runs=spec["concurrency"],
+        **(
+            {"distributed": True, "lock_backend": "redis", "redis_url": spec["redis_url"]}
+            if spec.get("redis_url")
+            else {}
+        ),
+        history_retention_days=None,
+        history_max_runs=None,
+    )
+    scheduler = PipelineScheduler(config, store=store)
+    start = datetime.fromisoformat(spec["first"])
+    step = timedelta(microseconds=spec["step_us"])
+    for i in range(spec["fires"]):
+        scheduler.schedule_once(f"f{i:06d}", _noop, at=start + step * i)
+    scheduler.start()
+    print("READY", flush=True)
+    sys.stdin.readline()
+    scheduler.close()
+    print("RESULT " + json.dumps({"node": spec["node"], **counts}), flush=True)
+
+
+# =====================================================================================
+# Coordinator side: servers, scenarios, numbers.
+# =====================================================================================
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port} after {limit:.0f} s") from None
+            time.sleep(0.1)
+
+
+class Servers:
+    """A throw-away PostgreSQL cluster (fsync on) and Redis server in a temporary directory."""
+
+    def __init__(self, redis: bool) -> None:
+        self.dir = tempfile.mkdtemp(prefix="flowyml-multinode-")
+        self.pg_port = free_port()
+        self.pg_bin = self._pg_bin()
+        self.as_pg: List[str] = ["runuser", "-u", "postgres", "--"] if IS_ROOT else []
+        self.redis: Optional[subprocess.Popen[bytes]] = None
+        self.redis_url: Optional[str] = None
+        self._start_postgres()
+        if redis:
+            self._start_redis()
+
+    @staticmethod
+    def _pg_bin() -> str:
+        base = "/usr/lib/postgresql"
+        versions = sorted(os.listdir(base), key=lambda v: [int(p) for p in v.split(".") if p.isdigit()])
+        if not versions:
+            raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+        return os.path.join(base, versions[-1], "bin")
+
+    def _start_postgres(self) -> None:
+        data, sock = os.path.join(self.dir, "data"), os.path.join(self.dir, "sock")
+        os.makedirs(sock)
+        if IS_ROOT:  # PostgreSQL refuses to run as root: the cluster belongs to the postgres user
+            shutil.chown(self.dir, "postgres", "postgres")
+            shutil.chown(sock, "postgres", "postgres")
+        subprocess.run(
+            [
+                *self.as_pg,
+                f"{self.pg_bin}/initdb",
+                "-D",
+                data,
+                "-U",
+                "flowyml",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        options = f"-p {self.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        subprocess.run(
+            [
+                *self.as_pg,
+                f"{self.pg_bin}/pg_ctl",
+                "-D",
+                data,
+                "-l",
+                f"{self.dir}/server.log",
+                "-w",
+                "-o",
+                options,
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.data = data
+
+    def _start_redis(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        self.redis = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(port)
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://flowyml@127.0.0.1:{self.pg_port}/{database}"
+
+    def settings(self) -> Dict[str, str]:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url("postgres"))
+        with engine.connect() as conn:
+            shown = {
+                name: str(conn.exec_driver_sql(f"SHOW {name}").scalar())
+                for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers")
+            }
+        engine.dispose()
+        return shown
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait(30)
+        subprocess.run(
+            [*self.as_pg, f"{self.pg_bin}/pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Database:
+    """A fresh database for one scenario, with an admin engine on the ``postgres`` database."""
+
+    def __init__(self, servers: Servers, name: str) -> None:
+        import sqlalchemy as sa
+
+        self.sa = sa
+        self.name = name
+        self.url = servers.url(name)
+        self.admin = sa.create_engine(servers.url("postgres"), isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+
+    def xacts(self) -> Tuple[int, int]:
+        """(xact_commit, xact_rollback) of the scenario's database, flushed and fresh."""
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(
+                self.sa.text("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = :d"),
+                {"d": self.name},
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def runs(self) -> List[Tuple[str, int, Optional[int], Optional[int], str, str]]:
+        """(node_id, fire_time, started_at, completed_at, status, schedule) of every run (instants in µs)."""
+        engine = self.sa.create_engine(self.url)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT node_id, fire_time, started_at, completed_at, status, schedule FROM runs"
+            ).all()
+        engine.dispose()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def count_final(self) -> int:
+        engine = self.sa.create_engine(self.url)
+        with engine.connect() as conn:
+            done = conn.exec_driver_sql("SELECT count(*) FROM runs WHERE status = 'succeeded'").scalar()
+        engine.dispose()
+        return int(done or 0)
+
+    def drop(self) -> None:
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        self.admin.dispose()
+
+
+def prepare_schedules(url: str, fires: int, first: datetime, step_us: int) -> None:
+    """Declare the scenario's schedules once, as the workers will (setup, not measured).
+
+    Through a PipelineScheduler, so the rows are exactly what the workers' declarations expect,
+    but with the inserts gathered into multi-row INSERTs instead of one transaction each.
+    """
+    from flowyml_lite.core.scheduler import PipelineScheduler
+    from flowyml_lite.core.scheduler_config import SchedulerConfig
+    from flowyml_lite.stores.base import ScheduleRecord
+    from flowyml_lite_ext.sqlalchemy_store import SCHEDULES, SQLAlchemyStore
+
+    class GatheringStore(SQLAlchemyStore):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.gathered: List[ScheduleRecord] = []
+
+        def declare_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+            now = datetime.now(UTC)
+            record.created_at = record.updated_at = now
+            self.gathered.append(record)
+            return record
+
+        def flush(self) -> None:
+            import sqlalchemy as sa
+
+            from flowyml_lite.stores.schema import opt_to_us, to_json, to_us
+
+            rows = [
+                {
+                    "name": r.name,
+                    "type": r.schedule_type,
+                    "value": r.schedule_value,
+                    "timezone": r.timezone,
+                    "definition_hash": r.definition_hash,
+                    "options": to_json(r.options, "options"),
+                    "context": to_json(r.context, "context"),
+                    "enabled": 1,
+                    "next_fire": opt_to_us(r.next_fire, "next_fire"),
+                    "last_fire": None,
+                    "created_at": to_us(r.created_at, "created_at"),  # type: ignore[arg-type]
+                    "updated_at": to_us(r.updated_at, "updated_at"),  # type: ignore[arg-type]
+                }
+                for r in self.gathered
+            ]
+            with self._engine.begin() as conn:
+                for start in range(0, len(rows), 1000):
+                    conn.execute(sa.insert(SCHEDULES), rows[start : start + 1000])
+
+    store = GatheringStore(url)
+    scheduler = PipelineScheduler(SchedulerConfig(node_id="setup"), store=store)
+    step = timedelta(microseconds=step_us)
+    for i in range(fires):
+        scheduler.schedule_once(f"f{i:06d}", _noop, at=first + step * i)
+    store.flush()
+    scheduler.close()
+    store.close()
+
+
+def start_workers(
+    url: str, n: int, fires: int, first: datetime, step_us: int, concurrency: int, redis_url: Optional[str]
+) -> List[subprocess.Popen[str]]:
+    workers = []
+    for i in range(n):
+        spec = {
+            "url": url,
+            "node": f"worker-{i + 1}",
+            "fires": fires,
+            "first": first.isoformat(),
+            "step_us": step_us,
+            "concurrency": concurrency,
+            "redis_url": redis_url,
+        }
+        command = [sys.executable, os.path.abspath(__file__), "worker", json.dumps(spec)]
+        if IS_ROOT and shutil.which("unshare"):
+            # Its own UTS namespace: its own host name, as on a host of its own.
+            command = [
+                "unshare",
+                "--uts",
+                "--",
+                "sh",
+                "-c",
+                'hostname "$0" && exec "$@"',
+                f"host-{i + 1}",
+                *command,
+            ]
+        workers.append(
+            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        )
+    for worker in workers:
+        assert worker.stdout is not None
+        line = worker.stdout.readline().strip()
+        if line != "READY":
+            raise RuntimeError(f"a worker did not start (said {line!r}); see its stderr above")
+    return workers
+
+
+def stop_workers(workers: Sequence[subprocess.Popen[str]]) -> List[Dict[str, Any]]:
+    results = []
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.close()
+    for worker in workers:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            if line.startswith("RESULT "):
+                results.append(json.loads(line[len("RESULT ") :]))
+        worker.wait(120)
+    return results
+
+
+def wait_for(db: Database, fires: int, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while db.count_final() < fires:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {db.count_final()} of {fires} fires recorded after {limit:.0f} s")
+        time.sleep(0.25)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def scenario(
+    servers: Servers,
+    label: str,
+    n: int,
+    fires: int,
+    spread_seconds: float,
+    lead_seconds: float,
+    concurrency: int,
+    redis: bool,
+) -> Dict[str, Any]:
+    """One scenario in a fresh database: N workers, ``fires`` fires over ``spread_seconds`` from T."""
+    db = Database(servers, f"bench_{label}")
+    try:
+        step_us = int(spread_seconds * 1_000_000 / fires) if spread_seconds else 0
+        # Far enough ahead for the setup and the workers' start (measured: well under this on 2 cores).
+        first = datetime.now(UTC) + timedelta(seconds=lead_seconds)
+        t0 = time.monotonic()
+        prepare_schedules(db.url, fires, first, step_us)
+        print(
+            f"  ({label}: schedules declared in {time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True
+        )
+        workers = start_workers(
+            db.url, n, fires, first, step_us, concurrency, servers.redis_url if redis else None
+        )
+        ready = time.monotonic() - t0
+        if datetime.now(UTC) > first - timedelta(seconds=3):
+            for worker in workers:
+                worker.kill()
+            raise RuntimeError(f"setup took {ready:.1f} s, past the instant: raise --lead")
+        time.sleep(max(0.0, (first - datetime.now(UTC)).total_seconds() - 1.5))
+        before = db.xacts()
+        wait_for(db, fires, limit=600)
+        time.sleep(1.5)  # let the last statistics reach pg_stat_database
+        after = db.xacts()
+        counts = stop_workers(workers)
+        runs = db.runs()
+    finally:
+        db.drop()
+    first_us = int((first - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+    final = [r for r in runs if r[4] == "succeeded"]
+    last_done = max(r[3] for r in final if r[3] is not None)
+    span = (last_done - first_us - int(spread_seconds * 1_000_000)) / 1e6 if spread_seconds else None
+    lags = [(r[2] - r[1]) / 1000.0 for r in final if r[2] is not None]
+    shares: Dict[str, int] = {}
+    for r in final:
+        shares[r[0]] = shares.get(r[0], 0) + 1
+    commits, rollbacks = after[0] - before[0], after[1] - before[1]
+    attempts = sum(c["claims"] for c in counts)
+    return {
+        "label": label,
+        "workers": n,
+        "fires": fires,
+        "recorded": len(final),
+        "statuses": sorted({r[4] for r in runs}),
+        "duplicates": len(runs) - len({(r[5], r[1]) for r in runs}),
+        "drain_seconds": (last_done - first_us) / 1e6,
+        "fires_per_second": len(final) / ((last_done - first_us) / 1e6) if not spread_seconds else None,
+        "tail_after_window_seconds": span,
+        "commits_per_fire": commits / fires,
+        "rollbacks_per_fire": rollbacks / fires,
+        "claim_attempts_per_fire": attempts / fires,
+        "claim_transactions": sum(c["claim_many"] for c in counts),
+        "store_seconds": sum(c["claim_seconds"] + c["finish_seconds"] for c in counts),
+        "outcome_transactions": sum(c["finish_runs"] for c in counts),
+        "lag_p50_ms": statistics.median(lags) if lags else None,
+        "lag_p99_ms": percentile(lags, 0.99) if lags else None,
+        "lag_max_ms": max(lags) if lags else None,
+        "shares": dict(sorted(shares.items())),
+        "setup_seconds": ready,
+    }
+
+
+def show(result: Dict[str, Any]) -> List[str]:
+    r = result
+    lines = [
+        f"  {r['label']}: {r['workers']} worker(s), {r['recorded']}/{r['fires']} fires recorded, "
+        f"statuses {r['statuses']}, duplicate fires {r['duplicates']}"
+    ]
+    if r["fires_per_second"] is not None:
+        lines.append(
+            f"    drained in {r['drain_seconds']:.2f} s = "
+            f"{r['fires_per_second']:,.0f} claimed-and-recorded fires/s"
+        )
+    lines.append(
+        f"    per fire: {r['commits_per_fire']:.3f} commits, {r['rollbacks_per_fire']:.4f} rollbacks, "
+        f"{r['claim_attempts_per_fire']:.3f} claim attempts; {r['claim_transactions']} claim transactions, "
+        f"{r['outcome_transactions']} outcome-only transactions, "
+        f"{r['store_seconds']:.2f} s in them (all workers)"
+    )
+    lines.append(
+        f"    start lag p50 {r['lag_p50_ms']:.1f} ms, p99 {r['lag_p99_ms']:.1f} ms, "
+        f"max {r['lag_max_ms']:.1f} ms"
+    )
+    total = sum(r["shares"].values()) or 1
+    lines.append(
+        "    fires per worker: "
+        + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in r["shares"].items())
+    )
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--fires", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--spread-seconds", type=float, default=10.0)
+    parser.add_argument("--spread-workers", type=int, default=4)
+    parser.add_argument("--no-spread", action="store_true")
+    parser.add_argument("--redis", action="store_true", help="also a burst with the Redis lock (4 workers)")
+    parser.add_argument("--concurrency", type=int, default=32, help="max_concurrent_runs of each worker")
+    parser.add_argument("--lead", type=float, default=40.0, help="seconds from setup to the first fire")
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args(argv)
+
+    servers = Servers(redis=args.redis)
+    out: List[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        out.append(line)
+
+    try:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        settings = servers.settings()
+        say(f"flowyml_lite multinode benchmark, {stamp}")
+        say(
+            f"host: {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}; "
+            f"PostgreSQL {settings['server_version']} (fsync {settings['fsync']}, synchronous_commit "
+            f"{settings['synchronous_commit']}, shared_buffers {settings['shared_buffers']}), "
+            "own server on loopback"
+        )
+        say(
+            f"workers: {'own UTS namespaces (unshare --uts)' if IS_ROOT else 'distinct node ids'}; "
+            f"no-op job, max_concurrent_runs={args.concurrency}"
+        )
+        git = subprocess.run(["git", "-C", ROOT, "log", "--oneline", "-1"], capture_output=True, text=True)
+        say(f"code: {git.stdout.strip()}")
+        results = []
+        say(f"\nburst: {args.fires:,} fires due at one instant")
+        for n in args.workers:
+            result = scenario(servers, f"burst{n}", n, args.fires, 0.0, args.lead, args.concurrency, False)
+            results.append(result)
+            for line in show(result):
+                say(line)
+        if args.redis:
+            result = scenario(servers, "burst4redis", 4, args.fires, 0.0, args.lead, args.concurrency, True)
+            results.append(result)
+            say("  (with the Redis lock)")
+            for line in show(result):
+                say(line)
+        base = next((r for r in results if r["workers"] == 1 and r["label"] == "burst1"), None)
+        if base is not None:
+            for r in results[1:]:
+                say(
+                    f"  {r['label']} / burst1 fires/s: {r['fires_per_second'] / base['fires_per_second']:.2f}"
+                )
+        if not args.no_spread:
+            n = args.spread_workers
+            say(f"\nspread: {args.fires:,} fires spread evenly over {args.spread_seconds:g} s, {n} workers")
+            result = scenario(
+                servers, f"spread{n}", n, args.fires, args.spread_seconds, args.lead, args.concurrency, False
+            )
+            results.append(result)
+            for line in show(result):
+                say(line)
+        say("\nRESULTS " + json.dumps(results))
+    finally:
+        servers.stop()
+    if args.save:
+        os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+        path = os.path.join(ROOT, "bench", "results", f"multinode-{stamp}.txt")
+        with open(path, "w") as fh:
+            fh.write("\n".join(out) + "\n")
+        print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "worker":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        worker_main(json.loads(sys.argv[2]))
+    else:
+        sys.exit(main())
