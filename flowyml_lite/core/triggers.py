@@ -25,6 +25,8 @@ _US = timedelta(microseconds=1)
 class Trigger(abc.ABC):
     """Computes the fire instants of one schedule."""
 
+    __slots__ = ()
+
     @abc.abstractmethod
     def next_after(self, after: datetime) -> Optional[datetime]:
         """The first fire instant strictly after the aware ``after`` (aware UTC), or None."""
@@ -53,6 +55,8 @@ class CronTrigger(Trigger):
     that does not depend on where a search starts (DESIGN §3), so both give the same instants.
     """
 
+    __slots__ = ("_errors", "_last", "_send", "cron")
+
     def __init__(
         self,
         expression: str,
@@ -64,10 +68,12 @@ class CronTrigger(Trigger):
         self.cron = CronExpression(
             expression, timezone=timezone, hash_key=hash_key, engine=engine, zone_provider=zone_provider
         )
-        # The ``send`` of a kept search, once this trigger was asked again from its own last answer.
+        # The ``send`` of a kept search, once this trigger was asked again from its own last answer;
+        # until then the last answer, to recognize that call. Nothing else per trigger: a scheduler
+        # may hold 100,000 of them.
         self._send: Optional[Callable[[datetime], Any]] = None
-        self._last: Optional[Tuple[datetime, Optional[datetime]]] = None  # (after, result) without one
-        self._errors: List[Exception] = []  # what the kept search met, for next_after to raise
+        self._last: Optional[datetime] = None
+        self._errors: Optional[List[Exception]] = None  # what the kept search met, to raise here
 
     def next_after(self, after: datetime) -> Optional[datetime]:
         send = self._send
@@ -75,11 +81,11 @@ class CronTrigger(Trigger):
             # No search kept yet: only a schedule asked again from its own last fire is worth one
             # (each kept search holds 1-2 KB, so a schedule that never fires twice keeps none).
             last = self._last
-            if last is not None and last[1] is not None and (after is last[1] or after == last[1]):
+            if last is not None and (after is last or after == last):
+                self._errors = []
                 send = self._send = _start_search(self.cron, self._errors)
             if send is None:
-                found = self.cron.next_utc(after)
-                self._last = (after, found)
+                found = self._last = self.cron.next_utc(after)
                 return found
         try:
             got = send(after)
@@ -89,7 +95,7 @@ class CronTrigger(Trigger):
             self._send = self._last = None
             return self.cron.next_utc(after)
         if got is _FAILED:
-            raise self._errors.pop()
+            raise self._errors.pop()  # type: ignore[union-attr]
         return got  # type: ignore[no-any-return]
 
 
@@ -175,6 +181,8 @@ class IntervalTrigger(Trigger):
     different moments agree on every instant, and a slow run never shifts later fires.
     """
 
+    __slots__ = ("anchor", "period_us")
+
     def __init__(self, seconds: float, anchor: Optional[datetime] = None) -> None:
         period = round(seconds * 1_000_000)
         if period <= 0:
@@ -202,6 +210,8 @@ class IntervalTrigger(Trigger):
 class OnceTrigger(Trigger):
     """Fires once, at ``at`` (a one-off: ``schedule_type`` "once"), then never again."""
 
+    __slots__ = ("at",)
+
     def __init__(self, at: datetime) -> None:
         if at.utcoffset() is None:
             raise ScheduleError(f"a one-off needs an aware instant, got {at.isoformat()} without a zone")
@@ -218,6 +228,8 @@ class OnceTrigger(Trigger):
 
 class BoundedTrigger(Trigger):
     """Another trigger's fires from ``start`` on (inclusive) and up to ``end`` (inclusive) only."""
+
+    __slots__ = ("_before_start", "end", "start", "trigger")
 
     def __init__(self, trigger: Trigger, start: Optional[datetime], end: Optional[datetime]) -> None:
         if start is not None and end is not None and end <= start:
