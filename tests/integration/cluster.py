@@ -421,6 +421,23 @@ def covered_by(row: Any, instant: int) -> bool:
     return False
 
 
+OVERLAP_SLACK = 0.25  # a finished run's row may stay active this long (its outcome on its way to the store)
+
+
+def late_overlap(
+    row: Any, name: str, instant: int, runs: Dict[str, List[Tuple[float, Optional[float]]]]
+) -> bool:
+    """A ``skipped`` (overlap) fire whose schedule's previous run, by the log, was still going at the
+    instant: what ``max_instances=1`` asks for when a run starts late, not a fire dropped by a fault.
+    A run without an end line (its process was killed) does not count: the fault made that gap."""
+    if row.status != "skipped" or not str(row.reason).startswith("overlap"):
+        return False
+    return any(
+        start < instant and end is not None and end > instant - OVERLAP_SLACK
+        for start, end in runs.get(name, [])
+    )
+
+
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
     if not values:
         return None
@@ -441,6 +458,7 @@ class Report:
     gaps: List[Tuple[str, int, str]] = field(default_factory=list)  # schedule, instant, accounting row
     unaccounted: List[Tuple[str, int]] = field(default_factory=list)
     outside_fault: List[Tuple[str, int]] = field(default_factory=list)  # gaps outside the fault window
+    late_overlaps: List[Tuple[str, int]] = field(default_factory=list)  # skipped: the last run was late
     silent: List[str] = field(default_factory=list)  # schedules without a fire after the recovery
     share: Dict[str, int] = field(default_factory=dict)
     lag_p50: Optional[float] = None
@@ -462,7 +480,8 @@ class Report:
         return (
             f"[cluster {self.scenario}] window={self.window[1] - self.window[0]:.0f}s{fault} "
             f"fires={self.fires}/{self.expected} duplicates={len(self.duplicates)} gaps={len(self.gaps)} "
-            f"(unaccounted={len(self.unaccounted)}, outside fault={len(self.outside_fault)}){recovery} "
+            f"(unaccounted={len(self.unaccounted)}, outside fault={len(self.outside_fault)}, "
+            f"overlaps with a late run={len(self.late_overlaps)}){recovery} "
             f"silent={len(self.silent)} share={self.share} lag p50={ms(self.lag_p50)} p99={ms(self.lag_p99)} "
             f"max={ms(self.lag_max)} rows={self.statuses} active_left={len(self.active_rows_left)} "
             f"degraded={degraded}"
@@ -501,6 +520,13 @@ def analyse(
     for line in lines:
         if line.event == "start" and line.fire_seen is not None:
             starts[(line.schedule, round(line.fire_seen))].append(line)
+    runs: Dict[str, List[Tuple[float, Optional[float]]]] = collections.defaultdict(list)  # (start, end)
+    ends = {
+        (line.schedule, line.pid, line.fire_seen): line.wall_time for line in lines if line.event == "end"
+    }
+    for line in lines:
+        if line.event == "start":
+            runs[line.schedule].append((line.wall_time, ends.get((line.schedule, line.pid, line.fire_seen))))
     pid_name = {pid: name for name, pid in cluster.pids.items()}
     store = SQLAlchemyStore(url)
     store.open()
@@ -546,7 +572,10 @@ def analyse(
             report.gaps.append((name, instant, how))
             if not accounting or not accounting[0].reason:
                 report.unaccounted.append((name, instant))
-            if allowed is None or not allowed[0] <= instant <= allowed[1]:
+            if accounting and late_overlap(accounting[0], name, instant, runs):
+                # max_instances=1 at work: the previous fire's run was still going (it started late).
+                report.late_overlaps.append((name, instant))
+            elif allowed is None or not allowed[0] <= instant <= allowed[1]:
                 report.outside_fault.append((name, instant))
             if fault is not None and instant >= fault[1]:
                 last_gap = instant if last_gap is None else max(last_gap, instant)

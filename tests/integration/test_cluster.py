@@ -279,8 +279,10 @@ class TestCluster:
         self, servers: Servers, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         report, _ = run_scenario(servers, tmp_path, "steady", None, capsys, steady=STEADY)
-        assert report.gaps == []
-        assert report.fires == report.expected
+        # Every instant ran, except fires skipped because their schedule's previous run was still going
+        # (it started late on a loaded machine: max_instances=1), which run_scenario prints.
+        assert report.outside_fault == []
+        assert report.fires + len(report.late_overlaps) == report.expected
         assert set(report.share) == {"w0", "w1", "w2", "w3"}  # every worker took a share
         w0, w1 = report.window
         degraded = {
@@ -318,8 +320,10 @@ class TestCluster:
     ) -> None:
         report, cluster = run_scenario(servers, tmp_path, "redis_down", redis_down, capsys)
         assert report.fault is not None
-        # Fires go on on the store's claim alone: no gap at all, and every worker says why it is degraded.
-        assert report.gaps == []
+        # Fires go on on the store's claim alone: no gap but overlaps with late runs, and every worker
+        # says why it is degraded.
+        late = set(report.late_overlaps)
+        assert [g for g in report.gaps if (g[0], g[1]) not in late] == []
         for worker in cluster.names:
             assert degraded_during(report, worker, report.fault, "lock"), (worker, report.degraded[worker])
 
