@@ -14,39 +14,33 @@ import gc
 import logging
 import os
 import socket
-import statistics
 import time
 import uuid
-from datetime import datetime, timedelta, tzinfo
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from datetime import datetime, timedelta
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from .. import plugins, stores
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ScheduleError, ScheduleNotFoundError
 from ..locks.base import Lock
-from ..runtime.claims import Claims, run_key
+from ..runtime.claims import Claims
 from ..runtime.context import RunContext, current_run
-from ..runtime.health import Troubles
+from ..runtime.health import Troubles, health_report
 from ..runtime.housekeeping import Housekeeping
 from ..runtime.loop import TimerLoop
 from ..runtime.membership import Membership
 from ..runtime.outcomes import OutcomeWriter
 from ..runtime.runner import Runner
+from ..runtime.sync import Sync
 from ..runtime.table import ScheduleTable
 from ..stores.base import (
-    RUNNING,
     SKIPPED,
-    SUCCEEDED,
-    RunRecord,
     ScheduleRecord,
-    ScheduleState,
     Store,
 )
-from ..timezones import UTC, get_zone
+from .backends import open_lock, open_store
 from .schedule import (
     Options,
     Schedule,
-    as_stored,
     definition_hash,
     interval_seconds,
     parse_options,
@@ -58,67 +52,12 @@ from .schedule import (
 )
 from .scheduler_config import SchedulerConfig
 from .triggers import Trigger, build_trigger, once_value
+from .views import Localizer, history_entry, iso
 
 logger = logging.getLogger("flowyml_lite.scheduler")
 
 Hook = Callable[[Dict[str, Any]], Any]
 _US = timedelta(microseconds=1)
-# Declarations between two syncs after which the stored states of all schedules are read at once.
-_BULK_READ_AFTER = 256
-
-
-def _iso(moment: Optional[datetime]) -> Optional[str]:
-    return moment.isoformat() if moment is not None else None
-
-
-def history_entry(run: RunRecord) -> Dict[str, Any]:
-    """A history entry as ``get_history`` returns it (flowyml's keys plus ours)."""
-    started = run.started_at if run.status != SKIPPED else None
-    return {
-        "schedule_name": run.schedule,
-        "fire_time": _iso(run.fire_time),
-        "started_at": _iso(started),
-        "completed_at": _iso(run.completed_at),
-        "success": run.status == SUCCEEDED,
-        "status": run.status,
-        "duration_seconds": run.duration_seconds if run.duration_seconds is not None else 0.0,
-        "error": run.error,
-        "run_id": run.run_id,
-        "run_key": run.run_key,
-        "node": run.node_id,
-        "reason": run.reason,
-        "attempt": run.attempt,
-        "next_attempt_at": _iso(run.next_attempt_at),
-        "traceback": run.traceback,
-        "output": run.output,
-        "start_lag_seconds": (started - run.fire_time).total_seconds() if started else None,
-    }
-
-
-def open_store(config: SchedulerConfig) -> Store:
-    """The store the config names (or the instance it carries), opened."""
-    chosen = config.resolved_store()
-    if isinstance(chosen, str):
-        factory = plugins.get("stores", chosen)
-        if hasattr(factory, "from_config"):
-            chosen = factory.from_config(config)
-        elif chosen == "sqlite":
-            return stores.open_store("sqlite", path=config.db_path, synchronous=config.sqlite_synchronous)
-    return stores.open_store(chosen)
-
-
-def open_lock(config: SchedulerConfig) -> Optional[Lock]:
-    """The lock backend when ``distributed`` is set, else None."""
-    if not config.distributed:
-        return None
-    factory = plugins.get("locks", config.lock_backend)
-    if hasattr(factory, "from_config"):
-        return factory.from_config(config)  # type: ignore[no-any-return]
-    if config.lock_backend == "file":
-        return factory(config.resolved_lock_dir())  # type: ignore[no-any-return]
-    if config.lock_backend == "redis":
-        return factory(config.redis_url)  # type: ignore[no-any-return]
-    return factory()  # type: ignore[no-any-return]
 
 
 class PipelineScheduler:
@@ -145,6 +84,7 @@ class PipelineScheduler:
         self._lock: Optional[Lock] = lock if lock is not None else open_lock(cfg)
         self.node_id = cfg.node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._table = ScheduleTable()
+        self._sync = Sync(self._table, self._store, lambda record: self._trigger_for(record, rebuild=True))
         self._troubles = Troubles()
         self._membership = Membership(self.node_id)
         self._writer = OutcomeWriter(self._store, self._troubles)
@@ -181,24 +121,14 @@ class PipelineScheduler:
             self.node_id,
             cfg.heartbeat_seconds,
             cfg.node_timeout_seconds,
-            self._resync,
+            lambda everything: self._sync.sync(everything),
             cfg.history_retention_days,
             cfg.history_max_runs,
             self._lock,
             self._runner.announce,
         )
         self._started = False
-        # Rows changed after this are what the first sync reads (declarations here are known).
-        self._synced_at: Optional[datetime] = datetime.now(UTC)
-        # Every sync bumps the epoch. A declaration that read the store in an older epoch than the
-        # one it registers in re-reads its row: that sync may have passed its name by.
-        self._sync_epoch = 0
-        # The stored states of every schedule, read at once for a burst of declarations (see
-        # _stored_state). An entry serves one declaration; each sync drops the lot, and this
-        # scheduler's own writes to a name (enable, disable, unschedule, clear) drop its entry.
-        self._states: Optional[Dict[str, ScheduleState]] = None
-        self._declared = 0  # declarations since the last sync
-        self._tzinfos: Dict[str, Optional[tzinfo]] = {}  # zone name -> tzinfo (None: unknown here)
+        self._localize = Localizer(cfg.timezone_provider)
 
     # -- declaring ---------------------------------------------------------------------
 
@@ -287,53 +217,12 @@ class PipelineScheduler:
         )
         trigger = self._build_trigger(name, schedule_type, value, zone_name, opts)
         digest = definition_hash(schedule_type, value, zone_name, opts, context)
-        epoch, known = self._stored_state(name)
-        if known is not None and known.definition_hash == digest:  # unchanged: no write transaction
-            if isinstance(known, ScheduleRecord):
-                stored = known
-            else:  # read in bulk: the definition is ours (same hash), the state is the row's
-                stored = ScheduleRecord(
-                    name,
-                    schedule_type,
-                    value,
-                    zone_name,
-                    digest,
-                    shared_options_dict(opts),
-                    as_stored(context),
-                    known.enabled,
-                    known.next_fire,
-                    known.last_fire,
-                    known.created_at,
-                    known.updated_at,
-                )
-        else:  # new or changed: the store re-reads the row in its transaction and decides
-            record = ScheduleRecord(
-                name=name,
-                schedule_type=schedule_type,
-                schedule_value=value,
-                timezone=zone_name,
-                definition_hash=digest,
-                options=opts.to_dict(),
-                context=context,
-                enabled=True,
-                next_fire=self._first_fire(schedule_type, trigger, opts),
-            )  # created_at/updated_at come from the store's own clock: other processes sync on them
-            stored = self._store.declare_schedule(record)
-        if not stored.enabled and stored.next_fire is not None:
-            # A paused schedule whose definition changed: it keeps no next fire until enabled.
-            self._store.set_enabled(name, False, None)
-            stored.next_fire = None
-        table = self._table
-        with table.cond:
-            table.funcs[name] = func
-            table.triggers[name] = trigger
-            table.set_record(stored)
-            missed_sync = self._sync_epoch != epoch
-        if missed_sync:
-            fresh = self._store.get_schedule(name)
-            if fresh is not None:
-                self._adopt(fresh, {name})
-                stored = fresh
+        candidate = ScheduleRecord(
+            name, schedule_type, value, zone_name, digest, shared_options_dict(opts), context
+        )  # created_at/updated_at come from the store's own clock: other processes sync on them
+        stored = self._sync.declare(
+            candidate, func, trigger, lambda: self._first_fire(schedule_type, trigger, opts)
+        )
         if self._started:
             self._mark_declared([name])
         if logger.isEnabledFor(logging.INFO):
@@ -343,7 +232,7 @@ class PipelineScheduler:
                 schedule_type,
                 value,
                 zone_name,
-                _iso(stored.next_fire),
+                iso(stored.next_fire),
             )
         return self._to_schedule(stored, opts if stored.definition_hash == digest else None)
 
@@ -367,38 +256,6 @@ class PipelineScheduler:
             end_date=opts.end_date,
         )
 
-    def _stored_state(self, name: str) -> Tuple[int, Union[ScheduleRecord, ScheduleState, None]]:
-        """The sync epoch now, and the stored row of ``name`` (its state only, if read in bulk).
-
-        After ``_BULK_READ_AFTER`` declarations without a sync, the states of all rows are read in
-        one query and the next declarations take theirs from there (an entry serves once). None
-        means no row, or none left in the bulk read: the caller writes, and the store decides.
-        """
-        table = self._table
-        with table.cond:
-            epoch = self._sync_epoch
-            states = self._states
-            if states is not None:
-                return epoch, states.pop(name, None)
-            self._declared += 1
-            bulk = self._declared >= _BULK_READ_AFTER
-        if not bulk:
-            return epoch, self._store.get_schedule(name)
-        states = self._store.schedule_states()
-        with table.cond:
-            found = states.pop(name, None)
-            if self._sync_epoch == epoch and self._states is None:
-                self._states = states
-        return epoch, found
-
-    def _forget_state(self, name: Optional[str] = None) -> None:
-        """Drop the bulk-read state of ``name`` (of every schedule if None) before writing it."""
-        with self._table.cond:
-            if name is None:
-                self._states = None
-            elif self._states is not None:
-                self._states.pop(name, None)
-
     def _mark_declared(self, names: List[str]) -> None:
         try:
             self._store.mark_declared(self.node_id, names)
@@ -413,22 +270,22 @@ class PipelineScheduler:
         if record.enabled and record.next_fire is not None:
             return
         next_fire = self._trigger_for(record).next_after(self._clock.now())
-        self._forget_state(name)
+        self._sync.forget_state(name)
         self._store.set_enabled(name, True, next_fire)
         self._refresh(name)
-        logger.info("enabled %r: next fire %s", name, _iso(next_fire))
+        logger.info("enabled %r: next fire %s", name, iso(next_fire))
 
     def disable(self, name: str) -> None:
         """Pause a schedule; it stays paused across restarts until enabled."""
         self._require(name)
-        self._forget_state(name)
+        self._sync.forget_state(name)
         self._store.set_enabled(name, False, None)
         self._refresh(name)
         logger.info("disabled %r", name)
 
     def unschedule(self, name: str) -> None:
         """Remove a schedule and its history (a run in progress finishes)."""
-        self._forget_state(name)
+        self._sync.forget_state(name)
         if not self._store.delete_schedule(name) and name not in self._table.funcs:
             raise ScheduleNotFoundError(name)
         with self._table.cond:
@@ -437,7 +294,7 @@ class PipelineScheduler:
 
     def clear(self) -> None:
         """Remove every schedule and all history from the store."""
-        self._forget_state()
+        self._sync.forget_state()
         count = self._store.delete_all()
         with self._table.cond:
             self._table.clear()
@@ -517,66 +374,22 @@ class PipelineScheduler:
 
     def health_check(self) -> Dict[str, Any]:
         """Status (running / stopped / degraded, and why), run counts, start lag and the next runs."""
-        stats = self._store.stats()
-        executed = stats.succeeded + stats.failed + stats.timed_out
-        lags = sorted(self._runner.lags)
-        status = self.status()
-        problems = self.problems()
-        records = self._store.list_schedules()
-        funcs = self._table.funcs
-        now = self._clock.now()
-        upcoming = sorted((r for r in records if r.enabled and r.next_fire), key=lambda r: r.next_fire)  # type: ignore[arg-type,return-value]
-        overdue = [
-            r.name
-            for r in records
-            if r.name in funcs
-            and r.enabled
-            and r.next_fire is not None
-            and (now - r.next_fire).total_seconds() > Options.from_dict(r.options).misfire_grace_seconds + 5
-        ]
-        if overdue and self.running:
-            problems.append(
-                {
-                    "source": "schedules",
-                    "message": f"{len(overdue)} schedule(s) overdue: {', '.join(overdue[:5])}",
-                    "for_seconds": None,
-                }
-            )
-            status = "degraded"
-        return {
-            "status": status,
-            "problems": problems,
-            "node_id": self.node_id,
-            "nodes": list(self._membership.nodes),
-            "num_schedules": len([r for r in records if r.name in funcs]),
-            "enabled_schedules": len([r for r in records if r.name in funcs and r.enabled]),
-            "orphan_schedules": len([r for r in records if r.name not in funcs]),
-            "metrics": {
-                "total_runs": executed,
-                "successful_runs": stats.succeeded,
-                "failed_runs": stats.failed,
-                "timed_out_runs": stats.timed_out,
-                "missed_runs": stats.missed,
-                "skipped_runs": stats.skipped,
-                "lost_runs": stats.lost,
-                "running_runs": stats.running,
-                "success_rate": stats.succeeded / max(executed, 1),
-                "avg_duration_seconds": stats.avg_duration_seconds or 0.0,
-                "last_heartbeat": _iso(self._housekeeping.last_heartbeat),
-                "pending_outcomes": self._writer.pending,
-                "start_lag_ms": {
-                    "samples": len(lags),
-                    "p50": lags[len(lags) // 2] * 1000 if lags else None,
-                    "p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000 if lags else None,
-                    "max": lags[-1] * 1000 if lags else None,
-                    "mean": statistics.fmean(lags) * 1000 if lags else None,
-                },
-            },
-            "last_error": self._troubles.last_error,
-            "next_runs": [
-                {"name": r.name, "next_run": _iso(self._localize(r, r.next_fire))} for r in upcoming[:5]
-            ],
-        }
+        return health_report(
+            self.status(),
+            self.problems(),
+            self._store.list_schedules(),
+            self._table.funcs,
+            self._store.stats(),
+            sorted(self._runner.lags),
+            self._clock.now(),
+            self._localize,
+            running=self.running,
+            node_id=self.node_id,
+            nodes=list(self._membership.nodes),
+            last_heartbeat=self._housekeeping.last_heartbeat,
+            pending_outcomes=self._writer.pending,
+            last_error=self._troubles.last_error,
+        )
 
     # -- running -----------------------------------------------------------------------
 
@@ -587,7 +400,7 @@ class PipelineScheduler:
         self._runner.stopping.clear()
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
         self._housekeeping.beat()  # heartbeat and reap crashed nodes before the first fire
-        self._sync_records()
+        self._sync.sync()
         self._started = True
         self._mark_declared(list(self._table.funcs))
         if self.config.gc_freeze:
@@ -692,21 +505,8 @@ class PipelineScheduler:
         if not self.running and not self._housekeeping.alive:
             self._housekeeping.beat(judge=False)
             self._housekeeping.start(prune=False)
-        now = self._clock.now()
-        run = RunRecord(run_key(now), name, now, RUNNING, self.node_id, reason="manual")
         opts = self._claims.options(record)
-        for _ in range(5):
-            current = record.next_fire
-            if not record.enabled or current is None:
-                raise ScheduleError(f"{name!r} is disabled: enable({name!r}) first")
-            stored = self._store.claim(name, current, current, [run], opts.max_instances)
-            if stored is not None:
-                break
-            # Lost a race with the loop, or this instant is taken (two manual runs within one clock tick).
-            run.fire_time += _US
-            record = self._refresh(name) or record
-        else:
-            raise ScheduleError(f"could not claim a manual run of {name!r}: its state kept changing")
+        stored = self._claims.manual(record, opts)
         self._refresh(name)
         entry = history_entry(stored[0])
         if stored[0].status == SKIPPED:
@@ -721,66 +521,6 @@ class PipelineScheduler:
                 self._writer.flush(left)  # its row says what the entry says when this returns
                 return final
         return entry
-
-    # -- changes made by other processes -------------------------------------------------
-
-    def _resync(self, everything: bool) -> None:
-        """Housekeeping's call: adopt other processes' changes (all states when ownership moved)."""
-        if everything:
-            self._synced_at = None
-        self._sync_records()
-
-    def _sync_records(self) -> None:
-        """Adopt changes other processes made to our schedules (enabled there, redefined there).
-
-        Other changes heal by themselves: a claim refused because another process advanced or
-        disabled a schedule re-reads it. Only a shared store can change behind our back, and only
-        rows changed since the last sync (with the store's clock-skew margin) are read. Every
-        sync also drops the declarations' bulk read, which is older than what it has seen.
-        """
-        started = datetime.now(UTC)
-        with self._table.cond:
-            self._sync_epoch += 1
-            self._states = None
-            self._declared = 0
-            names = set(self._table.funcs)
-        if not self._store.shared or not names:
-            return
-        if self._synced_at is None:
-            records = self._store.list_schedules()
-        else:
-            # Names and versions first (cheap): rows re-read within the skew margin are skipped.
-            margin = timedelta(seconds=self._store.clock_skew_seconds)
-            versions = self._store.schedule_versions(self._synced_at - margin)
-            with self._table.cond:
-                known = {n: r.updated_at for n, r in self._table.records.items()}
-            stale = [n for n, v in versions.items() if n in names and known.get(n) != v]
-            records = [r for r in map(self._store.get_schedule, stale) if r is not None]
-        self._synced_at = started
-        for record in records:
-            self._adopt(record, names)
-
-    def _adopt(self, record: ScheduleRecord, names: Set[str]) -> None:
-        """Take a row another process may have changed (enabled, redefined) as this scheduler's."""
-        if record.name not in names:
-            return
-        trigger = None
-        table = self._table
-        with table.cond:
-            mine = table.records.get(record.name)
-        if mine is not None and mine.definition_hash != record.definition_hash:
-            trigger = self._trigger_for(record, rebuild=True)  # redefined by another process
-        with table.cond:
-            if trigger is not None:
-                table.triggers[record.name] = trigger
-            if mine is None or (mine.next_fire, mine.enabled, mine.definition_hash) != (
-                record.next_fire,
-                record.enabled,
-                record.definition_hash,
-            ):
-                table.set_record(record)
-            else:
-                mine.updated_at = record.updated_at
 
     # -- internals ---------------------------------------------------------------------
 
@@ -808,29 +548,11 @@ class PipelineScheduler:
             )
         return trigger
 
-    def _localize(self, record: ScheduleRecord, moment: Optional[datetime]) -> Optional[datetime]:
-        if moment is None:
-            return None
-        try:
-            zone = self._tzinfos[record.timezone]
-        except KeyError:
-            try:
-                zone = get_zone(record.timezone, self.config.timezone_provider).tzinfo
-            except Exception:  # an orphan from a machine with zones we lack: show UTC
-                zone = None
-            self._tzinfos[record.timezone] = zone
-        if zone is None:
-            return moment
-        try:
-            return moment.astimezone(zone)
-        except Exception:  # e.g. an instant near year 9999 that the zone's offset pushes past it
-            return moment
-
     def _to_schedule(self, record: ScheduleRecord, options: Optional[Options] = None) -> Schedule:
         return to_schedule(
             record,
             self._table.funcs.get(record.name),
-            lambda moment: self._localize(record, moment) or moment,
+            lambda moment: self._localize(record.timezone, moment) or moment,
             options,
         )
 

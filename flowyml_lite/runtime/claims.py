@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..clock import Clock
 from ..core.schedule import Options
 from ..core.triggers import Trigger
+from ..errors import ScheduleError
 from ..stores.base import (
     ACTIVE_STATUSES,
     MISSED,
@@ -84,6 +85,29 @@ class Claims:
         opts = Options.from_dict(record.options)
         self._options[record.name] = (record.options, opts)
         return opts
+
+    def manual(self, record: ScheduleRecord, opts: Options) -> List[RunRecord]:
+        """Claim a manual run of ``record`` now (``run_now``): a row of its own, not a fire of its
+        timetable (next_fire is compare-and-set to itself), overlap counted as for any fire."""
+        name = record.name
+        now = self._clock.now()
+        run = RunRecord(run_key(now), name, now, RUNNING, self._node, reason="manual")
+        for _ in range(5):
+            current = record.next_fire
+            if not record.enabled:
+                raise ScheduleError(f"{name!r} is disabled (paused): enable({name!r}) first")
+            if current is None:
+                raise ScheduleError(
+                    f"{name!r} has no next fire (a one-off that already ran, or past its end_date): "
+                    "declare it again with a new time to run it"
+                )
+            stored = self._store.claim(name, current, current, [run], opts.max_instances)
+            if stored is not None:
+                return stored
+            # Lost a race with the loop, or this instant is taken (two manual runs within one tick).
+            run.fire_time += US
+            record = self._store.get_schedule(name) or record
+        raise ScheduleError(f"could not claim a manual run of {name!r}: its state kept changing")
 
     # -- a wake's worth of due fires ------------------------------------------------------
     def process(self, due: List[Tuple[str, datetime]], now: datetime) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from flowyml_lite import PipelineScheduler, Schedule, SchedulerConfig
 from flowyml_lite.clock import FakeClock
-from flowyml_lite.core.scheduler import _BULK_READ_AFTER
+from flowyml_lite.runtime.sync import BULK_READ_AFTER as _BULK_READ_AFTER
 from flowyml_lite.stores.base import ScheduleRecord, ScheduleState, Store
 from flowyml_lite.stores.memory import MemoryStore
 from flowyml_lite.stores.sqlite import SQLiteStore
@@ -342,7 +342,7 @@ class TestChangesMadeBetweenTheBulkReadAndADeclaration:
             declare(second, i)
         second.start()
         second.stop()
-        assert second._states is None  # nothing held for the orphans after start
+        assert second._sync._states is None  # nothing held for the orphans after start
         calls(second).clear()
         declare(second, 0)
         assert (calls(second)["get_schedule"], calls(second)["schedule_states"]) == (1, 0)
@@ -362,7 +362,7 @@ class TestChangesMadeBetweenTheBulkReadAndADeclaration:
 
         def meanwhile() -> None:  # another process pauses it; then the heartbeat thread syncs
             elsewhere.disable(name)
-            second._sync_records()
+            second._sync.sync()
 
         second.store.after_read = meanwhile  # type: ignore[attr-defined]
         declared = declare(second, count)

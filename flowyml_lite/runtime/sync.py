@@ -1,0 +1,178 @@
+"""Keeping this process's view of the schedules in step with the store other processes write too.
+
+Two jobs: declarations in bulk (after many declarations without a sync, the stored states of all
+schedules are read in one query and each declaration takes its own from there), and the sync that
+adopts what other processes changed (enabled there, redefined there) — incrementally, by the
+rows' versions, or in full when ownership moved here and every state must be re-read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+
+from ..core.schedule import as_stored
+from ..core.triggers import Trigger
+from ..stores.base import ScheduleRecord, ScheduleState, Store
+from ..timezones import UTC
+from .table import ScheduleTable
+
+# Declarations between two syncs after which the stored states of all schedules are read at once.
+BULK_READ_AFTER = 256
+
+
+class Sync:
+    """The declarations' bulk read and the adoption of other processes' changes."""
+
+    def __init__(
+        self, table: ScheduleTable, store: Store, rebuild: Callable[[ScheduleRecord], Trigger]
+    ) -> None:
+        self._table = table
+        self._store = store
+        self._rebuild = rebuild
+        # Rows changed after this are what the first sync reads (declarations here are known).
+        self._synced_at: Optional[datetime] = datetime.now(UTC)
+        # Every sync bumps the epoch. A declaration that read the store in an older epoch than the
+        # one it registers in re-reads its row: that sync may have passed its name by.
+        self.epoch = 0
+        # The stored states of every schedule, read at once for a burst of declarations. An entry
+        # serves one declaration; each sync drops the lot, and this process's own writes to a name
+        # (enable, disable, unschedule, clear) drop its entry.
+        self._states: Optional[Dict[str, ScheduleState]] = None
+        self._declared = 0  # declarations since the last sync
+
+    def stored_state(self, name: str) -> Tuple[int, Union[ScheduleRecord, ScheduleState, None]]:
+        """The sync epoch now, and the stored row of ``name`` (its state only, if read in bulk).
+
+        After ``BULK_READ_AFTER`` declarations without a sync, the states of all rows are read in
+        one query and the next declarations take theirs from there (an entry serves once). None
+        means no row, or none left in the bulk read: the caller writes, and the store decides.
+        """
+        table = self._table
+        with table.cond:
+            epoch = self.epoch
+            states = self._states
+            if states is not None:
+                return epoch, states.pop(name, None)
+            self._declared += 1
+            bulk = self._declared >= BULK_READ_AFTER
+        if not bulk:
+            return epoch, self._store.get_schedule(name)
+        states = self._store.schedule_states()
+        with table.cond:
+            found = states.pop(name, None)
+            if self.epoch == epoch and self._states is None:
+                self._states = states
+        return epoch, found
+
+    def declare(
+        self,
+        candidate: ScheduleRecord,
+        func: Callable[[], Any],
+        trigger: Trigger,
+        first_fire: Callable[[], Optional[datetime]],
+    ) -> ScheduleRecord:
+        """Register a declaration and return the schedule's row as stored.
+
+        An unchanged definition (same hash) keeps the stored state without a write; a new or
+        changed one goes to the store, which re-reads the row in its transaction and decides
+        (``first_fire`` gives its next fire). The table then serves ``func`` on ``trigger``.
+        """
+        name = candidate.name
+        epoch, known = self.stored_state(name)
+        if known is not None and known.definition_hash == candidate.definition_hash:
+            if isinstance(known, ScheduleRecord):
+                stored = known
+            else:  # read in bulk: the definition is ours (same hash), the state is the row's
+                stored = replace(
+                    candidate,
+                    context=as_stored(candidate.context),
+                    enabled=known.enabled,
+                    next_fire=known.next_fire,
+                    last_fire=known.last_fire,
+                    created_at=known.created_at,
+                    updated_at=known.updated_at,
+                )
+        else:
+            record = replace(candidate, options=dict(candidate.options), enabled=True, next_fire=first_fire())
+            stored = self._store.declare_schedule(record)
+        if not stored.enabled and stored.next_fire is not None:
+            # A paused schedule whose definition changed: it keeps no next fire until enabled.
+            self._store.set_enabled(name, False, None)
+            stored.next_fire = None
+        table = self._table
+        with table.cond:
+            table.funcs[name] = func
+            table.triggers[name] = trigger
+            table.set_record(stored)
+            missed_sync = self.epoch != epoch
+        if missed_sync:
+            fresh = self._store.get_schedule(name)
+            if fresh is not None:
+                self.adopt(fresh, {name})
+                stored = fresh
+        return stored
+
+    def forget_state(self, name: Optional[str] = None) -> None:
+        """Drop the bulk-read state of ``name`` (of every schedule if None) before writing it."""
+        with self._table.cond:
+            if name is None:
+                self._states = None
+            elif self._states is not None:
+                self._states.pop(name, None)
+
+    def sync(self, everything: bool = False) -> None:
+        """Adopt changes other processes made to our schedules (enabled there, redefined there).
+
+        Other changes heal by themselves: a claim refused because another process advanced or
+        disabled a schedule re-reads it. Only a shared store can change behind our back, and only
+        rows changed since the last sync (with the store's clock-skew margin) are read, unless
+        ``everything`` (ownership moved: every state is read). Every sync also drops the
+        declarations' bulk read, which is older than what it has seen.
+        """
+        if everything:
+            self._synced_at = None
+        started = datetime.now(UTC)
+        with self._table.cond:
+            self.epoch += 1
+            self._states = None
+            self._declared = 0
+            names = set(self._table.funcs)
+        if not self._store.shared or not names:
+            return
+        if self._synced_at is None:
+            records = self._store.list_schedules()
+        else:
+            # Names and versions first (cheap): rows re-read within the skew margin are skipped.
+            margin = timedelta(seconds=self._store.clock_skew_seconds)
+            versions = self._store.schedule_versions(self._synced_at - margin)
+            with self._table.cond:
+                known = {n: r.updated_at for n, r in self._table.records.items()}
+            stale = [n for n, v in versions.items() if n in names and known.get(n) != v]
+            records = [r for r in map(self._store.get_schedule, stale) if r is not None]
+        self._synced_at = started
+        for record in records:
+            self.adopt(record, names)
+
+    def adopt(self, record: ScheduleRecord, names: Set[str]) -> None:
+        """Take a row another process may have changed (enabled, redefined) as this process's."""
+        if record.name not in names:
+            return
+        trigger = None
+        table = self._table
+        with table.cond:
+            mine = table.records.get(record.name)
+        if mine is not None and mine.definition_hash != record.definition_hash:
+            trigger = self._rebuild(record)  # redefined by another process
+        with table.cond:
+            if trigger is not None:
+                table.triggers[record.name] = trigger
+            if mine is None or (mine.next_fire, mine.enabled, mine.definition_hash) != (
+                record.next_fire,
+                record.enabled,
+                record.definition_hash,
+            ):
+                table.set_record(record)
+            else:
+                mine.updated_at = record.updated_at
