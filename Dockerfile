@@ -19,11 +19,18 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The dependencies first, from the project's metadata and an empty package: this layer is built
+# again only when pyproject.toml or EXTRAS change, not at every change of the code.
+COPY pyproject.toml /src/
+RUN python3 -m venv /opt/flowyml \
+    && mkdir -p /src/flowyml_lite && touch /src/README.md /src/flowyml_lite/__init__.py \
+    && /opt/flowyml/bin/python -m pip install "setuptools>=64" wheel "/src${EXTRAS:+[$EXTRAS]}" \
+    && /opt/flowyml/bin/python -m pip uninstall -y flowyml-lite \
+    && rm -rf /src
 COPY pyproject.toml README.md /src/
 COPY flowyml_lite /src/flowyml_lite
 COPY flowyml_lite_ext /src/flowyml_lite_ext
-RUN python3 -m venv /opt/flowyml \
-    && /opt/flowyml/bin/python -m pip install "/src${EXTRAS:+[$EXTRAS]}" \
+RUN /opt/flowyml/bin/python -m pip install --no-deps --no-build-isolation /src \
     && /opt/flowyml/bin/flowyml-lite --version
 
 FROM ${BASE}
