@@ -907,31 +907,37 @@ class SQLiteStore(Store):
             if current is None or not current[0] or current[1] != claim.expected:
                 results.append(None)
                 continue
-            claim_fires = {(name, row[_FIRE]) for row in rows}
-            claim_keys = {row[0] for row in rows}
-            if (
-                len(claim_fires) != len(rows)
-                or len(claim_keys) != len(rows)
-                or not fires.isdisjoint(claim_fires)
-                or not keys.isdisjoint(claim_keys)
-            ):
-                results.append(None)
-                continue
+            if len(rows) == 1:  # the common case, without building sets
+                fire, key = (name, rows[0][_FIRE]), rows[0][0]
+                if fire in fires or key in keys:
+                    results.append(None)
+                    continue
+                fires.add(fire)
+                keys.add(key)
+            elif rows:
+                claim_fires = {(name, row[_FIRE]) for row in rows}
+                claim_keys = {row[0] for row in rows}
+                if (
+                    len(claim_fires) != len(rows)
+                    or len(claim_keys) != len(rows)
+                    or not fires.isdisjoint(claim_fires)
+                    or not keys.isdisjoint(claim_keys)
+                ):
+                    results.append(None)
+                    continue
+                fires |= claim_fires
+                keys |= claim_keys
             if claim.any_active and active[name] >= claim.max_instances:
                 rows = _overlapping(rows)
             last = current[2]
-            started = 0
-            for row in rows:
-                if row[_STATUS] in ACTIVE_STATUSES:
-                    started += 1
-                    if last is None or row[_FIRE] > last:
-                        last = row[_FIRE]
-            if started:
-                active[name] += started
+            if claim.any_active:
+                for row in rows:
+                    if row[_STATUS] in ACTIVE_STATUSES:
+                        active[name] += 1
+                        if last is None or row[_FIRE] > last:
+                            last = row[_FIRE]
             advances.append((claim.new, last, name, claim.expected))
             current[1], current[2] = claim.new, last
-            fires |= claim_fires
-            keys |= claim_keys
             inserts.extend(rows)
             results.append(rows)
         if advances and conn.executemany(_ADVANCE_TO, advances).rowcount != len(advances):
