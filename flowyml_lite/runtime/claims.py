@@ -40,6 +40,7 @@ MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one s
 CLAIM_GROUP = 1000  # claims per transaction: the first runs start while later groups are claimed
 RETRY_MAX_SECONDS = 5.0
 RECHECK_SECONDS = 0.05  # a refused claim whose row looked unchanged is tried again this much later
+BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 
@@ -76,6 +77,7 @@ class Claims:
         self._options: Dict[str, Tuple[Dict[str, Any], Options]] = {}
         self._rechecked: Dict[Tuple[str, datetime], int] = {}
         self._failures = 0
+        self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
 
     def options(self, record: ScheduleRecord) -> Options:
         """The record's options, parsed once per stored dict."""
@@ -200,6 +202,10 @@ class Claims:
                     table.push(claim.new_next, claim.name, claim.new_next)
                 if active:
                     won.append((claim.name, func, active, opts))
+                    if self._blocked.pop(claim.name, 0) >= BLOCKED_AFTER:
+                        self._troubles.clear(f"blocked:{claim.name}")
+                elif any(r.reason == "overlap" for r in stored):
+                    self._note_blocked(claim.name, opts)
                 if len(active) != len(stored):
                     ended.extend(r for r in stored if r.status not in ACTIVE_STATUSES)
                     for run in stored:
@@ -213,6 +219,18 @@ class Claims:
             self._announce(run)
         for claim in refused:
             self._refused(claim, now)
+
+    def _note_blocked(self, name: str, opts: Options) -> None:
+        """Fires of ``name`` keep being skipped for overlap: after a few, health says so."""
+        count = self._blocked[name] = self._blocked.get(name, 0) + 1
+        if count >= BLOCKED_AFTER:
+            hint = "" if opts.timeout_seconds is not None else " (set timeout_seconds to end such runs)"
+            message = (
+                f"{name!r}: {count} fires in a row skipped because {opts.max_instances} earlier "
+                f"run(s) are still going{hint}"
+            )
+            if self._troubles.report(f"blocked:{name}", message):
+                logger.warning("%s", message)
 
     def _refused(self, claim: Claim, now: datetime) -> None:
         """Another node claimed first, changed the schedule, holds its row, or the instant has a run."""

@@ -133,6 +133,22 @@ class TestTimeouts:
             scheduler.schedule_interval("etl", noop, seconds=60, timeout_seconds=-1)
 
 
+class TestBlockedSchedules:
+    def test_health_says_degraded_while_a_long_run_makes_its_schedule_skip_fire_after_fire(
+        self, scheduler: PipelineScheduler, drive: Any, gate: threading.Event
+    ) -> None:
+        scheduler.schedule_interval("stuck", lambda: gate.wait(60), seconds=60)
+        drive.at(scheduler, T1, wait=False)
+        for minute in range(1, 4):
+            drive.at(scheduler, T1 + timedelta(minutes=minute), wait=False)
+        (problem,) = [p for p in scheduler.problems() if p["source"] == "blocked:stuck"]
+        assert "3 fires in a row skipped" in problem["message"] and "timeout_seconds" in problem["message"]
+        gate.set()
+        assert scheduler.wait_for_runs(10)
+        drive.at(scheduler, T1 + timedelta(minutes=4))
+        assert not [p for p in scheduler.problems() if p["source"] == "blocked:stuck"]
+
+
 class Flaky:
     """Fails ``times`` times with ``error``, then succeeds."""
 
