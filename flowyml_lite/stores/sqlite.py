@@ -550,8 +550,10 @@ class SQLiteStore(Store):
 
     def _open_reader(self) -> sqlite3.Connection:
         assert self._file is not None
-        # mode=rw: a reader never creates a file (the path may have been deleted since).
-        uri = "file:" + quote(self._file.replace(os.sep, "/"), safe="/:") + "?mode=rw"
+        # mode=rw: a reader never creates a file (the path may have been deleted since). A Windows
+        # path gets the leading "/" of the URI form file:/C:/dir/file.db.
+        path = self._file.replace(os.sep, "/")
+        uri = "file:" + quote(path if path.startswith("/") else "/" + path, safe="/:") + "?mode=rw"
         conn = sqlite3.connect(
             uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )

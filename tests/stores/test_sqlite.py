@@ -626,6 +626,15 @@ class TestReadersNeverWaitForTheWriter:
         assert [r.fire_time for r in store.history("etl")] == [T0]
         store.close()
 
+    def test_a_path_with_uri_characters_is_read_where_it_was_written(self, tmp_path: Path) -> None:
+        directory = tmp_path / "odd name %20 #?&=;"
+        directory.mkdir()
+        store = SQLiteStore(directory / "jobs.db")
+        store.declare_schedule(sched())
+        assert [s.name for s in store.list_schedules()] == ["etl"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [directory.name]  # no file elsewhere
+        store.close()
+
     def test_an_in_memory_database_reads_on_its_one_connection(self) -> None:
         store = SQLiteStore(":memory:")
         store.declare_schedule(sched())
