@@ -494,6 +494,44 @@ def scenario(
     }
 
 
+def housekeeping_costs(servers: Servers, schedules: int) -> Dict[str, float]:
+    """Milliseconds per call of a worker's per-heartbeat store calls at ``schedules`` schedules.
+
+    ``schedule_versions`` with nothing changed, beside the contract's default implementation of it
+    (which reads and decodes every schedule), plus heartbeat() and expired_nodes().
+    """
+    from flowyml_lite.stores.base import NodeRecord, Store
+
+    db = Database(servers, "bench_housekeeping")
+    try:
+        prepare_schedules(db.url, schedules, datetime.now(UTC) + timedelta(days=1), 1000)
+        from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+        store = SQLAlchemyStore(db.url)
+        since = datetime.now(UTC) + timedelta(seconds=1)
+        node = NodeRecord("worker-1", "host-1", os.getpid(), datetime.now(UTC), datetime.now(UTC))
+        calls: Dict[str, Any] = {
+            "schedule_versions, nothing changed": lambda: store.schedule_versions(since),
+            "the same through the contract's default (full read)": lambda: Store.schedule_versions(
+                store, since
+            ),
+            "heartbeat": lambda: store.heartbeat(node),
+            "expired_nodes": lambda: store.expired_nodes(10.0, datetime.now(UTC)),
+        }
+        costs = {}
+        for what, call in calls.items():
+            call()
+            rounds = 5 if "full" in what else 50
+            started = time.perf_counter()
+            for _ in range(rounds):
+                call()
+            costs[what] = (time.perf_counter() - started) / rounds * 1000
+        store.close()
+    finally:
+        db.drop()
+    return costs
+
+
 def show(result: Dict[str, Any]) -> List[str]:
     r = result
     lines = [
@@ -589,6 +627,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results.append(result)
             for line in show(result):
                 say(line)
+        say(f"\nhousekeeping store calls at {args.fires:,} schedules (ms per call)")
+        for what, ms in housekeeping_costs(servers, args.fires).items():
+            say(f"  {what}: {ms:.2f} ms")
         say("\nRESULTS " + json.dumps(results))
     finally:
         servers.stop()

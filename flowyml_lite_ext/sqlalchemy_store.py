@@ -188,8 +188,10 @@ _ACTIVE_R = ACTIVE_CONDITION.replace("status", "r.status")
 # Every claim of a group in one statement (PostgreSQL). ``locked`` takes the schedule rows whose
 # compare-and-set holds, skipping rows another transaction holds (its claim in progress: refused,
 # never waited for); under READ COMMITTED a row changed since the statement's snapshot is re-checked
-# on its newest version before it is locked. A claim with a run whose (schedule, fire_time) or key
-# exists already, or twice in the claim, is left out (``conflict``) so it refuses only itself.
+# on its newest version before it is locked. A run whose (schedule, fire_time) or key exists
+# already is dropped by ON CONFLICT; the caller sees fewer inserted runs than it sent and redoes the
+# group claim by claim, so such a claim refuses only itself (rare: checking every run against the
+# history beforehand would cost a join with the whole runs table in every group).
 # ``ok.is_full``: the overlap rule, active runs counted before this claim's own (when full, every
 # active run of the claim is stored skipped, so ``last``, the latest active fire, does not count).
 # All CTEs see one snapshot, so the outcomes of the same transaction are written by an earlier
@@ -207,17 +209,12 @@ WITH c AS (
     FROM schedules s JOIN c ON s.name = c.name
     WHERE s.enabled = 1 AND s.next_fire = c.expected
     FOR UPDATE OF s SKIP LOCKED
-), conflict AS (
-    SELECT r.idx FROM r JOIN locked l ON l.idx = r.idx
-        JOIN runs x ON x.schedule = l.name AND x.fire_time = r.fire_time
-    UNION SELECT r.idx FROM r JOIN runs x ON x.run_key = r.run_key
-    UNION SELECT r.idx FROM r GROUP BY r.idx, r.fire_time HAVING count(*) > 1
 ), ok AS (
     SELECT l.idx, l.name, l.new_next, l.last,
         EXISTS (SELECT 1 FROM r WHERE r.idx = l.idx AND {_ACTIVE_R})
         AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}) >= l.max_instances
             AS is_full
-    FROM locked l WHERE l.idx NOT IN (SELECT idx FROM conflict)
+    FROM locked l
 ), stored AS (
     SELECT r.idx, r.run_key, ok.name AS schedule, r.fire_time,
         CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'skipped' ELSE r.status END AS status,
