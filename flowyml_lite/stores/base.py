@@ -286,7 +286,10 @@ class Store(abc.ABC):
         """Record a run's outcome; False if the run is no longer active (e.g. already lost).
 
         ``started_at`` (when the function began; None keeps the stored value) and ``reason``
-        (why a run was skipped at start, e.g. a held lock) are stored with it.
+        (why a run was skipped at start, e.g. a held lock) are stored with it. The one-outcome
+        form of ``finish_runs`` without its extras: ``attempt``, ``traceback`` and ``output`` are
+        kept, ``next_attempt_at`` is cleared, a ``lost`` run is never overridden; texts are stored
+        as for ``Outcome`` (a ``run_id`` of any type as its ``str()``).
         """
 
     def claim_many(

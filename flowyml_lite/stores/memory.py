@@ -322,8 +322,25 @@ class MemoryStore(Store):
     ) -> bool:
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
-        outcome = Outcome(run_key, status, completed_at, duration_seconds, error, run_id, started_at, reason)
-        return self.finish_runs([outcome])[0]
+        completed_at = check_aware(completed_at, "completed_at")
+        started_at = _utc(started_at, "started_at")
+        with self._lock:
+            run = self._runs.get(run_key)
+            if run is None or run.status not in ACTIVE_STATUSES:
+                return False
+            self._runs[run_key] = replace(
+                run,
+                status=status,
+                completed_at=completed_at,
+                duration_seconds=duration_seconds,
+                error=as_text(error),
+                run_id=as_text(run_id),
+                started_at=started_at if started_at is not None else run.started_at,
+                reason=as_text(reason) if reason is not None else run.reason,
+                next_attempt_at=None,
+            )
+            self._active[run.schedule].discard(run_key)
+            return True
 
     def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
         """Record many outcomes under one hold of the lock (see Store.finish_runs)."""

@@ -114,6 +114,12 @@ _FINISH_RUN = (
     "attempt = ?, traceback = ?, output = ?, next_attempt_at = ? "
     f"WHERE run_key = ? AND ({ACTIVE_CONDITION} OR (status = '{LOST}' AND node_id = ?))"
 )
+# finish_run: the one-outcome call of before retries; it keeps the fields it does not take.
+_FINISH_ONE = (
+    "UPDATE runs SET status = ?, completed_at = ?, duration_seconds = ?, error = ?, run_id = ?, "
+    "started_at = COALESCE(?, started_at), reason = COALESCE(?, reason), next_attempt_at = NULL "
+    f"WHERE run_key = ? AND {ACTIVE_CONDITION}"
+)
 # Spelled with ACTIVE_CONDITION so SQLite uses the partial indexes; without INDEXED BY the planner
 # prefers scanning the whole table in (schedule, fire_time) order.
 _ACTIVE_ALL = (
@@ -966,8 +972,17 @@ class SQLiteStore(Store):
     ) -> bool:
         """Record a run's outcome; False if the run is no longer active (e.g. already lost)."""
         check_final(status)
-        outcome = Outcome(run_key, status, completed_at, duration_seconds, error, run_id, started_at, reason)
-        return self.finish_runs([outcome])[0]
+        params = (
+            status,
+            to_us(completed_at, "completed_at"),
+            duration_seconds,
+            as_text(error),
+            as_text(run_id),
+            opt_to_us(started_at, "started_at"),
+            as_text(reason),
+            run_key,
+        )
+        return bool(self._write(lambda conn: conn.execute(_FINISH_ONE, params).rowcount))
 
     def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
         """Record many outcomes in one BEGIN IMMEDIATE transaction (see Store.finish_runs)."""

@@ -1278,6 +1278,18 @@ class TestOutcomes:
             store.finish_runs([Outcome(key, SUCCEEDED, datetime(2024, 3, 10, 6, 1))])
         assert history_statuses(store, "etl") == [RUNNING]
 
+    def test_finish_run_keeps_the_attempt_and_texts_it_does_not_take(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        key = self.claimed(store, 0)
+        store.finish_runs(
+            [Outcome(key, QUEUED, None, traceback="tb 1", output="o 1", attempt=2, next_attempt_at=at(1))]
+        )
+        store.start_run(key, at(1))
+        assert store.finish_run(key, SUCCEEDED, at(1.5), 30.0, run_id=uuid.UUID(int=7)) is True
+        (row,) = store.history("etl")
+        assert (row.status, row.attempt, row.traceback, row.output) == (SUCCEEDED, 2, "tb 1", "o 1")
+        assert (row.next_attempt_at, row.run_id) == (None, str(uuid.UUID(int=7)))
+
     def test_finish_run_is_the_one_outcome_case_without_the_lost_override(self, store: Store) -> None:
         store.declare_schedule(sched())
         key = self.claimed(store, 0)
