@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from flowyml_lite.runtime.context import current_run
 
@@ -120,3 +120,18 @@ class Locked:
 
     def run(self) -> None:
         pass
+
+
+def failing_pipeline() -> Any:
+    """A real flowyml_lite Pipeline whose second step raises: its result has success=False."""
+    from flowyml_lite import Pipeline, step
+
+    @step(outputs=["rows"])
+    def extract() -> List[int]:
+        return [1, 2]
+
+    @step(outputs=["total"])
+    def load(rows: List[int]) -> int:
+        raise ConnectionError("warehouse unreachable")
+
+    return Pipeline("etl").add_step(extract).add_step(load).run()

@@ -79,6 +79,11 @@ class TestOutcomes:
     def test_a_success_that_is_not_a_bool_succeeds(self, executor: ProcessExecutor) -> None:
         assert run(executor, jobs.string_success).success
 
+    def test_a_failed_pipeline_result_gives_its_error_and_run_id(self, executor: ProcessExecutor) -> None:
+        result = run(executor, jobs.failing_pipeline)
+        assert not result.success and result.run_id
+        assert "warehouse unreachable" in (result.error or "")
+
     def test_an_exception_crosses_back_as_text(self, executor: ProcessExecutor) -> None:
         result = run(executor, jobs.raise_key_error)
         assert not result.success and result.error == "KeyError: 'missing'"

@@ -41,6 +41,13 @@ class TestRuns:
         assert result.traceback is not None and "in boom" in result.traceback
         assert "builtins.ValueError" in result.exception_types
 
+    def test_a_failed_pipeline_result_gives_its_error(self, executor: ThreadExecutor) -> None:
+        import executor_jobs
+
+        result = run(executor, executor_jobs.failing_pipeline)
+        assert not result.success and result.run_id == result.value.run_id
+        assert "warehouse unreachable" in (result.error or "")
+
     def test_system_exit_in_a_job_is_a_failed_run_not_a_dead_worker(self, executor: ThreadExecutor) -> None:
         def leave() -> None:
             raise SystemExit(2)
