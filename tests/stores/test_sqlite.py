@@ -382,6 +382,78 @@ class TestSharedFile:
         assert store.get_schedule("etl").next_fire == at(fires)  # type: ignore[union-attr]
         store.close()
 
+    @pytest.mark.slow
+    def test_processes_racing_with_group_claims_have_exactly_one_winner_per_fire(
+        self, tmp_path: Path, db: Path
+    ) -> None:
+        schedules, fires, processes = 500, 6, 3
+        store = SQLiteStore(db)
+        for i in range(schedules):
+            store.declare_schedule(sched(f"job-{i:03d}"))
+        store.close()
+        worker = textwrap.dedent(
+            f"""
+            import json, os, sys, time, uuid
+            from datetime import datetime, timedelta, timezone
+            sys.path.insert(0, {str(REPO)!r})
+            from flowyml_lite.stores.base import Claim, Outcome, RunRecord
+            from flowyml_lite.stores.sqlite import SQLiteStore
+            index, db, go = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+            t0 = datetime(2024, 3, 10, 6, 0, tzinfo=timezone.utc)
+            minute = timedelta(minutes=1)
+            at = lambda i: t0 + i * minute
+            store = SQLiteStore(db)
+            store.open()
+            open(go + "." + str(index), "w").close()
+            while not os.path.exists(go):
+                time.sleep(0.001)
+            wins, finished = [], []
+            while True:  # as the loop does: claim what is due by the stored state, until nothing is
+                due = sorted(
+                    (name, state.next_fire)
+                    for name, state in store.schedule_states().items()
+                    if state.next_fire < at({fires})
+                )
+                if not due:
+                    break
+                start = index * len(due) // {processes}  # each process from its own place
+                claims = [
+                    Claim(name, fire, fire + minute, [RunRecord(uuid.uuid4().hex, name, fire, "running")], 99)
+                    for name, fire in due[start:] + due[:start]
+                ]
+                outcomes = [Outcome(k, "succeeded", at(0), 0.0) for k in finished]
+                results = store.claim_many(claims, outcomes)
+                finished = [result[0].run_key for result in results if result is not None]
+                wins.extend([c.name, (c.expected_next - t0) // minute] for c, r in zip(claims, results) if r)
+            store.finish_runs([Outcome(k, "succeeded", at(0), 0.0) for k in finished])
+            print(json.dumps(wins))
+            """
+        )
+        go = str(tmp_path / "go")
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", worker, str(i), str(db), go],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for i in range(processes)
+        ]
+        deadline = time.monotonic() + 60
+        while not all(os.path.exists(f"{go}.{i}") for i in range(processes)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        Path(go).touch()
+        won = []
+        for child in children:
+            out, err = child.communicate(timeout=300)
+            assert child.returncode == 0, err.decode()
+            won.extend(tuple(w) for w in json.loads(out))
+        everything = sorted((f"job-{s:03d}", i) for s in range(schedules) for i in range(fires))
+        assert sorted(won) == everything, "a fire was claimed twice, skipped, or by nobody"
+        store = SQLiteStore(db)
+        assert store.stats().succeeded == schedules * fires and store.active_runs() == []
+        assert {s.next_fire for s in store.list_schedules()} == {at(fires)}
+        store.close()
+
     def test_threads_of_one_process_share_one_store(self, db: Path) -> None:
         store = SQLiteStore(db)
         store.declare_schedule(sched())
