@@ -82,8 +82,10 @@ class CronTrigger(Trigger):
             # (each kept search holds 1-2 KB, so a schedule that never fires twice keeps none).
             last = self._last
             if last is not None and (after is last or after == last):
-                self._errors = []
-                send = self._send = _start_search(self.cron, self._errors)
+                errors: List[Exception] = []
+                send = _start_search(self.cron, errors)
+                if send is not None:
+                    self._send, self._errors = send, errors
             if send is None:
                 found = self._last = self.cron.next_utc(after)
                 return found
