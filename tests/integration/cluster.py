@@ -421,21 +421,39 @@ def covered_by(row: Any, instant: int) -> bool:
     return False
 
 
-OVERLAP_SLACK = 0.25  # a finished run's row may stay active this long (its outcome on its way to the store)
+OVERLAP_SLACK = 1.0  # a finished run's row may stay active this long (its outcome on its way to the store)
 
 
 def late_overlap(
     row: Any, name: str, instant: int, runs: Dict[str, List[Tuple[float, Optional[float]]]]
 ) -> bool:
     """A ``skipped`` (overlap) fire whose schedule's previous run, by the log, was still going at the
-    instant: what ``max_instances=1`` asks for when a run starts late, not a fire dropped by a fault.
-    A run without an end line (its process was killed) does not count: the fault made that gap."""
+    instant (or had ended less than OVERLAP_SLACK before it, its outcome on the way to the store):
+    what ``max_instances=1`` asks for when a run starts late, not a fire dropped by a fault. A run
+    without an end line (its process was killed) does not count: the fault made that gap."""
     if row.status != "skipped" or not str(row.reason).startswith("overlap"):
         return False
     return any(
-        start < instant and end is not None and end > instant - OVERLAP_SLACK
-        for start, end in runs.get(name, [])
+        fire < instant and end is not None and end > instant - OVERLAP_SLACK
+        for fire, end in runs.get(name, [])
     )
+
+
+def made_by_fault(
+    row: Any, instant: int, fault: Optional[Tuple[float, float]], settle: float, grace: float
+) -> bool:
+    """Whether the fault explains a gap at ``instant``.
+
+    Any gap from 1 s before the fault to ``settle`` after its end. Before that, a ``missed`` or
+    ``lost`` instant up to ``grace`` (misfire_grace_seconds) before the fault's start: a fire that was
+    still waiting for its claim (late on a loaded machine) when the fault began, and that the fault
+    then kept from running in time, is the fault's doing; one due earlier than that is not.
+    """
+    if fault is None:
+        return False
+    if fault[0] - 1.0 <= instant <= fault[1] + settle:
+        return True
+    return row is not None and row.status in ("missed", "lost") and fault[0] - grace <= instant < fault[0]
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
@@ -508,7 +526,7 @@ def analyse(
     fault: Optional[Tuple[float, float]],
     settle: float,
 ) -> Report:
-    """Compare the log with the store over ``window``; gaps allowed in [fault start - 1, end + settle]."""
+    """Compare the log with the store over ``window``; which gaps the fault explains: ``made_by_fault``."""
     from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "workers"))
@@ -525,8 +543,8 @@ def analyse(
         (line.schedule, line.pid, line.fire_seen): line.wall_time for line in lines if line.event == "end"
     }
     for line in lines:
-        if line.event == "start":
-            runs[line.schedule].append((line.wall_time, ends.get((line.schedule, line.pid, line.fire_seen))))
+        if line.event == "start" and line.fire_seen is not None:
+            runs[line.schedule].append((line.fire_seen, ends.get((line.schedule, line.pid, line.fire_seen))))
     pid_name = {pid: name for name, pid in cluster.pids.items()}
     store = SQLAlchemyStore(url)
     store.open()
@@ -542,7 +560,7 @@ def analyse(
     statuses: collections.Counter[str] = collections.Counter()
     lags: List[float] = []
     share: collections.Counter[str] = collections.Counter()
-    allowed = None if fault is None else (fault[0] - 1.0, fault[1] + settle)
+    grace = cluster.settings.grace
     last_gap: Optional[float] = None
     for name, kind, value in plan:
         rows = history[name]
@@ -575,7 +593,7 @@ def analyse(
             if accounting and late_overlap(accounting[0], name, instant, runs):
                 # max_instances=1 at work: the previous fire's run was still going (it started late).
                 report.late_overlaps.append((name, instant))
-            elif allowed is None or not allowed[0] <= instant <= allowed[1]:
+            elif not made_by_fault(accounting[0] if accounting else None, instant, fault, settle, grace):
                 report.outside_fault.append((name, instant))
             if fault is not None and instant >= fault[1]:
                 last_gap = instant if last_gap is None else max(last_gap, instant)
