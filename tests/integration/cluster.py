@@ -421,7 +421,7 @@ def covered_by(row: Any, instant: int) -> bool:
     return False
 
 
-OVERLAP_SLACK = 1.0  # a finished run's row may stay active this long (its outcome on its way to the store)
+OVERLAP_SLACK = 0.75  # a finished run's row may stay active this long (its outcome on its way to the store)
 
 
 def late_overlap(
