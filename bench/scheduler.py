@@ -207,11 +207,13 @@ def calibrated_start(per_op: float, n: int, minimum_lead: float = 2.0) -> int:
 
 
 def lite_config(system: str, directory: str, name: str = "lite.db") -> Any:
+    """The benchmark's SchedulerConfig; FLOWYML_BENCH_CONFIG='{"gc_freeze": true}' adds settings."""
     from flowyml_lite import SchedulerConfig
 
+    extra = json.loads(os.environ.get("FLOWYML_BENCH_CONFIG") or "{}")
     if system == "lite-memory":
-        return SchedulerConfig(persist_schedules=False)
-    return SchedulerConfig(db_path=os.path.join(directory, name))
+        return SchedulerConfig(persist_schedules=False, **extra)
+    return SchedulerConfig(db_path=os.path.join(directory, name), **extra)
 
 
 def lite_declare_once(sched: Any, name: str, i: int, at_us: int) -> bool:
@@ -2130,6 +2132,10 @@ def environment(say: Report) -> Dict[str, Any]:
             commit += f" + uncommitted changes in {len(dirty.splitlines())} file(s)"
     except Exception:
         commit = "?"
+    snapshot = os.path.join(ROOT, ".bench-commit")  # a `git archive` copy of a commit (see README)
+    if os.path.exists(snapshot):
+        with open(snapshot) as f:
+            commit = f"{f.read().strip()} (snapshot of that commit in {ROOT})"
     env = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -2147,6 +2153,8 @@ def environment(say: Report) -> Dict[str, Any]:
         f"  Python {env['python']} on {env['platform']}, {env['cpus']} CPUs, load average at start "
         f"{env['loadavg_start']}; SQLite {env['sqlite']}"
     )
+    if os.environ.get("FLOWYML_BENCH_CONFIG"):
+        say(f"  flowyml_lite SchedulerConfig settings added: {os.environ['FLOWYML_BENCH_CONFIG']}")
     say(
         f"  flowyml_lite @ {commit}; APScheduler {env['apscheduler']} (SQLAlchemy {env['sqlalchemy']}); "
         f"flowyml {env['flowyml']}"
