@@ -29,6 +29,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 INSTALL_HINT = "pip install 'flowyml-lite[asgi]'"
+_DISCARD_LIMIT = 64 << 20
 
 
 class AsgiApp:
@@ -134,7 +135,9 @@ class AsgiApp:
             if not (length_text.isascii() and length_text.isdigit()):
                 return error_response(400, "bad_request", f"bad Content-Length {length_text[:20]!r}")
             if int(length_text) > self.max_body_bytes:
-                return _too_large(self.max_body_bytes)  # before reading: the client may wait for it
+                if headers.get("expect", "").lower() == "100-continue":
+                    return _too_large(self.max_body_bytes)  # before the server asks for the body
+                return await self._refuse_body(receive)
         chunks: List[bytes] = []
         size = 0
         more = True
@@ -145,12 +148,24 @@ class AsgiApp:
             chunk = message.get("body") or b""
             size += len(chunk)
             if size > self.max_body_bytes:
-                return _too_large(self.max_body_bytes)
+                return await self._refuse_body(receive, bool(message.get("more_body")))
             chunks.append(chunk)
             more = bool(message.get("more_body"))
         request = Request(method, _target(scope), headers, b"".join(chunks))
         response: Response = await self._in_thread(self.api.handle, request)
         return response
+
+    async def _refuse_body(self, receive: Receive, more: bool = True) -> Optional[Response]:
+        """413, after reading and dropping the rest of the body (up to 64 MiB): a server answering
+        while the client still sends closes the connection, and the client sees a reset instead."""
+        dropped = 0
+        while more and dropped < _DISCARD_LIMIT:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            dropped += len(message.get("body") or b"")
+            more = bool(message.get("more_body"))
+        return _too_large(self.max_body_bytes)
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         """``func(*args)`` in a handler thread (daemon: a long ``run?wait=true`` never holds up exit)."""

@@ -22,7 +22,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 import selectors
 import socket
 import sys
@@ -32,9 +31,9 @@ from collections import OrderedDict, deque
 from types import TracebackType
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Type
 
-from .. import __version__
 from ..errors import ConfigurationError
 from .app import MAX_BODY_BYTES, ApiApp, Request, Response, error_response
+from .http11 import MAX_REQUEST_LINE, Head, Refused, encode_response, header, parse_head
 
 logger = logging.getLogger("flowyml_lite.api")
 
@@ -46,19 +45,11 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_REQUEST_TIMEOUT = 30.0
 DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 _LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
-MAX_REQUEST_LINE = 8190  # bytes; longer is 414 (the limit of nginx and Apache)
-MAX_HEADER_BYTES = 64 << 10  # the whole header block; more is 431
-MAX_HEADERS = 100
 _DISCARD_LIMIT = 64 << 20  # bytes of a refused body read and dropped before closing
 _LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
 _EVICT_AFTER = 1.0  # a request still arriving after this long may be closed for a newcomer
 _MAX_LINGERING = 256  # closing connections drained beyond max_connections; more are closed at once
 _SWEEP_SECONDS = 0.25
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_VERSION = re.compile(r"HTTP/(\d)\.(\d)\Z")
-_TARGET = re.compile(r"[\x21-\x7e]+\Z")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_REASONS: Dict[int, str] = {}
 
 
 # -- exposure policy (shared with asgi.py and the CLI) ----------------------------------------
@@ -236,161 +227,11 @@ class _Conn:
         self.idle_since = now  # waiting for the first byte of a request since
         self.request_started: Optional[float] = None
         self.deadline = 0.0
-        self.head: Optional[_Head] = None
+        self.head: Optional[Head] = None
         self.expect_sent = False
         self.out = b""
         self.after_write = ""  # "resume" (keep-alive) or "linger" (close)
         self.discard = 0  # input bytes still to drop while draining
-
-
-class _Head:
-    """A parsed request line and headers."""
-
-    __slots__ = ("end", "headers", "keep_alive", "length", "line", "method", "target")
-
-    def __init__(
-        self,
-        line: str,
-        method: str,
-        target: str,
-        headers: Dict[str, str],
-        length: int,
-        keep_alive: bool,
-        end: int,
-    ) -> None:
-        self.line = line
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.length = length
-        self.keep_alive = keep_alive
-        self.end = end
-
-
-class _Refused(Exception):
-    """A request refused before routing; answered with a JSON error and a closed connection."""
-
-    def __init__(self, status: int, code: str, message: str, discard: int = 0) -> None:
-        super().__init__(message)
-        self.response = error_response(status, code, message)
-        self.discard = discard
-
-
-def parse_head(buf: bytes, max_body: int) -> Optional[_Head]:
-    """The request line and headers at the start of ``buf``; None while incomplete.
-
-    Raises ``_Refused`` for what cannot be served: a malformed request line (400), a target over
-    ``MAX_REQUEST_LINE`` (414), headers over ``MAX_HEADER_BYTES``/``MAX_HEADERS`` (431), HTTP/2 or
-    later (505), a missing or repeated Host in HTTP/1.1 (400), a chunked body (411), a body over
-    ``max_body`` (413).
-    """
-    start = 0
-    while buf.startswith(b"\r\n", start) or buf.startswith(b"\n", start):  # RFC 9112 2.2: tolerated
-        start += 2 if buf.startswith(b"\r\n", start) else 1
-    match = _HEAD_END.search(buf, start)
-    first_end = buf.find(b"\n", start)
-    if (first_end < 0 and len(buf) - start > MAX_REQUEST_LINE) or first_end - start > MAX_REQUEST_LINE + 1:
-        raise _Refused(414, "uri_too_long", f"the request line is over {MAX_REQUEST_LINE} bytes")
-    if match is None:
-        if len(buf) - start > MAX_HEADER_BYTES:
-            raise _Refused(431, "headers_too_large", f"the request headers are over {MAX_HEADER_BYTES} bytes")
-        return None
-    if match.start() - start > MAX_HEADER_BYTES:
-        raise _Refused(431, "headers_too_large", f"the request headers are over {MAX_HEADER_BYTES} bytes")
-    lines = bytes(buf[start : match.start()]).decode("latin-1").split("\n")
-    line = lines[0].rstrip("\r")
-    parts = line.split(" ")
-    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not _TARGET.match(parts[1]):
-        shown = line[:80].encode("ascii", "backslashreplace").decode("ascii")
-        raise _Refused(400, "bad_request", f"malformed request line {shown!r}; send 'METHOD /path HTTP/1.1'")
-    method, target, version_text = parts
-    version = _VERSION.match(version_text)
-    if version is None:
-        raise _Refused(400, "bad_request", f"unknown protocol {version_text[:20]!r}; send HTTP/1.1")
-    major, minor = int(version.group(1)), int(version.group(2))
-    if major >= 2:
-        raise _Refused(505, "http_version_not_supported", "this server speaks HTTP/1.1 and HTTP/1.0")
-    if major < 1:
-        raise _Refused(400, "bad_request", f"unknown protocol {version_text!r}; send HTTP/1.1")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise _Refused(431, "headers_too_large", f"more than {MAX_HEADERS} request headers")
-    headers: Dict[str, str] = {}
-    hosts = 0
-    lengths = set()
-    for raw in lines[1:]:
-        text = raw.rstrip("\r")
-        name, colon, value = text.partition(":")
-        if not colon or not _TOKEN.match(name):  # also a folded line (leading space): refused by RFC 9112
-            raise _Refused(400, "bad_request", f"malformed header line {text[:40]!r}")
-        value = value.strip(" \t")
-        if "\r" in value or "\x00" in value:
-            raise _Refused(400, "bad_request", f"malformed value of header {name!r}")
-        lowered = name.lower()
-        if lowered == "host":
-            hosts += 1
-        elif lowered == "content-length":
-            lengths.add(value)
-        headers[name] = value
-    if (major, minor) >= (1, 1) and hosts != 1:
-        raise _Refused(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header")
-    if _header(headers, "transfer-encoding") is not None:
-        raise _Refused(411, "length_required", "send a Content-Length, not a chunked body")
-    length = 0
-    if lengths:
-        text = lengths.pop()
-        if lengths or not text.isdigit() or not text.isascii():
-            raise _Refused(400, "bad_request", f"bad Content-Length {text!r}")
-        length = int(text)
-        if length > max_body:
-            raise _Refused(413, "too_large", f"request body over {max_body} bytes", discard=length)
-    tokens = {t.strip().lower() for t in (_header(headers, "connection") or "").split(",")}
-    keep_alive = "keep-alive" in tokens if (major, minor) == (1, 0) else "close" not in tokens
-    return _Head(line, method, target, headers, length, keep_alive, match.end())
-
-
-def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def encode_response(response: Response, *, head_only: bool, keep_alive: Optional[bool]) -> bytes:
-    """Status line, headers and body as one buffer: written with one send.
-
-    ``keep_alive``: True adds ``Connection: keep-alive`` (an HTTP/1.0 client asked for it), False
-    ``Connection: close``, None nothing (HTTP/1.1's default, keep-alive).
-    """
-    if not _REASONS:
-        from http import HTTPStatus
-
-        _REASONS.update({s.value: s.phrase for s in HTTPStatus})
-    lines = [
-        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
-        f"Server: flowyml-lite/{__version__}",
-        f"Date: {_http_date()}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-        "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-    ]
-    lines.extend(f"{key}: {value}" for key, value in response.headers.items())
-    if keep_alive is not None:
-        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + response.body
-
-
-_date_cache: List[Any] = [0, ""]
-
-
-def _http_date() -> str:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        from email.utils import formatdate
-
-        _date_cache[:] = [now, formatdate(now, usegmt=True)]
-    return str(_date_cache[1])
 
 
 def _fd_budget() -> int:
@@ -674,11 +515,11 @@ class ApiServer:
                 conn.head = parse_head(bytes(conn.buf), self.max_body_bytes)
                 if conn.head is None:
                     return
-                expect = (_header(conn.head.headers, "expect") or "").lower()
+                expect = (header(conn.head.headers, "expect") or "").lower()
                 if expect == "100-continue" and conn.head.length and not conn.expect_sent:
                     conn.expect_sent = True
                     self._send_quietly(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
-        except _Refused as refused:
+        except Refused as refused:
             logger.info("%s refused: %s %s", conn.addr, refused.response.status, refused)
             self._answer_and_close(conn, refused.response, refused.discard)
             return
@@ -698,7 +539,7 @@ class ApiServer:
 
     # -- handler threads -----------------------------------------------------------------------
 
-    def _handle(self, conn: _Conn, head: _Head, request: Request, keep_alive: bool) -> None:
+    def _handle(self, conn: _Conn, head: Head, request: Request, keep_alive: bool) -> None:
         try:
             response = self.app.handle(request)
         except Exception:  # handle() never raises; if it does, the client still gets JSON

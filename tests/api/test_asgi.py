@@ -97,7 +97,9 @@ class TestLifespan:
 
 
 class TestRequests:
-    def test_a_declared_body_over_the_limit_is_a_413_before_any_of_it_is_received(self, app: AsgiApp) -> None:
+    def test_a_declared_body_over_the_limit_with_expect_100_continue_is_a_413_before_it_is_sent(
+        self, app: AsgiApp
+    ) -> None:
         async def never() -> Dict[str, Any]:
             raise AssertionError("the body was read")
 
@@ -112,11 +114,21 @@ class TestRequests:
             "path": "/api/schedules",
             "raw_path": b"/api/schedules",
             "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"2000000")],
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"content-length", b"2000000"),
+                (b"expect", b"100-continue"),
+            ],
         }
         asyncio.run(app(scope, never, send))
         assert sent[0]["status"] == 413
         assert json.loads(sent[1]["body"])["error"]["code"] == "too_large"
+
+    def test_a_declared_body_over_the_limit_is_read_to_its_end_then_refused(self, app: AsgiApp) -> None:
+        chunks = [b"x" * (1 << 20), b"x" * (1 << 20), b"x"]
+        headers = {**HOST, "content-length": str(sum(map(len, chunks)))}
+        status, _, body = asgi_call(app, "POST", "/api/schedules", headers, chunks=chunks)
+        assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
 
     def test_a_body_over_the_limit_in_several_messages_is_a_413(self, app: AsgiApp) -> None:
         chunks = [b"x" * (400 << 10)] * 3  # no Content-Length: as a server passes a chunked body on
