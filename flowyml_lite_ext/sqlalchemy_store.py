@@ -185,63 +185,6 @@ _RUN_FIELDS = (
 _RUN_COLUMNS = ", ".join(column for column, _ in _RUN_FIELDS)
 _ACTIVE_R = ACTIVE_CONDITION.replace("status", "r.status")
 
-# Every claim of a group in one statement (PostgreSQL). ``locked`` takes the schedule rows whose
-# compare-and-set holds, skipping rows another transaction holds (its claim in progress: refused,
-# never waited for); under READ COMMITTED a row changed since the statement's snapshot is re-checked
-# on its newest version before it is locked. A run whose (schedule, fire_time) or key exists
-# already is dropped by ON CONFLICT; the caller sees fewer inserted runs than it sent and redoes the
-# group claim by claim, so such a claim refuses only itself (rare: checking every run against the
-# history beforehand would cost a join with the whole runs table in every group).
-# ``ok.is_full``: the overlap rule, active runs counted before this claim's own (when full, every
-# active run of the claim is stored skipped, so ``last``, the latest active fire, does not count).
-# All CTEs see one snapshot, so the outcomes of the same transaction are written by an earlier
-# statement.
-_CLAIM_GROUP = sa.text(
-    f"""
-WITH c AS (
-    SELECT * FROM json_to_recordset(CAST(:claims AS json))
-        AS c (idx int, name text, expected bigint, new_next bigint, max_instances int, last bigint)
-), r AS (
-    SELECT * FROM json_to_recordset(CAST(:runs AS json))
-        AS r (idx int, {", ".join(f"{n} {t}" for n, t in _RUN_FIELDS)})
-), locked AS (
-    SELECT c.idx, c.name, c.new_next, c.max_instances, c.last
-    FROM schedules s JOIN c ON s.name = c.name
-    WHERE s.enabled = 1 AND s.next_fire = c.expected
-    FOR UPDATE OF s SKIP LOCKED
-), ok AS (
-    SELECT l.idx, l.name, l.new_next, l.last,
-        EXISTS (SELECT 1 FROM r WHERE r.idx = l.idx AND {_ACTIVE_R})
-        AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}) >= l.max_instances
-            AS is_full
-    FROM locked l
-), stored AS (
-    SELECT r.idx, r.run_key, ok.name AS schedule, r.fire_time,
-        CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'skipped' ELSE r.status END AS status,
-        r.node_id, r.started_at, r.completed_at, r.duration_seconds, r.error, r.run_id,
-        CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'overlap' ELSE r.reason END AS reason,
-        r.attempt, r.traceback, r.output, r.next_attempt_at
-    FROM r JOIN ok ON ok.idx = r.idx
-), inserted AS (
-    INSERT INTO runs (schedule, {_RUN_COLUMNS})
-    SELECT schedule, {_RUN_COLUMNS} FROM stored
-    ON CONFLICT DO NOTHING
-    RETURNING run_key
-), advanced AS (
-    UPDATE schedules s SET next_fire = ok.new_next,
-        last_fire = CASE WHEN NOT ok.is_full AND ok.last IS NOT NULL
-                              AND (s.last_fire IS NULL OR s.last_fire < ok.last)
-                         THEN ok.last ELSE s.last_fire END
-    FROM ok
-    WHERE s.name = ok.name
-    RETURNING ok.idx, ok.is_full
-)
-SELECT 'c' AS kind, idx, is_full, NULL AS run_key FROM advanced
-UNION ALL
-SELECT 'r', NULL, NULL, run_key FROM inserted
-"""
-)
-
 # The outcome columns a group of outcomes passes (as JSON rows), with their PostgreSQL types.
 _OUTCOME_FIELDS = (
     ("run_key", "text"),
@@ -270,22 +213,101 @@ _OUTCOME_VALUES = (
     "output",
     "next_attempt_at",
 )
-# A group of outcomes in one statement (PostgreSQL): an active row takes its outcome; a row judged
-# "lost" takes the outcome of its own node (the owner was alive after all), whose reason replaces
-# the verdict's. Returns the positions of the accepted outcomes.
-_FINISH_GROUP = sa.text(
-    f"""
+# A group of outcomes (PostgreSQL): an active row takes its outcome; a row judged "lost" takes the
+# outcome of its own node (the owner was alive after all), whose reason replaces the verdict's.
+_OUTCOMES = f"""
+SELECT * FROM json_to_recordset(CAST(:outcomes AS json))
+    AS o (ord int, {", ".join(f"{n} {t}" for n, t in _OUTCOME_FIELDS)})
+"""
+_FINISH = f"""
 UPDATE runs AS t SET
     {", ".join(f"{column} = o.{column}" for column in _OUTCOME_VALUES)},
     started_at = COALESCE(o.started_at, t.started_at),
     reason = CASE WHEN t.status = 'lost' THEN o.reason ELSE COALESCE(o.reason, t.reason) END
-FROM json_to_recordset(CAST(:outcomes AS json))
-    AS o (ord int, {", ".join(f"{n} {t}" for n, t in _OUTCOME_FIELDS)})
+FROM o
 WHERE t.run_key = o.run_key
     AND ({ACTIVE_CONDITION.replace("status", "t.status")} OR (t.status = 'lost' AND t.node_id = o.node_id))
-RETURNING o.ord
+RETURNING o.ord, t.run_key, o.status
 """
+#: Returns the positions of the accepted outcomes.
+_FINISH_GROUP = sa.text(f"WITH o AS ({_OUTCOMES}), finished AS ({_FINISH}) SELECT ord FROM finished")
+
+
+def _claim_group_sql(with_outcomes: bool) -> Any:
+    """Every claim of a group, and the outcomes before them, in one statement (PostgreSQL).
+
+    ``locked`` takes the schedule rows whose compare-and-set holds, skipping rows another
+    transaction holds (its claim in progress: refused, never waited for); under READ COMMITTED a
+    row changed since the statement's snapshot is re-checked on its newest version before it is
+    locked. A run whose (schedule, fire_time) or key exists already fails the whole statement (a
+    unique violation: nothing is written), and the caller redoes the group claim by claim in a
+    transaction, so such a claim refuses only itself (rare: checking every run against the history
+    beforehand would cost a join with the whole runs table in every group). The statement is run
+    on its own, in autocommit: one round trip for the whole group, outcomes included.
+
+    ``ok.is_full`` is the overlap rule: the schedule's active runs before this claim's own (when
+    full, every active run of the claim is stored skipped, so ``last``, its latest active fire,
+    does not count). Every part of a statement reads one snapshot, taken before the outcomes are
+    written: ``freed`` counts, per schedule, the active runs this statement's outcomes end, so a
+    run that just finished does not hold a slot against the next fire.
+    """
+    outcomes = ""
+    freed = ""
+    if with_outcomes:
+        outcomes = f"""o AS ({_OUTCOMES}), finished AS ({_FINISH}), freed AS (
+    SELECT x.schedule, count(*) AS n FROM finished f JOIN runs x ON x.run_key = f.run_key
+    WHERE {ACTIVE_CONDITION.replace("status", "x.status")} AND f.status <> 'queued'
+    GROUP BY x.schedule
+), """
+        freed = " - COALESCE((SELECT n FROM freed WHERE freed.schedule = l.name), 0)"
+    return sa.text(
+        f"""
+WITH {outcomes}c AS (
+    SELECT * FROM json_to_recordset(CAST(:claims AS json))
+        AS c (idx int, name text, expected bigint, new_next bigint, max_instances int, last bigint)
+), r AS (
+    SELECT * FROM json_to_recordset(CAST(:runs AS json))
+        AS r (idx int, {", ".join(f"{n} {t}" for n, t in _RUN_FIELDS)})
+), locked AS (
+    SELECT c.idx, c.name, c.new_next, c.max_instances, c.last
+    FROM schedules s JOIN c ON s.name = c.name
+    WHERE s.enabled = 1 AND s.next_fire = c.expected
+    FOR UPDATE OF s SKIP LOCKED
+), ok AS (
+    SELECT l.idx, l.name, l.new_next, l.last,
+        EXISTS (SELECT 1 FROM r WHERE r.idx = l.idx AND {_ACTIVE_R})
+        AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}){freed}
+            >= l.max_instances AS is_full
+    FROM locked l
+), stored AS (
+    SELECT r.idx, r.run_key, ok.name AS schedule, r.fire_time,
+        CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'skipped' ELSE r.status END AS status,
+        r.node_id, r.started_at, r.completed_at, r.duration_seconds, r.error, r.run_id,
+        CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'overlap' ELSE r.reason END AS reason,
+        r.attempt, r.traceback, r.output, r.next_attempt_at
+    FROM r JOIN ok ON ok.idx = r.idx
+), inserted AS (
+    INSERT INTO runs (schedule, {_RUN_COLUMNS})
+    SELECT schedule, {_RUN_COLUMNS} FROM stored
+    RETURNING run_key
+), advanced AS (
+    UPDATE schedules s SET next_fire = ok.new_next,
+        last_fire = CASE WHEN NOT ok.is_full AND ok.last IS NOT NULL
+                              AND (s.last_fire IS NULL OR s.last_fire < ok.last)
+                         THEN ok.last ELSE s.last_fire END
+    FROM ok
+    WHERE s.name = ok.name
+    RETURNING ok.idx, ok.is_full
 )
+SELECT 'c' AS kind, idx, is_full, NULL AS run_key FROM advanced
+UNION ALL
+SELECT 'r', NULL, NULL, run_key FROM inserted
+"""
+    )
+
+
+_CLAIM_GROUP = _claim_group_sql(False)
+_CLAIM_GROUP_WITH_OUTCOMES = _claim_group_sql(True)
 
 # Stores of this process: a forked child must not use the pooled connections it inherited.
 _STORES: weakref.WeakSet[SQLAlchemyStore] = weakref.WeakSet()
@@ -713,8 +735,10 @@ class SQLAlchemyStore(Store):
                     raise
                 try:
                     transaction.commit()
-                except sa.exc.OperationalError as exc:
-                    if resolve is None or self.dialect != "postgresql":
+                except sa.exc.DBAPIError as exc:
+                    # Only a broken connection leaves the outcome unknown; an error the server
+                    # reported means the transaction rolled back.
+                    if resolve is None or self.dialect != "postgresql" or not exc.connection_invalidated:
                         raise
                     lost_commit = exc
         except _Abort:
@@ -926,38 +950,44 @@ class SQLAlchemyStore(Store):
     ) -> List[Optional[List[RunRecord]]]:
         """Write ``outcomes``, then make every claim, in one transaction (see Store.claim_many).
 
-        PostgreSQL: one statement for the outcomes and one for all the claims (see
-        ``_CLAIM_GROUP``): the schedule rows are locked ``FOR UPDATE SKIP LOCKED`` with the
-        compare-and-set in the same condition, so a row another worker is claiming is refused at
-        once. A claim whose runs would break the unique fire key is refused on its own. If the
-        database reports a conflict the checks did not foresee, the group is redone claim by claim
-        under savepoints. SQLite: one ``BEGIN IMMEDIATE`` transaction, one savepoint per claim.
+        PostgreSQL: one statement for the outcomes and all the claims, in autocommit, so one round
+        trip (see ``_claim_group_sql``): the schedule rows are locked ``FOR UPDATE SKIP LOCKED``
+        with the compare-and-set in the same condition, so a row another worker is claiming is
+        refused at once. If a run breaks the unique fire key, the group is redone claim by claim
+        under savepoints in one transaction (also when a group names a schedule twice or a run in
+        two outcomes, which must apply in order). SQLite: one ``BEGIN IMMEDIATE`` transaction, one
+        savepoint per claim.
         """
         prepared = [self._prepare_claim(c) for c in claims]
         written = [self._prepare_outcome(o) for o in outcomes]
         if not prepared and not written:
             return []
-        fast = self.dialect == "postgresql" and len({c.name for c in claims}) == len(claims)
+        stored: Optional[List[Optional[List[Dict[str, Any]]]]] = None
+        if (
+            self.dialect == "postgresql"
+            and prepared
+            and len({c.name for c in prepared}) == len(prepared)
+            and len({o["run_key"] for o in written}) == len(written)
+        ):
+            try:
+                stored = self._single(
+                    lambda conn: self._claim_group(conn, prepared, written),
+                    lambda error: self._resolve_group(prepared, written, error),
+                )
+            except _Redo:
+                stored = None
+        if stored is None:
 
-        def body(conn: Connection) -> List[Optional[List[Dict[str, Any]]]]:
-            if written:
-                self._finish_in(conn, written)
-            if fast and prepared:
-                grouped = self._claim_group(conn, prepared)
-                if grouped is not None:
-                    return grouped
-                raise _Redo
-            return self._claim_each(conn, prepared)
+            def body(conn: Connection) -> List[Optional[List[Dict[str, Any]]]]:
+                if written:
+                    self._finish_in(conn, written)
+                return self._claim_each(conn, prepared)
 
-        def resolve(
-            result: List[Optional[List[Dict[str, Any]]]], error: BaseException
-        ) -> List[Optional[List[Dict[str, Any]]]]:
-            return self._resolve_claims(result, written, error)
+            def resolve(
+                result: List[Optional[List[Dict[str, Any]]]], error: BaseException
+            ) -> List[Optional[List[Dict[str, Any]]]]:
+                return self._resolve_claims(result, written, error)
 
-        try:
-            stored = self._write(body, resolve)
-        except _Redo:
-            fast = False
             stored = self._write(body, resolve)
         if stored is None:  # a claim alone in its transaction was refused (_Abort rolled it back)
             return [None]
@@ -970,6 +1000,35 @@ class SQLAlchemyStore(Store):
                 self._in_doubt.pop(row["run_key"], None)
             out.append([_run(row) for row in rows])
         return out
+
+    def _single(self, body: Callable[[Connection], T], lost: Callable[[BaseException], T]) -> T:
+        """``body``'s one statement in autocommit (PostgreSQL): BEGIN, statement and COMMIT in one trip.
+
+        ``lost(error)`` decides a statement whose reply never came (the connection broke: it may
+        have committed or not).
+        """
+        self._ensure_open()
+        if self._in_doubt:
+            self._settle_in_doubt()
+        broken: Optional[BaseException] = None
+        try:
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    return body(conn)
+                except sa.exc.DBAPIError as exc:
+                    if not exc.connection_invalidated:
+                        raise
+                    broken = exc
+        except SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+        logger.warning(
+            "sqlalchemy store %s: the connection broke before a write's reply came (%s); "
+            "reading back what was written",
+            self._shown_url,
+            str(getattr(broken, "orig", None) or broken).strip(),
+        )
+        return lost(broken)
 
     def _prepare_claim(self, claim: Claim) -> _PreparedClaim:
         name = claim.name
@@ -1083,9 +1142,9 @@ class SQLAlchemyStore(Store):
         conn.execute(sa.update(SCHEDULES).where(SCHEDULES.c.name == claim.name).values(**advance))
 
     def _claim_group(
-        self, conn: Connection, prepared: Sequence[_PreparedClaim]
-    ) -> Optional[List[Optional[List[Dict[str, Any]]]]]:
-        """Every claim in one PostgreSQL statement; None if the database refused a run the checks allowed."""
+        self, conn: Connection, prepared: Sequence[_PreparedClaim], written: Sequence[Dict[str, Any]]
+    ) -> List[Optional[List[Dict[str, Any]]]]:
+        """Every claim (and the outcomes) in one PostgreSQL statement; _Redo on a unique violation."""
         # Two JSON texts rather than an array per column: json.dumps is C code, and the driver
         # escapes every element of a text array with a regular expression.
         claims = [
@@ -1101,32 +1160,71 @@ class SQLAlchemyStore(Store):
         ]
         runs = [dict(row, idx=index) for index, claim in enumerate(prepared) for row in claim.rows]
         params = {"claims": _json(claims), "runs": _json(runs)}
-        returned: Sequence[Any] = conn.execute(_CLAIM_GROUP, params).all()
-        granted: Dict[int, bool] = {}
-        inserted = set()
-        count = 0
-        for kind, index, full, run_key in returned:
-            if kind == "c":
-                granted[int(index)] = bool(full)
-            else:
-                inserted.add(run_key)
-                count += 1
-        if count != sum(len(prepared[index].rows) for index in granted):
-            return None  # ON CONFLICT dropped a run: undo the statement, redo claim by claim
+        statement = _CLAIM_GROUP
+        if written:
+            params["outcomes"] = _json([dict(o, ord=i) for i, o in enumerate(written)])
+            statement = _CLAIM_GROUP_WITH_OUTCOMES
+        try:
+            returned: Sequence[Any] = conn.execute(statement, params).all()
+        except IntegrityError:
+            raise _Redo from None
+        granted = {int(index): bool(full) for kind, index, full, _ in returned if kind == "c"}
         results: List[Optional[List[Dict[str, Any]]]] = []
         for index, claim in enumerate(prepared):
             if index not in granted:
                 results.append(None)
                 continue
             rows = [dict(row) for row in claim.rows]
-            if any(row["run_key"] not in inserted for row in rows):
-                return None  # ON CONFLICT dropped a run: undo the statement, redo claim by claim
             if granted[index]:
                 for row in rows:
                     if row["status"] in ACTIVE_STATUSES:
                         row["status"], row["reason"] = SKIPPED, "overlap"
             results.append(rows)
         return results
+
+    def _resolve_group(
+        self, prepared: Sequence[_PreparedClaim], written: Sequence[Dict[str, Any]], error: BaseException
+    ) -> List[Optional[List[Dict[str, Any]]]]:
+        """Decide a group claim statement whose reply was lost: read its run keys back.
+
+        Rows found: it committed; each claim whose runs are all there was granted, and gets them as
+        stored. None found: if the outcomes are there, it committed with every claim refused;
+        otherwise StoreError (nothing was written, the caller retries). Unreachable: the run keys
+        are kept in doubt (settled by the next write that reaches the server) and StoreError.
+        """
+        keys = [row["run_key"] for claim in prepared for row in claim.rows]
+        query = sa.select(RUNS).where(
+            RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY))
+        )
+        try:
+            found = {
+                row["run_key"]: dict(row)
+                for row in self._read_back(lambda c: c.execute(query).mappings().all(), error)
+            }
+        except StoreError:
+            for key in keys:
+                self._in_doubt[key] = "claim"
+            raise
+        if found:
+            logger.warning("sqlalchemy store %s: the group claim had committed", self._shown_url)
+            return [
+                [found[row["run_key"]] for row in claim.rows]
+                if claim.rows and all(row["run_key"] in found for row in claim.rows)
+                else None
+                for claim in prepared
+            ]
+        if written and self._outcomes_stored(written, error):
+            return [None] * len(prepared)
+        raise self._error(error)
+
+    def _outcomes_stored(self, written: Sequence[Dict[str, Any]], error: BaseException) -> bool:
+        """True if any of ``written`` is stored as given (status and attempt): their write committed."""
+        keys = [o["run_key"] for o in written]
+        query = sa.select(RUNS.c.run_key, RUNS.c.status, RUNS.c.attempt).where(
+            RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY))
+        )
+        rows = {r[0]: (r[1], r[2]) for r in self._read_back(lambda c: c.execute(query).all(), error)}
+        return any(rows.get(o["run_key"]) == (o["status"], o["attempt"]) for o in written)
 
     def _resolve_claims(
         self,
@@ -1143,14 +1241,7 @@ class SQLAlchemyStore(Store):
         keys = [row["run_key"] for rows in result if rows is not None for row in rows]
         if not keys:
             # Nothing claimed: only the outcomes tell. Written ones carry their attempt and status.
-            if not written:
-                return result
-            probe_keys = [o["run_key"] for o in written]
-            query = sa.select(RUNS.c.run_key, RUNS.c.status, RUNS.c.attempt).where(
-                RUNS.c.run_key == sa.any_(sa.bindparam("keys", probe_keys, type_=_TEXT_ARRAY))
-            )
-            rows = {r[0]: (r[1], r[2]) for r in self._read_back(lambda c: c.execute(query).all(), error)}
-            if any(rows.get(o["run_key"]) == (o["status"], o["attempt"]) for o in written):
+            if not written or self._outcomes_stored(written, error):
                 return result
             raise self._error(error)
         query = sa.select(sa.func.count()).where(
@@ -1170,19 +1261,29 @@ class SQLAlchemyStore(Store):
     def finish_runs(self, outcomes: Sequence[Outcome]) -> List[bool]:
         """Record many outcomes in one transaction (see Store.finish_runs).
 
-        PostgreSQL: one ``UPDATE ... FROM json_to_recordset(...)`` statement for the whole group.
+        PostgreSQL: one ``UPDATE ... FROM json_to_recordset(...)`` statement for the whole group,
+        in autocommit (one round trip) unless one run has several outcomes (they apply in order).
         """
         written = [self._prepare_outcome(o) for o in outcomes]
         if not written:
             return []
+        if self.dialect == "postgresql" and len({o["run_key"] for o in written}) == len(written):
+
+            def lost(error: BaseException) -> List[bool]:
+                keys = [o["run_key"] for o in written]
+                query = sa.select(RUNS.c.run_key, RUNS.c.status, RUNS.c.attempt).where(
+                    RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY))
+                )
+                rows = {r[0]: (r[1], r[2]) for r in self._read_back(lambda c: c.execute(query).all(), error)}
+                accepted = [rows.get(o["run_key"]) == (o["status"], o["attempt"]) for o in written]
+                if any(accepted):
+                    return accepted
+                raise self._error(error)
+
+            return self._single(lambda conn: self._finish_in(conn, written), lost)
 
         def resolve(result: List[bool], error: BaseException) -> List[bool]:
-            keys = [o["run_key"] for o, ok in zip(written, result) if ok]
-            query = sa.select(RUNS.c.run_key, RUNS.c.status, RUNS.c.attempt).where(
-                RUNS.c.run_key == sa.any_(sa.bindparam("keys", keys, type_=_TEXT_ARRAY))
-            )
-            rows = {r[0]: (r[1], r[2]) for r in self._read_back(lambda c: c.execute(query).all(), error)}
-            if not keys or any(rows.get(o["run_key"]) == (o["status"], o["attempt"]) for o in written):
+            if not any(result) or self._outcomes_stored([o for o, ok in zip(written, result) if ok], error):
                 return result
             raise self._error(error)
 
@@ -1249,13 +1350,13 @@ class SQLAlchemyStore(Store):
             "status": status,
             "completed_at": to_us(completed_at, "completed_at"),
             "duration_seconds": duration_seconds,
-            "error": error,
-            "run_id": run_id,
+            "error": clip_text(_text(error)),
+            "run_id": _text(run_id),
         }
         if started_at is not None:
             values["started_at"] = to_us(started_at, "started_at")
         if reason is not None:
-            values["reason"] = reason
+            values["reason"] = _text(reason)
         statement = sa.update(RUNS).where(RUNS.c.run_key == run_key, _ACTIVE).values(**values)
         return bool(self._write(lambda conn: conn.execute(statement).rowcount))
 

@@ -602,7 +602,7 @@ def _statements(store: SQLAlchemyStore) -> List[str]:
 class TestPostgresRoundTrips:
     """Group claims and group outcomes are one statement each, however many fires they carry."""
 
-    def test_a_group_of_claims_with_the_previous_outcomes_is_two_statements(
+    def test_a_group_of_claims_with_the_previous_outcomes_is_one_statement(
         self, pg_store: SQLAlchemyStore
     ) -> None:
         names = [f"s{i:03d}" for i in range(60)]
@@ -614,7 +614,7 @@ class TestPostgresRoundTrips:
         sent = _statements(pg_store)
         second = pg_store.claim_many([_claim(n, 1) for n in names], outcomes)
         assert [r is not None and r[0].status == RUNNING for r in second] == [True] * len(names)
-        assert len(sent) == 2, sent  # the outcomes' UPDATE, then every claim
+        assert len(sent) == 1, sent  # in autocommit: BEGIN, statement and COMMIT in one round trip
         assert pg_store.stats().succeeded == len(names) and pg_store.stats().running == len(names)
 
     def test_a_group_of_outcomes_is_one_statement(self, pg_store: SQLAlchemyStore) -> None:
@@ -630,8 +630,8 @@ class TestPostgresRoundTrips:
     def test_a_conflict_the_checks_did_not_foresee_refuses_only_its_claim(
         self, pg_store: SQLAlchemyStore
     ) -> None:
-        # Two claims of one group carrying the same run key: ON CONFLICT drops the second run, so
-        # the group is redone claim by claim under savepoints, and only the second is refused.
+        # Two claims of one group carrying the same run key: the statement fails on the unique key,
+        # so the group is redone claim by claim under savepoints, and only the second is refused.
         pg_store.declare_schedule(sched("a"))
         pg_store.declare_schedule(sched("b"))
         results = pg_store.claim_many([_claim("a", 0, key="same"), _claim("b", 0, key="same")])
@@ -777,45 +777,53 @@ class TestPostgresClock:
 
 
 class _LostReply:
-    """Makes the next COMMIT of ``store`` lose its reply: it commits (or not), then raises."""
+    """Breaks the connection of the store's next write just before its reply arrives.
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, committed: bool) -> None:
-        from sqlalchemy.engine.base import RootTransaction
+    PostgreSQL writes a group claim or a group of outcomes as one statement in autocommit: the
+    statement runs (``committed``) or not, then the driver reports the connection gone.
+    """
 
-        real_commit, real_rollback = RootTransaction.commit, RootTransaction.rollback
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: SQLAlchemyStore, committed: bool) -> None:
         self.armed = True
+        for name in ("_claim_group", "_finish_in"):
+            real = getattr(store, name)
+            monkeypatch.setattr(store, name, self._breaking(real, committed))
 
-        def commit(transaction: Any) -> None:
+    def _breaking(self, real: Callable[..., Any], committed: bool) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
             if not self.armed:
-                real_commit(transaction)
-                return
+                return real(*args)
             self.armed = False
-            (real_commit if committed else real_rollback)(transaction)
+            if committed:
+                real(*args)
             raise sa.exc.OperationalError(
-                "COMMIT", {}, Exception("server closed the connection unexpectedly")
+                "the statement",
+                {},
+                Exception("server closed the connection unexpectedly"),
+                connection_invalidated=True,
             )
 
-        monkeypatch.setattr(RootTransaction, "commit", commit)
+        return call
 
 
 @pytest.mark.postgres
 class TestALostCommitReply:
-    """A claim whose COMMIT went out but whose reply never came is resolved by reading its run keys back."""
+    """A claim whose reply never came (it may have committed) is resolved by reading its run keys back."""
 
     def test_a_claim_that_committed_is_reported_claimed(
         self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         pg_store.declare_schedule(sched())
-        _LostReply(monkeypatch, committed=True)
+        _LostReply(monkeypatch, pg_store, committed=True)
         claimed = pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
         assert claimed is not None and [r.status for r in pg_store.history("etl")] == [RUNNING]
-        assert any("reply to a COMMIT was lost" in r.getMessage() for r in caplog.records)
+        assert any("reading back what was written" in r.getMessage() for r in caplog.records)
 
     def test_a_claim_that_did_not_commit_is_a_store_error_and_can_be_made_again(
         self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         pg_store.declare_schedule(sched())
-        _LostReply(monkeypatch, committed=False)
+        _LostReply(monkeypatch, pg_store, committed=False)
         with pytest.raises(StoreError, match="server closed the connection"):
             pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
         assert pg_store.history("etl") == []
@@ -827,7 +835,7 @@ class TestALostCommitReply:
         pg_store.declare_schedule(sched())
         claimed = pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1)
         assert claimed is not None
-        _LostReply(monkeypatch, committed=True)
+        _LostReply(monkeypatch, pg_store, committed=True)
         assert pg_store.finish_runs([Outcome(claimed[0].run_key, SUCCEEDED, at(0.5), 1.0)]) == [True]
         assert pg_store.history("etl")[0].status == SUCCEEDED
 
@@ -836,7 +844,7 @@ class TestALostCommitReply:
     ) -> None:
         pg_store.declare_schedule(sched())
         pg_store.declare_schedule(sched("other"))
-        _LostReply(monkeypatch, committed=True)
+        _LostReply(monkeypatch, pg_store, committed=True)
 
         def unreachable(body: Any, error: BaseException) -> Any:
             raise StoreError("still unreachable")
@@ -868,3 +876,36 @@ class TestPostgresConnections:
         monkeypatch.setattr(sqlalchemy_store, "PING_IDLE_SECONDS", 0.0)
         assert pg_store.get_schedule("etl") is not None
         assert pg_store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+
+
+@pytest.mark.postgres
+class TestALostCommitReplyInATransaction:
+    """A group that needs a transaction (one schedule claimed twice) resolves a lost COMMIT reply too."""
+
+    @staticmethod
+    def _lose_next_commit_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+        from sqlalchemy.engine.base import RootTransaction
+
+        real_commit = RootTransaction.commit
+        armed = [True]
+
+        def commit(transaction: Any) -> None:
+            real_commit(transaction)
+            if armed.pop() if armed else False:
+                raise sa.exc.OperationalError(
+                    "COMMIT",
+                    {},
+                    Exception("server closed the connection unexpectedly"),
+                    connection_invalidated=True,
+                )
+
+        monkeypatch.setattr(RootTransaction, "commit", commit)
+
+    def test_a_committed_group_is_reported_claimed(
+        self, pg_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pg_store.declare_schedule(sched())
+        self._lose_next_commit_reply(monkeypatch)
+        results = pg_store.claim_many([_claim("etl", 0), _claim("etl", 1)])
+        assert [r is not None for r in results] == [True, True]
+        assert len(pg_store.history("etl")) == 2 and pg_store.get_schedule("etl").next_fire == at(2)  # type: ignore[union-attr]
