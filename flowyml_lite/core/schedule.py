@@ -186,7 +186,26 @@ class Options:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> Options:
-        """Options from a stored ``to_dict()``: missing keys take their defaults, unknown are ignored."""
+        """Options from a stored ``to_dict()``: missing keys take their defaults, unknown are ignored.
+
+        Equal dicts (values of the same types) give one shared instance: a scheduler reads a
+        schedule's options at every fire.
+        """
+        try:  # the types are part of the key: 60 == 60.0, but they are not the same JSON
+            key: Any = (tuple(data.items()), tuple(map(type, data.values())))
+            found = _FROM_DICT.get(key)
+        except TypeError:  # an unhashable value (retry_on's list): build it
+            key = found = None
+        if found is not None:
+            return found
+        options = cls._build(data)
+        # 0.0 == -0.0 too, and the sign is kept in JSON: such options are never shared.
+        if key is not None and options.misfire_grace_seconds != 0 and len(_FROM_DICT) < _OPTIONS_MEMO_SIZE:
+            _FROM_DICT[key] = options
+        return options
+
+    @classmethod
+    def _build(cls, data: Dict[str, Any]) -> Options:
         known = {k: data[k] for k in _ORIGINAL if k in data}
         if len(data) > len(known):
             for name, _ in _NEWER_DEFAULTS:
@@ -561,6 +580,7 @@ class _Memo(NamedTuple):
 # The newer options are normalized (floats, sorted names, UTC instants) before they get here.
 _MemoKey = Tuple[float, float, str, int, int, Tuple[Any, ...]]
 _OPTIONS_MEMO: Dict[Optional[_MemoKey], _Memo] = {}
+_FROM_DICT: Dict[Any, Options] = {}  # Options.from_dict's, by the dict's items and their types
 _OPTIONS_MEMO_SIZE = 256
 _NO_NEWER: Tuple[Any, ...] = tuple(default for _, default in _NEWER_DEFAULTS)
 

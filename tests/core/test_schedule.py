@@ -513,6 +513,18 @@ class TestDefinitionHash:
         assert stored["retry_on"] == ["builtins.TimeoutError", FLAKY]
         assert Options.from_dict(stored) == opts
 
+    def test_equal_stored_dicts_give_one_shared_instance_but_types_and_signs_are_kept(self) -> None:
+        stored = {"misfire_grace_seconds": 30.0, "catchup": "all", "max_catchup": 5, "max_instances": 2}
+        assert Options.from_dict(stored) is Options.from_dict(dict(stored))
+        as_int = Options.from_dict({**stored, "misfire_grace_seconds": 30})
+        assert type(as_int.misfire_grace_seconds) is int
+        assert type(Options.from_dict(stored).misfire_grace_seconds) is float
+        zero, minus_zero = ({**stored, "misfire_grace_seconds": g} for g in (0.0, -0.0))
+        assert math.copysign(1, Options.from_dict(zero).misfire_grace_seconds) == 1
+        assert math.copysign(1, Options.from_dict(minus_zero).misfire_grace_seconds) == -1
+        with_list = {**stored, "retry_on": ["builtins.TimeoutError"], "retries": 1}
+        assert Options.from_dict(with_list).retry_on == ("builtins.TimeoutError",)
+
     def test_zero_and_minus_zero_grace_and_int_and_float_grace_are_different_definitions(self) -> None:
         hashes = {definition_hash("interval", "60", "UTC", Options(g), {}) for g in (0.0, -0.0, 0, 60, 60.0)}
         assert len(hashes) == 5
