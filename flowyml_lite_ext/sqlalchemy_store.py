@@ -248,18 +248,17 @@ def _claim_group_sql(with_outcomes: bool) -> Any:
     ``ok.is_full`` is the overlap rule: the schedule's active runs before this claim's own (when
     full, every active run of the claim is stored skipped, so ``last``, its latest active fire,
     does not count). Every part of a statement reads one snapshot, taken before the outcomes are
-    written: ``freed`` counts, per schedule, the active runs this statement's outcomes end, so a
-    run that just finished does not hold a slot against the next fire.
+    written, so the count leaves out the active runs this statement's outcomes end: a run that just
+    finished does not hold a slot against the next fire.
     """
     outcomes = ""
     freed = ""
     if with_outcomes:
-        outcomes = f"""o AS ({_OUTCOMES}), finished AS ({_FINISH}), freed AS (
-    SELECT x.schedule, count(*) AS n FROM finished f JOIN runs x ON x.run_key = f.run_key
-    WHERE {ACTIVE_CONDITION.replace("status", "x.status")} AND f.status <> 'queued'
-    GROUP BY x.schedule
-), """
-        freed = " - COALESCE((SELECT n FROM freed WHERE freed.schedule = l.name), 0)"
+        # A data-modifying CTE runs whether or not it is referenced. Outcomes of active runs are
+        # always accepted, so the runs they end are the active ones named by a final outcome (NOT IN
+        # an uncorrelated subquery: hashed once, probed per active run).
+        outcomes = f"o AS ({_OUTCOMES}), finished AS ({_FINISH}), "
+        freed = " AND run_key NOT IN (SELECT run_key FROM o WHERE status <> 'queued')"
     return sa.text(
         f"""
 WITH {outcomes}c AS (
@@ -276,7 +275,7 @@ WITH {outcomes}c AS (
 ), ok AS (
     SELECT l.idx, l.name, l.new_next, l.last,
         EXISTS (SELECT 1 FROM r WHERE r.idx = l.idx AND {_ACTIVE_R})
-        AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}){freed}
+        AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}{freed})
             >= l.max_instances AS is_full
     FROM locked l
 ), stored AS (
