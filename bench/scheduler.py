@@ -273,10 +273,15 @@ def lite_lag(spec: Dict[str, Any]) -> Dict[str, Any]:
     overran = time.time() > start_us / 1e6 - 0.2
     if spec.get("probe"):
         PROBE.install(sched)
+    profiler = profile_loop(sched, spec["profile_loop"] == "cpu") if spec.get("profile_loop") else None
     REC.expect(n)
     sched.start()
     REC.done.wait(timeout=max(0.0, instants[-1] / 1e6 - time.time()) + spec["grace"])
     sched.wait_for_runs(10)
+    if profiler is not None:
+        print_profile(
+            profiler, f"the loop thread's claim step ({spec['profile_loop']}), {n:,} spread fires", n
+        )
     health = sched.health_check()
     sched.stop()
     stats = sched.store.stats()
