@@ -373,6 +373,9 @@ wait_runs "$port" beat 2 30
 before=$(api "$port" GET "/api/schedules/api_every_second/history?limit=1000" |
     jget '" ".join(sorted(e["fire_time"] for e in r["body"]))')
 say "api_every_second ran at: $before"
+# The command line inside the running container reads the same store (its path from the image's env).
+docker exec "$RUN_ID-serve" flowyml-lite list
+docker exec "$RUN_ID-serve" flowyml-lite history api_every_second -n 2
 end
 
 kept() {  # kept PORT WHAT: the schedules and the history from before are there
@@ -549,7 +552,7 @@ EOF
     export FLOWYML_APP_DIR="$WORK/app" FLOWYML_WORKER1_PORT=$port1 FLOWYML_WORKER2_PORT=$port2
     COMPOSE+=(-p "$RUN_ID" -f compose.yaml -f "$WORK/compose.override.yaml")
     compose_diagnostics() {
-        say "---- what the workers see (schedules, orphans) and the end of their logs"
+        say "---- what the workers see (name, orphan here, next run) and the end of their logs"
         local p
         for p in "$port1" "$port2"; do
             api "$p" GET /api/schedules | jget '[(s["name"], s.get("is_orphan"), s.get("next_run")) for s in r["body"]]'
@@ -569,19 +572,23 @@ EOF
     wait_healthy "$w1" 120
     wait_healthy "$w2" 120
     say "up, PostgreSQL and Redis healthy, both workers healthy in $(seconds_since "$t0")s"
-    reply=$(api "$port1" POST /api/schedules \
-        '{"name": "api_every_second", "pipeline_name": "beat", "schedule_type": "interval", "interval_seconds": 1}' "$TOKEN")
-    [ "$(jget 'r["status"]' <<<"$reply")" = 201 ] || fail "POST /api/schedules on worker-1: $reply"
+    # Schedules made through worker-1's API, for its pipeline "beat": each must run (whichever worker
+    # the schedules fall to) and be seen through worker-2. Four, so that some fall to each worker.
+    for i in 1 2 3 4; do
+        reply=$(api "$port1" POST /api/schedules \
+            "{\"name\": \"api_$i\", \"pipeline_name\": \"beat\", \"schedule_type\": \"interval\", \"interval_seconds\": 1}" "$TOKEN")
+        [ "$(jget 'r["status"]' <<<"$reply")" = 201 ] || fail "POST /api/schedules on worker-1: $reply"
+    done
     wait_runs "$port1" beat 6 60
-    wait_runs "$port2" api_every_second 2 60  # made through worker-1, seen and run through the shared store
+    for i in 1 2 3 4; do wait_runs "$port2" "api_$i" 2 60; done
     history=$(api "$port2" GET "/api/schedules/beat/history?limit=1000")
     say "beat, seen from worker-2: $(jget '"%d runs, %d distinct fires, nodes %s" % (len(r["body"]), len({e["fire_time"] for e in r["body"]}), sorted({str(e.get("node")) for e in r["body"]}))' <<<"$history")"
     [ "$(jget 'len(r["body"]) == len({e["fire_time"] for e in r["body"]})' <<<"$history")" = True ] ||
         fail "a fire of beat ran twice across the two workers"
     nodes=$(api "$port1" GET /api/nodes)
-    if [ "$(jget 'r["status"]' <<<"$nodes")" = 200 ]; then
-        say "nodes in the store: $(jget 'r["body"]' <<<"$nodes" | cut -c1-300)"
-    fi
+    say "nodes in the store: $(jget '[(n["node_id"], n.get("alive")) for n in r["body"]]' <<<"$nodes")"
+    [ "$(jget 'sum(1 for n in r["body"] if n.get("alive"))' <<<"$nodes")" -ge 2 ] ||
+        fail "the store does not list both workers as live nodes"
     ON_FAIL=""
     "${COMPOSE[@]}" down -v --remove-orphans -t 20 >/dev/null 2>&1
     COMPOSE_UP=false
