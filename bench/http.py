@@ -81,9 +81,9 @@ def serve(kind: str) -> None:
         server.shutdown()
         scheduler.stop()
     else:
-        from flowyml_lite.api.asgi import run_uvicorn
+        from flowyml_lite_ext.uvicorn_server import serve as serve_uvicorn
 
-        run_uvicorn(scheduler, port=0, ready=lambda url: print(url.rsplit(":", 1)[1], flush=True))
+        serve_uvicorn(scheduler, port=0, ready=lambda url: print(url.rsplit(":", 1)[1], flush=True))
 
 
 def threading_server(scheduler: Any) -> Any:

@@ -486,11 +486,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     check_exposure(args.host, token, args.allow_host)  # before the store is opened or created
     if args.token_for_reads and not token:
         raise ConfigurationError(f"--token-for-reads needs a token ({TOKEN_ENV} or --token-file)")
-    if args.server == "uvicorn":
-        import importlib.util
+    run_server = None
+    if args.server != "stdlib":  # a plugin (flowyml_lite_ext): its missing package named before anything
+        from . import plugins
 
-        if importlib.util.find_spec("uvicorn") is None:
-            raise ConfigurationError("--server uvicorn needs uvicorn: pip install 'flowyml-lite[asgi]'")
+        run_server = plugins.get("servers", args.server)
     pipelines = {}
     for item in args.pipeline:
         name, sep, spec = item.partition("=")
@@ -501,14 +501,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pipelines[name] = load_attribute(spec, "--pipeline")
     _check_listen(args.host, args.port)  # before the app is imported or the store opened
     scheduler = _scheduler_for(args.app, args.db)
-    if args.server == "uvicorn":
-        from .api.asgi import run_uvicorn
+    if run_server is not None:
 
         def ready(url: str) -> None:
-            print(f"flowyml-lite serving {url} with uvicorn (dashboard /, API /api/schedules); Ctrl-C stops")
+            where = "dashboard /, API /api/schedules"
+            print(f"flowyml-lite serving {url} with {args.server} ({where}); Ctrl-C stops")
             sys.stdout.flush()
 
-        run_uvicorn(
+        run_server(
             scheduler,
             args.host,
             args.port,

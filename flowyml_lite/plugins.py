@@ -18,7 +18,7 @@ from .errors import PluginError, PluginNotInstalledError
 
 logger = logging.getLogger("flowyml_lite.plugins")
 
-KINDS: Tuple[str, ...] = ("cron", "timezones", "stores", "locks", "executors")
+KINDS: Tuple[str, ...] = ("cron", "timezones", "stores", "locks", "executors", "servers")
 
 # kind -> name -> object, or "module:attribute" to import on first use (a leading dot is relative
 # to this package, so a copy vendored under another name still finds its built-ins).
@@ -39,6 +39,9 @@ _BUILTINS: Dict[str, Dict[str, Any]] = {
         "process": ".executors.process:ProcessExecutor",
         "async": ".executors.asyncio_loop:AsyncExecutor",
     },
+    # 'serve --server NAME' beside the built-in server: serve(scheduler, host, port, *, ready, access_log,
+    # **ApiServer options), blocking until SIGINT/SIGTERM; see flowyml_lite_ext/uvicorn_server.py.
+    "servers": {},
 }
 
 # Backends shipped in flowyml_lite_ext: (module:attribute, the pip extra that brings their dependencies).
@@ -50,6 +53,7 @@ _EXTRAS: Dict[str, Dict[str, Tuple[str, str]]] = {
         "postgresql": ("flowyml_lite_ext.sqlalchemy_store:SQLAlchemyStore", "postgres"),
     },
     "locks": {"redis": ("flowyml_lite_ext.redis_lock:RedisLock", "redis")},
+    "servers": {"uvicorn": ("flowyml_lite_ext.uvicorn_server:serve", "asgi")},
 }
 
 _registry: Dict[str, Dict[str, Any]] = {kind: dict(names) for kind, names in _BUILTINS.items()}

@@ -5,6 +5,9 @@ worker, or mounting in a FastAPI/Starlette app. ASGI is a calling convention, so
 >>> app = create_app(PipelineScheduler(SchedulerConfig(persist_schedules=False)))
 >>> # uvicorn.run(app)  or  fastapi_app.mount("/scheduler", app)
 
+``flowyml-lite serve --server uvicorn`` runs it with ``flowyml_lite_ext.uvicorn_server`` (the ``asgi``
+extra; a plugin of kind ``servers``, since this package imports only the standard library).
+
 Routes run in a pool of ``threads`` threads (store reads and ``run?wait=true`` block), so the event
 loop never waits on them. The server in front owns the connections, their limits and timeouts:
 errors it produces itself (a malformed request line, for one) are its own, not this JSON.
@@ -18,7 +21,7 @@ import logging
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple
 from urllib.parse import quote
 
-from ..errors import ConfigurationError, FlowymlLiteError
+from ..errors import ConfigurationError
 from .app import MAX_BODY_BYTES, ApiApp, Request, Response, error_response
 from .server import DEFAULT_HOST, DEFAULT_THREADS, HandlerPool, build_app
 
@@ -28,7 +31,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-INSTALL_HINT = "pip install 'flowyml-lite[asgi]'"
 _DISCARD_LIMIT = 64 << 20
 
 
@@ -251,65 +253,3 @@ def create_app(
         token_for_reads=token_for_reads,
     )
     return AsgiApp(api, threads=threads, max_body_bytes=max_body_bytes, manage_scheduler=manage_scheduler)
-
-
-def run_uvicorn(
-    scheduler: Any,
-    host: str = DEFAULT_HOST,
-    port: int = 8080,
-    *,
-    max_connections: Optional[int] = None,
-    keepalive_timeout: float = 15.0,
-    access_log: bool = False,
-    ready: Optional[Callable[[str], None]] = None,
-    **options: Any,
-) -> None:
-    """Serve ``create_app(scheduler, host, **options)`` with uvicorn until SIGINT or SIGTERM; the
-    lifespan starts and stops the scheduler. ``ready(url)`` is called once the port is bound."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigurationError(
-            f"--server uvicorn needs uvicorn, which is not installed: {INSTALL_HINT}"
-        ) from None
-    import socket
-
-    app = create_app(scheduler, host, manage_scheduler=True, **options)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets that say they are TCP
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        log_config=None,  # the CLI's logging configuration stays
-        access_log=access_log,
-        limit_concurrency=max_connections,
-        timeout_keep_alive=int(keepalive_timeout),
-        server_header=False,
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        # uvicorn stops on SIGINT/SIGTERM, then raises the signal again for the handler it found:
-        # a handler that does nothing makes that a clean exit (code 0) instead of death by signal.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: None)
-    if ready is not None:
-        ready(f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}")
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-    if not server.started:  # the lifespan's startup failed: uvicorn logged why
-        raise FlowymlLiteError("uvicorn did not start serving; the log above says why")

@@ -13,9 +13,9 @@ from typing import Any, AsyncIterator, Dict, Iterator, List
 
 import pytest
 
-from flowyml_lite import PipelineScheduler, SchedulerConfig
-from flowyml_lite.api.asgi import INSTALL_HINT, AsgiApp, _target, create_app, run_uvicorn
-from flowyml_lite.errors import ConfigurationError
+from flowyml_lite import PipelineScheduler, SchedulerConfig, plugins
+from flowyml_lite.api.asgi import AsgiApp, _target, create_app
+from flowyml_lite.errors import ConfigurationError, PluginNotInstalledError
 from tests.api.conftest import asgi_call
 
 TOKEN = "s3cret-token"
@@ -217,13 +217,21 @@ class TestCreateApp:
         finally:
             asyncio.run(app.shutdown())
 
-    def test_run_uvicorn_without_uvicorn_names_the_extra(
-        self, scheduler: PipelineScheduler, monkeypatch: pytest.MonkeyPatch
+    def test_the_uvicorn_server_plugin_without_uvicorn_names_the_extra(
+        self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
-        with pytest.raises(ConfigurationError) as caught:
-            run_uvicorn(scheduler, port=0)
-        assert INSTALL_HINT in str(caught.value)
+        monkeypatch.delitem(sys.modules, "flowyml_lite_ext.uvicorn_server", raising=False)
+        monkeypatch.setitem(plugins._registry, "servers", {})  # not loaded yet
+        with pytest.raises(PluginNotInstalledError) as caught:
+            plugins.get("servers", "uvicorn")
+        assert "pip install 'flowyml-lite[asgi]'" in str(caught.value)
+
+    def test_the_uvicorn_server_plugin_is_found_when_uvicorn_is_installed(self) -> None:
+        pytest.importorskip("uvicorn")
+        from flowyml_lite_ext.uvicorn_server import serve
+
+        assert plugins.get("servers", "uvicorn") is serve
 
 
 class TestMountedInFastApi:
