@@ -812,7 +812,8 @@ class Probe:
         self.gc: List[Tuple[float, float, int, int]] = []  # start, seconds, generation, collected
         self.calls: List[Tuple[float, float, str, int]] = []  # start, seconds, method, batch size
         self.cpu: Dict[str, float] = {}  # CPU seconds of the calling thread, per wrapped method
-        self._gc_start = (0.0, 0.0)
+        self._gc_start = (0.0, 0.0, 0.0)
+        self.gc_cpu: Dict[int, float] = {}  # generation -> CPU seconds of the collecting threads
         self._installed = False
 
     def install(self, sched: Any) -> None:
@@ -820,10 +821,13 @@ class Probe:
 
         def on_gc(phase: str, info: Dict[str, int]) -> None:
             if phase == "start":
-                self._gc_start = (time.time(), time.perf_counter())
+                self._gc_start = (time.time(), time.perf_counter(), time.thread_time())
             else:
-                wall, t0 = self._gc_start
+                wall, t0, c0 = self._gc_start
                 self.gc.append((wall, time.perf_counter() - t0, info["generation"], info.get("collected", 0)))
+                self.gc_cpu[info["generation"]] = (
+                    self.gc_cpu.get(info["generation"], 0.0) + time.thread_time() - c0
+                )
 
         gc.callbacks.append(on_gc)
         store = sched.store
@@ -861,6 +865,7 @@ class Probe:
             "total_ms": sum(g[1] for g in gcs) * 1000,
             "max_ms": max((g[1] for g in gcs), default=0.0) * 1000,
             "max_gen2_ms": max((g[1] for g in gcs if g[2] == 2), default=0.0) * 1000,
+            "cpu_ms_by_generation": {str(k): v * 1000 for k, v in sorted(self.gc_cpu.items())},
         }
         for what in ("wake", "claim_many", "finish_runs"):
             calls = sorted(
@@ -1605,7 +1610,9 @@ def probe_note(r: Dict[str, Any]) -> str:
     if g:
         parts.append(
             f"gc x{g['count']} (gen0/1/2 {g['by_generation']['0']}/{g['by_generation']['1']}/"
-            f"{g['by_generation']['2']}) {g['total_ms']:.1f} ms, max {g['max_ms']:.1f} ms"
+            f"{g['by_generation']['2']}) {g['total_ms']:.1f} ms, max {g['max_ms']:.1f} ms, CPU by generation "
+            + "/".join(f"{v:.1f}" for v in g.get("cpu_ms_by_generation", {}).values())
+            + " ms"
         )
     return "; ".join(parts)
 
