@@ -1113,15 +1113,35 @@ def lite_api(spec: Dict[str, Any]) -> Dict[str, Any]:
             for key, count in seen.items():
                 statuses[key] = statuses.get(key, 0) + count
 
-    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
-    t_start = time.time()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    t_end = time.time()
-    for thread in threads:
-        thread.join(timeout=30)
+    if spec.get("client_mode") == "none":  # the baseline: the same scheduler and server, no clients
+        t_start = time.time()
+        time.sleep(seconds)
+        t_end = time.time()
+    elif spec.get("client_mode", "threads") == "process":
+        # The clients in another process (asyncio, one keep-alive connection each): only the
+        # server's own threads share this process's GIL with the scheduler, as with real clients.
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "apiclient",
+            json.dumps({"port": server.port, "clients": clients, "seconds": seconds}),
+        ]
+        t_start = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        t_end = time.time()
+        reply = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+        latencies.extend(reply.get("latencies", []))
+        statuses.update(reply.get("statuses", {"client failed: " + proc.stderr[-200:]: 1}))
+    else:
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+        t_start = time.time()
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        t_end = time.time()
+        for thread in threads:
+            thread.join(timeout=30)
     sched.wait_for_runs(10)
     history = sched.get_history("tick", limit=1000)
     server.stop()
@@ -1160,6 +1180,49 @@ def lite_api(spec: Dict[str, Any]) -> Dict[str, Any]:
             request_max_ms=latencies[-1] * 1000,
         )
     return out
+
+
+def api_client_main(raw: str) -> None:
+    """``scheduler.py apiclient '<json>'``: N asyncio keep-alive clients, GETs for a while; JSON out."""
+    import asyncio
+
+    spec = json.loads(raw)
+    port, clients, seconds = spec["port"], spec["clients"], spec["seconds"]
+    latencies: List[float] = []
+    statuses: Dict[str, int] = {}
+
+    async def one(k: int, deadline: float) -> None:
+        paths = ("/api/schedules", "/api/health")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        j = k
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            try:
+                path = paths[j % 2]
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = head.split(b" ", 2)[1].decode()
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                key = status
+            except Exception as exc:
+                key = type(exc).__name__
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            latencies.append(time.perf_counter() - t0)
+            statuses[key] = statuses.get(key, 0) + 1
+            j += 1
+        writer.close()
+
+    async def main() -> None:
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(one(k, deadline) for k in range(clients)))
+
+    asyncio.run(main())
+    print(json.dumps({"latencies": latencies, "statuses": statuses}))
 
 
 # -- the process executor beside the thread executor, through the scheduler ----------
@@ -1761,7 +1824,7 @@ def bench_spread(args: argparse.Namespace, tmp: str, say: Report, results: Dict[
             for i, ms, why in r.get("worst_explained", [])[:3]:
                 extra.append(f"fire {i} late {ms} ms: {why}")
             if extra:
-                notes.append(f"{system} #{k + 1}: " + "; ".join(extra))
+                notes.append(f"{system}, clients: {mode} #{k + 1}: " + "; ".join(extra))
     table(say, ["system", "fired", "dup", "p50 ms", "p99 ms", "max ms", ">1 ms", ">3 ms"], rows)
     say()
     for note in notes:
@@ -1772,13 +1835,18 @@ def bench_spread(args: argparse.Namespace, tmp: str, say: Report, results: Dict[
 def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
     seconds = 8.0 if args.quick else 30.0
     systems = [s for s in LITE_SYSTEMS if s in args.systems]
+    modes = ["none", "process", "threads"] if args.api_clients == "both" else [args.api_clients]
     say(
-        f"## 6. A 1 s interval schedule while {args.clients} HTTP clients (threads, keep-alive) GET "
-        f"/api/schedules and /api/health from the same process for {seconds:g} s"
+        f"## 6. A 1 s interval schedule while {args.clients} HTTP clients (keep-alive) GET /api/schedules "
+        f"and /api/health of an ApiServer in the scheduler's process, for {seconds:g} s; clients in "
+        + " / ".join(
+            {"process": "another process (asyncio)", "threads": "the same process (threads)"}[m]
+            for m in modes
+        )
     )
     say()
     out: Dict[str, List[Dict[str, Any]]] = {}
-    for system in systems:
+    for system, mode in [(s, m) for m in modes for s in systems]:
         for k in range(args.repeat):
             directory = tempfile.mkdtemp(dir=tmp)
             spec = {
@@ -1788,19 +1856,21 @@ def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str
                 "seconds": seconds,
                 "clients": args.clients,
                 "other_schedules": 100,
+                "client_mode": mode,
             }
-            say(f"  ... {system} run {k + 1}")
-            out.setdefault(system, []).append(run_child(spec, 120 + seconds, say))
+            say(f"  ... {system}, clients in {mode}, run {k + 1}")
+            out.setdefault(f"{system}/{mode}", []).append(run_child(spec, 120 + seconds, say))
             shutil.rmtree(directory, ignore_errors=True)
     results["api"] = {"seconds": seconds, "clients": args.clients, "runs": out}
     say()
     rows, notes = [], []
-    for system in systems:
-        for k, r in enumerate(out.get(system, [])):
-            label = f"{LABELS[system]} #{k + 1}"
+    for key in out:
+        system, mode = key.split("/")
+        for k, r in enumerate(out[key]):
+            label = f"{LABELS[system]}, clients: {mode} #{k + 1}"
             if "failed" in r:
                 rows.append([label] + ["-"] * 8)
-                notes.append(f"{system} #{k + 1}: {failure_note(r)}")
+                notes.append(f"{system}, clients: {mode} #{k + 1}: {failure_note(r)}")
                 continue
             rows.append(
                 [
@@ -1822,7 +1892,7 @@ def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str
                 extra.append(f"fire {s} late {ms} ms: {why}")
             if r.get("log_warnings"):
                 extra.append("logs: " + " || ".join(r["log_samples"][:2]))
-            notes.append(f"{system} #{k + 1}: " + "; ".join(extra))
+            notes.append(f"{system}, clients: {mode} #{k + 1}: " + "; ".join(extra))
     table(
         say,
         [
@@ -2004,9 +2074,11 @@ def check_fire_targets(results: Dict[str, Any], say: Report, quick: bool) -> Non
                 ]
             )
     api = results.get("api", {}).get("runs", {})
-    for system, runs in api.items():
+    for key, runs in api.items():
+        system = key.replace("/", "-")
         add(
-            f"{results['api']['clients']} API clients, {system.split('-')[1]}: 1 s schedule lag p99 <= 10 ms",
+            f"{results['api']['clients']} API clients ({system.split('-')[2]}), {system.split('-')[1]}: "
+            "1 s schedule lag p99 <= 10 ms",
             worst(runs, "p99_ms"),
             "ms",
             10,
@@ -2014,7 +2086,8 @@ def check_fire_targets(results: Dict[str, Any], say: Report, quick: bool) -> Non
             False,
         )
         add(
-            f"{results['api']['clients']} API clients, {system.split('-')[1]}: fires skipped == 0",
+            f"{results['api']['clients']} API clients ({system.split('-')[2]}), {system.split('-')[1]}: "
+            "fires skipped == 0",
             worst(runs, "skipped"),
             "",
             0,
@@ -2194,6 +2267,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--spread-runs", type=int, default=5, help="consecutive flowyml_lite spread runs")
     parser.add_argument("--clients", type=int, default=50, help="HTTP clients of the api part")
     parser.add_argument(
+        "--api-clients",
+        choices=("none", "process", "threads", "both"),
+        default="both",
+        help="api part: clients in another process (asyncio), threads of the scheduler's process, none, or all",
+    )
+    parser.add_argument(
         "--aps-sqlite-big",
         action="store_true",
         help="also run APScheduler SQLAlchemy with 10,000 at one instant",
@@ -2284,6 +2363,9 @@ def pyspy_top(path: str, thread: Optional[str] = None, lines: int = 30) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "child":
         child_main(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "apiclient":
+        api_client_main(sys.argv[2])
+        sys.exit(0)
     if len(sys.argv) in (3, 4) and sys.argv[1] == "pyspy-top":
         pyspy_top(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else None)
         sys.exit(0)
