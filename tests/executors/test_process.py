@@ -133,7 +133,8 @@ class TestCancel:
         assert alive(child) and alive(grandchild)
         assert handle.cancel() is True
         result = outcome.wait()
-        assert result.cancelled and not result.success and result.signal == 15
+        # SIGTERM ends it; SIGKILL only if a very busy machine let the grace period pass first.
+        assert result.cancelled and not result.success and result.signal in (15, 9)
         assert eventually(lambda: not alive(child) and not alive(grandchild))
         assert handle.cancel() is False
 
