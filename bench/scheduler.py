@@ -1824,7 +1824,7 @@ def bench_spread(args: argparse.Namespace, tmp: str, say: Report, results: Dict[
             for i, ms, why in r.get("worst_explained", [])[:3]:
                 extra.append(f"fire {i} late {ms} ms: {why}")
             if extra:
-                notes.append(f"{system}, clients: {mode} #{k + 1}: " + "; ".join(extra))
+                notes.append(f"{system} #{k + 1}: " + "; ".join(extra))
     table(say, ["system", "fired", "dup", "p50 ms", "p99 ms", "max ms", ">1 ms", ">3 ms"], rows)
     say()
     for note in notes:
@@ -2270,7 +2270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--api-clients",
         choices=("none", "process", "threads", "both"),
         default="both",
-        help="api part: clients in another process (asyncio), threads of the scheduler's process, none, or all",
+        help="api part: clients in another process (asyncio), threads of this process, none, or all three",
     )
     parser.add_argument(
         "--aps-sqlite-big",
