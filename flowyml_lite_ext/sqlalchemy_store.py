@@ -144,6 +144,7 @@ NODES = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("started_at", sa.BigInteger, nullable=False),
     sa.Column("heartbeat", sa.BigInteger, nullable=False),
+    sa.Column("serves", sa.Text),
 )
 SCHEMA_VERSION_TABLE = sa.Table(
     "schema_version",
@@ -399,6 +400,7 @@ def _node(row: Mapping[Any, Any]) -> NodeRecord:
         row["pid"],
         from_us(row["started_at"]),  # type: ignore[arg-type]  # NOT NULL column
         from_us(row["heartbeat"]),  # type: ignore[arg-type]
+        row.get("serves"),
     )
 
 
@@ -1503,6 +1505,7 @@ class SQLAlchemyStore(Store):
             "pid": node.pid,
             "started_at": to_us(node.started_at, "started_at"),
             "heartbeat": self._now_sql(to_us(node.heartbeat, "heartbeat")),
+            "serves": node.serves,
         }
 
         def body(conn: Connection) -> None:

@@ -126,6 +126,7 @@ class PipelineScheduler:
             cfg.history_max_runs,
             self._lock,
             self._runner.announce,
+            self._serving,
         )
         self._started = False
         self._localize = Localizer(cfg.timezone_provider)
@@ -225,6 +226,7 @@ class PipelineScheduler:
         )
         if self._started:
             self._mark_declared([name])
+            self._reshare()
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "scheduled %r (%s %s, %s): next fire %s",
@@ -255,6 +257,20 @@ class PipelineScheduler:
             start_date=opts.start_date,
             end_date=opts.end_date,
         )
+
+    def _serving(self) -> Optional[str]:
+        """The digest of the schedules this node's loop serves, or None while it is not started
+        (a process that only runs things by hand must not be handed anyone's fires)."""
+        return self._table.served.digest if self._started else None
+
+    def _reshare(self) -> None:
+        """This node's set of schedules changed: it splits its fires with other peers from now on
+        (other nodes see the change at their next heartbeat), and re-reads the states it now owns."""
+        if self._membership.serve(self._serving()) and self._store.shared:
+            try:
+                self._sync.sync(True)
+            except Exception as exc:  # the next heartbeat's sync reads them
+                logger.warning("could not re-read the schedules after a change of peers: %s", exc)
 
     def _mark_declared(self, names: List[str]) -> None:
         try:
@@ -290,6 +306,8 @@ class PipelineScheduler:
             raise ScheduleNotFoundError(name)
         with self._table.cond:
             self._table.forget(name)
+        if self._started:
+            self._reshare()
         logger.info("unscheduled %r", name)
 
     def clear(self) -> None:
@@ -298,6 +316,8 @@ class PipelineScheduler:
         count = self._store.delete_all()
         with self._table.cond:
             self._table.clear()
+        if self._started:
+            self._reshare()
         logger.info("cleared %d schedule(s)", count)
 
     def on_success(self, hook: Hook) -> Hook:
@@ -399,9 +419,10 @@ class PipelineScheduler:
             return
         self._runner.stopping.clear()
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
+        self._started = True
+        self._membership.serve(self._serving())
         self._housekeeping.beat()  # heartbeat and reap crashed nodes before the first fire
         self._sync.sync()
-        self._started = True
         self._mark_declared(list(self._table.funcs))
         if self.config.gc_freeze:
             # Long-lived objects (schedules, triggers, the heap) leave the collector's generations,

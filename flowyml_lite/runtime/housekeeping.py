@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ..clock import Clock
 from ..locks.base import Lock
@@ -45,6 +45,7 @@ class Housekeeping:
         history_max_runs: Optional[int],
         lock: Optional[Lock] = None,
         announce: Callable[[RunRecord], None] = lambda run: None,
+        serving: Callable[[], Optional[str]] = lambda: None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -58,6 +59,7 @@ class Housekeeping:
         self._max_runs = history_max_runs
         self._lock = lock
         self._announce = announce
+        self._serving = serving
         self.host = host_identity()
         self.started_at = clock.now()
         self.last_heartbeat: Optional[datetime] = None
@@ -120,7 +122,9 @@ class Housekeeping:
         """Send this node's heartbeat; then, unless this node was itself cut off, judge the others."""
         now = self._clock.now()
         away = self._last_ok and time.monotonic() - self._last_ok > self._timeout / 2
-        self._store.heartbeat(NodeRecord(self._node, self.host, os.getpid(), self.started_at, now))
+        self._store.heartbeat(
+            NodeRecord(self._node, self.host, os.getpid(), self.started_at, now, self._serving())
+        )
         self.last_heartbeat = now
         self._last_ok = time.monotonic()
         if not judge:
@@ -140,7 +144,7 @@ class Housekeeping:
         active = self._store.active_runs() if self._store.shared else []
         nodes = self._store.list_nodes()
         expired = {n.node_id for n in self._store.expired_nodes(self._timeout, now)}
-        live: List[str] = []
+        live: List[Tuple[str, Optional[str]]] = []
         for node in nodes:
             if node.node_id == self._node:
                 continue
@@ -152,14 +156,13 @@ class Housekeeping:
             if reason:
                 self.lose(node.node_id, reason)
             else:
-                live.append(node.node_id)
+                live.append((node.node_id, node.serves))
         known = {n.node_id for n in nodes} | {self._node}
         for gone in sorted({r.node_id for r in active} - known):  # runs whose node row is gone
             self.lose(gone, f"node {gone} is gone (no heartbeat row) with runs still active")
         if self._membership.update(live) and self._store.shared:
-            logger.info(
-                "live nodes now %s: schedules re-split between them", ", ".join(self._membership.nodes)
-            )
+            peers = ", ".join(self._membership.peers)
+            logger.info("this node now splits its schedules with the live nodes %s", peers)
             self._sync(True)
 
     def lose(self, node_id: str, reason: str) -> None:

@@ -1,17 +1,22 @@
-"""Which live node attempts which schedule's fires: rendezvous hashing over the live nodes.
+"""Which live node attempts which schedule's fires: rendezvous hashing over the live peers.
 
-Processes sharing a store split the schedules between them instead of racing for every fire:
-each schedule belongs to the live node with the highest hash of (node, schedule), so a node
-joining or leaving moves only its own share. Views may disagree for a heartbeat while a node
-joins or is declared lost; then a fire may be attempted twice (the store's claim keeps it once)
-or late (the new owner claims it by the misfire policy). "Once" never depends on this.
+Processes sharing a store split the schedules between them instead of racing for every fire.
+Only *peers* split: live nodes that serve the very same set of schedules (equal ``serves``
+digests, see ``ServedSet``), so a schedule is never handed to a node that cannot run it. Among
+peers each schedule belongs to the one with the highest hash of (node, schedule), so a node
+joining or leaving moves only its own share. A node whose set differs (another app, or a schedule
+just added through the API) attempts all of its own schedules. Views may disagree for a heartbeat
+while a node joins, changes its set or is declared lost; then a fire may be attempted twice (the
+store's claim keeps it once) or late (the new owner claims it by the misfire policy). "Once"
+never depends on this.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import zlib
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 
 class Membership:
@@ -22,21 +27,41 @@ class Membership:
         self._lock = threading.Lock()
         self._nodes: Tuple[str, ...] = (node_id,)
         self._seeds: Tuple[Tuple[str, int], ...] = ((node_id, _seed(node_id)),)
-        self._mine: Dict[str, bool] = {}  # name -> owned, for the current set of nodes
+        self._mine: Dict[str, bool] = {}  # name -> owned, for the current peers
+        self._live: Tuple[Tuple[str, Optional[str]], ...] = ()  # other live nodes, with their digests
+        self._serves: Optional[str] = None  # this node's digest (None: it serves nothing here)
 
     @property
     def nodes(self) -> Tuple[str, ...]:
+        """Every live node as last seen, this one included."""
+        return tuple(sorted({self.node_id, *(n for n, _ in self._live)}))
+
+    @property
+    def peers(self) -> Tuple[str, ...]:
+        """The live nodes this one splits its schedules with (itself included)."""
         return self._nodes
 
-    def update(self, live: Iterable[str]) -> bool:
-        """Set the live nodes (this one is always among them); True if the set changed."""
-        nodes = tuple(sorted(set(live) | {self.node_id}))
+    def update(self, live: Iterable[Tuple[str, Optional[str]]]) -> bool:
+        """Set the other live nodes and their digests; True if this node's peers changed."""
         with self._lock:
-            if nodes == self._nodes:
-                return False
-            self._nodes = nodes
-            self._seeds = tuple((n, _seed(n)) for n in nodes)
-            self._mine = {}
+            self._live = tuple(sorted((n, d) for n, d in live if n != self.node_id))
+            return self._regroup()
+
+    def serve(self, digest: Optional[str]) -> bool:
+        """Set this node's own digest; True if its peers changed (so its share did too)."""
+        with self._lock:
+            self._serves = digest
+            return self._regroup()
+
+    def _regroup(self) -> bool:
+        mine = self._serves
+        peers = {self.node_id} | {n for n, d in self._live if mine is not None and d == mine}
+        nodes = tuple(sorted(peers))
+        if nodes == self._nodes:
+            return False
+        self._nodes = nodes
+        self._seeds = tuple((n, _seed(n)) for n in nodes)
+        self._mine = {}
         return True
 
     def owns(self, name: str) -> bool:
@@ -69,3 +94,35 @@ def _mix(x: int) -> int:
 
 def _seed(node_id: str) -> int:
     return _mix(zlib.crc32(node_id.encode("utf-8", "surrogatepass")) + 0x9E3779B97F4A7C15) & _MASK
+
+
+class ServedSet:
+    """An order-free digest of a set of schedule names, kept up to date one name at a time.
+
+    The sum of a 64-bit hash of each name (blake2b), modulo 2**64: adding or removing a name is
+    O(1), so declaring 100,000 schedules costs no rehash of the whole set.
+    """
+
+    def __init__(self) -> None:
+        self._sum = 0
+        self.count = 0
+
+    def add(self, name: str) -> None:
+        self._sum = (self._sum + _name_hash(name)) & _MASK
+        self.count += 1
+
+    def discard(self, name: str) -> None:
+        self._sum = (self._sum - _name_hash(name)) & _MASK
+        self.count -= 1
+
+    def clear(self) -> None:
+        self._sum = self.count = 0
+
+    @property
+    def digest(self) -> str:
+        return f"{self.count}:{self._sum:016x}"
+
+
+def _name_hash(name: str) -> int:
+    raw = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(raw, "big")

@@ -103,8 +103,7 @@ class Sync:
             stored.next_fire = None
         table = self._table
         with table.cond:
-            table.funcs[name] = func
-            table.triggers[name] = trigger
+            table.serve(name, func, trigger)
             table.set_record(stored)
             missed_sync = self.epoch != epoch
         if missed_sync:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..core.triggers import Trigger as TriggerLike
 from ..stores.base import ScheduleRecord
+from .membership import ServedSet
 
 Entry = Tuple[datetime, int, str, Optional[datetime]]
 
@@ -29,6 +30,14 @@ class ScheduleTable:
         self.records: Dict[str, ScheduleRecord] = {}
         self.heap: List[Entry] = []
         self._seq = itertools.count()
+        self.served = ServedSet()  # the digest other nodes compare to find this node's peers
+
+    def serve(self, name: str, func: Callable[[], Any], trigger: TriggerLike) -> None:
+        """Register the function and trigger of ``name``; caller holds ``cond``."""
+        if name not in self.funcs:
+            self.served.add(name)
+        self.funcs[name] = func
+        self.triggers[name] = trigger
 
     def set_record(self, record: ScheduleRecord) -> None:
         """Cache a record and (re)queue its next fire; caller holds ``cond``."""
@@ -61,13 +70,15 @@ class ScheduleTable:
 
     def forget(self, name: str) -> None:
         """Drop a schedule (its heap entries go stale); caller holds ``cond``."""
-        self.funcs.pop(name, None)
+        if self.funcs.pop(name, None) is not None:
+            self.served.discard(name)
         self.triggers.pop(name, None)
         self.records.pop(name, None)
         self.cond.notify_all()
 
     def clear(self) -> None:
         """Drop everything; caller holds ``cond``."""
+        self.served.clear()
         self.funcs.clear()
         self.triggers.clear()
         self.records.clear()

@@ -144,6 +144,9 @@ class NodeRecord:
     pid: int
     started_at: datetime
     heartbeat: datetime
+    #: A digest of the set of schedules this node serves (its loop runs), or None when it serves
+    #: none (a process that only runs things by hand): nodes with equal digests share those fires.
+    serves: Optional[str] = None
 
 
 @dataclass

@@ -78,6 +78,7 @@ _V2 = (
     "ALTER TABLE runs ADD COLUMN next_attempt_at BIGINT",
     "ALTER TABLE schedules ADD COLUMN declared_by TEXT",
     "ALTER TABLE schedules ADD COLUMN declared_at BIGINT",
+    "ALTER TABLE nodes ADD COLUMN serves TEXT",
 )
 
 #: (version, statements) in order; a database at version v needs every migration after v.

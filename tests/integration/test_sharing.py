@@ -1,0 +1,76 @@
+"""Schedulers sharing a store split the fires of the schedules they all serve, and a schedule only
+some of them serve (another app's, or one just added through the API) still runs every time.
+
+Two schedulers in this process on one SQLite file (two nodes; real clock, heartbeats every 0.2 s).
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import threading
+import time
+from typing import Dict, List
+
+import pytest
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_shared_schedules_are_split_and_a_schedule_served_by_one_node_alone_still_runs(
+    tmp_path: pathlib.Path,
+) -> None:
+    ran: Dict[str, List[str]] = collections.defaultdict(list)
+    lock = threading.Lock()
+
+    def job(node: str, name: str):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            with lock:
+                ran[name].append(node)
+
+        return run
+
+    nodes = []
+    for node in ("a", "b"):
+        config = SchedulerConfig(
+            db_path=str(tmp_path / "shared.db"), node_id=node, heartbeat_seconds=0.2, node_timeout_seconds=2
+        )
+        scheduler = PipelineScheduler(config)
+        for i in range(20):
+            scheduler.schedule_interval(f"shared-{i}", job(node, f"shared-{i}"), seconds=0.5)
+        nodes.append(scheduler)
+    a, b = nodes
+    try:
+        a.start()
+        b.start()
+        wait_for(lambda: len(a.health_check()["nodes"]) == 2, 10, "both nodes to see each other")
+        time.sleep(1.0)  # past the first heartbeats: the split is in force
+        with lock:
+            ran.clear()
+        time.sleep(2.0)
+        with lock:
+            by_node = collections.Counter(node for runs in ran.values() for node in runs)
+        assert by_node["a"] > 0 and by_node["b"] > 0, by_node  # both take a share
+
+        # Added on one node only (as POST /api/schedules does): the other cannot run it.
+        a.schedule_interval("only-on-a", job("a", "only-on-a"), seconds=0.5)
+        wait_for(lambda: len(ran["only-on-a"]) >= 4, 10, "the schedule only node a serves to run")
+        b.schedule_interval("only-on-b", job("b", "only-on-b"), seconds=0.5)
+        wait_for(lambda: len(ran["only-on-b"]) >= 4, 10, "the schedule only node b serves to run")
+        assert set(ran["only-on-a"]) == {"a"} and set(ran["only-on-b"]) == {"b"}
+    finally:
+        for scheduler in nodes:
+            scheduler.stop(timeout=5)
+    for scheduler in nodes:
+        for name in ("shared-0", "only-on-a", "only-on-b"):
+            fires = collections.Counter(e["fire_time"] for e in scheduler.get_history(name, limit=1000))
+            assert [f for f, n in fires.items() if n > 1] == []
+        scheduler.close()
