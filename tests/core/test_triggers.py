@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import List
+from typing import List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowyml_lite.core.schedule import SCHEDULE_TYPES
 from flowyml_lite.core.triggers import (
@@ -327,6 +329,60 @@ class TestStartAndEndDates:
     def test_an_end_not_after_the_start_is_refused(self) -> None:
         with pytest.raises(ScheduleError, match="end_date must be after start_date"):
             bounded(IntervalTrigger(60), utc(2025, 1, 2), utc(2025, 1, 1))
+
+
+class TestBoundsAgainstFiltering:
+    """A bounded trigger's fires are exactly the unbounded trigger's fires in [start, end]."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        definition=st.sampled_from(
+            [
+                ("cron", "*/7 1-3 * * *", "America/New_York"),
+                ("cron", "30 1 * * *", "America/New_York"),
+                ("daily", "09:00", "Europe/London"),
+                ("hourly", "15", "Australia/Lord_Howe"),
+                ("cron", "0 0 L * *", "UTC"),
+            ]
+        ),
+        origin=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2024, 12, 1)),
+        start_after=st.one_of(st.none(), st.integers(0, 10 * 86400)),
+        length=st.one_of(st.none(), st.integers(1, 20 * 86400)),
+        probe=st.integers(-2 * 86400, 30 * 86400),
+    )
+    def test_bounded_fires_are_the_filtered_fires(
+        self,
+        definition: Tuple[str, str, str],
+        origin: datetime,
+        start_after: Optional[int],
+        length: Optional[int],
+        probe: int,
+    ) -> None:
+        kind, value, zone = definition
+        base = origin.replace(tzinfo=UTC)
+        start = base + timedelta(seconds=start_after) if start_after is not None else None
+        end = (start or base) + timedelta(seconds=length) if length is not None else None
+        plain = build_trigger(kind, value, zone, "b")
+        bound = build_trigger(kind, value, zone, "b", start_date=start, end_date=end)
+        after = base + timedelta(seconds=probe)
+        expected: List[datetime] = []
+        fire = plain.next_after(after)
+        horizon = (end or base + timedelta(days=40)) + timedelta(days=1)
+        while fire is not None and fire <= horizon and len(expected) < 60:
+            if (start is None or fire >= start) and (end is None or fire <= end):
+                expected.append(fire)
+            fire = plain.next_after(fire)
+        got: List[datetime] = []
+        moment = bound.next_after(after)
+        while moment is not None and moment <= horizon and len(got) < len(expected):
+            got.append(moment)
+            moment = bound.next_after(moment)
+        assert got == expected
+        until = horizon - timedelta(days=1)
+        kept, count = bound.fires_until(after, until, 3)
+        inside = [f for f in expected if f <= until]
+        if len(expected) < 60:
+            assert (kept, count) == (inside[-3:], len(inside))
 
 
 class TestJitter:
