@@ -378,3 +378,66 @@ class TestCluster:
         assert report.fault is not None
         cut = cluster.names[-1]
         assert degraded_during(report, cut, report.fault, "store"), report.degraded[cut]
+
+
+class TestBlockedHealthAfterOwnershipMoves:
+    """Health must not stay ``degraded`` for a schedule this node no longer claims.
+
+    A node that saw 3 fires in a row of ``x`` skipped for overlap reports ``blocked:x``. When the
+    run that blocked them has ended and the schedule has moved to another live node, this node never
+    claims ``x`` again, so a report cleared only by this node's next won claim of ``x`` stays forever
+    (seen in the cluster scenarios: a worker ``degraded`` for a minute after every fault, naming
+    schedules that fire normally on another worker). One scheduler on a SQLite file and a peer
+    node row (same schedules, another host) the test keeps alive; no servers needed.
+    """
+
+    def test_the_blocked_report_ends_when_the_schedule_moves_to_another_node(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        import threading
+
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+        from flowyml_lite.runtime.membership import Membership
+        from flowyml_lite.stores.base import NodeRecord
+
+        config = SchedulerConfig(
+            db_path=str(tmp_path / "s.db"), heartbeat_seconds=0.2, node_timeout_seconds=30
+        )
+        scheduler = PipelineScheduler(config)
+        release = threading.Event()
+        scheduler.schedule_interval("x", lambda: release.wait(60), seconds=1)
+        scheduler.start()
+        stop_beating = threading.Event()
+        try:
+            me = next(n for n in scheduler.store.list_nodes() if n.node_id == scheduler.node_id)
+            digest = me.serves  # the peer serves the same schedules, so the two split them
+
+            def owns_x(peer: str) -> bool:
+                view = Membership(scheduler.node_id)
+                view.serve(digest)
+                view.update([(peer, digest)])
+                return view.owns("x")
+
+            peer = next(f"peer-host:1:{i}" for i in range(1000) if not owns_x(f"peer-host:1:{i}"))
+
+            def beat() -> None:  # the peer's heartbeats (another host: no pid check applies)
+                started = datetime.now(timezone.utc)
+                while not stop_beating.wait(0.1):
+                    now = datetime.now(timezone.utc)
+                    scheduler.store.heartbeat(NodeRecord(peer, "peer-host/x/1", 1, started, now, digest))
+
+            wait_for(
+                lambda: any(p["source"] == "blocked:x" for p in scheduler.problems()),
+                30,
+                "x reported blocked",
+            )
+            release.set()  # the long run ends ...
+            threading.Thread(target=beat, daemon=True).start()  # ... and x now belongs to the peer
+            wait_for(lambda: peer in scheduler.health_check()["nodes"], 30, "the peer to be seen live")
+            time.sleep(3.0)  # several heartbeats and fires of x later
+            assert [p for p in scheduler.problems() if p["source"] == "blocked:x"] == []
+            assert scheduler.status() == "running", scheduler.problems()
+        finally:
+            release.set()
+            stop_beating.set()
+            scheduler.close()
