@@ -33,12 +33,15 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Where the API is: this page's folder, so it also works mounted under a prefix (/scheduler/).
+const BASE = location.pathname.replace(/\/(dashboard)?$/, "");
+
 async function call(method, path, body) {
   const headers = {};
   if (tokenBox.value) headers["Authorization"] = "Bearer " + tokenBox.value;
   const init = { method: method, headers: headers };
   if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
-  const response = await fetch(path, init);
+  const response = await fetch(BASE + path, init);
   const payload = await response.json().catch(() => ({}));
   if (!response.ok) {
     const message = (payload.error && payload.error.message) || response.status + " " + response.statusText;

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
+import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List
 
 import pytest
@@ -19,6 +22,7 @@ from flowyml_lite.errors import ConfigurationError, PluginNotInstalledError
 from tests.api.conftest import asgi_call
 
 TOKEN = "s3cret-token"
+CHROMIUM = "/usr/bin/chromium"
 HOST = {"host": "127.0.0.1:8000"}
 
 
@@ -298,3 +302,43 @@ class TestMountedInFastApi:
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         document = client.get("/scheduler/api/openapi.json").json()
         assert document["openapi"] == "3.0.3"
+
+
+class TestDashboardMountedInABrowser:
+    """The dashboard page under /scheduler/ of a FastAPI app served by uvicorn, in Chromium: its
+    script finds the API under the same prefix."""
+
+    def test_the_page_lists_the_schedules_under_the_prefix(self, scheduler: PipelineScheduler) -> None:
+        fastapi = pytest.importorskip("fastapi")
+        uvicorn = pytest.importorskip("uvicorn")
+        sync_api = pytest.importorskip("playwright.sync_api")
+        if not os.path.exists(CHROMIUM):
+            pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        outer = fastapi.FastAPI()
+        outer.mount("/scheduler", create_app(scheduler))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        server = uvicorn.Server(uvicorn.Config(outer, lifespan="off", log_config=None, access_log=False))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            for _ in range(200):  # bounded: 10 s
+                if server.started:
+                    break
+                threading.Event().wait(0.05)
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}/scheduler/"
+            with sync_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--headless", "--no-sandbox"]
+                )
+                try:
+                    page = browser.new_page()
+                    page.goto(url)
+                    sync_api.expect(page.get_by_text("nightly").first).to_be_visible(timeout=15000)
+                finally:
+                    browser.close()
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
