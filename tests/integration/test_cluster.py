@@ -29,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -145,7 +145,7 @@ def run_scenario(
         wait_decided(cluster, url, end - 1.5)
         drain = time.monotonic() - waited
         owners = check_owners(cluster, url)
-        final_status = {n: cluster.status(n) for n in cluster.names if n not in cluster.dead}
+        final_status = settled_health(cluster)
         results = cluster.stop()
     finally:
         cluster.kill()
@@ -185,6 +185,16 @@ def run_scenario(
     }
     assert still == {}, still
     return report, cluster
+
+
+def settled_health(cluster: Cluster, patience: float = 30.0) -> Dict[str, Dict[str, Any]]:
+    """The live workers' status files once all say ``running`` (or as they are after ``patience``)."""
+    deadline = time.monotonic() + patience
+    while True:
+        found = {n: cluster.status(n) for n in cluster.names if n not in cluster.dead}
+        if all(v["status"] == "running" for v in found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def wait_decided(cluster: Cluster, url: str, moment: float) -> None:
