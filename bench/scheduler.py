@@ -1080,7 +1080,8 @@ def lite_api(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     sched.schedule_interval("tick", tick, seconds=1)
     PROBE.install(sched)
-    server = ApiServer(sched, port=0).start()
+    threads_kw = {"threads": spec["server_threads"]} if spec.get("server_threads") else {}
+    server = ApiServer(sched, port=0, **threads_kw).start()
     sched.start()
     stop = threading.Event()
     statuses: Dict[str, int] = {}
@@ -1844,6 +1845,7 @@ def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str
             for m in modes
         )
     )
+    say(f"  ApiServer handler threads: {args.api_threads or 'its default'}")
     say()
     out: Dict[str, List[Dict[str, Any]]] = {}
     for system, mode in [(s, m) for m in modes for s in systems]:
@@ -1857,6 +1859,7 @@ def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str
                 "clients": args.clients,
                 "other_schedules": 100,
                 "client_mode": mode,
+                "server_threads": args.api_threads,
             }
             say(f"  ... {system}, clients in {mode}, run {k + 1}")
             out.setdefault(f"{system}/{mode}", []).append(run_child(spec, 120 + seconds, say))
@@ -2266,6 +2269,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each burst / api / executors row")
     parser.add_argument("--spread-runs", type=int, default=5, help="consecutive flowyml_lite spread runs")
     parser.add_argument("--clients", type=int, default=50, help="HTTP clients of the api part")
+    parser.add_argument(
+        "--api-threads", type=int, default=0, help="ApiServer(threads=...) in the api part (0: its default)"
+    )
     parser.add_argument(
         "--api-clients",
         choices=("none", "process", "threads", "both"),
