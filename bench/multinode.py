@@ -459,6 +459,7 @@ def scenario(
             raise RuntimeError(f"setup took {ready:.1f} s, past the instant: raise --lead")
         time.sleep(max(0.0, (first - datetime.now(UTC)).total_seconds() - 1.5))
         before = db.xacts()
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         wait_for(db, fires, limit=600)
         time.sleep(1.5)  # let the last statistics reach pg_stat_database
         after = db.xacts()
@@ -501,6 +502,7 @@ def scenario(
         "lag_max_ms": max(lags) if lags else None,
         "shares": dict(sorted(shares.items())),
         "setup_seconds": ready,
+        "load_average": load,
     }
 
 
@@ -548,6 +550,11 @@ def show(result: Dict[str, Any]) -> List[str]:
     lines = [
         f"  {r['label']}: {r['workers']} worker(s), {r['recorded']}/{r['fires']} fires recorded, "
         f"statuses {r['statuses']}, duplicate fires {r['duplicates']}"
+        + (
+            f"; host load average {r['load_average']:.1f} at the start"
+            if r.get("load_average") is not None
+            else ""
+        )
     ]
     if r["fires_per_second"] is not None:
         lines.append(
