@@ -15,6 +15,7 @@ ARG BASE=python:3.12-slim
 
 FROM ${BASE} AS build
 ARG EXTRAS=""
+LABEL io.flowyml-lite.stage="build"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1 \

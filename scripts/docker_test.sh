@@ -160,6 +160,10 @@ if docker info >/dev/null 2>&1; then
     say "using the running Docker engine"
 elif $IS_ROOT && command -v dockerd >/dev/null 2>&1; then
     mkdir -p "$CACHE"
+    # A pid file left by a dockerd that was killed would stop this one from starting.
+    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        rm -f /var/run/docker.pid
+    fi
     dockerd >"$CACHE/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
     for _ in $(seq 150); do
@@ -251,6 +255,8 @@ fi
 build() {  # build TAG [--build-arg ...]: the Dockerfile of the project
     local tag=$1
     shift
+    # The build stage gets a tag too, so the pruning at the end keeps its layers (the dependencies) cached.
+    docker_build "$tag-build-stage" --target build --build-arg "BASE=$BASE" "$@" "$CONTEXT"
     docker_build "$tag" --build-arg "BASE=$BASE" "$@" "$CONTEXT"
 }
 
@@ -562,6 +568,7 @@ EOF
     }
     ON_FAIL=compose_diagnostics
     t0=$EPOCHREALTIME
+    build "$IMAGE-fleet" --build-arg EXTRAS=postgres,redis  # what compose builds, so it finds it cached
     "${COMPOSE[@]}" build >"$WORK/compose-build.log" 2>&1 || { tail -n 40 "$WORK/compose-build.log"; fail "compose build"; }
     say "built the workers' image (EXTRAS=postgres,redis) in $(seconds_since "$t0")s"
     COMPOSE_UP=true
@@ -594,3 +601,9 @@ EOF
     COMPOSE_UP=false
     end
 fi
+
+# Images of earlier runs that this run's builds replaced (untagged now); what this run tagged stays,
+# and with it the cached layers of the dependencies and the base images.
+for label in org.opencontainers.image.title=flowyml-lite io.flowyml-lite.stage io.flowyml-lite.rootfs; do
+    docker image prune -f --filter "label=$label" >/dev/null || true
+done

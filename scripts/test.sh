@@ -322,5 +322,5 @@ fi
 
 begin "container: scripts/docker_test.sh (image, volume, health check, tzdata, compose)"
 # Skips with a message where Docker cannot run (in CI it must); -k 60 leaves time to stop its dockerd.
-timeout -k 60 900 bash scripts/docker_test.sh
+timeout -k 60 1500 bash scripts/docker_test.sh
 end
