@@ -338,11 +338,22 @@ class _PreparedClaim(NamedTuple):
     new: Optional[int]
     rows: List[Dict[str, Any]]
     max_instances: int
+    #: The records given, where storing changes nothing in them (no text converted or cut), else
+    #: None: a granted claim returns these as they are instead of decoding its rows again.
+    records: List[Optional[RunRecord]]
 
 
 def _text(value: Any) -> Optional[str]:
     """A text column's value: None stays None, anything else is its ``str()``."""
     return value if value is None or isinstance(value, str) else str(value)
+
+
+def _in_utc(run: RunRecord) -> bool:
+    """True if every instant of ``run`` is already in UTC (as a store returns them)."""
+    return all(
+        value is None or value.tzinfo is timezone.utc
+        for value in (run.fire_time, run.started_at, run.completed_at, run.next_attempt_at)
+    )
 
 
 def _json(rows: List[Dict[str, Any]]) -> str:
@@ -997,9 +1008,11 @@ class SQLAlchemyStore(Store):
             if rows is None:
                 out.append(None)
                 continue
-            for row in rows:
-                self._in_doubt.pop(row["run_key"], None)
-            out.append([_run(row) for row in rows])
+            records = [row if isinstance(row, RunRecord) else _run(row) for row in rows]
+            if self._in_doubt:
+                for record in records:
+                    self._in_doubt.pop(record.run_key, None)
+            out.append(records)
         return out
 
     def _single(self, body: Callable[[Connection], T], lost: Callable[[BaseException], T]) -> T:
@@ -1055,12 +1068,24 @@ class SQLAlchemyStore(Store):
                     "next_attempt_at": opt_to_us(run.next_attempt_at, "next_attempt_at"),
                 }
             )
+        records: List[Optional[RunRecord]] = [
+            run
+            if row["error"] is run.error
+            and row["run_id"] is run.run_id
+            and row["reason"] is run.reason
+            and row["traceback"] is run.traceback
+            and row["output"] is run.output
+            and _in_utc(run)
+            else None
+            for run, row in zip(claim.runs, rows)
+        ]
         return _PreparedClaim(
             name,
             to_us(claim.expected_next, "expected_next"),
             opt_to_us(claim.new_next, "new_next"),
             rows,
             int(claim.max_instances),
+            records,
         )
 
     @staticmethod
@@ -1096,6 +1121,8 @@ class SQLAlchemyStore(Store):
         alone = len(prepared) == 1
         for claim in prepared:
             rows = [dict(row) for row in claim.rows]
+            for row in rows:
+                row.pop("idx", None)  # left by a group statement that was redone
             try:
                 if alone:
                     self._claim_one(conn, claim, rows)
@@ -1159,27 +1186,35 @@ class SQLAlchemyStore(Store):
             }
             for index, c in enumerate(prepared)
         ]
-        runs = [dict(row, idx=index) for index, claim in enumerate(prepared) for row in claim.rows]
+        runs = []
+        for index, claim in enumerate(prepared):
+            for row in claim.rows:
+                row["idx"] = index
+                runs.append(row)
         params = {"claims": _json(claims), "runs": _json(runs)}
         statement = _CLAIM_GROUP
         if written:
-            params["outcomes"] = _json([dict(o, ord=i) for i, o in enumerate(written)])
+            for i, o in enumerate(written):
+                o["ord"] = i
+            params["outcomes"] = _json(list(written))
             statement = _CLAIM_GROUP_WITH_OUTCOMES
         try:
             returned: Sequence[Any] = conn.execute(statement, params).all()
         except IntegrityError:
             raise _Redo from None
         granted = {int(index): bool(full) for kind, index, full, _ in returned if kind == "c"}
-        results: List[Optional[List[Dict[str, Any]]]] = []
+        results: List[Optional[List[Any]]] = []
         for index, claim in enumerate(prepared):
             if index not in granted:
                 results.append(None)
                 continue
+            if not granted[index]:  # stored as given
+                results.append([r if r is not None else row for r, row in zip(claim.records, claim.rows)])
+                continue
             rows = [dict(row) for row in claim.rows]
-            if granted[index]:
-                for row in rows:
-                    if row["status"] in ACTIVE_STATUSES:
-                        row["status"], row["reason"] = SKIPPED, "overlap"
+            for row in rows:
+                if row["status"] in ACTIVE_STATUSES:
+                    row["status"], row["reason"] = SKIPPED, "overlap"
             results.append(rows)
         return results
 
@@ -1305,8 +1340,10 @@ class SQLAlchemyStore(Store):
                     rounds.append([])
                 rounds[depth].append(index)
             accepted: set[int] = set()
+            for i, o in enumerate(written):
+                o["ord"] = i
             for members in rounds:
-                rows = _json([dict(written[i], ord=i) for i in members])
+                rows = _json([written[i] for i in members])
                 accepted.update(int(row[0]) for row in conn.execute(_FINISH_GROUP, {"outcomes": rows}))
             return [index in accepted for index in range(len(written))]
         results = []
