@@ -534,7 +534,6 @@ EOF
     docker_build flowyml-test-redis:local "$WORK/redis"
     # Same compose.yaml; only the images come from here (and the base of the workers' image).
     cat >"$WORK/compose.override.yaml" <<EOF
-version: "3.8"
 services:
   postgres:
     image: flowyml-test-postgres:local
