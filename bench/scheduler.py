@@ -1841,7 +1841,11 @@ def bench_api(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str
         f"## 6. A 1 s interval schedule while {args.clients} HTTP clients (keep-alive) GET /api/schedules "
         f"and /api/health of an ApiServer in the scheduler's process, for {seconds:g} s; clients in "
         + " / ".join(
-            {"process": "another process (asyncio)", "threads": "the same process (threads)"}[m]
+            {
+                "none": "none (baseline)",
+                "process": "another process (asyncio)",
+                "threads": "this process (threads)",
+            }[m]
             for m in modes
         )
     )
