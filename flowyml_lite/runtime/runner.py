@@ -44,6 +44,7 @@ from .timers import Timer, Timers
 logger = logging.getLogger("flowyml_lite.scheduler.runner")
 
 Hook = Callable[[Dict[str, Any]], Any]
+CANCEL_ANSWER_SECONDS = 5.0  # how long a timed-out run waits for its executor's answer to cancel
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
 LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, it is tried again at most this often
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
@@ -93,6 +94,8 @@ class _Run:
     rest: Deque[RunRecord]  # queued catch-up runs of the same claim, started one after another
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
+    timing_out: bool = False  # the watchdog fired; the executor's answer to its cancel is awaited
+    stopped: bool = False  # the executor stopped the timed-out work (a thread cannot be)
     handle: Optional[Handle] = None
     watchdog: Optional[Timer] = None
     lease: Optional[Lease] = None
@@ -264,7 +267,7 @@ class Runner:
         timeout = state.opts.timeout_seconds
         job = Job(state.func, self._about(state.func)[1], ctx, timeout)
         with state.lock:
-            state.finished = False
+            state.finished = state.timing_out = state.stopped = False
             state.handle = executor.submit(job, lambda result: self._done(state, result))
             if timeout is not None and not state.finished:
                 state.watchdog = self._timers.after(timeout, lambda: self._timed_out(state))
@@ -318,8 +321,12 @@ class Runner:
                 )
                 return
             state.finished = True
+            timing_out = state.timing_out
             if state.watchdog is not None:
                 state.watchdog.cancel()
+        if timing_out:  # the executor's answer to the watchdog's cancel
+            self._record_timeout(state, result)
+            return
         duration = time.perf_counter() - state.t0
         if result.success:
             self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output)
@@ -348,25 +355,39 @@ class Runner:
         )
 
     def _timed_out(self, state: _Run) -> None:
+        """The watchdog: stop the run if its executor can, then record it ``timed_out``.
+
+        The executor answers a cancel with a result of its own (the output so far and, for a
+        thread, where it hangs), which ``_done`` records; if none comes within a few seconds the
+        run is recorded without it, so a run always ends.
+        """
+        with state.lock:
+            if state.finished or state.timing_out:
+                return
+            state.timing_out = True
+            handle = state.handle
+        try:
+            state.stopped = bool(handle.cancel()) if handle is not None else False
+        except Exception:
+            logger.exception("could not stop the timed-out run of %r", state.name)
+        self._timers.after(CANCEL_ANSWER_SECONDS, lambda: self._timed_out_without_answer(state))
+
+    def _timed_out_without_answer(self, state: _Run) -> None:
         with state.lock:
             if state.finished:
                 return
             state.finished = True
-            handle = state.handle
-        stopped = False
-        try:
-            stopped = bool(handle.cancel()) if handle is not None else False
-        except Exception:
-            logger.exception("could not stop the timed-out run of %r", state.name)
+        self._record_timeout(state, None)
+
+    def _record_timeout(self, state: _Run, result: Optional[JobResult]) -> None:
         limit = state.opts.timeout_seconds
         how = (
             "it was stopped"
-            if stopped
+            if state.stopped
             else "its thread cannot be stopped and may still be running; its result will be ignored"
         )
         reason = f"timed out after {limit:g} s: {how}"
         logger.error("run of %r (fire %s) %s", state.name, state.run.fire_time.isoformat(), reason)
-        retryable = matches_retry_on(state.opts, _TIMEOUT_TYPES)
         self._end(
             state,
             TIMED_OUT,
@@ -374,7 +395,9 @@ class Runner:
             f"TimeoutError: {reason}",
             None,
             reason=reason,
-            retryable=retryable,
+            traceback=result.traceback if result is not None else None,
+            output=result.output if result is not None else None,
+            retryable=matches_retry_on(state.opts, _TIMEOUT_TYPES),
         )
 
     def _end(

@@ -108,6 +108,7 @@ class TestTimeouts:
         assert first["status"] == "timed_out"
         assert "timed out after 0.3 s" in first["reason"]
         assert "cannot be stopped" in first["reason"]  # a thread: the docs say why
+        assert "in hang" in (first["traceback"] or "")  # where the thread hangs
         drive.at(scheduler, T1 + timedelta(seconds=60))
         assert statuses(scheduler, "hang") == ["timed_out", "succeeded"]
         assert len(started) == 2
