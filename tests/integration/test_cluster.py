@@ -310,6 +310,9 @@ def redis_down(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
 def cut_off(cluster: Cluster, servers: Servers) -> Tuple[float, float]:
     """Take the veth link of the last worker down for 20 s (its packets vanish), then up."""
     assert servers.netns is not None
+    # Cut just after an instant where every schedule fires: the worker is then in the middle of its
+    # claims and lock requests, the case where a request's fate is unknown to its sender.
+    wait_until(math.ceil(time.time() / 10) * 10 + 0.02)
     began = time.time()
     servers.netns.link(False)
     try:
