@@ -303,6 +303,8 @@ def hello() -> str:
 
 
 scheduler.schedule_interval("beat", beat, seconds=1)
+for i in range(1, 9):  # for the workers of compose.yaml to split between them
+    scheduler.schedule_interval(f"tick_{i}", beat, seconds=1)
 EOF
 chmod 644 "$WORK/app/myjobs.py"
 printf 'FROM %s\nCOPY myjobs.py /app/\n' "$IMAGE" >"$WORK/app/Dockerfile"
@@ -326,6 +328,7 @@ EOF
 api() { python3 "$WORK/api.py" "$@"; }
 # jq-free JSON checks: jget EXPRESSION (Python, over `r` = the parsed input) -> prints the result.
 jget() { python3 -c "import json, sys; r = json.load(sys.stdin); print($1)"; }
+jfilter() { python3 -c "import json, sys; r = json.load(sys.stdin); print(json.dumps($1))"; }  # -> JSON
 
 wait_healthy() {  # wait_healthy CONTAINER SECONDS
     local state health
@@ -595,6 +598,36 @@ EOF
     say "nodes in the store: $(jget '[(n["node_id"], n.get("alive")) for n in r["body"]]' <<<"$nodes")"
     [ "$(jget 'sum(1 for n in r["body"] if n.get("alive"))' <<<"$nodes")" -ge 2 ] ||
         fail "the store does not list both workers as live nodes"
+    # worker-1 stops: worker-2 takes its share of the schedules over, and no fire runs twice.
+    node1=$(api "$port1" GET /api/scheduler/health | jget 'r["body"]["node_id"]')
+    node2=$(api "$port2" GET /api/scheduler/health | jget 'r["body"]["node_id"]')
+    names="beat tick_1 tick_2 tick_3 tick_4 tick_5 tick_6 tick_7 tick_8"
+    owners=""
+    for name in $names; do
+        last=$(api "$port2" GET "/api/schedules/$name/history?limit=1" | jget 'r["body"][0]["node"]')
+        [ "$last" = "$node1" ] && owners+="$name "
+    done
+    say "worker-1 is $node1, worker-2 is $node2; worker-1 runs: ${owners:-none of them (nothing to take over)}"
+    "${COMPOSE[@]}" stop -t 40 worker-1 >/dev/null 2>&1
+    stopped_at=$(date -u +%Y-%m-%dT%H:%M:%S+00:00)
+    t0=$EPOCHREALTIME
+    for name in $names; do
+        for _ in $(seq 240); do
+            after=$(api "$port2" GET "/api/schedules/$name/history?limit=1000" |
+                jfilter "[e for e in r['body'] if e['fire_time'] > '$stopped_at']")
+            [ "$(jget 'len(r)' <<<"$after")" -ge 2 ] && break
+            sleep 0.5
+        done
+        [ "$(jget 'len(r)' <<<"$after")" -ge 2 ] || fail "$name did not run again after worker-1 stopped"
+        [ "$(jget "all(e['node'] == '$node2' for e in r)" <<<"$after")" = True ] ||
+            fail "$name ran after worker-1 stopped on another node than worker-2"
+    done
+    say "worker-1 stopped at $stopped_at: worker-2 runs all of them within $(seconds_since "$t0")s${owners:+ (took over: $owners)}"
+    for name in $names; do
+        history=$(api "$port2" GET "/api/schedules/$name/history?limit=1000")
+        [ "$(jget 'len(r["body"]) == len({e["fire_time"] for e in r["body"]})' <<<"$history")" = True ] ||
+            fail "a fire of $name ran twice"
+    done
     ON_FAIL=""
     "${COMPOSE[@]}" down -v --remove-orphans -t 20 >/dev/null 2>&1
     COMPOSE_UP=false
