@@ -454,3 +454,71 @@ class TestBlockedHealthAfterOwnershipMoves:
             release.set()
             stop_beating.set()
             scheduler.close()
+
+
+class TestALockRequestCutOffInFlight:
+    """A Redis lock request sent just as the link drops must not leave a lock nobody holds.
+
+    The worker's ``acquire`` times out (the link is down), but the kernel keeps retransmitting the
+    request it had sent, and when the link is back Redis executes it: the key is set with a token the
+    worker has forgotten, for the whole TTL, and every later fire of that schedule on any host is
+    ``skipped`` ("the schedule's lock is held by another process") until it expires. Seen in the
+    network scenario above. Expected: once Redis answers the worker again, an acquire whose outcome
+    it never learned is undone (compare-and-delete with its token), so the key is free.
+    """
+
+    def test_an_acquire_that_timed_out_leaves_no_lock_once_redis_answers(
+        self, servers: Servers, tmp_path: pathlib.Path
+    ) -> None:
+        import subprocess
+        import sys
+
+        import redis as redis_py
+
+        if servers.netns is None:
+            pytest.skip(f"no network namespace: {servers.netns_problem}")
+        netns = servers.netns
+        env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]))
+        script = pathlib.Path(__file__).resolve().parent / "workers" / "ghost_lock_worker.py"
+        client = redis_py.Redis.from_url(servers.redis.url())
+        client.delete("ghost:lock:k")
+        with open(tmp_path / "worker.log", "wb") as log:
+            proc = subprocess.Popen(
+                [
+                    *netns.prefix(),
+                    sys.executable,
+                    str(script),
+                    servers.redis.url(netns.host_addr),
+                    str(tmp_path),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(lambda: (tmp_path / "ready").exists(), 30, "the lock client to start")
+            netns.link(False)
+            try:
+                (tmp_path / "go").touch()
+                wait_for(lambda: (tmp_path / "acquired").exists(), 30, "the acquire to give up")
+                time.sleep(3.0)
+            finally:
+                netns.link(True)
+            (tmp_path / "healed").touch()
+            wait_for(lambda: (tmp_path / "answered").exists(), 60, "Redis to answer the client again")
+            outcome = (tmp_path / "acquired").read_text()
+            time.sleep(10.0)  # the retransmitted request arrives within seconds of the heal
+            left = client.get("ghost:lock:k")
+            ttl = client.pttl("ghost:lock:k")
+            print(f"\nacquire during the cut: {outcome[:120]}; key after the heal: {left!r} (pttl {ttl} ms)")
+            assert outcome.startswith("error"), outcome
+            assert left is None, f"a lock nobody holds: {left!r}, {ttl} ms to live"
+        finally:
+            (tmp_path / "done").touch()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            client.delete("ghost:lock:k")
+            client.close()
