@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..core.schedule import OPTION_NAMES, SCHEDULE_TYPES
 from ..errors import (
     ApiError,
     ConfigurationError,
@@ -33,6 +34,9 @@ MAX_HISTORY = 1000
 MAX_WAIT_SECONDS = 3600
 JSON_TYPE = "application/json"
 #: Fields a POST /api/schedules body may carry (flowyml's ScheduleRequest plus the scheduler's options).
+#: The schedule options a create request may set: every option but ``retry_on`` (exception
+#: classes are code; a request names no code).
+_OPTION_FIELDS = tuple(name for name in OPTION_NAMES if name != "retry_on")
 CREATE_FIELDS = frozenset(
     {
         "name",
@@ -44,37 +48,11 @@ CREATE_FIELDS = frozenset(
         "cron_expression",
         "timezone",
         "project_name",
-        "misfire_grace_seconds",
-        "catchup",
-        "max_catchup",
-        "max_instances",
         "context",
         "at",
-        "timeout_seconds",
-        "retries",
-        "retry_delay_seconds",
-        "retry_backoff",
-        "jitter_seconds",
-        "start_date",
-        "end_date",
-        "executor",
+        *_OPTION_FIELDS,
     }
 )
-_OPTION_FIELDS = (
-    "misfire_grace_seconds",
-    "catchup",
-    "max_catchup",
-    "max_instances",
-    "timeout_seconds",
-    "retries",
-    "retry_delay_seconds",
-    "retry_backoff",
-    "jitter_seconds",
-    "start_date",
-    "end_date",
-    "executor",
-)
-SCHEDULE_TYPES = ("cron", "daily", "hourly", "interval", "once")
 
 
 @dataclass

@@ -13,7 +13,8 @@ import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import __version__
-from .app import CREATE_FIELDS, MAX_HISTORY, MAX_WAIT_SECONDS, SCHEDULE_TYPES, routes
+from ..core.schedule import SCHEDULE_TYPES
+from .app import CREATE_FIELDS, MAX_HISTORY, MAX_WAIT_SECONDS, routes
 
 JSON = "application/json"
 _RUN_STATUSES = ["running", "queued", "succeeded", "failed", "timed_out", "missed", "skipped", "lost"]
