@@ -461,9 +461,11 @@ def scenario(
         before = db.xacts()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         wait_for(db, fires, limit=600)
-        time.sleep(1.5)  # let the last statistics reach pg_stat_database
-        after = db.xacts()
+        # A backend flushes its statistics when its session ends (while idle, only now and then):
+        # stop the workers first, so every commit of the scenario is counted (their shutdown's too).
         counts = stop_workers(workers)
+        time.sleep(0.5)
+        after = db.xacts()
         runs = db.runs()
     finally:
         db.drop()
@@ -503,6 +505,59 @@ def scenario(
         "shares": dict(sorted(shares.items())),
         "setup_seconds": ready,
         "load_average": load,
+    }
+
+
+def store_alone(servers: Servers, fires: int, group: int = 1000) -> Dict[str, float]:
+    """The store's ceiling: ``fires`` due fires claimed and recorded through SQLAlchemyStore alone.
+
+    One connection, groups of ``group`` claims each carrying the previous group's outcomes (as the
+    runtime sends them), no scheduler, no jobs: what one worker's store calls cost at most.
+    """
+    import uuid
+
+    from flowyml_lite.stores.base import Claim, Outcome, RunRecord
+    from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+    db = Database(servers, "bench_store_alone")
+    try:
+        due = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        prepare_schedules(db.url, fires, due, 0)
+        store = SQLAlchemyStore(db.url)
+        with store._engine.connect() as conn:
+            names = [
+                row[0] for row in conn.exec_driver_sql("SELECT name, next_fire FROM schedules ORDER BY name")
+            ]
+        record = store.get_schedule(names[0])
+        assert record is not None and record.next_fire is not None
+        fire = record.next_fire
+        before = db.xacts()
+        started = time.perf_counter()
+        outcomes: List[Any] = []
+        claimed = 0
+        for start in range(0, len(names), group):
+            claims = [
+                Claim(
+                    name, fire, None, [RunRecord(uuid.uuid4().hex, name, fire, "running", "bench", fire)], 1
+                )
+                for name in names[start : start + group]
+            ]
+            results = store.claim_many(claims, outcomes)
+            done = datetime.now(UTC)
+            outcomes = [Outcome(r[0].run_key, "succeeded", done, 0.0, node_id="bench") for r in results if r]
+            claimed += len(outcomes)
+        store.finish_runs(outcomes)
+        elapsed = time.perf_counter() - started
+        store.close()  # its sessions end: their statistics are flushed
+        time.sleep(0.5)
+        after = db.xacts()
+    finally:
+        db.drop()
+    return {
+        "fires": claimed,
+        "seconds": elapsed,
+        "fires_per_second": claimed / elapsed,
+        "commits_per_fire": (after[0] - before[0]) / claimed,
     }
 
 
@@ -624,6 +679,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         git = subprocess.run(["git", "-C", ROOT, "log", "--oneline", "-1"], capture_output=True, text=True)
         say(f"code: {git.stdout.strip()}")
         results = []
+        alone = store_alone(servers, args.fires)
+        say(
+            f"\nstore alone (one connection, groups of 1,000 claims carrying the previous group's outcomes): "
+            f"{alone['fires']:,} fires claimed and recorded in {alone['seconds']:.2f} s = "
+            f"{alone['fires_per_second']:,.0f} fires/s, {alone['commits_per_fire']:.4f} commits per fire"
+        )
         say(f"\nburst: {args.fires:,} fires due at one instant")
         for n in args.workers:
             result = scenario(servers, f"burst{n}", n, args.fires, 0.0, args.lead, args.concurrency, False)
