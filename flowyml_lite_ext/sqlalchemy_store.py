@@ -6,10 +6,15 @@ types and the migrations are the ones in ``flowyml_lite/stores/schema.py``, run 
 SQLite file written by ``SQLiteStore`` opens here and the other way round.
 
 How a claim is made atomic (DESIGN §4):
-- PostgreSQL (READ COMMITTED): ``SELECT ... FOR UPDATE`` of the schedule row serializes every claim
-  of that schedule across processes and hosts; under that row lock the compare-and-set of
-  ``next_fire``, the count of active runs and the inserts are consistent. A UNIQUE violation on
-  (schedule, fire_time) rolls the whole transaction back.
+- PostgreSQL (READ COMMITTED): a group of claims, with the outcomes written before them, is one
+  statement sent in autocommit (one round trip). It locks the schedule rows whose compare-and-set
+  holds with ``FOR UPDATE SKIP LOCKED`` (a row another transaction holds is its claim in progress:
+  refused at once, never waited for); under those locks the count of active runs and the inserts
+  are consistent. A UNIQUE violation on (schedule, fire_time) fails the statement, and the group is
+  redone claim by claim under savepoints, so it refuses only its own claim. Every session carries a
+  ``lock_timeout``, a ``statement_timeout`` and an idle-in-transaction timeout; heartbeats,
+  ``updated_at`` and liveness use the server's clock. A write whose reply was lost with its
+  connection is decided by reading its run keys back.
 - SQLite: every write transaction starts with ``BEGIN IMMEDIATE`` (the pysqlite recipe of the
   SQLAlchemy documentation: the driver's own BEGIN is turned off and an event emits ours), in WAL
   mode, so one writer at a time holds the database, as in ``SQLiteStore``.
