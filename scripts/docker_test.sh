@@ -8,13 +8,14 @@
 #   3. the core with no system tz database: a zone fails with the message to install tzdata, and
 #      resolves with the image built with EXTRAS=tzdata;
 #   4. compose.yaml: `docker compose config` (or docker-compose), then up with local PostgreSQL and
-#      Redis images, both workers healthy, one shared store, down.
+#      Redis images: both workers healthy, one shared store (schedules made through one worker's API
+#      run, no fire twice), worker-1 killed and its schedules taken over by worker-2, down.
 #
 # No public image registry is needed: the base image is made here from Debian packages with
 # mmdebstrap (cached in $FLOWYML_DOCKER_CACHE, default /var/cache/flowyml-docker) and given to the
 # Dockerfile as --build-arg BASE; PostgreSQL and Redis images are made the same way. Containers use
-# only --network none or Docker's own bridge; the builds fetch Python packages from the package index
-# pip is configured with.
+# only --network none or Docker's own bridge; the builds fetch Python packages from PyPI (this host's
+# CA bundle goes into the test base image, so a TLS-inspecting proxy the host trusts works too).
 #
 # As root it installs docker.io, mmdebstrap and docker-compose with apt-get when missing, and starts
 # dockerd when none runs (stopping it again at the end). Elsewhere, when Docker cannot be used, it
@@ -412,7 +413,8 @@ say "api_every_second runs on after the restart: $n -> $((n + 2))+ runs"
 end
 
 begin "replace the container (same volume): schedules and history kept"
-docker rm -f -v "$RUN_ID-serve" >/dev/null
+docker stop -t 40 "$RUN_ID-serve" >/dev/null
+docker rm -v "$RUN_ID-serve" >/dev/null
 run_serve "$RUN_ID-serve2"
 wait_healthy "$RUN_ID-serve2" 60
 port=$(host_port "$RUN_ID-serve2")
