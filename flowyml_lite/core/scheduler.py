@@ -121,7 +121,7 @@ class PipelineScheduler:
             self.node_id,
             cfg.heartbeat_seconds,
             cfg.node_timeout_seconds,
-            lambda everything: self._sync.sync(everything),
+            self._resync,
             cfg.history_retention_days,
             cfg.history_max_runs,
             self._lock,
@@ -258,6 +258,13 @@ class PipelineScheduler:
             end_date=opts.end_date,
         )
 
+    def _resync(self, everything: bool) -> None:
+        """Housekeeping's call: other processes' changes, or (``everything``) a new share of the
+        schedules after a change of peers, whose old overlap reports no longer apply."""
+        if everything:
+            self._claims.unblock()
+        self._sync.sync(everything)
+
     def _serving(self) -> Optional[str]:
         """The digest of the schedules this node's loop serves, or None while it is not started
         (a process that only runs things by hand must not be handed anyone's fires)."""
@@ -268,7 +275,7 @@ class PipelineScheduler:
         (other nodes see the change at their next heartbeat), and re-reads the states it now owns."""
         if self._membership.serve(self._serving()) and self._store.shared:
             try:
-                self._sync.sync(True)
+                self._resync(True)
             except Exception as exc:  # the next heartbeat's sync reads them
                 logger.warning("could not re-read the schedules after a change of peers: %s", exc)
 
@@ -294,6 +301,7 @@ class PipelineScheduler:
     def disable(self, name: str) -> None:
         """Pause a schedule; it stays paused across restarts until enabled."""
         self._require(name)
+        self._claims.unblock(name)
         self._sync.forget_state(name)
         self._store.set_enabled(name, False, None)
         self._refresh(name)
@@ -306,6 +314,7 @@ class PipelineScheduler:
             raise ScheduleNotFoundError(name)
         with self._table.cond:
             self._table.forget(name)
+        self._claims.unblock(name)
         if self._started:
             self._reshare()
         logger.info("unscheduled %r", name)
@@ -316,6 +325,7 @@ class PipelineScheduler:
         count = self._store.delete_all()
         with self._table.cond:
             self._table.clear()
+        self._claims.unblock()
         if self._started:
             self._reshare()
         logger.info("cleared %d schedule(s)", count)

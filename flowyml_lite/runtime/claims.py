@@ -150,6 +150,7 @@ class Claims:
         When ownership moves here, the state is re-read from the store, so a fire the owner never
         claimed (it died) is found then and claimed by the misfire policy. Caller holds the cond.
         """
+        self.unblock(record.name)  # whatever blocked it here, its fires are another node's now
         after = fire if (now - fire).total_seconds() <= opts.misfire_grace_seconds else now
         record.next_fire = trigger.next_after(after)
         if record.next_fire is not None:
@@ -202,8 +203,7 @@ class Claims:
                     table.push(claim.new_next, claim.name, claim.new_next)
                 if active:
                     won.append((claim.name, func, active, opts))
-                    if self._blocked.pop(claim.name, 0) >= BLOCKED_AFTER:
-                        self._troubles.clear(f"blocked:{claim.name}")
+                    self.unblock(claim.name)
                 elif any(r.reason == "overlap" for r in stored):
                     self._note_blocked(claim.name, opts)
                 if len(active) != len(stored):
@@ -219,6 +219,14 @@ class Claims:
             self._announce(run)
         for claim in refused:
             self._refused(claim, now)
+
+    def unblock(self, name: Optional[str] = None) -> None:
+        """Forget that ``name`` (every schedule if None) was blocked by overlap: it moved to another
+        node, was paused or removed, or this node's share changed."""
+        names = list(self._blocked) if name is None else [name]
+        for each in names:
+            if self._blocked.pop(each, 0) >= BLOCKED_AFTER:
+                self._troubles.clear(f"blocked:{each}")
 
     def _note_blocked(self, name: str, opts: Options) -> None:
         """Fires of ``name`` keep being skipped for overlap: after a few, health says so."""
