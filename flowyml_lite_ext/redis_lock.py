@@ -22,7 +22,7 @@ import math
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import redis  # ImportError here: the registry names the extra to install
@@ -200,6 +200,9 @@ class RedisLock(Lock):
         self._acquire_owned_script = client.register_script(_ACQUIRE_OWNED)
         self._release_owner_script = client.register_script(_RELEASE_OWNER)
         self._held: Dict[int, _RedisLease] = {}
+        # (redis key, token) of acquires whose reply never came: Redis may still have executed
+        # them (a request retransmitted after a cut link), leaving a lock nobody holds for a TTL.
+        self._unsure: List[Tuple[str, str]] = []
         self._mutex = threading.Lock()
         try:
             client.ping()
@@ -239,6 +242,7 @@ class RedisLock(Lock):
         token = secrets.token_hex(16) if owner is None else f"{owner}:{secrets.token_hex(16)}"
         deadline = time.monotonic() + max(0.0, timeout)
         delay = _POLL_SECONDS
+        self._release_unsure()
         while True:
             try:
                 if owner_key is None:
@@ -246,6 +250,8 @@ class RedisLock(Lock):
                 else:
                     taken = self._acquire_owned_script(keys=[redis_key, owner_key], args=[token, ttl])
             except RedisError as exc:
+                with self._mutex:
+                    self._unsure.append((redis_key, token))
                 raise LockError(self._message(exc)) from exc
             if taken:
                 lease = _RedisLease(self, key, redis_key, token, owner_key)
@@ -257,6 +263,22 @@ class RedisLock(Lock):
                 return None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_POLL_SECONDS)
+
+    def _release_unsure(self) -> None:
+        """Delete the locks of acquires that failed without a reply, if Redis did take them after
+        all (compare-and-delete on their tokens); kept for the next call while Redis fails."""
+        if not self._unsure:
+            return
+        with self._mutex:
+            unsure, self._unsure = self._unsure, []
+        for index, (redis_key, token) in enumerate(unsure):
+            try:
+                if self._release_script(keys=[redis_key], args=[token]):
+                    logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
+            except RedisError:
+                with self._mutex:
+                    self._unsure[:0] = unsure[index:]
+                return
 
     def _owner_key(self, owner: str) -> str:
         if not isinstance(owner, str) or not owner:
