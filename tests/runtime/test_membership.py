@@ -64,7 +64,7 @@ def test_nodes_serving_other_schedules_are_not_peers_and_own_nothing_of_ours() -
 
 
 def test_a_node_whose_set_changes_takes_back_all_of_its_schedules_at_once() -> None:
-    a, b = cluster("a", "b")
+    a, _ = cluster("a", "b")
     assert not all(a.owns(n) for n in NAMES)
     assert a.serve("4001:same-set-plus-one") is True  # a schedule was added here through the API
     assert all(a.owns(n) for n in NAMES)
