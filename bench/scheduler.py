@@ -32,7 +32,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# bench/ holds modules named like the standard library's (bench/http.py): it goes last on the path,
+# so `import http.client` finds the standard library, and `import executors` still finds bench's.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE] + [HERE]
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
