@@ -40,7 +40,7 @@ _BODY = """
       <tbody id="rows"><tr><td colspan="6" class="empty">loading&hellip;</td></tr></tbody>
     </table>
   </div>
-  <h2>Nodes sharing this store</h2>
+  <h2 data-anchor="nodes">Nodes sharing this store</h2>
   <div class="card">
     <table>
       <thead><tr><th>Node</th><th>Host</th><th>PID</th><th>Started</th><th>Last heartbeat</th><th>Runs in flight</th><th>State</th></tr></thead>

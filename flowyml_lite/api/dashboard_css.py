@@ -10,6 +10,8 @@ DASHBOARD_CSS = """
 }
 * { box-sizing: border-box; }
 [hidden] { display: none !important; }
+/* the script keeps the reader's place across live updates itself (keepPlace): no second adjustment */
+html, body { overflow-anchor: none; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--bg); }
 button, input, select { font: inherit; color: inherit; }
 a { color: var(--focus); }
@@ -75,7 +77,8 @@ ol.fires { margin: 0; padding-left: 18px; font-size: 13px; font-variant-numeric:
 table.runs { font-size: 13px; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
 table.runs td, table.runs th { padding: 5px 10px; }
 table.runs td { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.err { color: var(--bad); max-width: 420px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+/* the error column takes what the others leave (max-width: 0 lets it shrink below its text) and ends in an ellipsis */
+td.err { color: var(--bad); width: 100%; max-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .st { font-weight: 600; } .st.succeeded { color: var(--ok); } .st.failed, .st.lost { color: var(--bad); } .st.timed_out { color: #c4320a; }
 .st.running, .st.queued { color: var(--run); } .st.skipped, .st.missed { color: var(--muted); }
 .panel-actions { margin-top: 12px; display: flex; gap: 8px; }
@@ -98,6 +101,8 @@ form input, form select { border: 1px solid var(--line); border-radius: 6px; pad
 .preview { background: #f7f9fc; border: 1px solid var(--line); border-radius: 8px; padding: 8px 12px; font-size: 13px; margin: 0 0 10px 138px; min-height: 38px; }
 .preview.bad { color: var(--bad); background: var(--bad-bg); border-color: #f4c7c3; }
 .form-error { color: var(--bad); margin: 0 0 10px; min-height: 1em; }
-.banner { background: var(--bad-bg); color: var(--bad); border: 1px solid #f4c7c3; border-radius: 8px; padding: 8px 12px; margin: 0 0 12px; }
+/* over the page, not in its flow: it shows wherever the reader has scrolled, and coming or going it moves nothing */
+.banner { position: fixed; top: 10px; left: 50%; transform: translateX(-50%); z-index: 30; max-width: min(720px, 92vw); margin: 0;
+  background: var(--bad-bg); color: var(--bad); border: 1px solid #f4c7c3; border-radius: 8px; padding: 8px 12px; box-shadow: 0 6px 24px rgba(16,24,40,.2); }
 .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
 """

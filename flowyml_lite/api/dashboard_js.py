@@ -1,7 +1,10 @@
 """The dashboard's script (inlined into the page: no external assets, no framework).
 
-It polls ``GET /api/overview`` every few seconds and re-renders only the rows whose data changed,
-so scroll, focus and open panels survive; relative times tick every second on their own. Every
+It polls ``GET /api/overview`` every few seconds and rebuilds only the rows whose data changed,
+swapping them in place: a row that did not change never leaves the document, so it keeps focus and
+hover; focus that was on a rebuilt element moves to its replacement without scrolling; and the
+first row on screen stays where it was on screen (``keepPlace``), whatever grew or shrank above it.
+Scroll, focus and open panels survive; relative times tick every second on their own. Every
 text from the server goes through ``textContent`` (names are never HTML).
 """
 
@@ -177,7 +180,7 @@ function scheduleRow(s) {
     "data-focus": "name:" + s.name, onclick: () => togglePanel(s.name) }, s.name);
   const served = s.served_by && s.served_by !== view.data.node_id ? " \u00b7 run by " + s.served_by : "";
   const what = el("div", { class: "sub" }, s.description + " \u00b7 " + s.timezone + served);
-  const row = el("tr", { class: "sched" + (open ? " open" : ""), "data-name": s.name, "data-state": s.state },
+  const row = el("tr", { class: "sched" + (open ? " open" : ""), "data-name": s.name, "data-state": s.state, "data-anchor": "row:" + s.name },
     el("td", {}, el("span", { class: "badge " + s.state, title: stateTitle(s) }, stateLabel(s))),
     el("td", {}, nameButton, what),
     el("td", {}, strip(s)),
@@ -206,7 +209,7 @@ function panelRow(s) {
   const body = el("tbody");
   for (const run of s.runs.slice(0, 10)) {
     body.append(el("tr", {},
-      el("td", {}, el("a", { href: runLink(s.name, run), title: "open this run" }, inZone(run.fire_time, s.timezone))),
+      el("td", {}, el("a", { href: runLink(s.name, run), title: "open this run", "data-focus": "run:" + s.name + ":" + run.run_key }, inZone(run.fire_time, s.timezone))),
       el("td", {}, el("span", { class: "st " + run.status, text: run.status.replace("_", " ") })),
       el("td", { text: run.attempt || 1 }),
       el("td", { text: seconds(run.start_lag_seconds) }),
@@ -219,7 +222,7 @@ function panelRow(s) {
   const del = el("button", { class: "btn danger", type: "button", "data-focus": "delete:" + s.name,
     onclick: () => { if (confirm("Delete " + s.name + " and its whole history? This cannot be undone.")) act("Deleted", "DELETE", path, s.name); } },
     "Delete\u2026");
-  return el("tr", { class: "panel", "data-panel": s.name }, el("td", { colspan: 6 },
+  return el("tr", { class: "panel", "data-panel": s.name, "data-anchor": "panel:" + s.name }, el("td", { colspan: 6 },
     el("div", { class: "panel-grid" },
       el("div", {}, el("h3", { text: "Schedule" }), facts),
       el("div", {}, el("h3", { text: "Next 5 fires (" + s.timezone + ")" }), fires)),
@@ -238,13 +241,13 @@ async function loadUpcoming(name, zone) {
     const answer = await call("GET", "/api/schedules/" + encodeURIComponent(name) + "/upcoming?n=5");
     view.upcoming.set(name, answer.fires);
     const list = document.querySelector('ol[data-upcoming="' + CSS.escape(name) + '"]');
-    if (list) fillFires(list, answer.fires, zone);
+    if (list) keepPlace(() => fillFires(list, answer.fires, zone));
   } catch (e) { /* shown on the next refresh */ }
 }
 
 function togglePanel(name) {
   if (view.open.has(name)) view.open.delete(name); else { view.open.add(name); view.upcoming.delete(name); }
-  render(true);
+  render();
   const s = view.data && view.data.schedules.find((x) => x.name === name);
   if (s && view.open.has(name)) loadUpcoming(name, s.timezone);
 }
@@ -255,10 +258,13 @@ function renderHeader(data) {
   status.textContent = data.status;
   $("node").textContent = "node " + data.node_id;
   const chips = $("chips");
-  chips.replaceChildren();
   const total = data.schedules.length;
+  const key = JSON.stringify([view.filter, total, data.counts]);
+  if (chips.dataset.key === key) return;  // unchanged: the chips (and a focused one) stay
+  chips.dataset.key = key;
+  chips.replaceChildren();
   const chip = (key, label, count) => el("button", { class: "chip " + key, type: "button", "aria-pressed": view.filter === key ? "true" : "false",
-    "data-filter": key, "data-focus": "filter:" + key, onclick: () => { view.filter = view.filter === key && key !== "all" ? "all" : key; render(true); } }, label, el("b", { text: count }));
+    "data-filter": key, "data-focus": "filter:" + key, onclick: () => { view.filter = view.filter === key && key !== "all" ? "all" : key; render(); } }, label, el("b", { text: count }));
   chips.append(chip("all", "All", total));
   for (const state of STATES) {
     const count = data.counts[state] || 0;
@@ -270,7 +276,7 @@ function renderNodes(data) {
   const body = $("nodes");
   body.replaceChildren();
   for (const n of data.nodes) {
-    body.append(el("tr", {},
+    body.append(el("tr", { "data-anchor": "node:" + n.node_id },
       el("td", {}, el("code", { text: n.node_id }), n.node_id === data.node_id ? el("span", { class: "none", text: " (this process)" }) : null),
       el("td", { text: n.hostname }), el("td", { text: n.pid }),
       el("td", {}, relTime(n.started_at, viewerZone)),
@@ -281,35 +287,77 @@ function renderNodes(data) {
   if (!data.nodes.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "empty", text: "no scheduler process has sent a heartbeat to this store" })));
 }
 
-function render(force) {
+// Keep what the reader is looking at where it is on screen while `change` rewrites the page: note the
+// first row (or heading) that is still on screen, by key, and scroll by however far it moved. The
+// browser's own scroll anchoring follows elements, and rows are rebuilt (a new element, the same
+// key), so it is switched off in the stylesheet (overflow-anchor: none) and this does the job: the
+// same in every browser, and the two never both adjust. At the very top there is nothing to keep.
+function keepPlace(change) {
+  let key = null, top = 0;
+  if (window.scrollY > 0) {
+    for (const node of document.querySelectorAll("[data-anchor]")) {
+      const box = node.getBoundingClientRect();
+      if (box.bottom > 0 && box.height > 0) { key = node.dataset.anchor; top = box.top; break; }
+    }
+  }
+  change();
+  if (key === null) return;
+  const again = document.querySelector('[data-anchor="' + CSS.escape(key) + '"]');
+  if (!again) return;
+  const moved = again.getBoundingClientRect().top - top;
+  if (moved) window.scrollBy(0, moved);
+}
+
+// Make `children` the children of `parent`, in order, touching only what differs: a node that stays
+// is never detached (detaching blurs it and can shift the page), a node no longer wanted is removed
+// just before its successor goes in, all in one task (no layout in between, so no scroll jump).
+function place(parent, children) {
+  const wanted = new Set(children);
+  let cursor = parent.firstChild;
+  for (const child of children) {
+    while (cursor && !wanted.has(cursor)) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
+    if (child === cursor) cursor = cursor.nextSibling;
+    else parent.insertBefore(child, cursor);
+  }
+  while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
+}
+
+function render() {
+  if (view.data) keepPlace(renderPage);
+}
+
+function renderPage() {
   const data = view.data;
-  if (!data) return;
+  const active = document.activeElement;
+  const focused = active && active !== document.body && active.dataset ? active.dataset.focus : null;
   renderHeader(data);
   const body = $("rows");
-  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focus : null;
   const shown = data.schedules.filter(visible);
   const next = new Map();
   const children = [];
   for (const s of shown) {
     const key = JSON.stringify(s) + "|" + view.open.has(s.name) + "|" + (view.upcoming.get(s.name) ? 1 : 0);
     let entry = view.rows.get(s.name);
-    if (force || !entry || entry.key !== key) entry = { key: key, row: scheduleRow(s), panel: view.open.has(s.name) ? panelRow(s) : null };
+    if (!entry || entry.key !== key) entry = { key: key, row: scheduleRow(s), panel: view.open.has(s.name) ? panelRow(s) : null };
     next.set(s.name, entry);
     children.push(entry.row);
     if (entry.panel) children.push(entry.panel);
   }
   view.rows = next;
-  const same = children.length === body.children.length && children.every((c, i) => body.children[i] === c);
-  if (!same) body.replaceChildren(...children);
   if (!shown.length) {
     const text = data.schedules.length ? "no schedule matches this filter" : "no schedules yet: declare some in code, or create one here";
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "empty", text: text })));
+    const empty = body.querySelector("td.empty");
+    if (empty && empty.textContent === text && body.children.length === 1) children.push(empty.parentNode);
+    else children.push(el("tr", {}, el("td", { colspan: 6, class: "empty", text: text })));
   }
+  place(body, children);
   $("shown").textContent = shown.length === data.schedules.length ? data.schedules.length + " schedules" : shown.length + " of " + data.schedules.length + " schedules";
   renderNodes(data);
+  // The focused element was rebuilt: focus its replacement where the person left it. preventScroll:
+  // focus() would otherwise scroll it into view, and it may be above or below what they are reading.
   if (focused && (!document.activeElement || document.activeElement === document.body)) {
     const again = document.querySelector('[data-focus="' + CSS.escape(focused) + '"]');
-    if (again) again.focus();
+    if (again) again.focus({ preventScroll: true });
   }
 }
 
@@ -317,7 +365,7 @@ async function refresh() {
   try {
     view.data = await call("GET", "/api/overview?runs=" + STRIP);
     $("offline").hidden = true;
-    render(false);
+    render();
   } catch (e) {
     $("offline").hidden = false;
     $("offline").textContent = "cannot reach the scheduler: " + e.message + " (retrying)";
@@ -462,7 +510,7 @@ $("create-open").addEventListener("click", openCreate);
 $("create-cancel").addEventListener("click", () => $("create-dialog").close());
 
 // -- search, keys, polling ---------------------------------------------------------------------
-$("search").addEventListener("input", (e) => { view.search = e.target.value; render(true); });
+$("search").addEventListener("input", (e) => { view.search = e.target.value; render(); });
 document.addEventListener("keydown", (e) => {
   if (e.key === "/" && document.activeElement.tagName !== "INPUT" && !document.querySelector("dialog[open]")) { e.preventDefault(); $("search").focus(); }
 });

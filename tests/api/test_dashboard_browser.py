@@ -157,6 +157,12 @@ class TestAtAGlance:
 
     def test_the_page_fits_1024_pixels_without_sideways_scrolling(self, page: Page) -> None:
         assert page.evaluate("document.scrollingElement.scrollWidth") <= 1024
+        row(page, "broken-report").locator(".name").click()  # a panel whose runs have long errors
+        expect(page.locator('tr[data-panel="broken-report"] table.runs tbody tr')).to_have_count(5)
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 1024
+        pause = row(page, "broken-report").locator('[data-act="pause"]')
+        box = pause.bounding_box()
+        assert box and box["x"] + box["width"] <= 1024 - 20, "the actions column is cut off"
 
     def test_the_nodes_table_shows_this_process_alive(self, page: Page, site: Site) -> None:
         nodes = page.locator("#nodes tr")
@@ -192,13 +198,35 @@ class TestPanelsAndRuns:
     def test_the_page_updates_itself_without_closing_panels_or_scrolling(
         self, page: Page, site: Site
     ) -> None:
-        row(page, "broken-report").locator(".name").click()
+        name = row(page, "broken-report").locator(".name")
+        name.click()
+        panel = page.locator('tr[data-panel="broken-report"]')
+        expect(panel.locator("table.runs tbody tr")).to_have_count(5)
+        room = page.evaluate("document.scrollingElement.scrollHeight - window.innerHeight")
+        assert room >= 200, f"the page can scroll only {room} px: this test must set up a longer page"
         page.mouse.wheel(0, 200)
-        scrolled = page.evaluate("window.scrollY")
+        page.wait_for_function("window.scrollY === 200")  # the wheel scrolls after mouse.wheel returns
+        top = panel.evaluate("e => e.getBoundingClientRect().top")
+        # the focused name is above the window now: focusing it again would scroll back up to it
+        assert name.evaluate("e => e.getBoundingClientRect().bottom") < 0
+
+        # A poll that changes other rows: the open panel and the focused name stay as they are.
         site.scheduler.run_now("nightly-etl", wait=True)
         expect(row(page, "nightly-etl").locator(".cell")).to_have_count(5)  # the next poll brought it
-        expect(page.locator('tr[data-panel="broken-report"]')).to_be_visible()
-        assert page.evaluate("window.scrollY") == scrolled
+        expect(panel).to_be_visible()
+        assert page.evaluate("window.scrollY") == 200
+        assert panel.evaluate("e => e.getBoundingClientRect().top") == top
+        expect(name).to_be_focused()
+
+        # A poll that rebuilds the focused row and its panel: focus moves to the new name button,
+        # without scrolling it into view.
+        site.scheduler.run_now("broken-report", wait=True)
+        expect(row(page, "broken-report").locator(".badge")).to_have_text("failing ×6")
+        expect(panel.locator("table.runs tbody tr")).to_have_count(6)
+        assert page.evaluate("window.scrollY") == 200
+        assert panel.evaluate("e => e.getBoundingClientRect().top") == top
+        expect(name).to_be_focused()
+        shot(page, "live-update-scrolled")
 
     def test_a_run_has_its_own_url_with_error_and_traceback(self, page: Page, site: Site) -> None:
         (entry,) = site.scheduler.store.history("broken-report", 1)  # the newest failed run
