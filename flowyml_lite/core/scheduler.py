@@ -109,6 +109,7 @@ class PipelineScheduler:
             self.node_id,
             self._runner.submit,
             self._runner.announce,
+            self._runner.batch,
         )
         self._loop = TimerLoop(
             self._table, self._clock, self._claims.process, self._troubles, cfg.heartbeat_seconds

@@ -14,7 +14,7 @@ import abc
 import inspect
 import traceback as _traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..runtime.context import RunContext
 from ..stores.schema import clip_text
@@ -89,6 +89,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def submit(self, job: Job, done: Done) -> Handle:
         """Start ``job`` (or queue it behind the running ones); ``done(result)`` follows once."""
+
+    def submit_many(self, items: Sequence[Tuple[Job, Done]]) -> List[Handle]:
+        """``submit`` each (job, done) pair, in order; an executor may hand them over at once
+        (one lock, one wake-up) for a burst of fires. Default: one ``submit`` each."""
+        return [self.submit(job, done) for job, done in items]
 
     @abc.abstractmethod
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Deque, Optional, Set
+from typing import Any, Deque, List, Optional, Sequence, Set, Tuple
 
 from ..runtime.context import CURRENT_RUN
 from ..stores.schema import clip_text
@@ -122,6 +122,18 @@ class ThreadExecutor(Executor):
             self._grow()
             self._cond.notify()
         return _ThreadHandle(self, task)
+
+    def submit_many(self, items: Sequence[Tuple[Job, Done]]) -> List[Handle]:
+        """All of ``items`` queued under one lock, with one wake-up per idle thread."""
+        capture.install()
+        tasks = [_Task(job, done) for job, done in items]
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the thread executor is shut down: it takes no new jobs")
+            self._queue.extend(tasks)
+            self._grow()
+            self._cond.notify(len(tasks))
+        return [_ThreadHandle(self, task) for task in tasks]
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         with self._cond:

@@ -8,6 +8,7 @@ the executor does, the run reaches exactly one final outcome; the runner never r
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import threading
@@ -16,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .. import plugins
 from ..clock import Clock
@@ -129,6 +130,7 @@ class Runner:
         self._entry = entry
         self._executors: Dict[str, Executor] = {}
         self._funcs: Dict[int, Tuple[Callable[[], Any], bool, Optional[str]]] = {}
+        self._batch = threading.local()  # .held: runs waiting for the end of batch() on this thread
         self._executors_lock = threading.Lock()
         self._timers = Timers()
         self._leasing: Optional[ThreadPoolExecutor] = None
@@ -268,9 +270,52 @@ class Runner:
         job = Job(state.func, self._about(state.func)[1], ctx, timeout)
         with state.lock:
             state.finished = state.timing_out = state.stopped = False
-            state.handle = executor.submit(job, lambda result: self._done(state, result))
+        held = getattr(self._batch, "held", None)
+        if held is not None:  # inside batch(): handed over together when it ends
+            held.setdefault(id(executor), (executor, []))[1].append((job, state))
+            return
+        self._handed(state, executor.submit(job, lambda result: self._done(state, result)))
+
+    def _handed(self, state: _Run, handle: Handle) -> None:
+        """The executor took the run: keep its handle and arm the watchdog (unless it is over)."""
+        timeout = state.opts.timeout_seconds
+        with state.lock:
+            state.handle = handle
             if timeout is not None and not state.finished:
                 state.watchdog = self._timers.after(timeout, lambda: self._timed_out(state))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Runs started on this thread inside the block reach their executors together at its end
+        (one hand-over per executor instead of one per run: a burst's fires start sooner)."""
+        if getattr(self._batch, "held", None) is not None:
+            yield
+            return
+        held: Dict[int, Tuple[Executor, List[Tuple[Job, _Run]]]] = {}
+        self._batch.held = held
+        try:
+            yield
+        finally:
+            self._batch.held = None
+            for executor, items in held.values():
+                self._hand_over(executor, items)
+
+    def _hand_over(self, executor: Executor, items: List[Tuple[Job, _Run]]) -> None:
+        try:
+            handles = executor.submit_many([(job, self._done_for(state)) for job, state in items])
+        except Exception as exc:  # e.g. shut down: every run still gets its outcome
+            for _, state in items:
+                with state.lock:
+                    if state.finished:
+                        continue
+                    state.finished = True
+                self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
+            return
+        for (_, state), handle in zip(items, handles):
+            self._handed(state, handle)
+
+    def _done_for(self, state: _Run) -> Callable[[JobResult], None]:
+        return lambda result: self._done(state, result)
 
     def _take_lease(self, state: _Run) -> bool:
         """The schedule's lease; False if another process holds it (recorded skipped) or on error."""
