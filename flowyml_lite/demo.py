@@ -61,6 +61,15 @@ def _print_run(entry: Dict[str, Any]) -> None:
     )
 
 
+def invocation() -> str:
+    """The command this process was started as, for hints: ``flowyml-lite`` or ``python3 -m flowyml_lite``."""
+    if os.path.basename(sys.argv[0]).startswith("flowyml-lite"):
+        return "flowyml-lite"
+    orig = getattr(sys, "orig_argv", None)  # Python 3.10+: the interpreter as it was typed
+    python = os.path.basename(orig[0]) if orig else os.path.basename(sys.executable) or "python3"
+    return f"{python} -m flowyml_lite"
+
+
 def run_demo(seconds: float = 65.0, db_path: Optional[str] = None, verbose: bool = False) -> int:
     """Run the demo scheduler for ``seconds`` (Ctrl-C stops early); returns an exit code."""
     logging.basicConfig(
@@ -128,10 +137,10 @@ def _run(seconds: float, db_path: str, temporary: bool) -> int:
         print("  no runs finished yet (run the demo for longer, e.g. --seconds 20)")
     if temporary:
         print(f"  scheduler status after stop: {health['status']}; the temporary store is removed")
-        print("  to keep the history: python -m flowyml_lite demo --db demo.db")
+        print(f"  to keep the history: {invocation()} demo --db demo.db")
     else:
         print(f"  scheduler status after stop: {health['status']}; history kept in {db_path}")
-        print(f"  inspect it: python -m flowyml_lite history etl_every_2s --db {db_path}")
+        print(f"  inspect it: {invocation()} history etl_every_2s --db {db_path}")
     scheduler.close()
     return 0 if metrics["total_runs"] > 0 or seconds < 2 else 1
 
