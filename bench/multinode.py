@@ -437,8 +437,13 @@ def scenario(
     concurrency: int,
     redis: bool,
     settings: Optional[Dict[str, str]] = None,
+    profile_dir: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """One scenario in a fresh database: N workers, ``fires`` fires over ``spread_seconds`` from T."""
+    """One scenario in a fresh database: N workers, ``fires`` fires over ``spread_seconds`` from T.
+
+    With ``profile_dir``, worker 1 is sampled with py-spy (``--format raw``, idle threads left out)
+    from just before the first fire until every fire is recorded: ``<label>-worker-1.txt``.
+    """
     db = Database(servers, f"bench_{label}", settings)
     try:
         step_us = int(spread_seconds * 1_000_000 / fires) if spread_seconds else 0
@@ -460,7 +465,21 @@ def scenario(
         time.sleep(max(0.0, (first - datetime.now(UTC)).total_seconds() - 1.5))
         before = db.xacts()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        spy = None
+        if profile_dir is not None:
+            os.makedirs(profile_dir, exist_ok=True)
+            out = os.path.join(profile_dir, f"{label}-worker-1.txt")
+            spy_bin = os.path.join(os.path.dirname(sys.executable), "py-spy")
+            spy_args = ["record", "--format", "raw", "--rate", "250", "--threads", "--output", out]
+            spy = subprocess.Popen(
+                [spy_bin, *spy_args, "--pid", str(workers[0].pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         wait_for(db, fires, limit=600)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         # A backend flushes its statistics when its session ends (while idle, only now and then):
         # stop the workers first, so every commit of the scenario is counted (their shutdown's too).
         counts = stop_workers(workers)
@@ -650,9 +669,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--spread-workers", type=int, default=4)
     parser.add_argument("--no-spread", action="store_true")
     parser.add_argument("--redis", action="store_true", help="also a burst with the Redis lock (4 workers)")
-    parser.add_argument("--concurrency", type=int, default=32, help="max_concurrent_runs of each worker")
+    parser.add_argument(
+        "--concurrency", type=int, default=10, help="max_concurrent_runs of each worker (the default: 10)"
+    )
     parser.add_argument("--lead", type=float, default=60.0, help="seconds from setup to the first fire")
     parser.add_argument("--save", action="store_true")
+    parser.add_argument(
+        "--profile-dir", help="sample worker 1 of each burst with py-spy into this directory (raw format)"
+    )
     args = parser.parse_args(argv)
 
     servers = Servers(redis=args.redis)
@@ -687,7 +711,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         say(f"\nburst: {args.fires:,} fires due at one instant")
         for n in args.workers:
-            result = scenario(servers, f"burst{n}", n, args.fires, 0.0, args.lead, args.concurrency, False)
+            result = scenario(
+                servers,
+                f"burst{n}",
+                n,
+                args.fires,
+                0.0,
+                args.lead,
+                args.concurrency,
+                False,
+                profile_dir=args.profile_dir,
+            )
             results.append(result)
             for line in show(result):
                 say(line)
