@@ -39,6 +39,10 @@ try:
     from playwright.sync_api import Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - the stdlib-only runs (the test extra brings playwright)
     pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+# The page polls every 5 s: an expectation that waits for the next poll gets three polls' time
+# (Playwright's default is 5 s, so a poll landing just after it made the tests flaky under load).
+expect.set_options(timeout=15_000)
+
 if not os.path.exists(CHROMIUM):  # pragma: no cover
     if IN_CI:
         raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (CI must run the browser tests)")
