@@ -9,23 +9,19 @@ the executor does, the run reaches exactly one final outcome; the runner never r
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
-from .. import plugins
 from ..clock import Clock
 from ..core.schedule import Options, matches_retry_on, retry_delay
 from ..core.triggers import jitter_delay
-from ..errors import ScheduleError
-from ..executors.base import Executor, Handle, Job, JobResult, reference
-from ..locks.base import Lease, Lock
+from ..executors.base import Executor, Handle, Job, JobResult
+from ..locks.base import Lock
 from ..stores.base import (
     FAILED,
     QUEUED,
@@ -38,70 +34,21 @@ from ..stores.base import (
     Store,
 )
 from .context import RunContext
+from .executor_set import ExecutorSet
 from .health import Troubles
+from .inflight import InFlight, RunState, Ticket
+from .leases import WITHOUT_LEASE, Leases, keep_renewed, release
 from .outcomes import OutcomeWriter
-from .timers import Timer, Timers
+from .timers import Timers
+
+__all__ = ["Runner", "Ticket", "keep_renewed"]
 
 logger = logging.getLogger("flowyml_lite.scheduler.runner")
 
 Hook = Callable[[Dict[str, Any]], Any]
 CANCEL_ANSWER_SECONDS = 5.0  # how long a timed-out run waits for its executor's answer to cancel
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
-LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, it is tried again at most this often
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
-
-
-class Ticket:
-    """A submitted run: ``wait()`` for its final history entry (``run_now(wait=True)``)."""
-
-    __slots__ = ("_done", "_lock", "entry", "run")
-
-    def __init__(self, run: RunRecord) -> None:
-        self.run = run
-        self.entry: Optional[Dict[str, Any]] = None
-        self._done: Optional[threading.Event] = None  # made only when someone waits
-        self._lock = _TICKETS
-
-    def wait(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
-        with self._lock:
-            if self._done is None:
-                self._done = threading.Event()
-                if self.entry is not None:
-                    self._done.set()
-            done = self._done
-        done.wait(timeout)
-        return self.entry
-
-    def set(self, entry: Optional[Dict[str, Any]]) -> None:
-        with self._lock:
-            self.entry = entry if entry is not None else {}
-            if self._done is not None:
-                self._done.set()
-
-
-_TICKETS = threading.Lock()
-
-
-@dataclass
-class _Run:
-    """One run in flight: its row as this process knows it, and what is needed to end it."""
-
-    name: str
-    func: Callable[[], Any]
-    run: RunRecord
-    opts: Options
-    manual: bool
-    ticket: Ticket
-    rest: Deque[RunRecord]  # queued catch-up runs of the same claim, started one after another
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    finished: bool = False
-    timing_out: bool = False  # the watchdog fired; the executor's answer to its cancel is awaited
-    stopped: bool = False  # the executor stopped the timed-out work (a thread cannot be)
-    handle: Optional[Handle] = None
-    watchdog: Optional[Timer] = None
-    lease: Optional[Lease] = None
-    renewing: Optional[threading.Event] = None
-    t0: float = 0.0
 
 
 class Runner:
@@ -124,60 +71,21 @@ class Runner:
         self._troubles = troubles
         self._clock = clock
         self._node = node_id
-        self._max_workers = max_workers
-        self._lock = lock
-        self._lock_ttl = lock_ttl
+        self._leases = Leases(lock, lock_ttl, node_id, troubles) if lock is not None else None
         self._entry = entry
-        self._executors: Dict[str, Executor] = {}
-        self._funcs: Dict[int, Tuple[Callable[[], Any], bool, Optional[str]]] = {}
-        self._batch = threading.local()  # .held: runs waiting for the end of batch() on this thread
-        self._executors_lock = threading.Lock()
+        self._executors = ExecutorSet(max_workers)
+        self._batch = threading.local()  # .held: what waits for the end of batch() on this thread
         self._timers = Timers()
-        self._leasing: Optional[ThreadPoolExecutor] = None
-        self._lock_down_until = 0.0
-        self._lock_takes_owner = lock is not None and "owner" in inspect.signature(lock.acquire).parameters
-        self._cond = threading.Condition()
-        self._inflight: Dict[str, _Run] = {}  # run_key -> run, from submit to its final outcome
+        self._inflight = InFlight()  # run_key -> state, from submit to its final outcome
         self.stopping = threading.Event()
         self.lags: Deque[float] = deque(maxlen=10_000)
         self.on_success: List[Hook] = []
         self.on_failure: List[Hook] = []
         self.on_finish: List[Hook] = []
 
-    # -- executors --------------------------------------------------------------------
-    def executor_name(self, func: Callable[[], Any], opts: Options) -> str:
-        """The executor a schedule's runs use: ``async`` for an ``async def`` on the default one."""
-        if opts.executor == "thread" and self._about(func)[0]:
-            return "async"
-        return opts.executor
-
-    def _about(self, func: Callable[[], Any]) -> Tuple[bool, Optional[str]]:
-        """(is it an ``async def``, its ``module:qualname``), worked out once per function."""
-        key = id(func)
-        found = self._funcs.get(key)
-        if found is None or found[0] is not func:
-            found = (func, inspect.iscoroutinefunction(func), reference(func))
-            if len(self._funcs) > 100_000:
-                self._funcs.clear()
-            self._funcs[key] = found
-        return found[1], found[2]
-
-    def executor(self, name: str) -> Executor:
-        """The executor plugin ``name``, created on first use (PluginError if there is none)."""
-        found = self._executors.get(name)
-        if found is not None:
-            return found
-        with self._executors_lock:
-            found = self._executors.get(name)
-            if found is None:
-                factory = plugins.get("executors", name)
-                found = factory(max_workers=self._max_workers) if isinstance(factory, type) else factory
-                self._executors[name] = found
-        return found
-
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
-        self.executor(self.executor_name(func, opts)).check(func, self._about(func)[1])
+        self._executors.check(func, opts)
 
     # -- runs in flight -----------------------------------------------------------------
     @property
@@ -185,49 +93,69 @@ class Runner:
         return len(self._inflight)
 
     def active_names(self) -> List[str]:
-        with self._cond:
-            return sorted({r.name for r in self._inflight.values()})
+        return sorted({state.name for state in self._inflight.states()})
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until no run is in flight here; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._inflight:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        return self._inflight.wait_idle(timeout)
 
     def submit(
         self, name: str, func: Callable[[], Any], runs: List[RunRecord], opts: Options, manual: bool = False
-    ) -> Ticket:
-        """Carry out ``runs`` (one claim's active runs: the first running, the rest queued) in order."""
+    ) -> Optional[Ticket]:
+        """Carry out ``runs`` (one claim's active runs: the first running, the rest queued) in order;
+        a manual run's ticket waits for its final entry."""
         first = runs[0]
-        state = _Run(name, func, first, opts, manual, Ticket(first), deque(runs[1:]))
-        with self._cond:
-            self._inflight[first.run_key] = state
-            for run in state.rest:
-                self._inflight[run.run_key] = state
+        ticket = Ticket(first) if manual else None
+        state = RunState(name, func, first, opts, manual, ticket, deque(runs[1:]))
+        self._inflight.add(first.run_key, state)
+        for run in state.rest:
+            self._inflight.add(run.run_key, state)
         self._schedule_start(state)
-        return state.ticket
+        return ticket
 
-    def _schedule_start(self, state: _Run) -> None:
+    def _schedule_start(self, state: RunState) -> None:
         delay = 0.0
         if state.opts.jitter_seconds and not state.manual and state.run.attempt == 1:
             delay = jitter_delay(state.name, state.run.fire_time, state.opts.jitter_seconds)
         if state.run.next_attempt_at is not None:
             delay = max(delay, (state.run.next_attempt_at - self._clock.now()).total_seconds())
         if delay > 0:
-            self._timers.after(delay, lambda: self._start(state))
-        elif self._lock is not None:
-            if self._leasing is None:
-                self._leasing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowyml_lite-lease")
-            self._leasing.submit(self._start, state)  # a lock server round trip stays off the loop
+            self._timers.after(delay, lambda: self._start_now(state))
         else:
-            self._start(state)
+            self._start_now(state)
 
-    def _start(self, state: _Run) -> None:
+    def _start_now(self, state: RunState) -> None:
+        if self._leases is None:
+            self._start(state)
+            return
+        held = getattr(self._batch, "held", None)
+        if held is not None:  # inside batch(): leased together when it ends
+            held[1].append(state)
+        else:
+            self._leases.later(self._lease_and_start, [state])
+
+    def _lease_and_start(self, states: List[RunState]) -> None:
+        """On a lease thread: take the leases of ``states`` together, then start those that got one."""
+        assert self._leases is not None
+        try:
+            taken = self._leases.take([state.name for state in states])
+        except BaseException as exc:  # never leave a claimed run without an outcome
+            logger.exception("could not take the leases of %d run(s)", len(states))
+            for state in states:
+                self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
+            return
+        with self.batch():
+            for state, lease in zip(states, taken):
+                if lease is None:
+                    reason = "overlap: the schedule's lock is held by another process"
+                    self._end(state, SKIPPED, None, None, None, reason=reason)
+                    continue
+                if lease is not WITHOUT_LEASE and not isinstance(lease, str):
+                    state.lease = lease
+                    state.renewing = self._leases.renewed(lease, state.name)
+                self._start(state)
+
+    def _start(self, state: RunState) -> None:
         try:
             self._begin(state)
         except BaseException as exc:  # never leave a claimed run without an outcome
@@ -236,7 +164,7 @@ class Runner:
             )
             self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
 
-    def _begin(self, state: _Run) -> None:
+    def _begin(self, state: RunState) -> None:
         run = state.run
         if run.status == QUEUED:
             if self.stopping.is_set() and run.attempt == 1:
@@ -254,53 +182,53 @@ class Runner:
                     "could not mark the run of %r running (running it anyway): %s", state.name, exc
                 )
             run.status = RUNNING
-        if self._lock is not None and not self._take_lease(state):
-            return
         started = self._clock.now()
         run.started_at = started
-        lag = (started - run.fire_time).total_seconds()
         if not state.manual and run.attempt == 1:
-            self.lags.append(lag)
+            self.lags.append((started - run.fire_time).total_seconds())
         ctx = RunContext(
             state.name, run.fire_time, run.run_key, self._node, started, state.manual, run.attempt
         )
-        executor = self.executor(self.executor_name(state.func, state.opts))
+        executor = self._executors.get(self._executors.name_for(state.func, state.opts))
         state.t0 = time.perf_counter()
-        timeout = state.opts.timeout_seconds
-        job = Job(state.func, self._about(state.func)[1], ctx, timeout)
+        job = Job(state.func, self._executors.about(state.func)[1], ctx, state.opts.timeout_seconds)
         with state.lock:
             state.finished = state.timing_out = state.stopped = False
         held = getattr(self._batch, "held", None)
         if held is not None:  # inside batch(): handed over together when it ends
-            held.setdefault(id(executor), (executor, []))[1].append((job, state))
+            held[0].setdefault(id(executor), (executor, []))[1].append((job, state))
             return
-        self._handed(state, executor.submit(job, lambda result: self._done(state, result)))
+        self._handed(state, executor.submit(job, self._done_for(state)))
 
-    def _handed(self, state: _Run, handle: Handle) -> None:
+    def _handed(self, state: RunState, handle: Handle) -> None:
         """The executor took the run: keep its handle and arm the watchdog (unless it is over)."""
         timeout = state.opts.timeout_seconds
         with state.lock:
+            if state.finished:
+                return  # already over (a trivial job can end before its handle is kept)
             state.handle = handle
-            if timeout is not None and not state.finished:
+            if timeout is not None:
                 state.watchdog = self._timers.after(timeout, lambda: self._timed_out(state))
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Runs started on this thread inside the block reach their executors together at its end
-        (one hand-over per executor instead of one per run: a burst's fires start sooner)."""
+        """Runs started on this thread inside the block reach their executors (and the lock
+        server) together at its end: one hand-over per executor instead of one per run."""
         if getattr(self._batch, "held", None) is not None:
             yield
             return
-        held: Dict[int, Tuple[Executor, List[Tuple[Job, _Run]]]] = {}
+        held: Tuple[Dict[int, Tuple[Executor, List[Tuple[Job, RunState]]]], List[RunState]] = ({}, [])
         self._batch.held = held
         try:
             yield
         finally:
             self._batch.held = None
-            for executor, items in held.values():
+            if held[1] and self._leases is not None:
+                self._leases.later(self._lease_and_start, held[1])
+            for executor, items in held[0].values():
                 self._hand_over(executor, items)
 
-    def _hand_over(self, executor: Executor, items: List[Tuple[Job, _Run]]) -> None:
+    def _hand_over(self, executor: Executor, items: List[Tuple[Job, RunState]]) -> None:
         try:
             handles = executor.submit_many([(job, self._done_for(state)) for job, state in items])
         except Exception as exc:  # e.g. shut down: every run still gets its outcome
@@ -314,49 +242,11 @@ class Runner:
         for (_, state), handle in zip(items, handles):
             self._handed(state, handle)
 
-    def _done_for(self, state: _Run) -> Callable[[JobResult], None]:
+    def _done_for(self, state: RunState) -> Callable[[JobResult], None]:
         return lambda result: self._done(state, result)
 
-    def _take_lease(self, state: _Run) -> bool:
-        """The schedule's lease; False if another process holds it (recorded skipped) or on error."""
-        assert self._lock is not None
-        if time.monotonic() < self._lock_down_until:
-            return True  # the lock server is down: the store's claim alone keeps the fire once
-        try:
-            key = f"schedule:{state.name}"
-            if self._lock_takes_owner:
-                lease = self._lock.acquire(key, ttl_seconds=self._lock_ttl, owner=self._node)
-            else:  # a lock plugin written before leases had owners
-                lease = self._lock.acquire(key, ttl_seconds=self._lock_ttl)
-        except Exception as exc:
-            self._lock_down_until = time.monotonic() + LOCK_RETRY_SECONDS
-            message = (
-                f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
-                "claim alone (max_instances is still enforced by the store)"
-            )
-            if self._troubles.report("lock", message):
-                logger.warning("%s", message)
-            return True
-        if self._troubles.active("lock"):
-            lasted = self._troubles.clear("lock")
-            logger.warning("lock backend answers again after %.1f s", lasted or 0.0)
-        if lease is None:
-            self._end(
-                state,
-                SKIPPED,
-                None,
-                None,
-                None,
-                reason="overlap: the schedule's lock is held by another process",
-            )
-            return False
-        state.lease = lease
-        if self._lock.expires:
-            state.renewing = keep_renewed(lease, self._lock_ttl, state.name)
-        return True
-
     # -- endings ------------------------------------------------------------------------
-    def _done(self, state: _Run, result: JobResult) -> None:
+    def _done(self, state: RunState, result: JobResult) -> None:
         with state.lock:
             if state.finished:  # already timed out: a late result of an abandoned run is ignored
                 logger.info(
@@ -399,7 +289,7 @@ class Runner:
             retryable=retryable,
         )
 
-    def _timed_out(self, state: _Run) -> None:
+    def _timed_out(self, state: RunState) -> None:
         """The watchdog: stop the run if its executor can, then record it ``timed_out``.
 
         The executor answers a cancel with a result of its own (the output so far and, for a
@@ -417,14 +307,14 @@ class Runner:
             logger.exception("could not stop the timed-out run of %r", state.name)
         self._timers.after(CANCEL_ANSWER_SECONDS, lambda: self._timed_out_without_answer(state))
 
-    def _timed_out_without_answer(self, state: _Run) -> None:
+    def _timed_out_without_answer(self, state: RunState) -> None:
         with state.lock:
             if state.finished:
                 return
             state.finished = True
         self._record_timeout(state, None)
 
-    def _record_timeout(self, state: _Run, result: Optional[JobResult]) -> None:
+    def _record_timeout(self, state: RunState, result: Optional[JobResult]) -> None:
         limit = state.opts.timeout_seconds
         how = (
             "it was stopped"
@@ -447,7 +337,7 @@ class Runner:
 
     def _end(
         self,
-        state: _Run,
+        state: RunState,
         status: str,
         duration: Optional[float],
         error: Optional[str],
@@ -553,38 +443,29 @@ class Runner:
             except Exception:
                 logger.exception("a run hook failed for %r", run.schedule)
 
-    def _release_lease(self, state: _Run) -> None:
-        if state.renewing is not None:
-            state.renewing.set()
-            state.renewing = None
-        if state.lease is not None:
-            lease, state.lease = state.lease, None
-            try:
-                lease.release()
-            except Exception as exc:
-                logger.warning("could not release the lock of %r: %s", state.name, exc)
+    def _release_lease(self, state: RunState) -> None:
+        lease, renewing = state.lease, state.renewing
+        state.lease = state.renewing = None
+        release(lease, renewing, state.name)
 
-    def _release(self, state: _Run, entry: Optional[Dict[str, Any]]) -> None:
+    def _release(self, state: RunState, entry: Optional[Dict[str, Any]]) -> None:
         """The run is over here: free its lease, wake waiters, start the next queued run of its claim."""
         self._release_lease(state)
-        if state.ticket.run.run_key == state.run.run_key:
+        state.handle = state.watchdog = None  # its handle refers back to it: a cycle only the GC would free
+        if state.ticket is not None and state.ticket.run.run_key == state.run.run_key:
             state.ticket.set(entry)
-        with self._cond:
-            self._inflight.pop(state.run.run_key, None)
-            if not state.rest:
-                self._cond.notify_all()
         if state.rest:
             nxt = state.rest.popleft()
-            following = _Run(state.name, state.func, nxt, state.opts, state.manual, Ticket(nxt), state.rest)
-            with self._cond:
-                self._inflight[nxt.run_key] = following
+            following = RunState(state.name, state.func, nxt, state.opts, state.manual, None, state.rest)
+            self._inflight.add(nxt.run_key, following)
+            self._inflight.remove(state.run.run_key)
             self._schedule_start(following)
+        else:
+            self._inflight.remove(state.run.run_key)
 
     def end_waiting(self) -> int:
         """At stop: end the runs that wait to start (queued catch-up runs, retries); how many."""
-        with self._cond:
-            unique = {id(s): s for s in self._inflight.values()}.values()
-            waiting = [s for s in unique if s.run.status == QUEUED and s.handle is None]
+        waiting = [s for s in self._inflight.states() if s.run.status == QUEUED and s.handle is None]
         for state in waiting:
             with state.lock:
                 if state.finished and state.handle is not None:
@@ -608,44 +489,13 @@ class Runner:
                         node_id=self._node,
                     )
                 )
-                with self._cond:
-                    self._inflight.pop(run.run_key, None)
-        with self._cond:
-            self._cond.notify_all()
+                self._inflight.remove(run.run_key)
+        self._inflight.wake()
         return len(waiting)
 
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
         """Stop the executors (after ``wait_idle`` when ``wait``)."""
-        for executor in list(self._executors.values()):
-            try:
-                executor.shutdown(wait=wait, timeout=timeout)
-            except Exception:
-                logger.exception("executor shutdown failed")
-        self._executors.clear()
+        self._executors.shutdown(wait, timeout)
         self._timers.close()
-        if self._leasing is not None:
-            self._leasing.shutdown(wait=True)
-            self._leasing = None
-
-
-def keep_renewed(lease: Lease, ttl: float, name: str) -> threading.Event:
-    """Renew an expiring lease every third of its TTL until the returned event is set."""
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(ttl / 3):
-            try:
-                if not lease.renew(ttl):
-                    logger.error("lost the lock of %r while its run goes on (expired before renewal)", name)
-                    return
-            except Exception as exc:
-                logger.warning("could not renew the lock of %r: %s", name, exc)
-
-    threading.Thread(target=renew, name=f"flowyml_lite-renew-{name}", daemon=True).start()
-    return done
-
-
-def unknown_executor(name: str) -> ScheduleError:
-    return ScheduleError(
-        f"unknown executor {name!r}: the executors are {', '.join(plugins.available('executors'))}"
-    )
+        if self._leases is not None:
+            self._leases.close()

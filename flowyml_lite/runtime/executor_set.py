@@ -1,0 +1,67 @@
+"""The executors of one scheduler: plugins created on first use, and which one a schedule uses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .. import plugins
+from ..core.schedule import Options
+from ..executors.base import Executor, reference
+
+logger = logging.getLogger("flowyml_lite.scheduler.runner")
+
+
+class ExecutorSet:
+    """Executor plugins by name (``thread``, ``process``, ``async``, ...), each made once."""
+
+    def __init__(self, max_workers: int) -> None:
+        self._max_workers = max_workers
+        self._executors: Dict[str, Executor] = {}
+        self._funcs: Dict[int, Tuple[Callable[[], Any], bool, Optional[str]]] = {}
+        self._lock = threading.Lock()
+
+    def name_for(self, func: Callable[[], Any], opts: Options) -> str:
+        """The executor a schedule's runs use: ``async`` for an ``async def`` on the default one."""
+        if opts.executor == "thread" and self.about(func)[0]:
+            return "async"
+        return opts.executor
+
+    def about(self, func: Callable[[], Any]) -> Tuple[bool, Optional[str]]:
+        """(is it an ``async def``, its ``module:qualname``), worked out once per function."""
+        key = id(func)
+        found = self._funcs.get(key)
+        if found is None or found[0] is not func:
+            found = (func, inspect.iscoroutinefunction(func), reference(func))
+            if len(self._funcs) > 100_000:
+                self._funcs.clear()
+            self._funcs[key] = found
+        return found[1], found[2]
+
+    def get(self, name: str) -> Executor:
+        """The executor plugin ``name``, created on first use (PluginError if there is none)."""
+        found = self._executors.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._executors.get(name)
+            if found is None:
+                factory = plugins.get("executors", name)
+                found = factory(max_workers=self._max_workers) if isinstance(factory, type) else factory
+                self._executors[name] = found
+        return found
+
+    def check(self, func: Callable[[], Any], opts: Options) -> None:
+        """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
+        self.get(self.name_for(func, opts)).check(func, self.about(func)[1])
+
+    def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
+        """Stop every executor made so far; a failure is logged, the others still stop."""
+        for executor in list(self._executors.values()):
+            try:
+                executor.shutdown(wait=wait, timeout=timeout)
+            except Exception:
+                logger.exception("executor shutdown failed")
+        self._executors.clear()

@@ -1,0 +1,132 @@
+"""Runs in flight: each claimed run from its hand-off to the runner until its final outcome.
+
+A run's state object carries what is needed to end it whatever happens (the job's result, its
+watchdog, the lock server, a stop); the table of them answers "what is running here" without a
+lock on the fire path (a dict's single operations are atomic), and wakes ``wait_idle`` callers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from ..core.schedule import Options
+from ..executors.base import Handle
+from ..locks.base import Lease
+from ..stores.base import RunRecord
+from .timers import Timer
+
+
+class Ticket:
+    """A submitted run: ``wait()`` for its final history entry (``run_now(wait=True)``)."""
+
+    __slots__ = ("_done", "entry", "run")
+
+    def __init__(self, run: RunRecord) -> None:
+        self.run = run
+        self.entry: Optional[Dict[str, Any]] = None
+        self._done = threading.Event()
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
+        self._done.wait(timeout)
+        return self.entry
+
+    def set(self, entry: Optional[Dict[str, Any]]) -> None:
+        self.entry = entry if entry is not None else {}
+        self._done.set()
+
+
+class RunState:
+    """One run in flight: its row as this process knows it, and what is needed to end it."""
+
+    __slots__ = (
+        "finished",
+        "func",
+        "handle",
+        "lease",
+        "lock",
+        "manual",
+        "name",
+        "opts",
+        "renewing",
+        "rest",
+        "run",
+        "stopped",
+        "t0",
+        "ticket",
+        "timing_out",
+        "watchdog",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        func: Callable[[], Any],
+        run: RunRecord,
+        opts: Options,
+        manual: bool,
+        ticket: Optional[Ticket],
+        rest: Deque[RunRecord],
+    ) -> None:
+        self.name = name
+        self.func = func
+        self.run = run
+        self.opts = opts
+        self.manual = manual
+        self.ticket = ticket  # only a manual run has one: someone may wait for it
+        self.rest = rest  # queued catch-up runs of the same claim, started one after another
+        self.lock = threading.Lock()
+        self.finished = False
+        self.timing_out = False  # the watchdog fired; the executor's answer to its cancel is awaited
+        self.stopped = False  # the executor stopped the timed-out work (a thread cannot be)
+        self.handle: Optional[Handle] = None
+        self.watchdog: Optional[Timer] = None
+        self.lease: Optional[Lease] = None
+        self.renewing: Optional[threading.Event] = None
+        self.t0 = 0.0
+
+
+class InFlight:
+    """run_key -> RunState for every run not yet ended here; ``wait_idle`` until it is empty."""
+
+    def __init__(self) -> None:
+        self._runs: Dict[str, RunState] = {}
+        self._cond = threading.Condition()
+        self._waiters = 0
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def add(self, key: str, state: RunState) -> None:
+        self._runs[key] = state
+
+    def remove(self, key: str) -> None:
+        """Forget ``key``; wake the waiters when nothing is left (only then is the lock taken)."""
+        self._runs.pop(key, None)
+        if self._waiters and not self._runs:
+            with self._cond:
+                self._cond.notify_all()
+
+    def states(self) -> List[RunState]:
+        """Every distinct state in flight (a claim's queued runs share theirs)."""
+        return list({id(s): s for s in list(self._runs.values())}.values())
+
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Block until nothing is in flight; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._waiters += 1  # before looking: a remove() after this look will notify
+            try:
+                while self._runs:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left if left is not None and left < 1.0 else 1.0)
+            finally:
+                self._waiters -= 1
+        return True
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()

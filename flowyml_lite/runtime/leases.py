@@ -1,0 +1,112 @@
+"""Schedule leases from the lock backend (``distributed=True`` with a ``lock_backend``).
+
+The store's claim is what makes a fire once; a lease adds mutual exclusion of a schedule's runs
+across processes that do not share a store. Leases are taken off the loop thread, many in one
+round trip where the backend can, and while the lock server is unreachable runs go on with the
+store's claim alone (health says so) instead of failing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+from ..locks.base import Lease, Lock
+from .health import Troubles
+
+logger = logging.getLogger("flowyml_lite.scheduler.leases")
+
+LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, it is tried again at most this often
+#: A run may go on without a lease: the lock server is down, and the store's claim keeps it once.
+WITHOUT_LEASE = "without-lease"
+Taken = Union[Lease, None, str]  # a lease; None: another process holds it; or WITHOUT_LEASE
+
+
+class Leases:
+    """Takes and releases the schedule leases of runs, off the loop thread."""
+
+    def __init__(self, lock: Lock, ttl: float, node_id: str, troubles: Troubles) -> None:
+        self.lock = lock
+        self._ttl = ttl
+        self._node = node_id
+        self._troubles = troubles
+        self._down_until = 0.0
+        self._takes_owner = "owner" in inspect.signature(lock.acquire).parameters
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
+
+    def later(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` on a lease thread: a lock server round trip stays off the loop."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowyml_lite-lease")
+            pool = self._pool
+        pool.submit(func, *args)
+
+    def take(self, names: Sequence[str]) -> List[Taken]:
+        """One answer per schedule name, in one round trip where the backend can batch."""
+        if time.monotonic() < self._down_until:
+            return [WITHOUT_LEASE] * len(names)
+        keys = [f"schedule:{name}" for name in names]
+        try:
+            if not self._takes_owner:  # a lock plugin written before leases had owners
+                taken: List[Optional[Lease]] = [self.lock.acquire(k, ttl_seconds=self._ttl) for k in keys]
+            elif len(keys) > 1 and hasattr(self.lock, "acquire_many"):
+                taken = list(self.lock.acquire_many(keys, ttl_seconds=self._ttl, owner=self._node))
+            else:
+                taken = [self.lock.acquire(k, ttl_seconds=self._ttl, owner=self._node) for k in keys]
+        except Exception as exc:
+            self._down_until = time.monotonic() + LOCK_RETRY_SECONDS
+            message = (
+                f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
+                "claim alone (max_instances is still enforced by the store)"
+            )
+            if self._troubles.report("lock", message):
+                logger.warning("%s", message)
+            return [WITHOUT_LEASE] * len(names)
+        if self._troubles.active("lock"):
+            lasted = self._troubles.clear("lock")
+            logger.warning("lock backend answers again after %.1f s", lasted or 0.0)
+        return list(taken)
+
+    def renewed(self, lease: Lease, name: str) -> Optional[threading.Event]:
+        """Keep an expiring lease renewed while its run goes on (set the event to stop)."""
+        return keep_renewed(lease, self._ttl, name) if self.lock.expires else None
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def release(lease: Optional[Lease], renewing: Optional[threading.Event], name: str) -> None:
+    """Stop renewing and release; a failure is logged (the lease expires or its owner is released)."""
+    if renewing is not None:
+        renewing.set()
+    if lease is not None:
+        try:
+            lease.release()
+        except Exception as exc:
+            logger.warning("could not release the lock of %r: %s", name, exc)
+
+
+def keep_renewed(lease: Lease, ttl: float, name: str) -> threading.Event:
+    """Renew an expiring lease every third of its TTL until the returned event is set."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            try:
+                if not lease.renew(ttl):
+                    logger.error("lost the lock of %r while its run goes on (expired before renewal)", name)
+                    return
+            except Exception as exc:
+                logger.warning("could not renew the lock of %r: %s", name, exc)
+
+    threading.Thread(target=renew, name=f"flowyml_lite-renew-{name}", daemon=True).start()
+    return done
