@@ -45,7 +45,7 @@ class Leases:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowyml_lite-lease")
             pool = self._pool
-        pool.submit(func, *args)
+        pool.submit(_logged, func, *args)
 
     def take(self, names: Sequence[str]) -> List[Taken]:
         """One answer per schedule name, in one round trip where the backend can batch."""
@@ -82,6 +82,14 @@ class Leases:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _logged(func: Callable[..., Any], *args: Any) -> None:
+    """A pool thread's top: whatever escapes is logged (a Future would keep it unseen)."""
+    try:
+        func(*args)
+    except BaseException:
+        logger.exception("a lease thread's task failed")
 
 
 def release(lease: Optional[Lease], renewing: Optional[threading.Event], name: str) -> None:
