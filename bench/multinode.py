@@ -10,7 +10,8 @@ one-off schedules (``schedule_once``) due at chosen instants, running a no-op jo
   burst   10,000 fires due at one instant, N = 1, 2, 4 workers: claimed-and-recorded fires/s
           (fires / (last completed_at - the instant)), commits and rollbacks per fire (deltas of
           pg_stat_database xact_commit / xact_rollback of the scenario's database, heartbeats and
-          everything else included), claim attempts per fire, fires per worker
+          everything else included), claim attempts per fire, fires per worker, CPU seconds of
+          the workers and of PostgreSQL
   spread  10,000 fires spread evenly over 10 s across 4 workers: start lag p50/p99/max
           (started_at - fire_time of each run), fires per worker
 
@@ -422,6 +423,40 @@ def wait_for(db: Database, fires: int, limit: float) -> None:
         time.sleep(0.25)
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) of a live process; with ``children``, of its reaped children too."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(servers: Servers) -> float:
+    """CPU seconds the PostgreSQL cluster used so far: the postmaster, its live and its ended backends."""
+    try:
+        with open(os.path.join(servers.data, "postmaster.pid"), encoding="ascii") as fh:
+            master = int(fh.readline())
+    except (OSError, ValueError):
+        return 0.0
+    total = cpu_seconds(master, children=True)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == master:
+            total += cpu_seconds(int(entry))
+    return total
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -441,8 +476,10 @@ def scenario(
 ) -> Dict[str, Any]:
     """One scenario in a fresh database: N workers, ``fires`` fires over ``spread_seconds`` from T.
 
-    With ``profile_dir``, worker 1 is sampled with py-spy (``--format raw``, idle threads left out)
-    from just before the first fire until every fire is recorded: ``<label>-worker-1.txt``.
+    With ``profile_dir``, worker 1 is sampled with py-spy (``--format raw``, only the thread holding
+    the GIL: where the worker's CPU goes) from just before the first fire until every fire is
+    recorded: ``<label>-worker-1.txt``. The CPU seconds of every worker and of PostgreSQL over the
+    same span are measured in any case.
     """
     db = Database(servers, f"bench_{label}", settings)
     try:
@@ -464,19 +501,22 @@ def scenario(
             raise RuntimeError(f"setup took {ready:.1f} s, past the instant: raise --lead")
         time.sleep(max(0.0, (first - datetime.now(UTC)).total_seconds() - 1.5))
         before = db.xacts()
+        cpu_before = [cpu_seconds(w.pid) for w in workers], postgres_cpu(servers)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         spy = None
         if profile_dir is not None:
             os.makedirs(profile_dir, exist_ok=True)
             out = os.path.join(profile_dir, f"{label}-worker-1.txt")
             spy_bin = os.path.join(os.path.dirname(sys.executable), "py-spy")
-            spy_args = ["record", "--format", "raw", "--rate", "250", "--threads", "--output", out]
+            spy_args = ["record", "--format", "raw", "--rate", "250", "--threads", "--gil", "--output", out]
             spy = subprocess.Popen(
                 [spy_bin, *spy_args, "--pid", str(workers[0].pid)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         wait_for(db, fires, limit=600)
+        cpu_workers = [cpu_seconds(w.pid) - b for w, b in zip(workers, cpu_before[0])]
+        cpu_postgres = postgres_cpu(servers) - cpu_before[1]
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -523,6 +563,8 @@ def scenario(
         "lag_max_ms": max(lags) if lags else None,
         "shares": dict(sorted(shares.items())),
         "setup_seconds": ready,
+        "cpu_workers_seconds": [round(c, 2) for c in cpu_workers],
+        "cpu_postgres_seconds": round(cpu_postgres, 2),
         "load_average": load,
     }
 
@@ -651,6 +693,13 @@ def show(result: Dict[str, Any]) -> List[str]:
         f"    start lag p50 {r['lag_p50_ms']:.1f} ms, p99 {r['lag_p99_ms']:.1f} ms, "
         f"max {r['lag_max_ms']:.1f} ms"
     )
+    if r.get("cpu_workers_seconds") is not None:
+        lines.append(
+            f"    CPU from 1.5 s before the first fire to the last recorded: workers "
+            f"{sum(r['cpu_workers_seconds']):.2f} s ("
+            + " + ".join(f"{c:.2f}" for c in r["cpu_workers_seconds"])
+            + f"), PostgreSQL {r['cpu_postgres_seconds']:.2f} s"
+        )
     total = sum(r["shares"].values()) or 1
     lines.append(
         "    fires per worker: "
@@ -675,7 +724,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--lead", type=float, default=60.0, help="seconds from setup to the first fire")
     parser.add_argument("--save", action="store_true")
     parser.add_argument(
-        "--profile-dir", help="sample worker 1 of each burst with py-spy into this directory (raw format)"
+        "--profile-dir",
+        help="sample worker 1 of each burst with py-spy into this directory (raw format, GIL holder only)",
     )
     args = parser.parse_args(argv)
 

@@ -167,6 +167,8 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK_KEY = 0x666C6F77796D6C  # "flowyml"
 _READ_OPTION = "flowyml_lite_read"
 _TEXT_ARRAY = pg_dialect.ARRAY(sa.Text)
+# schedule_versions answers from its last answer, when unchanged, from this many rows up.
+_VERSIONS_KEPT_FROM = 200
 # The server's clock as integer microseconds since the epoch (PostgreSQL): heartbeats, updated_at
 # and the liveness judgment all use it, so hosts whose clocks disagree never misjudge each other.
 _SERVER_NOW_US: Any = sa.literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
@@ -491,6 +493,8 @@ class SQLAlchemyStore(Store):
         # Run keys of claims whose COMMIT reply was lost and could not be read back yet: resolved
         # (made final if they were committed) by the next write transaction that reaches the server.
         self._in_doubt: Dict[str, str] = {}
+        # The last answer of schedule_versions: (its lower bound, [(name, µs, updated_at)]).
+        self._versions: Optional[Tuple[int, List[Tuple[str, int, Optional[datetime]]]]] = None
         try:
             parsed = sa.make_url(url)
         except ArgumentError as exc:
@@ -905,12 +909,29 @@ class SQLAlchemyStore(Store):
         return [_schedule(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
 
     def schedule_versions(self, since: datetime) -> Dict[str, Optional[datetime]]:
-        """``name -> updated_at`` of rows changed at or after ``since``: two columns, no JSON decoded."""
-        query = sa.select(SCHEDULES.c.name, SCHEDULES.c.updated_at).where(
-            SCHEDULES.c.updated_at >= to_us(since, "since")
-        )
+        """``name -> updated_at`` of rows changed at or after ``since``: two columns, no JSON decoded.
+
+        The last answer is kept. When it was large (a deploy declared many schedules within the
+        sync's clock-skew margin, so every heartbeat would read them all again) and the rows at or
+        after ``since`` are still exactly its rows (same count, same sum of versions: one
+        aggregate row), the answer comes from there.
+        """
+        low = to_us(since, "since")
+        c = SCHEDULES.c
+        cached = self._versions
+        if cached is not None and cached[0] <= low and len(cached[1]) >= _VERSIONS_KEPT_FROM:
+            kept = [entry for entry in cached[1] if entry[1] >= low]
+            digest = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(c.updated_at), 0)).where(
+                c.updated_at >= low
+            )
+            row: Any = self._read(lambda conn: conn.execute(digest).one())
+            if int(row[0]) == len(kept) and int(row[1]) == sum(entry[1] for entry in kept):
+                return {name: version for name, _, version in kept}
+        query = sa.select(c.name, c.updated_at).where(c.updated_at >= low)
         rows: Sequence[Any] = self._read(lambda conn: conn.execute(query).all())
-        return {name: from_us(updated) for name, updated in rows}
+        entries = [(name, int(updated), from_us(updated)) for name, updated in rows]
+        self._versions = (low, entries)
+        return {name: version for name, _, version in entries}
 
     def _now_sql(self, local: int) -> Any:
         """The store's clock for a stamp: the server's on PostgreSQL, ``local`` (this host's) on SQLite."""
@@ -1518,6 +1539,11 @@ class SQLAlchemyStore(Store):
             if name is not None:
                 query = query.where(RUNS.c.schedule == name)
         return [_run(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
+
+    def active_run_nodes(self) -> List[str]:
+        """The nodes with active runs: one index read of the active runs' node ids, no run decoded."""
+        query = sa.select(RUNS.c.node_id).where(_ACTIVE).distinct().order_by(RUNS.c.node_id)
+        return [str(row[0]) for row in self._read(lambda conn: conn.execute(query).all())]
 
     def stats(self, name: Optional[str] = None) -> RunStats:
         """Counts by status and the mean duration of finished runs."""

@@ -1,8 +1,10 @@
 """The claims: whether a due fire runs, and that it runs once (DESIGN §4).
 
-For every wake of the loop: fires of schedules another live node owns are passed over (that node
-claims them), the others are planned by their misfire policy and claimed together in one store
-transaction (``Store.claim_many``) that also carries the outcomes finished since the last one.
+For every wake of the loop: the due fires of schedules this node owns are planned by their misfire
+policy and claimed together in one store transaction (``Store.claim_many``) that also carries the
+outcomes finished since the last one. Schedules another live node owns are not followed here at
+all (the table queues no fire of theirs): when the split changes, the sync re-reads every state
+and the table queues the newly owned fires, so a fire the old owner never claimed is claimed then.
 Won runs go to the runner; a refused claim refuses only its own schedule, which is re-read.
 """
 
@@ -102,6 +104,7 @@ class Claims:
         self._rechecked: Dict[Tuple[str, datetime], int] = {}
         self._failures = 0
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
+        table.owns = membership.owns  # the table queues only the fires this node attempts
 
     def options(self, record: ScheduleRecord) -> Options:
         """The record's options, parsed once per stored dict."""
@@ -159,28 +162,17 @@ class Claims:
                     func = table.funcs.get(name)
                     if record is None or trigger is None or func is None or record.next_fire != fire:
                         continue
-                    opts = self.options(record)
                     if not owns(name):
-                        self._pass_over(record, trigger, fire, now, opts)
+                        # Queued before the split changed: the owner claims it now (and this node
+                        # re-reads the schedule's state if it is handed back).
+                        if name in self._blocked:
+                            self.unblock(name)
                         continue
+                    opts = self.options(record)
                     runs, new_next = plan(name, trigger, fire, now, opts, self._node)
                     planned.append((Claim(name, fire, new_next, runs, opts.max_instances), func, opts))
             if planned:
                 self._claim_group(planned, now)
-
-    def _pass_over(
-        self, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime, opts: Options
-    ) -> None:
-        """Another node owns this schedule: assume it claims the fire, and follow along locally.
-
-        When ownership moves here, the state is re-read from the store, so a fire the owner never
-        claimed (it died) is found then and claimed by the misfire policy. Caller holds the cond.
-        """
-        self.unblock(record.name)  # whatever blocked it here, its fires are another node's now
-        after = fire if (now - fire).total_seconds() <= opts.misfire_grace_seconds else now
-        record.next_fire = trigger.next_after(after)
-        if record.next_fire is not None:
-            self._table.set_record(record)
 
     def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
         try:

@@ -141,7 +141,7 @@ class Housekeeping:
 
     def judge(self, now: datetime) -> None:
         """Declare expired or dead nodes lost, and set the membership from the live ones."""
-        active = self._store.active_runs() if self._store.shared else []
+        active = self._store.active_run_nodes() if self._store.shared else []
         nodes = self._store.list_nodes()
         expired = {n.node_id for n in self._store.expired_nodes(self._timeout, now)}
         live: List[Tuple[str, Optional[str]]] = []
@@ -158,7 +158,7 @@ class Housekeeping:
             else:
                 live.append((node.node_id, node.serves))
         known = {n.node_id for n in nodes} | {self._node}
-        for gone in sorted({r.node_id for r in active} - known):  # runs whose node row is gone
+        for gone in sorted(set(active) - known):  # runs whose node row is gone
             self.lose(gone, f"node {gone} is gone (no heartbeat row) with runs still active")
         if self._membership.update(live) and self._store.shared:
             peers = ", ".join(self._membership.peers)

@@ -127,7 +127,8 @@ class Sync:
         Other changes heal by themselves: a claim refused because another process advanced or
         disabled a schedule re-reads it. Only a shared store can change behind our back, and only
         rows changed since the last sync (with the store's clock-skew margin) are read, unless
-        ``everything`` (ownership moved: every state is read). Every sync also drops the
+        ``everything`` (ownership moved: every state is read, and the table queues the fires this
+        node owns now; a failed full read is redone by the next sync). Every sync also drops the
         declarations' bulk read, which is older than what it has seen.
         """
         if everything:
@@ -140,19 +141,28 @@ class Sync:
             names = set(self._table.funcs)
         if not self._store.shared or not names:
             return
-        if self._synced_at is None:
+        synced_at = self._synced_at
+        full = synced_at is None
+        if synced_at is None:
             records = self._store.list_schedules()
         else:
             # Names and versions first (cheap): rows re-read within the skew margin are skipped.
             margin = timedelta(seconds=self._store.clock_skew_seconds)
-            versions = self._store.schedule_versions(self._synced_at - margin)
+            versions = self._store.schedule_versions(synced_at - margin)
             with self._table.cond:
-                known = {n: r.updated_at for n, r in self._table.records.items()}
-            stale = [n for n, v in versions.items() if n in names and known.get(n) != v]
+                known = self._table.records
+                stale = [
+                    n
+                    for n, v in versions.items()
+                    if n in names and getattr(known.get(n), "updated_at", None) != v
+                ]
             records = [r for r in map(self._store.get_schedule, stale) if r is not None]
         self._synced_at = started
         for record in records:
             self.adopt(record, names)
+        if full:  # the split may have changed: queue the fires this node owns now, and only those
+            with self._table.cond:
+                self._table.reown()
 
     def adopt(self, record: ScheduleRecord, names: Set[str]) -> None:
         """Take a row another process may have changed (enabled, redefined) as this process's."""

@@ -2,7 +2,9 @@
 
 One condition variable guards it all; the loop sleeps on it until the earliest fire or a change.
 Heap entries are (wake instant, sequence, name, the next_fire they are for); an entry whose
-record moved on (another next_fire, disabled, removed) is stale and skipped when popped.
+record moved on (another next_fire, disabled, removed) is stale and skipped when popped. Only the
+fires of schedules this node owns are queued (``owns``, set by the claims from the membership):
+when the split among peers changes, ``reown`` queues the newly owned ones.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class ScheduleTable:
         self.heap: List[Entry] = []
         self._seq = itertools.count()
         self.served = ServedSet()  # the digest other nodes compare to find this node's peers
+        # Whether this node attempts a schedule's fires; the others are kept but never queued.
+        self.owns: Callable[[str], bool] = lambda name: True
 
     def serve(self, name: str, func: Callable[[], Any], trigger: TriggerLike) -> None:
         """Register the function and trigger of ``name``; caller holds ``cond``."""
@@ -40,9 +44,9 @@ class ScheduleTable:
         self.triggers[name] = trigger
 
     def set_record(self, record: ScheduleRecord) -> None:
-        """Cache a record and (re)queue its next fire; caller holds ``cond``."""
+        """Cache a record and (re)queue its next fire if this node owns it; caller holds ``cond``."""
         self.records[record.name] = record
-        if record.enabled and record.next_fire is not None:
+        if record.enabled and record.next_fire is not None and self.owns(record.name):
             heapq.heappush(self.heap, (record.next_fire, next(self._seq), record.name, record.next_fire))
         self.cond.notify_all()
 
@@ -63,6 +67,22 @@ class ScheduleTable:
             if name in funcs:
                 due.append((name, fire))
         return due
+
+    def reown(self) -> None:
+        """The split changed: drop the entries of schedules owned elsewhere now, and queue the next
+        fire of every schedule owned here that has no entry for it; caller holds ``cond``."""
+        owns = self.owns
+        heap = [entry for entry in self.heap if owns(entry[2])]
+        queued = {(name, fire) for _, _, name, fire in heap}
+        for name, record in self.records.items():
+            fire = record.next_fire
+            if fire is None or not record.enabled or (name, fire) in queued:
+                continue
+            if name in self.funcs and owns(name):
+                heap.append((fire, next(self._seq), name, fire))
+        heapq.heapify(heap)
+        self.heap[:] = heap
+        self.cond.notify_all()
 
     def next_wake(self) -> Optional[datetime]:
         """The earliest heap instant (stale entries included: waking early is harmless)."""

@@ -649,6 +649,38 @@ class TestPostgresRoundTrips:
         (statement,) = sent
         assert "updated_at >=" in statement and "options" not in statement
 
+    def test_schedule_versions_of_a_large_unchanged_window_cost_one_aggregate_row(
+        self, pg_store: SQLAlchemyStore
+    ) -> None:
+        # A deploy declared many schedules within the sync's margin: every heartbeat asks for them.
+        mark = datetime.now(timezone.utc) - timedelta(minutes=1)
+        for i in range(250):
+            pg_store.declare_schedule(sched(f"s{i:03d}"))
+        first = pg_store.schedule_versions(mark)
+        assert len(first) == 250
+        sent = _statements(pg_store)
+        assert pg_store.schedule_versions(mark + timedelta(microseconds=1)) == first
+        (statement,) = sent
+        assert "count(" in statement and "name" not in statement
+        # Any change in the window is seen: a redefinition, a new row, a deleted one.
+        pg_store.declare_schedule(sched("s007", definition_hash="h2"))
+        pg_store.declare_schedule(sched("new"))
+        pg_store.delete_schedule("s100")
+        after = pg_store.schedule_versions(mark)
+        assert set(after) == set(first) - {"s100"} | {"new"}
+        assert after["s007"] is not None and after["s007"] > first["s007"]  # type: ignore[operator]
+
+    def test_the_nodes_with_active_runs_are_read_without_the_runs(self, pg_store: SQLAlchemyStore) -> None:
+        for name in ("a", "b", "c"):
+            pg_store.declare_schedule(sched(name))
+        for name, node in (("a", "node-2"), ("b", "node-1"), ("c", "node-2")):
+            run = RunRecord(f"k-{name}", name, at(0), RUNNING, node, at(0))
+            assert pg_store.claim(name, at(0), at(1), [run], 1) is not None
+        sent = _statements(pg_store)
+        assert pg_store.active_run_nodes() == ["node-1", "node-2"]
+        (statement,) = sent
+        assert "DISTINCT" in statement and "output" not in statement
+
 
 @pytest.mark.postgres
 class TestPostgresNeverWaits:
