@@ -22,7 +22,7 @@ import math
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import redis  # ImportError here: the registry names the extra to install
@@ -73,6 +73,26 @@ if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
     return 1
 end
 return 0
+"""
+# Take many locks for one owner in one round trip: KEYS[1] is the owner's set, KEYS[2..] the locks,
+# ARGV[1] the TTL, ARGV[2..] the tokens. Returns 1 (taken) or 0 (held by someone) per lock.
+_ACQUIRE_MANY = """
+local ttl = ARGV[1]
+local taken = {}
+local any = false
+for i = 2, #KEYS do
+    if redis.call("SET", KEYS[i], ARGV[i], "NX", "PX", ttl) then
+        redis.call("SADD", KEYS[1], KEYS[i])
+        taken[i - 1] = 1
+        any = true
+    else
+        taken[i - 1] = 0
+    end
+end
+if any and redis.call("PTTL", KEYS[1]) < tonumber(ttl) then
+    redis.call("PEXPIRE", KEYS[1], ttl)
+end
+return taken
 """
 # Delete every lock in the owner's set whose token still starts with the owner's prefix.
 _RELEASE_OWNER = """
@@ -199,6 +219,7 @@ class RedisLock(Lock):
         self._renew_script = client.register_script(_RENEW)
         self._acquire_owned_script = client.register_script(_ACQUIRE_OWNED)
         self._release_owner_script = client.register_script(_RELEASE_OWNER)
+        self._acquire_many_script = client.register_script(_ACQUIRE_MANY)
         self._held: Dict[int, _RedisLease] = {}
         # (redis key, token) of acquires whose reply never came: Redis may still have executed
         # them (a request retransmitted after a cut link), leaving a lock nobody holds for a TTL.
@@ -263,6 +284,39 @@ class RedisLock(Lock):
                 return None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_POLL_SECONDS)
+
+    def acquire_many(self, keys: Sequence[str], ttl_seconds: float, owner: str) -> List[Optional[Lease]]:
+        """Try each of ``keys`` once for ``owner``, all in one round trip (one Lua script).
+
+        One answer per key, in order: a Lease, or None where the lock is held (a key repeated in
+        ``keys`` is taken once). If the reply is lost, every lock the script may have taken is
+        deleted by compare-and-delete once Redis answers again, as for ``acquire``.
+        """
+        ttl = _ttl_ms(ttl_seconds)
+        if not keys:
+            return []
+        owner_key = self._owner_key(owner)
+        redis_keys = [f"{self.prefix}lock:{key}" for key in keys]
+        # One random part per call and a counter: as unguessable as a token per key, and cheaper.
+        base = f"{owner}:{secrets.token_hex(12)}"
+        tokens = [f"{base}{index:08x}" for index in range(len(keys))]
+        self._release_unsure()
+        try:
+            answers = self._acquire_many_script(keys=[owner_key, *redis_keys], args=[ttl, *tokens])
+        except RedisError as exc:
+            with self._mutex:
+                self._unsure.extend(zip(redis_keys, tokens))
+            raise LockError(self._message(exc)) from exc
+        taken: List[Optional[Lease]] = []
+        held: Dict[int, _RedisLease] = {}
+        for key, redis_key, token, answer in zip(keys, redis_keys, tokens, answers):
+            lease = _RedisLease(self, key, redis_key, token, owner_key) if answer else None
+            if lease is not None:
+                held[id(lease)] = lease
+            taken.append(lease)
+        with self._mutex:
+            self._held.update(held)
+        return taken
 
     def _release_unsure(self) -> None:
         """Delete the locks of acquires that failed without a reply, if Redis did take them after

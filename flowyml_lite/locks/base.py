@@ -8,7 +8,7 @@ Implementations: ``file`` (flock / LockFileEx, one host), ``local`` (one process
 from __future__ import annotations
 
 import abc
-from typing import Optional
+from typing import List, Optional, Sequence
 
 
 class Lease(abc.ABC):
@@ -55,6 +55,31 @@ class Lock(abc.ABC):
         ``owner`` (the scheduler's node id) is stored with the lease for ``release_owner``.
         Errors of the backend (unreachable server) raise LockError, within seconds.
         """
+
+    def acquire_many(self, keys: Sequence[str], ttl_seconds: float, owner: str) -> List[Optional[Lease]]:
+        """Try to take each of ``keys`` once, for ``owner``: one answer per key, in order (a Lease,
+        or None where another holder has it; a key repeated in ``keys`` is taken once).
+
+        Backends that can do it in one round trip override this (Redis: one script); the default
+        calls ``acquire`` per key, without ``owner`` for plugins whose ``acquire`` takes none.
+        A backend error raises like ``acquire`` (LockError), after releasing what this call took.
+        """
+        import inspect  # only for plugins that predate the owner parameter
+
+        takes_owner = "owner" in inspect.signature(self.acquire).parameters
+        taken: List[Optional[Lease]] = []
+        try:
+            for key in keys:
+                if takes_owner:
+                    taken.append(self.acquire(key, ttl_seconds, owner=owner))
+                else:
+                    taken.append(self.acquire(key, ttl_seconds))
+        except BaseException:
+            for lease in taken:
+                if lease is not None:
+                    lease.release()
+            raise
+        return taken
 
     def release_owner(self, owner: str) -> int:
         """Release every lease ``owner`` holds (its node was declared lost); return how many.

@@ -154,6 +154,65 @@ class TestContract:
         assert entries == 80
         assert most_inside == 1
 
+    # -- many keys at once ---------------------------------------------------------------
+    def test_acquire_many_answers_each_key_in_order_with_none_where_it_is_held(self, lock: Lock) -> None:
+        held = lock.acquire("b", owner="node-b")
+        assert held is not None
+        taken = lock.acquire_many(["a", "b", "c"], 30.0, "node-a")
+        assert [None if t is None else t.key for t in taken] == ["a", None, "c"]
+        assert lock.acquire("a") is None and lock.acquire("c") is None
+        for lease in (*taken, held):
+            if lease is not None:
+                lease.release()
+        again = lock.acquire_many(["a", "b", "c"], 30.0, "node-a")
+        assert all(lease is not None for lease in again)
+        for lease in again:
+            assert lease is not None
+            lease.release()
+
+    def test_acquire_many_takes_a_repeated_key_once(self, lock: Lock) -> None:
+        first, second = lock.acquire_many(["job", "job"], 30.0, "node-a")
+        assert first is not None and second is None
+        first.release()
+
+    def test_acquire_many_of_no_keys_is_an_empty_answer(self, lock: Lock) -> None:
+        assert lock.acquire_many([], 30.0, "node-a") == []
+
+
+class _WithoutOwner(Lock):
+    """A lock plugin written before leases had owners: ``acquire`` takes no ``owner``."""
+
+    def __init__(self, fail_on: Optional[str] = None) -> None:
+        self.inner = LocalLock()
+        self.fail_on = fail_on
+
+    def acquire(self, key, ttl_seconds=None, timeout=0.0):  # type: ignore[no-untyped-def,override]
+        if key == self.fail_on:
+            raise LockError("the lock server went away")
+        return self.inner.acquire(key, ttl_seconds, timeout)
+
+
+class TestAcquireManyByDefault:
+    """The contract's default acquire_many: one acquire per key, for any plugin."""
+
+    def test_a_plugin_whose_acquire_takes_no_owner_still_acquires_many(self) -> None:
+        lock = _WithoutOwner()
+        taken = lock.acquire_many(["a", "b"], 30.0, "node-a")
+        assert [t is not None for t in taken] == [True, True]
+        assert lock.inner.acquire("a") is None
+        for lease in taken:
+            assert lease is not None
+            lease.release()
+
+    def test_an_error_midway_raises_after_releasing_what_the_call_took(self) -> None:
+        lock = _WithoutOwner(fail_on="c")
+        with pytest.raises(LockError):
+            lock.acquire_many(["a", "b", "c", "d"], 30.0, "node-a")
+        for key in ("a", "b", "d"):
+            lease = lock.inner.acquire(key)
+            assert lease is not None, key
+            lease.release()
+
 
 class TestOwnersOfKernelReleasedLocks:
     """The kernel frees a file or local lock when its process dies: release_owner has nothing to do."""
