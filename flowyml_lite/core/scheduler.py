@@ -1,7 +1,10 @@
 """``PipelineScheduler``: the seed guide's API over the runtime (DESIGN §2, §4).
 
-The facade declares schedules, changes their state and answers questions; the work of firing is
-done by the rooms of ``flowyml_lite.runtime``, wired here:
+The facade declares schedules, changes their state and answers questions, each through a
+collaborator of its own in ``core/``: ``declarations.py`` (a ``schedule_*`` call's arguments made a
+definition), ``catalog.py`` (look up, pause, resume, remove), ``scheduler_reports.py`` (schedules,
+history, status, health) and ``serving.py`` (this node among its peers). It starts and stops the
+rooms of ``flowyml_lite.runtime`` that do the work of firing, wired here:
 
     TimerLoop (when) → Claims (whether, once: one store transaction per wake) → Runner (how:
     executors, leases, timeouts, retries) → OutcomeWriter (what happened, group-committed)
@@ -16,15 +19,15 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ScheduleError, ScheduleNotFoundError
+from ..errors import ScheduleError
 from ..locks.base import Lock
 from ..runtime.claims import Claims
 from ..runtime.context import RunContext, current_run
-from ..runtime.health import Troubles, health_report
+from ..runtime.health import Troubles
 from ..runtime.housekeeping import Housekeeping
 from ..runtime.loop import TimerLoop
 from ..runtime.membership import Membership
@@ -32,32 +35,20 @@ from ..runtime.outcomes import OutcomeWriter
 from ..runtime.runner import Runner
 from ..runtime.sync import Sync
 from ..runtime.table import ScheduleTable
-from ..stores.base import (
-    SKIPPED,
-    ScheduleRecord,
-    Store,
-)
+from ..stores.base import SKIPPED, Store
 from .backends import open_lock, open_store
-from .schedule import (
-    Options,
-    Schedule,
-    definition_hash,
-    interval_seconds,
-    parse_options,
-    shared_options_dict,
-    to_schedule,
-    validate_context,
-    validate_name,
-    validate_timezone,
-)
+from .catalog import Catalog
+from .declarations import daily_value, define, first_fire, hourly_value, interval_value
+from .schedule import Schedule
 from .scheduler_config import SchedulerConfig
-from .triggers import Trigger, build_trigger, once_value
+from .scheduler_reports import Reports
+from .serving import Serving
+from .triggers import once_value
 from .views import Localizer, history_entry, iso
 
 logger = logging.getLogger("flowyml_lite.scheduler")
 
 Hook = Callable[[Dict[str, Any]], Any]
-_US = timedelta(microseconds=1)
 
 
 class PipelineScheduler:
@@ -84,7 +75,9 @@ class PipelineScheduler:
         self._lock: Optional[Lock] = lock if lock is not None else open_lock(cfg)
         self.node_id = cfg.node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._table = ScheduleTable()
-        self._sync = Sync(self._table, self._store, lambda record: self._trigger_for(record, rebuild=True))
+        self._sync = Sync(
+            self._table, self._store, lambda record: self._catalog.trigger_for(record, rebuild=True)
+        )
         self._troubles = Troubles()
         self._membership = Membership(self.node_id)
         self._writer = OutcomeWriter(self._store, self._troubles)
@@ -111,6 +104,12 @@ class PipelineScheduler:
             self._runner.announce,
             self._runner.batch,
         )
+        self._serving = Serving(
+            self._store, self._table, self._membership, self._claims, self._sync, self.node_id
+        )
+        self._catalog = Catalog(
+            self._store, self._table, self._sync, self._claims, self._serving, self._clock, cfg
+        )
         self._loop = TimerLoop(
             self._table, self._clock, self._claims.process, self._troubles, cfg.heartbeat_seconds
         )
@@ -122,15 +121,27 @@ class PipelineScheduler:
             self.node_id,
             cfg.heartbeat_seconds,
             cfg.node_timeout_seconds,
-            self._resync,
+            self._serving.resync,
             cfg.history_retention_days,
             cfg.history_max_runs,
             self._lock,
             self._runner.announce,
-            self._serving,
+            self._serving.digest,
         )
-        self._started = False
-        self._localize = Localizer(cfg.timezone_provider)
+        self._reports = Reports(
+            self._store,
+            self._table,
+            self._loop,
+            self._runner,
+            self._writer,
+            self._housekeeping,
+            self._membership,
+            self._troubles,
+            self._clock,
+            Localizer(cfg.timezone_provider),
+            self.node_id,
+            cfg.heartbeat_seconds,
+        )
 
     # -- declaring ---------------------------------------------------------------------
 
@@ -155,9 +166,7 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run every day at ``hour:minute`` wall-clock time in ``timezone`` (fixed-time DST rules)."""
-        _check_int("hour", hour, 0, 23)
-        _check_int("minute", minute, 0, 59)
-        return self._declare(name, pipeline_func, "daily", f"{hour:02d}:{minute:02d}", timezone, options)
+        return self._declare(name, pipeline_func, "daily", daily_value(hour, minute), timezone, options)
 
     def schedule_hourly(
         self,
@@ -168,8 +177,7 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run every hour at ``minute`` past the hour (every real hour, DST included)."""
-        _check_int("minute", minute, 0, 59)
-        return self._declare(name, pipeline_func, "hourly", str(minute), timezone, options)
+        return self._declare(name, pipeline_func, "hourly", hourly_value(minute), timezone, options)
 
     def schedule_interval(
         self,
@@ -184,8 +192,7 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run every ``hours``/``minutes``/``seconds`` of elapsed time, on a fixed grid from the epoch."""
-        total = interval_seconds(days, hours, minutes, seconds)
-        value = str(int(total)) if float(total).is_integer() else repr(float(total))
+        value = interval_value(days, hours, minutes, seconds)
         return self._declare(name, pipeline_func, "interval", value, timezone, options)
 
     def schedule_once(
@@ -208,128 +215,39 @@ class PipelineScheduler:
         timezone: Optional[str],
         options: Dict[str, Any],
     ) -> Schedule:
-        name = validate_name(name)
-        if not callable(func):
-            raise ScheduleError(f"pipeline_func of {name!r} must be callable, got {type(func).__name__}")
-        opts = parse_options(options, self.config, name)
-        context = validate_context(options.pop("context", None))
-        self._runner.check(func, opts)
-        zone_name = validate_timezone(
-            timezone if timezone is not None else self.config.timezone, self.config.timezone_provider
-        )
-        trigger = self._build_trigger(name, schedule_type, value, zone_name, opts)
-        digest = definition_hash(schedule_type, value, zone_name, opts, context)
-        candidate = ScheduleRecord(
-            name, schedule_type, value, zone_name, digest, shared_options_dict(opts), context
-        )  # created_at/updated_at come from the store's own clock: other processes sync on them
-        stored = self._sync.declare(
-            candidate, func, trigger, lambda: self._first_fire(schedule_type, trigger, opts)
-        )
-        if self._started:
-            self._mark_declared([name])
-            self._reshare()
+        new = define(self.config, name, func, schedule_type, value, timezone, options, self._runner.check)
+        record = new.record
+        stored = self._sync.declare(record, func, new.trigger, lambda: first_fire(new, self._clock.now()))
+        self._serving.changed(declared=[record.name])
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "scheduled %r (%s %s, %s): next fire %s",
-                name,
+                record.name,
                 schedule_type,
                 value,
-                zone_name,
+                record.timezone,
                 iso(stored.next_fire),
             )
-        return self._to_schedule(stored, opts if stored.definition_hash == digest else None)
-
-    def _first_fire(self, schedule_type: str, trigger: Trigger, opts: Options) -> Optional[datetime]:
-        """The first fire of a new definition: after now; a one-off whose instant passed less than
-        ``misfire_grace_seconds`` ago still fires (at once), like a fire picked up late."""
-        now = self._clock.now()
-        if schedule_type == "once":
-            return trigger.next_after(now - timedelta(seconds=opts.misfire_grace_seconds) - _US)
-        return trigger.next_after(now)
-
-    def _build_trigger(self, name: str, schedule_type: str, value: str, zone: str, opts: Options) -> Trigger:
-        return build_trigger(
-            schedule_type,
-            value,
-            zone,
-            name,
-            self.config.cron_engine,
-            self.config.timezone_provider,
-            start_date=opts.start_date,
-            end_date=opts.end_date,
-        )
-
-    def _resync(self, everything: bool) -> None:
-        """Housekeeping's call: other processes' changes, or (``everything``) a new share of the
-        schedules after a change of peers, whose old overlap reports no longer apply."""
-        if everything:
-            self._claims.unblock()
-        self._sync.sync(everything)
-
-    def _serving(self) -> Optional[str]:
-        """The digest of the schedules this node's loop serves, or None while it is not started
-        (a process that only runs things by hand must not be handed anyone's fires)."""
-        return self._table.served.digest if self._started else None
-
-    def _reshare(self) -> None:
-        """This node's set of schedules changed: it splits its fires with other peers from now on
-        (other nodes see the change at their next heartbeat), and re-reads the states it now owns."""
-        if self._membership.serve(self._serving()) and self._store.shared:
-            try:
-                self._resync(True)
-            except Exception as exc:  # the next heartbeat's sync reads them
-                logger.warning("could not re-read the schedules after a change of peers: %s", exc)
-
-    def _mark_declared(self, names: List[str]) -> None:
-        try:
-            self._store.mark_declared(self.node_id, names)
-        except Exception as exc:  # only the fleet view depends on it: never fatal
-            logger.warning("could not record that this node serves %d schedule(s): %s", len(names), exc)
+        ours = stored.definition_hash == record.definition_hash  # else another declaration's
+        return self._reports.schedule(stored, new.options if ours else None)
 
     # -- state changes -----------------------------------------------------------------
 
     def enable(self, name: str) -> None:
         """Resume a schedule; it fires next at its first instant after now (no catch-up of the pause)."""
-        record = self._require(name)
-        if record.enabled and record.next_fire is not None:
-            return
-        next_fire = self._trigger_for(record).next_after(self._clock.now())
-        self._sync.forget_state(name)
-        self._store.set_enabled(name, True, next_fire)
-        self._refresh(name)
-        logger.info("enabled %r: next fire %s", name, iso(next_fire))
+        self._catalog.enable(name)
 
     def disable(self, name: str) -> None:
         """Pause a schedule; it stays paused across restarts until enabled."""
-        self._require(name)
-        self._claims.unblock(name)
-        self._sync.forget_state(name)
-        self._store.set_enabled(name, False, None)
-        self._refresh(name)
-        logger.info("disabled %r", name)
+        self._catalog.disable(name)
 
     def unschedule(self, name: str) -> None:
         """Remove a schedule and its history (a run in progress finishes)."""
-        self._sync.forget_state(name)
-        if not self._store.delete_schedule(name) and name not in self._table.funcs:
-            raise ScheduleNotFoundError(name)
-        with self._table.cond:
-            self._table.forget(name)
-        self._claims.unblock(name)
-        if self._started:
-            self._reshare()
-        logger.info("unscheduled %r", name)
+        self._catalog.unschedule(name)
 
     def clear(self) -> None:
         """Remove every schedule and all history from the store."""
-        self._sync.forget_state()
-        count = self._store.delete_all()
-        with self._table.cond:
-            self._table.clear()
-        self._claims.unblock()
-        if self._started:
-            self._reshare()
-        logger.info("cleared %d schedule(s)", count)
+        self._catalog.clear()
 
     def on_success(self, hook: Hook) -> Hook:
         """Call ``hook(entry)`` with the history entry after each successful run; usable as a decorator."""
@@ -364,63 +282,30 @@ class PipelineScheduler:
 
     def list_schedules(self, include_orphans: bool = False) -> List[Schedule]:
         """Schedules registered here; with ``include_orphans``, also stored ones with no function here."""
-        records = self._store.list_schedules()
-        records.reverse()
-        funcs = self._table.funcs
-        out = []
-        while records:  # popped as converted, so records and Schedules are not all alive at once
-            record = records.pop()
-            if record.name in funcs or include_orphans:
-                out.append(self._to_schedule(record))
-        return out
+        return self._reports.schedules(include_orphans)
 
     def get_schedule(self, name: str) -> Schedule:
         """One schedule (registered or orphan); ScheduleNotFoundError if there is none."""
-        return self._to_schedule(self._require(name))
+        return self._reports.schedule(self._catalog.require(name))
 
     def get_history(self, schedule_name: str, limit: int = 50) -> List[Dict[str, Any]]:
         """Runs of a schedule, newest fire first: flowyml's keys plus fire_time, status, node, reason.
 
         A run's outcome reaches the store a few milliseconds after it ends (group commit).
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ScheduleError(f"limit must be an integer >= 1, got {limit!r}")
-        return [history_entry(run) for run in self._store.history(schedule_name, limit)]
+        return self._reports.history(schedule_name, limit)
 
     def status(self) -> str:
         """``running``, ``degraded`` (something is wrong: see ``health_check()``) or ``stopped``; no I/O."""
-        if not self.running:
-            return "stopped"
-        stale = self._loop.stale(3 * self.config.heartbeat_seconds + 1)
-        return "degraded" if stale or self._troubles.any() else "running"
+        return self._reports.status()
 
     def problems(self) -> List[Dict[str, Any]]:
         """What is wrong right now (source, message, for how long); empty when healthy. No I/O."""
-        found = self._troubles.problems()
-        if self.running and self._loop.stale(3 * self.config.heartbeat_seconds + 1):
-            found.append(
-                {"source": "loop", "message": "the scheduler loop has not gone round", "for_seconds": None}
-            )
-        return found
+        return self._reports.problems()
 
     def health_check(self) -> Dict[str, Any]:
         """Status (running / stopped / degraded, and why), run counts, start lag and the next runs."""
-        return health_report(
-            self.status(),
-            self.problems(),
-            self._store.list_schedules(),
-            self._table.funcs,
-            self._store.stats(),
-            sorted(self._runner.lags),
-            self._clock.now(),
-            self._localize,
-            running=self.running,
-            node_id=self.node_id,
-            nodes=list(self._membership.nodes),
-            last_heartbeat=self._housekeeping.last_heartbeat,
-            pending_outcomes=self._writer.pending,
-            last_error=self._troubles.last_error,
-        )
+        return self._reports.health()
 
     # -- running -----------------------------------------------------------------------
 
@@ -430,11 +315,10 @@ class PipelineScheduler:
             return
         self._runner.stopping.clear()
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
-        self._started = True
-        self._membership.serve(self._serving())
+        self._serving.start()
         self._housekeeping.beat()  # heartbeat and reap crashed nodes before the first fire
         self._sync.sync()
-        self._mark_declared(list(self._table.funcs))
+        self._serving.mark_declared(list(self._table.funcs))
         if self.config.gc_freeze:
             # Long-lived objects (schedules, triggers, the heap) leave the collector's generations,
             # so gen-2 collections stop pausing the loop for tens of milliseconds. Process-wide.
@@ -461,19 +345,14 @@ class PipelineScheduler:
         self._housekeeping.stop(max(limit, 1.0))
         if drained:  # runs still going keep their executor: they end, and are recorded, when they do
             self._runner.shutdown(wait=True, timeout=limit)
-        if drained and written:
-            try:
-                self._store.remove_node(self.node_id)
-            except Exception as exc:
-                logger.warning("could not remove this node's row (it expires by itself): %s", exc)
-        elif not drained:
+        else:
             logger.warning(
                 "stop: runs still active after %.1fs (%s); they will be recorded as lost if this "
                 "process exits first",
                 limit,
                 ", ".join(self._runner.active_names()),
             )
-        self._started = False
+        self._serving.stop(leave=drained and written)
         logger.info("scheduler stopped")
         return drained and written
 
@@ -527,7 +406,7 @@ class PipelineScheduler:
         With ``wait``, returns the run's final entry (its outcome). A scheduler that was never
         started registers as a node first, so its run is recorded ``lost`` if this process dies.
         """
-        record = self._require(name)
+        record = self._catalog.require(name)
         func = self._table.funcs.get(name)
         if func is None:
             raise ScheduleError(
@@ -539,13 +418,13 @@ class PipelineScheduler:
             self._housekeeping.start(prune=False)
         opts = self._claims.options(record)
         stored = self._claims.manual(record, opts)
-        self._refresh(name)
+        self._catalog.refresh(name)
         entry = history_entry(stored[0])
         if stored[0].status == SKIPPED:
             self._runner.announce(stored[0])
             return entry
         ticket = self._runner.submit(name, func, stored, opts, manual=True)
-        if wait:
+        if wait and ticket is not None:
             deadline = None if timeout is None else time.monotonic() + timeout
             final = ticket.wait(timeout)
             if final is not None:
@@ -553,45 +432,6 @@ class PipelineScheduler:
                 self._writer.flush(left)  # its row says what the entry says when this returns
                 return final
         return entry
-
-    # -- internals ---------------------------------------------------------------------
-
-    def _refresh(self, name: str) -> Optional[ScheduleRecord]:
-        record = self._store.get_schedule(name)
-        with self._table.cond:
-            if record is None:
-                self._table.records.pop(name, None)
-            else:
-                self._table.set_record(record)
-        return record
-
-    def _require(self, name: str) -> ScheduleRecord:
-        record = self._store.get_schedule(name)
-        if record is None:
-            raise ScheduleNotFoundError(name)
-        return record
-
-    def _trigger_for(self, record: ScheduleRecord, rebuild: bool = False) -> Trigger:
-        trigger = None if rebuild else self._table.triggers.get(record.name)
-        if trigger is None:
-            opts = Options.from_dict(record.options)
-            trigger = self._build_trigger(
-                record.name, record.schedule_type, record.schedule_value, record.timezone, opts
-            )
-        return trigger
-
-    def _to_schedule(self, record: ScheduleRecord, options: Optional[Options] = None) -> Schedule:
-        return to_schedule(
-            record,
-            self._table.funcs.get(record.name),
-            lambda moment: self._localize(record.timezone, moment) or moment,
-            options,
-        )
-
-
-def _check_int(arg: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ScheduleError(f"{arg} must be an integer from {low} to {high}, got {value!r}")
 
 
 __all__ = [

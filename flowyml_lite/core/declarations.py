@@ -1,0 +1,119 @@
+"""A ``schedule_*`` call made a definition: its arguments checked, its trigger built, its row drafted.
+
+Nothing here reads or writes the store or the schedule table: ``PipelineScheduler`` hands the
+``Definition`` to ``runtime/sync.py``, which keeps the stored row or writes the new one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+from ..errors import ScheduleError
+from ..stores.base import ScheduleRecord
+from .schedule import (
+    Options,
+    definition_hash,
+    interval_seconds,
+    parse_options,
+    shared_options_dict,
+    validate_context,
+    validate_name,
+    validate_timezone,
+)
+from .scheduler_config import SchedulerConfig
+from .triggers import Trigger, build_trigger
+
+_US = timedelta(microseconds=1)
+
+
+def daily_value(hour: int, minute: int) -> str:
+    """``schedule_daily``'s stored value, ``HH:MM``."""
+    _check_int("hour", hour, 0, 23)
+    _check_int("minute", minute, 0, 59)
+    return f"{hour:02d}:{minute:02d}"
+
+
+def hourly_value(minute: int) -> str:
+    """``schedule_hourly``'s stored value, the minute past the hour."""
+    _check_int("minute", minute, 0, 59)
+    return str(minute)
+
+
+def interval_value(days: float, hours: float, minutes: float, seconds: float) -> str:
+    """``schedule_interval``'s stored value: the total in seconds, written as an integer when it is one."""
+    total = interval_seconds(days, hours, minutes, seconds)
+    return str(int(total)) if float(total).is_integer() else repr(float(total))
+
+
+class Definition(NamedTuple):
+    """A checked declaration: the row to store (its state is the store's to decide), its trigger
+    and its parsed options."""
+
+    record: ScheduleRecord
+    trigger: Trigger
+    options: Options
+
+
+def define(
+    config: SchedulerConfig,
+    name: str,
+    func: Callable[[], Any],
+    schedule_type: str,
+    value: str,
+    timezone: Optional[str],
+    options: Dict[str, Any],
+    check: Callable[[Callable[[], Any], Options], None],
+) -> Definition:
+    """Check a declaration and build what storing and serving it need; raises ScheduleError (or a
+    cron or zone error) saying what is wrong. ``options`` are the call's keyword arguments (popped);
+    ``check`` raises if the schedule's executor cannot run ``func``."""
+    name = validate_name(name)
+    if not callable(func):
+        raise ScheduleError(f"pipeline_func of {name!r} must be callable, got {type(func).__name__}")
+    opts = parse_options(options, config, name)
+    context = validate_context(options.pop("context", None))
+    check(func, opts)
+    zone = validate_timezone(timezone if timezone is not None else config.timezone, config.timezone_provider)
+    trigger = _trigger(config, name, schedule_type, value, zone, opts)
+    digest = definition_hash(schedule_type, value, zone, opts, context)
+    # created_at/updated_at come from the store's own clock: other processes sync on them
+    record = ScheduleRecord(name, schedule_type, value, zone, digest, shared_options_dict(opts), context)
+    return Definition(record, trigger, opts)
+
+
+def first_fire(definition: Definition, now: datetime) -> Optional[datetime]:
+    """The first fire of a new definition: after ``now``; a one-off whose instant passed less than
+    ``misfire_grace_seconds`` ago still fires (at once), like a fire picked up late."""
+    if definition.record.schedule_type == "once":
+        grace = timedelta(seconds=definition.options.misfire_grace_seconds)
+        return definition.trigger.next_after(now - grace - _US)
+    return definition.trigger.next_after(now)
+
+
+def stored_trigger(config: SchedulerConfig, record: ScheduleRecord) -> Trigger:
+    """The trigger of a stored row, declared in this process or in another."""
+    options = Options.from_dict(record.options)
+    return _trigger(
+        config, record.name, record.schedule_type, record.schedule_value, record.timezone, options
+    )
+
+
+def _trigger(
+    config: SchedulerConfig, name: str, schedule_type: str, value: str, zone: str, opts: Options
+) -> Trigger:
+    return build_trigger(
+        schedule_type,
+        value,
+        zone,
+        name,
+        config.cron_engine,
+        config.timezone_provider,
+        start_date=opts.start_date,
+        end_date=opts.end_date,
+    )
+
+
+def _check_int(arg: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ScheduleError(f"{arg} must be an integer from {low} to {high}, got {value!r}")

@@ -1,0 +1,86 @@
+"""This node among the nodes that share a store: whether it serves its schedules, and telling its
+peers when that set changes (``runtime/membership.py`` splits the fires between peers)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+from ..runtime.claims import Claims
+from ..runtime.membership import Membership
+from ..runtime.sync import Sync
+from ..runtime.table import ScheduleTable
+from ..stores.base import Store
+
+logger = logging.getLogger("flowyml_lite.scheduler")
+
+
+class Serving:
+    """Whether this node serves its schedules (between ``start()`` and ``stop()``), told to its peers.
+
+    A process that only runs things by hand serves nothing, so it is handed nobody's fires.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        table: ScheduleTable,
+        membership: Membership,
+        claims: Claims,
+        sync: Sync,
+        node_id: str,
+    ) -> None:
+        self._store = store
+        self._table = table
+        self._membership = membership
+        self._claims = claims
+        self._sync = sync
+        self._node_id = node_id
+        self.on = False
+
+    def digest(self) -> Optional[str]:
+        """The digest of the schedules this node's loop serves (peers serve the same), or None if off."""
+        return self._table.served.digest if self.on else None
+
+    def start(self) -> None:
+        """Serve from now on: this node's peers are the live nodes with the same digest."""
+        self.on = True
+        self._membership.serve(self.digest())
+
+    def stop(self, leave: bool) -> None:
+        """Serve nothing from now on; ``leave`` (every run ended and its outcome is stored): remove
+        this node's row too, rather than let it expire and the node be judged lost."""
+        self.on = False
+        if leave:
+            try:
+                self._store.remove_node(self._node_id)
+            except Exception as exc:
+                logger.warning("could not remove this node's row (it expires by itself): %s", exc)
+
+    def resync(self, everything: bool) -> None:
+        """Housekeeping's call: other processes' changes, or (``everything``) a new share of the
+        schedules after a change of peers, whose old overlap reports no longer apply."""
+        if everything:
+            self._claims.unblock()
+        self._sync.sync(everything)
+
+    def changed(self, declared: Sequence[str] = ()) -> None:
+        """This node's set of schedules changed (``declared``: these were declared again): while on, it
+        splits its fires with its new peers from now on (other nodes see the change at their next
+        heartbeat) and re-reads the states it now owns."""
+        if not self.on:
+            return
+        if declared:
+            self.mark_declared(declared)
+        if self._membership.serve(self.digest()) and self._store.shared:
+            try:
+                self.resync(True)
+            except Exception as exc:  # the next heartbeat's sync reads them
+                logger.warning("could not re-read the schedules after a change of peers: %s", exc)
+
+    def mark_declared(self, names: Sequence[str]) -> None:
+        """Record in the store that this node serves ``names`` (what the fleet view shows)."""
+        try:
+            self._store.mark_declared(self._node_id, names)
+        except Exception as exc:  # only the fleet view depends on it: never fatal
+            logger.warning("could not record that this node serves %d schedule(s): %s", len(names), exc)
