@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple, Type
 
 from ..errors import ConfigurationError
+from ..runtime.gate import GATE
 from .app import MAX_BODY_BYTES, ApiApp, Request, Response, error_response
 from .http11 import MAX_REQUEST_LINE, Head, Refused, encode_response, header, parse_head
 
@@ -540,6 +541,7 @@ class ApiServer:
     # -- handler threads -----------------------------------------------------------------------
 
     def _handle(self, conn: _Conn, head: Head, request: Request, keep_alive: bool) -> None:
+        GATE.pass_through()  # a fire of this process's scheduler is due: it goes first
         try:
             response = self.app.handle(request)
         except Exception:  # handle() never raises; if it does, the client still gets JSON

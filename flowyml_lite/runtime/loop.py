@@ -13,7 +13,8 @@ import traceback
 from datetime import datetime
 from typing import Callable, List, Optional, Tuple
 
-from ..clock import Clock
+from ..clock import Clock, SystemClock
+from .gate import GATE, LEAD_SECONDS, TAIL_SECONDS
 from .health import Troubles
 from .table import ScheduleTable
 
@@ -37,6 +38,9 @@ class TimerLoop:
         self._troubles = troubles
         self._idle = idle_seconds
         self.stopping = threading.Event()
+        self._gates = isinstance(clock, SystemClock)  # only real time has an interpreter to queue for
+        self._gated = False
+        self._hold_until = 0.0
         self.beat = time.monotonic()  # when the loop last went round: health's liveness check
         self._thread: Optional[threading.Thread] = None
 
@@ -63,6 +67,12 @@ class TimerLoop:
         return time.monotonic() - self.beat > limit
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._gate(False)
+
+    def _loop(self) -> None:
         table = self._table
         while not self.stopping.is_set():
             try:
@@ -75,10 +85,30 @@ class TimerLoop:
                         wake = table.next_wake()
                         if wake is not None:
                             timeout = min(timeout, max((wake - now).total_seconds(), 0.0))
-                        self._clock.wait(table.cond, timeout)
+                        # A fire within the lead: have the interpreter to ourselves when it is due.
+                        lead = LEAD_SECONDS if self._gates else 0.0
+                        soon = wake is not None and timeout <= lead
+                        tail = self._hold_until - time.monotonic() if self._gated else 0.0
+                        if not soon and tail > 0:  # the runs just handed over start first, too
+                            self._clock.wait(table.cond, min(tail, timeout))
+                            continue
+                        self._gate(soon)
+                        self._clock.wait(table.cond, timeout if soon else timeout - lead)
                         continue
                 self._process(due, now)
+                self._hold_until = time.monotonic() + TAIL_SECONDS
             except Exception:  # the loop must survive anything; health shows it
+                self._gate(False)
                 self._troubles.last_error = traceback.format_exc(limit=3)
                 logger.exception("scheduler loop error (continuing)")
                 self.stopping.wait(0.1)
+
+    def _gate(self, closed: bool) -> None:
+        """Close or open the process's gate for this loop (real time only)."""
+        if closed == self._gated or not self._gates:
+            return
+        self._gated = closed
+        if closed:
+            GATE.close()
+        else:
+            GATE.open()

@@ -54,6 +54,7 @@ def test_outcomes_put_together_are_committed_in_few_transactions() -> None:
     assert sum(store.commits) == 200
     assert len(store.commits) < 50
     assert {r.status for r in store.history("s", 500)} == {SUCCEEDED}
+    assert writer.stop(5)  # its thread ends: nothing left running after the test
 
 
 def test_while_the_store_fails_outcomes_wait_health_says_why_and_all_land_when_it_is_back() -> None:
@@ -72,6 +73,7 @@ def test_while_the_store_fails_outcomes_wait_health_says_why_and_all_land_when_i
     assert writer.flush(15)
     assert not troubles.active("outcomes")
     assert {r.status for r in store.history("s", 100)} == {SUCCEEDED}
+    assert writer.stop(5)  # its thread ends: nothing left running after the test
 
 
 def test_the_loop_can_take_pending_outcomes_and_give_them_back_in_order() -> None:
@@ -88,6 +90,7 @@ def test_the_loop_can_take_pending_outcomes_and_give_them_back_in_order() -> Non
     writer.give_back(again)
     store.down.clear()
     assert writer.flush(15)
+    assert writer.stop(5)  # its thread ends: nothing left running after the test
 
 
 def test_a_backlog_past_the_limit_is_reported_so_the_loop_stops_claiming() -> None:
@@ -101,3 +104,4 @@ def test_a_backlog_past_the_limit_is_reported_so_the_loop_stops_claiming() -> No
     store.down.clear()
     assert writer.flush(15)
     assert not writer.backlogged
+    assert writer.stop(5)  # its thread ends: nothing left running after the test

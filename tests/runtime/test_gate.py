@@ -1,0 +1,97 @@
+"""The fire gate: the scheduler's loop has the interpreter to itself around a fire; the API waits a little."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, List
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+from flowyml_lite.api.server import ApiServer
+from flowyml_lite.runtime.gate import GATE, FireGate
+
+
+def test_an_open_gate_lets_background_work_through_at_once() -> None:
+    gate = FireGate()
+    t0 = time.monotonic()
+    gate.pass_through(limit=5.0)
+    assert time.monotonic() - t0 < 1.0
+    assert not gate.closed
+
+
+def test_a_closed_gate_holds_background_work_until_it_opens() -> None:
+    gate = FireGate()
+    gate.close()
+    passed = threading.Event()
+
+    def work() -> None:
+        gate.pass_through(limit=30.0)
+        passed.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert not passed.wait(0.2), "went through a closed gate"
+    gate.open()
+    assert passed.wait(10), "still held after the gate opened"
+    worker.join()
+
+
+def test_a_gate_closed_by_two_loops_opens_when_both_have_opened_it() -> None:
+    gate = FireGate()
+    gate.close()
+    gate.close()
+    gate.open()
+    assert gate.closed
+    gate.open()
+    assert not gate.closed
+    gate.open()  # one open too many never makes the count negative
+    gate.close()
+    assert gate.closed
+
+
+def test_a_gate_left_closed_holds_background_work_only_for_its_limit() -> None:
+    gate = FireGate()
+    gate.close()
+    t0 = time.monotonic()
+    gate.pass_through(limit=0.1)
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_the_loop_closes_the_gate_for_its_fires_and_leaves_it_open_when_stopped() -> None:
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    seen: List[bool] = []
+    at = datetime.now(timezone.utc) + timedelta(seconds=0.6)
+    for i in range(3):
+        sched.schedule_once(f"once-{i}", lambda: None, at=at + timedelta(seconds=0.3 * i))
+    process = sched._loop._process
+
+    def watched(*args: Any) -> None:
+        seen.append(GATE.closed)
+        process(*args)
+
+    sched._loop._process = watched
+    sched.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sched.stop()
+    assert len(seen) >= 3, f"the loop processed {len(seen)} wakes"
+    assert any(seen), "the gate was open at every fire"
+    assert not GATE.closed, "a stopped scheduler left the gate closed"
+
+
+def test_the_api_still_answers_while_the_gate_is_closed() -> None:
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    GATE.close()
+    try:
+        with ApiServer(sched, port=0) as server:
+            import urllib.request
+
+            with urllib.request.urlopen(f"{server.url}/api/schedules", timeout=10) as response:
+                assert response.status == 200
+    finally:
+        GATE.open()
+        sched.close()
