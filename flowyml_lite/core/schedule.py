@@ -582,6 +582,7 @@ _MemoKey = Tuple[float, float, str, int, int, Tuple[Any, ...]]
 _OPTIONS_MEMO: Dict[Optional[_MemoKey], _Memo] = {}
 _FROM_DICT: Dict[Any, Options] = {}  # Options.from_dict's, by the dict's items and their types
 _OPTIONS_MEMO_SIZE = 256
+_BY_IDENTITY: Dict[int, Tuple[Options, _Memo]] = {}
 _NO_NEWER: Tuple[Any, ...] = tuple(default for _, default in _NEWER_DEFAULTS)
 
 
@@ -594,6 +595,16 @@ def _memo_key(
 
 
 def _options_memo(options: Options) -> _Memo:
+    same = _BY_IDENTITY.get(id(options))
+    if same is not None and same[0] is options:  # parse_options hands out shared instances
+        return same[1]
+    found = _options_memo_by_value(options)
+    if len(_BY_IDENTITY) < _OPTIONS_MEMO_SIZE:
+        _BY_IDENTITY[id(options)] = (options, found)  # the reference kept: its id stays its own
+    return found
+
+
+def _options_memo_by_value(options: Options) -> _Memo:
     o = options
     newer = tuple(getattr(o, name) for name, _ in _NEWER_DEFAULTS)
     if newer == _NO_NEWER:

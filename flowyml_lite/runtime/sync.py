@@ -85,15 +85,14 @@ class Sync:
             if isinstance(known, ScheduleRecord):
                 stored = known
             else:  # read in bulk: the definition is ours (same hash), the state is the row's
-                stored = replace(
-                    candidate,
-                    context=as_stored(candidate.context),
-                    enabled=known.enabled,
-                    next_fire=known.next_fire,
-                    last_fire=known.last_fire,
-                    created_at=known.created_at,
-                    updated_at=known.updated_at,
+                stored = candidate  # made for this call: completed in place, not copied
+                stored.context = as_stored(candidate.context)
+                stored.enabled, stored.next_fire, stored.last_fire = (
+                    known.enabled,
+                    known.next_fire,
+                    known.last_fire,
                 )
+                stored.created_at, stored.updated_at = known.created_at, known.updated_at
         else:
             record = replace(candidate, options=dict(candidate.options), enabled=True, next_fire=first_fire())
             stored = self._store.declare_schedule(record)
