@@ -177,57 +177,45 @@ class ThreadExecutor(Executor):
 
     def _work(self) -> None:
         me = threading.current_thread()
-        idle = True  # counted in _idle by _grow until it takes its first task
-        ended: Optional[_Task] = None
-        result: Optional[JobResult] = None
+        waiting = True  # counted in _idle by _grow
         try:
             while True:
-                mine = abandoned = False
-                task: Optional[_Task] = None
-                with self._cond:  # one lock round per task: end the last one and take the next
-                    if ended is not None:
-                        self._running.discard(ended)
-                        mine = ended.state == _RUNNING
-                        ended.state = _FINISHED
-                        abandoned = me in self._abandoned
-                        self._abandoned.discard(me)
-                    if not abandoned and (self._queue or ended is None):
-                        if not self._queue:  # nothing to deliver, nothing to do: wait for work
-                            if not idle:
-                                self._idle += 1
-                                idle = True
-                            while not self._queue and not self._closed:
-                                self._cond.wait()
-                            if not self._queue:  # closed and drained
-                                self._idle -= 1
-                                self._workers.discard(me)
-                                return
-                        if idle:
-                            self._idle -= 1
-                            idle = False
-                        task = self._queue.popleft()
-                        task.state, task.worker = _RUNNING, me
-                        self._running.add(task)
-                if ended is not None and result is not None:
-                    if mine:
-                        deliver(ended.done, result)
-                    if abandoned:
-                        logger.warning(
-                            "the abandoned run of %r (fire %s) finished after all (success=%s); "
-                            "its result was discarded",
-                            ended.job.context.schedule,
-                            ended.job.context.fire_time.isoformat(),
-                            result.success,
-                        )
+                with self._cond:
+                    if not waiting:
+                        self._idle += 1
+                        waiting = True
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    self._idle -= 1
+                    waiting = False
+                    if not self._queue:  # closed and drained
+                        self._workers.discard(me)
                         return
-                ended = result = None
-                if task is not None:
-                    result = run_here(task.job, task.buffer)
-                    ended = task
+                    task = self._queue.popleft()
+                    task.state, task.worker = _RUNNING, me
+                    self._running.add(task)
+                result = run_here(task.job, task.buffer)
+                with self._cond:
+                    self._running.discard(task)
+                    mine = task.state == _RUNNING
+                    task.state = _FINISHED
+                    abandoned = me in self._abandoned
+                    self._abandoned.discard(me)
+                if mine:
+                    deliver(task.done, result)
+                if abandoned:
+                    logger.warning(
+                        "the abandoned run of %r (fire %s) finished after all (success=%s); "
+                        "its result was discarded",
+                        task.job.context.schedule,
+                        task.job.context.fire_time.isoformat(),
+                        result.success,
+                    )
+                    return
         except BaseException:
             logger.exception("a run thread of the thread executor failed")
             with self._cond:
-                if idle:
+                if waiting:
                     self._idle -= 1
                 self._workers.discard(me)
                 self._abandoned.discard(me)
