@@ -3,13 +3,14 @@
 Python runs one thread at a time. When the API's handler threads are busy, a loop thread that
 wakes for a fire queues for the interpreter behind them (tens of milliseconds with 50 clients). So
 the loop closes this gate a little before each fire and opens it shortly after the fire is
-claimed and handed over (its run has started by then); handler threads pass it between
-requests, waiting (a bounded time) while it is closed.
+claimed and handed over; handler threads pass it between requests, waiting (a bounded time)
+while it is closed. A gate that stays closed (fires closer together than the lead) stops holding.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 #: How long before a fire the loop closes the gate: time for busy handlers to finish their request.
 LEAD_SECONDS = 0.025
@@ -17,6 +18,9 @@ LEAD_SECONDS = 0.025
 TAIL_SECONDS = 0.01
 #: A handler waits at most this long at a closed gate, so the API never stops answering.
 PASS_LIMIT_SECONDS = 0.05
+#: A gate closed this long (fires closer together than the lead, or a claim that hangs on its
+#: store) no longer holds anyone: the API would otherwise answer every request 50 ms late.
+MAX_CLOSED_SECONDS = 0.1
 
 
 class FireGate:
@@ -25,6 +29,7 @@ class FireGate:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._closed = 0  # how many loops hold it closed
+        self._since = 0.0  # when it last closed (monotonic)
 
     @property
     def closed(self) -> bool:
@@ -32,6 +37,8 @@ class FireGate:
 
     def close(self) -> None:
         with self._cond:
+            if not self._closed:
+                self._since = time.monotonic()
             self._closed += 1
 
     def open(self) -> None:
@@ -45,7 +52,9 @@ class FireGate:
         if not self._closed:  # the common case: no lock
             return
         with self._cond:
-            self._cond.wait_for(lambda: not self._closed, limit)
+            left = min(limit, self._since + MAX_CLOSED_SECONDS - time.monotonic())
+            if left > 0:
+                self._cond.wait_for(lambda: not self._closed, left)
 
 
 #: The process's gate: every scheduler loop closes it, every API server passes it.

@@ -52,11 +52,13 @@ class RunState:
         "renewing",
         "rest",
         "run",
+        "starting",
         "stopped",
         "t0",
         "ticket",
         "timing_out",
         "watchdog",
+        "withdrawn",
     )
 
     def __init__(
@@ -77,6 +79,10 @@ class RunState:
         self.ticket = ticket  # only a manual run has one: someone may wait for it
         self.rest = rest  # queued catch-up runs of the same claim, started one after another
         self.lock = threading.Lock()
+        # Who ends a run that waits to start (a lease round trip, jitter, a retry's delay): the
+        # thread that starts it (``starting``) or stop() (``withdrawn``), decided under ``lock``.
+        self.starting = False
+        self.withdrawn = False
         self.finished = False
         self.timing_out = False  # the watchdog fired; the executor's answer to its cancel is awaited
         self.stopped = False  # the executor stopped the timed-out work (a thread cannot be)

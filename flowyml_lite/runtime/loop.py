@@ -87,7 +87,7 @@ class TimerLoop:
                             timeout = min(timeout, max((wake - now).total_seconds(), 0.0))
                         # A fire within the lead: have the interpreter to ourselves when it is due.
                         lead = LEAD_SECONDS if self._gates else 0.0
-                        soon = wake is not None and timeout <= lead
+                        soon = wake is not None and (wake - now).total_seconds() <= lead
                         tail = self._hold_until - time.monotonic() if self._gated else 0.0
                         if not soon and tail > 0:  # the runs just handed over start first, too
                             self._clock.wait(table.cond, min(tail, timeout))

@@ -21,7 +21,7 @@ from ..clock import Clock
 from ..core.schedule import Options, matches_retry_on, retry_delay
 from ..core.triggers import jitter_delay
 from ..executors.base import Executor, Handle, Job, JobResult
-from ..locks.base import Lock
+from ..locks.base import Lease, Lock
 from ..stores.base import (
     FAILED,
     QUEUED,
@@ -37,7 +37,7 @@ from .context import RunContext
 from .executor_set import ExecutorSet
 from .health import Troubles
 from .inflight import InFlight, RunState, Ticket
-from .leases import WITHOUT_LEASE, Leases, keep_renewed, release
+from .leases import Leases, keep_renewed, release
 from .outcomes import OutcomeWriter
 from .timers import Timers
 
@@ -139,6 +139,8 @@ class Runner:
         assert self._leases is not None
         try:
             taken = self._leases.take([state.name for state in states])
+            if len(taken) != len(states):
+                raise RuntimeError(f"the lock backend answered {len(taken)} of {len(states)} lease requests")
         except BaseException as exc:  # never leave a claimed run without an outcome
             logger.exception("could not take the leases of %d run(s)", len(states))
             for state in states:
@@ -146,16 +148,28 @@ class Runner:
             return
         with self.batch():
             for state, lease in zip(states, taken):
-                if lease is None:
-                    reason = "overlap: the schedule's lock is held by another process"
-                    self._end(state, SKIPPED, None, None, None, reason=reason)
-                    continue
-                if lease is not WITHOUT_LEASE and not isinstance(lease, str):
-                    state.lease = lease
-                    state.renewing = self._leases.renewed(lease, state.name)
-                self._start(state)
+                try:
+                    if lease is None:
+                        reason = "overlap: the schedule's lock is held by another process"
+                        self._end(state, SKIPPED, None, None, None, reason=reason)
+                        continue
+                    if isinstance(lease, Lease):
+                        state.lease = lease
+                        state.renewing = self._leases.renewed(lease, state.name)
+                    self._start(state)
+                except BaseException as exc:  # e.g. no thread for the renewal: the run still ends
+                    logger.exception("could not start the run of %r", state.name)
+                    self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
 
     def _start(self, state: RunState) -> None:
+        with state.lock:
+            if state.withdrawn:  # stop() ended it while it waited
+                withdrawn = True
+            else:
+                withdrawn, state.starting = False, True
+        if withdrawn:
+            self._release_lease(state)
+            return
         try:
             self._begin(state)
         except BaseException as exc:  # never leave a claimed run without an outcome
@@ -198,14 +212,14 @@ class Runner:
         if held is not None:  # inside batch(): handed over together when it ends
             held[0].setdefault(id(executor), (executor, []))[1].append((job, state))
             return
-        self._handed(state, executor.submit(job, self._done_for(state)))
+        self._handed(state, executor.submit(job, self._done_for(state)), run.attempt)
 
-    def _handed(self, state: RunState, handle: Handle) -> None:
-        """The executor took the run: keep its handle and arm the watchdog (unless it is over)."""
+    def _handed(self, state: RunState, handle: Handle, attempt: int) -> None:
+        """The executor took the attempt: keep its handle and arm the watchdog (unless it is over)."""
         timeout = state.opts.timeout_seconds
         with state.lock:
-            if state.finished:
-                return  # already over (a trivial job can end before its handle is kept)
+            if state.finished or state.run.attempt != attempt:
+                return  # already over: a trivial job can end (and even retry) before this
             state.handle = handle
             if timeout is not None:
                 state.watchdog = self._timers.after(timeout, lambda: self._timed_out(state))
@@ -239,8 +253,8 @@ class Runner:
                     state.finished = True
                 self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
             return
-        for (_, state), handle in zip(items, handles):
-            self._handed(state, handle)
+        for (job, state), handle in zip(items, handles):
+            self._handed(state, handle, job.context.attempt)
 
     def _done_for(self, state: RunState) -> Callable[[JobResult], None]:
         return lambda result: self._done(state, result)
@@ -375,7 +389,9 @@ class Runner:
             logger.warning("retrying %r fire %s: %s", state.name, run.fire_time.isoformat(), note)
             self._release_lease(state)
             state.run = replace(run, status=QUEUED, attempt=run.attempt + 1, next_attempt_at=at, reason=note)
-            state.handle = state.watchdog = None
+            with state.lock:
+                state.handle = state.watchdog = None
+                state.starting = False  # waiting again: stop() may end it before it starts
             self._schedule_start(state)
             return
         self._writer.put(
@@ -454,23 +470,35 @@ class Runner:
         state.handle = state.watchdog = None  # its handle refers back to it: a cycle only the GC would free
         if state.ticket is not None and state.ticket.run.run_key == state.run.run_key:
             state.ticket.set(entry)
-        if state.rest:
-            nxt = state.rest.popleft()
-            following = RunState(state.name, state.func, nxt, state.opts, state.manual, None, state.rest)
-            self._inflight.add(nxt.run_key, following)
+        if not state.rest:
             self._inflight.remove(state.run.run_key)
-            self._schedule_start(following)
-        else:
-            self._inflight.remove(state.run.run_key)
+            return
+        nxt = state.rest.popleft()
+        following = RunState(state.name, state.func, nxt, state.opts, state.manual, None, state.rest)
+        self._inflight.add(nxt.run_key, following)
+        self._inflight.remove(state.run.run_key)
+        queue = getattr(self._batch, "following", None)
+        if queue is not None:  # inside a start below on this thread: queued, not nested
+            queue.append(following)
+            return
+        # A run that ends without starting releases the next one here: a loop, not a recursion
+        # (a few hundred queued catch-up runs ended at a stop would overflow the stack).
+        self._batch.following = queue = deque([following])
+        try:
+            while queue:
+                self._schedule_start(queue.popleft())
+        finally:
+            self._batch.following = None
 
     def end_waiting(self) -> int:
         """At stop: end the runs that wait to start (queued catch-up runs, retries); how many."""
-        waiting = [s for s in self._inflight.states() if s.run.status == QUEUED and s.handle is None]
-        for state in waiting:
+        ended = 0
+        for state in self._inflight.states():
             with state.lock:
-                if state.finished and state.handle is not None:
-                    continue
-                state.finished = True
+                if state.starting or state.withdrawn or state.run.status != QUEUED:
+                    continue  # starting or running: it ends by itself
+                state.withdrawn = True
+            ended += 1
             rest = list(state.rest)
             state.rest.clear()
             attempt = state.run.attempt
@@ -480,22 +508,16 @@ class Runner:
                 reason = f"scheduler stopped before attempt {attempt}"
                 self._end(state, FAILED, None, state.run.error, None, reason=reason)
             for run in rest:
-                self._writer.put(
-                    Outcome(
-                        run.run_key,
-                        SKIPPED,
-                        self._clock.now(),
-                        reason=STOPPED_BEFORE,
-                        node_id=self._node,
-                    )
-                )
+                when, node = self._clock.now(), self._node
+                self._writer.put(Outcome(run.run_key, SKIPPED, when, reason=STOPPED_BEFORE, node_id=node))
                 self._inflight.remove(run.run_key)
         self._inflight.wake()
-        return len(waiting)
+        return ended
 
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
-        """Stop the executors (after ``wait_idle`` when ``wait``)."""
-        self._executors.shutdown(wait, timeout)
-        self._timers.close()
+        """Stop the lease threads, the timers, then the executors (after ``wait_idle`` when ``wait``):
+        whatever a lease or timer thread still starts reaches an executor that is still open."""
         if self._leases is not None:
             self._leases.close()
+        self._timers.close()
+        self._executors.shutdown(wait, timeout)

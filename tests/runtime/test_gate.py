@@ -31,7 +31,7 @@ def test_a_closed_gate_holds_background_work_until_it_opens() -> None:
 
     worker = threading.Thread(target=work)
     worker.start()
-    assert not passed.wait(0.2), "went through a closed gate"
+    assert not passed.wait(0.03), "went through a closed gate"
     gate.open()
     assert passed.wait(10), "still held after the gate opened"
     worker.join()
@@ -95,3 +95,26 @@ def test_the_api_still_answers_while_the_gate_is_closed() -> None:
     finally:
         GATE.open()
         sched.close()
+
+
+def test_a_gate_that_stays_closed_stops_holding_anyone() -> None:
+    gate = FireGate()
+    gate.close()  # fires closer together than the lead keep it closed
+    time.sleep(0.15)
+    t0 = time.monotonic()
+    gate.pass_through(limit=30.0)
+    assert time.monotonic() - t0 < 1.0, "a gate closed for good held a handler"
+
+
+def test_a_loop_with_a_short_heartbeat_and_no_fire_due_leaves_the_gate_open() -> None:
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False, heartbeat_seconds=0.02))
+    sched.schedule_interval("hourly", lambda: None, hours=1)
+    sched.start()
+    try:
+        samples = []
+        for _ in range(50):
+            samples.append(GATE.closed)
+            time.sleep(0.01)
+    finally:
+        sched.stop()
+    assert samples.count(True) < 10, f"closed in {samples.count(True)} of 50 samples"
