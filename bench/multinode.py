@@ -626,7 +626,9 @@ def housekeeping_costs(servers: Servers, schedules: int) -> Dict[str, float]:
     """Milliseconds per call of a worker's per-heartbeat store calls at ``schedules`` schedules.
 
     ``schedule_versions`` with nothing changed, beside what the contract's default does (read and
-    decode every schedule, then filter), plus heartbeat() and expired_nodes().
+    decode every schedule, then filter); with every row changed within the sync's margin (just
+    after a deploy) and nothing since, answered from the kept answer and by reading the rows again;
+    plus heartbeat(), active_run_nodes() and expired_nodes().
     """
     from flowyml_lite.stores.base import NodeRecord
 
@@ -644,7 +646,16 @@ def housekeeping_costs(servers: Servers, schedules: int) -> Dict[str, float]:
             "the same by a full read (no incremental query)": lambda: {
                 r.name: r.updated_at for r in store.list_schedules() if r.updated_at and r.updated_at >= since
             },
+            # A deploy declared every schedule within the sync's margin: asked again at every beat.
+            "schedule_versions, all rows within the margin, unchanged since the last call": lambda: (
+                store.schedule_versions(datetime.now(UTC) - timedelta(days=1))
+            ),
+            "the same, reading the rows again (no kept answer)": lambda: (
+                setattr(store, "_versions", None),
+                store.schedule_versions(datetime.now(UTC) - timedelta(days=1)),
+            ),
             "heartbeat": lambda: store.heartbeat(node),
+            "active_run_nodes (the lost-node judgment)": lambda: store.active_run_nodes(),
             "expired_nodes": lambda: store.expired_nodes(10.0, datetime.now(UTC)),
         }
         costs = {}
@@ -717,6 +728,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--spread-seconds", type=float, default=10.0)
     parser.add_argument("--spread-workers", type=int, default=4)
     parser.add_argument("--no-spread", action="store_true")
+    parser.add_argument("--no-burst", action="store_true", help="only the spread scenarios")
     parser.add_argument("--redis", action="store_true", help="also a burst with the Redis lock (4 workers)")
     parser.add_argument(
         "--concurrency", type=int, default=10, help="max_concurrent_runs of each worker (the default: 10)"
@@ -725,7 +737,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--save", action="store_true")
     parser.add_argument(
         "--profile-dir",
-        help="sample worker 1 of each burst with py-spy into this directory (raw format, GIL holder only)",
+        help="sample worker 1 of each burst and of the spread with py-spy into this directory (raw format, "
+        "GIL holder only)",
     )
     args = parser.parse_args(argv)
 
@@ -760,7 +773,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{alone['fires_per_second']:,.0f} fires/s, {alone['commits_per_fire']:.4f} commits per fire"
         )
         say(f"\nburst: {args.fires:,} fires due at one instant")
-        for n in args.workers:
+        for n in [] if args.no_burst else args.workers:
             result = scenario(
                 servers,
                 f"burst{n}",
@@ -775,8 +788,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results.append(result)
             for line in show(result):
                 say(line)
-        if args.redis:
-            result = scenario(servers, "burst4redis", 4, args.fires, 0.0, args.lead, args.concurrency, True)
+        if args.redis and not args.no_burst:
+            result = scenario(
+                servers,
+                "burst4redis",
+                4,
+                args.fires,
+                0.0,
+                args.lead,
+                args.concurrency,
+                True,
+                profile_dir=args.profile_dir,
+            )
             results.append(result)
             say("  (with the Redis lock)")
             for line in show(result):
@@ -791,7 +814,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             n = args.spread_workers
             say(f"\nspread: {args.fires:,} fires spread evenly over {args.spread_seconds:g} s, {n} workers")
             result = scenario(
-                servers, f"spread{n}", n, args.fires, args.spread_seconds, args.lead, args.concurrency, False
+                servers,
+                f"spread{n}",
+                n,
+                args.fires,
+                args.spread_seconds,
+                args.lead,
+                args.concurrency,
+                False,
+                profile_dir=args.profile_dir,
             )
             results.append(result)
             for line in show(result):
