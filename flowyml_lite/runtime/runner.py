@@ -36,6 +36,7 @@ from ..stores.base import (
 from .context import RunContext
 from .executor_set import ExecutorSet
 from .health import Troubles
+from .hooks import RunHooks
 from .inflight import InFlight, RunState, Ticket
 from .leases import Leases, keep_renewed, release
 from .outcomes import OutcomeWriter
@@ -45,7 +46,6 @@ __all__ = ["Runner", "Ticket", "keep_renewed"]
 
 logger = logging.getLogger("flowyml_lite.scheduler.runner")
 
-Hook = Callable[[Dict[str, Any]], Any]
 CANCEL_ANSWER_SECONDS = 5.0  # how long a timed-out run waits for its executor's answer to cancel
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
@@ -72,16 +72,16 @@ class Runner:
         self._clock = clock
         self._node = node_id
         self._leases = Leases(lock, lock_ttl, node_id, troubles) if lock is not None else None
-        self._entry = entry
         self._executors = ExecutorSet(max_workers)
         self._batch = threading.local()  # .held: what waits for the end of batch() on this thread
         self._timers = Timers()
         self._inflight = InFlight()  # run_key -> state, from submit to its final outcome
         self.stopping = threading.Event()
         self.lags: Deque[float] = deque(maxlen=10_000)
-        self.on_success: List[Hook] = []
-        self.on_failure: List[Hook] = []
-        self.on_finish: List[Hook] = []
+        self._hooks = RunHooks(entry)
+        self.on_success, self.on_failure = self._hooks.on_success, self._hooks.on_failure
+        self.on_finish = self._hooks.on_finish
+        self.announce = self._hooks.announce
 
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
@@ -411,24 +411,18 @@ class Runner:
                 self._node,
             )
         )
-        hooks = self.on_success if status == SUCCEEDED else []
-        if status in (FAILED, TIMED_OUT):
-            hooks = self.on_failure
-        entry: Optional[Dict[str, Any]] = None
-        if hooks or self.on_finish or state.manual:  # an entry for the hooks, or run_now(wait)
-            final = replace(
-                run,
-                status=status,
-                completed_at=now,
-                duration_seconds=duration,
-                error=error,
-                run_id=run_id,
-                reason=reason or run.reason,
-                traceback=traceback,
-                output=output,
-                next_attempt_at=None,
-            )
-            entry = self._entry(final)
+        entry = self._hooks.final_entry(
+            run,
+            status,
+            now,
+            state.manual,  # run_now(wait=True) waits for the entry
+            duration_seconds=duration,
+            error=error,
+            run_id=run_id,
+            reason=reason or run.reason,
+            traceback=traceback,
+            output=output,
+        )
         if logger.isEnabledFor(logging.DEBUG):  # one line a run, at no cost when off
             logger.debug(
                 "%s %r fire %s lag %.1f ms in %.3fs run_id=%s",
@@ -440,24 +434,8 @@ class Runner:
                 run_id or "-",
             )
         if entry is not None:
-            for hook in [*hooks, *self.on_finish]:
-                try:
-                    hook(entry)
-                except Exception:
-                    logger.exception("a run hook failed for %r", state.name)
+            self._hooks.tell(status, entry, state.name)
         self._release(state, entry)
-
-    def announce(self, run: RunRecord) -> None:
-        """Tell the ``on_finish`` hooks about a run that ended without running here (missed,
-        skipped at its claim, or found lost)."""
-        if not self.on_finish:
-            return
-        entry = self._entry(run)
-        for hook in self.on_finish:
-            try:
-                hook(entry)
-            except Exception:
-                logger.exception("a run hook failed for %r", run.schedule)
 
     def _release_lease(self, state: RunState) -> None:
         lease, renewing = state.lease, state.renewing
