@@ -77,7 +77,7 @@ class _Task:
         self.done = done
         self.state = _QUEUED
         self.worker: Optional[threading.Thread] = None
-        self.buffer = capture.OutputBuffer()
+        self.buffer: Optional[capture.OutputBuffer] = None  # made when a thread takes it
 
 
 class _ThreadHandle(Handle):
@@ -193,8 +193,9 @@ class ThreadExecutor(Executor):
                         return
                     task = self._queue.popleft()
                     task.state, task.worker = _RUNNING, me
+                    task.buffer = buffer = capture.OutputBuffer()
                     self._running.add(task)
-                result = run_here(task.job, task.buffer)
+                result = run_here(task.job, buffer)
                 with self._cond:
                     self._running.discard(task)
                     mine = task.state == _RUNNING
@@ -248,7 +249,7 @@ class ThreadExecutor(Executor):
                         "abandoned and may still be running in the background"
                     ),
                     traceback=_where(worker),
-                    output=task.buffer.text(),
+                    output=task.buffer.text() if task.buffer is not None else None,
                 )
                 stopped = False
                 abandoned = len(self._abandoned)

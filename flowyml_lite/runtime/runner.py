@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from ..clock import Clock
@@ -257,7 +258,7 @@ class Runner:
             self._handed(state, handle, job.context.attempt)
 
     def _done_for(self, state: RunState) -> Callable[[JobResult], None]:
-        return lambda result: self._done(state, result)
+        return partial(self._done, state)
 
     # -- endings ------------------------------------------------------------------------
     def _done(self, state: RunState, result: JobResult) -> None:
