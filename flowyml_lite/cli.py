@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
-from .errors import ConfigurationError, FlowymlLiteError, ScheduleNotFoundError
+from .errors import (
+    ConfigurationError,
+    FlowymlLiteError,
+    LockError,
+    ScheduleNotFoundError,
+    ServerUnreachableError,
+    StoreError,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
@@ -173,6 +181,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ScheduleNotFoundError, NoDatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except (StoreError, LockError, ServerUnreachableError) as exc:  # the input was fine; this failed
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except (FlowymlLiteError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -634,7 +645,7 @@ def _post_run(url: str, name: str, token: Optional[str], timeout: int = 3600) ->
             raise ScheduleNotFoundError(name) from None
         raise FlowymlLiteError(f"{target}: {exc.code} {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise FlowymlLiteError(
+        raise ServerUnreachableError(
             f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is 'serve' running?"
         ) from None
 
@@ -672,7 +683,7 @@ def _api(method: str, args: argparse.Namespace, path: str) -> Any:
             raise ScheduleNotFoundError(args.name) from None
         raise FlowymlLiteError(f"{base}{path}: {exc.code} {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise FlowymlLiteError(
+        raise ServerUnreachableError(
             f"cannot reach {base}: {getattr(exc, 'reason', exc)}; is 'serve' running?"
         ) from None
 
@@ -739,7 +750,13 @@ def _scheduler_for(app: Optional[str], db: Optional[str]) -> Any:
 
     if app is None:
         overrides: Dict[str, Any] = {"db_path": db} if db else {}
-        return PipelineScheduler(SchedulerConfig.from_env(**overrides))
+        config = SchedulerConfig.from_env(**overrides)
+        if config.resolved_store() == "sqlite" and not os.path.exists(config.db_path):
+            print(  # a new, empty store (a fresh volume), or a typo: say which file it is
+                f"note: no database at {config.db_path}: creating a new, empty one",
+                file=sys.stderr,
+            )
+        return PipelineScheduler(config)
     obj = load_attribute(app, "APP")
     if not isinstance(obj, PipelineScheduler) and callable(obj):
         obj = obj()

@@ -110,6 +110,10 @@ class PipelineError(FlowymlLiteError):
     """A pipeline is malformed (unknown input, duplicate output, cycle)."""
 
 
+class ServerUnreachableError(FlowymlLiteError):
+    """A command sent to a running ``serve`` (``--url``) could not reach it."""
+
+
 class ApiError(FlowymlLiteError):
     """An HTTP API request was refused; ``status`` and ``code`` go into the JSON error body."""
 

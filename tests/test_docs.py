@@ -34,7 +34,7 @@ def test_example_runs(where: str, code: str, tmp_path: Path, monkeypatch: pytest
     for name in list(__import__("os").environ):
         if name.upper().startswith("FLOWYML_SCHEDULER_"):
             monkeypatch.delenv(name)
-    namespace = {"__name__": "__docs__"}
+    namespace = {"__name__": "__main__"}  # as a script: blocks guarded by __main__ run too
     try:
         exec(compile(code, where, "exec"), namespace)
     finally:

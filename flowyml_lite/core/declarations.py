@@ -84,10 +84,18 @@ def define(
 
 def first_fire(definition: Definition, now: datetime) -> Optional[datetime]:
     """The first fire of a new definition: after ``now``; a one-off whose instant passed less than
-    ``misfire_grace_seconds`` ago still fires (at once), like a fire picked up late."""
+    ``misfire_grace_seconds`` ago still fires (at once), like a fire picked up late, and one whose
+    instant passed longer ago is refused (ScheduleError): it would never run."""
     if definition.record.schedule_type == "once":
         grace = timedelta(seconds=definition.options.misfire_grace_seconds)
-        return definition.trigger.next_after(now - grace - _US)
+        first = definition.trigger.next_after(now - grace - _US)
+        if first is None:
+            raise ScheduleError(
+                f"the one-off {definition.record.name!r} at {definition.record.schedule_value} is more "
+                f"than misfire_grace_seconds ({grace.total_seconds():g} s) in the past, so it would never "
+                "run: pick a later instant (or raise misfire_grace_seconds)"
+            )
+        return first
     return definition.trigger.next_after(now)
 
 

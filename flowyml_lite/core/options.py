@@ -217,6 +217,17 @@ def validate_options(
     return _options_memo(Options(grace, catchup, max_catchup, max_instances, *newer)).options
 
 
+def check_option_names(options: Dict[str, Any], name: Optional[str] = None) -> None:
+    """ScheduleError naming any keyword of a ``schedule_*`` call that is not an option (a typo)."""
+    if options.keys() - _KNOWN:
+        unknown = sorted(options.keys() - _KNOWN)
+        whose = f" for {name!r}" if name is not None else ""
+        raise ScheduleError(
+            f"unknown option(s) {', '.join(unknown)}{whose}; the options are "
+            f"{', '.join(OPTION_NAMES)}, context"
+        )
+
+
 def parse_options(options: Dict[str, Any], config: SchedulerConfig, name: Optional[str] = None) -> Options:
     """Pop every option from a ``schedule_*`` call's keyword arguments and validate them.
 
@@ -225,13 +236,7 @@ def parse_options(options: Dict[str, Any], config: SchedulerConfig, name: Option
     left in ``options`` for the caller; anything else left over raises ScheduleError naming it
     (and the schedule ``name`` when given) beside the options there are.
     """
-    if options.keys() - _KNOWN:
-        unknown = sorted(options.keys() - _KNOWN)
-        whose = f" for {name!r}" if name is not None else ""
-        raise ScheduleError(
-            f"unknown option(s) {', '.join(unknown)}{whose}; the options are "
-            f"{', '.join(OPTION_NAMES)}, context"
-        )
+    check_option_names(options, name)
     pop = options.pop
     if not options or (len(options) == 1 and "context" in options):  # no options given: the defaults
         grace = config.misfire_grace_seconds

@@ -17,13 +17,15 @@ import gc
 import logging
 import os
 import socket
+import sys
+import threading
 import time
 import uuid
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ScheduleError
+from ..errors import CronError, ScheduleError, TimezoneError
 from ..locks.base import Lock
 from ..runtime.claims import Claims
 from ..runtime.context import RunContext, current_run
@@ -39,6 +41,7 @@ from ..stores.base import SKIPPED, Store
 from .backends import open_lock, open_store
 from .catalog import Catalog
 from .declarations import daily_value, define, first_fire, hourly_value, interval_value
+from .options import check_option_names
 from .schedule import Schedule
 from .scheduler_config import SchedulerConfig
 from .scheduler_reports import Reports
@@ -166,7 +169,8 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run every day at ``hour:minute`` wall-clock time in ``timezone`` (fixed-time DST rules)."""
-        return self._declare(name, pipeline_func, "daily", daily_value(hour, minute), timezone, options)
+        value = lambda: daily_value(hour, minute)  # noqa: E731 (checked after the options' names)
+        return self._declare(name, pipeline_func, "daily", value, timezone, options)
 
     def schedule_hourly(
         self,
@@ -177,7 +181,7 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run every hour at ``minute`` past the hour (every real hour, DST included)."""
-        return self._declare(name, pipeline_func, "hourly", hourly_value(minute), timezone, options)
+        return self._declare(name, pipeline_func, "hourly", lambda: hourly_value(minute), timezone, options)
 
     def schedule_interval(
         self,
@@ -192,7 +196,7 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run every ``hours``/``minutes``/``seconds`` of elapsed time, on a fixed grid from the epoch."""
-        value = interval_value(days, hours, minutes, seconds)
+        value = lambda: interval_value(days, hours, minutes, seconds)  # noqa: E731
         return self._declare(name, pipeline_func, "interval", value, timezone, options)
 
     def schedule_once(
@@ -204,20 +208,36 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run once at ``at`` (an aware datetime or ISO 8601 text with an offset); listed until removed."""
-        return self._declare(name, pipeline_func, "once", once_value(at), timezone, options)
+        return self._declare(name, pipeline_func, "once", lambda: once_value(at), timezone, options)
 
     def _declare(
         self,
         name: str,
         func: Callable[[], Any],
         schedule_type: str,
-        value: str,
+        value: Union[str, Callable[[], str]],
         timezone: Optional[str],
         options: Dict[str, Any],
     ) -> Schedule:
-        new = define(self.config, name, func, schedule_type, value, timezone, options, self._runner.check)
+        """Declare a schedule; ``value`` (or the function that works it out from the call's
+        arguments, after the options' names are checked) is its stored timetable value."""
+        try:
+            check_option_names(options, name if isinstance(name, str) else None)
+            value = value if isinstance(value, str) else value()
+            new = define(self.config, name, func, schedule_type, value, timezone, options, self._runner.check)
+        except (CronError, ScheduleError, TimezoneError) as exc:  # bad input: said here, not deep inside
+            raise exc.with_traceback(None) from None
         record = new.record
-        stored = self._sync.declare(record, func, new.trigger, lambda: first_fire(new, self._clock.now()))
+        before = self._table.records.get(record.name) if record.name in self._table.funcs else None
+        try:
+            stored = self._sync.declare(record, func, new.trigger, lambda: first_fire(new, self._clock.now()))
+        except ScheduleError as exc:
+            raise exc.with_traceback(None) from None
+        if before is not None and before.definition_hash != record.definition_hash:
+            logger.warning(
+                "%r was already declared in this process with another definition: this one replaces it",
+                record.name,
+            )
         self._serving.changed(declared=[record.name])
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -371,14 +391,29 @@ class PipelineScheduler:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Start (if needed) and block until ``stop()`` or Ctrl-C."""
+        """Start (if needed) and block until ``stop()``, Ctrl-C or SIGTERM (``docker stop``,
+        systemd), then stop cleanly: runs in flight finish and are recorded."""
+        import signal
+
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         self.start()
+        say = f"scheduler running: {len(self._table.funcs)} schedule(s); Ctrl-C or SIGTERM stops it"
+        logger.info("%s", say)
+        if not logging.getLogger().hasHandlers():  # no logging set up: say it where it is seen
+            print(f"flowyml_lite: {say}", file=sys.stderr, flush=True)
         try:
-            while self.running:
-                time.sleep(0.5)
+            while self.running and not stop.wait(0.5):
+                pass
+            if stop.is_set():
+                logger.info("SIGTERM: stopping")
         except KeyboardInterrupt:
             logger.info("interrupted: stopping")
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             self.stop()
 
     def wait_for_runs(self, timeout: Optional[float] = None) -> bool:

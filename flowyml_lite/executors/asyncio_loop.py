@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Set
 
 from ..runtime.context import CURRENT_RUN
 from . import capture
-from .base import Done, Executor, Handle, Job, JobResult, from_exception, result_of
+from .base import Done, Executor, Handle, Job, JobResult, drained, from_exception, result_of
 from .thread import ThreadExecutor, deliver
 
 logger = logging.getLogger("flowyml_lite.executors.async")
@@ -184,7 +184,7 @@ class AsyncExecutor(Executor):
                 value = handle.job.func()
                 if inspect.isawaitable(value):
                     value = await value
-            result = result_of(value)
+            result = result_of(drained(value))
         except asyncio.CancelledError:
             result = JobResult(
                 success=False, cancelled=True, error="the run was cancelled (its task was cancelled)"

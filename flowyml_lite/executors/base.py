@@ -184,6 +184,16 @@ def from_exception(exc: BaseException) -> JobResult:
     )
 
 
+def drained(value: Any) -> Any:
+    """A job written as a generator (``yield`` in its body) is run to its end: calling it only
+    made the generator, and its body would otherwise never run. Its value is then None."""
+    if inspect.isgenerator(value):
+        for _ in value:
+            pass
+        return None
+    return value
+
+
 def result_of(value: Any) -> JobResult:
     """The result of a run that returned ``value``."""
     success, run_id, error = interpret(value)

@@ -41,7 +41,18 @@ from ..errors import ScheduleError
 from ..runtime.context import CURRENT_RUN, RunContext
 from ..stores.base import MAX_RUN_TEXT
 from ..stores.schema import clip_text
-from .base import Done, Executor, Handle, Job, JobResult, describe, from_exception, interpret, reference
+from .base import (
+    Done,
+    Executor,
+    Handle,
+    Job,
+    JobResult,
+    describe,
+    drained,
+    from_exception,
+    interpret,
+    reference,
+)
 from .thread import deliver, deliver_later
 
 if TYPE_CHECKING:
@@ -570,7 +581,7 @@ def _child_main(
                 return await value
 
             value = asyncio.run(wait())
-        success, run_id, error = interpret(value)
+        success, run_id, error = interpret(drained(value))
         verdict: Dict[str, Any] = {"success": success, "run_id": run_id, "error": error}
     except BaseException as exc:
         failed = from_exception(exc)

@@ -21,7 +21,7 @@ from typing import Any, Deque, List, Optional, Sequence, Set, Tuple
 from ..runtime.context import CURRENT_RUN
 from ..stores.schema import clip_text
 from . import capture
-from .base import Done, Executor, Handle, Job, JobResult, from_exception, result_of
+from .base import Done, Executor, Handle, Job, JobResult, drained, from_exception, result_of
 
 logger = logging.getLogger("flowyml_lite.executors.thread")
 
@@ -46,7 +46,7 @@ def run_here(job: Job, buffer: capture.OutputBuffer) -> JobResult:
         value = job.func()
         if inspect.isawaitable(value):  # an async def (or a partial of one): awaited, never dropped
             value = _await(value)
-        result = result_of(value)
+        result = result_of(drained(value))
     except BaseException as exc:  # a run must never take its worker down, whatever it raises
         result = from_exception(exc)
     finally:

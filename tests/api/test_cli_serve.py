@@ -219,7 +219,7 @@ class TestRunNowWithUrl:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]  # bound, not listening: connections are refused
             result = cli(tmp_path, "run-now", "nightly", "--url", f"http://127.0.0.1:{port}")
-        assert result.returncode == 2
+        assert result.returncode == 1  # a failure, not bad input
         assert "cannot reach" in result.stderr
 
 
@@ -267,7 +267,9 @@ class TestServeStops:
             server.close()
 
 
-SLOWJOBS = MYJOBS + """
+SLOWJOBS = (
+    MYJOBS
+    + """
 
 def slow():
     import time
@@ -277,6 +279,7 @@ def slow():
 
 scheduler.schedule_daily("slow", slow, hour=5)
 """
+)
 
 
 def wait_for_text(path: Path, text: str, process: subprocess.Popen[str], limit: float = 30) -> str:
@@ -389,6 +392,16 @@ class TestServeWithoutApp:
         finally:
             server.close()
         assert [(s["name"], s["is_orphan"]) for s in items] == [("ingest", True)]
+
+    def test_a_database_that_does_not_exist_is_created_and_said_so(self, tmp_path: Path) -> None:
+        server = Served(tmp_path, "--db", str(tmp_path / "tpyo.db"), "--port", "0")
+        try:
+            assert json.loads(server.get("/api/schedules")[1]) == []
+        finally:
+            server.close()
+        said = (tmp_path / "serve.log").read_text()
+        assert "no database at" in said and "creating a new, empty one" in said
+        assert (tmp_path / "tpyo.db").exists()
 
 
 class TestRunNowInProcess:

@@ -286,15 +286,26 @@ class TestOneOffs:
         with pytest.raises(ScheduleError, match="no time zone"):
             scheduler.schedule_once("b", noop, at=datetime(2024, 1, 1))
 
-    def test_a_one_off_declared_just_after_its_instant_still_fires_but_not_one_long_past(
+    def test_a_one_off_declared_just_after_its_instant_still_fires_but_one_long_past_is_refused(
         self, scheduler: PipelineScheduler, drive: Any
     ) -> None:
         scheduler.schedule_once("just", noop, at=START - timedelta(seconds=5))
-        scheduler.schedule_once("long", noop, at=START - timedelta(hours=5))
-        assert scheduler.get_schedule("long").next_run is None
+        with pytest.raises(ScheduleError, match=r"'long' .* in the past, so it would never run"):
+            scheduler.schedule_once("long", noop, at=START - timedelta(hours=5))
+        assert "long" not in [s.pipeline_name for s in scheduler.list_schedules()]
         drive.at(scheduler, START)
         assert statuses(scheduler, "just") == ["succeeded"]
-        assert statuses(scheduler, "long") == []
+
+    def test_a_one_off_that_already_ran_is_declared_again_without_an_error(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
+        at = START + timedelta(minutes=1)
+        scheduler.schedule_once("migrate", noop, at=at)
+        drive.at(scheduler, at)
+        drive.at(scheduler, at + timedelta(hours=3))
+        again = scheduler.schedule_once("migrate", noop, at=at)  # e.g. at every start of the app
+        assert again.next_run is None
+        assert statuses(scheduler, "migrate") == ["succeeded"]
 
     def test_a_one_off_missed_while_down_follows_the_misfire_policy(
         self, scheduler: PipelineScheduler, drive: Any

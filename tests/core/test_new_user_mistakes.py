@@ -1,0 +1,91 @@
+"""A new user's mistakes: each is a short, clear error or warning naming it, or does what was meant."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+import pytest
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+from flowyml_lite.errors import CronError, ScheduleError, TimezoneError
+
+
+@pytest.fixture
+def scheduler() -> Iterator[PipelineScheduler]:
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    yield sched
+    sched.close()
+
+
+def _frames_inside_the_package(exc: BaseException) -> list:
+    return [f for f in traceback.extract_tb(exc.__traceback__) if "flowyml_lite" in f.filename]
+
+
+@pytest.mark.parametrize(
+    "declare, error, words",
+    [
+        (lambda s: s.schedule_cron("a", print, "0 9 * * MON-FRII"), CronError, "'FRII' is not a day name"),
+        (lambda s: s.schedule_interval("a", print, second=5), ScheduleError, "unknown option(s) second"),
+        (lambda s: s.schedule_daily("a", print, hour=25), ScheduleError, "hour must be an integer"),
+        (
+            lambda s: s.schedule_daily("a", print, hour=3, timezone="Mars/Olympus"),
+            TimezoneError,
+            "Mars/Olympus",
+        ),
+        (
+            lambda s: s.schedule_hourly("a", print, minute=5, retris=2),
+            ScheduleError,
+            "unknown option(s) retris",
+        ),
+    ],
+    ids=["cron", "interval-typo", "daily-hour", "zone", "option-typo"],
+)
+def test_a_bad_declaration_is_a_short_error_that_names_the_problem(
+    scheduler: PipelineScheduler, declare: object, error: type, words: str
+) -> None:
+    with pytest.raises(error) as caught:
+        declare(scheduler)  # type: ignore[operator]
+    assert words in str(caught.value)
+    inside = _frames_inside_the_package(caught.value)
+    assert len(inside) <= 2, [f"{f.filename}:{f.lineno}" for f in inside]  # the facade, not the parser
+    assert scheduler.list_schedules() == []
+
+
+def test_a_one_off_long_past_is_refused_as_it_would_never_run(scheduler: PipelineScheduler) -> None:
+    with pytest.raises(ScheduleError, match="would never run"):
+        scheduler.schedule_once("past", print, at=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    soon = scheduler.schedule_once("soon", print, at=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert soon.next_run is not None
+
+
+def test_declaring_a_name_twice_in_one_process_with_another_definition_warns(
+    scheduler: PipelineScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler.schedule_daily("report", print, hour=3)
+    with caplog.at_level(logging.WARNING, logger="flowyml_lite"):
+        scheduler.schedule_daily("report", print, hour=3)  # the same: no warning
+        assert "already declared" not in caplog.text
+        replaced = scheduler.schedule_daily("report", print, hour=4)
+    assert "'report' was already declared in this process with another definition" in caplog.text
+    assert replaced.schedule_value == "04:00"
+    assert len(scheduler.list_schedules()) == 1
+
+
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_a_job_written_as_a_generator_runs_its_body_to_the_end(
+    scheduler: PipelineScheduler, executor: str
+) -> None:
+    seen = []
+
+    def steps():  # type: ignore[no-untyped-def]
+        seen.append("extract")
+        yield
+        seen.append("load")
+
+    scheduler.schedule_daily("etl", steps, hour=3, executor=executor)
+    entry = scheduler.run_now("etl", wait=True)
+    assert entry["status"] == "succeeded"
+    assert seen == ["extract", "load"]
