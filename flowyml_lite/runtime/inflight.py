@@ -15,6 +15,7 @@ from ..core.schedule import Options
 from ..executors.base import Handle
 from ..locks.base import Lease
 from ..stores.base import RunRecord
+from .leases import Renewal
 from .timers import Timer
 
 
@@ -89,7 +90,7 @@ class RunState:
         self.handle: Optional[Handle] = None
         self.watchdog: Optional[Timer] = None
         self.lease: Optional[Lease] = None
-        self.renewing: Optional[threading.Event] = None
+        self.renewing: Optional[Renewal] = None
         self.t0 = 0.0
 
 

@@ -8,12 +8,14 @@ store's claim alone (health says so) instead of failing.
 
 from __future__ import annotations
 
+import heapq
 import inspect
+import itertools
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from ..locks.base import Lease, Lock
 from .health import Troubles
@@ -73,8 +75,8 @@ class Leases:
             logger.warning("lock backend answers again after %.1f s", lasted or 0.0)
         return list(taken)
 
-    def renewed(self, lease: Lease, name: str) -> Optional[threading.Event]:
-        """Keep an expiring lease renewed while its run goes on (set the event to stop)."""
+    def renewed(self, lease: Lease, name: str) -> Optional[Renewal]:
+        """Keep an expiring lease renewed while its run goes on (``set()`` it to stop)."""
         return keep_renewed(lease, self._ttl, name) if self.lock.expires else None
 
     def close(self) -> None:
@@ -92,7 +94,99 @@ def _logged(func: Callable[..., Any], *args: Any) -> None:
         logger.exception("a lease thread's task failed")
 
 
-def release(lease: Optional[Lease], renewing: Optional[threading.Event], name: str) -> None:
+class Renewal:
+    """One lease kept renewed by the process's renewer until ``set()`` (the run ended)."""
+
+    __slots__ = ("lease", "name", "renewer", "stopped", "ttl")
+
+    def __init__(self, renewer: Renewer, lease: Lease, ttl: float, name: str) -> None:
+        self.renewer, self.lease, self.ttl, self.name = renewer, lease, ttl, name
+        self.stopped = False
+
+    def set(self) -> None:
+        self.renewer.stop(self)
+
+
+class Renewer:
+    """One thread renews every expiring lease of the process, each every third of its TTL.
+
+    A thread per lease cost a burst of 10,000 locked runs 10,000 threads; this one is started
+    when there is something to renew and ends as soon as nothing is left.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: List[Tuple[float, int, Renewal]] = []
+        self._count = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+        self._live = 0  # renewals not stopped
+
+    def add(self, lease: Lease, ttl: float, name: str) -> Renewal:
+        renewal = Renewal(self, lease, ttl, name)
+        with self._cond:
+            self._live += 1
+            self._push(renewal)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="flowyml_lite-renewer", daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+        return renewal
+
+    def stop(self, renewal: Renewal) -> None:
+        with self._cond:
+            if renewal.stopped:
+                return
+            renewal.stopped = True
+            self._live -= 1
+            if not self._live:
+                self._heap.clear()
+                self._cond.notify()
+
+    def _push(self, renewal: Renewal) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + renewal.ttl / 3, next(self._count), renewal))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2].stopped:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._thread = None
+                        return
+                    due, _, renewal = self._heap[0]
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(left)
+            if self._renew(renewal):
+                with self._cond:
+                    if not renewal.stopped:
+                        self._push(renewal)
+            else:
+                self.stop(renewal)
+
+    @staticmethod
+    def _renew(renewal: Renewal) -> bool:
+        """Renew once; False when the lease is lost (logged), True to keep renewing."""
+        if renewal.stopped:
+            return False
+        try:
+            if not renewal.lease.renew(renewal.ttl):
+                why = "expired before renewal"
+                logger.error("lost the lock of %r while its run goes on (%s)", renewal.name, why)
+                return False
+        except Exception as exc:
+            logger.warning("could not renew the lock of %r: %s", renewal.name, exc)
+        return True
+
+
+RENEWER = Renewer()
+
+
+def release(lease: Optional[Lease], renewing: Optional[Renewal], name: str) -> None:
     """Stop renewing and release; a failure is logged (the lease expires or its owner is released)."""
     if renewing is not None:
         renewing.set()
@@ -103,18 +197,6 @@ def release(lease: Optional[Lease], renewing: Optional[threading.Event], name: s
             logger.warning("could not release the lock of %r: %s", name, exc)
 
 
-def keep_renewed(lease: Lease, ttl: float, name: str) -> threading.Event:
-    """Renew an expiring lease every third of its TTL until the returned event is set."""
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(ttl / 3):
-            try:
-                if not lease.renew(ttl):
-                    logger.error("lost the lock of %r while its run goes on (expired before renewal)", name)
-                    return
-            except Exception as exc:
-                logger.warning("could not renew the lock of %r: %s", name, exc)
-
-    threading.Thread(target=renew, name=f"flowyml_lite-renew-{name}", daemon=True).start()
-    return done
+def keep_renewed(lease: Lease, ttl: float, name: str) -> Renewal:
+    """Renew an expiring lease every third of its TTL until the returned renewal is ``set()``."""
+    return RENEWER.add(lease, ttl, name)

@@ -281,18 +281,13 @@ class Runner:
         if result.success:
             self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output)
             return
-        if result.traceback:
-            logger.error(
-                "run of %r (fire %s) failed:\n%s",
-                state.name,
-                state.run.fire_time.isoformat(),
-                result.traceback,
-            )
-        else:
-            logger.error(
-                "run of %r (fire %s) failed: %s", state.name, state.run.fire_time.isoformat(), result.error
-            )
         retryable = matches_retry_on(state.opts, result.exception_types or ())
+        if not (retryable and self._retries(state)):  # a retry logs a line of its own instead
+            fire = state.run.fire_time.isoformat()
+            if result.traceback:
+                logger.error("run of %r (fire %s) failed:\n%s", state.name, fire, result.traceback)
+            else:
+                logger.error("run of %r (fire %s) failed: %s", state.name, fire, result.error)
         self._end(
             state,
             FAILED,
@@ -365,7 +360,7 @@ class Runner:
         """Record the attempt's outcome: a retry (the row stays queued) or the run's final status."""
         run = state.run
         now = self._clock.now()
-        if retryable and run.attempt <= state.opts.retries and not self.stopping.is_set():
+        if retryable and self._retries(state):
             delay = retry_delay(state.opts, run.attempt)
             at = now + timedelta(seconds=delay)
             why = error or reason
@@ -437,6 +432,10 @@ class Runner:
         if entry is not None:
             self._hooks.tell(status, entry, state.name)
         self._release(state, entry)
+
+    def _retries(self, state: RunState) -> bool:
+        """Whether a failed attempt of ``state`` that may be retried will be."""
+        return state.run.attempt <= state.opts.retries and not self.stopping.is_set()
 
     def _release_lease(self, state: RunState) -> None:
         lease, renewing = state.lease, state.renewing
