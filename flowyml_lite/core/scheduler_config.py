@@ -90,7 +90,10 @@ class SchedulerConfig:
         for name in ("db_path", "lock_dir"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
-                setattr(self, name, os.fspath(value))
+                value = os.fspath(value)
+            if isinstance(value, str) and value.startswith("~"):
+                value = os.path.expanduser(value)  # "~/jobs.db" means the home directory, as in a shell
+            setattr(self, name, value)
         for f in fields(self):
             value = getattr(self, f.name)
             problem = _VALIDATORS[f.name](value)

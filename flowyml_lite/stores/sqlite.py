@@ -514,6 +514,7 @@ class SQLiteStore(Store):
             conn.execute(VERSION_TABLE_DDL)
             row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
             version = 0 if row is None else int(row[0])
+            fresh = version == 0
             for target, statements in migrations_after(version, repr(self.path)):
                 for statement in statements:
                     conn.execute(statement)
@@ -521,8 +522,11 @@ class SQLiteStore(Store):
                     conn.execute("INSERT INTO schema_version (id, version) VALUES (1, ?)", (target,))
                 else:
                     conn.execute("UPDATE schema_version SET version = ? WHERE id = 1", (target,))
-                logger.info("sqlite store %r: schema migrated to version %d", self.path, target)
+                if not fresh:
+                    logger.info("sqlite store %r: schema migrated to version %d", self.path, target)
                 version = target
+            if fresh:
+                logger.info("sqlite store %r: new database, schema version %d", self.path, version)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

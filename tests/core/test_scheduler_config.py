@@ -452,3 +452,11 @@ class TestLightImport:
 
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_a_db_path_in_the_home_directory_is_expanded_as_a_shell_would(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert SchedulerConfig(db_path="~/jobs.db").db_path == str(tmp_path / "jobs.db")
+    assert SchedulerConfig(db_path="jobs~1.db").db_path == "jobs~1.db"
