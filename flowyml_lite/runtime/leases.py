@@ -147,6 +147,14 @@ class Renewer:
         heapq.heappush(self._heap, (time.monotonic() + renewal.ttl / 3, next(self._count), renewal))
 
     def _run(self) -> None:
+        try:
+            self._renew_until_none_left()
+        except BaseException:  # a thread's top: logged; the next lease starts a new renewer
+            logger.exception("the lease renewer failed")
+            with self._cond:
+                self._thread = None
+
+    def _renew_until_none_left(self) -> None:
         while True:
             with self._cond:
                 while True:

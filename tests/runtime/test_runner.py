@@ -10,6 +10,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+import pytest
+
 from flowyml_lite.clock import SYSTEM_CLOCK
 from flowyml_lite.core.options import Options
 from flowyml_lite.executors.base import Done, Handle, Job
@@ -228,3 +230,26 @@ def test_hundreds_of_queued_catch_up_runs_ended_at_stop_each_end_once() -> None:
     assert runner.active == 0
     assert all(len(writer.finals(each)) == 1 for each in runs)
     assert [s for s, _ in writer.finals(runs[1])] == ["skipped"]
+
+
+def test_the_renewer_keeps_renewing_and_a_failed_renewal_is_logged_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flowyml_lite.runtime.leases import Renewer
+
+    class Flaky(_Lease):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def renew(self, ttl_seconds: float) -> bool:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("redis went away")
+            return True
+
+    renewer, lease = Renewer(), Flaky()
+    renewal = renewer.add(lease, 0.03, "etl")  # renewed every 10 ms
+    assert until(lambda: lease.calls >= 3), "not renewed after a failed renewal"
+    renewal.set()
+    assert until(lambda: renewer._thread is None), "the renewer thread outlived its last lease"
+    assert "could not renew the lock of 'etl'" in caplog.text
