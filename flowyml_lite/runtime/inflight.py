@@ -133,7 +133,3 @@ class InFlight:
             finally:
                 self._waiters -= 1
         return True
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()

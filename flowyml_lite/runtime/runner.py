@@ -489,7 +489,6 @@ class Runner:
                 when, node = self._clock.now(), self._node
                 self._writer.put(Outcome(run.run_key, SKIPPED, when, reason=STOPPED_BEFORE, node_id=node))
                 self._inflight.remove(run.run_key)
-        self._inflight.wake()
         return ended
 
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
