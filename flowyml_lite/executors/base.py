@@ -196,5 +196,7 @@ def drained(value: Any) -> Any:
 
 def result_of(value: Any) -> JobResult:
     """The result of a run that returned ``value``."""
+    if value is None:  # most jobs
+        return JobResult()
     success, run_id, error = interpret(value)
     return JobResult(value=value, success=success, run_id=run_id, error=error)

@@ -60,6 +60,8 @@ class OutputBuffer:
 
     def text(self) -> Optional[str]:
         """Everything kept so far (None when nothing was written), within ``limit`` characters."""
+        if not self._chunks and not self._cut:  # most runs write nothing
+            return None
         with self._lock:
             joined = "".join(self._chunks)
             cut = self._cut

@@ -25,7 +25,7 @@ from .base import Done, Executor, Handle, Job, JobResult, drained, from_exceptio
 
 logger = logging.getLogger("flowyml_lite.executors.thread")
 
-_QUEUED, _RUNNING, _FINISHED = "queued", "running", "finished"
+_PLAIN = frozenset({bool, int, float, str, bytes, dict, list, tuple})  # never awaitable nor generators
 
 
 def _await(value: Any) -> Any:
@@ -44,9 +44,11 @@ def run_here(job: Job, buffer: capture.OutputBuffer) -> JobResult:
     output_token = capture.CURRENT_OUTPUT.set(buffer)
     try:
         value = job.func()
-        if inspect.isawaitable(value):  # an async def (or a partial of one): awaited, never dropped
-            value = _await(value)
-        result = result_of(drained(value))
+        if value is not None and type(value) not in _PLAIN:
+            if inspect.isawaitable(value):  # an async def (or a partial of one): awaited, never dropped
+                value = _await(value)
+            value = drained(value)
+        result = result_of(value)
     except BaseException as exc:  # a run must never take its worker down, whatever it raises
         result = from_exception(exc)
     finally:
@@ -70,14 +72,17 @@ def deliver_later(done: Done, result: JobResult) -> None:
 
 
 class _Task:
-    __slots__ = ("buffer", "done", "job", "state", "worker")
+    """A run in the pool. Who ends it is decided once, by whoever takes ``settled`` first: the
+    thread that ran it (its result counts) or ``cancel()`` (the thread is abandoned)."""
+
+    __slots__ = ("buffer", "done", "job", "settled", "worker")
 
     def __init__(self, job: Job, done: Done) -> None:
         self.job = job
         self.done = done
-        self.state = _QUEUED
-        self.worker: Optional[threading.Thread] = None
-        self.buffer: Optional[capture.OutputBuffer] = None  # made when a thread takes it
+        self.settled = threading.Lock()  # acquire(False) is an atomic test-and-set
+        self.worker: Optional[threading.Thread] = None  # set by the thread that took it
+        self.buffer: Optional[capture.OutputBuffer] = None
 
 
 class _ThreadHandle(Handle):
@@ -92,7 +97,13 @@ class _ThreadHandle(Handle):
 
 
 class ThreadExecutor(Executor):
-    """At most ``max_workers`` runs at once on threads of its own; abandoned threads are replaced."""
+    """At most ``max_workers`` runs at once on threads of its own; abandoned threads are replaced.
+
+    A busy thread takes its next run and ends the last one without the pool's lock (``popleft``
+    on the queue and each run's ``settled`` lock are atomic): ten threads draining a burst of
+    short runs would otherwise queue on that lock, each wait a context switch. The lock guards
+    the rest: idle threads, growth, cancel and shutdown.
+    """
 
     name = "thread"
 
@@ -101,7 +112,8 @@ class ThreadExecutor(Executor):
             raise ValueError(f"max_workers must be an integer >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self._thread_name = thread_name
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: Deque[_Task] = deque()
         self._running: Set[_Task] = set()
         self._workers: Set[threading.Thread] = set()  # live and not abandoned
@@ -113,30 +125,23 @@ class ThreadExecutor(Executor):
     # -- the contract ---------------------------------------------------------------------
 
     def submit(self, job: Job, done: Done) -> Handle:
-        capture.install()
-        task = _Task(job, done)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the thread executor is shut down: it takes no new jobs")
-            self._queue.append(task)
-            self._grow()
-            self._cond.notify()
-        return _ThreadHandle(self, task)
+        return self.submit_many([(job, done)])[0]
 
     def submit_many(self, items: Sequence[Tuple[Job, Done]]) -> List[Handle]:
         """All of ``items`` queued under one lock, with one wake-up per idle thread."""
         capture.install()
         tasks = [_Task(job, done) for job, done in items]
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the thread executor is shut down: it takes no new jobs")
             self._queue.extend(tasks)
             self._grow()
-            self._cond.notify(len(tasks))
+            if self._idle:
+                self._cond.notify(min(self._idle, len(tasks)))
         return [_ThreadHandle(self, task) for task in tasks]
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             workers = list(self._workers)
             self._cond.notify_all()
@@ -144,7 +149,7 @@ class ThreadExecutor(Executor):
             deadline = None if timeout is None else time.monotonic() + timeout
             for worker in workers:
                 worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        with self._cond:
+        with self._lock:
             left = list(self._queue) + list(self._running)
         for task in left:
             self._cancel(task, "stopped")
@@ -154,13 +159,13 @@ class ThreadExecutor(Executor):
     @property
     def abandoned_threads(self) -> int:
         """Threads abandoned by ``cancel()`` that are still running their job."""
-        with self._cond:
+        with self._lock:
             return len(self._abandoned)
 
     @property
     def live_threads(self) -> int:
         """Threads of the pool (not counting abandoned ones): at most ``max_workers``."""
-        with self._cond:
+        with self._lock:
             return len(self._workers)
 
     # -- inside ----------------------------------------------------------------------------
@@ -175,36 +180,54 @@ class ThreadExecutor(Executor):
             self._idle += 1  # counted idle until it takes its first task
             worker.start()
 
+    def _wait_for_task(self, me: threading.Thread, counted: bool) -> Optional[_Task]:
+        """Idle: wait for a run (None once the pool is closed and drained, or ``me`` was abandoned)."""
+        with self._lock:
+            if not counted:
+                self._idle += 1
+            try:
+                while True:
+                    if me not in self._workers:
+                        return None
+                    if self._queue:
+                        return self._queue.popleft()
+                    if self._closed:
+                        self._workers.discard(me)
+                        return None
+                    self._cond.wait()
+            finally:
+                self._idle -= 1
+
     def _work(self) -> None:
         me = threading.current_thread()
-        waiting = True  # counted in _idle by _grow
+        counted = True  # counted in _idle by _grow until its first wait for a task
         try:
             while True:
-                with self._cond:
-                    if not waiting:
-                        self._idle += 1
-                        waiting = True
-                    while not self._queue and not self._closed:
-                        self._cond.wait()
-                    self._idle -= 1
-                    waiting = False
-                    if not self._queue:  # closed and drained
-                        self._workers.discard(me)
+                task: Optional[_Task] = None
+                if not counted:
+                    try:  # noqa: SIM105 (contextlib.suppress costs a Python call a run)
+                        task = self._queue.popleft()
+                    except IndexError:
+                        pass
+                if task is None:
+                    was_counted, counted = counted, False  # _wait_for_task uncounts it, however it ends
+                    task = self._wait_for_task(me, was_counted)
+                    if task is None:
                         return
-                    task = self._queue.popleft()
-                    task.state, task.worker = _RUNNING, me
-                    task.buffer = buffer = capture.OutputBuffer()
-                    self._running.add(task)
-                result = run_here(task.job, buffer)
-                with self._cond:
+                buffer = task.buffer = capture.OutputBuffer()
+                task.worker = me  # before the check below: cancel() reads it after taking `settled`
+                self._running.add(task)
+                if task.settled.locked():  # cancelled as it was taken: it never runs
                     self._running.discard(task)
-                    mine = task.state == _RUNNING
-                    task.state = _FINISHED
-                    abandoned = me in self._abandoned
-                    self._abandoned.discard(me)
-                if mine:
+                    if self._left(me):
+                        return
+                    continue
+                result = run_here(task.job, buffer)
+                self._running.discard(task)
+                if task.settled.acquire(False):
                     deliver(task.done, result)
-                if abandoned:
+                    continue
+                if self._left(me):  # cancel() ended the run while it ran, and let this thread go
                     logger.warning(
                         "the abandoned run of %r (fire %s) finished after all (success=%s); "
                         "its result was discarded",
@@ -215,29 +238,37 @@ class ThreadExecutor(Executor):
                     return
         except BaseException:
             logger.exception("a run thread of the thread executor failed")
-            with self._cond:
-                if waiting:
-                    self._idle -= 1
+            with self._lock:
                 self._workers.discard(me)
                 self._abandoned.discard(me)
                 self._grow()
 
+    def _left(self, me: threading.Thread) -> bool:
+        """Whether ``cancel()`` abandoned this thread (it then ends once its run is over)."""
+        with self._lock:
+            if me in self._abandoned:
+                self._abandoned.discard(me)
+                return True
+            return False
+
     def _cancel(self, task: _Task, why: str) -> bool:
-        with self._cond:
-            if task.state == _FINISHED:
-                return False
-            if task.state == _QUEUED:
+        with self._lock:
+            try:
                 self._queue.remove(task)
-                task.state = _FINISHED
+                queued = True
+            except ValueError:  # taken by a thread, or over
+                queued = False
+            if not task.settled.acquire(False):
+                return False  # its thread ended it first
+            worker = task.worker
+            if queued or worker is None:  # taken but not started: that thread sees `settled` and skips it
                 result = JobResult(
                     success=False, cancelled=True, error=f"the run was {why} before it started"
                 )
                 stopped = True
             else:  # running: a thread cannot be stopped; abandon it and replace it
-                worker = task.worker
-                task.state = _FINISHED
                 self._running.discard(task)
-                if worker is not None:
+                if worker in self._workers:
                     self._workers.discard(worker)
                     self._abandoned.add(worker)
                 self._grow()

@@ -215,7 +215,9 @@ class Claims:
                     continue
                 record.next_fire = claim.new_next
                 active = [r for r in stored if r.status in ACTIVE_STATUSES]
-                if active:
+                if len(active) == 1:
+                    record.last_fire = active[0].fire_time
+                elif active:
                     record.last_fire = max(r.fire_time for r in active)
                 if claim.new_next is not None and record.enabled:
                     table.push(claim.new_next, claim.name, claim.new_next)

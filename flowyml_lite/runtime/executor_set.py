@@ -21,6 +21,8 @@ class ExecutorSet:
         self._max_workers = max_workers
         self._executors: Dict[str, Executor] = {}
         self._funcs: Dict[int, Tuple[Callable[[], Any], bool, Optional[str]]] = {}
+        #: (id(func), opts.executor) -> (func, its executor, its reference): one lookup a run.
+        self._resolved: Dict[Tuple[int, str], Tuple[Callable[[], Any], Executor, Optional[str]]] = {}
         self._lock = threading.Lock()
 
     def name_for(self, func: Callable[[], Any], opts: Options) -> str:
@@ -38,6 +40,19 @@ class ExecutorSet:
             if len(self._funcs) > 100_000:
                 self._funcs.clear()
             self._funcs[key] = found
+        return found[1], found[2]
+
+    def resolve(self, func: Callable[[], Any], opts: Options) -> Tuple[Executor, Optional[str]]:
+        """The executor a run of ``func`` with ``opts`` goes to, and the function's reference."""
+        key = (id(func), opts.executor)
+        found = self._resolved.get(key)
+        if found is None or found[0] is not func:
+            is_async, reference = self.about(func)
+            name = "async" if is_async and opts.executor == "thread" else opts.executor
+            found = (func, self.get(name), reference)
+            if len(self._resolved) > 100_000:
+                self._resolved.clear()
+            self._resolved[key] = found
         return found[1], found[2]
 
     def get(self, name: str) -> Executor:
@@ -65,3 +80,4 @@ class ExecutorSet:
             except Exception:
                 logger.exception("executor shutdown failed")
         self._executors.clear()
+        self._resolved.clear()

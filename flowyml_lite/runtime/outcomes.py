@@ -40,12 +40,14 @@ class OutcomeWriter:
         self._troubles = troubles
         self.limit = limit
         self._on_written = on_written
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # entered directly: a Condition's own __enter__ is Python code
+        self._cond = threading.Condition(self._lock)
         self._pending: List[Outcome] = []
         self._writing = 0  # outcomes taken by a transaction in flight (the writer's or the loop's)
         self._failures = 0
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        self._alive = False  # the thread is running (_run clears it as it ends, however it ends)
         #: Held around every transaction that writes outcomes (the writer's and the loop's claims),
         #: so a claim never runs while taken outcomes are in another transaction not yet committed:
         #: it would count their runs as still active against the next fire's overlap limit.
@@ -53,11 +55,12 @@ class OutcomeWriter:
 
     # -- producers --------------------------------------------------------------------
     def put(self, outcome: Outcome) -> None:
-        with self._cond:
+        with self._lock:
             self._pending.append(outcome)
             if len(self._pending) == 1:
                 self._cond.notify_all()
-        self._ensure_thread()
+        if not self._alive:
+            self._ensure_thread()
 
     @property
     def pending(self) -> int:
@@ -72,14 +75,14 @@ class OutcomeWriter:
     # -- the loop's share: outcomes ride along with a claim transaction ---------------
     def take(self) -> List[Outcome]:
         """Every pending outcome, for the caller's transaction; ``done`` or ``give_back`` after it."""
-        with self._cond:
+        with self._lock:
             taken, self._pending = self._pending, []
             self._writing += len(taken)
         return taken
 
     def done(self, taken: List[Outcome], results: Optional[List[bool]] = None) -> None:
         """``taken`` is in the store."""
-        with self._cond:
+        with self._lock:
             self._writing -= len(taken)
             self._cond.notify_all()
         self._written(taken, results)
@@ -88,23 +91,32 @@ class OutcomeWriter:
         """The caller's transaction failed: ``taken`` waits again, ahead of newer outcomes."""
         if not taken:
             return
-        with self._cond:
+        with self._lock:
             self._writing -= len(taken)
             self._pending[:0] = taken
             self._cond.notify_all()
 
     # -- the writer thread ------------------------------------------------------------
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._cond:
-                if self._stopping or (self._thread is not None and self._thread.is_alive()):
-                    return
-                self._thread = threading.Thread(target=self._run, name="flowyml_lite-outcomes", daemon=True)
-                self._thread.start()
+        with self._lock:
+            if self._stopping or self._alive:
+                return
+            self._thread = threading.Thread(target=self._run, name="flowyml_lite-outcomes", daemon=True)
+            self._thread.start()  # may raise (no thread to be had): then the next put tries again
+            self._alive = True
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:
+            logger.exception("the outcome writer thread failed; the next outcome starts a new one")
+        finally:
+            with self._lock:
+                self._alive = False
+
+    def _serve(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
                 if not self._pending and self._stopping:
@@ -123,7 +135,7 @@ class OutcomeWriter:
             if error is not None:
                 self._failed(error, len(taken))
                 delay = min(0.05 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
-                with self._cond:
+                with self._lock:
                     if not self._stopping:
                         self._cond.wait(delay)
                     elif self._failures > 3:
@@ -158,7 +170,7 @@ class OutcomeWriter:
         """Wait until every outcome put so far is in the store; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._ensure_thread()
-        with self._cond:
+        with self._lock:
             self._cond.notify_all()
             while self._pending or self._writing:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -170,12 +182,12 @@ class OutcomeWriter:
     def stop(self, timeout: float) -> bool:
         """Flush for up to ``timeout`` seconds, then stop the thread; True if nothing is left."""
         flushed = self.flush(timeout)
-        with self._cond:
+        with self._lock:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
-        with self._cond:
+        with self._lock:
             self._stopping = False  # later outcomes (run_pending after stop) start a new thread
         if not flushed:
             logger.error(

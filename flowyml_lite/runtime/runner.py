@@ -204,9 +204,9 @@ class Runner:
         ctx = RunContext(
             state.name, run.fire_time, run.run_key, self._node, started, state.manual, run.attempt
         )
-        executor = self._executors.get(self._executors.name_for(state.func, state.opts))
+        executor, reference = self._executors.resolve(state.func, state.opts)
         state.t0 = time.perf_counter()
-        job = Job(state.func, self._executors.about(state.func)[1], ctx, state.opts.timeout_seconds)
+        job = Job(state.func, reference, ctx, state.opts.timeout_seconds)
         with state.lock:
             state.finished = state.timing_out = state.stopped = False
         held = getattr(self._batch, "held", None)
