@@ -171,8 +171,12 @@ class ThreadExecutor(Executor):
     # -- inside ----------------------------------------------------------------------------
 
     def _grow(self) -> None:
-        """Start a thread when work waits and no idle thread will take it (lock held)."""
-        while self._idle < len(self._queue) and len(self._workers) < self.max_workers:
+        """Start a thread when work waits and no idle thread will take it (lock held).
+
+        One at a time: starting a thread takes a while, and the runs already queued should not
+        wait for ten. A thread that takes a run and still sees work waiting starts the next.
+        """
+        if self._idle < len(self._queue) and len(self._workers) < self.max_workers:
             worker = threading.Thread(
                 target=self._work, name=f"{self._thread_name}-{next(self._numbers)}", daemon=True
             )
@@ -214,6 +218,9 @@ class ThreadExecutor(Executor):
                     task = self._wait_for_task(me, was_counted)
                     if task is None:
                         return
+                if self._queue and len(self._workers) < self.max_workers:
+                    with self._lock:
+                        self._grow()
                 buffer = task.buffer = capture.OutputBuffer()
                 task.worker = me  # before the check below: cancel() reads it after taking `settled`
                 self._running.add(task)

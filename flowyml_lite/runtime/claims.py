@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import os
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
@@ -43,7 +44,7 @@ logger = logging.getLogger("flowyml_lite.scheduler.claims")
 US = timedelta(microseconds=1)
 MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
 CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while later groups are claimed
-FIRST_GROUP = 50  # the first group of a burst is small, then groups grow fourfold
+FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
 RETRY_MAX_SECONDS = 5.0
 RECHECK_SECONDS = 0.05  # a refused claim whose row looked unchanged is tried again this much later
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
@@ -173,6 +174,8 @@ class Claims:
                     planned.append((Claim(name, fire, new_next, runs, opts.max_instances), func, opts))
             if planned:
                 self._claim_group(planned, now)
+                if start < len(due):
+                    time.sleep(0)  # let the run threads just woken take the GIL and start their runs
 
     def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
         try:
