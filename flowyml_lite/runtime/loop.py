@@ -20,6 +20,10 @@ from .table import ScheduleTable
 
 logger = logging.getLogger("flowyml_lite.scheduler.loop")
 
+#: Due fires taken from the heap per pass: the first of 10,000 due together starts after popping
+#: a thousand of them, not all (each pop compares instants), and a pass sees a fresh ``now``.
+POP_LIMIT = 1000
+
 
 class TimerLoop:
     """One thread: pop the due fires of the table's heap, pass them to ``process``, sleep."""
@@ -79,7 +83,7 @@ class TimerLoop:
                 with table.cond:
                     now = self._clock.now()
                     self.beat = time.monotonic()
-                    due = table.pop_due(now)
+                    due = table.pop_due(now, POP_LIMIT)
                     if not due:
                         timeout = self._idle
                         wake = table.next_wake()

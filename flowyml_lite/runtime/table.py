@@ -55,11 +55,12 @@ class ScheduleTable:
         heapq.heappush(self.heap, (when, next(self._seq), name, fire))
         self.cond.notify_all()
 
-    def pop_due(self, now: datetime) -> List[Tuple[str, datetime]]:
-        """(name, fire) of every live entry due at ``now``; caller holds ``cond``."""
+    def pop_due(self, now: datetime, limit: Optional[int] = None) -> List[Tuple[str, datetime]]:
+        """(name, fire) of the live entries due at ``now``, at most ``limit``; caller holds ``cond``."""
         due: List[Tuple[str, datetime]] = []
         heap, records, funcs = self.heap, self.records, self.funcs
-        while heap and heap[0][0] <= now:
+        most = len(heap) if limit is None else limit
+        while heap and heap[0][0] <= now and len(due) < most:
             _, _, name, fire = heapq.heappop(heap)
             record = records.get(name)
             if record is None or fire is None or record.next_fire != fire or not record.enabled:
