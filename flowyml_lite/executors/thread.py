@@ -71,36 +71,34 @@ def deliver_later(done: Done, result: JobResult) -> None:
     threading.Thread(target=deliver, args=(done, result), name="flowyml-run-done", daemon=True).start()
 
 
-class _Task:
-    """A run in the pool. Who ends it is decided once, by whoever takes ``settled`` first: the
-    thread that ran it (its result counts) or ``cancel()`` (the thread is abandoned)."""
+class _Task(Handle):
+    """A run in the pool, and its handle.
 
-    __slots__ = ("buffer", "done", "job", "settled", "worker")
+    Its thread and ``cancel()`` each draw a number from ``turns`` (``next()`` on a count is
+    atomic): the thread once before running and once after, cancel once. So the first draw
+    decides whether the run starts at all, and a cancel drawing 1 knows the run is going.
+    """
 
-    def __init__(self, job: Job, done: Done) -> None:
+    __slots__ = ("buffer", "cancelled", "done", "executor", "job", "turns", "worker")
+
+    def __init__(self, executor: ThreadExecutor, job: Job, done: Done) -> None:
+        self.executor = executor
         self.job = job
         self.done = done
-        self.settled = threading.Lock()  # acquire(False) is an atomic test-and-set
+        self.turns = itertools.count()
+        self.cancelled = False  # set under the pool's lock: a second cancel() does nothing
         self.worker: Optional[threading.Thread] = None  # set by the thread that took it
         self.buffer: Optional[capture.OutputBuffer] = None
 
-
-class _ThreadHandle(Handle):
-    __slots__ = ("_executor", "_task")
-
-    def __init__(self, executor: ThreadExecutor, task: _Task) -> None:
-        self._executor = executor
-        self._task = task
-
     def cancel(self) -> bool:
-        return self._executor._cancel(self._task, "cancelled")
+        return self.executor._cancel(self, "cancelled")
 
 
 class ThreadExecutor(Executor):
     """At most ``max_workers`` runs at once on threads of its own; abandoned threads are replaced.
 
     A busy thread takes its next run and ends the last one without the pool's lock (``popleft``
-    on the queue and each run's ``settled`` lock are atomic): ten threads draining a burst of
+    on the queue and each run's ``turns`` are atomic): ten threads draining a burst of
     short runs would otherwise queue on that lock, each wait a context switch. The lock guards
     the rest: idle threads, growth, cancel and shutdown.
     """
@@ -120,6 +118,7 @@ class ThreadExecutor(Executor):
         self._abandoned: Set[threading.Thread] = set()  # abandoned and still running
         self._idle = 0
         self._closed = False
+        self._dropping = False  # shutdown is cancelling what is left
         self._numbers = itertools.count(1)
 
     # -- the contract ---------------------------------------------------------------------
@@ -130,7 +129,7 @@ class ThreadExecutor(Executor):
     def submit_many(self, items: Sequence[Tuple[Job, Done]]) -> List[Handle]:
         """All of ``items`` queued under one lock, with one wake-up per idle thread."""
         capture.install()
-        tasks = [_Task(job, done) for job, done in items]
+        tasks = [_Task(self, job, done) for job, done in items]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the thread executor is shut down: it takes no new jobs")
@@ -138,18 +137,23 @@ class ThreadExecutor(Executor):
             self._grow()
             if self._idle:
                 self._cond.notify(min(self._idle, len(tasks)))
-        return [_ThreadHandle(self, task) for task in tasks]
+        handles: List[Handle] = [*tasks]  # each task is its own handle
+        return handles
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         with self._lock:
             self._closed = True
-            workers = list(self._workers)
             self._cond.notify_all()
-        if wait:
+        if wait:  # until every thread of the pool has left it (an abandoned one is no longer its)
             deadline = None if timeout is None else time.monotonic() + timeout
-            for worker in workers:
-                worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                while self._workers:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
         with self._lock:
+            self._dropping = True  # a run taken from the queue from now on is cancelled, not run
             left = list(self._queue) + list(self._running)
         for task in left:
             self._cancel(task, "stopped")
@@ -197,6 +201,7 @@ class ThreadExecutor(Executor):
                         return self._queue.popleft()
                     if self._closed:
                         self._workers.discard(me)
+                        self._cond.notify_all()  # shutdown(wait=True) waits for the pool to empty
                         return None
                     self._cond.wait()
             finally:
@@ -222,16 +227,18 @@ class ThreadExecutor(Executor):
                     with self._lock:
                         self._grow()
                 buffer = task.buffer = capture.OutputBuffer()
-                task.worker = me  # before the check below: cancel() reads it after taking `settled`
+                task.worker = me  # before the draw: a cancel() drawing 1 reads it
                 self._running.add(task)
-                if task.settled.locked():  # cancelled as it was taken: it never runs
+                if self._dropping:  # shutdown's list of what is left may have missed this one
+                    self._cancel(task, "stopped")
+                if next(task.turns) != 0:  # cancelled as it was taken: it never runs
                     self._running.discard(task)
                     if self._left(me):
                         return
                     continue
                 result = run_here(task.job, buffer)
                 self._running.discard(task)
-                if task.settled.acquire(False):
+                if next(task.turns) == 1:  # ended before any cancel
                     deliver(task.done, result)
                     continue
                 if self._left(me):  # cancel() ended the run while it ran, and let this thread go
@@ -248,6 +255,7 @@ class ThreadExecutor(Executor):
             with self._lock:
                 self._workers.discard(me)
                 self._abandoned.discard(me)
+                self._cond.notify_all()
                 self._grow()
 
     def _left(self, me: threading.Thread) -> bool:
@@ -260,15 +268,19 @@ class ThreadExecutor(Executor):
 
     def _cancel(self, task: _Task, why: str) -> bool:
         with self._lock:
+            if task.cancelled:
+                return False
+            task.cancelled = True
             try:
                 self._queue.remove(task)
                 queued = True
             except ValueError:  # taken by a thread, or over
                 queued = False
-            if not task.settled.acquire(False):
-                return False  # its thread ended it first
+            turn = next(task.turns)
+            if turn >= 2:
+                return False  # it ended first
             worker = task.worker
-            if queued or worker is None:  # taken but not started: that thread sees `settled` and skips it
+            if queued or turn == 0:  # not started: its thread (if any) draws 1 and skips it
                 result = JobResult(
                     success=False, cancelled=True, error=f"the run was {why} before it started"
                 )
@@ -278,6 +290,7 @@ class ThreadExecutor(Executor):
                 if worker in self._workers:
                     self._workers.discard(worker)
                     self._abandoned.add(worker)
+                    self._cond.notify_all()  # shutdown(wait=True) no longer waits for it
                 self._grow()
                 result = JobResult(
                     success=False,

@@ -21,8 +21,6 @@ class ExecutorSet:
         self._max_workers = max_workers
         self._executors: Dict[str, Executor] = {}
         self._funcs: Dict[int, Tuple[Callable[[], Any], bool, Optional[str]]] = {}
-        #: (id(func), opts.executor) -> (func, its executor, its reference): one lookup a run.
-        self._resolved: Dict[Tuple[int, str], Tuple[Callable[[], Any], Executor, Optional[str]]] = {}
         self._lock = threading.Lock()
 
     def name_for(self, func: Callable[[], Any], opts: Options) -> str:
@@ -44,16 +42,10 @@ class ExecutorSet:
 
     def resolve(self, func: Callable[[], Any], opts: Options) -> Tuple[Executor, Optional[str]]:
         """The executor a run of ``func`` with ``opts`` goes to, and the function's reference."""
-        key = (id(func), opts.executor)
-        found = self._resolved.get(key)
-        if found is None or found[0] is not func:
-            is_async, reference = self.about(func)
-            name = "async" if is_async and opts.executor == "thread" else opts.executor
-            found = (func, self.get(name), reference)
-            if len(self._resolved) > 100_000:
-                self._resolved.clear()
-            self._resolved[key] = found
-        return found[1], found[2]
+        is_async, reference = self.about(func)
+        name = "async" if is_async and opts.executor == "thread" else opts.executor
+        found = self._executors.get(name)
+        return (found if found is not None else self.get(name)), reference
 
     def get(self, name: str) -> Executor:
         """The executor plugin ``name``, created on first use (PluginError if there is none)."""
@@ -80,4 +72,3 @@ class ExecutorSet:
             except Exception:
                 logger.exception("executor shutdown failed")
         self._executors.clear()
-        self._resolved.clear()

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from ..core.schedule import Options
-from ..executors.base import Handle
+from ..executors.base import Handle, JobResult
 from ..locks.base import Lease
 from ..stores.base import RunRecord
 from .leases import Renewal
@@ -49,6 +49,7 @@ class RunState:
         "lock",
         "manual",
         "name",
+        "on_result",
         "opts",
         "renewing",
         "rest",
@@ -70,7 +71,8 @@ class RunState:
         opts: Options,
         manual: bool,
         ticket: Optional[Ticket],
-        rest: Deque[RunRecord],
+        rest: Optional[Deque[RunRecord]],
+        on_result: Callable[[RunState, JobResult], None],
     ) -> None:
         self.name = name
         self.func = func
@@ -78,7 +80,8 @@ class RunState:
         self.opts = opts
         self.manual = manual
         self.ticket = ticket  # only a manual run has one: someone may wait for it
-        self.rest = rest  # queued catch-up runs of the same claim, started one after another
+        self.rest = rest  # queued catch-up runs of the same claim, started one after another (or None)
+        self.on_result = on_result
         self.lock = threading.Lock()
         # Who ends a run that waits to start (a lease round trip, jitter, a retry's delay): the
         # thread that starts it (``starting``) or stop() (``withdrawn``), decided under ``lock``.
@@ -92,6 +95,10 @@ class RunState:
         self.lease: Optional[Lease] = None
         self.renewing: Optional[Renewal] = None
         self.t0 = 0.0
+
+    def __call__(self, result: JobResult) -> None:
+        """The run's ``done`` callback for its executor (the state itself: no object more a run)."""
+        self.on_result(self, result)
 
 
 class InFlight:

@@ -15,7 +15,6 @@ import time
 from collections import deque
 from dataclasses import replace
 from datetime import timedelta
-from functools import partial
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from ..clock import Clock
@@ -83,6 +82,7 @@ class Runner:
         self.on_success, self.on_failure = self._hooks.on_success, self._hooks.on_failure
         self.on_finish = self._hooks.on_finish
         self.announce = self._hooks.announce
+        self._on_result = self._done  # each run's done callback calls this one bound method
 
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
@@ -107,9 +107,10 @@ class Runner:
         a manual run's ticket waits for its final entry."""
         first = runs[0]
         ticket = Ticket(first) if manual else None
-        state = RunState(name, func, first, opts, manual, ticket, deque(runs[1:]))
+        rest = deque(runs[1:]) if len(runs) > 1 else None
+        state = RunState(name, func, first, opts, manual, ticket, rest, self._on_result)
         self._inflight.add(first.run_key, state)
-        for run in state.rest:
+        for run in rest or ():
             self._inflight.add(run.run_key, state)
         self._schedule_start(state)
         return ticket
@@ -258,7 +259,7 @@ class Runner:
             self._handed(state, handle, job.context.attempt)
 
     def _done_for(self, state: RunState) -> Callable[[JobResult], None]:
-        return partial(self._done, state)
+        return state  # callable: it calls self._on_result (one bound method for every run)
 
     # -- endings ------------------------------------------------------------------------
     def _done(self, state: RunState, result: JobResult) -> None:
@@ -452,7 +453,9 @@ class Runner:
             self._inflight.remove(state.run.run_key)
             return
         nxt = state.rest.popleft()
-        following = RunState(state.name, state.func, nxt, state.opts, state.manual, None, state.rest)
+        following = RunState(
+            state.name, state.func, nxt, state.opts, state.manual, None, state.rest, self._on_result
+        )
         self._inflight.add(nxt.run_key, following)
         self._inflight.remove(state.run.run_key)
         queue = getattr(self._batch, "following", None)
@@ -477,8 +480,7 @@ class Runner:
                     continue  # starting or running: it ends by itself
                 state.withdrawn = True
             ended += 1
-            rest = list(state.rest)
-            state.rest.clear()
+            rest, state.rest = list(state.rest or ()), None
             attempt = state.run.attempt
             if attempt == 1:
                 self._end(state, SKIPPED, None, None, None, reason=STOPPED_BEFORE)

@@ -63,7 +63,10 @@ def scheduler() -> Iterator[PipelineScheduler]:
 
 
 def no_scheduler_threads() -> bool:
-    return not [t for t in threading.enumerate() if t.name.startswith("flowyml_lite") and t.is_alive()]
+    left = [t.name for t in threading.enumerate() if t.name.startswith("flowyml_lite") and t.is_alive()]
+    if left:
+        print("scheduler threads alive:", left)
+    return not left
 
 
 class TestQuickStart:

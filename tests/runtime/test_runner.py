@@ -80,10 +80,22 @@ class SlowLock(Lock):
         return 0
 
 
+MADE: List[Runner] = []
+
+
+@pytest.fixture(autouse=True)
+def _shut_runners() -> Any:
+    """Every runner a test made is shut down after it, so no timer thread outlives the test."""
+    yield
+    while MADE:
+        MADE.pop().shutdown(wait=False, timeout=1)
+
+
 def make(lock: Optional[Lock] = None, write_through: bool = True) -> Tuple[Runner, Writer]:
     store = Store()
     writer = Writer(store, write_through)
     runner = Runner(store, writer, Troubles(), SYSTEM_CLOCK, "node-1", 4, lock=lock)  # type: ignore[arg-type]
+    MADE.append(runner)
     return runner, writer
 
 
