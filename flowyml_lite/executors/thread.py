@@ -134,7 +134,12 @@ class ThreadExecutor(Executor):
             if self._closed:
                 raise RuntimeError("the thread executor is shut down: it takes no new jobs")
             self._queue.extend(tasks)
-            self._grow()
+            try:
+                self._grow()
+            except RuntimeError:  # not one thread: the caller ends these runs itself
+                for task in tasks:
+                    self._queue.remove(task)
+                raise
             if self._idle:
                 self._cond.notify(min(self._idle, len(tasks)))
         handles: List[Handle] = [*tasks]  # each task is its own handle
@@ -186,7 +191,14 @@ class ThreadExecutor(Executor):
             )
             self._workers.add(worker)
             self._idle += 1  # counted idle until it takes its first task
-            worker.start()
+            try:
+                worker.start()
+            except RuntimeError:  # no thread to be had (a process limit): go on with those there are
+                self._workers.discard(worker)
+                self._idle -= 1
+                if not self._workers:
+                    raise
+                logger.warning("could not start another run thread; %d keep running", len(self._workers))
 
     def _wait_for_task(self, me: threading.Thread, counted: bool) -> Optional[_Task]:
         """Idle: wait for a run (None once the pool is closed and drained, or ``me`` was abandoned)."""
@@ -210,8 +222,11 @@ class ThreadExecutor(Executor):
     def _work(self) -> None:
         me = threading.current_thread()
         counted = True  # counted in _idle by _grow until its first wait for a task
+        current: Optional[_Task] = None  # the run this thread took and has not yet ended
+        drew = False  # whether it drew its first turn of `current`
         try:
             while True:
+                current, drew = None, False
                 task: Optional[_Task] = None
                 if not counted:
                     try:  # noqa: SIM105 (contextlib.suppress costs a Python call a run)
@@ -223,6 +238,7 @@ class ThreadExecutor(Executor):
                     task = self._wait_for_task(me, was_counted)
                     if task is None:
                         return
+                current = task
                 if self._queue and len(self._workers) < self.max_workers:
                     with self._lock:
                         self._grow()
@@ -231,6 +247,7 @@ class ThreadExecutor(Executor):
                 self._running.add(task)
                 if self._dropping:  # shutdown's list of what is left may have missed this one
                     self._cancel(task, "stopped")
+                drew = True
                 if next(task.turns) != 0:  # cancelled as it was taken: it never runs
                     self._running.discard(task)
                     if self._left(me):
@@ -250,8 +267,11 @@ class ThreadExecutor(Executor):
                         result.success,
                     )
                     return
-        except BaseException:
+        except BaseException as exc:
             logger.exception("a run thread of the thread executor failed")
+            if current is not None and next(current.turns) == (1 if drew else 0):
+                self._running.discard(current)  # nobody else ends it: its outcome is this failure
+                deliver_later(current.done, from_exception(exc))
             with self._lock:
                 self._workers.discard(me)
                 self._abandoned.discard(me)

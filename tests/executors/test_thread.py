@@ -210,3 +210,44 @@ class TestShutdown:
     def test_max_workers_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="max_workers"):
             ThreadExecutor(max_workers=0)
+
+
+class TestNoThreadToBeHad:
+    """A process out of threads (``can't start new thread``): runs are refused or go on, never lost."""
+
+    def test_with_no_thread_at_all_submit_refuses_and_queues_nothing(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        ex = ThreadExecutor(max_workers=2)
+
+        def no_thread(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            submit(ex, lambda: None)
+        assert ex.live_threads == 0 and len(ex._queue) == 0
+        monkeypatch.undo()
+        assert run(ex, lambda: 7).value == 7  # threads again: the pool works
+        ex.shutdown(wait=True, timeout=SAFETY)
+
+    def test_with_one_thread_the_runs_still_all_end(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        ex = ThreadExecutor(max_workers=4)
+        assert run(ex, lambda: 1).value == 1  # one thread is there
+        real_start = threading.Thread.start
+
+        def only_pool_threads_fail(self: threading.Thread) -> None:
+            if self.name.startswith("flowyml-run"):
+                raise RuntimeError("can't start new thread")
+            real_start(self)
+
+        monkeypatch.setattr(threading.Thread, "start", only_pool_threads_fail)
+        with caplog.at_level(logging.WARNING, logger="flowyml_lite.executors.thread"):
+            outcomes = [submit(ex, lambda i=i: i)[1] for i in range(20)]
+            assert [o.wait().value for o in outcomes] == list(range(20))
+        assert ex.live_threads == 1
+        assert "could not start another run thread" in caplog.text
+        monkeypatch.undo()
+        ex.shutdown(wait=True, timeout=SAFETY)
