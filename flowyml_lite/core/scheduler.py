@@ -51,6 +51,9 @@ from .views import Localizer, history_entry, iso
 
 logger = logging.getLogger("flowyml_lite.scheduler")
 
+#: Store upkeep that stalls writers (SQLite's WAL restart) waits until no fire is due this soon.
+QUIET_SECONDS = 0.05
+
 Hook = Callable[[Dict[str, Any]], Any]
 
 
@@ -130,6 +133,7 @@ class PipelineScheduler:
             self._lock,
             self._runner.announce,
             self._serving.digest,
+            quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
         )
         self._reports = Reports(
             self._store,

@@ -46,8 +46,10 @@ class Housekeeping:
         lock: Optional[Lock] = None,
         announce: Callable[[RunRecord], None] = lambda run: None,
         serving: Callable[[], Optional[str]] = lambda: None,
+        quiet: Optional[Callable[[], bool]] = None,
     ) -> None:
         self._store = store
+        self._quiet = quiet  # no fire due soon: upkeep that stalls writers may run now
         self._clock = clock
         self._troubles = troubles
         self._membership = membership
@@ -95,7 +97,7 @@ class Housekeeping:
         next_beat = time.monotonic() + self._beat_every
         while not self._stopping.wait(tick):
             try:
-                self._store.maintain()  # e.g. SQLite's WAL checkpoint, kept out of the claims' commits
+                self._store.maintain(self._quiet)  # e.g. SQLite's WAL checkpoint, out of the claims' commits
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self._beat_every
                     self.beat(judge=full)

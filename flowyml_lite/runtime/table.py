@@ -89,6 +89,12 @@ class ScheduleTable:
         """The earliest heap instant (stale entries included: waking early is harmless)."""
         return self.heap[0][0] if self.heap else None
 
+    def quiet_for(self, seconds: float, now: datetime) -> bool:
+        """True if nothing in the heap is due within ``seconds`` of ``now``."""
+        with self.cond:
+            wake = self.next_wake()
+        return wake is None or (wake - now).total_seconds() >= seconds
+
     def forget(self, name: str) -> None:
         """Drop a schedule (its heap entries go stale); caller holds ``cond``."""
         if self.funcs.pop(name, None) is not None:

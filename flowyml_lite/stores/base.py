@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 # Run statuses. "queued" is a catch-up fire claimed in a batch and waiting for its turn.
 RUNNING = "running"
@@ -231,8 +231,12 @@ class Store(abc.ABC):
         """
         return {r.name: r.updated_at for r in self.changed_since(since)}
 
-    def maintain(self) -> None:
-        """Periodic upkeep off the hot path, called by the scheduler's heartbeat (default: none)."""
+    def maintain(self, quiet: Optional[Callable[[], bool]] = None) -> None:
+        """Periodic upkeep off the hot path, called by the scheduler's heartbeat (default: none).
+
+        ``quiet()`` is True while no fire is due in the next few tens of milliseconds: upkeep that
+        holds writers off (a stall of a claim) should wait for such a moment when it can.
+        """
 
     @abc.abstractmethod
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:

@@ -744,7 +744,7 @@ class SQLiteStore(Store):
         )
         return {name: from_us(updated) for name, updated in rows}
 
-    def maintain(self) -> None:
+    def maintain(self, quiet: Optional[Callable[[], bool]] = None) -> None:
         """Checkpoint the WAL on a connection of its own; the scheduler calls this every second.
 
         SQLite's automatic checkpoint runs inside whichever commit crosses its threshold, fsync
@@ -752,7 +752,8 @@ class SQLiteStore(Store):
         store turns it off and checkpoints here instead (PASSIVE: writers go on meanwhile). Under
         continuous writes a side checkpoint never lets the WAL restart (new frames keep arriving),
         so when it has grown past ``_WAL_RESTART_FRAMES`` the tail is copied with this process's
-        writers held off for one fsync, and the next write restarts the WAL.
+        writers held off for one fsync, and the next write restarts the WAL. That stall waits for a
+        ``quiet()`` moment (no fire due soon) unless the WAL has grown four times past the mark.
         """
         if self._identity is None and self._file is not None:
             self.open()
@@ -771,7 +772,9 @@ class SQLiteStore(Store):
                         conn.execute("PRAGMA wal_autocheckpoint=0")
                         self._checkpoints_here = True
                 _, frames, _ = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if frames >= _WAL_RESTART_FRAMES:
+                if frames >= _WAL_RESTART_FRAMES and (
+                    quiet is None or frames >= 4 * _WAL_RESTART_FRAMES or quiet()
+                ):
                     with self._lock:
                         if self._conn is not None:
                             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -1002,3 +1002,47 @@ class TestGroupStatements:
             "COMMIT",
         ]
         store.close()
+
+
+# -- upkeep: the WAL restart that stalls writers waits for a quiet moment -------------------
+
+
+class _SpyConnection:
+    """The writer connection, recording the SQL it is given."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.sql: List[str] = []
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        self.sql.append(sql)
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+class TestUpkeep:
+    def test_the_wal_restart_that_holds_writers_off_waits_until_nothing_is_due_soon(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store = SQLiteStore(tmp_path / "jobs.db")
+        store.declare_schedule(sched())
+        store.maintain()  # from now on the store checkpoints here, not inside commits
+        assert store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+        with raw(tmp_path / "jobs.db") as conn:
+            frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        assert frames >= 2
+        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", frames // 2)  # past the mark, not 4x
+        spy = _SpyConnection(store._conn)  # type: ignore[arg-type]
+        store._conn = spy  # type: ignore[assignment]
+        store.maintain(quiet=lambda: False)  # a fire is due soon: the stall waits
+        assert not [q for q in spy.sql if "wal_checkpoint" in q]
+        store.maintain(quiet=lambda: True)
+        assert [q for q in spy.sql if "wal_checkpoint" in q]
+        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", 1)  # 4x past the mark: never waits longer
+        spy.sql.clear()
+        store.maintain(quiet=lambda: False)
+        assert [q for q in spy.sql if "wal_checkpoint" in q]
+        store._conn = spy.conn
+        store.close()
