@@ -1033,14 +1033,14 @@ class TestUpkeep:
         with raw(tmp_path / "jobs.db") as conn:
             frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         assert frames >= 2
-        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", frames // 2)  # past the mark, not 4x
+        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", frames)  # at the mark, not a quarter past
         spy = _SpyConnection(store._conn)  # type: ignore[arg-type]
         store._conn = spy  # type: ignore[assignment]
         store.maintain(quiet=lambda: False)  # a fire is due soon: the stall waits
         assert not [q for q in spy.sql if "wal_checkpoint" in q]
         store.maintain(quiet=lambda: True)
         assert [q for q in spy.sql if "wal_checkpoint" in q]
-        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", 1)  # 4x past the mark: never waits longer
+        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", frames // 2)  # far past: waits no longer
         spy.sql.clear()
         store.maintain(quiet=lambda: False)
         assert [q for q in spy.sql if "wal_checkpoint" in q]
