@@ -55,7 +55,7 @@ class Catalog:
     def refresh(self, name: str) -> None:
         """Re-read the row of ``name`` into the table after this process changed it."""
         record = self._store.get_schedule(name)
-        with self._table.cond:
+        with self._table.lock:
             if record is None:
                 self._table.records.pop(name, None)
             else:
@@ -88,7 +88,7 @@ class Catalog:
         self._sync.forget_state(name)
         if not self._store.delete_schedule(name) and name not in self._table.funcs:
             raise ScheduleNotFoundError(name)
-        with self._table.cond:
+        with self._table.lock:
             self._table.forget(name)
         self._claims.unblock(name)
         self._serving.changed()
@@ -97,7 +97,7 @@ class Catalog:
     def clear(self) -> None:
         self._sync.forget_state()
         count = self._store.delete_all()
-        with self._table.cond:
+        with self._table.lock:
             self._table.clear()
         self._claims.unblock()
         self._serving.changed()

@@ -170,9 +170,25 @@ def validate_timezone(timezone: object, provider: str | ZoneProvider) -> str:
     return timezone
 
 
+_PLAIN_NUMBERS = (int, float)
+
+
 def interval_seconds(days: float, hours: float, minutes: float, seconds: float) -> float:
     """The total of an interval's parts; each must be a finite number >= 0 and the total > 0."""
-    total = 0.0
+    # The common case at once (an exact int or float: never a bool); anything else is checked below.
+    if (
+        type(days) in _PLAIN_NUMBERS
+        and type(hours) in _PLAIN_NUMBERS
+        and type(minutes) in _PLAIN_NUMBERS
+        and type(seconds) in _PLAIN_NUMBERS
+        and days >= 0
+        and hours >= 0
+        and minutes >= 0
+        and seconds >= 0
+    ):
+        total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+        if 0.001 <= total <= MAX_INTERVAL_SECONDS:  # False for nan, and inf is over the maximum
+            return total
     for arg, value in (("days", days), ("hours", hours), ("minutes", minutes), ("seconds", seconds)):
         if (
             isinstance(value, bool)

@@ -434,7 +434,7 @@ class PipelineScheduler:
         The loop does this by itself; tests with a FakeClock call it instead of starting threads.
         """
         now = self._clock.now()
-        with self._table.cond:
+        with self._table.lock:
             due = self._table.pop_due(now)
         self._claims.process(due, now)
         return len(due)

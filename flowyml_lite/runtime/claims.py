@@ -147,7 +147,7 @@ class Claims:
             self._troubles.report(
                 "outcomes", f"{self._writer.pending} run outcomes wait for the store: not claiming new fires"
             )
-            with table.cond:
+            with table.lock:
                 for name, fire in due:
                     table.push(now + timedelta(seconds=0.5), name, fire)
             return
@@ -156,7 +156,7 @@ class Claims:
         while start < len(due):  # a small first group, so the first runs start while the rest are claimed
             group, start, size = due[start : start + size], start + size, min(size * 4, CLAIM_GROUP)
             planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
-            with table.cond:
+            with table.lock:
                 for name, fire in group:
                     record = table.records.get(name)
                     trigger = table.triggers.get(name)
@@ -194,7 +194,7 @@ class Claims:
                 logger.error(
                     "store error while %s (retrying every %.1f s at most)", message, RETRY_MAX_SECONDS
                 )
-            with self._table.cond:
+            with self._table.lock:
                 for claim, _, _ in group:
                     self._table.push(now + timedelta(seconds=delay), claim.name, claim.expected_next)
             return
@@ -208,7 +208,7 @@ class Claims:
         won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
         ended: List[RunRecord] = []  # missed, or skipped for overlap, at the claim
         table = self._table
-        with table.cond:
+        with table.lock:
             for (claim, func, opts), stored in zip(group, results):
                 if stored is None:
                     refused.append(claim)
@@ -271,11 +271,11 @@ class Claims:
             fresh = self._store.get_schedule(name)
         except Exception as exc:
             self._troubles.report("store", f"re-reading {name!r}: {type(exc).__name__}: {exc}")
-            with self._table.cond:
+            with self._table.lock:
                 self._table.push(now + timedelta(seconds=1), name, fire)
             return
         table = self._table
-        with table.cond:
+        with table.lock:
             if fresh is None:
                 table.records.pop(name, None)
                 return
@@ -300,7 +300,7 @@ class Claims:
             self._troubles.report("store", f"skipping a taken instant of {name!r}: {exc}")
             fresh = None
         if fresh is not None:
-            with table.cond:
+            with table.lock:
                 table.set_record(fresh)
 
 

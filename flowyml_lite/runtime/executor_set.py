@@ -62,7 +62,8 @@ class ExecutorSet:
 
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
-        self.get(self.name_for(func, opts)).check(func, self.about(func)[1])
+        executor, reference = self.resolve(func, opts)
+        executor.check(func, reference)
 
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
         """Stop every executor made so far; a failure is logged, the others still stop."""

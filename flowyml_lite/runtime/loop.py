@@ -60,7 +60,7 @@ class TimerLoop:
 
     def stop(self, timeout: float) -> None:
         self.stopping.set()
-        with self._table.cond:
+        with self._table.lock:
             self._table.cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
@@ -80,7 +80,7 @@ class TimerLoop:
         table = self._table
         while not self.stopping.is_set():
             try:
-                with table.cond:
+                with table.lock:
                     now = self._clock.now()
                     self.beat = time.monotonic()
                     due = table.pop_due(now, POP_LIMIT)

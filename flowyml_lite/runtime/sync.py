@@ -50,7 +50,7 @@ class Sync:
         means no row, or none left in the bulk read: the caller writes, and the store decides.
         """
         table = self._table
-        with table.cond:
+        with table.lock:
             epoch = self.epoch
             states = self._states
             if states is not None:
@@ -60,7 +60,7 @@ class Sync:
         if not bulk:
             return epoch, self._store.get_schedule(name)
         states = self._store.schedule_states()
-        with table.cond:
+        with table.lock:
             found = states.pop(name, None)
             if self.epoch == epoch and self._states is None:
                 self._states = states
@@ -101,7 +101,7 @@ class Sync:
             self._store.set_enabled(name, False, None)
             stored.next_fire = None
         table = self._table
-        with table.cond:
+        with table.lock:
             table.serve(name, func, trigger)
             table.set_record(stored)
             missed_sync = self.epoch != epoch
@@ -114,7 +114,7 @@ class Sync:
 
     def forget_state(self, name: Optional[str] = None) -> None:
         """Drop the bulk-read state of ``name`` (of every schedule if None) before writing it."""
-        with self._table.cond:
+        with self._table.lock:
             if name is None:
                 self._states = None
             elif self._states is not None:
@@ -133,7 +133,7 @@ class Sync:
         if everything:
             self._synced_at = None
         started = datetime.now(UTC)
-        with self._table.cond:
+        with self._table.lock:
             self.epoch += 1
             self._states = None
             self._declared = 0
@@ -148,7 +148,7 @@ class Sync:
             # Names and versions first (cheap): rows re-read within the skew margin are skipped.
             margin = timedelta(seconds=self._store.clock_skew_seconds)
             versions = self._store.schedule_versions(synced_at - margin)
-            with self._table.cond:
+            with self._table.lock:
                 known = self._table.records
                 stale = [
                     n
@@ -160,7 +160,7 @@ class Sync:
         for record in records:
             self.adopt(record, names)
         if full:  # the split may have changed: queue the fires this node owns now, and only those
-            with self._table.cond:
+            with self._table.lock:
                 self._table.reown()
 
     def adopt(self, record: ScheduleRecord, names: Set[str]) -> None:
@@ -169,11 +169,11 @@ class Sync:
             return
         trigger = None
         table = self._table
-        with table.cond:
+        with table.lock:
             mine = table.records.get(record.name)
         if mine is not None and mine.definition_hash != record.definition_hash:
             trigger = self._rebuild(record)  # redefined by another process
-        with table.cond:
+        with table.lock:
             if trigger is not None:
                 table.triggers[record.name] = trigger
             if mine is None or (mine.next_fire, mine.enabled, mine.definition_hash) != (

@@ -26,7 +26,10 @@ class ScheduleTable:
     """Functions, triggers and records by name, and the heap of their next fires."""
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
+        #: Held around every read and change of the table; entered directly (a Condition's own
+        #: __enter__ is Python code), waited on and notified through ``cond``.
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.funcs: Dict[str, Callable[[], Any]] = {}
         self.triggers: Dict[str, TriggerLike] = {}
         self.records: Dict[str, ScheduleRecord] = {}
@@ -91,7 +94,7 @@ class ScheduleTable:
 
     def quiet_for(self, seconds: float, now: datetime) -> bool:
         """True if nothing in the heap is due within ``seconds`` of ``now``."""
-        with self.cond:
+        with self.lock:
             wake = self.next_wake()
         return wake is None or (wake - now).total_seconds() >= seconds
 
