@@ -140,8 +140,11 @@ class Claims:
         raise ScheduleError(f"could not claim a manual run of {name!r}: its state kept changing")
 
     # -- a wake's worth of due fires ------------------------------------------------------
-    def process(self, due: List[Tuple[str, datetime]], now: datetime) -> None:
-        """Claim the due fires this node owns (in groups), pass over the rest, start the winners."""
+    def process(self, due: List[Tuple[str, datetime]], now: datetime, small_first: bool = True) -> None:
+        """Claim the due fires this node owns (in groups), pass over the rest, start the winners.
+
+        ``small_first``: the first group is small, so the first runs start while the rest are
+        claimed (the loop passes False when it goes on with a burst it has already started)."""
         table = self._table
         if self._writer.backlogged:
             self._troubles.report(
@@ -152,7 +155,7 @@ class Claims:
                     table.push(now + timedelta(seconds=0.5), name, fire)
             return
         owns = self._membership.owns
-        start, size = 0, FIRST_GROUP
+        start, size = 0, FIRST_GROUP if small_first else CLAIM_GROUP
         while start < len(due):  # a small first group, so the first runs start while the rest are claimed
             group, start, size = due[start : start + size], start + size, min(size * 4, CLAIM_GROUP)
             planned: List[Tuple[Claim, Callable[[], Any], Options]] = []

@@ -32,7 +32,7 @@ class TimerLoop:
         self,
         table: ScheduleTable,
         clock: Clock,
-        process: Callable[[List[Tuple[str, datetime]], datetime], None],
+        process: Callable[[List[Tuple[str, datetime]], datetime, bool], None],
         troubles: Troubles,
         idle_seconds: float,
     ) -> None:
@@ -78,6 +78,7 @@ class TimerLoop:
 
     def _loop(self) -> None:
         table = self._table
+        more = False  # the last pass left due fires in the heap: this one goes on with them
         while not self.stopping.is_set():
             try:
                 with table.lock:
@@ -85,6 +86,7 @@ class TimerLoop:
                     self.beat = time.monotonic()
                     due = table.pop_due(now, POP_LIMIT)
                     if not due:
+                        more = False
                         timeout = self._idle
                         wake = table.next_wake()
                         if wake is not None:
@@ -99,7 +101,8 @@ class TimerLoop:
                         self._gate(soon)
                         self._clock.wait(table.cond, timeout if soon else timeout - lead)
                         continue
-                self._process(due, now)
+                self._process(due, now, not more)  # a burst's first pass starts with a small group
+                more = len(due) == POP_LIMIT
                 self._hold_until = time.monotonic() + TAIL_SECONDS
             except Exception:  # the loop must survive anything; health shows it
                 self._gate(False)
