@@ -208,6 +208,15 @@ def assert_no_pool_thread_left(executor: ThreadExecutor) -> None:
     assert eventually(lambda: not any(t.name.startswith(prefix) for t in threading.enumerate()), SETTLE)
 
 
+def wind_down(executor: ThreadExecutor, runs: Runs) -> None:
+    """Every run settled, each ended once, the pool quiet; then shut down with nothing left behind."""
+    settle(executor, runs.recs)
+    assert_done_once_and_consistent(runs.recs)
+    assert_quiet_pool(executor)
+    executor.shutdown(wait=True)
+    assert_no_pool_thread_left(executor)
+
+
 # -- done exactly once, cancel() tells the truth -----------------------------------------------
 
 
@@ -266,11 +275,7 @@ def test_cancel_as_the_job_is_taken(widen: bool) -> None:
         for r in batch:  # head first: the ones the threads are taking now
             cancel(r)
         settle(executor, batch)
-    settle(executor, runs.recs)
-    assert_done_once_and_consistent(runs.recs)
-    assert_quiet_pool(executor)
-    executor.shutdown(wait=True)
-    assert_no_pool_thread_left(executor)
+    wind_down(executor, runs)
 
 
 # -- capacity and the idle count ------------------------------------------------------------------
