@@ -248,9 +248,15 @@ class ZoneRegistry:
 
     def __init__(self) -> None:
         self._zones: Dict[Tuple[str, str], Zone] = {}
+        self._named: Dict[Tuple[str, str], Zone] = {}  # (provider as named by the caller, key)
         self._mutex = threading.Lock()
 
     def get(self, key: str, provider: Union[str, ZoneProvider] = "zoneinfo") -> Zone:
+        named = provider if isinstance(provider, str) else None
+        if named is not None:  # the common case, without resolving the provider's name each time
+            found = self._named.get((named, key))
+            if found is not None:
+                return found
         prov = get_provider(provider)
         cache_key = (prov.name, key)
         zone = self._zones.get(cache_key)
@@ -258,6 +264,8 @@ class ZoneRegistry:
             tz = prov.get(key)
             with self._mutex:
                 zone = self._zones.setdefault(cache_key, Zone(key, tz))
+        if named is not None:
+            self._named[(named, key)] = zone
         return zone
 
 

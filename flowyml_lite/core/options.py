@@ -236,7 +236,8 @@ def parse_options(options: Dict[str, Any], config: SchedulerConfig, name: Option
     left in ``options`` for the caller; anything else left over raises ScheduleError naming it
     (and the schedule ``name`` when given) beside the options there are.
     """
-    check_option_names(options, name)
+    if options:
+        check_option_names(options, name)
     pop = options.pop
     if not options or (len(options) == 1 and "context" in options):  # no options given: the defaults
         grace = config.misfire_grace_seconds

@@ -226,7 +226,8 @@ class PipelineScheduler:
         """Declare a schedule; ``value`` (or the function that works it out from the call's
         arguments, after the options' names are checked) is its stored timetable value."""
         try:
-            check_option_names(options, name if isinstance(name, str) else None)
+            if options:
+                check_option_names(options, name if isinstance(name, str) else None)
             value = value if isinstance(value, str) else value()
             new = define(self.config, name, func, schedule_type, value, timezone, options, self._runner.check)
         except (CronError, ScheduleError, TimezoneError) as exc:  # bad input: said here, not deep inside

@@ -30,6 +30,8 @@ class ScheduleTable:
         #: __enter__ is Python code), waited on and notified through ``cond``.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
+        #: Threads waiting on ``cond`` (the loop, while it sleeps): changes notify only when one is.
+        self.waiting = 0
         self.funcs: Dict[str, Callable[[], Any]] = {}
         self.triggers: Dict[str, TriggerLike] = {}
         self.records: Dict[str, ScheduleRecord] = {}
@@ -51,12 +53,14 @@ class ScheduleTable:
         self.records[record.name] = record
         if record.enabled and record.next_fire is not None and self.owns(record.name):
             heapq.heappush(self.heap, (record.next_fire, next(self._seq), record.name, record.next_fire))
-        self.cond.notify_all()
+        if self.waiting:
+            self.cond.notify_all()
 
     def push(self, when: datetime, name: str, fire: Optional[datetime]) -> None:
         """Wake for ``name`` at ``when`` (a retry of ``fire``, or a delayed start); caller holds ``cond``."""
         heapq.heappush(self.heap, (when, next(self._seq), name, fire))
-        self.cond.notify_all()
+        if self.waiting:
+            self.cond.notify_all()
 
     def pop_due(self, now: datetime, limit: Optional[int] = None) -> List[Tuple[str, datetime]]:
         """(name, fire) of the live entries due at ``now``, at most ``limit``; caller holds ``cond``."""
@@ -86,7 +90,8 @@ class ScheduleTable:
                 heap.append((fire, next(self._seq), name, fire))
         heapq.heapify(heap)
         self.heap[:] = heap
-        self.cond.notify_all()
+        if self.waiting:
+            self.cond.notify_all()
 
     def next_wake(self) -> Optional[datetime]:
         """The earliest heap instant (stale entries included: waking early is harmless)."""
@@ -104,7 +109,8 @@ class ScheduleTable:
             self.served.discard(name)
         self.triggers.pop(name, None)
         self.records.pop(name, None)
-        self.cond.notify_all()
+        if self.waiting:
+            self.cond.notify_all()
 
     def clear(self) -> None:
         """Drop everything; caller holds ``cond``."""
@@ -113,4 +119,5 @@ class ScheduleTable:
         self.triggers.clear()
         self.records.clear()
         self.heap.clear()
-        self.cond.notify_all()
+        if self.waiting:
+            self.cond.notify_all()
