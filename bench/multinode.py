@@ -14,9 +14,15 @@ one-off schedules (``schedule_once``) due at chosen instants, running a no-op jo
           the workers and of PostgreSQL
   spread  10,000 fires spread evenly over 10 s across 4 workers: start lag p50/p99/max
           (started_at - fire_time of each run), fires per worker
+  propagation  3 workers serving one 1 s interval schedule, heartbeat 1 s and 5 s: a control
+          scheduler on the same database (never started, as the CLI) disables, enables and
+          redefines it; seconds from its call's return until the workers' runs show the change
+          (last run after a disable, first run after an enable, last old and first new cadence
+          after a redefinition), and a schedule added on one worker alone until its first run
 
     python bench/multinode.py                 # everything (about 5 minutes on 2 cores)
     python bench/multinode.py --fires 2000 --workers 1 2 --no-spread   # a smoke run
+    python bench/multinode.py --no-burst --no-spread   # the propagation scenario alone
     python bench/multinode.py --save          # also writes bench/results/multinode-<UTC>.txt
 
 Needs PostgreSQL's server binaries (initdb, pg_ctl; /usr/lib/postgresql/*/bin), redis-server for
@@ -46,6 +52,7 @@ if ROOT not in sys.path:
 
 UTC = timezone.utc
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+PROPAGATION_SCHEDULE = "tick"
 
 
 # =====================================================================================
@@ -124,6 +131,44 @@ def worker_main(spec: Dict[str, Any]) -> None:
     sys.stdin.readline()
     scheduler.close()
     print("RESULT " + json.dumps({"node": spec["node"], **counts}), flush=True)
+
+
+def propagation_worker_main(spec: Dict[str, Any]) -> None:
+    """The propagation scenario's worker: declare ``tick`` (1 s), start, obey stdin, print RESULT.
+
+    Each line on stdin ``add NAME`` declares NAME (1 s interval, no-op) here only and answers
+    ``ADDED <time.time() after the call>``; end of input stops the worker.
+    """
+    import logging
+
+    from flowyml_lite.core.scheduler import PipelineScheduler
+    from flowyml_lite.core.scheduler_config import SchedulerConfig
+    from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    heartbeat = float(spec["heartbeat"])
+    config = SchedulerConfig(
+        store="postgresql",
+        store_url=spec["url"],
+        node_id=spec["node"],
+        heartbeat_seconds=heartbeat,
+        node_timeout_seconds=max(10.0, 6 * heartbeat),
+        history_retention_days=None,
+        history_max_runs=None,
+    )
+    scheduler = PipelineScheduler(config, store=SQLAlchemyStore(spec["url"]))
+    scheduler.schedule_interval(PROPAGATION_SCHEDULE, _noop, seconds=1)
+    scheduler.start()
+    print("READY", flush=True)
+    added = []
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) == 2 and words[0] == "add":
+            scheduler.schedule_interval(words[1], _noop, seconds=1)
+            print(f"ADDED {time.time():.6f}", flush=True)
+            added.append(words[1])
+    scheduler.close()
+    print("RESULT " + json.dumps({"node": spec["node"], "added": added}), flush=True)
 
 
 # =====================================================================================
@@ -366,9 +411,8 @@ def prepare_schedules(url: str, fires: int, first: datetime, step_us: int) -> No
 def start_workers(
     url: str, n: int, fires: int, first: datetime, step_us: int, concurrency: int, redis_url: Optional[str]
 ) -> List[subprocess.Popen[str]]:
-    workers = []
-    for i in range(n):
-        spec = {
+    specs = [
+        {
             "url": url,
             "node": f"worker-{i + 1}",
             "fires": fires,
@@ -377,6 +421,15 @@ def start_workers(
             "concurrency": concurrency,
             "redis_url": redis_url,
         }
+        for i in range(n)
+    ]
+    return launch_workers(specs)
+
+
+def launch_workers(specs: Sequence[Dict[str, Any]]) -> List[subprocess.Popen[str]]:
+    """One worker process per spec (worker i on host ``host-i`` when run as root); wait for READY."""
+    workers = []
+    for i, spec in enumerate(specs):
         command = [sys.executable, os.path.abspath(__file__), "worker", json.dumps(spec)]
         if IS_ROOT and shutil.which("unshare"):
             # Its own UTS namespace: its own host name, as on a host of its own.
@@ -672,6 +725,259 @@ def housekeeping_costs(servers: Servers, schedules: int) -> Dict[str, float]:
     return costs
 
 
+# =====================================================================================
+# Propagation: a change made by one process, in force on the workers.
+# =====================================================================================
+
+REDEFINED_SECONDS = 2.5  # the redefined interval: its fires at x.5 s tell it apart from the 1 s grid's
+
+
+def _one_second_only(fire_us: int) -> bool:
+    """A fire of the 1 s grid that the 2.5 s grid has not (an old-cadence fire, or a restored one)."""
+    return fire_us % 1_000_000 == 0 and fire_us % 2_500_000 != 0
+
+
+def _redefined_only(fire_us: int) -> bool:
+    """A fire of the 2.5 s grid that the 1 s grid has not (at x.5 s)."""
+    return fire_us % 2_500_000 == 0 and fire_us % 1_000_000 != 0
+
+
+class Runs:
+    """The started runs of a schedule, as the workers record them: (node, fire_time µs, started_at s)."""
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy as sa
+
+        self.sa = sa
+        self.engine = sa.create_engine(url)
+
+    def read(self, name: str, after: float) -> List[Tuple[str, int, float]]:
+        """Runs of ``name`` started after ``after`` (time.time()), in fire order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                self.sa.text(
+                    "SELECT node_id, fire_time, started_at FROM runs WHERE schedule = :s "
+                    "AND started_at IS NOT NULL AND started_at > :t ORDER BY fire_time"
+                ),
+                {"s": name, "t": int(after * 1_000_000)},
+            ).all()
+        return [(str(r[0]), int(r[1]), int(r[2]) / 1e6) for r in rows]
+
+    def wait(
+        self, name: str, after: float, done: Any, limit: float
+    ) -> Tuple[bool, List[Tuple[str, int, float]]]:
+        """Poll every 50 ms until ``done(runs)``; (False, runs) after ``limit`` seconds."""
+        deadline = time.time() + limit
+        while True:
+            runs = self.read(name, after)
+            if done(runs):
+                return True, runs
+            if time.time() > deadline:
+                return False, runs
+            time.sleep(0.05)
+
+    def duplicates(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                self.sa.text("SELECT count(*) - count(DISTINCT fire_time) FROM runs WHERE schedule = :s"),
+                {"s": name},
+            ).scalar()
+        return int(found or 0)
+
+    def nodes(self, name: str) -> Dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                self.sa.text(
+                    "SELECT node_id, count(*) FROM runs WHERE schedule = :s AND started_at IS NOT NULL "
+                    "GROUP BY node_id ORDER BY node_id"
+                ),
+                {"s": name},
+            ).all()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
+def propagation(servers: Servers, heartbeat: float, reps: int, n: int) -> Dict[str, Any]:
+    """N workers serving ``tick`` (1 s); a control scheduler (never started) changes it; delays measured.
+
+    Each repetition, from the control's call returning (time.time(), same host as the workers):
+    disable, then watch ``2 heartbeats + 2 s``: runs of ``tick`` started after the call (expected
+    none); enable: until the first run starts; redefine to 2.5 s: until the last run on the old
+    1 s grid (fires at whole seconds not on the 2.5 s grid) and the first on the new one after it
+    (at x.5 s), watched until the old grid has not fired for 6 s; redefine back to 1 s: the same
+    the other way. A change not in force after ``6 heartbeats + 20 s`` is reported as such.
+    Then, ``reps`` times, a schedule added on worker 1 alone (``add`` on its stdin): until its
+    first run, which nodes run it, and the largest gap between ``tick``'s fires meanwhile (its split
+    among the workers changes: worker 1 serves another set).
+    """
+    import logging
+
+    from flowyml_lite.core.scheduler import PipelineScheduler
+    from flowyml_lite.core.scheduler_config import SchedulerConfig
+    from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+
+    # The control re-declares ``tick`` with another definition on purpose: no warning for that.
+    logging.getLogger("flowyml_lite").setLevel(logging.ERROR)
+    name = PROPAGATION_SCHEDULE
+    settle = 2 * heartbeat + 2.0  # a change is watched this long at least
+    limit = 6 * heartbeat + 20.0  # a change not in force by then is reported as such
+    result: Dict[str, Any] = {
+        "heartbeat_seconds": heartbeat,
+        "workers": n,
+        "repetitions": reps,
+        "disable_seconds": [],
+        "runs_after_disable": 0,
+        "enable_seconds": [],
+        "redefine_old_last_seconds": [],
+        "redefine_new_first_seconds": [],
+        "restore_old_last_seconds": [],
+        "restore_new_first_seconds": [],
+        "added_first_run_seconds": [],
+        "added_nodes": [],
+        "tick_max_gap_while_adding_seconds": [],
+        "not_in_force": [],
+    }
+    db = Database(servers, f"bench_propagation_{int(heartbeat * 1000)}ms")
+    workers: List[subprocess.Popen[str]] = []
+    control = None
+    runs = Runs(db.url)
+    try:
+        specs = [
+            {"mode": "propagation", "url": db.url, "node": f"worker-{i + 1}", "heartbeat": heartbeat}
+            for i in range(n)
+        ]
+        workers = launch_workers(specs)
+        config = SchedulerConfig(
+            store="postgresql",
+            store_url=db.url,
+            node_id="control",
+            heartbeat_seconds=heartbeat,
+            node_timeout_seconds=max(10.0, 6 * heartbeat),
+            history_retention_days=None,
+            history_max_runs=None,
+        )
+        control = PipelineScheduler(config, store=SQLAlchemyStore(db.url))
+        control.schedule_interval(name, _noop, seconds=1)  # the workers' definition: no write
+        time.sleep(2 * heartbeat + 1)  # every worker has seen the others: the split is in force
+        began = time.time()
+        ok, _ = runs.wait(name, began, lambda found: len(found) >= 2, limit)
+        if not ok:
+            raise RuntimeError(f"{name} does not fire on the workers")
+        for _ in range(reps):
+            control.disable(name)
+            t = time.time()
+            time.sleep(settle)
+            late = runs.read(name, t)
+            result["runs_after_disable"] += len(late)
+            result["disable_seconds"].append(max((r[2] - t for r in late), default=0.0))
+
+            control.enable(name)
+            t = time.time()
+            ok, found = runs.wait(name, t, bool, limit)
+            if ok:
+                result["enable_seconds"].append(min(r[2] for r in found) - t)
+            else:
+                result["not_in_force"].append("enable")
+            time.sleep(1.5)  # a few fires at the 1 s cadence
+
+            for seconds, key, is_old, is_new in (
+                (REDEFINED_SECONDS, "redefine", _one_second_only, _redefined_only),
+                (1.0, "restore", _redefined_only, _one_second_only),
+            ):
+                control.schedule_interval(name, _noop, seconds=seconds)
+                t = time.time()
+
+                def done(
+                    found: List[Tuple[str, int, float]],
+                    t: float = t,
+                    is_old: Any = is_old,
+                    is_new: Any = is_new,
+                ) -> bool:
+                    # In force: a fire of the new definition after the last of the old one, and none
+                    # of the old one for two 2.5 s periods and a second (either grid shows up by then).
+                    last_old = max((r[2] for r in found if is_old(r[1])), default=t)
+                    new = [r[2] for r in found if is_new(r[1]) and r[2] > last_old]
+                    now = time.time()
+                    return bool(new) and now >= t + settle and now - last_old >= 2 * REDEFINED_SECONDS + 1
+
+                ok, found = runs.wait(name, t, done, limit)
+                last_old = max((r[2] for r in found if is_old(r[1])), default=t)
+                new = [r[2] for r in found if is_new(r[1]) and r[2] > last_old]
+                result[f"{key}_old_last_seconds"].append(last_old - t)
+                if ok:
+                    result[f"{key}_new_first_seconds"].append(min(new) - t)
+                else:
+                    result["not_in_force"].append(key)
+            time.sleep(1.0)
+
+        adder = workers[0]
+        assert adder.stdin is not None and adder.stdout is not None
+        for k in range(reps):
+            added = f"added{k}"
+            adder.stdin.write(f"add {added}\n")
+            adder.stdin.flush()
+            line = adder.stdout.readline().split()
+            if len(line) != 2 or line[0] != "ADDED":
+                raise RuntimeError(f"worker-1 did not add {added} (said {line!r})")
+            t = float(line[1])
+            ok, found = runs.wait(
+                added, t, lambda found, t=t: bool(found) and time.time() >= t + settle, limit
+            )
+            if ok:
+                result["added_first_run_seconds"].append(min(r[2] for r in found) - t)
+            else:
+                result["not_in_force"].append(added)
+            result["added_nodes"].append(sorted({r[0] for r in found}))
+            fires = [r[1] for r in runs.read(name, t - 1.0)]
+            gaps = [(b - a) / 1e6 for a, b in zip(fires, fires[1:])]
+            result["tick_max_gap_while_adding_seconds"].append(max(gaps, default=0.0))
+        result["tick_nodes"] = runs.nodes(name)
+        result["tick_duplicates"] = runs.duplicates(name)
+        stop_workers(workers)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(30)
+        if control is not None:
+            control.close()
+        runs.engine.dispose()
+        db.drop()
+    return result
+
+
+def show_propagation(r: Dict[str, Any]) -> List[str]:
+    def spread(values: Sequence[float]) -> str:
+        if not values:
+            return "none measured"
+        return (
+            f"min {min(values):.2f} / median {statistics.median(values):.2f} / max {max(values):.2f} s "
+            f"({len(values)})"
+        )
+
+    hb = r["heartbeat_seconds"]
+    lines = [
+        f"  heartbeat {hb:g} s, {r['workers']} workers, {r['repetitions']} repetitions; tick runs per worker "
+        + ", ".join(f"{k} {v}" for k, v in r["tick_nodes"].items())
+        + f"; duplicate fires {r['tick_duplicates']}",
+        f"    disable -> last run started after the call: {spread(r['disable_seconds'])}, "
+        f"runs started after a disable returned: {r['runs_after_disable']}",
+        f"    enable -> first run: {spread(r['enable_seconds'])} (1 s grid: up to 1 s of it is the cadence)",
+        f"    redefine 1 s -> {REDEFINED_SECONDS:g} s: old cadence last started "
+        f"{spread(r['redefine_old_last_seconds'])} after the call; new cadence alone from "
+        f"{spread(r['redefine_new_first_seconds'])}",
+        f"    redefine {REDEFINED_SECONDS:g} s -> 1 s: old cadence last started "
+        f"{spread(r['restore_old_last_seconds'])}; new cadence alone from "
+        f"{spread(r['restore_new_first_seconds'])}",
+        f"    schedule added on worker-1 alone -> first run {spread(r['added_first_run_seconds'])}, run by "
+        + ", ".join("+".join(nodes) or "nobody" for nodes in r["added_nodes"])
+        + " (only the worker that declared it has its function); largest gap between tick's fires "
+        f"meanwhile {max(r['tick_max_gap_while_adding_seconds'], default=0.0):.2f} s",
+    ]
+    if r["not_in_force"]:
+        lines.append(f"    NOT IN FORCE within {6 * hb + 20:g} s: {', '.join(r['not_in_force'])}")
+    return lines
+
+
 def show(result: Dict[str, Any]) -> List[str]:
     r = result
     lines = [
@@ -734,6 +1040,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--concurrency", type=int, default=10, help="max_concurrent_runs of each worker (the default: 10)"
     )
     parser.add_argument("--lead", type=float, default=60.0, help="seconds from setup to the first fire")
+    parser.add_argument(
+        "--no-propagation", action="store_true", help="without the propagation scenario (schedule changes)"
+    )
+    parser.add_argument(
+        "--propagation-heartbeats",
+        type=float,
+        nargs="+",
+        default=[1.0, 5.0],
+        help="heartbeat_seconds of the propagation scenario's runs (default: 1 and the default 5)",
+    )
+    parser.add_argument("--propagation-reps", type=int, default=5, help="repetitions of each change")
+    parser.add_argument("--propagation-workers", type=int, default=3)
     parser.add_argument("--save", action="store_true")
     parser.add_argument(
         "--profile-dir",
@@ -766,13 +1084,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         git = subprocess.run(["git", "-C", ROOT, "log", "--oneline", "-1"], capture_output=True, text=True)
         say(f"code: {git.stdout.strip()}")
         results = []
-        alone = store_alone(servers, args.fires)
-        say(
-            f"\nstore alone (one connection, groups of 1,000 claims carrying the previous group's outcomes): "
-            f"{alone['fires']:,} fires claimed and recorded in {alone['seconds']:.2f} s = "
-            f"{alone['fires_per_second']:,.0f} fires/s, {alone['commits_per_fire']:.4f} commits per fire"
-        )
-        say(f"\nburst: {args.fires:,} fires due at one instant")
+        # --no-burst --no-spread: the propagation scenario alone (no store-alone, no housekeeping costs).
+        throughput = not (args.no_burst and args.no_spread)
+        if throughput:
+            alone = store_alone(servers, args.fires)
+            say(
+                f"\nstore alone (one connection, groups of 1,000 claims carrying the previous group's "
+                f"outcomes): {alone['fires']:,} fires claimed and recorded in {alone['seconds']:.2f} s = "
+                f"{alone['fires_per_second']:,.0f} fires/s, {alone['commits_per_fire']:.4f} commits per fire"
+            )
+        if not args.no_burst:
+            say(f"\nburst: {args.fires:,} fires due at one instant")
         for n in [] if args.no_burst else args.workers:
             result = scenario(
                 servers,
@@ -844,10 +1166,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results.append(result)
             for line in show(result):
                 say(line)
-        say(f"\nhousekeeping store calls at {args.fires:,} schedules (ms per call)")
-        for what, ms in housekeeping_costs(servers, args.fires).items():
-            say(f"  {what}: {ms:.2f} ms")
+        if throughput:
+            say(f"\nhousekeeping store calls at {args.fires:,} schedules (ms per call)")
+            for what, ms in housekeeping_costs(servers, args.fires).items():
+                say(f"  {what}: {ms:.2f} ms")
+        propagated = []
+        if not args.no_propagation:
+            say(
+                f"\npropagation: {args.propagation_workers} workers each serving {PROPAGATION_SCHEDULE!r} "
+                "(1 s interval, no-op job); a control PipelineScheduler on the same database, never "
+                "started (as the CLI), disables, enables and redefines it; seconds from its call's "
+                "return to the runs' started_at"
+            )
+            for heartbeat in args.propagation_heartbeats:
+                found = propagation(servers, heartbeat, args.propagation_reps, args.propagation_workers)
+                propagated.append(found)
+                for line in show_propagation(found):
+                    say(line)
         say("\nRESULTS " + json.dumps(results))
+        if propagated:
+            say("PROPAGATION " + json.dumps(propagated))
     finally:
         servers.stop()
     if args.save:
@@ -862,6 +1200,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "worker":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        worker_main(json.loads(sys.argv[2]))
+        worker_spec = json.loads(sys.argv[2])
+        if worker_spec.get("mode") == "propagation":
+            propagation_worker_main(worker_spec)
+        else:
+            worker_main(worker_spec)
     else:
         sys.exit(main())

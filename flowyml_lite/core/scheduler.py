@@ -109,6 +109,7 @@ class PipelineScheduler:
             self._runner.submit,
             self._runner.announce,
             self._runner.batch,
+            adopt=lambda record: self._sync.adopt(record, {record.name}),
         )
         self._serving = Serving(
             self._store, self._table, self._membership, self._claims, self._sync, self.node_id

@@ -90,8 +90,12 @@ class Claims:
         submit: Submit,
         announce: Callable[[RunRecord], None] = lambda run: None,
         batch: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+        adopt: Optional[Callable[[ScheduleRecord], None]] = None,
     ) -> None:
         self._table = table
+        #: Takes a row re-read after a refused claim, rebuilding the trigger if another process
+        #: redefined the schedule (a sync of that row later would see nothing new to adopt).
+        self._adopt = adopt if adopt is not None else table.set_record
         self._store = store
         self._writer = writer
         self._membership = membership
@@ -282,7 +286,7 @@ class Claims:
             if fresh is None:
                 table.records.pop(name, None)
                 return
-            table.set_record(fresh)
+            self._adopt(fresh)
             if not (fresh.enabled and fresh.next_fire == fire):
                 self._rechecked.pop((name, fire), None)
                 return
@@ -304,7 +308,7 @@ class Claims:
             fresh = None
         if fresh is not None:
             with table.lock:
-                table.set_record(fresh)
+                self._adopt(fresh)
 
 
 def plan(
