@@ -55,14 +55,17 @@ class Catalog:
     def refresh(self, name: str) -> None:
         """Re-read the row of ``name`` into the table after this process changed it."""
         record = self._store.get_schedule(name)
+        if record is not None:  # redefined meanwhile by another process: its trigger is rebuilt
+            self._sync.adopt(record, {name})
+            return
         with self._table.lock:
-            if record is None:
-                self._table.records.pop(name, None)
-            else:
-                self._table.set_record(record)
+            self._table.records.pop(name, None)
 
     def trigger_for(self, record: ScheduleRecord, rebuild: bool = False) -> Trigger:
         """The schedule's trigger in the table, or one built from its row (if ``rebuild``, or none there)."""
+        mine = self._table.records.get(record.name)
+        if mine is not None and mine.definition_hash != record.definition_hash:
+            rebuild = True  # the row was redefined by another process since this one read it
         trigger = None if rebuild else self._table.triggers.get(record.name)
         return trigger if trigger is not None else stored_trigger(self._config, record)
 

@@ -137,6 +137,19 @@ class TestChangesMadeElsewhere:
         assert ran == [utc(2024, 1, 1, 0, 10, 0)]
 
 
+    def test_enabling_here_a_schedule_redefined_elsewhere_uses_its_new_timetable(
+        self, make_scheduler: Any, clock: FakeClock
+    ) -> None:
+        here = make_scheduler("sqlite")
+        here.schedule_interval("etl", lambda: None, hours=1)
+        here.disable("etl")
+        elsewhere = make_scheduler("sqlite")  # a newer release of the app, on another host
+        elsewhere.schedule_interval("etl", lambda: None, minutes=10)
+        here.enable("etl")  # before any sync here has seen the redefinition
+        assert here._table.triggers["etl"].next_after(utc(2024, 1, 1)) == utc(2024, 1, 1, 0, 10)
+        assert here.get_schedule("etl").next_run == utc(2024, 1, 1, 0, 10)
+
+
 class TestHealthRecovers:
     def test_a_failed_heartbeat_degrades_health_until_the_next_one_succeeds(self) -> None:
         import time
