@@ -73,9 +73,8 @@ def pair(postgres_url: str) -> Iterator[Tuple[PipelineScheduler, PipelineSchedul
     """(owner, other): two started nodes serving ``tick``; the owner is the one seen firing it."""
     pytest.importorskip("sqlalchemy", reason="the sqlalchemy extra is not installed")
     pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-    import sqlalchemy
-
     from flowyml_lite_ext.sqlalchemy_store import SQLAlchemyStore
+    from tests.ext.conftest import drop_schema
 
     schema = f"test_{uuid.uuid4().hex[:16]}"
     nodes: List[PipelineScheduler] = []
@@ -115,12 +114,7 @@ def pair(postgres_url: str) -> Iterator[Tuple[PipelineScheduler, PipelineSchedul
     finally:
         for scheduler in nodes:
             scheduler.close()
-        engine = sqlalchemy.create_engine(postgres_url)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            engine.dispose()
+        drop_schema(postgres_url, schema)
 
 
 def wait_quiet(scheduler: PipelineScheduler, since: datetime) -> None:
