@@ -151,8 +151,9 @@ class ThreadExecutor(Executor):
             self._cond.notify_all()
         if wait:  # until every thread of the pool has left it (an abandoned one is no longer its)
             deadline = None if timeout is None else time.monotonic() + timeout
+            me = threading.current_thread()  # a run that shuts its own pool down waits for the others
             with self._lock:
-                while self._workers:
+                while self._workers and self._workers != {me}:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break

@@ -251,3 +251,22 @@ class TestNoThreadToBeHad:
         assert "could not start another run thread" in caplog.text
         monkeypatch.undo()
         ex.shutdown(wait=True, timeout=SAFETY)
+
+
+class TestShutdownFromInside:
+    def test_a_run_that_shuts_its_own_pool_down_does_not_wait_for_itself(self) -> None:
+        import time
+
+        ex = ThreadExecutor(max_workers=2)
+        took: List[float] = []
+
+        def job() -> None:
+            began = time.monotonic()
+            ex.shutdown(wait=True, timeout=60)
+            took.append(time.monotonic() - began)
+
+        _, outcome = submit(ex, job)
+        result = outcome.wait()  # once: the run is ended by its own shutdown (stopped) or by itself
+        assert eventually(lambda: len(took) == 1)
+        assert took[0] < 30, "shutdown(wait=True) inside a run waited for that run's own thread"
+        assert result is not None
