@@ -214,10 +214,13 @@ class Runner:
         if held is not None:  # inside batch(): handed over together when it ends
             held[0].setdefault(id(executor), (executor, []))[1].append((job, state))
             return
-        self._handed(state, executor.submit(job, self._done_for(state)), run.attempt)
+        handle = executor.submit(job, self._done_for(state))
+        if state.opts.timeout_seconds is not None:
+            self._handed(state, handle, run.attempt)
 
     def _handed(self, state: RunState, handle: Handle, attempt: int) -> None:
-        """The executor took the attempt: keep its handle and arm the watchdog (unless it is over)."""
+        """The executor took an attempt with a timeout: keep its handle (only the watchdog cancels
+        through it) and arm the watchdog, unless the attempt is already over."""
         timeout = state.opts.timeout_seconds
         with state.lock:
             if state.finished or state.run.attempt != attempt:
@@ -256,7 +259,8 @@ class Runner:
                 self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
             return
         for (job, state), handle in zip(items, handles):
-            self._handed(state, handle, job.context.attempt)
+            if job.timeout is not None:  # without one, nothing cancels through the handle
+                self._handed(state, handle, job.context.attempt)
 
     def _done_for(self, state: RunState) -> Callable[[JobResult], None]:
         return state  # callable: it calls self._on_result (one bound method for every run)
