@@ -112,7 +112,10 @@ class Runner:
         self._inflight.add(first.run_key, state)
         for run in rest or ():
             self._inflight.add(run.run_key, state)
-        self._schedule_start(state)
+        if self._leases is None and not opts.jitter_seconds and first.next_attempt_at is None:
+            self._start(state)  # the common case: no delay, no lease to take first
+        else:
+            self._schedule_start(state)
         return ticket
 
     def _schedule_start(self, state: RunState) -> None:
@@ -208,8 +211,9 @@ class Runner:
         executor, reference = self._executors.resolve(state.func, state.opts)
         state.t0 = time.perf_counter()
         job = Job(state.func, reference, ctx, state.opts.timeout_seconds)
-        with state.lock:
-            state.finished = state.timing_out = state.stopped = False
+        if run.attempt > 1:  # a retry: the last attempt's ending is behind it
+            with state.lock:
+                state.finished = state.timing_out = state.stopped = False
         held = getattr(self._batch, "held", None)
         if held is not None:  # inside batch(): handed over together when it ends
             held[0].setdefault(id(executor), (executor, []))[1].append((job, state))
