@@ -44,6 +44,7 @@ logger = logging.getLogger("flowyml_lite.scheduler.claims")
 US = timedelta(microseconds=1)
 MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
 CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while later groups are claimed
+_OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
 RETRY_MAX_SECONDS = 5.0
 RECHECK_SECONDS = 0.05  # a refused claim whose row looked unchanged is tried again this much later
@@ -105,19 +106,22 @@ class Claims:
         self._submit = submit
         self._announce = announce
         self._batch = batch
-        self._options: Dict[str, Tuple[Dict[str, Any], Options]] = {}
+        self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
         self._rechecked: Dict[Tuple[str, datetime], int] = {}
         self._failures = 0
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
         table.owns = membership.owns  # the table queues only the fires this node attempts
 
     def options(self, record: ScheduleRecord) -> Options:
-        """The record's options, parsed once per stored dict."""
-        cached = self._options.get(record.name)
+        """The record's options, parsed once per stored dict (declarations share one dict for
+        equal options, so most schedules find theirs parsed already by another)."""
+        cached = self._options.get(id(record.options))
         if cached is not None and cached[0] is record.options:
             return cached[1]
         opts = Options.from_dict(record.options)
-        self._options[record.name] = (record.options, opts)
+        if len(self._options) >= _OPTIONS_CACHE:
+            self._options.clear()
+        self._options[id(record.options)] = (record.options, opts)  # the dict kept: its id stays its own
         return opts
 
     def manual(self, record: ScheduleRecord, opts: Options) -> List[RunRecord]:
@@ -233,7 +237,8 @@ class Claims:
                     table.push(claim.new_next, claim.name, claim.new_next)
                 if active:
                     won.append((claim.name, func, active, opts))
-                    self.unblock(claim.name)
+                    if claim.name in self._blocked:
+                        self.unblock(claim.name)
                 elif any(r.reason == "overlap" for r in stored):
                     self._note_blocked(claim.name, opts)
                 if len(active) != len(stored):

@@ -300,14 +300,13 @@ class MemoryStore(Store):
     def _prepare_claim(
         claim: Claim,
     ) -> Tuple[str, datetime, Optional[datetime], List[RunRecord], int]:
-        name = claim.name
-        return (
-            name,
-            check_aware(claim.expected_next, "expected_next"),
-            _utc(claim.new_next, "new_next"),
-            [_prepare_run(name, run) for run in claim.runs],
-            claim.max_instances,
-        )
+        name, expected, new_next = claim.name, claim.expected_next, claim.new_next
+        if expected.tzinfo is not _UTC:
+            expected = check_aware(expected, "expected_next")
+        if new_next is not None and new_next.tzinfo is not _UTC:
+            new_next = check_aware(new_next, "new_next")
+        runs = [_prepare_run(name, run) for run in claim.runs]
+        return (name, expected, new_next, runs, claim.max_instances)
 
     def _claim(
         self,
