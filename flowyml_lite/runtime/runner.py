@@ -416,18 +416,21 @@ class Runner:
                 self._node,
             )
         )
-        entry = self._hooks.final_entry(
-            run,
-            status,
-            now,
-            state.manual,  # run_now(wait=True) waits for the entry
-            duration_seconds=duration,
-            error=error,
-            run_id=run_id,
-            reason=reason or run.reason,
-            traceback=traceback,
-            output=output,
-        )
+        hooks = self._hooks
+        entry = None
+        if state.manual or hooks.on_finish or hooks.on_success or hooks.on_failure:  # else nobody reads it
+            entry = hooks.final_entry(
+                run,
+                status,
+                now,
+                state.manual,  # run_now(wait=True) waits for the entry
+                duration_seconds=duration,
+                error=error,
+                run_id=run_id,
+                reason=reason or run.reason,
+                traceback=traceback,
+                output=output,
+            )
         if logger.isEnabledFor(logging.DEBUG):  # one line a run, at no cost when off
             logger.debug(
                 "%s %r fire %s lag %.1f ms in %.3fs run_id=%s",
