@@ -291,7 +291,11 @@ class Claims:
             if fresh is None:
                 table.records.pop(name, None)
                 return
-            self._adopt(fresh)
+            mine = table.records.get(name)
+            if mine is not None and mine.definition_hash != fresh.definition_hash:
+                self._adopt(fresh)  # redefined elsewhere: its trigger is rebuilt too
+            else:
+                table.set_record(fresh)
             if not (fresh.enabled and fresh.next_fire == fire):
                 self._rechecked.pop((name, fire), None)
                 return

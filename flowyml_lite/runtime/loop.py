@@ -112,12 +112,7 @@ class TimerLoop:
 
     def _sleep(self, timeout: float) -> None:
         """Wait on the table's condition (its lock held) until a change or ``timeout``."""
-        table = self._table
-        table.waiting += 1  # changes to the table notify only while someone waits
-        try:
-            self._clock.wait(table.cond, timeout)
-        finally:
-            table.waiting -= 1
+        self._clock.wait(self._table.cond, timeout)
 
     def _gate(self, closed: bool) -> None:
         """Close or open the process's gate for this loop (real time only)."""

@@ -30,8 +30,6 @@ class ScheduleTable:
         #: __enter__ is Python code), waited on and notified through ``cond``.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
-        #: Threads waiting on ``cond`` (the loop, while it sleeps): changes notify only when one is.
-        self.waiting = 0
         self.funcs: Dict[str, Callable[[], Any]] = {}
         self.triggers: Dict[str, TriggerLike] = {}
         self.records: Dict[str, ScheduleRecord] = {}
@@ -53,14 +51,12 @@ class ScheduleTable:
         self.records[record.name] = record
         if record.enabled and record.next_fire is not None and self.owns(record.name):
             heapq.heappush(self.heap, (record.next_fire, next(self._seq), record.name, record.next_fire))
-        if self.waiting:
-            self.cond.notify_all()
+        self.cond.notify_all()
 
     def push(self, when: datetime, name: str, fire: Optional[datetime]) -> None:
         """Wake for ``name`` at ``when`` (a retry of ``fire``, or a delayed start); caller holds ``cond``."""
         heapq.heappush(self.heap, (when, next(self._seq), name, fire))
-        if self.waiting:
-            self.cond.notify_all()
+        self.cond.notify_all()
 
     def pop_due(self, now: datetime, limit: Optional[int] = None) -> List[Tuple[str, datetime]]:
         """(name, fire) of the live entries due at ``now``, at most ``limit``; caller holds ``cond``."""
@@ -90,8 +86,7 @@ class ScheduleTable:
                 heap.append((fire, next(self._seq), name, fire))
         heapq.heapify(heap)
         self.heap[:] = heap
-        if self.waiting:
-            self.cond.notify_all()
+        self.cond.notify_all()
 
     def next_wake(self) -> Optional[datetime]:
         """The earliest heap instant (stale entries included: waking early is harmless)."""
@@ -109,8 +104,7 @@ class ScheduleTable:
             self.served.discard(name)
         self.triggers.pop(name, None)
         self.records.pop(name, None)
-        if self.waiting:
-            self.cond.notify_all()
+        self.cond.notify_all()
 
     def clear(self) -> None:
         """Drop everything; caller holds ``cond``."""
@@ -119,5 +113,4 @@ class ScheduleTable:
         self.triggers.clear()
         self.records.clear()
         self.heap.clear()
-        if self.waiting:
-            self.cond.notify_all()
+        self.cond.notify_all()
