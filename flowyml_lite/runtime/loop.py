@@ -96,10 +96,10 @@ class TimerLoop:
                         soon = wake is not None and (wake - now).total_seconds() <= lead
                         tail = self._hold_until - time.monotonic() if self._gated else 0.0
                         if not soon and tail > 0:  # the runs just handed over start first, too
-                            self._sleep(min(tail, timeout))
+                            self._clock.wait(table.cond, min(tail, timeout))
                             continue
                         self._gate(soon)
-                        self._sleep(timeout if soon else timeout - lead)
+                        self._clock.wait(table.cond, timeout if soon else timeout - lead)
                         continue
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
                 more = len(due) == POP_LIMIT
@@ -109,10 +109,6 @@ class TimerLoop:
                 self._troubles.last_error = traceback.format_exc(limit=3)
                 logger.exception("scheduler loop error (continuing)")
                 self.stopping.wait(0.1)
-
-    def _sleep(self, timeout: float) -> None:
-        """Wait on the table's condition (its lock held) until a change or ``timeout``."""
-        self._clock.wait(self._table.cond, timeout)
 
     def _gate(self, closed: bool) -> None:
         """Close or open the process's gate for this loop (real time only)."""
