@@ -77,6 +77,7 @@ from flowyml_lite.stores.base import (
 from flowyml_lite.stores.schema import (
     ACTIVE_CONDITION,
     PRUNE_BATCH_ROWS,
+    STATE_COLUMNS,
     VERSION_TABLE_DDL,
     check_final,
     check_outcome,
@@ -88,6 +89,7 @@ from flowyml_lite.stores.schema import (
     make_stats,
     migrations_after,
     opt_to_us,
+    states_of,
     to_json,
     to_us,
 )
@@ -891,17 +893,8 @@ class SQLAlchemyStore(Store):
 
     def schedule_states(self) -> Dict[str, ScheduleState]:
         """``name -> ScheduleState`` of every schedule: one SELECT of six columns, no JSON decoded."""
-        c = SCHEDULES.c
-        query = sa.select(
-            c.name, c.definition_hash, c.enabled, c.next_fire, c.last_fire, c.created_at, c.updated_at
-        )
-        rows = self._read(lambda conn: conn.execute(query).all())
-        return {
-            row[0]: ScheduleState(
-                row[1], bool(row[2]), from_us(row[3]), from_us(row[4]), from_us(row[5]), from_us(row[6])
-            )
-            for row in rows
-        }
+        query = sa.select(*(SCHEDULES.c[column] for column in STATE_COLUMNS))
+        return states_of(self._read(lambda conn: conn.execute(query).all()))
 
     def changed_since(self, since: datetime) -> List[ScheduleRecord]:
         """Schedules whose row changed (declare, redefine, enable, disable) at or after ``since``."""

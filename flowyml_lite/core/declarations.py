@@ -7,7 +7,7 @@ Nothing here reads or writes the store or the schedule table: ``PipelineSchedule
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from ..errors import ScheduleError
 from ..stores.base import ScheduleRecord
@@ -76,10 +76,31 @@ def define(
     check(func, opts)
     zone = validate_timezone(timezone if timezone is not None else config.timezone, config.timezone_provider)
     trigger = _trigger(config, name, schedule_type, value, zone, opts)
-    digest = definition_hash(schedule_type, value, zone, opts, context)
+    digest = _digest(schedule_type, value, zone, opts, context)
     # created_at/updated_at come from the store's own clock: other processes sync on them
     record = ScheduleRecord(name, schedule_type, value, zone, digest, shared_options_dict(opts), context)
     return Definition(record, trigger, opts)
+
+
+# Definitions many schedules share (the hash leaves the name out): (type, value, zone, id of the
+# options) -> (those options, kept so their id cannot be reused, and the hash). Bounded.
+_DIGESTS: Dict[Tuple[str, str, str, int], Tuple[Options, str]] = {}
+_DIGESTS_KEPT = 4096
+
+
+def _digest(schedule_type: str, value: str, zone: str, opts: Options, context: Dict[str, Any]) -> str:
+    """``definition_hash``, remembered for definitions without a context."""
+    if context:
+        return definition_hash(schedule_type, value, zone, opts, context)
+    key = (schedule_type, value, zone, id(opts))
+    known = _DIGESTS.get(key)
+    if known is not None and known[0] is opts:
+        return known[1]
+    digest = definition_hash(schedule_type, value, zone, opts, context)
+    if len(_DIGESTS) >= _DIGESTS_KEPT:
+        _DIGESTS.clear()
+    _DIGESTS[key] = (opts, digest)
+    return digest
 
 
 def first_fire(definition: Definition, now: datetime) -> Optional[datetime]:

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import SchemaVersionError
-from .base import ACTIVE_STATUSES, FINAL_STATUSES, MAX_RUN_TEXT, QUEUED, Outcome, RunRecord, RunStats
+from .base import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    MAX_RUN_TEXT,
+    QUEUED,
+    Outcome,
+    RunRecord,
+    RunStats,
+    ScheduleState,
+)
 
 #: Holds one row (id = 1) with the version of the schema the database is at.
 VERSION_TABLE_DDL = (
@@ -134,6 +143,34 @@ def opt_to_us(value: Optional[datetime], what: str) -> Optional[int]:
 def from_us(value: Optional[int]) -> Optional[datetime]:
     """Integer microseconds since the epoch as an aware UTC datetime (None stays None)."""
     return None if value is None else EPOCH + timedelta(0, 0, value)  # positional: faster
+
+
+#: The columns ``states_of`` reads, in its order.
+STATE_COLUMNS = ("name", "definition_hash", "enabled", "next_fire", "last_fire", "created_at", "updated_at")
+
+
+def states_of(rows: Iterable[Sequence[Any]]) -> Dict[str, ScheduleState]:
+    """``name -> ScheduleState`` of rows of ``STATE_COLUMNS`` (instants as integer microseconds).
+
+    Written for 100,000 rows at a start: tuples made directly, instants converted inline, and a row
+    never changed since its creation shares one datetime for both stamps (they are immutable).
+    """
+    epoch, delta, make, state = EPOCH, timedelta, tuple.__new__, ScheduleState
+    out: Dict[str, ScheduleState] = {}
+    for name, digest, enabled, next_fire, last_fire, created, updated in rows:
+        made = None if created is None else epoch + delta(0, 0, created)
+        out[name] = make(
+            state,
+            (
+                digest,
+                bool(enabled),
+                None if next_fire is None else epoch + delta(0, 0, next_fire),
+                None if last_fire is None else epoch + delta(0, 0, last_fire),
+                made,
+                made if updated == created else None if updated is None else epoch + delta(0, 0, updated),
+            ),
+        )
+    return out
 
 
 def to_json(value: Dict[str, Any], what: str) -> str:

@@ -590,6 +590,8 @@ class TestScheduleView:
         opts = parse(
             timeout_seconds=30,
             retries=2,
+            retry_delay_seconds=3,
+            retry_backoff=1.5,
             retry_on=FlakyError,
             executor="process",
             jitter_seconds=5,
@@ -597,7 +599,7 @@ class TestScheduleView:
             end_date="2024-12-01T00:00:00Z",
         )
         s = to_schedule(self.record(options=opts.to_dict()), None, self.localize)
-        assert (s.timeout_seconds, s.retries, s.retry_delay_seconds, s.retry_backoff) == (30.0, 2, 10.0, 2.0)
+        assert (s.timeout_seconds, s.retries, s.retry_delay_seconds, s.retry_backoff) == (30.0, 2, 3.0, 1.5)
         assert (s.retry_on, s.executor, s.jitter_seconds) == ((FLAKY,), "process", 5.0)
         d = s.to_dict()
         assert json.loads(json.dumps(d)) == d

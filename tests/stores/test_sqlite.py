@@ -1046,3 +1046,29 @@ class TestUpkeep:
         assert [q for q in spy.sql if "wal_checkpoint" in q]
         store._conn = spy.conn
         store.close()
+
+
+class TestWithoutJsonFunctions:
+    """An SQLite built without its JSON functions (before 3.38 they were optional) loses nothing."""
+
+    def test_declared_by_is_stamped_one_name_at_a_time(
+        self, db: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(sqlite_store, "_has_json_each", lambda: False)
+        store = SQLiteStore(db)
+        for name in ("a", "b", "it's \"quoted\" ü"):
+            store.declare_schedule(sched(name))
+        store.mark_declared("node-a", ["a", "it's \"quoted\" ü", "no-such-schedule"])
+        by_name = {s.name: s.declared_by for s in store.list_schedules()}
+        assert by_name == {"a": "node-a", "b": None, "it's \"quoted\" ü": "node-a"}
+        store.close()
+
+    def test_with_them_names_that_need_escaping_in_json_are_stamped_too(self, db: Path) -> None:
+        store = SQLiteStore(db)
+        names = ['back\\slash', 'quote"d', "tab\tand ü and 日本"]
+        for name in (*names, "other"):
+            store.declare_schedule(sched(name))
+        store.mark_declared("node-b", names)
+        by_name = {s.name: s.declared_by for s in store.list_schedules()}
+        assert by_name == {**{name: "node-b" for name in names}, "other": None}
+        store.close()

@@ -1,0 +1,51 @@
+"""Declarations: a checked definition's hash is the same whether worked out or remembered."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from flowyml_lite.core import declarations
+from flowyml_lite.core.declarations import define
+from flowyml_lite.core.schedule import definition_hash
+from flowyml_lite.core.scheduler_config import SchedulerConfig
+
+
+def job() -> None:
+    pass
+
+
+def accept(func: Any, opts: Any) -> None:
+    pass
+
+
+def declared(value: str, name: str = "etl", **options: Any) -> Any:
+    return define(SchedulerConfig(), name, job, "interval", value, "UTC", dict(options), accept)
+
+
+def expected(definition: Any, context: Dict[str, Any]) -> str:
+    record = definition.record
+    return definition_hash(
+        record.schedule_type, record.schedule_value, record.timezone, definition.options, context
+    )
+
+
+class TestDefinitionHash:
+    def test_schedules_sharing_a_definition_share_its_hash_whatever_their_names(self) -> None:
+        a, b = declared("60", "a"), declared("60", "b")
+        assert a.record.definition_hash == b.record.definition_hash == expected(a, {})
+
+    def test_other_options_other_value_or_a_context_give_another_hash(self) -> None:
+        plain = declared("60")
+        retried = declared("60", retries=2)
+        other = declared("61")
+        with_context = declared("60", context={"region": "eu"})
+        hashes = {d.record.definition_hash for d in (plain, retried, other, with_context)}
+        assert len(hashes) == 4
+        assert retried.record.definition_hash == expected(retried, {})
+        assert with_context.record.definition_hash == expected(with_context, {"region": "eu"})
+
+    def test_the_remembered_hashes_stay_bounded_and_right(self) -> None:
+        for i in range(declarations._DIGESTS_KEPT + 10):
+            d = declared(str(60 + i))
+            assert d.record.definition_hash == expected(d, {})
+        assert len(declarations._DIGESTS) <= declarations._DIGESTS_KEPT
