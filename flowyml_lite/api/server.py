@@ -391,7 +391,6 @@ class ApiServer:
         next_sweep = time.monotonic() + _SWEEP_SECONDS
         try:
             while not self._stopping:
-                GATE.pass_through()  # reading and parsing requests waits for a due fire, too
                 for key, mask in self._selector.select(max(0.0, next_sweep - time.monotonic())):
                     if key.data == "accept":
                         self._accept()
