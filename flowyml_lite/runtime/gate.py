@@ -12,15 +12,17 @@ from __future__ import annotations
 import threading
 import time
 
-#: How long before a fire the loop closes the gate: time for busy handlers to finish their request.
-LEAD_SECONDS = 0.025
+#: How long before a fire the loop closes the gate: time for the requests already being answered
+#: to finish (8 handler threads of a few ms of work each, sharing the interpreter; with 25 ms some
+#: were still running at the fire, and each of a SQLite claim's store calls waited behind them).
+LEAD_SECONDS = 0.06
 #: How long after handing fires over the loop keeps it closed: time for their runs to start.
 TAIL_SECONDS = 0.01
 #: A handler waits at most this long at a closed gate, so the API never stops answering.
-PASS_LIMIT_SECONDS = 0.05
+PASS_LIMIT_SECONDS = 0.1
 #: A gate closed this long (fires closer together than the lead, or a claim that hangs on its
-#: store) no longer holds anyone: the API would otherwise answer every request 50 ms late.
-MAX_CLOSED_SECONDS = 0.1
+#: store) no longer holds anyone: the API would otherwise answer every request 100 ms late.
+MAX_CLOSED_SECONDS = 0.2
 
 
 class FireGate:

@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Tuple
 from ..clock import Clock
 from ..locks.base import Lock
 from ..stores.base import NodeRecord, RunRecord, Store
+from .gate import GATE
 from .health import Troubles
 from .membership import Membership
 
@@ -96,6 +97,7 @@ class Housekeeping:
         tick = min(self._beat_every, MAINTENANCE_SECONDS)
         next_beat = time.monotonic() + self._beat_every
         while not self._stopping.wait(tick):
+            GATE.pass_through()  # a fire due now goes first: its claim would wait for these writes
             try:
                 self._store.maintain(self._quiet)  # e.g. SQLite's WAL checkpoint, out of the claims' commits
                 if time.monotonic() >= next_beat:

@@ -851,6 +851,12 @@ class SQLiteStore(Store):
         prepared = [_PreparedClaim(c) for c in claims]
         if not finished and not prepared:
             return []
+        if not finished and len(prepared) == 1:
+            # A lone claim needs no savepoint: refused, its whole transaction is rolled back. Two
+            # statements fewer, each a moment the loop gives the interpreter up on a busy process.
+            claim = prepared[0]
+            rows = self._write(lambda conn: self._claim_one(conn, claim))
+            return [claim.stored(rows)]
 
         def body(conn: sqlite3.Connection) -> List[Optional[List[Row]]]:
             if finished:

@@ -118,3 +118,32 @@ def test_a_loop_with_a_short_heartbeat_and_no_fire_due_leaves_the_gate_open() ->
     finally:
         sched.stop()
     assert samples.count(True) < 10, f"closed in {samples.count(True)} of 50 samples"
+
+
+def test_housekeeping_waits_at_a_closed_gate_before_its_store_work(monkeypatch: Any) -> None:
+    from flowyml_lite.runtime import housekeeping
+
+    gate = FireGate()
+    monkeypatch.setattr(housekeeping, "GATE", gate)
+    monkeypatch.setattr(housekeeping, "MAINTENANCE_SECONDS", 0.01)
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    maintained: List[float] = []
+    real = sched.store.maintain
+
+    def maintain(quiet: Any = None) -> None:
+        maintained.append(time.monotonic())
+        real(quiet)
+
+    monkeypatch.setattr(sched.store, "maintain", maintain)
+    gate.close()  # as if a fire were due: the housekeeping's store work waits (0.1 s at most)
+    started = time.monotonic()
+    sched.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not maintained and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert maintained, "housekeeping never ran"
+        assert maintained[0] - started >= 0.08, "housekeeping wrote while a fire was due"
+    finally:
+        gate.open()
+        sched.stop()

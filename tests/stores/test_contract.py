@@ -961,6 +961,18 @@ class TestGroupClaims:
         assert history_statuses(store, "rewound") == [MISSED]
         assert history_statuses(store, "a") == history_statuses(store, "b") == [RUNNING]
 
+    def test_a_lone_claim_refused_after_advancing_leaves_the_schedule_as_it_was(self, store: Store) -> None:
+        store.declare_schedule(sched("rewound"))
+        assert claim_one(store, "rewound", 0, status=MISSED) is not None
+        store.set_enabled("rewound", True, T0)  # next_fire rewound onto a fire already stored
+        assert store.claim_many([claim_of("rewound", 0)]) == [None]
+        got = store.get_schedule("rewound")
+        assert got is not None and got.next_fire == T0 and got.last_fire is None
+        assert history_statuses(store, "rewound") == [MISSED]
+        assert store.claim_many([claim_of("unknown", 0)]) == [None]
+        stale = store.claim_many([claim_of("rewound", -1)])
+        assert stale == [None] and store.get_schedule("rewound").next_fire == T0  # type: ignore[union-attr]
+
     def test_a_run_key_already_stored_refuses_only_its_claim(self, store: Store) -> None:
         for name in ("a", "b", "c"):
             store.declare_schedule(sched(name))
