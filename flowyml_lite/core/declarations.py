@@ -15,6 +15,7 @@ from .schedule import (
     Options,
     definition_hash,
     interval_seconds,
+    options_json,
     parse_options,
     shared_options_dict,
     validate_context,
@@ -82,9 +83,9 @@ def define(
     return Definition(record, trigger, opts)
 
 
-# Definitions many schedules share (the hash leaves the name out): (type, value, zone, id of the
-# options) -> (those options, kept so their id cannot be reused, and the hash). Bounded.
-_DIGESTS: Dict[Tuple[str, str, str, int], Tuple[Options, str]] = {}
+# Definitions many schedules share (the hash leaves the name out): (type, value, zone, options as
+# JSON) -> hash. Bounded: emptied when full.
+_DIGESTS: Dict[Tuple[str, str, str, str], str] = {}
 _DIGESTS_KEPT = 4096
 
 
@@ -92,14 +93,13 @@ def _digest(schedule_type: str, value: str, zone: str, opts: Options, context: D
     """``definition_hash``, remembered for definitions without a context."""
     if context:
         return definition_hash(schedule_type, value, zone, opts, context)
-    key = (schedule_type, value, zone, id(opts))
-    known = _DIGESTS.get(key)
-    if known is not None and known[0] is opts:
-        return known[1]
-    digest = definition_hash(schedule_type, value, zone, opts, context)
-    if len(_DIGESTS) >= _DIGESTS_KEPT:
-        _DIGESTS.clear()
-    _DIGESTS[key] = (opts, digest)
+    key = (schedule_type, value, zone, options_json(opts))
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = definition_hash(schedule_type, value, zone, opts, context)
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
     return digest
 
 

@@ -99,7 +99,9 @@ class TimerLoop:
                             self._clock.wait(table.cond, min(tail, timeout))
                             continue
                         self._gate(soon)
-                        self._clock.wait(table.cond, timeout if soon else timeout - lead)
+                        if not soon and wake is not None:  # wake again at the lead, or when idle
+                            timeout = min(self._idle, (wake - now).total_seconds() - lead)
+                        self._clock.wait(table.cond, timeout)
                         continue
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
                 more = len(due) == POP_LIMIT

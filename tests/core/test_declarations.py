@@ -49,3 +49,9 @@ class TestDefinitionHash:
             d = declared(str(60 + i))
             assert d.record.definition_hash == expected(d, {})
         assert len(declarations._DIGESTS) <= declarations._DIGESTS_KEPT
+
+    def test_equal_options_given_in_two_calls_share_one_remembered_hash(self) -> None:
+        declarations._DIGESTS.clear()
+        first, second = declared("60", "a", retries=2), declared("60", "b", retries=2)
+        assert first.record.definition_hash == second.record.definition_hash == expected(first, {})
+        assert len(declarations._DIGESTS) == 1

@@ -7,6 +7,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, List
 
+import pytest
+
 from flowyml_lite import PipelineScheduler, SchedulerConfig
 from flowyml_lite.api.server import ApiServer
 from flowyml_lite.runtime.gate import GATE, FireGate
@@ -118,6 +120,21 @@ def test_a_loop_with_a_short_heartbeat_and_no_fire_due_leaves_the_gate_open() ->
     finally:
         sched.stop()
     assert samples.count(True) < 10, f"closed in {samples.count(True)} of 50 samples"
+
+
+@pytest.mark.parametrize("heartbeat", [0.02, 0.05])
+def test_a_loop_with_a_heartbeat_shorter_than_the_lead_sleeps_between_wakes(heartbeat: float) -> None:
+    sched = PipelineScheduler(SchedulerConfig(persist_schedules=False, heartbeat_seconds=heartbeat))
+    sched.schedule_interval("hourly", lambda: None, hours=1)
+    sched.start()
+    try:
+        time.sleep(0.1)
+        cpu = time.process_time()
+        time.sleep(0.5)
+        used = time.process_time() - cpu
+    finally:
+        sched.stop()
+    assert used < 0.25, f"the idle scheduler used {used:.2f} s of CPU in 0.5 s: its loop spins"
 
 
 def test_housekeeping_waits_at_a_closed_gate_before_its_store_work(monkeypatch: Any) -> None:
