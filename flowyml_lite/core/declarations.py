@@ -11,11 +11,11 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from ..errors import ScheduleError
 from ..stores.base import ScheduleRecord
+from .options import options_json
 from .schedule import (
     Options,
     definition_hash,
     interval_seconds,
-    options_json,
     parse_options,
     shared_options_dict,
     validate_context,
