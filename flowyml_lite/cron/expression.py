@@ -19,6 +19,9 @@ def get_engine(engine: Union[str, CronEngine] = "native") -> CronEngine:
     if not isinstance(engine, str):
         return engine
     if engine == "native":
+        known = _engines.get("native")  # before the import statement: 100,000 declarations ask
+        if known is not None:
+            return known
         from .native import NativeEngine
 
         return _native_engine(NativeEngine)
