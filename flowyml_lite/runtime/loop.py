@@ -23,6 +23,10 @@ logger = logging.getLogger("flowyml_lite.scheduler.loop")
 #: Due fires taken from the heap per pass: the first of 10,000 due together starts after popping
 #: a thousand of them, not all (each pop compares instants), and a pass sees a fresh ``now``.
 POP_LIMIT = 1000
+#: The longest the loop sleeps without reading the clock again. Its sleeps count down on the
+#: monotonic clock; a wall clock stepped forward (an NTP correction, a resumed VM) brings fires
+#: closer meanwhile, and would make them late by up to the sleep: at most this, then.
+MAX_SLEEP_SECONDS = 1.0
 
 
 class TimerLoop:
@@ -40,7 +44,7 @@ class TimerLoop:
         self._clock = clock
         self._process = process
         self._troubles = troubles
-        self._idle = idle_seconds
+        self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
         self.stopping = threading.Event()
         self._gates = isinstance(clock, SystemClock)  # only real time has an interpreter to queue for
         self._gated = False

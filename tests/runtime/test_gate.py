@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, List
+from typing import Any, List, Optional
 
 import pytest
 
@@ -164,3 +164,29 @@ def test_housekeeping_waits_at_a_closed_gate_before_its_store_work(monkeypatch: 
     finally:
         gate.open()
         sched.stop()
+
+
+def test_the_loop_reads_the_clock_at_least_once_a_second_whatever_its_heartbeat() -> None:
+    """A wall clock stepped forward (NTP, a resumed VM) makes a fire late by at most a second."""
+    from flowyml_lite.clock import SystemClock
+    from flowyml_lite.runtime.loop import MAX_SLEEP_SECONDS
+
+    sleeps: List[float] = []
+
+    class RecordingClock(SystemClock):
+        def wait(self, condition: threading.Condition, timeout: Optional[float]) -> None:
+            sleeps.append(float("inf") if timeout is None else timeout)
+            super().wait(condition, timeout)
+
+    sched = PipelineScheduler(
+        SchedulerConfig(persist_schedules=False, heartbeat_seconds=30, node_timeout_seconds=120),
+        clock=RecordingClock(),
+    )
+    sched.schedule_interval("hourly", lambda: None, hours=1)
+    sched.start()
+    try:
+        time.sleep(0.3)
+    finally:
+        sched.stop()
+    assert sleeps, "the loop never slept"
+    assert max(sleeps) <= MAX_SLEEP_SECONDS == 1.0
