@@ -237,8 +237,7 @@ class Claims:
                     table.push(claim.new_next, claim.name, claim.new_next)
                 if active:
                     won.append((claim.name, func, active, opts))
-                    if claim.name in self._blocked:
-                        self.unblock(claim.name)
+                    self.unblock(claim.name)
                 elif any(r.reason == "overlap" for r in stored):
                     self._note_blocked(claim.name, opts)
                 if len(active) != len(stored):
@@ -259,8 +258,7 @@ class Claims:
     def unblock(self, name: Optional[str] = None) -> None:
         """Forget that ``name`` (every schedule if None) was blocked by overlap: it moved to another
         node, was paused or removed, or this node's share changed."""
-        names = list(self._blocked) if name is None else [name]
-        for each in names:
+        for each in list(self._blocked) if name is None else (name,):
             if self._blocked.pop(each, 0) >= BLOCKED_AFTER:
                 self._troubles.clear(f"blocked:{each}")
 

@@ -91,20 +91,20 @@ class TimerLoop:
                     due = table.pop_due(now, POP_LIMIT)
                     if not due:
                         more = False
-                        timeout = self._idle
                         wake = table.next_wake()
-                        if wake is not None:
-                            timeout = min(timeout, max((wake - now).total_seconds(), 0.0))
-                        # A fire within the lead: have the interpreter to ourselves when it is due.
+                        until = None if wake is None else (wake - now).total_seconds()
+                        # A fire within the lead: have the interpreter to ourselves when it is due;
+                        # a later one: wake again at its lead. Idle (or a second) at most.
                         lead = LEAD_SECONDS if self._gates else 0.0
-                        soon = wake is not None and (wake - now).total_seconds() <= lead
+                        soon = until is not None and until <= lead
+                        timeout = self._idle
+                        if until is not None:
+                            timeout = min(timeout, max(until if soon else until - lead, 0.0))
                         tail = self._hold_until - time.monotonic() if self._gated else 0.0
                         if not soon and tail > 0:  # the runs just handed over start first, too
                             self._clock.wait(table.cond, min(tail, timeout))
                             continue
                         self._gate(soon)
-                        if not soon and wake is not None:  # wake again at the lead, or when idle
-                            timeout = min(self._idle, (wake - now).total_seconds() - lead)
                         self._clock.wait(table.cond, timeout)
                         continue
                 self._process(due, now, not more)  # a burst's first pass starts with a small group

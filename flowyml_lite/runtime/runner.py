@@ -451,13 +451,14 @@ class Runner:
 
     def _release_lease(self, state: RunState) -> None:
         lease, renewing = state.lease, state.renewing
+        if lease is None and renewing is None:  # most runs: no lock server
+            return
         state.lease = state.renewing = None
         release(lease, renewing, state.name)
 
     def _release(self, state: RunState, entry: Optional[Dict[str, Any]]) -> None:
         """The run is over here: free its lease, wake waiters, start the next queued run of its claim."""
-        if state.lease is not None or state.renewing is not None:
-            self._release_lease(state)
+        self._release_lease(state)
         state.handle = state.watchdog = None  # its handle refers back to it: a cycle only the GC would free
         if state.ticket is not None and state.ticket.run.run_key == state.run.run_key:
             state.ticket.set(entry)
