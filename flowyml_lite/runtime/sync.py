@@ -96,6 +96,10 @@ class Sync:
         else:
             record = replace(candidate, options=dict(candidate.options), enabled=True, next_fire=first_fire())
             stored = self._store.declare_schedule(record)
+            if stored.options == candidate.options:
+                # The declaration's dict, shared by every schedule with equal options: the claims
+                # parse options once per dict, so a burst of new schedules parses them once.
+                stored.options = candidate.options
         if not stored.enabled and stored.next_fire is not None:
             # A paused schedule whose definition changed: it keeps no next fire until enabled.
             self._store.set_enabled(name, False, None)

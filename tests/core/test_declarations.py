@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Dict
 
+import pytest
+
+from flowyml_lite import PipelineScheduler
 from flowyml_lite.core import declarations
 from flowyml_lite.core.declarations import define
 from flowyml_lite.core.schedule import definition_hash
@@ -55,3 +60,21 @@ class TestDefinitionHash:
         first, second = declared("60", "a", retries=2), declared("60", "b", retries=2)
         assert first.record.definition_hash == second.record.definition_hash == expected(first, {})
         assert len(declarations._DIGESTS) == 1
+
+
+class TestOptionsShared:
+    """New schedules with equal options keep one options dict, so each fire finds it parsed."""
+
+    @pytest.mark.parametrize("persist", [False, True], ids=["memory", "sqlite"])
+    def test_new_schedules_with_equal_options_share_one_dict(self, tmp_path: Path, persist: bool) -> None:
+        config = SchedulerConfig(persist_schedules=persist, db_path=str(tmp_path / "s.db"))
+        scheduler = PipelineScheduler(config)
+        at = datetime.now(timezone.utc) + timedelta(hours=1)
+        for i in range(3):
+            scheduler.schedule_once(f"same{i}", job, at=at, retries=2)
+        scheduler.schedule_once("other", job, at=at, retries=3)
+        records = scheduler._table.records  # private: the records the claims read at each fire
+        assert len({id(records[f"same{i}"].options) for i in range(3)}) == 1
+        assert records["other"].options is not records["same0"].options
+        assert records["same0"].options["retries"] == 2 and records["other"].options["retries"] == 3
+        assert scheduler.store.get_schedule("same1").options == records["same1"].options
