@@ -321,26 +321,37 @@ class Claims:
 def plan(
     name: str, trigger: Trigger, fire: datetime, now: datetime, opts: Options, node: str
 ) -> Tuple[List[RunRecord], Optional[datetime]]:
-    """The run rows to claim for a due fire, and the next fire, by the misfire policy (DESIGN §4)."""
-    if (now - fire).total_seconds() <= opts.misfire_grace_seconds:
-        return [RunRecord(run_key(fire), name, fire, RUNNING, node, started_at=now)], trigger.next_after(fire)
+    """The run rows to claim for a due fire, and the next fire, by the misfire policy (DESIGN §4).
+
+    One instant due: it runs if it is within the grace, else the policy decides. Several instants
+    of the schedule due at once (the process was down or stalled, even for less than the grace):
+    the most recent runs if it is within the grace, whatever the policy (it is on time), and the
+    policy decides for the older ones, so a pile-up never becomes a run per instant at once, each
+    refused for overlap with the one before.
+    """
+    grace = opts.misfire_grace_seconds
+    if (now - fire).total_seconds() <= grace:
+        new_next = trigger.next_after(fire)
+        if new_next is None or new_next > now:  # the common case: one instant, on time
+            return [RunRecord(run_key(fire), name, fire, RUNNING, node, started_at=now)], new_next
     keep = max(opts.max_catchup, MISSED_DETAIL_LIMIT) + 1
     instants, count = trigger.fires_until(fire - US, now, keep)
     new_next = trigger.next_after(now)
-    if opts.catchup == "latest":
-        to_run = instants[-1:]
-    elif opts.catchup == "all":
+    policy = f"catchup={opts.catchup}"
+    on_time = bool(instants) and (now - instants[-1]).total_seconds() <= grace
+    if opts.catchup == "all":
         to_run = instants[-opts.max_catchup :]
+    elif opts.catchup == "latest" or on_time:
+        to_run = instants[-1:]
     else:
         to_run = []
     missed_count = count - len(to_run)
     runs: List[RunRecord] = []
     if missed_count:
-        policy = f"catchup={opts.catchup}"
         missed_known = instants[: len(instants) - len(to_run)]
         if missed_count <= MISSED_DETAIL_LIMIT and len(missed_known) == missed_count:
             runs += [
-                RunRecord(run_key(t), name, t, MISSED, node, reason=f"misfire ({policy})")
+                RunRecord(run_key(t), name, t, MISSED, node, reason=_missed_reason(t, now, grace, policy))
                 for t in missed_known
             ]
         else:
@@ -369,3 +380,10 @@ def plan(
         for i, t in enumerate(to_run)
     ]
     return runs, new_next
+
+
+def _missed_reason(instant: datetime, now: datetime, grace: float, policy: str) -> str:
+    """Why ``instant`` is not run: too late (a misfire), or a later instant was due with it."""
+    if (now - instant).total_seconds() > grace:
+        return f"misfire ({policy})"
+    return f"superseded: a later instant was due at the same time ({policy})"

@@ -188,3 +188,38 @@ class TestHealthRecovers:
         finally:
             scheduler.stop(timeout=5)
         assert scheduler.status() == "stopped"
+
+
+class TestQuickRestart:
+    def test_a_restart_shorter_than_the_grace_runs_the_latest_instant_and_refuses_none_for_overlap(
+        self, tmp_path: Any
+    ) -> None:
+        """Real clock, SQLite: stopped 3.5 s with a 1 s schedule, the instants due meanwhile are not
+        each attempted at once (each refused for overlap, health blaming the job), but caught up."""
+        import time
+
+        from flowyml_lite import SchedulerConfig
+
+        config = SchedulerConfig(db_path=str(tmp_path / "s.db"), heartbeat_seconds=0.2)
+        first = PipelineScheduler(config)
+        first.schedule_interval("sync", lambda: None, seconds=1)
+        first.start()
+        time.sleep(1.5)
+        first.stop()
+        first.store.close()
+        time.sleep(3.5)
+        second = PipelineScheduler(config)
+        second.schedule_interval("sync", lambda: None, seconds=1)
+        second.start()
+        try:
+            time.sleep(1.5)
+            assert second.wait_for_runs(5.0)
+            history = second.get_history("sync", limit=100)
+            reasons = [e["reason"] for e in history if e["status"] == "skipped"]
+            assert reasons == []
+            assert second.health_check()["problems"] == []
+            superseded = [e for e in history if e["status"] == "missed"]
+            assert superseded and all(e["reason"].startswith("superseded") for e in superseded)
+        finally:
+            second.stop()
+            second.store.close()

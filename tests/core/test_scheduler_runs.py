@@ -350,6 +350,6 @@ class TestHooks:
     ) -> None:
         seen: List[str] = []
         scheduler.on_finish(lambda entry: seen.append(entry["status"]))
-        scheduler.schedule_interval("etl", noop, seconds=60, catchup="skip")
-        drive.at(scheduler, T1 + timedelta(minutes=10))  # far past the grace: missed, not run
+        scheduler.schedule_interval("etl", noop, seconds=600, catchup="skip")
+        drive.at(scheduler, T1 + timedelta(minutes=35))  # every instant far past the grace: missed
         assert seen and set(seen) == {"missed"}

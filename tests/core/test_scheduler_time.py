@@ -295,17 +295,18 @@ class TestCatchUpAfterAThreeDayOutage:
         assert all(e["reason"] == "misfire (catchup=skip)" for e in history)
         assert scheduler.get_schedule("daily").next_run == utc(2024, 1, 4, 9)
 
-    def test_skip_summarizes_many_missed_instants_in_one_row_with_their_count(
+    def test_skip_summarizes_many_missed_instants_and_runs_the_one_still_within_the_grace(
         self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
     ) -> None:
         scheduler.schedule_hourly("hourly", noop, minute=0, catchup="skip")
-        self.outage(scheduler, drive, clock)
-        (summary,) = rows(scheduler, "hourly")
+        self.outage(scheduler, drive, clock)  # back at 00:00:30: the 00:00 fire is 30 s late, on time
+        summary, ran = rows(scheduler, "hourly")
         assert (summary["status"], at(summary), summary["success"]) == ("missed", utc(2024, 1, 1, 1), False)
         assert summary["reason"] == (
-            "72 missed instants from 2024-01-01T01:00:00+00:00 to 2024-01-04T00:00:00+00:00 "
+            "71 missed instants from 2024-01-01T01:00:00+00:00 to 2024-01-03T23:00:00+00:00 "
             "(misfire, catchup=skip)"
         )
+        assert (ran["status"], at(ran)) == ("succeeded", utc(2024, 1, 4, 0))
 
     def test_all_runs_each_missed_instant_in_order(
         self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
@@ -368,6 +369,56 @@ class TestCatchUpAfterAThreeDayOutage:
 
 
 # -- overlap --------------------------------------------------------------------------------------
+
+
+class TestSeveralInstantsDueWithinTheGrace:
+    """A stop, a restart or a stall shorter than the grace leaves several instants due at once: the
+    most recent runs (it is on time), the policy decides for the older ones, and nothing is refused
+    for overlapping the runs of its own pile-up."""
+
+    def pile_up(self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock, catchup: str) -> List[Any]:
+        calls: List[datetime] = []
+        scheduler.schedule_interval("sync", lambda: calls.append(clock.now()), seconds=2, catchup=catchup)
+        drive.at(scheduler, clock.now() + timedelta(seconds=8.5))  # 00:00:32, :34, :36 and :38 due
+        return calls
+
+    def test_latest_runs_the_most_recent_and_records_the_others_superseded(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
+        calls = self.pile_up(scheduler, drive, clock, "latest")
+        history = rows(scheduler, "sync")
+        assert len(calls) == 1
+        assert [(e["status"], at(e).second) for e in history] == [
+            ("missed", 32),
+            ("missed", 34),
+            ("missed", 36),
+            ("succeeded", 38),
+        ]
+        assert history[0]["reason"] == "superseded: a later instant was due at the same time (catchup=latest)"
+        assert scheduler.health_check()["problems"] == []
+
+    def test_skip_also_runs_the_most_recent_it_is_on_time(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
+        calls = self.pile_up(scheduler, drive, clock, "skip")
+        assert len(calls) == 1
+        assert [e["status"] for e in rows(scheduler, "sync")] == ["missed"] * 3 + ["succeeded"]
+
+    def test_all_runs_each_in_order_none_skipped(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
+        calls = self.pile_up(scheduler, drive, clock, "all")
+        history = rows(scheduler, "sync")
+        assert len(calls) == 4
+        assert [(e["status"], at(e).second) for e in history] == [
+            ("succeeded", s) for s in (32, 34, 36, 38)
+        ]
+
+    def test_the_next_fire_is_the_first_instant_after_now(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
+        self.pile_up(scheduler, drive, clock, "latest")
+        assert scheduler.get_schedule("sync").next_run == utc(2024, 1, 1, 0, 0, 40)
 
 
 class TestOverlap:
@@ -572,7 +623,7 @@ class TestStoreHiccups:
             clock.advance(1)
             wait_until(lambda: [e["status"] for e in scheduler.get_history("sync")] == ["succeeded"])
             assert scheduler.running
-            assert scheduler.health_check()["status"] == "running"
+            assert scheduler.health_check()["problems"] == []
         finally:
             scheduler.stop(timeout=5)
 
