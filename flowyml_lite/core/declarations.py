@@ -28,6 +28,28 @@ from .triggers import Trigger, build_trigger
 _US = timedelta(microseconds=1)
 
 
+def function_name(func: object) -> str:
+    """``module.qualname`` of a declared function (its type's name for other callables): how a
+    re-declaration that swaps the function is told apart from one that declares it again."""
+    func = getattr(func, "__func__", func)  # a bound method: its function
+    qualname = getattr(func, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return type(func).__qualname__
+    module = getattr(func, "__module__", None)
+    return f"{module}.{qualname}" if isinstance(module, str) else qualname
+
+
+def cron_value(expression: object) -> str:
+    """``schedule_cron``'s stored value: the expression itself, which must be text."""
+    if not isinstance(expression, str):
+        what = getattr(expression, "__qualname__", None) or type(expression).__name__
+        hint = ""
+        if callable(expression):
+            hint = " (the function comes before the expression: name, function, expression)"
+        raise ScheduleError(f"cron_expression must be text such as '0 9 * * *', got {what}{hint}")
+    return expression
+
+
 def daily_value(hour: int, minute: int) -> str:
     """``schedule_daily``'s stored value, ``HH:MM``."""
     _check_int("hour", hour, 0, 23)

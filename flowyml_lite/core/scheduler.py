@@ -40,7 +40,15 @@ from ..runtime.table import ScheduleTable
 from ..stores.base import SKIPPED, Store
 from .backends import open_lock, open_store
 from .catalog import Catalog
-from .declarations import daily_value, define, first_fire, hourly_value, interval_value
+from .declarations import (
+    cron_value,
+    daily_value,
+    define,
+    first_fire,
+    function_name,
+    hourly_value,
+    interval_value,
+)
 from .options import check_option_names
 from .schedule import Schedule
 from .scheduler_config import SchedulerConfig
@@ -162,7 +170,8 @@ class PipelineScheduler:
         **options: Any,
     ) -> Schedule:
         """Run ``pipeline_func`` on a cron expression (5 to 7 fields, see docs/cron.md) in ``timezone``."""
-        return self._declare(name, pipeline_func, "cron", cron_expression, timezone, options)
+        value = lambda: cron_value(cron_expression)  # noqa: E731 (checked after the options' names)
+        return self._declare(name, pipeline_func, "cron", value, timezone, options)
 
     def schedule_daily(
         self,
@@ -220,21 +229,22 @@ class PipelineScheduler:
         name: str,
         func: Callable[[], Any],
         schedule_type: str,
-        value: Union[str, Callable[[], str]],
+        value: Callable[[], str],
         timezone: Optional[str],
         options: Dict[str, Any],
     ) -> Schedule:
-        """Declare a schedule; ``value`` (or the function that works it out from the call's
-        arguments, after the options' names are checked) is its stored timetable value."""
+        """Declare a schedule; ``value`` works out its stored timetable value from the call's
+        arguments (after the options' names are checked, so a misspelt option is said first)."""
         try:
             if options:
                 check_option_names(options, name if isinstance(name, str) else None)
-            value = value if isinstance(value, str) else value()
-            new = define(self.config, name, func, schedule_type, value, timezone, options, self._runner.check)
+            text = value()
+            new = define(self.config, name, func, schedule_type, text, timezone, options, self._runner.check)
         except (CronError, ScheduleError, TimezoneError) as exc:  # bad input: said here, not deep inside
             raise exc.with_traceback(None) from None
         record = new.record
         before = self._table.records.get(record.name) if record.name in self._table.funcs else None
+        before_func = self._table.funcs.get(record.name) if before is not None else None
         try:
             stored = self._sync.declare(record, func, new.trigger, lambda: first_fire(new, self._clock.now()))
         except ScheduleError as exc:
@@ -244,13 +254,20 @@ class PipelineScheduler:
                 "%r was already declared in this process with another definition: this one replaces it",
                 record.name,
             )
+        elif before_func is not None and function_name(before_func) != function_name(func):
+            logger.warning(
+                "%r was already declared in this process with another function (%s): %s replaces it",
+                record.name,
+                function_name(before_func),
+                function_name(func),
+            )
         self._serving.changed(declared=[record.name])
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "scheduled %r (%s %s, %s): next fire %s",
                 record.name,
                 schedule_type,
-                value,
+                text,
                 record.timezone,
                 iso(stored.next_fire),
             )

@@ -20,6 +20,14 @@ def scheduler() -> Iterator[PipelineScheduler]:
     sched.close()
 
 
+CALLED = []
+
+
+def _etl() -> str:
+    CALLED.append(1)  # a declaration must never call the user's function
+    return "0 9 * * *"
+
+
 def _frames_inside_the_package(exc: BaseException) -> list:
     return [f for f in traceback.extract_tb(exc.__traceback__) if "flowyml_lite" in f.filename]
 
@@ -40,8 +48,24 @@ def _frames_inside_the_package(exc: BaseException) -> list:
             ScheduleError,
             "unknown option(s) retris",
         ),
+        (lambda s: s.schedule_cron("a", print, None), ScheduleError, "cron_expression must be text"),
+        (lambda s: s.schedule_cron("a", print, 5), ScheduleError, "got int"),
+        (
+            lambda s: s.schedule_cron("a", "0 9 * * *", _etl),
+            ScheduleError,
+            "got _etl (the function comes before the expression",
+        ),
     ],
-    ids=["cron", "interval-typo", "daily-hour", "zone", "option-typo"],
+    ids=[
+        "cron",
+        "interval-typo",
+        "daily-hour",
+        "zone",
+        "option-typo",
+        "cron-none",
+        "cron-int",
+        "cron-swapped",
+    ],
 )
 def test_a_bad_declaration_is_a_short_error_that_names_the_problem(
     scheduler: PipelineScheduler, declare: object, error: type, words: str
@@ -52,6 +76,7 @@ def test_a_bad_declaration_is_a_short_error_that_names_the_problem(
     inside = _frames_inside_the_package(caught.value)
     assert len(inside) <= 2, [f"{f.filename}:{f.lineno}" for f in inside]  # the facade, not the parser
     assert scheduler.list_schedules() == []
+    assert CALLED == []
 
 
 def test_a_one_off_long_past_is_refused_as_it_would_never_run(scheduler: PipelineScheduler) -> None:
@@ -72,6 +97,28 @@ def test_declaring_a_name_twice_in_one_process_with_another_definition_warns(
     assert "'report' was already declared in this process with another definition" in caplog.text
     assert replaced.schedule_value == "04:00"
     assert len(scheduler.list_schedules()) == 1
+
+
+def test_declaring_a_name_again_with_another_function_warns_and_the_new_one_runs(
+    scheduler: PipelineScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran = []
+
+    def load() -> None:
+        ran.append("load")
+
+    def report() -> None:
+        ran.append("report")
+
+    scheduler.schedule_daily("nightly", load, hour=1)
+    with caplog.at_level(logging.WARNING, logger="flowyml_lite"):
+        scheduler.schedule_daily("nightly", load, hour=1)  # the same function again: no warning
+        assert "already declared" not in caplog.text
+        scheduler.schedule_daily("nightly", report, hour=1)  # a copy-pasted name
+    assert "'nightly' was already declared in this process with another function" in caplog.text
+    assert "report replaces it" in caplog.text
+    scheduler.run_now("nightly", wait=True)
+    assert ran == ["report"]
 
 
 @pytest.mark.parametrize("executor", ["thread", "async"])
