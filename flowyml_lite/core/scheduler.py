@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CronError, ScheduleError, TimezoneError
+from ..executors.child_import import importing_job_code
 from ..locks.base import Lock
 from ..runtime.claims import Claims
 from ..runtime.context import RunContext, current_run
@@ -243,6 +244,9 @@ class PipelineScheduler:
         except (CronError, ScheduleError, TimezoneError) as exc:  # bad input: said here, not deep inside
             raise exc.with_traceback(None) from None
         record = new.record
+        if importing_job_code():  # a process run's child importing this module: the store is the app's
+            record.next_fire = first_fire(new, self._clock.now())
+            return self._reports.schedule(record, new.options)
         before = self._table.records.get(record.name) if record.name in self._table.funcs else None
         before_func = self._table.funcs.get(record.name) if before is not None else None
         try:
@@ -356,6 +360,12 @@ class PipelineScheduler:
         """Start the loop and housekeeping threads; returns at once (idempotent)."""
         if self.running:
             return
+        if importing_job_code():
+            logger.warning(
+                "start() ignored: a process run's child is importing this module to run its job; "
+                "keep start() and serve_forever() under `if __name__ == \"__main__\":`"
+            )
+            return
         self._runner.stopping.clear()
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
         self._serving.start()
@@ -418,6 +428,9 @@ class PipelineScheduler:
         systemd), then stop cleanly: runs in flight finish and are recorded."""
         import signal
 
+        if importing_job_code():
+            self.start()  # says why it does not start here
+            return
         stop = threading.Event()
         previous = None
         if threading.current_thread() is threading.main_thread():

@@ -16,7 +16,8 @@ most ``max_workers`` children at once.
 
 As with every multiprocessing start method except fork, a child imports the main module of the
 program (under the name ``__mp_main__``): a script that declares schedules must keep
-``scheduler.start()`` under ``if __name__ == "__main__":``.
+``scheduler.start()`` under ``if __name__ == "__main__":``. Declarations made while a child imports
+(``child_import``) are not written to the store, and ``start()`` there does nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..errors import ScheduleError
 from ..runtime.context import CURRENT_RUN, RunContext
 from ..stores.base import MAX_RUN_TEXT
 from ..stores.schema import clip_text
+from . import child_import
 from .base import (
     Done,
     Executor,
@@ -572,7 +574,8 @@ def _child_main(
         multiprocessing.current_process().daemon = False  # the job may start processes of its own
     CURRENT_RUN.set(context)
     try:
-        func = _resolve(ref) if ref is not None else pickle.loads(payload or b"")
+        with child_import.importing():  # the module's own declarations stay out of the store
+            func = _resolve(ref) if ref is not None else pickle.loads(payload or b"")
         value = func()
         if inspect.isawaitable(value):
             import asyncio

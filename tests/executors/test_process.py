@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, List, Set
+from typing import Any, Dict, Iterator, List, Set
 
 import executor_jobs as jobs
 import pytest
@@ -288,3 +288,89 @@ class TestSchedulerExit:
     def test_a_run_ignoring_sigterm_does_not_hold_up_the_programs_exit(self, tmp_path: Path) -> None:
         pids = self._scheduler(tmp_path, "hang_ignoring_sigterm", "exit")  # returns: exit did not hang
         assert eventually(lambda: not any(alive(pid) for pid in pids)), pids
+
+
+APP = r"""
+import os
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+
+def load():
+    print("loading")
+
+
+def report():
+    print("report")
+
+
+scheduler = PipelineScheduler(SchedulerConfig(db_path=os.environ["APP_DB"]))
+scheduler.schedule_daily("load", load, hour=2, executor="process")
+scheduler.schedule_daily("report", report, hour=8)
+scheduler.start()  # not under `if __name__ == "__main__":`, as it should be
+"""
+
+SERVE_APP = r"""
+import json
+import {module} as app
+
+app.scheduler.unschedule("report")  # e.g. DELETE /api/schedules/report on the served app
+entry = app.scheduler.run_now("load", wait=True)  # its child imports the app module
+names = [r.name for r in app.scheduler.store.list_schedules()]  # orphans included
+app.scheduler.stop()
+print(json.dumps({{"status": entry["status"], "output": entry["output"], "names": names}}))
+"""
+
+
+def run_app(tmp_path: Path, *args: str) -> Dict[str, Any]:
+    """Run a program (``python *args``) with the repository and ``tmp_path`` importable; its last line."""
+    import json
+    import subprocess
+
+    path = os.pathsep.join([str(Path(__file__).resolve().parents[2]), str(tmp_path)])
+    env = dict(os.environ, PYTHONPATH=path, APP_DB=str(tmp_path / "app.db"))
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=SAFETY, env=env, cwd=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+class TestChildImportsTheAppModule:
+    def test_its_declarations_stay_out_of_the_store_and_its_start_is_ignored(self, tmp_path: Path) -> None:
+        """A process run imports the module that declares the schedules (the module an app serves):
+        that import must not declare them again in the store (bringing back a deleted one) nor
+        start a second scheduler in the child."""
+        (tmp_path / "served_app.py").write_text(APP)
+        result = run_app(tmp_path, "-c", SERVE_APP.format(module="served_app"))
+        assert result["status"] == "succeeded", result
+        assert "loading" in result["output"]
+        assert "start() ignored" in result["output"]
+        assert result["names"] == ["load"]
+
+    def test_the_main_scripts_declarations_stay_out_of_the_store_when_a_child_reimports_it(
+        self, tmp_path: Path
+    ) -> None:
+        """multiprocessing re-imports the main script in a child (or its forkserver): its top-level
+        declarations must not bring back a schedule removed since the script started."""
+        (tmp_path / "app_jobs.py").write_text("def load():\n    print('loading')\n")
+        (tmp_path / "main_app.py").write_text(MAIN_APP)
+        assert run_app(tmp_path, str(tmp_path / "main_app.py")) == {"status": "succeeded", "names": ["load"]}
+
+
+MAIN_APP = r"""
+import json, os
+from app_jobs import load
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+scheduler = PipelineScheduler(SchedulerConfig(db_path=os.environ["APP_DB"]))
+scheduler.schedule_daily("load", load, hour=2, executor="process")
+scheduler.schedule_daily("report", load, hour=8)
+
+if __name__ == "__main__":
+    scheduler.unschedule("report")
+    entry = scheduler.run_now("load", wait=True)
+    names = [r.name for r in scheduler.store.list_schedules()]  # orphans included
+    scheduler.stop()
+    print(json.dumps({"status": entry["status"], "names": names}))
+"""
