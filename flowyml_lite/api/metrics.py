@@ -47,7 +47,7 @@ def _number(value: float) -> str:
     value = float(value)
     if value == float("inf"):
         return "+Inf"
-    return f"{value:.17g}"
+    return repr(value)  # the shortest text read back as the same float: "0.005", not "0.0050000000000000001"
 
 
 def _label(value: str) -> str:

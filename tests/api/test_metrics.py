@@ -184,6 +184,17 @@ class TestRunMetrics:
         assert 'flowyml_lite_start_lag_seconds_bucket{le="0.5"} 1' in text
         assert LAG_BUCKETS[0] > 0
 
+    def test_bucket_bounds_are_written_as_other_exporters_write_them(self) -> None:
+        """le="0.005", never le="0.0050000000000000001": a label is text, so another spelling of
+        the same bound would be another series."""
+        from flowyml_lite.api.metrics import _Lines
+
+        metrics = RunMetrics(buckets=(0.005, 0.1, 1))
+        out = _Lines()
+        metrics.render(out)
+        bounds = [line.split('le="')[1].split('"')[0] for line in out if "_bucket{" in line]
+        assert bounds == ["0.005", "0.1", "1.0", "+Inf"]
+
     def test_a_scheduler_that_keeps_its_own_run_metrics_is_used(self) -> None:
         sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
         try:
