@@ -258,20 +258,36 @@ class NoDatabaseError(FlowymlLiteError):
     """A command that reads or changes schedules found no database file (it never creates one)."""
 
 
-def _open_store(args: argparse.Namespace) -> Any:
-    """The configured store, opened; a SQLite file that does not exist is an error, never created."""
+def _open_store(args: argparse.Namespace, read: bool = False) -> Any:
+    """The configured store, opened; a SQLite file that does not exist is an error, never created.
+
+    ``read``: the command only reads, so a SQLite file this user may not write (an operator
+    inspecting the app's database) is opened read-only instead of refused.
+    """
     import os
 
     from .core.scheduler import open_store
     from .core.scheduler_config import SchedulerConfig
+    from .errors import StoreError
 
     overrides = {"db_path": args.db} if args.db else {}
     config = SchedulerConfig.from_env(**overrides)
-    if config.resolved_store() == "sqlite" and not os.path.exists(config.db_path):
+    sqlite = config.resolved_store() == "sqlite"
+    if sqlite and not os.path.exists(config.db_path):
         raise NoDatabaseError(
             f"no database at {config.db_path}; give the file with --db PATH (or FLOWYML_SCHEDULER_DB_PATH)"
         )
-    return open_store(config)
+    try:
+        return open_store(config)
+    except StoreError as exc:
+        text = str(exc).lower()
+        if not (read and sqlite and ("readonly" in text or "unable to open" in text)):
+            raise
+    from .stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(config.db_path, read_only=True)
+    store.open()
+    return store
 
 
 def _timetable(kind: str, value: str) -> str:
@@ -305,7 +321,7 @@ def _schedule_row(record: Any) -> Dict[str, Any]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    store = _open_store(args)
+    store = _open_store(args, read=True)
     rows = [_schedule_row(r) for r in store.list_schedules()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -325,7 +341,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.url:
         row = _row_from_api(_api("GET", args, f"/api/schedules/{_quote(args.name)}"))
     else:
-        record = _open_store(args).get_schedule(args.name)
+        record = _open_store(args, read=True).get_schedule(args.name)
         if record is None:
             raise ScheduleNotFoundError(args.name)
         row = _schedule_row(record)
@@ -369,7 +385,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     else:
         from .api.overview import run_json
 
-        store = _open_store(args)
+        store = _open_store(args, read=True)
         if store.get_schedule(args.name) is None:
             raise ScheduleNotFoundError(args.name)
         entries = [run_json(r) for r in store.history(args.name, args.limit)]
@@ -441,7 +457,7 @@ def _cmd_state(args: argparse.Namespace) -> int:
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
-    store = _open_store(args)
+    store = _open_store(args, read=True)
     stats = store.stats()
     nodes = store.list_nodes()
     report = {

@@ -250,3 +250,71 @@ class TestNoSurprises:
         assert result.returncode == 0, result.stderr
         assert list(tmp_path.iterdir()) == []
         assert "0 runs, success rate" not in result.stdout  # no rate is shown for zero runs
+
+
+class TestReadOnlyDatabase:
+    """An operator who may read the app's database but not write it can still inspect it."""
+
+    @pytest.fixture
+    def db(self, tmp_path: Path) -> str:
+        path = str(tmp_path / "app.db")
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+        scheduler.schedule_daily("etl", lambda: None, hour=2)
+        scheduler.run_now("etl", wait=True)
+        scheduler.close()
+        return path
+
+    def test_read_commands_open_it_read_only_when_it_cannot_be_written(
+        self, db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flowyml_lite.core import scheduler as scheduler_module
+        from flowyml_lite.errors import StoreError
+
+        def refused(config: object) -> None:
+            raise StoreError(f"sqlite store {db!r}: attempt to write a readonly database")
+
+        monkeypatch.setattr(scheduler_module, "open_store", refused)  # what a user without write access gets
+        code, out, _ = run(capsys, "list", "--db", db, "--json")
+        assert code == 0 and [row["name"] for row in json.loads(out)] == ["etl"]
+        code, out, _ = run(capsys, "history", "etl", "--db", db, "--json")
+        assert [e["status"] for e in json.loads(out)] == ["succeeded"]
+        code, out, _ = run(capsys, "health", "--db", db, "--json")
+        assert json.loads(out)["runs"]["succeeded"] == 1
+        code, _, err = run(capsys, "disable", "etl", "--db", db)  # a change is not tried read-only
+        assert code != 0 and "readonly" in err
+        assert sorted(p.name for p in Path(db).parent.iterdir()) == ["app.db"]  # nothing created beside it
+
+    def test_as_a_user_who_may_only_read_it(self, db: str, tmp_path: Path) -> None:
+        """Real permissions: the CLI run as ``nobody`` on a root-owned database (root only)."""
+        import os
+        import shutil
+        import tempfile
+
+        python = "/usr/bin/python3"
+        runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin")
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or not os.path.exists(python) or not runuser:
+            pytest.skip("needs root and runuser (to run the CLI as nobody), and /usr/bin/python3")
+        here = tempfile.mkdtemp(prefix="flowyml-ro-")  # under /tmp, traversable by nobody
+        try:
+            os.chmod(here, 0o755)
+            shutil.copytree(Path(__file__).resolve().parents[1] / "flowyml_lite", Path(here) / "flowyml_lite")
+            shutil.copy(db, Path(here) / "app.db")
+            for root, dirs, files in os.walk(here):
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), 0o755)
+                for name in files:
+                    os.chmod(os.path.join(root, name), 0o644)
+            command = [python, "-m", "flowyml_lite", "list", "--db", f"{here}/app.db"]
+            done = subprocess.run(
+                [runuser, "-u", "nobody", "--", *command],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=here,
+                env={"PYTHONPATH": here, "PATH": "/usr/bin:/bin"},
+            )
+            assert done.returncode == 0, done.stderr
+            assert "etl" in done.stdout
+            assert sorted(os.listdir(here)) == ["app.db", "flowyml_lite"]
+        finally:
+            shutil.rmtree(here, ignore_errors=True)

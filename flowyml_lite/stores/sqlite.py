@@ -382,6 +382,7 @@ class SQLiteStore(Store):
         path: Union[str, os.PathLike[str]] = DEFAULT_PATH,
         busy_timeout: float = 30.0,
         synchronous: str = "normal",
+        read_only: bool = False,
     ) -> None:
         if not isinstance(synchronous, str) or synchronous.lower() not in SYNCHRONOUS_MODES:
             raise ConfigurationError(
@@ -392,6 +393,10 @@ class SQLiteStore(Store):
         self.busy_timeout = busy_timeout
         #: "normal" or "full": SQLite's PRAGMA synchronous on every connection of this store.
         self.synchronous = synchronous.lower()
+        #: Opened to read only (``mode=ro``): nothing is created or migrated, every write is refused.
+        #: For reading a file this process may not write (the CLI's read commands fall back to it).
+        self.read_only = bool(read_only)
+        self._immutable = False  # read-only and nobody writing: read without the -shm file
         # The file, absolute (a later chdir does not move it); None for SQLite's private in-memory
         # database, which exists only on its one connection: reads then share the writer.
         self._file: Optional[str] = None if self.path in ("", ":memory:") else os.path.abspath(self.path)
@@ -419,9 +424,11 @@ class SQLiteStore(Store):
         if "disk is full" in lowered:
             hint = "free space on the file system that holds it; a later write may succeed"
         elif "readonly" in lowered or "read-only" in lowered:
-            hint = "make the file, its -wal and -shm files and its directory writable by this process"
+            hint = self._path_problem() or (
+                "make the file, its -wal and -shm files and its directory writable by this process"
+            )
         elif "unable to open" in lowered:
-            hint = (
+            hint = self._path_problem() or (
                 "check that its directory exists and that the file system is mounted writable "
                 "(SQLite's WAL needs to create files beside the database)"
             )
@@ -433,6 +440,29 @@ class SQLiteStore(Store):
         else:
             hint = ""
         return StoreError(f"sqlite store {self.path!r}: {text}" + (f" ({hint})" if hint else ""))
+
+    def _path_problem(self) -> Optional[str]:
+        """What about the path keeps SQLite from opening or writing it, when that can be seen."""
+        path = self._file
+        if path is None:
+            return None
+        folder = os.path.dirname(path)
+        if os.path.isdir(path):
+            return f"it is a directory: give the path of a file, e.g. {os.path.join(path, 'scheduler.db')}"
+        if not os.path.isdir(folder):
+            return f"its directory {folder} does not exist"
+        who = f"this process (uid {os.getuid()})" if hasattr(os, "getuid") else "this process"
+        beside = "SQLite creates the -wal and -shm files beside the database"
+        if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return f"the file system holding {folder} is mounted read-only: {beside}, so it must be writable"
+        if not os.access(folder, os.W_OK):
+            return (
+                f"{who} may not create files in {folder}: make it writable for this user ({beside}); "
+                "the CLI's read commands open such a file read-only"
+            )
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            return f"{who} may not write {path}: make it (and its -wal and -shm files) writable for this user"
+        return None
 
     def _file_error(self, what: str) -> StoreFileReplacedError:
         self._replaced = (
@@ -466,6 +496,8 @@ class SQLiteStore(Store):
         """Open the writer connection (with the lock held): WAL, pragmas, schema, the file's identity."""
         if self._identity is not None:
             self._check_file()  # reconnecting (after fork): never to another file at the path
+        if self.read_only:
+            return self._connect_read_only()
         # timeout= is sqlite3_busy_timeout: a writer waits this long for another process's lock.
         conn = sqlite3.connect(
             self._file or self.path,
@@ -497,6 +529,54 @@ class SQLiteStore(Store):
                     self._identity = identity
                 elif identity != self._identity:
                     raise self._file_error("was replaced by another file")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _open_uri(self, mode: str) -> sqlite3.Connection:
+        """A connection to the file in ``mode`` (``rw``: never creates it; ``ro``), as read-only
+        stores and every reader open it."""
+        assert self._file is not None
+        # A Windows path gets the leading "/" of the URI form file:/C:/dir/file.db.
+        path = self._file.replace(os.sep, "/")
+        uri = "file:" + quote(path if path.startswith("/") else "/" + path, safe="/:") + f"?mode={mode}"
+        if self._immutable:
+            uri += "&immutable=1"
+        timeout = self.busy_timeout
+        return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """The connection of a read-only store: ``mode=ro``, the schema checked, nothing written.
+
+        With no -wal file beside the database no process has it open for writing, and it is read
+        as immutable, which creates no file (a -shm file made by another user could lock the app
+        out of its own database). Otherwise the writer's -wal and -shm files are read as they are.
+        """
+        if self._file is None:
+            raise StoreError(f"sqlite store {self.path!r}: an in-memory database cannot be opened read-only")
+        if not os.path.isfile(self._file):
+            raise StoreError(f"sqlite store {self.path!r}: no database file to read")
+        self._immutable = not os.path.exists(self._file + "-wal")
+        conn = self._open_uri("ro")
+        try:
+            try:
+                row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise StoreError(f"sqlite store {self.path!r}: not a flowyml_lite database") from None
+                raise
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                migrations_after(version, repr(self.path))  # raises SchemaVersionError
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"sqlite store {self.path!r}: schema version {version}, older than this "
+                    f"flowyml_lite's {SCHEMA_VERSION}; open it once with write access to migrate it"
+                )
+            info = os.stat(self._file)
+            self._identity = self._identity or (info.st_dev, info.st_ino)
         except BaseException:
             conn.close()
             raise
@@ -583,14 +663,8 @@ class SQLiteStore(Store):
                 raise self._error(exc) from exc
 
     def _open_reader(self) -> sqlite3.Connection:
-        assert self._file is not None
-        # mode=rw: a reader never creates a file (the path may have been deleted since). A Windows
-        # path gets the leading "/" of the URI form file:/C:/dir/file.db.
-        path = self._file.replace(os.sep, "/")
-        uri = "file:" + quote(path if path.startswith("/") else "/" + path, safe="/:") + "?mode=rw"
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        # mode=rw: a reader never creates a file (the path may have been deleted since).
+        conn = self._open_uri("ro" if self.read_only else "rw")
         try:
             conn.execute("PRAGMA query_only=ON")
         except BaseException:
@@ -642,6 +716,8 @@ class SQLiteStore(Store):
         The file is checked once the write lock is held, so nothing is written to a file that was
         deleted or replaced, even one replaced while this write waited for the lock.
         """
+        if self.read_only:
+            raise StoreError(f"sqlite store {self.path!r} is opened read-only: it takes no writes")
         with self._lock:
             try:
                 conn = self._conn or self._connect()

@@ -1072,3 +1072,59 @@ class TestWithoutJsonFunctions:
         by_name = {s.name: s.declared_by for s in store.list_schedules()}
         assert by_name == {**{name: "node-b" for name in names}, "other": None}
         store.close()
+
+
+class TestReadOnly:
+    """``SQLiteStore(path, read_only=True)``: reads a file this process may not write."""
+
+    @pytest.fixture
+    def written(self, tmp_path: Path) -> str:
+        path = str(tmp_path / "app.db")
+        store = SQLiteStore(path)
+        store.declare_schedule(ScheduleRecord("etl", "interval", "60", "UTC", "h", {}, {}, next_fire=T0))
+        store.close()
+        assert sorted(os.listdir(tmp_path)) == ["app.db"]  # the last connection removed -wal and -shm
+        return path
+
+    def test_it_reads_and_refuses_every_write_with_a_clear_error(self, written: str) -> None:
+        store = SQLiteStore(written, read_only=True)
+        try:
+            assert [r.name for r in store.list_schedules()] == ["etl"]
+            assert store.get_schedule("etl") is not None and store.history("etl", 10) == []
+            with pytest.raises(StoreError, match="opened read-only: it takes no writes"):
+                store.set_enabled("etl", False, None)
+        finally:
+            store.close()
+        assert SQLiteStore(written).get_schedule("etl").enabled  # type: ignore[union-attr]
+
+    def test_it_creates_no_file_beside_the_database(self, written: str) -> None:
+        store = SQLiteStore(written, read_only=True)
+        store.list_schedules()
+        store.close()
+        assert sorted(os.listdir(os.path.dirname(written))) == ["app.db"]
+
+    def test_a_missing_file_or_another_kind_of_database_is_named(self, tmp_path: Path) -> None:
+        with pytest.raises(StoreError, match="no database file to read"):
+            SQLiteStore(str(tmp_path / "none.db"), read_only=True).open()
+        other = str(tmp_path / "other.db")
+        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+        with pytest.raises(StoreError, match="not a flowyml_lite database"):
+            SQLiteStore(other, read_only=True).open()
+
+    def test_an_older_schema_is_not_migrated_and_says_how(self, written: str) -> None:
+        conn = sqlite3.connect(written)
+        conn.execute("UPDATE schema_version SET version = 2")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match="open it once with write access to migrate it"):
+            SQLiteStore(written, read_only=True).open()
+
+
+class TestPathErrors:
+    def test_a_directory_given_as_the_file_is_named_as_such(self, tmp_path: Path) -> None:
+        with pytest.raises(StoreError, match=r"it is a directory: give the path of a file, e\.g\. "):
+            SQLiteStore(str(tmp_path)).open()
+
+    def test_a_missing_directory_is_named(self, tmp_path: Path) -> None:
+        with pytest.raises(StoreError, match=r"its directory .*missing does not exist"):
+            SQLiteStore(str(tmp_path / "missing" / "jobs.db")).open()
