@@ -356,6 +356,7 @@ def plan(
             ]
         else:
             last = missed_known[-1] if missed_known else fire
+            why = "misfire" if (now - fire).total_seconds() > grace else "superseded by a later instant"
             runs.append(
                 RunRecord(
                     run_key(fire),
@@ -364,11 +365,11 @@ def plan(
                     MISSED,
                     node,
                     reason=f"{missed_count} missed instants from {fire.isoformat()} to "
-                    f"{last.isoformat()} (misfire, {policy})",
+                    f"{last.isoformat()} ({why}, {policy})",
                 )
             )
         logger.warning(
-            "%r misfired: %d instant(s) from %s were missed (%s), %d will run now",
+            "%r: %d instant(s) from %s were missed (%s), %d will run now",
             name,
             missed_count,
             fire.isoformat(),

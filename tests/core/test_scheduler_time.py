@@ -414,6 +414,18 @@ class TestSeveralInstantsDueWithinTheGrace:
             ("succeeded", s) for s in (32, 34, 36, 38)
         ]
 
+    def test_many_are_summarized_in_one_row_that_says_why(
+        self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
+    ) -> None:
+        scheduler.schedule_interval("tick", noop, seconds=1)
+        drive.at(scheduler, clock.now() + timedelta(seconds=30.5))  # a 30 s stall: 00:00:31 to 00:01:00
+        summary, ran = rows(scheduler, "tick")
+        assert summary["reason"] == (
+            "29 missed instants from 2024-01-01T00:00:31+00:00 to 2024-01-01T00:00:59+00:00 "
+            "(superseded by a later instant, catchup=latest)"
+        )
+        assert (ran["status"], at(ran)) == ("succeeded", utc(2024, 1, 1, 0, 1))
+
     def test_the_next_fire_is_the_first_instant_after_now(
         self, scheduler: PipelineScheduler, drive: Any, clock: FakeClock
     ) -> None:
