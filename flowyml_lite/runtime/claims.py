@@ -49,6 +49,7 @@ FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfo
 RETRY_MAX_SECONDS = 5.0
 RECHECK_SECONDS = 0.05  # a refused claim whose row looked unchanged is tried again this much later
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
+HELD_AFTER = 3  # refusals of a row that cannot be moved on before health reports it held
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 
@@ -201,7 +202,7 @@ class Claims:
             self._failures += 1
             delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
             message = f"claiming {len(group)} fire(s): {type(exc).__name__}: {exc}"
-            if self._troubles.report("store", message):
+            if self._troubles.report("claims", message):
                 logger.error(
                     "store error while %s (retrying every %.1f s at most)", message, RETRY_MAX_SECONDS
                 )
@@ -210,9 +211,9 @@ class Claims:
                     self._table.push(now + timedelta(seconds=delay), claim.name, claim.expected_next)
             return
         self._writer.done(outcomes)
-        if self._failures:
+        if self._failures or self._troubles.any():  # any(): no lock taken while all is well
             self._failures = 0
-            lasted = self._troubles.clear("store")
+            lasted = self._troubles.clear("claims")
             if lasted is not None:
                 logger.warning("store answers claims again after %.1f s", lasted)
         refused: List[Claim] = []
@@ -235,6 +236,8 @@ class Claims:
                     record.last_fire = max(r.fire_time for r in active)
                 if claim.new_next is not None and record.enabled:
                     table.push(claim.new_next, claim.name, claim.new_next)
+                if self._rechecked:
+                    self._settled(claim.name)
                 if active:
                     won.append((claim.name, func, active, opts))
                     self.unblock(claim.name)
@@ -280,7 +283,7 @@ class Claims:
         try:
             fresh = self._store.get_schedule(name)
         except Exception as exc:
-            self._troubles.report("store", f"re-reading {name!r}: {type(exc).__name__}: {exc}")
+            self._troubles.report("claims", f"re-reading {name!r}: {type(exc).__name__}: {exc}")
             with self._table.lock:
                 self._table.push(now + timedelta(seconds=1), name, fire)
             return
@@ -288,14 +291,17 @@ class Claims:
         with table.lock:
             if fresh is None:
                 table.records.pop(name, None)
+                self._settled(name)
                 return
             mine = table.records.get(name)
             if mine is not None and mine.definition_hash != fresh.definition_hash:
                 self._adopt(fresh)  # redefined elsewhere: its trigger is rebuilt too
+            elif mine is not None and (mine.enabled, mine.next_fire) == (fresh.enabled, fresh.next_fire):
+                table.records[name] = fresh  # the same fire: retried below, later (set_record would now)
             else:
                 table.set_record(fresh)
             if not (fresh.enabled and fresh.next_fire == fire):
-                self._rechecked.pop((name, fire), None)
+                self._settled(name)
                 return
             tries = self._rechecked.get((name, fire), 0)
             if tries == 0 and self._store.skips_locked_rows:
@@ -303,19 +309,49 @@ class Claims:
                 self._rechecked[(name, fire)] = 1
                 table.push(now + timedelta(seconds=RECHECK_SECONDS), name, fire)
                 return
-        self._rechecked.pop((name, fire), None)
-        # Unchanged (twice, where rows can be locked), so the claim hit an existing run row for this
-        # instant (a clock stepped back, then enable or a re-declaration): it is done; move past it.
-        logger.warning("%r: fire %s already has a run; skipping to the next instant", name, fire.isoformat())
+        # Unchanged (twice, where rows can be locked): the instant has a run row already (a clock
+        # stepped back, then enable or a re-declaration), so it is done and next_fire moves past it;
+        # or the row is held by a transaction that does not end (a lock taken by hand, a frozen
+        # peer), and then moving next_fire is refused too: the fire waits, looked at less and less
+        # often, and health says why.
         try:
-            self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
-            fresh = self._store.get_schedule(name)
+            moved = self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            fresh = self._store.get_schedule(name) if moved is not None else None
         except Exception as exc:
-            self._troubles.report("store", f"skipping a taken instant of {name!r}: {exc}")
-            fresh = None
+            why = f"{type(exc).__name__}: {exc}"
+            self._troubles.report("claims", f"moving {name!r} past a taken instant: {why}")
+            moved = None
+        if moved is None:
+            self._held(name, fire, now)
+            return
+        self._settled(name)
+        logger.warning("%r: fire %s already has a run; skipped to the next instant", name, fire.isoformat())
         if fresh is not None:
             with table.lock:
                 self._adopt(fresh)
+
+    def _held(self, name: str, fire: datetime, now: datetime) -> None:
+        """The row of ``name`` cannot be claimed nor moved on: try again later, and say so."""
+        tries = self._rechecked[(name, fire)] = self._rechecked.get((name, fire), 0) + 1
+        delay = min(RECHECK_SECONDS * 2**tries, RETRY_MAX_SECONDS)
+        if tries >= HELD_AFTER:
+            message = (
+                f"{name!r}: its row in the store is held by a transaction that does not end (a lock "
+                f"taken outside this scheduler, or a frozen process): fire {fire.isoformat()} waits"
+            )
+            if self._troubles.report(f"held:{name}", message):
+                logger.error("%s", message)
+        with self._table.lock:
+            self._table.push(now + timedelta(seconds=delay), name, fire)
+
+    def _settled(self, name: str) -> None:
+        """The claims of ``name`` are no longer refused: forget its retries (cheap when none)."""
+        if self._rechecked:
+            for key in [key for key in self._rechecked if key[0] == name]:
+                del self._rechecked[key]
+            lasted = self._troubles.clear(f"held:{name}")
+            if lasted is not None:
+                logger.warning("%r: its row in the store is free again after %.1f s", name, lasted)
 
 
 def plan(

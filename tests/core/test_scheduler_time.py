@@ -640,6 +640,29 @@ class TestStoreHiccups:
             scheduler.stop(timeout=5)
 
 
+    def test_health_stays_degraded_while_claims_fail_though_heartbeats_succeed(self) -> None:
+        """The claims and the heartbeat report on their own: a heartbeat that gets through does
+        not clear the failing claims' problem (a lock on the schedules table, say)."""
+        store = FlakyStore(10**9)
+        scheduler = PipelineScheduler(
+            SchedulerConfig(persist_schedules=False, heartbeat_seconds=0.05), store=store
+        )
+        try:
+            scheduler.schedule_interval("sync", noop, seconds=0.2)
+            scheduler.start()
+            wait_until(lambda: scheduler.status() == "degraded")
+            samples = []
+            for _ in range(20):  # 1 s: twenty heartbeats, five failed claims
+                time.sleep(0.05)
+                samples.append(scheduler.status())
+            assert set(samples) == {"degraded"}
+            assert any("database is locked" in p["message"] for p in scheduler.problems())
+            store.failures = 0
+            wait_until(lambda: scheduler.status() == "running")
+        finally:
+            scheduler.stop(timeout=5)
+
+
 # -- the real loop on real time -------------------------------------------------------------------
 
 

@@ -945,3 +945,48 @@ class TestALostCommitReplyInATransaction:
         results = pg_store.claim_many([_claim("etl", 0), _claim("etl", 1)])
         assert [r is not None for r in results] == [True, True]
         assert len(pg_store.history("etl")) == 2 and pg_store.get_schedule("etl").next_fire == at(2)  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+class TestARowHeldOutsideTheScheduler:
+    def test_its_fires_wait_health_says_why_and_every_instant_is_accounted_for_after(
+        self, pg_schema: Tuple[str, str], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Another session holds the schedule's row (SELECT ... FOR UPDATE, a frozen peer): claims
+        skip locked rows, so every claim is refused. The loop must not spin on it nor say the fire
+        already ran; health says the row is held; once it is free, the fires resume and the
+        instants of the wait are recorded (missed or run), none lost."""
+        import logging
+
+        import sqlalchemy
+
+        url, schema = pg_schema
+        admin = SQLAlchemyStore(url, schema=schema)
+        admin.open()
+        scheduler = PipelineScheduler(SchedulerConfig(store=admin, heartbeat_seconds=0.2))
+        scheduler.schedule_interval("tick", lambda: None, seconds=1)
+        scheduler.start()
+        engine = sqlalchemy.create_engine(url)
+        try:
+            _wait_until(lambda: admin.stats("tick").succeeded >= 1, "a first run")
+            with caplog.at_level(logging.WARNING, logger="flowyml_lite"), engine.connect() as conn:
+                with conn.begin():
+                    lock = f'SELECT name FROM "{schema}".schedules WHERE name = %s FOR UPDATE'
+                    conn.exec_driver_sql(lock, ("tick",))
+                    _wait_until(lambda: any("held" in p["source"] for p in scheduler.problems()), "health")
+                    assert scheduler.status() == "degraded"
+                    time.sleep(3)
+                    assert any("held" in p["source"] for p in scheduler.problems())
+                lines = [r for r in caplog.records if r.name.startswith("flowyml_lite")]
+                assert not any("already has a run" in r.getMessage() for r in lines)
+                assert len(lines) < 40, f"{len(lines)} log lines in 4 s: the loop spins on the held row"
+                held_until = datetime.now(timezone.utc)
+            _wait_until(lambda: not scheduler.problems(), "health back")
+            latest = lambda: max(r.fire_time for r in admin.history("tick", 100))  # noqa: E731
+            _wait_until(lambda: latest() > held_until, "fires again")
+        finally:
+            scheduler.close()
+            engine.dispose()
+        fires = sorted(r.fire_time for r in admin.history("tick", 1000))
+        seconds = [int(f.timestamp()) for f in fires]
+        assert seconds == list(range(seconds[0], seconds[-1] + 1)), "an instant of the wait has no row"
