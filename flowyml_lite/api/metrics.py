@@ -8,11 +8,14 @@ which is pruned. Gauges read from the store at each scrape: schedules, their nex
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
 from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from ..errors import StoreError
 
 _STATUSES = ("running", "degraded", "stopped")
 #: Upper bounds of the start-lag histogram, in seconds (fire instant to job start).
@@ -221,7 +224,10 @@ def render_metrics(scheduler: Any) -> str:
     )
     _line(out, "flowyml_lite_runs_running", "gauge", "Runs in progress (all nodes)", m["running_runs"])
     run_metrics_for(scheduler).render(out)
-    schedules = scheduler.list_schedules(include_orphans=True)
+    schedules = []
+    if not any(p["source"] == "health" for p in health["problems"]):  # else the store hangs or fails
+        with contextlib.suppress(StoreError):  # health says degraded: the gauges above still count
+            schedules = scheduler.list_schedules(include_orphans=True)
     labels = [f'{{schedule="{_label(s.pipeline_name)}"}}' for s in schedules]
     for schedule, label in zip(schedules, labels):  # each metric's samples form one group
         _line(

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..clock import Clock
 from ..errors import ScheduleError
@@ -17,7 +19,7 @@ from ..runtime.membership import Membership
 from ..runtime.outcomes import OutcomeWriter
 from ..runtime.runner import Runner
 from ..runtime.table import ScheduleTable
-from ..stores.base import ScheduleRecord, Store
+from ..stores.base import RunStats, ScheduleRecord, Store
 from .schedule import Options, Schedule, to_schedule
 from .views import Localizer, history_entry
 
@@ -52,6 +54,7 @@ class Reports:
         self._localize = localize
         self._node_id = node_id
         self._heartbeat_seconds = heartbeat_seconds
+        self._glance = StoreGlance(store)
 
     # -- schedules and runs ------------------------------------------------------------
 
@@ -100,13 +103,23 @@ class Reports:
         return found
 
     def health(self) -> Dict[str, Any]:
-        """``health_check()``'s answer, computed by ``runtime/health.py`` from what every room reports."""
+        """``health_check()``'s answer, computed by ``runtime/health.py`` from what every room reports.
+
+        Never raises and never waits long for the store: when it fails or is slow to answer, the
+        answer is ``degraded`` with why, and its counts are the last ones read.
+        """
+        status, problems = self.status(), self.problems()
+        (records, stats), trouble = self._glance.read()
+        if trouble is not None:
+            problems.append({"source": "health", "message": trouble, "for_seconds": None})
+            if status == "running":
+                status = "degraded"
         return health_report(
-            self.status(),
-            self.problems(),
-            self._store.list_schedules(),
+            status,
+            problems,
+            records,
             self._table.funcs,
-            self._store.stats(),
+            stats,
             sorted(self._runner.lags),
             self._clock.now(),
             self._localize,
@@ -121,3 +134,61 @@ class Reports:
     def _loop_stalled(self) -> bool:
         """The loop has not gone round in three heartbeats and a second (stuck in a claim, or dead)."""
         return self._loop.stale(3 * self._heartbeat_seconds + 1)
+
+
+class StoreGlance:
+    """The store's part of ``health_check()`` (schedules and run counts), read on a thread of its own
+    and waited for ``limit`` seconds at most: a store that hangs (a frozen database server whose
+    kernel still answers TCP) cannot hang a health probe. One read at a time; a probe that comes
+    while one is still stuck is answered at once from the last read."""
+
+    def __init__(self, store: Store, limit: float = 2.0) -> None:
+        self._store = store
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._pending: Optional[threading.Event] = None  # set when the read in flight ends
+        self._since = 0.0
+        self._error: Optional[str] = None
+        self._last: Tuple[List[ScheduleRecord], RunStats] = ([], RunStats())
+        self._read_at: Optional[float] = None
+
+    def read(self) -> Tuple[Tuple[List[ScheduleRecord], RunStats], Optional[str]]:
+        """(schedules, stats) and None; or the last ones read and what is wrong with the store."""
+        with self._lock:
+            done = self._pending
+            if done is None:
+                done = self._pending = threading.Event()
+                self._since = time.monotonic()
+                threading.Thread(
+                    target=self._run, args=(done,), name="flowyml_lite-health", daemon=True
+                ).start()
+            since = self._since
+        if not done.wait(max(0.0, self.limit - (time.monotonic() - since))):
+            return (
+                self._last,
+                f"the store has not answered health's read for {time.monotonic() - since:.1f} s{self._age()}",
+            )
+        with self._lock:
+            error = self._error
+        return self._last, None if error is None else f"health could not read the store: {error}{self._age()}"
+
+    def _age(self) -> str:
+        if self._read_at is None:
+            return ""
+        return f" (schedules and counts as read {time.monotonic() - self._read_at:.0f} s ago)"
+
+    def _run(self, done: threading.Event) -> None:
+        try:
+            value: Optional[Tuple[List[ScheduleRecord], RunStats]] = (
+                self._store.list_schedules(),
+                self._store.stats(),
+            )
+            error = None
+        except Exception as exc:
+            value, error = None, f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            if value is not None:
+                self._last, self._read_at = value, time.monotonic()
+            self._error = error
+            self._pending = None
+        done.set()

@@ -203,3 +203,26 @@ class TestRunMetrics:
             assert run_metrics_for(sched) is own
         finally:
             sched.close()
+
+
+class TestStoreDown:
+    def test_metrics_and_health_answer_degraded_instead_of_500(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from flowyml_lite.errors import StoreError
+
+        sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        sched.schedule_hourly("nightly", ok)
+        sched.start()
+        app = ApiApp(sched)
+        try:
+
+            def down(*args: object, **kwargs: object) -> None:
+                raise StoreError("could not connect to server: Connection refused")
+
+            monkeypatch.setattr(sched.store, "list_schedules", down)
+            families = scrape(app)  # asserts 200
+            assert families["flowyml_lite_up"].value("flowyml_lite_up", status="degraded") == 1
+            response = app.handle(Request("GET", "/api/scheduler/health", {"Host": HOST}))
+            assert response.status == 200
+            assert b"Connection refused" in response.body
+        finally:
+            sched.close()

@@ -1,0 +1,76 @@
+"""health_check() when the store fails or hangs: an answer, at once, that says so."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, List
+
+import pytest
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+from flowyml_lite.errors import StoreError
+from flowyml_lite.stores.base import RunStats, ScheduleRecord
+from flowyml_lite.stores.memory import MemoryStore
+
+
+class UnsteadyStore(MemoryStore):
+    """A memory store whose reads for health fail or hang while told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self.open_gate = threading.Event()
+        self.open_gate.set()
+
+    def list_schedules(self) -> List[ScheduleRecord]:
+        if self.failing:
+            raise StoreError("connection refused")
+        return super().list_schedules()
+
+    def stats(self, schedule: Any = None) -> RunStats:
+        self.open_gate.wait()  # a frozen database server: the call neither answers nor fails
+        return super().stats(schedule)
+
+
+@pytest.fixture
+def unsteady() -> Any:
+    store = UnsteadyStore()
+    scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), store=store)
+    scheduler.schedule_hourly("etl", lambda: None)
+    scheduler.start()
+    yield scheduler, store
+    store.open_gate.set()
+    scheduler.stop(timeout=5)
+
+
+class TestHealthWhenTheStoreFails:
+    def test_a_failing_store_gives_degraded_with_its_error_not_an_exception(self, unsteady: Any) -> None:
+        scheduler, store = unsteady
+        assert scheduler.health_check()["num_schedules"] == 1
+        store.failing = True
+        health = scheduler.health_check()
+        assert health["status"] == "degraded"
+        (problem,) = [p for p in health["problems"] if p["source"] == "health"]
+        assert "health could not read the store: StoreError: connection refused" in problem["message"]
+        assert health["num_schedules"] == 1  # the last counts read, said to be so
+        assert "as read" in problem["message"]
+        store.failing = False
+        assert scheduler.health_check()["status"] == "running"
+
+    def test_a_hanging_store_is_waited_for_two_seconds_then_not_again(self, unsteady: Any) -> None:
+        scheduler, store = unsteady
+        store.open_gate.clear()
+        started = time.monotonic()
+        health = scheduler.health_check()
+        first = time.monotonic() - started
+        assert health["status"] == "degraded" and 1.5 <= first < 10
+        assert any("has not answered health's read" in p["message"] for p in health["problems"])
+        started = time.monotonic()
+        assert scheduler.health_check()["status"] == "degraded"
+        assert time.monotonic() - started < 1.0  # the stuck read is not waited for again
+        store.open_gate.set()
+        deadline = time.monotonic() + 5
+        while scheduler.health_check()["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scheduler.health_check()["status"] == "running"
