@@ -158,6 +158,7 @@ class PipelineScheduler:
             Localizer(cfg.timezone_provider),
             self.node_id,
             cfg.heartbeat_seconds,
+            lambda: self._claims.in_store_since,
         )
 
     # -- declaring ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..clock import Clock
 from ..errors import ScheduleError
@@ -41,8 +41,10 @@ class Reports:
         localize: Localizer,
         node_id: str,
         heartbeat_seconds: float,
+        claiming_since: Callable[[], Optional[float]] = lambda: None,
     ) -> None:
         self._store = store
+        self._claiming_since = claiming_since  # when the claim the loop waits on began, if it does
         self._table = table
         self._loop = loop
         self._runner = runner
@@ -97,9 +99,14 @@ class Reports:
         """What is wrong right now (source, message, for how long); empty when healthy."""
         found = self._troubles.problems()
         if self._loop.alive and self._loop_stalled():
-            found.append(
-                {"source": "loop", "message": "the scheduler loop has not gone round", "for_seconds": None}
-            )
+            since = self._claiming_since()
+            message = "the scheduler loop has not gone round"
+            if since is not None:
+                message = (
+                    f"the scheduler loop has waited {time.monotonic() - since:.0f} s for the store to take "
+                    "a claim (another connection holds its write lock, or the database is slow)"
+                )
+            found.append({"source": "loop", "message": message, "for_seconds": None})
         return found
 
     def health(self) -> Dict[str, Any]:

@@ -111,6 +111,8 @@ class Claims:
         self._rechecked: Dict[Tuple[str, datetime], int] = {}
         self._failures = 0
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
+        #: When the claim transaction in progress began (monotonic), for health; None between them.
+        self.in_store_since: Optional[float] = None
         table.owns = membership.owns  # the table queues only the fires this node attempts
 
     def options(self, record: ScheduleRecord) -> Options:
@@ -193,11 +195,14 @@ class Claims:
         try:
             with self._writer.commit_lock:
                 outcomes = self._writer.take()
+                self.in_store_since = time.monotonic()
                 try:
                     results = self._store.claim_many([c for c, _, _ in group], outcomes)
                 except Exception:
                     self._writer.give_back(outcomes)
                     raise
+                finally:
+                    self.in_store_since = None
         except Exception as exc:
             self._failures += 1
             delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)

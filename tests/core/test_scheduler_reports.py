@@ -74,3 +74,34 @@ class TestHealthWhenTheStoreFails:
         while scheduler.health_check()["status"] != "running" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert scheduler.health_check()["status"] == "running"
+
+
+class SlowClaims(MemoryStore):
+    """A memory store whose claims wait while told to (another connection holds the write lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def claim_many(self, claims: Any, outcomes: Any = ()) -> Any:
+        self.gate.wait()
+        return super().claim_many(claims, outcomes)
+
+
+def test_a_loop_waiting_on_a_claim_says_it_waits_for_the_store() -> None:
+    store = SlowClaims()
+    config = SchedulerConfig(persist_schedules=False, heartbeat_seconds=0.1)
+    scheduler = PipelineScheduler(config, store=store)
+    scheduler.schedule_interval("tick", lambda: None, seconds=0.2)
+    store.gate.clear()
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(p["source"] == "loop" for p in scheduler.problems()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (problem,) = [p for p in scheduler.problems() if p["source"] == "loop"]
+        assert "for the store to take a claim" in problem["message"]
+    finally:
+        store.gate.set()
+        scheduler.stop(timeout=5)
