@@ -46,7 +46,10 @@ __all__ = ["Runner", "Ticket", "keep_renewed"]
 
 logger = logging.getLogger("flowyml_lite.scheduler.runner")
 
-CANCEL_ANSWER_SECONDS = 5.0  # how long a timed-out run waits for its executor's answer to cancel
+#: How long a timed-out run waits for its executor's answer to cancel (its output, where it hangs)
+#: before it is recorded without it: a child ignoring SIGTERM, or an async job blocking its event
+#: loop, would otherwise hold the schedule's overlap slot past its timeout.
+CANCEL_ANSWER_SECONDS = 1.0
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
 
@@ -335,11 +338,16 @@ class Runner:
 
     def _record_timeout(self, state: RunState, result: Optional[JobResult]) -> None:
         limit = state.opts.timeout_seconds
-        how = (
-            "it was stopped"
-            if state.stopped
-            else "its thread cannot be stopped and may still be running; its result will be ignored"
-        )
+        if not state.stopped:
+            how = "its thread cannot be stopped and may still be running; its result will be ignored"
+        elif result is None:
+            how = (
+                f"asked to stop, it had not ended {CANCEL_ANSWER_SECONDS:g} s later (a process that ignores "
+                "SIGTERM is killed after the executor's grace; an async job that blocks its event loop "
+                "cannot be cancelled)"
+            )
+        else:
+            how = "it was stopped"
         reason = f"timed out after {limit:g} s: {how}"
         logger.error("run of %r (fire %s) %s", state.name, state.run.fire_time.isoformat(), reason)
         self._end(

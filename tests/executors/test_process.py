@@ -374,3 +374,24 @@ if __name__ == "__main__":
     scheduler.stop()
     print(json.dumps({"status": entry["status"], "names": names}))
 """
+
+
+class TestTimeoutThroughTheScheduler:
+    def test_a_child_ignoring_sigterm_is_recorded_within_a_second_of_its_timeout_and_holds_no_fire_back(
+        self, tmp_path: Path
+    ) -> None:
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        job = functools.partial(jobs.hang_ignoring_sigterm, str(tmp_path / "pid"))
+        scheduler.schedule_interval("stubborn", job, seconds=2, timeout_seconds=0.5, executor="process")
+        scheduler.start()
+        try:
+            assert eventually(lambda: len(scheduler.get_history("stubborn")) >= 3, timeout=SAFETY)
+        finally:
+            scheduler.stop(timeout=5)
+        history = [e for e in scheduler.get_history("stubborn") if e["status"] != "running"]
+        assert {e["status"] for e in history} == {"timed_out"}, history  # none skipped for overlap
+        for entry in history:  # 0.5 s, then 1 s for an answer; its grace alone would be 2 s more
+            assert entry["duration_seconds"] < 2.4, entry
+        assert "asked to stop" in history[0]["reason"]
