@@ -93,11 +93,15 @@ class Reports:
         """``running``, ``degraded`` or ``stopped``."""
         if not self._loop.alive:
             return "stopped"
-        return "degraded" if self._loop_stalled() or self._troubles.any() else "running"
+        if self._loop_stalled() or self._troubles.any() or self._runner.executor_problems():
+            return "degraded"
+        return "running"
 
     def problems(self) -> List[Dict[str, Any]]:
         """What is wrong right now (source, message, for how long); empty when healthy."""
         found = self._troubles.problems()
+        for name, problem in self._runner.executor_problems():
+            found.append({"source": f"executor:{name}", "message": problem, "for_seconds": None})
         if self._loop.alive and self._loop_stalled():
             since = self._claiming_since()
             message = "the scheduler loop has not gone round"

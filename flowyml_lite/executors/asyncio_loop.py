@@ -26,6 +26,9 @@ logger = logging.getLogger("flowyml_lite.executors.async")
 
 #: How long ``shutdown`` waits for cancelled tasks to end before it reports them as stopped anyway.
 CANCEL_GRACE_SECONDS = 2.0
+#: The loop marks that it goes round this often; not marked for BLOCKED_SECONDS, it is blocked.
+TICK_SECONDS = 0.25
+BLOCKED_SECONDS = 1.0
 
 
 def is_async(func: Any) -> bool:
@@ -79,6 +82,7 @@ class AsyncExecutor(Executor):
         self._handles: Set[_AsyncHandle] = set()
         self._threads: Optional[ThreadExecutor] = None
         self._closed = False
+        self._tick = time.monotonic()  # when the loop last went round (see problem())
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -100,6 +104,24 @@ class AsyncExecutor(Executor):
             self._handles.add(handle)
         loop.call_soon_threadsafe(self._start, handle)
         return handle
+
+    def problem(self) -> Optional[str]:
+        """The event loop blocked by a run (a blocking call in an ``async def``): every other async
+        run waits behind it, and health should name the culprit, not its victims."""
+        loop = self._loop
+        stuck = time.monotonic() - self._tick
+        if loop is None or stuck < BLOCKED_SECONDS or not self._handles or loop.is_closed():
+            return None
+        try:
+            task = asyncio.current_task(loop)  # the task whose step holds the loop (read from here)
+        except RuntimeError:
+            task = None
+        names = [h.job.context.schedule for h in list(self._handles) if h.task is not None and h.task is task]
+        by = f" by the run of {names[0]!r}" if names else ""
+        return (
+            f"the async executor's event loop has been blocked for {stuck:.0f} s{by}: a blocking call in "
+            "an async def (await it, or use asyncio.to_thread); every other async run waits"
+        )
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -148,7 +170,13 @@ class AsyncExecutor(Executor):
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
+
+        def tick() -> None:
+            self._tick = time.monotonic()
+            loop.call_later(TICK_SECONDS, tick)
+
         try:
+            loop.call_soon(tick)
             loop.run_forever()
         except BaseException:
             logger.exception("the async executor's event loop failed")

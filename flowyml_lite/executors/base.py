@@ -86,6 +86,11 @@ class Executor(abc.ABC):
     def check(self, func: Callable[..., Any], ref: Optional[str]) -> None:
         """Raise ScheduleError if this executor cannot run ``func``; called at declaration."""
 
+    def problem(self) -> Optional[str]:
+        """What keeps this executor from running jobs right now, for health (None: nothing).
+        Called often: it must not block."""
+        return None
+
     @abc.abstractmethod
     def submit(self, job: Job, done: Done) -> Handle:
         """Start ``job`` (or queue it behind the running ones); ``done(result)`` follows once."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import plugins
 from ..core.schedule import Options
@@ -64,6 +64,18 @@ class ExecutorSet:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
         executor, reference = self.resolve(func, opts)
         executor.check(func, reference)
+
+    def problems(self) -> List[Tuple[str, str]]:
+        """(executor name, what is wrong) of every executor that says something is (see Executor.problem)."""
+        found = []
+        for name, executor in list(self._executors.items()):
+            try:
+                problem = executor.problem()
+            except Exception as exc:
+                problem = f"could not tell its state: {type(exc).__name__}: {exc}"
+            if problem:
+                found.append((name, problem))
+        return found
 
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
         """Stop every executor made so far; a failure is logged, the others still stop."""

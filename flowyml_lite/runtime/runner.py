@@ -91,6 +91,10 @@ class Runner:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
         self._executors.check(func, opts)
 
+    def executor_problems(self) -> List[Tuple[str, str]]:
+        """(executor name, what is wrong) for health: e.g. an event loop blocked by a run."""
+        return self._executors.problems()
+
     # -- runs in flight -----------------------------------------------------------------
     @property
     def active(self) -> int:

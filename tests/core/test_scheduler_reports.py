@@ -105,3 +105,24 @@ def test_a_loop_waiting_on_a_claim_says_it_waits_for_the_store() -> None:
     finally:
         store.gate.set()
         scheduler.stop(timeout=5)
+
+
+def test_health_names_an_async_run_that_blocks_the_event_loop() -> None:
+    release = threading.Event()
+
+    async def hog() -> None:
+        release.wait(10)  # a blocking call in an async def
+
+    scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+    scheduler.schedule_hourly("hog", hog)
+    scheduler.start()
+    try:
+        scheduler.run_now("hog")
+        deadline = time.monotonic() + 10
+        while scheduler.status() != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (problem,) = [p for p in scheduler.problems() if p["source"] == "executor:async"]
+        assert "blocked" in problem["message"] and "'hog'" in problem["message"]
+    finally:
+        release.set()
+        scheduler.stop(timeout=5)

@@ -160,3 +160,29 @@ class TestCancel:
         assert outcome.wait().cancelled
         with pytest.raises(RuntimeError, match="shut down"):
             submit(executor, forever)
+
+
+class TestBlockedLoop:
+    def test_a_run_blocking_the_loop_is_named_while_it_blocks(self, executor: AsyncExecutor) -> None:
+        """A blocking call in an async def holds the one loop: the executor says so, naming the run,
+        so health blames it and not the async runs that wait behind it."""
+        import time
+
+        release = threading.Event()
+
+        async def blocking() -> None:
+            release.wait(SAFETY)  # a synchronous wait inside a coroutine: the loop stops going round
+
+        assert executor.problem() is None
+        _, outcome = submit(executor, blocking, schedule="hog")
+        try:
+            assert eventually(lambda: executor.problem() is not None)
+            problem = executor.problem() or ""
+            assert "event loop has been blocked" in problem and "by the run of 'hog'" in problem
+        finally:
+            release.set()
+        assert outcome.wait().success
+        deadline = time.monotonic() + SAFETY
+        while executor.problem() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert executor.problem() is None
