@@ -37,6 +37,7 @@ from ..stores.base import (
 from .health import Troubles
 from .membership import Membership
 from .outcomes import OutcomeWriter
+from .refusals import Refusals
 from .table import ScheduleTable
 
 logger = logging.getLogger("flowyml_lite.scheduler.claims")
@@ -47,9 +48,7 @@ CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while
 _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
 RETRY_MAX_SECONDS = 5.0
-RECHECK_SECONDS = 0.05  # a refused claim whose row looked unchanged is tried again this much later
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
-HELD_AFTER = 3  # refusals of a row that cannot be moved on before health reports it held
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 
@@ -108,7 +107,7 @@ class Claims:
         self._announce = announce
         self._batch = batch
         self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
-        self._rechecked: Dict[Tuple[str, datetime], int] = {}
+        self._refusals = Refusals(troubles)
         self._failures = 0
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
         #: When the claim transaction in progress began (monotonic), for health; None between them.
@@ -180,7 +179,7 @@ class Claims:
                     if not owns(name):
                         # Queued before the split changed: the owner claims it now (and this node
                         # re-reads the schedule's state if it is handed back).
-                        if name in self._blocked:
+                        if name in self._blocked or self._refusals:
                             self.unblock(name)
                         continue
                     opts = self.options(record)
@@ -241,8 +240,8 @@ class Claims:
                     record.last_fire = max(r.fire_time for r in active)
                 if claim.new_next is not None and record.enabled:
                     table.push(claim.new_next, claim.name, claim.new_next)
-                if self._rechecked:
-                    self._settled(claim.name)
+                if self._refusals:
+                    self._refusals.settled(claim.name)
                 if active:
                     won.append((claim.name, func, active, opts))
                     self.unblock(claim.name)
@@ -269,6 +268,8 @@ class Claims:
         for each in list(self._blocked) if name is None else (name,):
             if self._blocked.pop(each, 0) >= BLOCKED_AFTER:
                 self._troubles.clear(f"blocked:{each}")
+        if self._refusals:  # nor are its refused claims to be tried again here
+            self._refusals.settled(name)
 
     def _note_blocked(self, name: str, opts: Options) -> None:
         """Fires of ``name`` keep being skipped for overlap: after a few, health says so."""
@@ -292,71 +293,57 @@ class Claims:
             with self._table.lock:
                 self._table.push(now + timedelta(seconds=1), name, fire)
             return
-        table = self._table
-        with table.lock:
-            if fresh is None:
-                table.records.pop(name, None)
-                self._settled(name)
+        with self._table.lock:
+            if not self._take_fresh(name, fire, fresh):
+                self._refusals.settled(name)  # it moved on (or is gone): nothing to try again
                 return
-            mine = table.records.get(name)
-            if mine is not None and mine.definition_hash != fresh.definition_hash:
-                self._adopt(fresh)  # redefined elsewhere: its trigger is rebuilt too
-            elif mine is not None and (mine.enabled, mine.next_fire) == (fresh.enabled, fresh.next_fire):
-                table.records[name] = fresh  # the same fire: retried below, later (set_record would now)
-            else:
-                table.set_record(fresh)
-            if not (fresh.enabled and fresh.next_fire == fire):
-                self._settled(name)
-                return
-            tries = self._rechecked.get((name, fire), 0)
-            if tries == 0 and self._store.skips_locked_rows:
+            if self._refusals.count(name, fire) == 0 and self._store.skips_locked_rows:
                 # Maybe another node's claim of this row was in progress: look again soon.
-                self._rechecked[(name, fire)] = 1
-                table.push(now + timedelta(seconds=RECHECK_SECONDS), name, fire)
+                self._table.push(now + timedelta(seconds=self._refusals.again(name, fire)), name, fire)
                 return
-        # Unchanged (twice, where rows can be locked): the instant has a run row already (a clock
-        # stepped back, then enable or a re-declaration), so it is done and next_fire moves past it;
-        # or the row is held by a transaction that does not end (a lock taken by hand, a frozen
-        # peer), and then moving next_fire is refused too: the fire waits, looked at less and less
-        # often, and health says why.
+        self._move_past(claim, now)
+
+    def _take_fresh(self, name: str, fire: datetime, fresh: Optional[ScheduleRecord]) -> bool:
+        """Cache the row re-read after a refusal (table lock held); True if it still waits at ``fire``."""
+        table = self._table
+        if fresh is None:
+            table.records.pop(name, None)
+            return False
+        mine = table.records.get(name)
+        if mine is not None and mine.definition_hash != fresh.definition_hash:
+            self._adopt(fresh)  # redefined elsewhere: its trigger is rebuilt too
+        elif mine is not None and (mine.enabled, mine.next_fire) == (fresh.enabled, fresh.next_fire):
+            table.records[name] = fresh  # the same fire: retried later by the caller (set_record: now)
+        else:
+            table.set_record(fresh)
+        return bool(fresh.enabled and fresh.next_fire == fire)
+
+    def _move_past(self, claim: Claim, now: datetime) -> None:
+        """The row looked unchanged (twice where rows can be locked). Either the instant has a run
+        already (a clock stepped back, then enable or a re-declaration): it is done, and next_fire
+        moves past it. Or the row is held by a transaction that does not end (a lock taken by hand,
+        a frozen peer), and moving it is refused too: the fire waits, looked at less and less often."""
+        name, fire = claim.name, claim.expected_next
         try:
             moved = self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
             fresh = self._store.get_schedule(name) if moved is not None else None
-        except Exception as exc:
+        except Exception as exc:  # the store's own trouble, said as such: not a held row
             why = f"{type(exc).__name__}: {exc}"
             self._troubles.report("claims", f"moving {name!r} past a taken instant: {why}")
-            moved = None
+            delay, moved = self._refusals.again(name, fire), None
+        else:
+            if moved is None:
+                delay = self._refusals.again(name, fire)
+                self._refusals.held(name, fire)
         if moved is None:
-            self._held(name, fire, now)
+            with self._table.lock:
+                self._table.push(now + timedelta(seconds=delay), name, fire)
             return
-        self._settled(name)
+        self._refusals.settled(name)
         logger.warning("%r: fire %s already has a run; skipped to the next instant", name, fire.isoformat())
         if fresh is not None:
-            with table.lock:
+            with self._table.lock:
                 self._adopt(fresh)
-
-    def _held(self, name: str, fire: datetime, now: datetime) -> None:
-        """The row of ``name`` cannot be claimed nor moved on: try again later, and say so."""
-        tries = self._rechecked[(name, fire)] = self._rechecked.get((name, fire), 0) + 1
-        delay = min(RECHECK_SECONDS * 2**tries, RETRY_MAX_SECONDS)
-        if tries >= HELD_AFTER:
-            message = (
-                f"{name!r}: its row in the store is held by a transaction that does not end (a lock "
-                f"taken outside this scheduler, or a frozen process): fire {fire.isoformat()} waits"
-            )
-            if self._troubles.report(f"held:{name}", message):
-                logger.error("%s", message)
-        with self._table.lock:
-            self._table.push(now + timedelta(seconds=delay), name, fire)
-
-    def _settled(self, name: str) -> None:
-        """The claims of ``name`` are no longer refused: forget its retries (cheap when none)."""
-        if self._rechecked:
-            for key in [key for key in self._rechecked if key[0] == name]:
-                del self._rechecked[key]
-            lasted = self._troubles.clear(f"held:{name}")
-            if lasted is not None:
-                logger.warning("%r: its row in the store is free again after %.1f s", name, lasted)
 
 
 def plan(
