@@ -378,13 +378,11 @@ def plan(
     if missed_count:
         missed_known = instants[: len(instants) - len(to_run)]
         if missed_count <= MISSED_DETAIL_LIMIT and len(missed_known) == missed_count:
-            runs += [
-                RunRecord(run_key(t), name, t, MISSED, node, reason=_missed_reason(t, now, grace, policy))
-                for t in missed_known
-            ]
+            for t in missed_known:
+                why = f"{_missed_why(t, now, grace)} ({policy})"
+                runs.append(RunRecord(run_key(t), name, t, MISSED, node, reason=why))
         else:
             last = missed_known[-1] if missed_known else fire
-            why = "misfire" if (now - fire).total_seconds() > grace else "superseded by a later instant"
             runs.append(
                 RunRecord(
                     run_key(fire),
@@ -393,10 +391,13 @@ def plan(
                     MISSED,
                     node,
                     reason=f"{missed_count} missed instants from {fire.isoformat()} to "
-                    f"{last.isoformat()} ({why}, {policy})",
+                    f"{last.isoformat()} ({_missed_why(fire, now, grace)}, {policy})",
                 )
             )
-        logger.warning(
+        # A misfire is news; instants superseded within the grace (a loaded loop, a quick restart) are not.
+        level = logging.WARNING if (now - fire).total_seconds() > grace else logging.INFO
+        logger.log(
+            level,
             "%r: %d instant(s) from %s were missed (%s), %d will run now",
             name,
             missed_count,
@@ -404,15 +405,15 @@ def plan(
             policy,
             len(to_run),
         )
-    runs += [
-        RunRecord(run_key(t), name, t, QUEUED if i else RUNNING, node, None if i else now, reason="catch-up")
-        for i, t in enumerate(to_run)
-    ]
+    for i, t in enumerate(to_run):  # the first runs now; "catch-up" unless it is on time
+        reason = "catch-up" if i or (now - t).total_seconds() > grace else None
+        status, started = (QUEUED, None) if i else (RUNNING, now)
+        runs.append(RunRecord(run_key(t), name, t, status, node, started, reason=reason))
     return runs, new_next
 
 
-def _missed_reason(instant: datetime, now: datetime, grace: float, policy: str) -> str:
+def _missed_why(instant: datetime, now: datetime, grace: float) -> str:
     """Why ``instant`` is not run: too late (a misfire), or a later instant was due with it."""
     if (now - instant).total_seconds() > grace:
-        return f"misfire ({policy})"
-    return f"superseded: a later instant was due at the same time ({policy})"
+        return "misfire"
+    return "superseded by a later instant due at the same time"

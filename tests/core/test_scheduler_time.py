@@ -394,7 +394,8 @@ class TestSeveralInstantsDueWithinTheGrace:
             ("missed", 36),
             ("succeeded", 38),
         ]
-        assert history[0]["reason"] == "superseded: a later instant was due at the same time (catchup=latest)"
+        assert history[0]["reason"] == "superseded by a later instant due at the same time (catchup=latest)"
+        assert history[-1]["reason"] is None  # on time: not a catch-up
         assert scheduler.health_check()["problems"] == []
 
     def test_skip_also_runs_the_most_recent_it_is_on_time(
@@ -422,7 +423,7 @@ class TestSeveralInstantsDueWithinTheGrace:
         summary, ran = rows(scheduler, "tick")
         assert summary["reason"] == (
             "29 missed instants from 2024-01-01T00:00:31+00:00 to 2024-01-01T00:00:59+00:00 "
-            "(superseded by a later instant, catchup=latest)"
+            "(superseded by a later instant due at the same time, catchup=latest)"
         )
         assert (ran["status"], at(ran)) == ("succeeded", utc(2024, 1, 1, 0, 1))
 
