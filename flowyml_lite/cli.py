@@ -277,17 +277,28 @@ def _open_store(args: argparse.Namespace, read: bool = False) -> Any:
         raise NoDatabaseError(
             f"no database at {config.db_path}; give the file with --db PATH (or FLOWYML_SCHEDULER_DB_PATH)"
         )
-    try:
-        return open_store(config)
-    except StoreError as exc:
-        text = str(exc).lower()
-        if not (read and sqlite and ("readonly" in text or "unable to open" in text)):
-            raise
+    file = sqlite and os.path.isfile(config.db_path)
+    if not (read and file and not _may_write(config.db_path)):
+        try:
+            return open_store(config)
+        except StoreError as exc:
+            text = str(exc).lower()
+            if not (read and file and ("readonly" in text or "unable to open" in text)):
+                raise
     from .stores.sqlite import SQLiteStore
 
     store = SQLiteStore(config.db_path, read_only=True)
     store.open()
     return store
+
+
+def _may_write(path: str) -> bool:
+    """Whether this user may write the database and the -wal and -shm files beside it. If not, a
+    read-write open would create those files as this user, and lock the app out of its database."""
+    import os
+
+    files = [path] + [path + end for end in ("-wal", "-shm") if os.path.exists(path + end)]
+    return all(os.access(f, os.W_OK) for f in files)
 
 
 def _timetable(kind: str, value: str) -> str:

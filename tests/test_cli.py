@@ -296,7 +296,6 @@ class TestReadOnlyDatabase:
             pytest.skip("needs root and runuser (to run the CLI as nobody), and /usr/bin/python3")
         here = tempfile.mkdtemp(prefix="flowyml-ro-")  # under /tmp, traversable by nobody
         try:
-            os.chmod(here, 0o755)
             shutil.copytree(Path(__file__).resolve().parents[1] / "flowyml_lite", Path(here) / "flowyml_lite")
             shutil.copy(db, Path(here) / "app.db")
             for root, dirs, files in os.walk(here):
@@ -304,6 +303,9 @@ class TestReadOnlyDatabase:
                     os.chmod(os.path.join(root, name), 0o755)
                 for name in files:
                     os.chmod(os.path.join(root, name), 0o644)
+            # A directory anyone may write (like /tmp), a file only its owner may: a read-write open
+            # would create -wal and -shm files owned by nobody, and lock the app out of its database.
+            os.chmod(here, 0o1777)
             command = [python, "-m", "flowyml_lite", "list", "--db", f"{here}/app.db"]
             done = subprocess.run(
                 [runuser, "-u", "nobody", "--", *command],
@@ -318,3 +320,10 @@ class TestReadOnlyDatabase:
             assert sorted(os.listdir(here)) == ["app.db", "flowyml_lite"]
         finally:
             shutil.rmtree(here, ignore_errors=True)
+
+
+def test_a_directory_given_as_the_database_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "list", "--db", str(tmp_path))
+    assert code != 0 and "it is a directory" in err

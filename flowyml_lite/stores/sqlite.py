@@ -557,7 +557,8 @@ class SQLiteStore(Store):
         if self._file is None:
             raise StoreError(f"sqlite store {self.path!r}: an in-memory database cannot be opened read-only")
         if not os.path.isfile(self._file):
-            raise StoreError(f"sqlite store {self.path!r}: no database file to read")
+            why = self._path_problem() or "no database file to read"
+            raise StoreError(f"sqlite store {self.path!r}: {why}")
         self._immutable = not os.path.exists(self._file + "-wal")
         conn = self._open_uri("ro")
         try:
@@ -841,6 +842,8 @@ class SQLiteStore(Store):
         ``quiet()`` moment (no fire due soon) unless the WAL has grown a quarter past the mark (the
         longer the WAL, the longer the stall: measured, waiting for four times the mark made it 80 ms).
         """
+        if self.read_only:
+            return  # nothing to checkpoint: this store writes nothing
         if self._identity is None and self._file is not None:
             self.open()
         self._check_file()  # never a checkpoint connection to a file that took the old one's place
