@@ -86,6 +86,10 @@ class Executor(abc.ABC):
     def check(self, func: Callable[..., Any], ref: Optional[str]) -> None:
         """Raise ScheduleError if this executor cannot run ``func``; called at declaration."""
 
+    #: How long a cancelled run's answer (its result: output, where it hangs) may take to come;
+    #: past it the run is recorded without it. A process executor waits out its kill grace.
+    cancel_answer_seconds: float = 1.0
+
     def problem(self) -> Optional[str]:
         """What keeps this executor from running jobs right now, for health (None: nothing).
         Called often: it must not block."""

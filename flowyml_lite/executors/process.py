@@ -288,6 +288,11 @@ class ProcessExecutor(Executor):
             if mine:
                 deliver(handle.done, result)
 
+    @property
+    def cancel_answer_seconds(self) -> float:  # type: ignore[override]
+        """SIGTERM, then SIGKILL after ``grace_seconds``: the run's answer comes once it is dead."""
+        return self.grace_seconds + 1.0
+
     def _cancel(self, handle: _ProcessHandle, why: str) -> bool:
         with self._lock:
             if handle.state == _FINISHED:

@@ -47,8 +47,8 @@ __all__ = ["Runner", "Ticket", "keep_renewed"]
 logger = logging.getLogger("flowyml_lite.scheduler.runner")
 
 #: How long a timed-out run waits for its executor's answer to cancel (its output, where it hangs)
-#: before it is recorded without it: a child ignoring SIGTERM, or an async job blocking its event
-#: loop, would otherwise hold the schedule's overlap slot past its timeout.
+#: before it is recorded without it, unless the executor says otherwise (Executor.cancel_answer_seconds:
+#: a process executor waits out its kill grace). An async job blocking its event loop cannot answer.
 CANCEL_ANSWER_SECONDS = 1.0
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
@@ -319,8 +319,9 @@ class Runner:
         """The watchdog: stop the run if its executor can, then record it ``timed_out``.
 
         The executor answers a cancel with a result of its own (the output so far and, for a
-        thread, where it hangs), which ``_done`` records; if none comes within a few seconds the
-        run is recorded without it, so a run always ends.
+        thread, where it hangs), which ``_done`` records; if none comes within the executor's
+        ``cancel_answer_seconds`` (1 s; a process's kill grace and 1 s) the run is recorded without
+        it, so a run always ends.
         """
         with state.lock:
             if state.finished or state.timing_out:
@@ -331,7 +332,9 @@ class Runner:
             state.stopped = bool(handle.cancel()) if handle is not None else False
         except Exception:
             logger.exception("could not stop the timed-out run of %r", state.name)
-        self._timers.after(CANCEL_ANSWER_SECONDS, lambda: self._timed_out_without_answer(state))
+        executor = getattr(handle, "executor", None)
+        wait = float(getattr(executor, "cancel_answer_seconds", CANCEL_ANSWER_SECONDS))
+        self._timers.after(wait, lambda: self._timed_out_without_answer(state))
 
     def _timed_out_without_answer(self, state: RunState) -> None:
         with state.lock:
@@ -346,9 +349,8 @@ class Runner:
             how = "its thread cannot be stopped and may still be running; its result will be ignored"
         elif result is None:
             how = (
-                f"asked to stop, it had not ended {CANCEL_ANSWER_SECONDS:g} s later (a process that ignores "
-                "SIGTERM is killed after the executor's grace; an async job that blocks its event loop "
-                "cannot be cancelled)"
+                "asked to stop, it had not ended (an async job that blocks its event loop cannot be "
+                "cancelled until it yields; its result will be ignored)"
             )
         else:
             how = "it was stopped"
