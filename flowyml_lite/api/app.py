@@ -536,11 +536,11 @@ def _history(app: ApiApp, request: Request, params: List[str], query: Dict[str, 
 
 
 def _health(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
-    from .overview import problems
+    from .overview import problems, store_answered
 
     health = app.scheduler.health_check()
     found: Dict[str, List[str]] = {"orphaned": [], "overdue": []}
-    if not any(p["source"] == "health" for p in health["problems"]):  # else the store hangs or fails
+    if store_answered(health):
         with contextlib.suppress(StoreError):  # health says degraded, and why
             found = problems(app.scheduler)
     health["orphaned_schedules"] = found["orphaned"]

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..errors import StoreError
+from .overview import store_answered
 
 _STATUSES = ("running", "degraded", "stopped")
 #: Upper bounds of the start-lag histogram, in seconds (fire instant to job start).
@@ -225,7 +226,7 @@ def render_metrics(scheduler: Any) -> str:
     _line(out, "flowyml_lite_runs_running", "gauge", "Runs in progress (all nodes)", m["running_runs"])
     run_metrics_for(scheduler).render(out)
     schedules = []
-    if not any(p["source"] == "health" for p in health["problems"]):  # else the store hangs or fails
+    if store_answered(health):
         with contextlib.suppress(StoreError):  # health says degraded: the gauges above still count
             schedules = scheduler.list_schedules(include_orphans=True)
     labels = [f'{{schedule="{_label(s.pipeline_name)}"}}' for s in schedules]

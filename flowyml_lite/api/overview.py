@@ -286,6 +286,11 @@ def find_run(store: Any, name: str, run_key: str, limit: int) -> Optional[RunRec
     return None
 
 
+def store_answered(health: Dict[str, Any]) -> bool:
+    """Whether ``health_check()`` could read the store: if not, answers must not wait on it."""
+    return not any(p["source"] == "health" for p in health["problems"])
+
+
 def problems(scheduler: Any, now: Optional[datetime] = None) -> Dict[str, List[str]]:
     """Names of the schedules that will not run (orphaned) or run late (overdue), for health."""
     now = now or datetime.now(UTC)

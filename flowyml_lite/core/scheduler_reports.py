@@ -56,7 +56,7 @@ class Reports:
         self._localize = localize
         self._node_id = node_id
         self._heartbeat_seconds = heartbeat_seconds
-        self._glance = StoreGlance(store)
+        self._glance = StoreGlance(store, lambda: list(table.records.values()))
 
     # -- schedules and runs ------------------------------------------------------------
 
@@ -151,17 +151,27 @@ class StoreGlance:
     """The store's part of ``health_check()`` (schedules and run counts), read on a thread of its own
     and waited for ``limit`` seconds at most: a store that hangs (a frozen database server whose
     kernel still answers TCP) cannot hang a health probe. One read at a time; a probe that comes
-    while one is still stuck is answered at once from the last read."""
+    while one is still stuck is answered at once from the last read (or this process's own
+    schedules before any). A failed read is a problem at once; a slow one after ``slow_after``
+    seconds (a big store on a busy host may take a few)."""
 
-    def __init__(self, store: Store, limit: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        own: Callable[[], List[ScheduleRecord]],
+        limit: float = 2.0,
+        slow_after: float = 10.0,
+    ) -> None:
         self._store = store
+        self._own = own
         self.limit = limit
+        self.slow_after = slow_after
         self._lock = threading.Lock()
         self._pending: Optional[threading.Event] = None  # set when the read in flight ends
         self._since = 0.0
         self._error: Optional[str] = None
-        self._last: Tuple[List[ScheduleRecord], RunStats] = ([], RunStats())
-        self._read_at: Optional[float] = None
+        self._last: Optional[Tuple[List[ScheduleRecord], RunStats]] = None
+        self._read_at = 0.0
 
     def read(self) -> Tuple[Tuple[List[ScheduleRecord], RunStats], Optional[str]]:
         """(schedules, stats) and None; or the last ones read and what is wrong with the store."""
@@ -174,32 +184,33 @@ class StoreGlance:
                     target=self._run, args=(done,), name="flowyml_lite-health", daemon=True
                 ).start()
             since = self._since
-        if not done.wait(max(0.0, self.limit - (time.monotonic() - since))):
-            return (
-                self._last,
-                f"the store has not answered health's read for {time.monotonic() - since:.1f} s{self._age()}",
-            )
+        answered = done.wait(max(0.0, self.limit - (time.monotonic() - since)))
         with self._lock:
-            error = self._error
-        return self._last, None if error is None else f"health could not read the store: {error}{self._age()}"
-
-    def _age(self) -> str:
-        if self._read_at is None:
-            return ""
-        return f" (schedules and counts as read {time.monotonic() - self._read_at:.0f} s ago)"
+            error, last = self._error, self._last
+        if not answered:
+            waited = time.monotonic() - since
+            error = None
+            if waited >= self.slow_after:
+                error = f"the store has not answered health's read for {waited:.0f} s"
+        else:
+            error = None if error is None else f"health could not read the store: {error}"
+        if last is None:
+            return (self._own(), RunStats()), error
+        if error is not None:
+            error += f" (schedules and counts as read {time.monotonic() - self._read_at:.0f} s ago)"
+        return last, error
 
     def _run(self, done: threading.Event) -> None:
+        value: Optional[Tuple[List[ScheduleRecord], RunStats]] = None
+        error: Optional[str] = "the read ended without an answer"
         try:
-            value: Optional[Tuple[List[ScheduleRecord], RunStats]] = (
-                self._store.list_schedules(),
-                self._store.stats(),
-            )
-            error = None
+            value, error = (self._store.list_schedules(), self._store.stats()), None
         except Exception as exc:
-            value, error = None, f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            if value is not None:
-                self._last, self._read_at = value, time.monotonic()
-            self._error = error
-            self._pending = None
-        done.set()
+            error = f"{type(exc).__name__}: {exc}"
+        finally:  # whatever ends the read, the next probe starts another
+            with self._lock:
+                if value is not None:
+                    self._last, self._read_at = value, time.monotonic()
+                self._error = error
+                self._pending = None
+            done.set()

@@ -142,7 +142,7 @@ class OutcomeWriter:
                         return  # stopping and the store stays down: flush() reports what is left
                 continue
             self.done(taken, results)
-            del taken  # not held while the writer waits: a burst's last thousand outcomes would be
+            del taken  # not held while the writer waits (a burst's last thousand outcomes)
 
     def _failed(self, exc: BaseException, count: int) -> None:
         self._failures += 1
