@@ -153,7 +153,11 @@ class TestExactlyOnceAcrossProcesses:
         # Each process's own view (taken when it stopped) is part of that same history.
         for result in out.results:
             assert result["history"], f"worker {result['pid']} saw no history"
-            _assert_history_matches_log(result["history"], logged, node_pid)
+            # Its own runs are drained; another worker may still be recording one as it looks.
+            still = [e for e in result["history"] if e["status"] == "running"]
+            assert all(e["node"] != result["node_id"] for e in still), still
+            seen = [e for e in result["history"] if e["status"] != "running"]
+            _assert_history_matches_log(seen, logged, node_pid)
 
     def test_the_log_check_catches_duplicates_when_nothing_is_shared(self, tmp_path: pathlib.Path) -> None:
         # Control: with the memory store each process is alone, so both run every fire. This is the
