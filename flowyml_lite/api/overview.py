@@ -287,8 +287,8 @@ def find_run(store: Any, name: str, run_key: str, limit: int) -> Optional[RunRec
 
 
 def store_answered(health: Dict[str, Any]) -> bool:
-    """Whether ``health_check()`` could read the store: if not, answers must not wait on it."""
-    return not any(p["source"] == "health" for p in health["problems"])
+    """Whether ``health_check()`` just read the store: if not, answers must not wait on it."""
+    return bool(health.get("store_read", "ok") == "ok")
 
 
 def problems(scheduler: Any, now: Optional[datetime] = None) -> Dict[str, List[str]]:

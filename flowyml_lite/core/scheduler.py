@@ -159,6 +159,7 @@ class PipelineScheduler:
             self.node_id,
             cfg.heartbeat_seconds,
             lambda: self._claims.in_store_since,
+            self._claims.held,
         )
 
     # -- declaring ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..runtime.housekeeping import Housekeeping
 from ..runtime.loop import TimerLoop
 from ..runtime.membership import Membership
 from ..runtime.outcomes import OutcomeWriter
+from ..runtime.refusals import held_message
 from ..runtime.runner import Runner
 from ..runtime.table import ScheduleTable
 from ..stores.base import RunStats, ScheduleRecord, Store
@@ -42,9 +43,11 @@ class Reports:
         node_id: str,
         heartbeat_seconds: float,
         claiming_since: Callable[[], Optional[float]] = lambda: None,
+        held: Callable[[], List[str]] = lambda: [],
     ) -> None:
         self._store = store
         self._claiming_since = claiming_since  # when the claim the loop waits on began, if it does
+        self._held = held  # schedules whose fire waits on a row held in the store
         self._table = table
         self._loop = loop
         self._runner = runner
@@ -93,13 +96,16 @@ class Reports:
         """``running``, ``degraded`` or ``stopped``."""
         if not self._loop.alive:
             return "stopped"
-        if self._loop_stalled() or self._troubles.any() or self._runner.executor_problems():
+        if self._loop_stalled() or self._troubles.any() or self._runner.executor_problems() or self._held():
             return "degraded"
         return "running"
 
     def problems(self) -> List[Dict[str, Any]]:
         """What is wrong right now (source, message, for how long); empty when healthy."""
         found = self._troubles.problems()
+        held = self._held()
+        if held:
+            found.append({"source": "held", "message": held_message(held), "for_seconds": None})
         for name, problem in self._runner.executor_problems():
             found.append({"source": f"executor:{name}", "message": problem, "for_seconds": None})
         if self._loop.alive and self._loop_stalled():
@@ -120,12 +126,12 @@ class Reports:
         answer is ``degraded`` with why, and its counts are the last ones read.
         """
         status, problems = self.status(), self.problems()
-        (records, stats), trouble = self._glance.read()
+        (records, stats), trouble, read = self._glance.read()
         if trouble is not None:
             problems.append({"source": "health", "message": trouble, "for_seconds": None})
             if status == "running":
                 status = "degraded"
-        return health_report(
+        report = health_report(
             status,
             problems,
             records,
@@ -141,6 +147,8 @@ class Reports:
             pending_outcomes=self._writer.pending,
             last_error=self._troubles.last_error,
         )
+        report["store_read"] = read  # "ok", or "slow" / "failed": the counts are the last ones read
+        return report
 
     def _loop_stalled(self) -> bool:
         """The loop has not gone round in three heartbeats and a second (stuck in a claim, or dead)."""
@@ -173,32 +181,40 @@ class StoreGlance:
         self._last: Optional[Tuple[List[ScheduleRecord], RunStats]] = None
         self._read_at = 0.0
 
-    def read(self) -> Tuple[Tuple[List[ScheduleRecord], RunStats], Optional[str]]:
-        """(schedules, stats) and None; or the last ones read and what is wrong with the store."""
+    def read(self) -> Tuple[Tuple[List[ScheduleRecord], RunStats], Optional[str], str]:
+        """(schedules, stats), what is wrong with the store (None: nothing yet), and how the read
+        went: ``ok``, ``slow`` (not answered within ``limit``) or ``failed``; then the counts are
+        the last ones read, or this process's own schedules."""
         with self._lock:
             done = self._pending
             if done is None:
                 done = self._pending = threading.Event()
                 self._since = time.monotonic()
-                threading.Thread(
-                    target=self._run, args=(done,), name="flowyml_lite-health", daemon=True
-                ).start()
+                reader = threading.Thread(target=self._run, args=(done,), name="flowyml_lite-health")
+                reader.daemon = True
+                try:
+                    reader.start()
+                except RuntimeError as exc:  # no thread to be had: say so, and try again next time
+                    self._pending = None
+                    why = f"health could not start its store read: {exc}"
+                    return (self._own(), RunStats()), why, "failed"
             since = self._since
         answered = done.wait(max(0.0, self.limit - (time.monotonic() - since)))
         with self._lock:
             error, last = self._error, self._last
         if not answered:
-            waited = time.monotonic() - since
-            error = None
+            waited, how, error = time.monotonic() - since, "slow", None
             if waited >= self.slow_after:
                 error = f"the store has not answered health's read for {waited:.0f} s"
+        elif error is not None:
+            how, error = "failed", f"health could not read the store: {error}"
         else:
-            error = None if error is None else f"health could not read the store: {error}"
+            how = "ok"
         if last is None:
-            return (self._own(), RunStats()), error
+            return (self._own(), RunStats()), error, how
         if error is not None:
             error += f" (schedules and counts as read {time.monotonic() - self._read_at:.0f} s ago)"
-        return last, error
+        return last, error, how
 
     def _run(self, done: threading.Event) -> None:
         value: Optional[Tuple[List[ScheduleRecord], RunStats]] = None

@@ -290,8 +290,9 @@ class ProcessExecutor(Executor):
 
     @property
     def cancel_answer_seconds(self) -> float:  # type: ignore[override]
-        """SIGTERM, then SIGKILL after ``grace_seconds``: the run's answer comes once it is dead."""
-        return self.grace_seconds + 1.0
+        """SIGTERM, then SIGKILL after ``grace_seconds``: the run's answer comes once it is dead and
+        its pipes are drained (a tick of the monitor, the drain time), with a second to spare."""
+        return self.grace_seconds + _TICK + DRAIN_SECONDS + 1.0
 
     def _cancel(self, handle: _ProcessHandle, why: str) -> bool:
         with self._lock:

@@ -107,7 +107,7 @@ class Claims:
         self._announce = announce
         self._batch = batch
         self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
-        self._refusals = Refusals(troubles)
+        self._refusals = Refusals()
         self._failures = 0
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
         #: When the claim transaction in progress began (monotonic), for health; None between them.
@@ -179,7 +179,7 @@ class Claims:
                     if not owns(name):
                         # Queued before the split changed: the owner claims it now (and this node
                         # re-reads the schedule's state if it is handed back).
-                        if name in self._blocked or self._refusals:
+                        if name in self._blocked or self._refusals.tries:
                             self.unblock(name)
                         continue
                     opts = self.options(record)
@@ -240,7 +240,7 @@ class Claims:
                     record.last_fire = max(r.fire_time for r in active)
                 if claim.new_next is not None and record.enabled:
                     table.push(claim.new_next, claim.name, claim.new_next)
-                if self._refusals:
+                if self._refusals.tries:
                     self._refusals.settled(claim.name)
                 if active:
                     won.append((claim.name, func, active, opts))
@@ -262,13 +262,26 @@ class Claims:
         for claim in refused:
             self._refused(claim, now)
 
+    def held(self) -> List[str]:
+        """The schedules whose fire waits on a row held in the store (for health; no I/O)."""
+        if not self._refusals.holding:
+            return []
+        records = self._table.records
+
+        def still(name: str, fire: datetime) -> bool:
+            record = records.get(name)
+            return record is not None and record.enabled and record.next_fire == fire
+
+        with self._table.lock:
+            return self._refusals.waiting(still)
+
     def unblock(self, name: Optional[str] = None) -> None:
         """Forget that ``name`` (every schedule if None) was blocked by overlap: it moved to another
         node, was paused or removed, or this node's share changed."""
         for each in list(self._blocked) if name is None else (name,):
             if self._blocked.pop(each, 0) >= BLOCKED_AFTER:
                 self._troubles.clear(f"blocked:{each}")
-        if self._refusals:  # nor are its refused claims to be tried again here
+        if self._refusals.tries:  # nor are its refused claims to be tried again here
             self._refusals.settled(name)
 
     def _note_blocked(self, name: str, opts: Options) -> None:

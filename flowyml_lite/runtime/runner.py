@@ -332,26 +332,33 @@ class Runner:
             state.stopped = bool(handle.cancel()) if handle is not None else False
         except Exception:
             logger.exception("could not stop the timed-out run of %r", state.name)
-        executor = getattr(handle, "executor", None)
-        wait = float(getattr(executor, "cancel_answer_seconds", CANCEL_ANSWER_SECONDS))
-        self._timers.after(wait, lambda: self._timed_out_without_answer(state))
+        wait = self._answer_seconds(state)
+        self._timers.after(wait, lambda: self._timed_out_without_answer(state, wait))
 
-    def _timed_out_without_answer(self, state: RunState) -> None:
+    def _answer_seconds(self, state: RunState) -> float:
+        """How long the run's executor may take to answer a cancel (its ``cancel_answer_seconds``,
+        kept within 0.1 s to 10 min; 1 s when it says nothing usable)."""
+        try:
+            executor, _ = self._executors.resolve(state.func, state.opts)
+            wait = float(getattr(executor, "cancel_answer_seconds", CANCEL_ANSWER_SECONDS))
+        except Exception:
+            logger.exception("the executor of %r could not say how long a cancel takes", state.name)
+            return CANCEL_ANSWER_SECONDS
+        return min(max(wait, 0.1), 600.0) if wait == wait else CANCEL_ANSWER_SECONDS  # NaN: the default
+
+    def _timed_out_without_answer(self, state: RunState, waited: float) -> None:
         with state.lock:
             if state.finished:
                 return
             state.finished = True
-        self._record_timeout(state, None)
+        self._record_timeout(state, None, waited)
 
-    def _record_timeout(self, state: RunState, result: Optional[JobResult]) -> None:
+    def _record_timeout(self, state: RunState, result: Optional[JobResult], waited: float = 0.0) -> None:
         limit = state.opts.timeout_seconds
         if not state.stopped:
             how = "its thread cannot be stopped and may still be running; its result will be ignored"
         elif result is None:
-            how = (
-                "asked to stop, it had not ended (an async job that blocks its event loop cannot be "
-                "cancelled until it yields; its result will be ignored)"
-            )
+            how = f"asked to stop, it had not ended {waited:g} s later: its result will be ignored"
         else:
             how = "it was stopped"
         reason = f"timed out after {limit:g} s: {how}"

@@ -226,3 +226,29 @@ class TestStoreDown:
             assert b"Connection refused" in response.body
         finally:
             sched.close()
+
+    def test_metrics_and_health_answer_while_the_store_hangs(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A store that neither answers nor fails (a frozen database server): the endpoints answer
+        from what health could read within its bound, never waiting on the store themselves."""
+        import time
+
+        sched = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        sched.schedule_hourly("nightly", ok)
+        sched.start()
+        app = ApiApp(sched)
+        frozen = threading.Event()
+        original = sched.store.list_schedules
+
+        def hang(*args: object, **kwargs: object) -> object:
+            frozen.wait(30)
+            return original()
+
+        try:
+            monkeypatch.setattr(sched.store, "list_schedules", hang)
+            for path in ("/api/scheduler/health", "/metrics"):
+                started = time.monotonic()
+                response = app.handle(Request("GET", path, {"Host": HOST}))
+                assert response.status == 200 and time.monotonic() - started < 10, path
+        finally:
+            frozen.set()
+            sched.close()
