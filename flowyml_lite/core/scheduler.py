@@ -362,11 +362,7 @@ class PipelineScheduler:
         """Start the loop and housekeeping threads; returns at once (idempotent)."""
         if self.running:
             return
-        if importing_job_code():
-            logger.warning(
-                "start() ignored: a process run's child is importing this module to run its job; "
-                "keep start() and serve_forever() under `if __name__ == \"__main__\":`"
-            )
+        if self._ignored_in_child("start()"):
             return
         self._runner.stopping.clear()
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
@@ -430,8 +426,7 @@ class PipelineScheduler:
         systemd), then stop cleanly: runs in flight finish and are recorded."""
         import signal
 
-        if importing_job_code():
-            self.start()  # says why it does not start here
+        if self._ignored_in_child("serve_forever()"):
             return
         stop = threading.Event()
         previous = None
@@ -453,6 +448,18 @@ class PipelineScheduler:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self.stop()
+
+    @staticmethod
+    def _ignored_in_child(call: str) -> bool:
+        """True (and a warning) in a process run's child importing this module: no scheduler there."""
+        if not importing_job_code():
+            return False
+        logger.warning(
+            "%s ignored: a process run's child is importing this module to run its job; "
+            "keep start() and serve_forever() under `if __name__ == \"__main__\":`",
+            call,
+        )
+        return True
 
     def wait_for_runs(self, timeout: Optional[float] = None) -> bool:
         """Block until every run handed to the runner has ended and its outcome is in the store."""

@@ -337,18 +337,18 @@ class Claims:
         moves past it. Or the row is held by a transaction that does not end (a lock taken by hand,
         a frozen peer), and moving it is refused too: the fire waits, looked at less and less often."""
         name, fire = claim.name, claim.expected_next
+        error = None
         try:
             moved = self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
             fresh = self._store.get_schedule(name) if moved is not None else None
         except Exception as exc:  # the store's own trouble, said as such: not a held row
-            why = f"{type(exc).__name__}: {exc}"
-            self._troubles.report("claims", f"moving {name!r} past a taken instant: {why}")
-            delay, moved = self._refusals.again(name, fire), None
-        else:
-            if moved is None:
-                delay = self._refusals.again(name, fire)
-                self._refusals.held(name, fire)
+            moved, error = None, f"{type(exc).__name__}: {exc}"
         if moved is None:
+            delay = self._refusals.again(name, fire)
+            if error is None:
+                self._refusals.held(name, fire)
+            else:
+                self._troubles.report("claims", f"moving {name!r} past a taken instant: {error}")
             with self._table.lock:
                 self._table.push(now + timedelta(seconds=delay), name, fire)
             return
