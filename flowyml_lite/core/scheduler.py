@@ -127,7 +127,12 @@ class PipelineScheduler:
             self._store, self._table, self._sync, self._claims, self._serving, self._clock, cfg
         )
         self._loop = TimerLoop(
-            self._table, self._clock, self._claims.process, self._troubles, cfg.heartbeat_seconds
+            self._table,
+            self._clock,
+            self._claims.process,
+            self._troubles,
+            cfg.heartbeat_seconds,
+            self._claims.prepare,
         )
         self._housekeeping = Housekeeping(
             self._store,

@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..clock import Clock
 from ..core.schedule import Options
@@ -48,9 +48,21 @@ CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while
 _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
 RETRY_MAX_SECONDS = 5.0
+PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
+Fire = Tuple[str, datetime]
+
+
+class _Ahead(NamedTuple):
+    """A fire planned before its instant, and what its plan was made from (checked at the instant)."""
+
+    record: ScheduleRecord
+    options: Dict[str, Any]
+    trigger: Trigger
+    claim: Claim
+    opts: Options
 
 
 def run_key(fire: datetime) -> str:
@@ -59,12 +71,17 @@ def run_key(fire: datetime) -> str:
     The fire in microseconds, then 64 random bits drawn once per process and a counter: unique
     across processes without a uuid4 (a system call) per fire.
     """
-    return f"{(fire - _EPOCH) // US:014x}{_KEY_PREFIX}{next(_KEY_COUNTER):06x}"
+    global _KEY_LAST
+    last = _KEY_LAST  # (instant, its text), one tuple: threads share it safely
+    if last[0] != fire:  # a burst's fires share their instant: its text is worked out once
+        _KEY_LAST = last = (fire, f"{(fire - _EPOCH) // US:014x}")
+    return f"{last[1]}{_KEY_PREFIX}{next(_KEY_COUNTER):06x}"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _KEY_PREFIX = uuid.uuid4().hex[:16]
 _KEY_COUNTER = itertools.count()
+_KEY_LAST = (_EPOCH, f"{0:014x}")
 
 
 def _renew_key_prefix() -> None:
@@ -108,7 +125,9 @@ class Claims:
         self._batch = batch
         self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
         self._refusals = Refusals()
+        self._ahead: Dict[Fire, _Ahead] = {}  # fires planned before their instant (``prepare``)
         self._failures = 0
+        self._unplannable: Set[str] = set()  # schedules whose trigger raised (health says so)
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
         #: When the claim transaction in progress began (monotonic), for health; None between them.
         self.in_store_since: Optional[float] = None
@@ -171,6 +190,7 @@ class Claims:
             planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
             with table.lock:
                 for name, fire in group:
+                    ahead = self._ahead.pop((name, fire), None) if self._ahead else None
                     record = table.records.get(name)
                     trigger = table.triggers.get(name)
                     func = table.funcs.get(name)
@@ -182,13 +202,59 @@ class Claims:
                         if name in self._blocked or self._refusals.tries:
                             self.unblock(name)
                         continue
-                    opts = self.options(record)
-                    runs, new_next = plan(name, trigger, fire, now, opts, self._node)
-                    planned.append((Claim(name, fire, new_next, runs, opts.max_instances), func, opts))
+                    if ahead is not None and _still(ahead, record, trigger, now):
+                        ahead.claim.runs[0].started_at = now
+                        planned.append((ahead.claim, func, ahead.opts))
+                        continue
+                    claim, opts = self._plan(name, record, trigger, fire, now)
+                    if claim is not None:
+                        planned.append((claim, func, opts))
             if planned:
                 self._claim_group(planned, now)
                 if start < len(due):
                     time.sleep(0)  # let the run threads just woken take the GIL and start their runs
+
+    def prepare(self, due: List[Fire], now: datetime) -> None:
+        """Plan ``due`` (fires of the next instant, popped within the loop's lead) before it comes,
+        so that at the instant only the claim is left: ``process`` uses a plan whose schedule,
+        options and trigger are still those it was made from and that is still on time."""
+        table = self._table
+        if len(self._ahead) > _OPTIONS_CACHE:  # plans of fires that never came (the loop stopped)
+            self._ahead.clear()
+        with table.lock:
+            for name, fire in due:
+                record = table.records.get(name)
+                trigger = table.triggers.get(name)
+                if record is None or trigger is None or fire < now or not self._membership.owns(name):
+                    continue
+                opts = self.options(record)
+                try:
+                    runs, new_next = plan(name, trigger, fire, fire, opts, self._node)
+                except Exception:  # planned again at the instant, which reports it
+                    continue
+                if len(runs) == 1:
+                    claim = Claim(name, fire, new_next, runs, opts.max_instances)
+                    self._ahead[(name, fire)] = _Ahead(record, record.options, trigger, claim, opts)
+
+    def _plan(
+        self, name: str, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime
+    ) -> Tuple[Optional[Claim], Options]:
+        """The claim of a due fire (table lock held); None, health told, if its next instant cannot
+        be worked out (a trigger that raises): the fire is looked at again in a minute."""
+        opts = self.options(record)
+        try:
+            runs, new_next = plan(name, trigger, fire, now, opts, self._node)
+        except Exception as exc:
+            message = f"{name!r}: its next fire after {fire.isoformat()} cannot be worked out: {exc!r}"
+            if self._troubles.report(f"plan:{name}", message):
+                logger.exception("%s (trying again every %d s)", message, PLAN_RETRY_SECONDS)
+            self._unplannable.add(name)
+            self._table.push(now + timedelta(seconds=PLAN_RETRY_SECONDS), name, fire)
+            return None, opts
+        if self._unplannable and name in self._unplannable:
+            self._unplannable.discard(name)
+            self._troubles.clear(f"plan:{name}")
+        return Claim(name, fire, new_next, runs, opts.max_instances), opts
 
     def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
         try:
@@ -357,6 +423,20 @@ class Claims:
         if fresh is not None:
             with self._table.lock:
                 self._adopt(fresh)
+
+
+def _still(ahead: _Ahead, record: ScheduleRecord, trigger: Trigger, now: datetime) -> bool:
+    """A plan made before the instant holds at ``now``: nothing it was made from changed, the fire
+    is within its grace and the instant after it is not due as well (else it is planned again)."""
+    claim = ahead.claim
+    return (
+        ahead.record is record
+        and ahead.trigger is trigger
+        and ahead.options is record.options
+        and record.enabled
+        and (now - claim.expected_next).total_seconds() <= ahead.opts.misfire_grace_seconds
+        and (claim.new_next is None or claim.new_next > now)
+    )
 
 
 def plan(

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import traceback
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, List, Optional, Tuple
 
 from ..clock import Clock, SystemClock
@@ -27,6 +27,12 @@ POP_LIMIT = 1000
 #: monotonic clock; a wall clock stepped forward (an NTP correction, a resumed VM) brings fires
 #: closer meanwhile, and would make them late by up to the sleep: at most this, then.
 MAX_SLEEP_SECONDS = 1.0
+#: Fires of the next instant are planned in the lead before it (``prepare``) this many at a time,
+#: stopping this long before the instant: planning must never make the instant late.
+STAGE_CHUNK = 250
+STAGE_MARGIN_SECONDS = 0.003
+
+Fire = Tuple[str, datetime]
 
 
 class TimerLoop:
@@ -36,13 +42,19 @@ class TimerLoop:
         self,
         table: ScheduleTable,
         clock: Clock,
-        process: Callable[[List[Tuple[str, datetime]], datetime, bool], None],
+        process: Callable[[List[Fire], datetime, bool], None],
         troubles: Troubles,
         idle_seconds: float,
+        prepare: Optional[Callable[[List[Fire], datetime], None]] = None,
     ) -> None:
         self._table = table
         self._clock = clock
         self._process = process
+        self._prepare = prepare
+        #: Fires of the next instant, popped from the heap in the lead before it and planned then
+        #: (real time only): taken first when it comes, put back into the heap if the loop stops.
+        self._staged: List[Fire] = []
+        self._staged_at: Optional[datetime] = None
         self._troubles = troubles
         self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
         self.stopping = threading.Event()
@@ -79,42 +91,98 @@ class TimerLoop:
             self._loop()
         finally:
             self._gate(False)
+            self._put_back(self._staged, None)
 
     def _loop(self) -> None:
         table = self._table
         more = False  # the last pass left due fires in the heap: this one goes on with them
         while not self.stopping.is_set():
+            due: List[Fire] = []
+            now = None
             try:
+                stage_at = None
                 with table.lock:
                     now = self._clock.now()
                     self.beat = time.monotonic()
-                    due = table.pop_due(now, POP_LIMIT)
+                    due, full = self._take_due(now)
                     if not due:
                         more = False
                         wake = table.next_wake()
+                        staged_at = self._staged_at if self._staged else None
+                        if staged_at is not None:  # its fires are out of the heap, planned
+                            wake = staged_at if wake is None or staged_at < wake else wake
                         until = None if wake is None else (wake - now).total_seconds()
-                        # A fire within the lead: have the interpreter to ourselves when it is due;
-                        # a later one: wake again at its lead. Idle (or a second) at most.
+                        # A fire within the lead: plan its instant's fires, have the interpreter to
+                        # ourselves when it is due; a later one: wake again at its lead. Idle (or a
+                        # second) at most.
                         lead = LEAD_SECONDS if self._gates else 0.0
                         soon = until is not None and until <= lead
-                        timeout = self._idle
-                        if until is not None:
-                            timeout = min(timeout, max(until if soon else until - lead, 0.0))
-                        tail = self._hold_until - time.monotonic() if self._gated else 0.0
-                        if not soon and tail > 0:  # the runs just handed over start first, too
-                            self._clock.wait(table.cond, min(tail, timeout))
+                        ahead = self._prepare is not None and staged_at is None
+                        if soon and ahead and until is not None and until > 0:
+                            stage_at = wake
+                        else:
+                            timeout = self._idle
+                            if until is not None:
+                                timeout = min(timeout, max(until if soon else until - lead, 0.0))
+                            tail = self._hold_until - time.monotonic() if self._gated else 0.0
+                            if not soon and tail > 0:  # the runs just handed over start first, too
+                                self._clock.wait(table.cond, min(tail, timeout))
+                                continue
+                            self._gate(soon)
+                            self._clock.wait(table.cond, timeout)
                             continue
-                        self._gate(soon)
-                        self._clock.wait(table.cond, timeout)
-                        continue
+                if stage_at is not None:
+                    self._stage(stage_at, now)
+                    continue
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
-                more = len(due) == POP_LIMIT
+                more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
             except Exception:  # the loop must survive anything; health shows it
                 self._gate(False)
                 self._troubles.last_error = traceback.format_exc(limit=3)
                 logger.exception("scheduler loop error (continuing)")
+                # What was taken from the heap is looked at again (a fire claimed meanwhile is
+                # stale by then and skipped): an error here never silences a schedule.
+                self._put_back(due, now)
                 self.stopping.wait(0.1)
+
+    def _take_due(self, now: datetime) -> Tuple[List[Fire], bool]:
+        """The fires due at ``now`` (staged ones first), and whether the heap may hold more due."""
+        popped = self._table.pop_due(now, POP_LIMIT)
+        full = len(popped) == POP_LIMIT
+        if not self._staged or self._staged_at is None or self._staged_at > now:
+            return popped, full
+        staged, self._staged, self._staged_at = self._staged, [], None
+        if popped:
+            known = set(staged)  # an entry queued again meanwhile (a re-own of the split) is the same fire
+            staged.extend(fire for fire in popped if fire not in known)
+        return staged, full
+
+    def _stage(self, at: datetime, now: datetime) -> None:
+        """Pop the fires due at ``at`` (the heap's next instant, within the lead) and plan them,
+        a chunk at a time, stopping a little before ``at``: what is left is taken at ``at``."""
+        assert self._prepare is not None
+        deadline = time.monotonic() + (at - now).total_seconds() - STAGE_MARGIN_SECONDS
+        while not self.stopping.is_set():
+            with self._table.lock:
+                chunk = self._table.pop_due(at, STAGE_CHUNK)
+                if not chunk:
+                    return
+                self._staged.extend(chunk)
+                self._staged_at = at
+            self._prepare(chunk, now)
+            if len(chunk) < STAGE_CHUNK or time.monotonic() >= deadline:
+                return
+
+    def _put_back(self, fires: List[Fire], now: Optional[datetime]) -> None:
+        """Queue ``fires`` again (at once, or a second after ``now`` after an error)."""
+        if not fires:
+            return
+        with self._table.lock:
+            if fires is self._staged:
+                self._staged, self._staged_at = [], None
+            for name, fire in fires:
+                self._table.push(fire if now is None else now + timedelta(seconds=1), name, fire)
 
     def _gate(self, closed: bool) -> None:
         """Close or open the process's gate for this loop (real time only)."""

@@ -1,0 +1,183 @@
+"""The claims: fires planned before their instant are claimed as planned only while nothing they
+were planned from has changed, and a schedule whose next instant cannot be worked out is reported,
+never silenced, without holding up the others."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any, List, Optional
+
+import pytest
+
+from flowyml_lite.clock import FakeClock
+from flowyml_lite.core.triggers import build_trigger
+from flowyml_lite.runtime.claims import PLAN_RETRY_SECONDS, Claims
+from flowyml_lite.runtime.health import Troubles
+from flowyml_lite.runtime.membership import Membership
+from flowyml_lite.runtime.outcomes import OutcomeWriter
+from flowyml_lite.runtime.table import ScheduleTable
+from flowyml_lite.stores.base import MISSED, ScheduleRecord
+from flowyml_lite.stores.memory import MemoryStore
+
+DUE = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def world(count: int = 3, interval: int = 60) -> SimpleNamespace:
+    """``count`` interval schedules due at DUE on a memory store, and the claims that serve them;
+    ``started`` collects (name, runs) as the runner would get them."""
+    clock = FakeClock(DUE - timedelta(seconds=0.05))  # in the loop's lead before the instant
+    store = MemoryStore()
+    store.open()
+    table = ScheduleTable()
+    troubles = Troubles()
+    started: List[Any] = []
+    claims = Claims(
+        table,
+        store,
+        OutcomeWriter(store, troubles),
+        Membership("a"),
+        troubles,
+        clock,
+        "a",
+        lambda name, func, runs, opts: started.append((name, runs)),
+    )
+    names = [f"job-{i}" for i in range(count)]
+    for name in names:
+        record = ScheduleRecord(name, "interval", str(interval), "UTC", f"h-{name}", next_fire=DUE)
+        stored = store.declare_schedule(record)
+        with table.cond:
+            table.serve(name, lambda: None, build_trigger("interval", str(interval), "UTC", name))
+            table.set_record(stored)
+    return SimpleNamespace(
+        clock=clock, store=store, table=table, claims=claims, troubles=troubles, names=names, started=started
+    )
+
+
+def stage(w: SimpleNamespace) -> List[Any]:
+    """What the loop does in the lead: pop the instant's fires and have them planned."""
+    with w.table.cond:
+        due = w.table.pop_due(DUE)
+    w.claims.prepare(due, w.clock.now())
+    return due
+
+
+def planned_keys(w: SimpleNamespace) -> dict:
+    return {name: ahead.claim.runs[0].run_key for (name, _), ahead in w.claims._ahead.items()}
+
+
+class TestFiresPlannedBeforeTheirInstant:
+    def test_at_the_instant_the_plans_are_claimed_as_made_and_started_now(self) -> None:
+        w = world()
+        due = stage(w)
+        keys = planned_keys(w)
+        assert sorted(keys) == w.names and w.started == []  # planned, nothing claimed yet
+        w.clock.set(DUE + timedelta(milliseconds=3))
+        w.claims.process(due, w.clock.now())
+        assert {name: runs[0].run_key for name, runs in w.started} == keys
+        assert all(runs[0].started_at == DUE + timedelta(milliseconds=3) for _, runs in w.started)
+        assert not w.claims._ahead
+        for name in w.names:  # claimed once, and the schedule moved on to its next instant
+            assert [r.fire_time for r in w.store.history(name)] == [DUE]
+            assert w.store.get_schedule(name).next_fire == DUE + timedelta(seconds=60)
+
+    def test_a_schedule_paused_in_the_lead_does_not_run(self) -> None:
+        w = world()
+        due = stage(w)
+        assert w.store.set_enabled("job-1", False, DUE)  # paused, its next instant kept
+        with w.table.cond:
+            w.table.set_record(w.store.get_schedule("job-1"))
+        w.clock.set(DUE)
+        w.claims.process(due, w.clock.now())
+        assert sorted(name for name, _ in w.started) == ["job-0", "job-2"]
+        assert w.store.history("job-1") == []
+
+    def test_a_schedule_redefined_in_the_lead_is_planned_again_by_its_new_timetable(self) -> None:
+        w = world()
+        due = stage(w)
+        old_key = planned_keys(w)["job-0"]
+        record = w.table.records["job-0"]
+        new = ScheduleRecord("job-0", "interval", "10", "UTC", "h-new", next_fire=DUE)
+        with w.table.cond:
+            w.table.serve("job-0", lambda: None, build_trigger("interval", "10", "UTC", "job-0"))
+            w.table.set_record(w.store.declare_schedule(new))
+        assert w.table.records["job-0"] is not record
+        w.clock.set(DUE)
+        w.claims.process(due, w.clock.now())
+        runs = dict(w.started)["job-0"]
+        assert runs[0].run_key != old_key
+        assert w.store.get_schedule("job-0").next_fire == DUE + timedelta(seconds=10)
+
+    def test_a_plan_made_too_long_ago_is_decided_again_by_the_misfire_policy(self) -> None:
+        w = world()
+        due = stage(w)
+        w.clock.set(DUE + timedelta(seconds=61.5))  # past the 60 s grace and the next instant
+        w.claims.process(due, w.clock.now())
+        history = w.store.history("job-0")
+        assert [r.status for r in history if r.status == MISSED]  # the stale plan was not used
+        assert w.store.get_schedule("job-0").next_fire == DUE + timedelta(seconds=120)
+
+    def test_when_the_next_instant_is_due_as_well_the_later_one_runs(self) -> None:
+        w = world(count=1, interval=1)
+        due = stage(w)
+        w.clock.set(DUE + timedelta(seconds=1.2))  # a stall: DUE and DUE+1 s both due, within grace
+        w.claims.process(due, w.clock.now())
+        runs = dict(w.started)["job-0"]
+        assert [r.fire_time for r in runs] == [DUE + timedelta(seconds=1)]
+        assert w.store.get_schedule("job-0").next_fire == DUE + timedelta(seconds=2)
+
+
+class _Broken:
+    """A trigger whose next instant cannot be worked out (until it is mended)."""
+
+    def __init__(self, good: Any) -> None:
+        self.good = good
+        self.broken = True
+
+    def next_after(self, after: datetime) -> Optional[datetime]:
+        if self.broken:
+            raise OverflowError("date value out of range")
+        return self.good.next_after(after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.good, name)
+
+
+class TestATriggerThatRaises:
+    def test_it_is_reported_and_retried_while_the_others_of_its_group_run(self, caplog) -> None:  # type: ignore[no-untyped-def]
+        w = world()
+        broken = _Broken(w.table.triggers["job-1"])
+        w.table.triggers["job-1"] = broken
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        with caplog.at_level(logging.ERROR, logger="flowyml_lite.scheduler.claims"):
+            w.claims.process(due, w.clock.now())
+        assert sorted(name for name, _ in w.started) == ["job-0", "job-2"]
+        problems = w.troubles.problems()
+        assert len(problems) == 1 and "job-1" in str(problems[0]) and "OverflowError" in str(problems[0])
+        assert "cannot be worked out" in caplog.text
+        with w.table.cond:  # looked at again later, not forgotten
+            assert ("job-1", DUE) not in w.table.pop_due(DUE + timedelta(seconds=PLAN_RETRY_SECONDS - 1))
+        broken.broken = False
+        later = DUE + timedelta(seconds=PLAN_RETRY_SECONDS)
+        w.clock.set(later)
+        with w.table.cond:
+            again = w.table.pop_due(later)
+        assert ("job-1", DUE) in again
+        w.claims.process(again, later)
+        assert "job-1" in [name for name, _ in w.started]
+        assert w.troubles.problems() == []
+
+    def test_in_the_lead_it_is_left_to_the_instant(self) -> None:
+        w = world()
+        w.table.triggers["job-1"] = _Broken(w.table.triggers["job-1"])
+        stage(w)
+        assert sorted(planned_keys(w)) == ["job-0", "job-2"]
+        assert w.troubles.problems() == []  # said once, at the instant, not ahead of it
+
+
+@pytest.fixture(autouse=True)
+def _quiet_claims_logger() -> None:
+    logging.getLogger("flowyml_lite.scheduler.claims").setLevel(logging.NOTSET)

@@ -1,0 +1,102 @@
+"""The timer loop (real time): the next instant's fires are planned in the lead before it, taken
+first when it comes, and never lost: not when the loop stops with fires planned, not when handing
+fires over raises."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import List, Tuple
+
+from flowyml_lite.clock import SystemClock
+from flowyml_lite.runtime.health import Troubles
+from flowyml_lite.runtime.loop import TimerLoop
+from flowyml_lite.runtime.table import ScheduleTable
+from flowyml_lite.stores.base import ScheduleRecord
+
+Fire = Tuple[str, datetime]
+
+
+def table_due_in(seconds: float, count: int) -> Tuple[ScheduleTable, datetime]:
+    table = ScheduleTable()
+    at = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    with table.cond:
+        for i in range(count):
+            name = f"job-{i}"
+            table.serve(name, lambda: None, object())  # type: ignore[arg-type]
+            table.set_record(ScheduleRecord(name, "once", "", "UTC", "h", next_fire=at))
+    return table, at
+
+
+def heap_fires(table: ScheduleTable) -> List[Fire]:
+    return sorted((name, fire) for _, _, name, fire in table.heap if fire is not None)
+
+
+class TestTheNextInstantIsPlannedInItsLead:
+    def test_the_instant_s_fires_are_planned_before_it_and_handed_over_once_at_it(self) -> None:
+        table, at = table_due_in(0.3, 600)
+        planned: List[Tuple[float, List[Fire]]] = []
+        handed: List[Tuple[datetime, List[Fire]]] = []
+        done = threading.Event()
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            handed.append((now, list(due)))
+            if sum(len(d) for _, d in handed) >= 600:
+                done.set()
+
+        def prepare(due: List[Fire], now: datetime) -> None:
+            planned.append((time.time(), due))
+
+        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
+        loop.start()
+        try:
+            assert done.wait(5)
+        finally:
+            loop.stop(2)
+        assert sum(len(due) for _, due in planned) == 600  # all of them, in chunks
+        assert max(t for t, _ in planned) < at.timestamp()  # before the instant
+        fires = [fire for _, due in handed for fire in due]
+        assert sorted(fires) == sorted((f"job-{i}", at) for i in range(600))  # each once
+        assert all(now >= at for now, _ in handed)  # and never early
+        assert table.heap == []
+
+    def test_a_loop_stopped_with_fires_planned_puts_them_back(self) -> None:
+        table, at = table_due_in(0.3, 50)
+        before = heap_fires(table)
+        staged = threading.Event()
+        handed: List[Fire] = []
+        loop = TimerLoop(
+            table,
+            SystemClock(),
+            lambda due, now, first: handed.extend(due),
+            Troubles(),
+            1.0,
+            lambda due, now: staged.set(),
+        )
+        loop.start()
+        assert staged.wait(2)
+        loop.stop(2)
+        assert handed == [] and datetime.now(timezone.utc) < at  # stopped in the lead
+        assert heap_fires(table) == before  # every fire queued again for its instant
+
+    def test_an_error_handing_fires_over_queues_them_again(self) -> None:
+        table, _ = table_due_in(0.05, 3)
+        calls: List[List[Fire]] = []
+        troubles = Troubles()
+        done = threading.Event()
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            calls.append(list(due))
+            if len(calls) == 1:
+                raise RuntimeError("a bug on the fire path")
+            done.set()
+
+        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, now: None)
+        loop.start()
+        try:
+            assert done.wait(5)
+        finally:
+            loop.stop(2)
+        assert sorted(calls[1]) == sorted(calls[0]) and len(calls[0]) == 3
+        assert "a bug on the fire path" in (troubles.last_error or "")
