@@ -395,6 +395,8 @@ class PipelineScheduler:
         limit = self.config.shutdown_timeout_seconds if timeout is None else timeout
         self._runner.stopping.set()
         self._loop.stop(max(limit, 1.0))
+        if self._store.shared:  # its peers take its share over now, while its runs finish
+            self._serving.withdraw(lambda: self._housekeeping.beat(judge=False))
         self._runner.end_waiting()
         drained = self._runner.wait_idle(limit)
         written = self._writer.stop(max(limit, 1.0) if drained else 1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 from dataclasses import dataclass, fields
@@ -9,11 +11,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigurationError
 
+logger = logging.getLogger("flowyml_lite.config")
+
 __all__ = ["ENV_PREFIX", "SchedulerConfig"]
 
 ENV_PREFIX = "FLOWYML_SCHEDULER_"
 # The user guide spells the prefix in lower case; the upper-case spelling wins when both are set.
 _GUIDE_PREFIX = "flowyml_SCHEDULER_"
+#: Variables of the prefix read elsewhere than SchedulerConfig (the HTTP API's token).
+_OTHER_VARIABLES = ("API_TOKEN",)
 # Other names the same setting goes by: the guide's and flowyml 2.2.1's.
 _ALIASES: Dict[str, Tuple[str, ...]] = {
     "persist_schedules": ("PERSIST",),
@@ -106,6 +112,11 @@ class SchedulerConfig:
             self.history_max_runs = None
         days = self.history_retention_days
         self.history_retention_days = float(days) if days and not math.isinf(days) else None
+        if self.store_url and isinstance(self.store, str) and self.store in ("sqlite", "memory"):
+            raise ConfigurationError(
+                f"SchedulerConfig.store_url is set but store={self.store!r} does not read it: "
+                "set store='sqlalchemy' (or leave store unset) to use that database, or drop store_url"
+            )
         if self.lock_backend == "redis" and not self.redis_url:
             raise ConfigurationError(
                 "SchedulerConfig.lock_backend='redis' needs a Redis URL: set redis_url "
@@ -155,6 +166,7 @@ class SchedulerConfig:
             if name in _BACKEND_FIELDS:
                 variables[name] = (variable, raw)
         values.update(overrides)
+        _warn_unread(env, values)
         for name, (variable, raw) in variables.items():
             # Named by the variable, not the field: that is what the user has to fix.
             bad = _backend_problem(_Backends(**{**_BACKEND_DEFAULTS, **values}), name)
@@ -163,9 +175,12 @@ class SchedulerConfig:
         return cls(**values)
 
     def resolved_store(self) -> Any:
-        """The store to use: ``store`` if set, else "sqlite" when persisting, else "memory"."""
+        """The store to use: ``store`` if set; else "sqlalchemy" when ``store_url`` is set (a URL
+        given alone names the database to use), "sqlite" when persisting, else "memory"."""
         if self.store is not None:
             return self.store
+        if self.store_url:
+            return "sqlalchemy"
         return "sqlite" if self.persist_schedules else "memory"
 
     def resolved_lock_dir(self) -> str:
@@ -195,6 +210,27 @@ class SchedulerConfig:
 def _env_names(name: str) -> List[str]:
     suffixes = (name.upper(), *_ALIASES.get(name, ()))
     return [prefix + suffix for prefix in (ENV_PREFIX, _GUIDE_PREFIX) for suffix in suffixes]
+
+
+def _warn_unread(env: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """Warn of ``FLOWYML_SCHEDULER_*`` variables no setting reads (a typo leaves a setting at its
+    default without a word otherwise), and of a Redis URL that no Redis lock uses."""
+    read = {variable.upper() for f in fields(SchedulerConfig) for variable in _env_names(f.name)}
+    read |= {ENV_PREFIX + name for name in _OTHER_VARIABLES}
+    for variable in sorted(env):
+        upper = variable.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in read:
+            close = difflib.get_close_matches(upper, sorted(read), 1, 0.8)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            logger.warning("environment variable %s is not a scheduler setting: ignored%s", variable, hint)
+    if values.get("redis_url") and values.get("lock_backend", "file") != "redis":
+        logger.warning(
+            "%sREDIS_URL is set but the lock backend is %r: Redis is not used; set %sLOCK_BACKEND=redis "
+            "to use it",
+            ENV_PREFIX,
+            values.get("lock_backend", "file"),
+            ENV_PREFIX,
+        )
 
 
 def _lookup(env: Mapping[str, str], name: str) -> Optional[Tuple[str, str]]:

@@ -4,7 +4,7 @@ peers when that set changes (``runtime/membership.py`` splits the fires between 
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..runtime.claims import Claims
 from ..runtime.membership import Membership
@@ -46,6 +46,17 @@ class Serving:
         """Serve from now on: this node's peers are the live nodes with the same digest."""
         self.on = True
         self._membership.serve(self.digest())
+
+    def withdraw(self, tell: Callable[[], None]) -> None:
+        """Serve nothing from now on, and ``tell`` the peers at once (a heartbeat serving nothing):
+        a node that stops hands its share over while it waits for its runs, not after."""
+        if not self.on:
+            return
+        self.on = False
+        try:
+            tell()
+        except Exception as exc:  # they see it at its next heartbeat, or when its row expires
+            logger.warning("could not tell the other nodes that this one stops serving: %s", exc)
 
     def stop(self, leave: bool) -> None:
         """Serve nothing from now on; ``leave`` (every run ended and its outcome is stored): remove

@@ -407,6 +407,27 @@ class TestFromEnv:
         with pytest.raises(ConfigurationError, match="REDIS_URL"):
             SchedulerConfig.from_env({"FLOWYML_SCHEDULER_LOCK_BACKEND": "redis"})
 
+    def test_a_misspelled_variable_is_warned_of(self, caplog: pytest.LogCaptureFixture) -> None:
+        env = {"FLOWYML_SCHEDULER_LOCK_BACKEN": "redis", "FLOWYML_SCHEDULER_API_TOKEN": "t"}
+        c = SchedulerConfig.from_env(env)
+        assert c.lock_backend == "file"
+        assert "FLOWYML_SCHEDULER_LOCK_BACKEN is not a scheduler setting" in caplog.text
+        assert "did you mean FLOWYML_SCHEDULER_LOCK_BACKEND?" in caplog.text
+        assert "API_TOKEN" not in caplog.text  # read by the HTTP server: not a typo
+
+    def test_a_redis_url_without_the_redis_lock_is_warned_of(self, caplog: pytest.LogCaptureFixture) -> None:
+        SchedulerConfig.from_env({"FLOWYML_SCHEDULER_REDIS_URL": "redis://r:6379/0"})
+        assert "Redis is not used" in caplog.text and "LOCK_BACKEND=redis" in caplog.text
+
+    def test_a_store_url_alone_names_the_database_to_use(self) -> None:
+        c = SchedulerConfig.from_env({"FLOWYML_SCHEDULER_STORE_URL": "postgresql://u@h/db"})
+        assert c.resolved_store() == "sqlalchemy"
+        assert SchedulerConfig().resolved_store() == "sqlite"
+
+    def test_a_store_url_with_a_store_that_does_not_read_it_is_refused(self) -> None:
+        with pytest.raises(ConfigurationError, match="store='sqlalchemy'"):
+            SchedulerConfig(store="sqlite", store_url="postgresql://u@h/db")
+
 
 class TestDisplay:
     def test_to_dict_lists_every_field(self) -> None:

@@ -74,3 +74,65 @@ def test_shared_schedules_are_split_and_a_schedule_served_by_one_node_alone_stil
             fires = collections.Counter(e["fire_time"] for e in scheduler.get_history(name, limit=1000))
             assert [f for f, n in fires.items() if n > 1] == []
         scheduler.close()
+
+
+@pytest.mark.slow
+def test_a_node_that_stops_hands_its_share_over_while_it_waits_for_its_runs(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A graceful stop waits for the runs in flight (30 s by default): meanwhile the node serves
+    nothing, and its peers run its share of the fires at once, not after it is gone."""
+    ran: Dict[str, List[float]] = collections.defaultdict(list)
+    lock = threading.Lock()
+    release = threading.Event()
+    holding = threading.Event()
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            with lock:
+                ran[name].append(time.monotonic())
+
+        return run
+
+    def hold() -> None:
+        holding.set()
+        release.wait(20)
+
+    nodes = []
+    for node in ("a", "b"):
+        config = SchedulerConfig(
+            db_path=str(tmp_path / "shared.db"), node_id=node, heartbeat_seconds=0.2, node_timeout_seconds=2
+        )
+        scheduler = PipelineScheduler(config)
+        for i in range(20):
+            scheduler.schedule_interval(f"shared-{i}", job(f"shared-{i}"), seconds=0.5)
+        scheduler.schedule_interval("hold", hold, hours=1)
+        nodes.append(scheduler)
+    a, b = nodes
+    stopping = None
+    try:
+        a.start()
+        b.start()
+        wait_for(lambda: len(a.health_check()["nodes"]) == 2, 10, "both nodes to see each other")
+        time.sleep(1.0)  # past the first heartbeats: the split is in force
+        a.run_now("hold")  # a run in flight on a: its stop waits for it
+        assert holding.wait(5)
+        stopping = threading.Thread(target=a.stop, kwargs={"timeout": 20})
+        stopping.start()
+        time.sleep(1.0)  # b's next heartbeats see a serving nothing
+        since = time.monotonic()
+        time.sleep(2.0)
+        assert stopping.is_alive()  # a is still waiting for its run
+        with lock:
+            silent = sorted(name for name, times in ran.items() if not any(t >= since for t in times))
+        assert silent == [], f"schedules that stopped firing while a node drained: {silent}"
+    finally:
+        release.set()
+        if stopping is not None:
+            stopping.join(20)
+        for scheduler in nodes:
+            scheduler.stop(timeout=5)
+    for scheduler in nodes:
+        fires = collections.Counter(e["fire_time"] for e in scheduler.get_history("shared-0", limit=1000))
+        assert [f for f, n in fires.items() if n > 1] == []
+        scheduler.close()
