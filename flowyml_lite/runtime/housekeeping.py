@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from ..clock import Clock
 from ..locks.base import Lock
@@ -71,6 +71,7 @@ class Housekeeping:
         self._pruned = 0
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._seen: Set[str] = set()  # the node ids listed at the last judgment
 
     @property
     def alive(self) -> bool:
@@ -164,6 +165,11 @@ class Housekeeping:
         known = {n.node_id for n in nodes} | {self._node}
         for gone in sorted(set(active) - known):  # runs whose node row is gone
             self.lose(gone, f"node {gone} is gone (no heartbeat row) with runs still active")
+        # A node another process judged lost (one without the lock backend, e.g. an admin server)
+        # leaves the list without this one seeing it expire: its leases are released here too.
+        for gone in sorted(self._seen - known - set(active)):
+            self._release_leases(gone)
+        self._seen = known
         if self._membership.update(live) and self._store.shared:
             peers = ", ".join(self._membership.peers)
             logger.info("this node now splits its schedules with the live nodes %s", peers)
@@ -173,6 +179,10 @@ class Housekeeping:
         for run in self._store.mark_node_lost(node_id, reason):
             logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
             self._announce(run)
+        self._release_leases(node_id)
+
+    def _release_leases(self, node_id: str) -> None:
+        """Release the locks ``node_id`` held (it is lost or gone), if this node has a lock backend."""
         release_owner = getattr(self._lock, "release_owner", None)  # absent in older lock plugins
         if release_owner is not None:
             try:
