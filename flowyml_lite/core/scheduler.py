@@ -91,7 +91,10 @@ class PipelineScheduler:
         self.node_id = cfg.node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._table = ScheduleTable()
         self._sync = Sync(
-            self._table, self._store, lambda record: self._catalog.trigger_for(record, rebuild=True)
+            self._table,
+            self._store,
+            lambda record: self._catalog.trigger_for(record, rebuild=True),
+            self.node_id,
         )
         self._troubles = Troubles()
         self._membership = Membership(self.node_id)

@@ -8,6 +8,7 @@ rows' versions, or in full when ownership moved here and every state must be re-
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
@@ -18,6 +19,8 @@ from ..stores.base import ScheduleRecord, ScheduleState, Store
 from ..timezones import UTC
 from .table import ScheduleTable
 
+logger = logging.getLogger("flowyml_lite.scheduler.sync")
+
 # Declarations between two syncs after which the stored states of all schedules are read at once.
 BULK_READ_AFTER = 256
 
@@ -26,8 +29,13 @@ class Sync:
     """The declarations' bulk read and the adoption of other processes' changes."""
 
     def __init__(
-        self, table: ScheduleTable, store: Store, rebuild: Callable[[ScheduleRecord], Trigger]
+        self,
+        table: ScheduleTable,
+        store: Store,
+        rebuild: Callable[[ScheduleRecord], Trigger],
+        node_id: Optional[str] = None,
     ) -> None:
+        self._node = node_id
         self._table = table
         self._store = store
         self._rebuild = rebuild
@@ -94,6 +102,15 @@ class Sync:
                 )
                 stored.created_at, stored.updated_at = known.created_at, known.updated_at
         else:
+            if isinstance(known, ScheduleRecord) and self._declared_by_a_peer(known):
+                logger.warning(
+                    "%r: this declaration (%s) replaces the definition node %s declared (%s): every "
+                    "node follows this one now, each running its own function for the name",
+                    name,
+                    describe(candidate),
+                    known.declared_by,
+                    describe(known),
+                )
             record = replace(candidate, options=dict(candidate.options), enabled=True, next_fire=first_fire())
             stored = self._store.declare_schedule(record)
             if stored.options == candidate.options:
@@ -115,6 +132,17 @@ class Sync:
                 self.adopt(fresh, {name})
                 stored = fresh
         return stored
+
+    def _declared_by_a_peer(self, known: ScheduleRecord) -> bool:
+        """Whether ``known`` was declared by another node still listed in the store (a declaration
+        that differs from it changes what that node's peers run, not only this process)."""
+        other = known.declared_by
+        if not self._store.shared or other is None or other == self._node:
+            return False
+        try:
+            return any(node.node_id == other for node in self._store.list_nodes())
+        except Exception:  # only a warning depends on it
+            return False
 
     def forget_state(self, name: Optional[str] = None) -> None:
         """Drop the bulk-read state of ``name`` (of every schedule if None) before writing it."""
@@ -177,6 +205,18 @@ class Sync:
             mine = table.records.get(record.name)
         if mine is not None and mine.definition_hash != record.definition_hash:
             trigger = self._rebuild(record)  # redefined by another process
+            if (mine.schedule_type, mine.schedule_value, mine.timezone) != (
+                record.schedule_type,
+                record.schedule_value,
+                record.timezone,
+            ) or mine.options != record.options:
+                logger.warning(
+                    "%r was redefined by another process: %s, was %s; this process runs its function "
+                    "on the new definition",
+                    record.name,
+                    describe(record),
+                    describe(mine),
+                )
         with table.lock:
             if trigger is not None:
                 table.triggers[record.name] = trigger
@@ -188,3 +228,8 @@ class Sync:
                 table.set_record(record)
             else:
                 mine.updated_at = record.updated_at
+
+
+def describe(record: ScheduleRecord) -> str:
+    """A schedule's definition in a few words, for the log: its timetable and zone."""
+    return f"{record.schedule_type} {record.schedule_value} {record.timezone}"

@@ -136,3 +136,36 @@ def test_a_node_that_stops_hands_its_share_over_while_it_waits_for_its_runs(
         fires = collections.Counter(e["fire_time"] for e in scheduler.get_history("shared-0", limit=1000))
         assert [f for f, n in fires.items() if n > 1] == []
         scheduler.close()
+
+
+def test_a_schedule_declared_differently_by_two_nodes_is_warned_of_on_both(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One name, two definitions (a rolling deploy, a stale module, an API change): the last
+    declaration wins for every node, and neither side is silent about it."""
+    nodes = []
+    for node in ("a", "b"):
+        config = SchedulerConfig(
+            db_path=str(tmp_path / "shared.db"), node_id=node, heartbeat_seconds=0.2, node_timeout_seconds=2
+        )
+        nodes.append(PipelineScheduler(config))
+    a, b = nodes
+    try:
+        a.schedule_cron("report", lambda: None, "0 * * * *")
+        a.start()
+        wait_for(lambda: a._store.get_schedule("report").declared_by == "a", 5, "a to mark its declaration")
+        with caplog.at_level("WARNING", logger="flowyml_lite.scheduler.sync"):
+            b.schedule_cron("report", lambda: None, "30 * * * *")
+            said = "'report': this declaration (cron 30 * * * * UTC) replaces the definition node a"
+            assert said in caplog.text
+            heard = "'report' was redefined by another process: cron 30"
+            wait_for(lambda: heard in caplog.text, 5, "a's warning")
+        assert a._store.get_schedule("report").schedule_value == "30 * * * *"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flowyml_lite.scheduler.sync"):
+            b.schedule_cron("report", lambda: None, "30 * * * *")  # the same again: nothing to say
+        assert "replaces" not in caplog.text
+    finally:
+        for scheduler in nodes:
+            scheduler.stop(timeout=5)
+            scheduler.close()
