@@ -660,6 +660,12 @@ def _liveness(app: ApiApp, request: Request, params: List[str], query: Dict[str,
     )
 
 
+def _alive(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    """Liveness: the process answers. 200 whatever the store does, so a probe never restarts a
+    worker for a database outage (which a restart cannot mend); the status is in the body."""
+    return json_response(200, {"status": app.scheduler.status()})
+
+
 def _pipelines(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
     return json_response(
         200, {"registered": sorted(app.registered_pipelines()), "templates": [], "metadata": []}
@@ -691,13 +697,14 @@ def _dashboard(app: ApiApp, request: Request, params: List[str], query: Dict[str
 
 
 #: Open even with token_for_reads: the page's HTML holds no data, and probes send no token.
-_OPEN_READS = (_dashboard, _liveness)
+_OPEN_READS = (_dashboard, _liveness, _alive)
 
 _ROUTES: List[Tuple[str, Tuple[str, ...], Handler]] = [
     ("GET", (), _dashboard),
     ("GET", ("dashboard",), _dashboard),
     ("GET", ("metrics",), _metrics),
     ("GET", ("api", "health"), _liveness),
+    ("GET", ("api", "live"), _alive),
     ("GET", ("api", "openapi.json"), _openapi),
     ("GET", ("api", "scheduler", "health"), _health),
     ("GET", ("api", "pipelines"), _pipelines),

@@ -368,7 +368,21 @@ async function refresh() {
     render();
   } catch (e) {
     $("offline").hidden = false;
-    $("offline").textContent = "cannot reach the scheduler: " + e.message + " (retrying)";
+    $("offline").textContent = (await whyNoOverview(e)) + " (retrying)";
+  }
+}
+
+// The server answered but could not build the page (its store is down, say): its health says why.
+async function whyNoOverview(e) {
+  if (!e.status) return "cannot reach the scheduler: " + e.message;
+  try {
+    const health = await call("GET", "/api/scheduler/health");
+    const said = (health.problems || []).map((p) => p.message).filter(Boolean);
+    $("status").className = "status " + health.status;
+    $("status").textContent = health.status;
+    return "the scheduler answers but is " + health.status + (said.length ? ": " + said.join("; ") : ": " + e.message);
+  } catch (_) {
+    return "the scheduler failed to answer: " + e.message;
   }
 }
 

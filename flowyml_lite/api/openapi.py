@@ -125,6 +125,11 @@ _SCHEMAS: Dict[str, Any] = {
             "warnings": {"type": "array", "items": {"type": "string"}},
         },
     },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["running", "degraded", "stopped"]}},
+    },
     "Liveness": {
         "type": "object",
         "required": ["status"],
@@ -253,8 +258,14 @@ _OPERATIONS: Dict[Tuple[str, str], _Op] = {
         (),
         [],
     ),
+    ("GET", "/api/live"): (
+        "Liveness: 200 while the process answers, whatever its store does; its status in the body",
+        {"200": _json("Answering", _ref("Status"))},
+        (),
+        [],
+    ),
     ("GET", "/api/health"): (
-        "Liveness: 200 while the scheduler runs, 503 otherwise",
+        "Readiness: 200 while the scheduler runs and nothing is wrong, 503 otherwise",
         {
             "200": _json("Running", _ref("Liveness")),
             "503": _json(
@@ -380,7 +391,7 @@ _OPERATIONS: Dict[Tuple[str, str], _Op] = {
         [],
     ),
 }
-_OPEN_READS = {("GET", "/"), ("GET", "/dashboard"), ("GET", "/api/health")}
+_OPEN_READS = {("GET", "/"), ("GET", "/dashboard"), ("GET", "/api/health"), ("GET", "/api/live")}
 _PATH_PARAMS = {"name": "the schedule's name (a / in it written %2F)", "run_key": "the run's key"}
 
 

@@ -673,6 +673,12 @@ class TestHealth:
         response = call(ApiApp(running), "GET", "/api/health")
         assert (response.status, response.json()) == (200, {"status": "ok"})
 
+    def test_live_answers_200_even_while_the_store_fails(self, running: PipelineScheduler) -> None:
+        running._troubles.report("claims", "claiming 1 fire(s): StoreError: connection refused")
+        assert call(ApiApp(running), "GET", "/api/health").status == 503  # readiness: not now
+        response = call(ApiApp(running), "GET", "/api/live")
+        assert (response.status, response.json()) == (200, {"status": "degraded"})  # alive: leave it be
+
 
 class TestPipelines:
     @pytest.mark.parametrize("path", ["/api/pipelines", "/api/schedules/registered-pipelines"])

@@ -324,3 +324,24 @@ class TestKeyboard:
         page.keyboard.press("Enter")
         expect(page.locator(f'tr[data-panel="{name}"]')).to_be_visible()
         assert page.evaluate("document.activeElement.getAttribute('aria-expanded')") == "true"
+
+
+class TestWhenTheStoreFails:
+    def test_the_page_says_the_store_s_problem_not_that_the_scheduler_is_unreachable(
+        self, page: Page, site: Site, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flowyml_lite.errors import StoreError
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("disk I/O error")
+
+        store = site.scheduler.store
+        for method in ("list_schedules", "active_runs", "stats", "list_nodes", "history"):
+            monkeypatch.setattr(store, method, failing)
+        offline = page.locator("#offline")
+        expect(offline).to_be_visible()
+        expect(offline).to_contain_text("answers but is degraded")
+        expect(offline).to_contain_text("disk I/O error")
+        expect(page.locator("#status")).to_have_text("degraded")
+        expect(page.locator("tr.sched")).to_have_count(5)  # what it showed last stays
+        shot(page, "store-failing")
