@@ -317,15 +317,34 @@ def _options_text(options: Dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "-"
 
 
-def _schedule_row(record: Any) -> Dict[str, Any]:
+def _zoned(text: Optional[str], zone: str) -> Optional[str]:
+    """An ISO instant shown in ``zone`` (the schedule's own), as the HTTP API shows its next run."""
+    if not text:
+        return text
+    from datetime import datetime
+
+    from .timezones import get_zone
+
+    try:
+        return datetime.fromisoformat(text).astimezone(get_zone(zone).tzinfo).isoformat()
+    except Exception:  # a zone this process lacks: the instant as stored
+        return text
+
+
+_RUN_INSTANTS = ("fire_time", "started_at", "completed_at", "next_attempt_at")
+
+
+def _schedule_row(record: Any, zoned: bool = False) -> Dict[str, Any]:
+    """A stored schedule for display; ``zoned``: its instants in its own zone (else UTC)."""
+    zone = record.timezone if zoned else "UTC"
     return {
         "name": record.name,
         "type": record.schedule_type,
         "value": record.schedule_value,
         "timezone": record.timezone,
         "enabled": record.enabled,
-        "next_fire": record.next_fire.isoformat() if record.next_fire else None,
-        "last_fire": record.last_fire.isoformat() if record.last_fire else None,
+        "next_fire": _zoned(record.next_fire.isoformat(), zone) if record.next_fire else None,
+        "last_fire": _zoned(record.last_fire.isoformat(), zone) if record.last_fire else None,
         "options": record.options,
         "context": record.context,
     }
@@ -355,7 +374,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         record = _open_store(args, read=True).get_schedule(args.name)
         if record is None:
             raise ScheduleNotFoundError(args.name)
-        row = _schedule_row(record)
+        row = _schedule_row(record, zoned=True)
     if args.json:
         print(json.dumps(row, indent=2))
         return EXIT_OK
@@ -375,8 +394,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _row_from_api(item: Dict[str, Any]) -> Dict[str, Any]:
-    """A schedule from the HTTP API in the shape of ``_schedule_row``."""
-    option_keys = ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances")
+    """A schedule from the HTTP API in the shape of ``_schedule_row``: the options a store keeps
+    (the four always there, and every other one set to something else than its default)."""
+    from .core.options import OPTION_NAMES, Options
+
+    always = ("misfire_grace_seconds", "catchup", "max_catchup", "max_instances")
+    defaults = Options()
+    options = {
+        k: item[k]
+        for k in OPTION_NAMES
+        if k in item and (k in always or (item[k] is not None and item[k] != getattr(defaults, k, None)))
+    }
     return {
         "name": item.get("name"),
         "type": item.get("schedule_type"),
@@ -385,21 +413,28 @@ def _row_from_api(item: Dict[str, Any]) -> Dict[str, Any]:
         "enabled": item.get("enabled"),
         "next_fire": item.get("next_run"),
         "last_fire": item.get("last_run"),
-        "options": {k: item[k] for k in option_keys if k in item},
+        "options": options,
         "context": item.get("context") or {},
     }
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
     if args.url:
+        zone = _api("GET", args, f"/api/schedules/{_quote(args.name)}").get("timezone") or "UTC"
         entries = _api("GET", args, f"/api/schedules/{_quote(args.name)}/history?limit={args.limit}")
     else:
         from .api.overview import run_json
 
         store = _open_store(args, read=True)
-        if store.get_schedule(args.name) is None:
+        record = store.get_schedule(args.name)
+        if record is None:
             raise ScheduleNotFoundError(args.name)
-        entries = [run_json(r) for r in store.history(args.name, args.limit)]
+        zone = record.timezone
+        entries = [run_json(r, details=True) for r in store.history(args.name, args.limit)]
+    for entry in entries:  # each schedule's instants in its own zone, whichever way they were read
+        for key in _RUN_INSTANTS:
+            if isinstance(entry.get(key), str):
+                entry[key] = _zoned(entry[key], zone)
     if args.json:
         print(json.dumps(entries, indent=2))
         return EXIT_OK

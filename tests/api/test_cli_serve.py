@@ -42,7 +42,9 @@ def broken():
     raise RuntimeError("boom: disk full")
 
 
-scheduler.schedule_daily("nightly", nightly, hour=3)
+scheduler.schedule_daily(
+    "nightly", nightly, hour=3, timezone="America/New_York", retries=2, timeout_seconds=30
+)
 scheduler.schedule_daily("broken", broken, hour=4)
 """
 
@@ -327,6 +329,23 @@ class TestRemoteCommands:
         history = cli(served.cwd, "history", "nightly", "--url", served.url, "--json")
         assert history.returncode == 0, history.stderr
         assert "succeeded" in [e["status"] for e in json.loads(history.stdout)]
+
+    def test_show_and_history_say_the_same_from_the_server_and_the_store(self, served: Served) -> None:
+        assert served.request("POST", "/api/schedules/nightly/run?wait=true")[0] == 200
+        both = []
+        for where in (["--url", served.url], ["--db", "jobs.db"]):
+            shown = cli(served.cwd, "show", "nightly", *where, "--json")
+            history = cli(served.cwd, "history", "nightly", *where, "--json")
+            assert shown.returncode == history.returncode == 0, shown.stderr + history.stderr
+            both.append((json.loads(shown.stdout), json.loads(history.stdout)))
+        (remote, remote_runs), (local, local_runs) = both
+        assert remote["next_fire"] == local["next_fire"]
+        assert remote["next_fire"].endswith("-05:00") or remote["next_fire"].endswith("-04:00")  # its zone
+        assert remote["options"] == local["options"]
+        assert (local["options"]["retries"], local["options"]["timeout_seconds"]) == (2, 30)
+        assert set(remote_runs[0]) <= set(local_runs[0])  # the store's entries carry the API's keys
+        for runs in (remote_runs, local_runs):
+            assert runs[0]["fire_time"][-6:] in ("-05:00", "-04:00")
 
     def test_disable_enable_and_remove_change_the_servers_schedules(self, tmp_path: Path) -> None:
         server = Served(jobs_dir(tmp_path), "myjobs:scheduler", "--port", "0")
