@@ -225,6 +225,9 @@ class RedisLock(Lock):
         # them (a request retransmitted after a cut link), leaving a lock nobody holds for a TTL.
         self._unsure: List[Tuple[str, str]] = []
         self._mutex = threading.Lock()
+        #: Held while those locks are deleted: an acquire meanwhile waits, or it would find its own
+        #: node's stale lock and take it for another process's.
+        self._cleaning = threading.Lock()
         try:
             client.ping()
         except RedisError as exc:
@@ -321,18 +324,19 @@ class RedisLock(Lock):
     def _release_unsure(self) -> None:
         """Delete the locks of acquires that failed without a reply, if Redis did take them after
         all (compare-and-delete on their tokens); kept for the next call while Redis fails."""
-        if not self._unsure:
+        if not self._unsure and not self._cleaning.locked():
             return
-        with self._mutex:
-            unsure, self._unsure = self._unsure, []
-        for index, (redis_key, token) in enumerate(unsure):
-            try:
-                if self._release_script(keys=[redis_key], args=[token]):
-                    logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
-            except RedisError:
-                with self._mutex:
-                    self._unsure[:0] = unsure[index:]
-                return
+        with self._cleaning:
+            with self._mutex:
+                unsure, self._unsure = self._unsure, []
+            for index, (redis_key, token) in enumerate(unsure):
+                try:
+                    if self._release_script(keys=[redis_key], args=[token]):
+                        logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
+                except RedisError:
+                    with self._mutex:
+                        self._unsure[:0] = unsure[index:]
+                    return
 
     def _owner_key(self, owner: str) -> str:
         if not isinstance(owner, str) or not owner:

@@ -114,7 +114,7 @@ class Reports:
             if since is not None:
                 message = (
                     f"the scheduler loop has waited {time.monotonic() - since:.0f} s for the store to take "
-                    "a claim (another connection holds its write lock, or the database is slow)"
+                    "a claim (the database is unreachable or slow, or a lock it needs is held)"
                 )
             found.append({"source": "loop", "message": message, "for_seconds": None})
         return found

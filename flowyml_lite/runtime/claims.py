@@ -30,6 +30,7 @@ from ..stores.base import (
     RUNNING,
     SKIPPED,
     Claim,
+    Outcome,
     RunRecord,
     ScheduleRecord,
     Store,
@@ -48,6 +49,8 @@ CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while
 _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
 RETRY_MAX_SECONDS = 5.0
+#: A claim the store answered this much later than asked is checked for instants due meanwhile.
+LATE_ANSWER_SECONDS = 1.0
 PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 
@@ -186,6 +189,8 @@ class Claims:
         owns = self._membership.owns
         start, size = 0, FIRST_GROUP if small_first else CLAIM_GROUP
         while start < len(due):  # a small first group, so the first runs start while the rest are claimed
+            if start:  # planned on the clock of its own claim: the one before may have waited on the store
+                now = self._clock.now()
             group, start, size = due[start : start + size], start + size, min(size * 4, CLAIM_GROUP)
             planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
             with table.lock:
@@ -289,12 +294,17 @@ class Claims:
         refused: List[Claim] = []
         won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
         ended: List[RunRecord] = []  # missed, or skipped for overlap, at the claim
+        answered = self._clock.now()
+        late = (answered - now).total_seconds() > LATE_ANSWER_SECONDS  # the store kept the claim waiting
         table = self._table
         with table.lock:
             for (claim, func, opts), stored in zip(group, results):
                 if stored is None:
                     refused.append(claim)
                     continue
+                passed = late and claim.new_next is not None and claim.new_next <= answered
+                if passed and opts.catchup != "all":
+                    stored = self._superseded(stored, answered, now)
                 record = table.records.get(claim.name)
                 if record is None:
                     continue
@@ -327,6 +337,23 @@ class Claims:
             self._announce(run)
         for claim in refused:
             self._refused(claim, now)
+
+    def _superseded(self, stored: List[RunRecord], answered: datetime, asked: datetime) -> List[RunRecord]:
+        """The claim's runs, their instants superseded: the store answered after the schedule's next
+        instant was due (a cut link, a lock held for seconds). Running them now would make the fire
+        due now refused for overlap with a stale one; recorded ``missed``, the next pass runs that."""
+        reason = (
+            f"superseded by a later instant due at the same time (the store took "
+            f"{(answered - asked).total_seconds():.1f} s to answer the claim)"
+        )
+        ended = []
+        for run in stored:
+            if run.status in ACTIVE_STATUSES:
+                self._writer.put(Outcome(run.run_key, MISSED, answered, reason=reason, node_id=self._node))
+                run = run.with_status(MISSED, reason)
+            ended.append(run)
+        logger.info("%r: fire %s %s", stored[0].schedule, stored[-1].fire_time.isoformat(), reason)
+        return ended
 
     def held(self) -> List[str]:
         """The schedules whose fire waits on a row held in the store (for health; no I/O)."""

@@ -22,7 +22,7 @@ from .health import Troubles
 
 logger = logging.getLogger("flowyml_lite.scheduler.leases")
 
-LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, it is tried again at most this often
+LOCK_RETRY_SECONDS = 2.0  # while the lock backend is down, a probe asks it again this often
 #: A run may go on without a lease: the lock server is down, and the store's claim keeps it once.
 WITHOUT_LEASE = "without-lease"
 Taken = Union[Lease, None, str]  # a lease; None: another process holds it; or WITHOUT_LEASE
@@ -36,7 +36,12 @@ class Leases:
         self._ttl = ttl
         self._node = node_id
         self._troubles = troubles
-        self._down_until = 0.0
+        #: The lock server failed: runs go on without a lease at once, and one probe thread asks
+        #: it every LOCK_RETRY_SECONDS until it answers (a run never waits on a server known down:
+        #: against a server cut off, each try hangs for its socket timeouts).
+        self._down = False
+        self._probing: Optional[threading.Thread] = None
+        self._closed = threading.Event()
         self._takes_owner = "owner" in inspect.signature(lock.acquire).parameters
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
@@ -45,13 +50,14 @@ class Leases:
         """Run ``func(*args)`` on a lease thread: a lock server round trip stays off the loop."""
         with self._pool_lock:
             if self._pool is None:
+                self._closed.clear()  # open again after a close (a scheduler started again)
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowyml_lite-lease")
             pool = self._pool
         pool.submit(_logged, func, *args)
 
     def take(self, names: Sequence[str]) -> List[Taken]:
         """One answer per schedule name, in one round trip where the backend can batch."""
-        if time.monotonic() < self._down_until:
+        if self._down:
             return [WITHOUT_LEASE] * len(names)
         keys = [f"schedule:{name}" for name in names]
         try:
@@ -62,24 +68,65 @@ class Leases:
             else:
                 taken = [self.lock.acquire(k, ttl_seconds=self._ttl, owner=self._node) for k in keys]
         except Exception as exc:
-            self._down_until = time.monotonic() + LOCK_RETRY_SECONDS
-            message = (
-                f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
-                "claim alone (max_instances is still enforced by the store)"
-            )
-            if self._troubles.report("lock", message):
-                logger.warning("%s", message)
+            self._went_down(exc)
             return [WITHOUT_LEASE] * len(names)
-        if self._troubles.active("lock"):
-            lasted = self._troubles.clear("lock")
-            logger.warning("lock backend answers again after %.1f s", lasted or 0.0)
+        if self._troubles.active("lock"):  # answered again without a probe (none could start)
+            self._answers_again()
         return list(taken)
+
+    def _answers_again(self) -> None:
+        lasted = self._troubles.clear("lock")
+        if lasted is not None:
+            logger.warning("lock backend answers again after %.1f s", lasted)
+
+    def _went_down(self, exc: BaseException) -> None:
+        message = (
+            f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
+            "claim alone (max_instances is still enforced by the store)"
+        )
+        if self._troubles.report("lock", message):
+            logger.warning("%s", message)
+        with self._pool_lock:
+            if self._probing is not None or self._closed.is_set():
+                return
+            probe = threading.Thread(target=self._probe, name="flowyml_lite-lock-probe", daemon=True)
+            try:
+                probe.start()
+            except RuntimeError:  # no thread to be had: the next take tries the server itself
+                return
+            self._probing, self._down = probe, True
+
+    def _probe(self) -> None:
+        """Ask the lock server every LOCK_RETRY_SECONDS until it answers; then leases are taken again."""
+        key = f"probe:{self._node}"
+        try:
+            while not self._closed.wait(LOCK_RETRY_SECONDS):
+                try:
+                    if self._takes_owner:
+                        lease = self.lock.acquire(key, ttl_seconds=LOCK_RETRY_SECONDS * 2, owner=self._node)
+                    else:
+                        lease = self.lock.acquire(key, ttl_seconds=LOCK_RETRY_SECONDS * 2)
+                    if lease is not None:
+                        lease.release()
+                except Exception as exc:  # still down: health keeps saying so, with the latest error
+                    self._troubles.report(
+                        "lock",
+                        f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the "
+                        "store's claim alone (max_instances is still enforced by the store)",
+                    )
+                    continue
+                self._answers_again()
+                return
+        finally:  # answered, closed, or the probe itself failed: takes ask the server again
+            with self._pool_lock:
+                self._probing, self._down = None, False
 
     def renewed(self, lease: Lease, name: str) -> Optional[Renewal]:
         """Keep an expiring lease renewed while its run goes on (``set()`` it to stop)."""
         return keep_renewed(lease, self._ttl, name) if self.lock.expires else None
 
     def close(self) -> None:
+        self._closed.set()
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -613,3 +613,29 @@ class TestAnUnreachableServer:
         finally:
             server.send_signal(signal.SIGCONT)
             lock.close()
+
+
+class TestLocksOfLostReplies:
+    def test_an_acquire_waits_for_the_release_of_its_own_nodes_stale_lock_in_progress(
+        self, redis_lock: RedisLock
+    ) -> None:
+        """At a heal, one lease thread deletes the locks of acquires whose reply was lost while another
+        acquires: the second must not find its own node's stale lock and take it for another's."""
+        redis_key = f"{redis_lock.prefix}lock:schedule:s5"
+        token = "node-a:lost-reply"
+        assert redis_lock._client.set(redis_key, token, px=60_000)  # Redis took it; the reply was lost
+        redis_lock._unsure.append((redis_key, token))
+        real = redis_lock._release_script
+
+        def slow_release(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.3)
+            return real(*args, **kwargs)
+
+        redis_lock._release_script = slow_release  # type: ignore[method-assign]
+        cleaner = threading.Thread(target=redis_lock._release_unsure)
+        cleaner.start()
+        time.sleep(0.05)  # the cleanup has taken the list and is deleting
+        lease = redis_lock.acquire("schedule:s5", ttl_seconds=30, owner="node-a")
+        cleaner.join(5)
+        assert lease is not None, "the node's own stale lock was taken for another process's"
+        lease.release()

@@ -22,6 +22,15 @@ from flowyml_lite.stores.base import MISSED, ScheduleRecord
 from flowyml_lite.stores.memory import MemoryStore
 
 DUE = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
+WRITERS: List[OutcomeWriter] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_writers() -> Any:
+    """The outcome writers a test made are stopped after it (their thread would outlive it)."""
+    yield
+    while WRITERS:
+        WRITERS.pop().stop(5)
 
 
 def world(count: int = 3, interval: int = 60) -> SimpleNamespace:
@@ -33,10 +42,12 @@ def world(count: int = 3, interval: int = 60) -> SimpleNamespace:
     table = ScheduleTable()
     troubles = Troubles()
     started: List[Any] = []
+    writer = OutcomeWriter(store, troubles)
+    WRITERS.append(writer)
     claims = Claims(
         table,
         store,
-        OutcomeWriter(store, troubles),
+        writer,
         Membership("a"),
         troubles,
         clock,
@@ -178,6 +189,54 @@ class TestATriggerThatRaises:
         assert w.troubles.problems() == []  # said once, at the instant, not ahead of it
 
 
-@pytest.fixture(autouse=True)
-def _quiet_claims_logger() -> None:
-    logging.getLogger("flowyml_lite.scheduler.claims").setLevel(logging.NOTSET)
+class TestAGroupAfterASlowClaim:
+    def test_is_planned_on_the_time_it_is_claimed_at_not_the_wakes(self) -> None:
+        """The first group's claim waited 10 s on the store (a cut link): the next group must run the
+        instant due now, not one 10 s old (which would then refuse the on-time fire for overlap)."""
+        w = world(count=20, interval=1)
+        w.clock.set(DUE)
+        real = w.store.claim_many
+        calls = []
+
+        def slow_first(claims: Any, outcomes: Any = ()) -> Any:
+            calls.append(len(claims))
+            if len(calls) == 1:
+                w.clock.set(DUE + timedelta(seconds=10))  # the store answered 10 s later
+            return real(claims, outcomes)
+
+        w.store.claim_many = slow_first
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert calls[0] < 20  # claimed in groups
+        later = [name for name, runs in w.started if runs[0].fire_time == DUE + timedelta(seconds=10)]
+        stale = [name for name, runs in w.started if runs[0].fire_time == DUE]
+        assert len(later) == 20 - calls[0]
+        assert stale == []  # the first group's claim came back late: superseded (the test below)
+
+    def test_a_claim_answered_after_the_next_instant_was_due_is_superseded_not_run(self) -> None:
+        """The claim itself waited 10 s: its instant is 10 s old and later ones are due. Running it
+        would refuse the on-time fire for overlap; it is recorded missed, and the next pass runs
+        the instant due now."""
+        w = world(count=3, interval=1)
+        w.clock.set(DUE)
+        real = w.store.claim_many
+
+        def slow(claims: Any, outcomes: Any = ()) -> Any:
+            w.clock.set(DUE + timedelta(seconds=10))
+            return real(claims, outcomes)
+
+        w.store.claim_many = slow
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert w.started == []
+        w.store.claim_many = real
+        w.claims._writer.flush(5)
+        row = w.store.history("job-0")[0]
+        assert (row.fire_time, row.status) == (DUE, MISSED) and "store took 10.0 s" in (row.reason or "")
+        with w.table.cond:
+            again = w.table.pop_due(w.clock.now())
+        w.claims.process(again, w.clock.now())
+        runs = dict(w.started)["job-0"]
+        assert [r.fire_time for r in runs] == [DUE + timedelta(seconds=10)]
