@@ -270,7 +270,8 @@ def _open_store(args: argparse.Namespace, read: bool = False) -> Any:
     from .core.scheduler_config import SchedulerConfig
     from .errors import StoreError
 
-    overrides = {"db_path": args.db} if args.db else {}
+    # --db names the SQLite file to read, whatever store the environment names.
+    overrides = {"db_path": args.db, "store": "sqlite", "store_url": None} if args.db else {}
     config = SchedulerConfig.from_env(**overrides)
     sqlite = config.resolved_store() == "sqlite"
     if sqlite and not os.path.exists(config.db_path):
@@ -811,7 +812,7 @@ def _scheduler_for(app: Optional[str], db: Optional[str]) -> Any:
     from .core.scheduler_config import SchedulerConfig
 
     if app is None:
-        overrides: Dict[str, Any] = {"db_path": db} if db else {}
+        overrides: Dict[str, Any] = {"db_path": db, "store": "sqlite", "store_url": None} if db else {}
         config = SchedulerConfig.from_env(**overrides)
         if config.resolved_store() == "sqlite" and not os.path.exists(config.db_path):
             print(  # a new, empty store (a fresh volume), or a typo: say which file it is

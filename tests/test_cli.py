@@ -118,6 +118,13 @@ class TestStoreCommands:
         assert run(capsys, "remove", "etl", "--db", db)[0] == 0
         assert json.loads(run(capsys, "list", "--db", db, "--json")[1]) == []
 
+    def test_db_names_the_file_to_read_whatever_store_the_environment_names(
+        self, db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FLOWYML_SCHEDULER_STORE_URL", "postgresql+psycopg://u:p@127.0.0.1:1/none")
+        code, out, _ = run(capsys, "list", "--db", db, "--json")
+        assert code == 0 and [row["name"] for row in json.loads(out)] == ["etl"]
+
     def test_an_unknown_schedule_exits_3(self, db: str, capsys: pytest.CaptureFixture[str]) -> None:
         code, _, err = run(capsys, "show", "nope", "--db", db)
         assert code == 3 and "no schedule named 'nope'" in err

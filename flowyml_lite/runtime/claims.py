@@ -11,13 +11,10 @@ Won runs go to the runner; a refused claim refuses only its own schedule, which 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import os
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from datetime import datetime, timedelta
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..clock import Clock
 from ..core.schedule import Options
@@ -26,7 +23,6 @@ from ..errors import ScheduleError
 from ..stores.base import (
     ACTIVE_STATUSES,
     MISSED,
-    QUEUED,
     RUNNING,
     SKIPPED,
     Claim,
@@ -38,13 +34,12 @@ from ..stores.base import (
 from .health import Troubles
 from .membership import Membership
 from .outcomes import OutcomeWriter
+from .planning import US, Ahead, plan, run_key, still
 from .refusals import Refusals
-from .table import ScheduleTable
+from .table import Fire, ScheduleTable
 
 logger = logging.getLogger("flowyml_lite.scheduler.claims")
 
-US = timedelta(microseconds=1)
-MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
 CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while later groups are claimed
 _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
@@ -55,45 +50,6 @@ PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
-Fire = Tuple[str, datetime]
-
-
-class _Ahead(NamedTuple):
-    """A fire planned before its instant, and what its plan was made from (checked at the instant)."""
-
-    record: ScheduleRecord
-    options: Dict[str, Any]
-    trigger: Trigger
-    claim: Claim
-    opts: Options
-
-
-def run_key(fire: datetime) -> str:
-    """A unique run key that sorts by fire instant, so the store's index grows at its end.
-
-    The fire in microseconds, then 64 random bits drawn once per process and a counter: unique
-    across processes without a uuid4 (a system call) per fire.
-    """
-    global _KEY_LAST
-    last = _KEY_LAST  # (instant, its text), one tuple: threads share it safely
-    if last[0] != fire:  # a burst's fires share their instant: its text is worked out once
-        _KEY_LAST = last = (fire, f"{(fire - _EPOCH) // US:014x}")
-    return f"{last[1]}{_KEY_PREFIX}{next(_KEY_COUNTER):06x}"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_KEY_PREFIX = uuid.uuid4().hex[:16]
-_KEY_COUNTER = itertools.count()
-_KEY_LAST = (_EPOCH, f"{0:014x}")
-
-
-def _renew_key_prefix() -> None:
-    global _KEY_PREFIX
-    _KEY_PREFIX = uuid.uuid4().hex[:16]  # a forked child must not repeat its parent's keys
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_key_prefix)
 
 
 class Claims:
@@ -128,9 +84,10 @@ class Claims:
         self._batch = batch
         self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
         self._refusals = Refusals()
-        self._ahead: Dict[Fire, _Ahead] = {}  # fires planned before their instant (``prepare``)
+        self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
         self._failures = 0
         self._unplannable: Set[str] = set()  # schedules whose trigger raised (health says so)
+        self._late = 0  # claims answered late in a row
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
         #: When the claim transaction in progress began (monotonic), for health; None between them.
         self.in_store_since: Optional[float] = None
@@ -207,12 +164,14 @@ class Claims:
                         if name in self._blocked or self._refusals.tries:
                             self.unblock(name)
                         continue
-                    if ahead is not None and _still(ahead, record, trigger, now):
+                    if ahead is not None and still(ahead, record, trigger, now):
+                        if self._unplannable:
+                            self._plannable(name)
                         ahead.claim.runs[0].started_at = now
                         planned.append((ahead.claim, func, ahead.opts))
                         continue
                     claim, opts = self._plan(name, record, trigger, fire, now)
-                    if claim is not None:
+                    if claim is not None and opts is not None:
                         planned.append((claim, func, opts))
             if planned:
                 self._claim_group(planned, now)
@@ -232,22 +191,23 @@ class Claims:
                 trigger = table.triggers.get(name)
                 if record is None or trigger is None or fire < now or not self._membership.owns(name):
                     continue
-                opts = self.options(record)
                 try:
+                    opts = self.options(record)
                     runs, new_next = plan(name, trigger, fire, fire, opts, self._node)
                 except Exception:  # planned again at the instant, which reports it
                     continue
                 if len(runs) == 1:
                     claim = Claim(name, fire, new_next, runs, opts.max_instances)
-                    self._ahead[(name, fire)] = _Ahead(record, record.options, trigger, claim, opts)
+                    self._ahead[(name, fire)] = Ahead(record, record.options, trigger, claim, opts)
 
     def _plan(
         self, name: str, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime
-    ) -> Tuple[Optional[Claim], Options]:
-        """The claim of a due fire (table lock held); None, health told, if its next instant cannot
-        be worked out (a trigger that raises): the fire is looked at again in a minute."""
-        opts = self.options(record)
+    ) -> Tuple[Optional[Claim], Optional[Options]]:
+        """The claim of a due fire and its options (table lock held); None, health told, if its
+        options or next instant cannot be worked out (a trigger that raises): the fire is looked at
+        again in a minute."""
         try:
+            opts = self.options(record)
             runs, new_next = plan(name, trigger, fire, now, opts, self._node)
         except Exception as exc:
             message = f"{name!r}: its next fire after {fire.isoformat()} cannot be worked out: {exc!r}"
@@ -255,11 +215,17 @@ class Claims:
                 logger.exception("%s (trying again every %d s)", message, PLAN_RETRY_SECONDS)
             self._unplannable.add(name)
             self._table.push(now + timedelta(seconds=PLAN_RETRY_SECONDS), name, fire)
-            return None, opts
-        if self._unplannable and name in self._unplannable:
-            self._unplannable.discard(name)
-            self._troubles.clear(f"plan:{name}")
+            return None, None
+        if self._unplannable:
+            self._plannable(name)
         return Claim(name, fire, new_next, runs, opts.max_instances), opts
+
+    def _plannable(self, name: Optional[str]) -> None:
+        """``name`` (every schedule if None) plans again, or no longer needs to: health forgets it."""
+        for each in list(self._unplannable) if name is None else [name]:
+            if each in self._unplannable:
+                self._unplannable.discard(each)
+                self._troubles.clear(f"plan:{each}")
 
     def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
         try:
@@ -295,14 +261,14 @@ class Claims:
         won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
         ended: List[RunRecord] = []  # missed, or skipped for overlap, at the claim
         answered = self._clock.now()
-        late = (answered - now).total_seconds() > LATE_ANSWER_SECONDS  # the store kept the claim waiting
+        stuck = self._answered_late(answered, now)
         table = self._table
         with table.lock:
             for (claim, func, opts), stored in zip(group, results):
                 if stored is None:
                     refused.append(claim)
                     continue
-                passed = late and claim.new_next is not None and claim.new_next <= answered
+                passed = stuck and claim.new_next is not None and claim.new_next <= answered
                 if passed and opts.catchup != "all":
                     stored = self._superseded(stored, answered, now)
                 record = table.records.get(claim.name)
@@ -337,6 +303,23 @@ class Claims:
             self._announce(run)
         for claim in refused:
             self._refused(claim, now)
+
+    def _answered_late(self, answered: datetime, asked: datetime) -> bool:
+        """Whether this claim's answer is the first late one after prompt ones (the store was stuck:
+        a cut link, a lock held for seconds), whose instants later ones may have superseded. A store
+        that keeps answering late is slow, not stuck: its fires run late, and health says so."""
+        waited = (answered - asked).total_seconds()
+        if waited <= LATE_ANSWER_SECONDS:
+            if self._late:
+                self._late = 0
+                self._troubles.clear("claims:slow")
+            return False
+        self._late += 1
+        message = f"the store took {waited:.1f} s to answer a claim: fires start late"
+        self._troubles.report("claims:slow", message)
+        if self._late == 2:  # slow, not only stuck once
+            logger.warning("%s (and the claim before it too)", message)
+        return self._late == 1
 
     def _superseded(self, stored: List[RunRecord], answered: datetime, asked: datetime) -> List[RunRecord]:
         """The claim's runs, their instants superseded: the store answered after the schedule's next
@@ -374,6 +357,8 @@ class Claims:
         for each in list(self._blocked) if name is None else (name,):
             if self._blocked.pop(each, 0) >= BLOCKED_AFTER:
                 self._troubles.clear(f"blocked:{each}")
+        if self._unplannable:  # nor is its trigger's trouble this node's to report
+            self._plannable(name)
         if self._refusals.tries:  # nor are its refused claims to be tried again here
             self._refusals.settled(name)
 
@@ -450,90 +435,3 @@ class Claims:
         if fresh is not None:
             with self._table.lock:
                 self._adopt(fresh)
-
-
-def _still(ahead: _Ahead, record: ScheduleRecord, trigger: Trigger, now: datetime) -> bool:
-    """A plan made before the instant holds at ``now``: nothing it was made from changed, the fire
-    is within its grace and the instant after it is not due as well (else it is planned again)."""
-    claim = ahead.claim
-    return (
-        ahead.record is record
-        and ahead.trigger is trigger
-        and ahead.options is record.options
-        and record.enabled
-        and (now - claim.expected_next).total_seconds() <= ahead.opts.misfire_grace_seconds
-        and (claim.new_next is None or claim.new_next > now)
-    )
-
-
-def plan(
-    name: str, trigger: Trigger, fire: datetime, now: datetime, opts: Options, node: str
-) -> Tuple[List[RunRecord], Optional[datetime]]:
-    """The run rows to claim for a due fire, and the next fire, by the misfire policy (DESIGN §4).
-
-    One instant due: it runs if it is within the grace, else the policy decides. Several instants
-    of the schedule due at once (the process was down or stalled, even for less than the grace):
-    the most recent runs if it is within the grace, whatever the policy (it is on time), and the
-    policy decides for the older ones, so a pile-up never becomes a run per instant at once, each
-    refused for overlap with the one before.
-    """
-    grace = opts.misfire_grace_seconds
-    if (now - fire).total_seconds() <= grace:
-        new_next = trigger.next_after(fire)
-        if new_next is None or new_next > now:  # the common case: one instant, on time
-            return [RunRecord(run_key(fire), name, fire, RUNNING, node, started_at=now)], new_next
-    keep = max(opts.max_catchup, MISSED_DETAIL_LIMIT) + 1
-    instants, count = trigger.fires_until(fire - US, now, keep)
-    new_next = trigger.next_after(now)
-    policy = f"catchup={opts.catchup}"
-    on_time = bool(instants) and (now - instants[-1]).total_seconds() <= grace
-    if opts.catchup == "all":
-        to_run = instants[-opts.max_catchup :]
-    elif opts.catchup == "latest" or on_time:
-        to_run = instants[-1:]
-    else:
-        to_run = []
-    missed_count = count - len(to_run)
-    runs: List[RunRecord] = []
-    if missed_count:
-        missed_known = instants[: len(instants) - len(to_run)]
-        if missed_count <= MISSED_DETAIL_LIMIT and len(missed_known) == missed_count:
-            for t in missed_known:
-                why = f"{_missed_why(t, now, grace)} ({policy})"
-                runs.append(RunRecord(run_key(t), name, t, MISSED, node, reason=why))
-        else:
-            last = missed_known[-1] if missed_known else fire
-            runs.append(
-                RunRecord(
-                    run_key(fire),
-                    name,
-                    fire,
-                    MISSED,
-                    node,
-                    reason=f"{missed_count} missed instants from {fire.isoformat()} to "
-                    f"{last.isoformat()} ({_missed_why(fire, now, grace)}, {policy})",
-                )
-            )
-        # A misfire is news; instants superseded within the grace (a loaded loop, a quick restart) are not.
-        level = logging.WARNING if (now - fire).total_seconds() > grace else logging.INFO
-        logger.log(
-            level,
-            "%r: %d instant(s) from %s were missed (%s), %d will run now",
-            name,
-            missed_count,
-            fire.isoformat(),
-            policy,
-            len(to_run),
-        )
-    for i, t in enumerate(to_run):  # the first runs now; "catch-up" unless it is on time
-        reason = "catch-up" if i or (now - t).total_seconds() > grace else None
-        status, started = (QUEUED, None) if i else (RUNNING, now)
-        runs.append(RunRecord(run_key(t), name, t, status, node, started, reason=reason))
-    return runs, new_next
-
-
-def _missed_why(instant: datetime, now: datetime, grace: float) -> str:
-    """Why ``instant`` is not run: too late (a misfire), or a later instant was due with it."""
-    if (now - instant).total_seconds() > grace:
-        return "misfire"
-    return "superseded by a later instant due at the same time"

@@ -75,6 +75,7 @@ class Leases:
         return list(taken)
 
     def _answers_again(self) -> None:
+        """Health forgets the lock server's trouble, and the log says how long it lasted."""
         lasted = self._troubles.clear("lock")
         if lasted is not None:
             logger.warning("lock backend answers again after %.1f s", lasted)

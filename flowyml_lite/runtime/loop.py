@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 from ..clock import Clock, SystemClock
 from .gate import GATE, LEAD_SECONDS, TAIL_SECONDS
 from .health import Troubles
-from .table import ScheduleTable
+from .table import Fire, ScheduleTable
 
 logger = logging.getLogger("flowyml_lite.scheduler.loop")
 
@@ -32,7 +32,6 @@ MAX_SLEEP_SECONDS = 1.0
 STAGE_CHUNK = 250
 STAGE_MARGIN_SECONDS = 0.003
 
-Fire = Tuple[str, datetime]
 
 
 class TimerLoop:
@@ -53,8 +52,7 @@ class TimerLoop:
         self._prepare = prepare
         #: Fires of the next instant, popped from the heap in the lead before it and planned then
         #: (real time only): taken first when it comes, put back into the heap if the loop stops.
-        self._staged: List[Fire] = []
-        self._staged_at: Optional[datetime] = None
+        self._staged: List[Fire] = []  # their instant: table.staged_at
         self._troubles = troubles
         self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
         self.stopping = threading.Event()
@@ -108,7 +106,7 @@ class TimerLoop:
                     if not due:
                         more = False
                         wake = table.next_wake()
-                        staged_at = self._staged_at if self._staged else None
+                        staged_at = table.staged_at if self._staged else None
                         if staged_at is not None:  # its fires are out of the heap, planned
                             wake = staged_at if wake is None or staged_at < wake else wake
                         until = None if wake is None else (wake - now).total_seconds()
@@ -132,6 +130,7 @@ class TimerLoop:
                             self._clock.wait(table.cond, timeout)
                             continue
                 if stage_at is not None:
+                    self._gate(True)  # the instant is within the lead: the API waits from now
                     self._stage(stage_at, now)
                     continue
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
@@ -150,9 +149,10 @@ class TimerLoop:
         """The fires due at ``now`` (staged ones first), and whether the heap may hold more due."""
         popped = self._table.pop_due(now, POP_LIMIT)
         full = len(popped) == POP_LIMIT
-        if not self._staged or self._staged_at is None or self._staged_at > now:
+        at = self._table.staged_at
+        if not self._staged or at is None or at > now:
             return popped, full
-        staged, self._staged, self._staged_at = self._staged, [], None
+        staged, self._staged, self._table.staged_at = self._staged, [], None
         if popped:
             known = set(staged)  # an entry queued again meanwhile (a re-own of the split) is the same fire
             staged.extend(fire for fire in popped if fire not in known)
@@ -169,7 +169,7 @@ class TimerLoop:
                 if not chunk:
                     return
                 self._staged.extend(chunk)
-                self._staged_at = at
+                self._table.staged_at = at
             self._prepare(chunk, now)
             if len(chunk) < STAGE_CHUNK or time.monotonic() >= deadline:
                 return
@@ -180,7 +180,7 @@ class TimerLoop:
             return
         with self._table.lock:
             if fires is self._staged:
-                self._staged, self._staged_at = [], None
+                self._staged, self._table.staged_at = [], None
             for name, fire in fires:
                 self._table.push(fire if now is None else now + timedelta(seconds=1), name, fire)
 

@@ -20,6 +20,7 @@ from ..stores.base import ScheduleRecord
 from .membership import ServedSet
 
 Entry = Tuple[datetime, int, str, Optional[datetime]]
+Fire = Tuple[str, datetime]  # (schedule name, fire instant)
 
 
 class ScheduleTable:
@@ -34,6 +35,9 @@ class ScheduleTable:
         self.triggers: Dict[str, TriggerLike] = {}
         self.records: Dict[str, ScheduleRecord] = {}
         self.heap: List[Entry] = []
+        #: The instant of the fires the loop popped in its lead and planned (out of the heap until
+        #: it comes), or None: what is due soonest is the earlier of it and the heap's first entry.
+        self.staged_at: Optional[datetime] = None
         self._seq = itertools.count()
         self.served = ServedSet()  # the digest other nodes compare to find this node's peers
         # Whether this node attempts a schedule's fires; the others are kept but never queued.
@@ -64,9 +68,9 @@ class ScheduleTable:
         if heap[0] is entry:
             self.cond.notify_all()
 
-    def pop_due(self, now: datetime, limit: Optional[int] = None) -> List[Tuple[str, datetime]]:
+    def pop_due(self, now: datetime, limit: Optional[int] = None) -> List[Fire]:
         """(name, fire) of the live entries due at ``now``, at most ``limit``; caller holds ``cond``."""
-        due: List[Tuple[str, datetime]] = []
+        due: List[Fire] = []
         heap, records, funcs = self.heap, self.records, self.funcs
         most = len(heap) if limit is None else limit
         while heap and heap[0][0] <= now and len(due) < most:
@@ -101,7 +105,9 @@ class ScheduleTable:
     def quiet_for(self, seconds: float, now: datetime) -> bool:
         """True if nothing in the heap is due within ``seconds`` of ``now``."""
         with self.lock:
-            wake = self.next_wake()
+            wake, staged = self.next_wake(), self.staged_at
+        if staged is not None and (wake is None or staged < wake):
+            wake = staged
         return wake is None or (wake - now).total_seconds() >= seconds
 
     def forget(self, name: str) -> None:

@@ -240,3 +240,79 @@ class TestAGroupAfterASlowClaim:
         w.claims.process(again, w.clock.now())
         runs = dict(w.started)["job-0"]
         assert [r.fire_time for r in runs] == [DUE + timedelta(seconds=10)]
+
+    def test_a_store_that_keeps_answering_late_runs_its_fires_late_and_health_says_so(self) -> None:
+        """Slow, not stuck: only the first late answer supersedes; the next ones run (late), and
+        health names the slow store until a claim is answered promptly again."""
+        w = world(count=1, interval=1)
+        w.clock.set(DUE)
+        real = w.store.claim_many
+        delay = [1.5]
+
+        def slow(claims: Any, outcomes: Any = ()) -> Any:
+            w.clock.set(w.clock.now() + timedelta(seconds=delay[0]))
+            return real(claims, outcomes)
+
+        w.store.claim_many = slow
+
+        def a_pass() -> None:
+            now = w.clock.now()
+            with w.table.cond:
+                due = w.table.pop_due(now)
+            w.claims.process(due, now)
+            for _, runs in w.started:  # the jobs are quick: over before the next pass
+                w.store.finish_run(runs[0].run_key, "succeeded", w.clock.now(), 0.001)
+
+        for _ in range(4):
+            a_pass()
+        assert len(w.started) == 3  # one superseded, then every pass runs
+        assert any(p["source"] == "claims:slow" for p in w.troubles.problems())
+        delay[0] = 0.0
+        w.clock.set(w.clock.now() + timedelta(seconds=1))
+        a_pass()
+        assert len(w.started) == 4 and w.troubles.problems() == []
+
+
+class TestPlansAheadAreCheckedAtTheInstant:
+    def test_a_plan_past_its_grace_is_not_used_even_before_the_next_instant(self) -> None:
+        w = world(count=1, interval=3600)
+        due = stage(w)
+        w.clock.set(DUE + timedelta(seconds=61))  # past the 60 s grace; the next instant is an hour off
+        w.claims.process(due, w.clock.now())
+        (runs,) = [runs for _, runs in w.started]
+        assert runs[0].reason == "catch-up"  # planned again, as a misfire: not the plan made on time
+
+    def test_a_fire_planned_ahead_and_queued_again_meanwhile_is_claimed_once(self) -> None:
+        w = world(count=2)
+        due = stage(w)
+        with w.table.cond:  # a change of the split queues every owned fire again
+            w.table.reown()
+            again = w.table.pop_due(DUE)
+        assert sorted(again) == sorted(due)
+        w.clock.set(DUE)
+        w.claims.process(due + again, w.clock.now())
+        assert sorted(name for name, _ in w.started) == ["job-0", "job-1"]
+        assert [r.fire_time for r in w.store.history("job-0")] == [DUE]
+
+
+class TestAScheduleWhoseTriggerRaised:
+    def test_is_forgotten_by_health_when_paused_or_when_a_plan_made_ahead_works(self) -> None:
+        w = world(count=2)
+        for name in ("job-0", "job-1"):
+            w.table.triggers[name] = _Broken(w.table.triggers[name])
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert {p["source"] for p in w.troubles.problems()} == {"plan:job-0", "plan:job-1"}
+        w.claims.unblock("job-0")  # paused, removed or handed to another node
+        assert {p["source"] for p in w.troubles.problems()} == {"plan:job-1"}
+        w.table.triggers["job-1"].broken = False
+        later = DUE + timedelta(seconds=PLAN_RETRY_SECONDS)
+        w.clock.set(later - timedelta(seconds=0.05))
+        with w.table.cond:
+            ahead = [fire for fire in w.table.pop_due(later) if fire[0] == "job-1"]
+        w.claims.prepare(ahead, w.clock.now())
+        w.clock.set(later)
+        w.claims.process(ahead, later)
+        assert w.troubles.problems() == []

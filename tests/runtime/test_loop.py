@@ -45,8 +45,11 @@ class TestTheNextInstantIsPlannedInItsLead:
             if sum(len(d) for _, d in handed) >= 600:
                 done.set()
 
+        quiet: List[bool] = []
+
         def prepare(due: List[Fire], now: datetime) -> None:
             planned.append((time.time(), due))
+            quiet.append(table.quiet_for(1.0, now))  # upkeep that stalls writers must wait
 
         loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
         loop.start()
@@ -60,6 +63,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         assert sorted(fires) == sorted((f"job-{i}", at) for i in range(600))  # each once
         assert all(now >= at for now, _ in handed)  # and never early
         assert table.heap == []
+        assert quiet and not any(quiet)  # the planned fires count as due soon, out of the heap or not
 
     def test_a_loop_stopped_with_fires_planned_puts_them_back(self) -> None:
         table, at = table_due_in(0.3, 50)
@@ -100,3 +104,25 @@ class TestTheNextInstantIsPlannedInItsLead:
             loop.stop(2)
         assert sorted(calls[1]) == sorted(calls[0]) and len(calls[0]) == 3
         assert "a bug on the fire path" in (troubles.last_error or "")
+
+    def test_a_fire_queued_again_while_planned_is_handed_over_once(self) -> None:
+        table, at = table_due_in(0.3, 20)
+        handed: List[Fire] = []
+        done = threading.Event()
+
+        def prepare(due: List[Fire], now: datetime) -> None:
+            with table.cond:  # a change of the split meanwhile queues every owned fire again
+                table.reown()
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            handed.extend(due)
+            done.set()
+
+        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
+        loop.start()
+        try:
+            assert done.wait(5)
+            time.sleep(0.1)
+        finally:
+            loop.stop(2)
+        assert sorted(handed) == sorted((f"job-{i}", at) for i in range(20))
