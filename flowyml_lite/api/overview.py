@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from ..runtime.membership import owner_among
 from ..stores.base import ACTIVE_STATUSES, FAILED, LOST, MISSED, SKIPPED, SUCCEEDED, TIMED_OUT, RunRecord
 
 UTC = timezone.utc
@@ -172,6 +173,12 @@ def schedule_state(
         served_by = declared_by
     elif declared_by and declared_at is not None and (now - declared_at).total_seconds() <= orphan_window:
         served_by = declared_by  # declared moments ago: its node may not have sent a heartbeat yet
+    serving = alive.get(served_by) if served_by is not None else None
+    digest = getattr(serving, "serves", None)
+    if digest is not None:  # it shares these schedules with its live peers: the split decides
+        peers = [n for n, node in alive.items() if getattr(node, "serves", None) == digest]
+        if len(peers) > 1:
+            served_by = owner_among(record.name, peers)
     in_flight = [r for r in runs if r.status in ACTIVE_STATUSES]
     streak = failing_streak(runs)
     next_fire = record.next_fire

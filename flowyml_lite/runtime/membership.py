@@ -72,14 +72,23 @@ class Membership:
         found = mine.get(name)
         if found is not None:
             return found
-        key = zlib.crc32(name.encode("utf-8", "surrogatepass"))
-        best, owner = -1, ""
-        for node, seed in seeds:
-            score = _mix(key ^ seed)
-            if score > best or (score == best and node < owner):
-                best, owner = score, node
-        found = mine[name] = owner == self.node_id
+        found = mine[name] = _winner(name, seeds) == self.node_id
         return found
+
+
+def owner_among(name: str, nodes: Iterable[str]) -> str:
+    """The node among ``nodes`` (live peers serving the same schedules) that attempts ``name``."""
+    return _winner(name, [(node, _seed(node)) for node in sorted(nodes)])
+
+
+def _winner(name: str, seeds: Iterable[Tuple[str, int]]) -> str:
+    key = zlib.crc32(name.encode("utf-8", "surrogatepass"))
+    best, owner = -1, ""
+    for node, seed in seeds:
+        score = _mix(key ^ seed)
+        if score > best or (score == best and node < owner):
+            best, owner = score, node
+    return owner
 
 
 _MASK = (1 << 64) - 1

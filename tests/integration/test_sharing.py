@@ -59,6 +59,13 @@ def test_shared_schedules_are_split_and_a_schedule_served_by_one_node_alone_stil
         with lock:
             by_node = collections.Counter(node for runs in ran.values() for node in runs)
         assert by_node["a"] > 0 and by_node["b"] > 0, by_node  # both take a share
+        from flowyml_lite.api.overview import overview
+
+        for view in (overview(a), overview(b)):  # each side names the node that runs each schedule
+            for item in view["schedules"]:
+                with lock:
+                    who = set(ran[item["name"]])
+                assert who == {item["served_by"]}, (item["name"], who, item["served_by"])
 
         # Added on one node only (as POST /api/schedules does): the other cannot run it.
         a.schedule_interval("only-on-a", job("a", "only-on-a"), seconds=0.5)
