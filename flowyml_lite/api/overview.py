@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from ..core.views import start_lag
 from ..runtime.membership import owner_among
 from ..stores.base import ACTIVE_STATUSES, FAILED, LOST, MISSED, SKIPPED, SUCCEEDED, TIMED_OUT, RunRecord
 
@@ -55,7 +56,7 @@ def run_json(run: RunRecord, now: Optional[datetime] = None, *, details: bool = 
         "reason": run.reason,
         "attempt": getattr(run, "attempt", 1),
         "next_attempt_at": _iso(getattr(run, "next_attempt_at", None)),
-        "start_lag_seconds": (started - run.fire_time).total_seconds() if started else None,
+        "start_lag_seconds": start_lag(run, started),
         "elapsed_seconds": None,
         "has_traceback": bool(getattr(run, "traceback", None)),
         "has_output": bool(getattr(run, "output", None)),

@@ -33,8 +33,14 @@ def history_entry(run: RunRecord) -> Dict[str, Any]:
         "next_attempt_at": iso(run.next_attempt_at),
         "traceback": run.traceback,
         "output": run.output,
-        "start_lag_seconds": (started - run.fire_time).total_seconds() if started else None,
+        "start_lag_seconds": start_lag(run, started),
     }
+
+
+def start_lag(run: RunRecord, started: Optional[datetime]) -> Optional[float]:
+    """Seconds from the fire to its start, for a first attempt: a retried run's row keeps only its
+    last attempt's start, whose lag would count the retry delays."""
+    return (started - run.fire_time).total_seconds() if started is not None and run.attempt == 1 else None
 
 
 class Localizer:

@@ -184,6 +184,13 @@ class TestRetries:
         assert entries[0]["status"] == "succeeded"
         assert entries[0]["attempt"] == 3
         assert job.calls == 3
+        # its row keeps the last attempt's start: a lag from the fire would count the retry delays
+        assert entries[0]["start_lag_seconds"] is None
+
+    def test_a_first_attempt_has_its_start_lag(self, scheduler: PipelineScheduler, drive: Any) -> None:
+        scheduler.schedule_interval("etl", lambda: None, seconds=60)
+        drive.at(scheduler, T1)
+        assert history(scheduler, "etl")[0]["start_lag_seconds"] is not None
 
     def test_retries_run_out_and_the_fire_fails_with_its_last_error(
         self, scheduler: PipelineScheduler, drive: Any
