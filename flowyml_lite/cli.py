@@ -503,11 +503,45 @@ def _cmd_state(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _store_problems(store: Any) -> Dict[str, List[str]]:
+    """Schedules that need a look, by what is wrong (from the store alone, as the dashboard judges
+    them): failing (their last runs failed), late (their next fire is over a minute past) and
+    orphaned (no live node serves them)."""
+    from datetime import datetime, timezone
+
+    from .api.overview import alive_nodes, schedule_state
+    from .core.scheduler_config import SchedulerConfig
+
+    config = SchedulerConfig.from_env()
+    now = datetime.now(timezone.utc)
+    timeout = float(config.node_timeout_seconds)
+    alive = alive_nodes(store, timeout, now)
+    window = max(2 * timeout, 3 * float(config.heartbeat_seconds))
+    found: Dict[str, List[str]] = {"failing": [], "late": [], "orphaned": []}
+    for record in store.list_schedules():
+        state = schedule_state(
+            record,
+            store.history(record.name, 10),
+            here=False,
+            node_id="",
+            alive=alive,
+            orphan_window=window,
+            now=now,
+        )["state"]
+        if state in found:
+            found[state].append(record.name)
+    return found
+
+
 def _cmd_health(args: argparse.Namespace) -> int:
     store = _open_store(args, read=True)
     stats = store.stats()
     nodes = store.list_nodes()
+    problems = _store_problems(store)
+    bad = {kind: names for kind, names in problems.items() if names}
     report = {
+        "status": "attention" if bad else "ok",
+        "problems": bad,
         "schedules": len(store.list_schedules()),
         "runs": {
             "succeeded": stats.succeeded,
@@ -523,11 +557,13 @@ def _cmd_health(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        said = "; ".join(f"{len(names)} {kind} ({', '.join(names[:10])})" for kind, names in bad.items())
+        print(f"status: {report['status']}" + (f": {said}" if said else ""))
         print(f"schedules: {report['schedules']}")
         print("runs: " + ", ".join(f"{k} {v}" for k, v in report["runs"].items()))
         for node in report["nodes"]:
             print(f"node {node['node_id']}: last heartbeat {node['heartbeat']}")
-    return EXIT_OK
+    return EXIT_FAILURE if bad else EXIT_OK  # a monitoring check: non-zero when something needs a look
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

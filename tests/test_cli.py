@@ -334,3 +334,49 @@ def test_a_directory_given_as_the_database_is_named(
 ) -> None:
     code, _, err = run(capsys, "list", "--db", str(tmp_path))
     assert code != 0 and "it is a directory" in err
+
+
+class TestHealthAsAMonitoringCheck:
+    def test_ok_and_exit_0_while_a_live_node_serves_every_schedule_and_runs_succeed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = str(tmp_path / "s.db")
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+        scheduler.schedule_hourly("fine", lambda: None)
+        scheduler.start()
+        try:
+            scheduler.run_now("fine", wait=True)
+            code, out, _ = run(capsys, "health", "--db", path)
+        finally:
+            scheduler.close()
+        assert code == 0 and out.startswith("status: ok"), out
+
+    def test_failing_schedules_exit_1_naming_them(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = str(tmp_path / "s.db")
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+
+        def broken() -> None:
+            raise RuntimeError("upstream down")
+
+        scheduler.schedule_hourly("broken", broken)
+        scheduler.schedule_hourly("fine", lambda: None)
+        scheduler.start()
+        try:
+            scheduler.run_now("broken", wait=True)
+            code, out, _ = run(capsys, "health", "--db", path, "--json")
+        finally:
+            scheduler.close()
+        report = json.loads(out)
+        assert (code, report["status"], report["problems"]) == (1, "attention", {"failing": ["broken"]})
+
+    def test_schedules_no_live_node_serves_are_orphaned(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = str(tmp_path / "s.db")
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=path))
+        scheduler.schedule_hourly("fine", lambda: None)
+        scheduler.close()  # the app stopped: nothing runs its schedules now
+        code, out, _ = run(capsys, "health", "--db", path)
+        assert code == 1 and out.startswith("status: attention: 1 orphaned (fine)"), out
