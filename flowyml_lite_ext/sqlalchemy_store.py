@@ -504,6 +504,8 @@ class SQLAlchemyStore(Store):
                 f"store URL {url!r} is not an SQLAlchemy URL ({exc}); "
                 "e.g. postgresql+psycopg://user:password@host:5432/db or sqlite:///flowyml.db"
             ) from exc
+        if parsed.drivername == "postgres":  # libpq's and Heroku's spelling, which SQLAlchemy dropped
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         self.dialect = parsed.get_backend_name()
         self.schema = schema

@@ -366,6 +366,10 @@ class TestErrors:
         with pytest.raises(ConfigurationError, match=message):
             SQLAlchemyStore(url)
 
+    def test_the_postgres_spelling_of_libpq_and_heroku_is_understood(self) -> None:
+        store = SQLAlchemyStore("postgres://u:secret@db.internal:5432/jobs")
+        assert (store.url.drivername, store.dialect) == ("postgresql+psycopg", "postgresql")
+
     @pytest.mark.parametrize(
         ("url", "schema"),
         [
