@@ -24,6 +24,21 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.02)
 
 
+def two_nodes(tmp_path: pathlib.Path) -> List[PipelineScheduler]:
+    """Nodes "a" and "b" on one SQLite file, heartbeats every 0.2 s."""
+    return [
+        PipelineScheduler(
+            SchedulerConfig(
+                db_path=str(tmp_path / "shared.db"),
+                node_id=node,
+                heartbeat_seconds=0.2,
+                node_timeout_seconds=2,
+            )
+        )
+        for node in ("a", "b")
+    ]
+
+
 @pytest.mark.slow
 def test_shared_schedules_are_split_and_a_schedule_served_by_one_node_alone_still_runs(
     tmp_path: pathlib.Path,
@@ -38,15 +53,10 @@ def test_shared_schedules_are_split_and_a_schedule_served_by_one_node_alone_stil
 
         return run
 
-    nodes = []
-    for node in ("a", "b"):
-        config = SchedulerConfig(
-            db_path=str(tmp_path / "shared.db"), node_id=node, heartbeat_seconds=0.2, node_timeout_seconds=2
-        )
-        scheduler = PipelineScheduler(config)
+    nodes = two_nodes(tmp_path)
+    for scheduler in nodes:
         for i in range(20):
-            scheduler.schedule_interval(f"shared-{i}", job(node, f"shared-{i}"), seconds=0.5)
-        nodes.append(scheduler)
+            scheduler.schedule_interval(f"shared-{i}", job(scheduler.node_id, f"shared-{i}"), seconds=0.5)
     a, b = nodes
     try:
         a.start()
@@ -105,16 +115,11 @@ def test_a_node_that_stops_hands_its_share_over_while_it_waits_for_its_runs(
         holding.set()
         release.wait(20)
 
-    nodes = []
-    for node in ("a", "b"):
-        config = SchedulerConfig(
-            db_path=str(tmp_path / "shared.db"), node_id=node, heartbeat_seconds=0.2, node_timeout_seconds=2
-        )
-        scheduler = PipelineScheduler(config)
+    nodes = two_nodes(tmp_path)
+    for scheduler in nodes:
         for i in range(20):
             scheduler.schedule_interval(f"shared-{i}", job(f"shared-{i}"), seconds=0.5)
         scheduler.schedule_interval("hold", hold, hours=1)
-        nodes.append(scheduler)
     a, b = nodes
     stopping = None
     try:
@@ -150,12 +155,7 @@ def test_a_schedule_declared_differently_by_two_nodes_is_warned_of_on_both(
 ) -> None:
     """One name, two definitions (a rolling deploy, a stale module, an API change): the last
     declaration wins for every node, and neither side is silent about it."""
-    nodes = []
-    for node in ("a", "b"):
-        config = SchedulerConfig(
-            db_path=str(tmp_path / "shared.db"), node_id=node, heartbeat_seconds=0.2, node_timeout_seconds=2
-        )
-        nodes.append(PipelineScheduler(config))
+    nodes = two_nodes(tmp_path)
     a, b = nodes
     try:
         a.schedule_cron("report", lambda: None, "0 * * * *")
