@@ -46,6 +46,8 @@ FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfo
 RETRY_MAX_SECONDS = 5.0
 #: A claim the store answered this much later than asked is checked for instants due meanwhile.
 LATE_ANSWER_SECONDS = 1.0
+#: ...and this many times longer than it took lately: the store was stuck on it, not only slow.
+STUCK_FACTOR = 4.0
 PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 
@@ -87,7 +89,8 @@ class Claims:
         self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
         self._failures = 0
         self._unplannable: Set[str] = set()  # schedules whose trigger raised (health says so)
-        self._late = 0  # claims answered late in a row
+        #: How long the store has taken to answer claims lately (a decaying maximum, seconds).
+        self._typical = 0.0
         self._blocked: Dict[str, int] = {}  # name -> fires skipped for overlap in a row
         #: When the claim transaction in progress began (monotonic), for health; None between them.
         self.in_store_since: Optional[float] = None
@@ -305,21 +308,21 @@ class Claims:
             self._refused(claim, now)
 
     def _answered_late(self, answered: datetime, asked: datetime) -> bool:
-        """Whether this claim's answer is the first late one after prompt ones (the store was stuck:
-        a cut link, a lock held for seconds), whose instants later ones may have superseded. A store
-        that keeps answering late is slow, not stuck: its fires run late, and health says so."""
+        """Whether the store was stuck on this claim (a cut link, a lock held for seconds): it took
+        over a second, and far longer than it has lately; then later instants may have superseded
+        the claim's. A store that is merely slow runs its fires late, and health says so until its
+        answers are prompt again."""
         waited = (answered - asked).total_seconds()
+        typical, self._typical = self._typical, max(waited, self._typical * 0.9)
         if waited <= LATE_ANSWER_SECONDS:
-            if self._late:
-                self._late = 0
+            if self._typical < LATE_ANSWER_SECONDS and self._troubles.active("claims:slow"):
                 self._troubles.clear("claims:slow")
             return False
-        self._late += 1
+        stuck = waited > STUCK_FACTOR * typical
         message = f"the store took {waited:.1f} s to answer a claim: fires start late"
-        self._troubles.report("claims:slow", message)
-        if self._late == 2:  # slow, not only stuck once
-            logger.warning("%s (and the claim before it too)", message)
-        return self._late == 1
+        if self._troubles.report("claims:slow", message) and not stuck:
+            logger.warning("%s", message)
+        return stuck
 
     def _superseded(self, stored: List[RunRecord], answered: datetime, asked: datetime) -> List[RunRecord]:
         """The claim's runs, their instants superseded: the store answered after the schedule's next

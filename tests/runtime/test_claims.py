@@ -268,9 +268,40 @@ class TestAGroupAfterASlowClaim:
         assert len(w.started) == 3  # one superseded, then every pass runs
         assert any(p["source"] == "claims:slow" for p in w.troubles.problems())
         delay[0] = 0.0
-        w.clock.set(w.clock.now() + timedelta(seconds=1))
-        a_pass()
-        assert len(w.started) == 4 and w.troubles.problems() == []
+        for _ in range(5):  # prompt again: health says so once the answers stay prompt
+            w.clock.set(w.clock.now() + timedelta(seconds=1))
+            a_pass()
+        assert len(w.started) == 8 and w.troubles.problems() == []
+
+    def test_a_store_slow_by_turns_supersedes_nothing_and_health_does_not_flap(self) -> None:
+        """Answers of 0.8 s and 1.6 s by turns (a slow link): slow, never stuck."""
+        w = world(count=1, interval=1)
+        w.clock.set(DUE)
+        real = w.store.claim_many
+        turn = [0]
+
+        def slow(claims: Any, outcomes: Any = ()) -> Any:
+            turn[0] += 1
+            w.clock.set(w.clock.now() + timedelta(seconds=0.8 if turn[0] % 2 else 1.6))
+            return real(claims, outcomes)
+
+        w.store.claim_many = slow
+        slow_seen = []
+        for _ in range(8):
+            fire = w.table.records["job-0"].next_fire
+            if fire > w.clock.now():  # the loop sleeps until the next instant
+                w.clock.set(fire)
+            now = w.clock.now()
+            with w.table.cond:
+                due = w.table.pop_due(now)
+            w.claims.process(due, now)
+            for _, runs in w.started:
+                w.store.finish_run(runs[0].run_key, "succeeded", w.clock.now(), 0.001)
+            slow_seen.append(any(p["source"] == "claims:slow" for p in w.troubles.problems()))
+        assert len(w.started) == 8  # every pass ran its fire, late
+        superseded = [r for r in w.store.history("job-0", 50) if "store took" in (r.reason or "")]
+        assert superseded == []
+        assert slow_seen[1:] == [True] * 7  # said from the first slow answer on, without flapping
 
 
 class TestPlansAheadAreCheckedAtTheInstant:
