@@ -5,7 +5,9 @@ policy and claimed together in one store transaction (``Store.claim_many``) that
 outcomes finished since the last one. Schedules another live node owns are not followed here at
 all (the table queues no fire of theirs): when the split changes, the sync re-reads every state
 and the table queues the newly owned fires, so a fire the old owner never claimed is claimed then.
-Won runs go to the runner; a refused claim refuses only its own schedule, which is re-read.
+Won runs go to the runner; a refused claim refuses only its own schedule, which is re-read. A
+claim the store was stuck on (a cut link) has its instants superseded when later ones are due by
+its answer; planning itself is in ``planning.py``.
 """
 
 from __future__ import annotations

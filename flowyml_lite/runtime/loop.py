@@ -1,7 +1,9 @@
 """The timer loop: sleeps until the earliest fire (or a change), then hands what is due to the claims.
 
-It never runs a job and never waits on one; the only thing it waits on besides the condition is
-the claim transaction. Any error is logged and reported, and the loop goes on.
+Within the lead before an instant (real time only) it pops that instant's fires and has them
+planned, so at the instant only their claim is left. It never runs a job and never waits on one;
+the only thing it waits on besides the condition is the claim transaction. Any error is logged and
+reported, the fires it held are queued again, and the loop goes on.
 """
 
 from __future__ import annotations
