@@ -546,6 +546,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
         "runs": {
             "succeeded": stats.succeeded,
             "failed": stats.failed,
+            "timed_out": stats.timed_out,
             "missed": stats.missed,
             "skipped": stats.skipped,
             "lost": stats.lost,

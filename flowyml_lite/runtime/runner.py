@@ -372,7 +372,9 @@ class Runner:
             reason=reason,
             traceback=result.traceback if result is not None else None,
             output=result.output if result is not None else None,
-            retryable=matches_retry_on(state.opts, _TIMEOUT_TYPES),
+            # A retry beside an attempt still running would run the fire twice at once: a
+            # timed-out attempt is retried only if its executor stopped it (not a thread).
+            retryable=state.stopped and matches_retry_on(state.opts, _TIMEOUT_TYPES),
         )
 
     def _end(

@@ -113,6 +113,25 @@ class TestTimeouts:
         assert statuses(scheduler, "hang") == ["timed_out", "succeeded"]
         assert len(started) == 2
 
+    def test_a_timed_out_thread_run_is_not_retried_beside_itself(
+        self, scheduler: PipelineScheduler, drive: Any, gate: threading.Event
+    ) -> None:
+        """A thread cannot be stopped: a retry would run the fire twice at once."""
+        calls: List[float] = []
+
+        def hang() -> None:
+            calls.append(time.monotonic())
+            gate.wait(60)
+
+        scheduler.schedule_interval(
+            "hang", hang, seconds=60, timeout_seconds=0.2, retries=2, retry_delay_seconds=0.01
+        )
+        drive.at(scheduler, T1)
+        entry = history(scheduler, "hang")[0]
+        assert (entry["status"], entry["attempt"]) == ("timed_out", 1)
+        time.sleep(0.2)  # a retry would have started by now
+        assert len(calls) == 1
+
     def test_the_config_default_timeout_applies_when_a_schedule_sets_none(
         self, make_scheduler: Any, drive: Any, gate: threading.Event
     ) -> None:
