@@ -197,12 +197,10 @@ class Claims:
                 if record is None or trigger is None or fire < now or not self._membership.owns(name):
                     continue
                 try:
-                    opts = self.options(record)
-                    runs, new_next = plan(name, trigger, fire, fire, opts, self._node)
+                    claim, opts = self._claim_for(name, record, trigger, fire, fire)
                 except Exception:  # planned again at the instant, which reports it
                     continue
-                if len(runs) == 1:
-                    claim = Claim(name, fire, new_next, runs, opts.max_instances)
+                if len(claim.runs) == 1:
                     self._ahead[(name, fire)] = Ahead(record, record.options, trigger, claim, opts)
 
     def _plan(
@@ -212,8 +210,7 @@ class Claims:
         options or next instant cannot be worked out (a trigger that raises): the fire is looked at
         again in a minute."""
         try:
-            opts = self.options(record)
-            runs, new_next = plan(name, trigger, fire, now, opts, self._node)
+            claim, opts = self._claim_for(name, record, trigger, fire, now)
         except Exception as exc:
             message = f"{name!r}: its next fire after {fire.isoformat()} cannot be worked out: {exc!r}"
             if self._troubles.report(f"plan:{name}", message):
@@ -223,6 +220,14 @@ class Claims:
             return None, None
         if self._unplannable:
             self._plannable(name)
+        return claim, opts
+
+    def _claim_for(
+        self, name: str, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime
+    ) -> Tuple[Claim, Options]:
+        """The claim of ``fire`` as planned at ``now`` (raises what parsing or the trigger raises)."""
+        opts = self.options(record)
+        runs, new_next = plan(name, trigger, fire, now, opts, self._node)
         return Claim(name, fire, new_next, runs, opts.max_instances), opts
 
     def _plannable(self, name: Optional[str]) -> None:
@@ -317,7 +322,9 @@ class Claims:
         waited = (answered - asked).total_seconds()
         typical, self._typical = self._typical, max(waited, self._typical * 0.9)
         if waited <= LATE_ANSWER_SECONDS:
-            if self._typical < LATE_ANSWER_SECONDS and self._troubles.active("claims:slow"):
+            # any() first: no lock taken on the fire path while all is well
+            slow = self._troubles.any() and self._troubles.active("claims:slow")
+            if slow and self._typical < LATE_ANSWER_SECONDS:
                 self._troubles.clear("claims:slow")
             return False
         stuck = waited > STUCK_FACTOR * typical

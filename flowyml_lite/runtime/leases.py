@@ -39,8 +39,7 @@ class Leases:
         #: The lock server failed: runs go on without a lease at once, and one probe thread asks
         #: it every LOCK_RETRY_SECONDS until it answers (a run never waits on a server known down:
         #: against a server cut off, each try hangs for its socket timeouts).
-        self._down = False
-        self._probing: Optional[threading.Thread] = None
+        self._probing: Optional[threading.Thread] = None  # set while the server is known down
         self._closed = threading.Event()
         self._takes_owner = "owner" in inspect.signature(lock.acquire).parameters
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -57,7 +56,7 @@ class Leases:
 
     def take(self, names: Sequence[str]) -> List[Taken]:
         """One answer per schedule name, in one round trip where the backend can batch."""
-        if self._down:
+        if self._probing is not None:
             return [WITHOUT_LEASE] * len(names)
         keys = [f"schedule:{name}" for name in names]
         try:
@@ -81,10 +80,7 @@ class Leases:
             logger.warning("lock backend answers again after %.1f s", lasted)
 
     def _went_down(self, exc: BaseException) -> None:
-        message = (
-            f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
-            "claim alone (max_instances is still enforced by the store)"
-        )
+        message = _unreachable(exc)
         if self._troubles.report("lock", message):
             logger.warning("%s", message)
         with self._pool_lock:
@@ -95,7 +91,7 @@ class Leases:
                 probe.start()
             except RuntimeError:  # no thread to be had: the next take tries the server itself
                 return
-            self._probing, self._down = probe, True
+            self._probing = probe
 
     def _probe(self) -> None:
         """Ask the lock server every LOCK_RETRY_SECONDS until it answers; then leases are taken again."""
@@ -110,17 +106,13 @@ class Leases:
                     if lease is not None:
                         lease.release()
                 except Exception as exc:  # still down: health keeps saying so, with the latest error
-                    self._troubles.report(
-                        "lock",
-                        f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the "
-                        "store's claim alone (max_instances is still enforced by the store)",
-                    )
+                    self._troubles.report("lock", _unreachable(exc))
                     continue
                 self._answers_again()
                 return
         finally:  # answered, closed, or the probe itself failed: takes ask the server again
             with self._pool_lock:
-                self._probing, self._down = None, False
+                self._probing = None
 
     def renewed(self, lease: Lease, name: str) -> Optional[Renewal]:
         """Keep an expiring lease renewed while its run goes on (``set()`` it to stop)."""
@@ -132,6 +124,14 @@ class Leases:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _unreachable(exc: BaseException) -> str:
+    """Health's word while the lock server does not answer."""
+    return (
+        f"lock backend unreachable ({type(exc).__name__}: {exc}); runs go on with the store's "
+        "claim alone (max_instances is still enforced by the store)"
+    )
 
 
 def _logged(func: Callable[..., Any], *args: Any) -> None:

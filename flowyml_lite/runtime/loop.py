@@ -35,7 +35,6 @@ STAGE_CHUNK = 250
 STAGE_MARGIN_SECONDS = 0.003
 
 
-
 class TimerLoop:
     """One thread: pop the due fires of the table's heap, pass them to ``process``, sleep."""
 
@@ -91,7 +90,9 @@ class TimerLoop:
             self._loop()
         finally:
             self._gate(False)
-            self._put_back(self._staged, None)
+            with self._table.lock:
+                staged, self._staged, self._table.staged_at = self._staged, [], None
+            self._put_back(staged, None)
 
     def _loop(self) -> None:
         table = self._table
@@ -108,7 +109,7 @@ class TimerLoop:
                     if not due:
                         more = False
                         wake = table.next_wake()
-                        staged_at = table.staged_at if self._staged else None
+                        staged_at = table.staged_at
                         if staged_at is not None:  # its fires are out of the heap, planned
                             wake = staged_at if wake is None or staged_at < wake else wake
                         until = None if wake is None else (wake - now).total_seconds()
@@ -152,7 +153,7 @@ class TimerLoop:
         popped = self._table.pop_due(now, POP_LIMIT)
         full = len(popped) == POP_LIMIT
         at = self._table.staged_at
-        if not self._staged or at is None or at > now:
+        if at is None or at > now:
             return popped, full
         staged, self._staged, self._table.staged_at = self._staged, [], None
         if popped:
@@ -181,8 +182,6 @@ class TimerLoop:
         if not fires:
             return
         with self._table.lock:
-            if fires is self._staged:
-                self._staged, self._table.staged_at = [], None
             for name, fire in fires:
                 self._table.push(fire if now is None else now + timedelta(seconds=1), name, fire)
 
