@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from ..core.schedule import Options
@@ -54,6 +55,7 @@ class RunState:
         "renewing",
         "rest",
         "run",
+        "started",
         "starting",
         "stopped",
         "t0",
@@ -95,6 +97,7 @@ class RunState:
         self.lease: Optional[Lease] = None
         self.renewing: Optional[Renewal] = None
         self.t0 = 0.0
+        self.started: Optional[datetime] = None  # its attempt's start (the claimed record stays as claimed)
 
     def __call__(self, result: JobResult) -> None:
         """The run's ``done`` callback for its executor (the state itself: no object more a run)."""

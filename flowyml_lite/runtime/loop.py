@@ -29,8 +29,11 @@ POP_LIMIT = 1000
 #: monotonic clock; a wall clock stepped forward (an NTP correction, a resumed VM) brings fires
 #: closer meanwhile, and would make them late by up to the sleep: at most this, then.
 MAX_SLEEP_SECONDS = 1.0
-#: Fires of the next instant are planned in the lead before it (``prepare``) this many at a time,
-#: stopping this long before the instant: planning must never make the instant late.
+#: Fires of the next instant are planned before it (``prepare``) from this long before it, so that a
+#: burst of thousands is planned before its instant comes; the gate closes only at its lead.
+STAGE_SECONDS = 0.5
+#: They are planned this many at a time, stopping this long before the instant: planning must
+#: never make the instant late.
 STAGE_CHUNK = 250
 STAGE_MARGIN_SECONDS = 0.003
 
@@ -113,18 +116,20 @@ class TimerLoop:
                         if staged_at is not None:  # its fires are out of the heap, planned
                             wake = staged_at if wake is None or staged_at < wake else wake
                         until = None if wake is None else (wake - now).total_seconds()
-                        # A fire within the lead: plan its instant's fires, have the interpreter to
-                        # ourselves when it is due; a later one: wake again at its lead. Idle (or a
-                        # second) at most.
+                        # A fire within the staging window: plan its instant's fires; within the
+                        # lead: have the interpreter to ourselves when it is due; a later one: wake
+                        # again at the first of them. Idle (or a second) at most.
                         lead = LEAD_SECONDS if self._gates else 0.0
+                        window = STAGE_SECONDS if self._gates else 0.0
                         soon = until is not None and until <= lead
                         ahead = self._prepare is not None and staged_at is None
-                        if soon and ahead and until is not None and until > 0:
+                        if ahead and until is not None and 0 < until <= window:
                             stage_at = wake
                         else:
                             timeout = self._idle
                             if until is not None:
-                                timeout = min(timeout, max(until if soon else until - lead, 0.0))
+                                early = until - (window if ahead else lead)
+                                timeout = min(timeout, max(until if soon else early, 0.0))
                             tail = self._hold_until - time.monotonic() if self._gated else 0.0
                             if not soon and tail > 0:  # the runs just handed over start first, too
                                 self._clock.wait(table.cond, min(tail, timeout))
@@ -133,7 +138,8 @@ class TimerLoop:
                             self._clock.wait(table.cond, timeout)
                             continue
                 if stage_at is not None:
-                    self._gate(True)  # the instant is within the lead: the API waits from now
+                    if (stage_at - now).total_seconds() <= LEAD_SECONDS:
+                        self._gate(True)  # the instant is within the lead: the API waits from now
                     self._stage(stage_at, now)
                     continue
                 self._process(due, now, not more)  # a burst's first pass starts with a small group

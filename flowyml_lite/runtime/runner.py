@@ -207,9 +207,8 @@ class Runner:
                 logger.warning(
                     "could not mark the run of %r running (running it anyway): %s", state.name, exc
                 )
-            run.status = RUNNING
-        started = self._clock.now()
-        run.started_at = started
+            state.run = run = replace(run, status=RUNNING)  # the claimed record stays as the store has it
+        started = state.started = self._clock.now()
         if not state.manual and run.attempt == 1:
             self.lags.append((started - run.fire_time).total_seconds())
         ctx = RunContext(
@@ -223,7 +222,10 @@ class Runner:
                 state.finished = state.timing_out = state.stopped = False
         held = getattr(self._batch, "held", None)
         if held is not None:  # inside batch(): handed over together when it ends
-            held[0].setdefault(id(executor), (executor, []))[1].append((job, state))
+            waiting = held[0].get(id(executor))
+            if waiting is None:
+                waiting = held[0][id(executor)] = (executor, [])
+            waiting[1].append((job, state))
             return
         handle = executor.submit(job, self._done_for(state))
         if state.opts.timeout_seconds is not None:
@@ -405,7 +407,7 @@ class Runner:
                     duration,
                     error,
                     run_id,
-                    run.started_at,
+                    state.started,
                     note,
                     run.attempt + 1,
                     traceback,
@@ -430,7 +432,7 @@ class Runner:
                 duration,
                 error,
                 run_id,
-                run.started_at,
+                state.started,
                 reason,
                 run.attempt,
                 traceback,
@@ -451,6 +453,7 @@ class Runner:
                 error=error,
                 run_id=run_id,
                 reason=reason or run.reason,
+                started_at=state.started or run.started_at,
                 traceback=traceback,
                 output=output,
             )
@@ -460,7 +463,7 @@ class Runner:
                 status,
                 state.name,
                 run.fire_time.isoformat(),
-                ((run.started_at or now) - run.fire_time).total_seconds() * 1000,
+                ((state.started or now) - run.fire_time).total_seconds() * 1000,
                 duration or 0.0,
                 run_id or "-",
             )

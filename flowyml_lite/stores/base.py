@@ -271,6 +271,9 @@ class Store(abc.ABC):
         (running or queued) of the schedule already number ``max_instances`` or more, every
         active record of ``runs`` is stored as ``skipped`` with reason "overlap" instead.
         Returns the records as stored (texts converted and bounded as for ``Outcome``).
+        Records are values: a store may keep the very records it is given and hand them back, so
+        neither those nor the ones returned are changed afterwards (``dataclasses.replace``
+        makes a changed one).
         """
 
     @abc.abstractmethod

@@ -17,6 +17,7 @@ from .base import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     LOST,
+    MAX_RUN_TEXT,
     QUEUED,
     RUNNING,
     SKIPPED,
@@ -80,10 +81,24 @@ def _copy(run: RunRecord) -> RunRecord:
 
 
 def _prepare_run(name: str, run: RunRecord) -> RunRecord:
-    """``run`` as the store keeps it: checked, instants in UTC, texts bounded (a new record)."""
+    """``run`` as the store keeps it: checked, instants in UTC, texts bounded (``run`` itself when it
+    is so already: records handed to a store are not changed afterwards, see Store.claim)."""
     check_run(name, run)
     # Inline checks: this runs once per claimed fire, and most fields are None or already UTC.
     fire, started, completed, after = run.fire_time, run.started_at, run.completed_at, run.next_attempt_at
+    if (
+        type(run) is RunRecord
+        and fire.tzinfo is _UTC
+        and (started is None or started.tzinfo is _UTC)
+        and completed is None
+        and after is None
+        and run.error is None
+        and run.run_id is None
+        and run.traceback is None
+        and run.output is None
+        and (run.reason is None or (type(run.reason) is str and len(run.reason) <= MAX_RUN_TEXT))
+    ):
+        return run
     if fire.tzinfo is not _UTC:
         fire = check_aware(fire, "fire_time")
     if started is not None and started.tzinfo is not _UTC:
@@ -142,6 +157,17 @@ def _prepare_outcome(outcome: Outcome) -> Outcome:
     ):
         error, run_id, reason = as_text(error), as_text(run_id), as_text(reason)
         trace, output = clip_text(trace), clip_text(output)
+    if (
+        completed is outcome.completed_at
+        and started is outcome.started_at
+        and after is outcome.next_attempt_at
+        and error is outcome.error
+        and run_id is outcome.run_id
+        and reason is outcome.reason
+        and trace is outcome.traceback
+        and output is outcome.output
+    ):
+        return outcome  # read once, never kept: it needs no copy
     return Outcome(
         outcome.run_key,
         outcome.status,
@@ -350,7 +376,7 @@ class MemoryStore(Store):
                 if last_fire is None or run.fire_time > last_fire:
                     last_fire = run.fire_time
         record.next_fire, record.last_fire = new_next, last_fire
-        return [_copy(run) for run in prepared]
+        return prepared  # records are values: the caller's are kept, and handed back as they are
 
     def start_run(self, run_key: str, started_at: datetime) -> bool:
         """Mark a queued (or running) run running; False if it is no longer active."""
