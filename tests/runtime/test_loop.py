@@ -1,4 +1,4 @@
-"""The timer loop (real time): the next instant's fires are planned in the lead before it, taken
+"""The timer loop (real time): the next instant's fires are planned in the half second before it, taken
 first when it comes, and never lost: not when the loop stops with fires planned, not when handing
 fires over raises."""
 
@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 from typing import List, Tuple
 
 from flowyml_lite.clock import SystemClock
+from flowyml_lite.runtime.gate import GATE, LEAD_SECONDS
 from flowyml_lite.runtime.health import Troubles
-from flowyml_lite.runtime.loop import TimerLoop
+from flowyml_lite.runtime.loop import STAGE_SECONDS, TimerLoop
 from flowyml_lite.runtime.table import ScheduleTable
 from flowyml_lite.stores.base import ScheduleRecord
 
@@ -64,6 +65,32 @@ class TestTheNextInstantIsPlannedInItsLead:
         assert all(now >= at for now, _ in handed)  # and never early
         assert table.heap == []
         assert quiet and not any(quiet)  # the planned fires count as due soon, out of the heap or not
+
+    def test_a_burst_too_big_for_the_lead_is_planned_before_it_without_holding_the_api(self) -> None:
+        table, at = table_due_in(0.8, 3000)
+        planned: List[Tuple[float, bool, int]] = []
+        handed: List[Fire] = []
+        done = threading.Event()
+
+        def prepare(due: List[Fire], now: datetime) -> None:
+            planned.append((time.time(), GATE.closed, len(due)))
+            time.sleep(0.01)  # planning a chunk of a big burst takes a while
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            handed.extend(due)
+            if len(handed) >= 3000:
+                done.set()
+
+        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
+        loop.start()
+        try:
+            assert done.wait(5)
+        finally:
+            loop.stop(2)
+        assert sum(n for _, _, n in planned) == 3000  # 12 chunks of 10 ms: more than the lead holds
+        assert planned[0][0] < at.timestamp() - STAGE_SECONDS + 0.1  # planning starts half a second ahead
+        assert not any(closed for t, closed, _ in planned if t < at.timestamp() - 2 * LEAD_SECONDS)
+        assert sorted(handed) == sorted((f"job-{i}", at) for i in range(3000))
 
     def test_a_loop_stopped_with_fires_planned_puts_them_back(self) -> None:
         table, at = table_due_in(0.3, 50)
