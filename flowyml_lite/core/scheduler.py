@@ -168,6 +168,7 @@ class PipelineScheduler:
             cfg.heartbeat_seconds,
             lambda: self._claims.in_store_since,
             self._claims.held,
+            lambda: self._claims.answer_seconds,
         )
 
     # -- declaring ---------------------------------------------------------------------
@@ -373,6 +374,7 @@ class PipelineScheduler:
         if self._ignored_in_child("start()"):
             return
         self._runner.stopping.clear()
+        self._runner.since = self._clock.now()
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
         self._serving.start()
         self._housekeeping.beat()  # heartbeat and reap crashed nodes before the first fire
@@ -472,12 +474,16 @@ class PipelineScheduler:
         return True
 
     def wait_for_runs(self, timeout: Optional[float] = None) -> bool:
-        """Block until every run handed to the runner has ended and its outcome is in the store."""
+        """Block until every run handed to the runner has ended, its outcome is in the store and
+        its hooks have been called."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._runner.wait_idle(timeout):
             return False
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        return self._writer.flush(left)
+        if not self._writer.flush(left):
+            return False
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self._runner.wait_hooks(left)
 
     def run_pending(self) -> int:
         """Process every fire due now, in the calling thread; returns how many schedules were due.

@@ -24,6 +24,9 @@ from ..stores.base import RunStats, ScheduleRecord, Store
 from .schedule import Options, Schedule, to_schedule
 from .views import Localizer, history_entry
 
+#: A claim the store takes this long to answer is named as a cause when fires start late.
+SLOW_CLAIM_HINT_SECONDS = 0.2
+
 
 class Reports:
     """Reads the rooms ``PipelineScheduler`` wires; ``node_id`` and ``heartbeat_seconds`` are its config's."""
@@ -44,10 +47,12 @@ class Reports:
         heartbeat_seconds: float,
         claiming_since: Callable[[], Optional[float]] = lambda: None,
         held: Callable[[], List[str]] = lambda: [],
+        claim_seconds: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._store = store
         self._claiming_since = claiming_since  # when the claim the loop waits on began, if it does
         self._held = held  # schedules whose fire waits on a row held in the store
+        self._claim_seconds = claim_seconds  # how long the store takes to answer claims lately
         self._table = table
         self._loop = loop
         self._runner = runner
@@ -98,6 +103,8 @@ class Reports:
             return "stopped"
         if self._loop_stalled() or self._troubles.any() or self._runner.executor_problems() or self._held():
             return "degraded"
+        if self._runner.lags.problem() is not None or self._runner.hook_problem() is not None:
+            return "degraded"
         return "running"
 
     def problems(self) -> List[Dict[str, Any]]:
@@ -108,6 +115,15 @@ class Reports:
             found.append({"source": "held", "message": held_message(held), "for_seconds": None})
         for name, problem in self._runner.executor_problems():
             found.append({"source": f"executor:{name}", "message": problem, "for_seconds": None})
+        hooks = self._runner.hook_problem()
+        if hooks is not None:
+            found.append({"source": "hooks", "message": hooks, "for_seconds": None})
+        late = self._runner.lags.problem()
+        if late is not None:
+            answer = self._claim_seconds()
+            if answer >= SLOW_CLAIM_HINT_SECONDS:
+                late += f"; the store takes up to {answer:.1f} s to answer a claim"
+            found.append({"source": "late", "message": late, "for_seconds": None})
         if self._loop.alive and self._loop_stalled():
             since = self._claiming_since()
             message = "the scheduler loop has not gone round"
@@ -137,7 +153,7 @@ class Reports:
             records,
             self._table.funcs,
             stats,
-            sorted(self._runner.lags),
+            self._runner.lags.sorted(),
             self._clock.now(),
             self._localize,
             running=self._loop.alive,

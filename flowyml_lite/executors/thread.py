@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -24,6 +25,9 @@ from . import capture
 from .base import Done, Executor, Handle, Job, JobResult, drained, from_exception, result_of
 
 logger = logging.getLogger("flowyml_lite.executors.thread")
+
+#: Runs waiting this long for a free thread make the executor report a problem to health.
+POOL_FULL_SECONDS = 5.0
 
 _PLAIN = frozenset({bool, int, float, str, bytes, dict, list, tuple})  # never awaitable nor generators
 
@@ -79,12 +83,14 @@ class _Task(Handle):
     decides whether the run starts at all, and a cancel drawing 1 knows the run is going.
     """
 
-    __slots__ = ("buffer", "cancelled", "done", "executor", "job", "turns", "worker")
+    __slots__ = ("began", "buffer", "cancelled", "done", "executor", "job", "queued", "turns", "worker")
 
-    def __init__(self, executor: ThreadExecutor, job: Job, done: Done) -> None:
+    def __init__(self, executor: ThreadExecutor, job: Job, done: Done, queued: float) -> None:
         self.executor = executor
         self.job = job
         self.done = done
+        self.queued = queued  # monotonic: when it was handed over
+        self.began = 0.0  # monotonic: when a thread took it
         self.turns = itertools.count()
         self.cancelled = False  # set under the pool's lock: a second cancel() does nothing
         self.worker: Optional[threading.Thread] = None  # set by the thread that took it
@@ -129,7 +135,8 @@ class ThreadExecutor(Executor):
     def submit_many(self, items: Sequence[Tuple[Job, Done]]) -> List[Handle]:
         """All of ``items`` queued under one lock, with one wake-up per idle thread."""
         capture.install()
-        tasks = [_Task(self, job, done) for job, done in items]
+        now = time.monotonic()
+        tasks = [_Task(self, job, done, now) for job, done in items]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the thread executor is shut down: it takes no new jobs")
@@ -165,6 +172,25 @@ class ThreadExecutor(Executor):
             self._cancel(task, "stopped")
 
     # -- state -------------------------------------------------------------------------------
+
+    def problem(self) -> Optional[str]:
+        """Every thread busy and runs waiting for one for over ``POOL_FULL_SECONDS``: names the
+        longest-running runs (hung jobs without a timeout fill a pool), not the runs that wait."""
+        try:
+            head = self._queue[0]
+        except IndexError:
+            return None
+        now = time.monotonic()
+        waited = now - head.queued
+        if waited < POOL_FULL_SECONDS:
+            return None
+        running = sorted((t.began, t.job.context.schedule) for t in list(self._running) if t.began)
+        longest = ", ".join(f"{name!r} for {now - began:.0f} s" for began, name in running[:3])
+        return (
+            f"all {len(self._workers)} run threads are busy and {len(self._queue)} run(s) wait for one, "
+            f"the first for {waited:.0f} s; running longest: {longest or 'none'} (give hung jobs a "
+            "timeout_seconds, or raise max_concurrent_runs)"
+        )
 
     @property
     def abandoned_threads(self) -> int:
@@ -222,6 +248,7 @@ class ThreadExecutor(Executor):
 
     def _work(self) -> None:
         me = threading.current_thread()
+        pid = os.getpid()  # a job that forks returns twice: in the child, this thread must not go on
         counted = True  # counted in _idle by _grow until its first wait for a task
         current: Optional[_Task] = None  # the run this thread took and has not yet ended
         drew = False  # whether it drew its first turn of `current`
@@ -245,6 +272,7 @@ class ThreadExecutor(Executor):
                         self._grow()
                 buffer = task.buffer = capture.OutputBuffer()
                 task.worker = me  # before the draw: a cancel() drawing 1 reads it
+                task.began = time.monotonic()
                 self._running.add(task)
                 if self._dropping:  # shutdown's list of what is left may have missed this one
                     self._cancel(task, "stopped")
@@ -255,6 +283,8 @@ class ThreadExecutor(Executor):
                         return
                     continue
                 result = run_here(task.job, buffer)
+                if os.getpid() != pid:
+                    _leave_forked_child(task, result)
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
                     deliver(task.done, result)
@@ -335,6 +365,19 @@ class ThreadExecutor(Executor):
             )
         deliver_later(task.done, result)
         return stopped
+
+
+def _leave_forked_child(task: _Task, result: JobResult) -> None:
+    """The job forked and its child returned into the run thread: the child ends here, as if it had
+    called ``os._exit`` (its parent's run goes on; a child must not record it, or serve runs)."""
+    note = (
+        f"flowyml_lite: the run of {task.job.context.schedule!r} forked, and the child process "
+        f"{os.getpid()} returned from the job: it exits here (end a child with os._exit)\n"
+    )
+    try:
+        os.write(2, note.encode("utf-8", "replace"))
+    finally:
+        os._exit(0 if result.success else 1)
 
 
 def _where(thread: Optional[threading.Thread]) -> Optional[str]:

@@ -314,6 +314,11 @@ class Claims:
         for claim in refused:
             self._refused(claim, now)
 
+    @property
+    def answer_seconds(self) -> float:
+        """How long the store took to answer claims lately (a decaying maximum, seconds)."""
+        return self._typical
+
     def _answered_late(self, answered: datetime, asked: datetime) -> bool:
         """Whether the store was stuck on this claim (a cut link, a lock held for seconds): it took
         over a second, and far longer than it has lately; then later instants may have superseded

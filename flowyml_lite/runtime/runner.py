@@ -14,8 +14,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..clock import Clock
 from ..core.schedule import Options, matches_retry_on, retry_delay
@@ -38,6 +38,7 @@ from .executor_set import ExecutorSet
 from .health import Troubles
 from .hooks import RunHooks
 from .inflight import InFlight, RunState, Ticket
+from .lateness import StartLags
 from .leases import Leases, keep_renewed, release
 from .outcomes import OutcomeWriter
 from .timers import Timers
@@ -51,6 +52,8 @@ logger = logging.getLogger("flowyml_lite.scheduler.runner")
 #: a process executor waits out its kill grace). An async job blocking its event loop cannot answer.
 CANCEL_ANSWER_SECONDS = 1.0
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
+#: How long stop() waits for the hook calls of runs that ended before it.
+HOOKS_AT_STOP_SECONDS = 5.0
 _TIMEOUT_TYPES = ("builtins.TimeoutError",)
 
 
@@ -80,7 +83,8 @@ class Runner:
         self._timers = Timers()
         self._inflight = InFlight()  # run_key -> state, from submit to its final outcome
         self.stopping = threading.Event()
-        self.lags: Deque[float] = deque(maxlen=10_000)
+        self.lags = StartLags()
+        self.since = datetime.min.replace(tzinfo=timezone.utc)  # runs due before start() are not measured
         self._hooks = RunHooks(entry)
         self.on_success, self.on_failure = self._hooks.on_success, self._hooks.on_failure
         self.on_finish = self._hooks.on_finish
@@ -201,7 +205,7 @@ class Runner:
                     logger.info(
                         "run of %r fired %s is no longer active; not started", state.name, run.fire_time
                     )
-                    self._release(state, None)
+                    self._release(state, None, _ticket_of(state))
                     return
             except Exception as exc:  # the row is ours either way: run, and let the outcome say so
                 logger.warning(
@@ -209,8 +213,11 @@ class Runner:
                 )
             state.run = run = replace(run, status=RUNNING)  # the claimed record stays as the store has it
         started = state.started = self._clock.now()
-        if not state.manual and run.attempt == 1:
-            self.lags.append((started - run.fire_time).total_seconds())
+        if not state.manual and run.attempt == 1 and run.reason is None and run.fire_time >= self.since:
+            lag = (started - run.fire_time).total_seconds()  # a catch-up run has a reason: late on purpose
+            if state.opts.jitter_seconds:
+                lag -= jitter_delay(state.name, run.fire_time, state.opts.jitter_seconds)
+            self.lags.add(lag)
         ctx = RunContext(
             state.name, run.fire_time, run.run_key, self._node, started, state.manual, run.attempt
         )
@@ -443,12 +450,12 @@ class Runner:
         )
         hooks = self._hooks
         entry = None
-        if state.manual or hooks.on_finish or hooks.on_success or hooks.on_failure:  # else nobody reads it
+        told = hooks.wanted(status)
+        if state.manual or told:  # else nobody reads it (run_now(wait=True) waits for the entry)
             entry = hooks.final_entry(
                 run,
                 status,
                 now,
-                state.manual,  # run_now(wait=True) waits for the entry
                 duration_seconds=duration,
                 error=error,
                 run_id=run_id,
@@ -467,9 +474,11 @@ class Runner:
                 duration or 0.0,
                 run_id or "-",
             )
-        if entry is not None:
-            self._hooks.tell(status, entry, state.name)
-        self._release(state, entry)
+        ticket = _ticket_of(state)
+        if told and entry is not None:  # on the hook thread; a waiting run_now hears after the hooks
+            hooks.tell(status, entry, state.name, ticket.set if ticket is not None else None)
+            ticket = None
+        self._release(state, entry, ticket)
 
     def _retries(self, state: RunState) -> bool:
         """Whether a failed attempt of ``state`` that may be retried will be."""
@@ -482,12 +491,15 @@ class Runner:
         state.lease = state.renewing = None
         release(lease, renewing, state.name)
 
-    def _release(self, state: RunState, entry: Optional[Dict[str, Any]]) -> None:
-        """The run is over here: free its lease, wake waiters, start the next queued run of its claim."""
+    def _release(
+        self, state: RunState, entry: Optional[Dict[str, Any]], ticket: Optional[Ticket] = None
+    ) -> None:
+        """The run is over here: free its lease, wake ``ticket``'s waiter, start the next queued run
+        of its claim."""
         self._release_lease(state)
         state.handle = state.watchdog = None  # its handle refers back to it: a cycle only the GC would free
-        if state.ticket is not None and state.ticket.run.run_key == state.run.run_key:
-            state.ticket.set(entry)
+        if ticket is not None:
+            ticket.set(entry)
         if not state.rest:
             self._inflight.remove(state.run.run_key)
             return
@@ -539,3 +551,21 @@ class Runner:
             self._leases.close()
         self._timers.close()
         self._executors.shutdown(wait, timeout)
+        if not self._hooks.close(HOOKS_AT_STOP_SECONDS if wait else 0.0):
+            logger.warning(
+                "stopped with hook calls still waiting: a hook is slow or hangs (%s)", self._hooks.problem()
+            )
+
+    def wait_hooks(self, timeout: Optional[float]) -> bool:
+        """Block until the hooks of every run ended so far have been called; False on timeout."""
+        return self._hooks.drain(timeout)
+
+    def hook_problem(self) -> Optional[str]:
+        """What health says while a hook call hangs, or None."""
+        return self._hooks.problem()
+
+
+def _ticket_of(state: RunState) -> Optional[Ticket]:
+    """The ticket a ``run_now(wait=True)`` waits on, if it is for the run ``state`` carries now."""
+    ticket = state.ticket
+    return ticket if ticket is not None and ticket.run.run_key == state.run.run_key else None

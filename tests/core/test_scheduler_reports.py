@@ -1,9 +1,10 @@
-"""health_check() when the store fails or hangs: an answer, at once, that says so."""
+"""health_check() when the store fails or hangs, or fires start late: an answer, at once, that says so."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, List
 
 import pytest
@@ -135,3 +136,73 @@ def test_health_names_an_async_run_that_blocks_the_event_loop() -> None:
     finally:
         release.set()
         scheduler.stop(timeout=5)
+
+
+class PausingClaims(MemoryStore):
+    """A memory store that takes ``pause`` seconds to answer each claim (a slow database)."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+
+    def claim_many(self, claims: Any, outcomes: Any = ()) -> Any:
+        time.sleep(self.pause)
+        return super().claim_many(claims, outcomes)
+
+
+class TestFiresThatStartLate:
+    def test_health_says_so_names_the_slow_store_and_forgets_it_once_starts_are_on_time(
+        self, monkeypatch: Any
+    ) -> None:
+        """A store answering each claim in 0.7 s (under the 1 s "slow store" line): a burst's later
+        claim groups start over a second late. Health says degraded and why, and is running again
+        once a window passes with fires on time."""
+        monkeypatch.setattr("flowyml_lite.runtime.lateness.WINDOW_SECONDS", 4.0)
+        store = PausingClaims(0.7)
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), store=store)
+        at = datetime.now(timezone.utc) + timedelta(seconds=1)
+        for i in range(30):  # claimed 10, then 20: the second group waits for the first claim
+            scheduler.schedule_once(f"report-{i}", lambda: None, at=at)
+        scheduler.start()
+        try:
+            deadline = time.monotonic() + 10
+            while store.stats().succeeded < 30 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert scheduler.status() == "degraded"
+            (problem,) = [p for p in scheduler.problems() if p["source"] == "late"]
+            assert "20 of 30 fire(s)" in problem["message"]
+            assert "started more than 1 s after their instant" in problem["message"]
+            assert "the store takes up to 0.7 s to answer a claim" in problem["message"]
+            health = scheduler.health_check()
+            assert health["status"] == "degraded" and any(p["source"] == "late" for p in health["problems"])
+            store.pause = 0.0
+            deadline = time.monotonic() + 10
+            while scheduler.status() != "running" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert scheduler.status() == "running"
+        finally:
+            scheduler.stop(timeout=5)
+
+    def test_catch_up_runs_after_a_restart_are_not_late(self, tmp_path: Any) -> None:
+        """Stopped 3.5 s with a 1 s schedule catching up every instant: its catch-up runs start
+        seconds after their instants on purpose, and the process was not running: not news."""
+        config = SchedulerConfig(db_path=str(tmp_path / "s.db"))
+        first = PipelineScheduler(config)
+        first.schedule_interval("tick", lambda: None, seconds=1, catchup="all", max_catchup=5)
+        first.start()
+        time.sleep(1.2)
+        first.stop()
+        first.store.close()
+        time.sleep(3.5)
+        second = PipelineScheduler(config)
+        second.schedule_interval("tick", lambda: None, seconds=1, catchup="all", max_catchup=5)
+        second.start()
+        try:
+            time.sleep(1.5)
+            assert second.wait_for_runs(5.0)
+            history = second.get_history("tick", limit=100)
+            assert [e for e in history if e["reason"] == "catch-up" and e["status"] == "succeeded"]
+            assert second.status() == "running", second.problems()
+        finally:
+            second.stop()
+            second.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from typing import Any, Iterator, List
@@ -115,6 +116,25 @@ class TestCapacity:
         for o in outcomes:
             assert o.wait().success
         assert peak[0] == 2 and executor.live_threads <= 2
+        executor.shutdown()
+
+    def test_a_pool_full_of_hung_runs_names_them_once_runs_wait_long_for_a_thread(
+        self, monkeypatch: Any
+    ) -> None:
+        monkeypatch.setattr("flowyml_lite.executors.thread.POOL_FULL_SECONDS", 0.3)
+        executor = ThreadExecutor(max_workers=2)
+        release = threading.Event()
+        hung = [submit(executor, lambda: release.wait(SAFETY), schedule=f"hang{i}")[1] for i in range(2)]
+        waiting = [submit(executor, lambda: None, schedule=f"canary{i}")[1] for i in range(3)]
+        assert executor.problem() is None  # waiting a moment for a thread is no problem
+        assert eventually(lambda: executor.problem() is not None)
+        problem = executor.problem() or ""
+        assert problem.startswith("all 2 run threads are busy and 3 run(s) wait for one")
+        assert "'hang0' for" in problem and "'hang1' for" in problem and "canary" not in problem
+        release.set()
+        for o in hung + waiting:
+            assert o.wait().success
+        assert executor.problem() is None
         executor.shutdown()
 
     def test_an_abandoned_thread_is_replaced_and_its_late_result_discarded(self) -> None:
@@ -270,3 +290,25 @@ class TestShutdownFromInside:
         assert eventually(lambda: len(took) == 1)
         assert took[0] < 30, "shutdown(wait=True) inside a run waited for that run's own thread"
         assert result is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+class TestAJobThatForks:
+    def test_a_child_returning_from_the_job_exits_and_only_the_parent_reports(self, capfd: Any) -> None:
+        """A forked child that falls back into the run thread must not record the run or serve
+        runs: it exits (as if it had called os._exit) and the parent's result is the run's."""
+        executor = ThreadExecutor(max_workers=1)
+
+        def job() -> Any:
+            child = os.fork()
+            if child == 0:
+                return "child"  # forgot os._exit
+            _, status = os.waitpid(child, 0)  # the child must end for this to return
+            return ("parent", status >> 8)  # its exit code
+
+        _, outcome = submit(executor, job, schedule="forker")
+        result = outcome.wait(30)
+        assert result.success and len(outcome.results) == 1
+        assert result.value == ("parent", 0)
+        assert "the child process" in capfd.readouterr().err
+        executor.shutdown()

@@ -1,0 +1,59 @@
+"""How late this process's runs start: the start lags health reports, and when fires start late.
+
+Each run's first attempt is measured from its fire instant (plus the jitter it was given) to its
+start. Catch-up runs, retries, manual runs and instants that came due before the scheduler started
+are not counted as late: they are late on purpose, or because the process was not running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Deque, List, Optional, Tuple
+
+#: A fire that starts more than this after its instant started late.
+LATE_START_SECONDS = 1.0
+#: Health looks at the starts of this last stretch of time.
+WINDOW_SECONDS = 60.0
+#: Fires started late in the window that make health ``degraded``: a tenth of them, or at least
+#: this many if they are at least a hundredth (a few late in thousands on time, a hiccup, are not).
+LATE_SHARE = 0.1
+LATE_COUNT = 3
+LATE_FLOOR = 0.01
+
+
+class StartLags:
+    """The start lags of the last 10,000 runs started here, each with when it was measured."""
+
+    def __init__(self) -> None:
+        self._starts: Deque[Tuple[float, float]] = deque(maxlen=10_000)  # (monotonic, lag in seconds)
+
+    def add(self, lag: float) -> None:
+        """One run started ``lag`` seconds after it was due."""
+        self._starts.append((time.monotonic(), lag))
+
+    def sorted(self) -> List[float]:
+        """Every lag kept, ascending (for the percentiles of ``health_check()``)."""
+        return sorted(lag for _, lag in list(self._starts))
+
+    def problem(self) -> Optional[str]:
+        """What health says while fires start late, or None: within the last minute a tenth of the
+        starts, or three and a hundredth of them, came over ``LATE_START_SECONDS`` late."""
+        since = time.monotonic() - WINDOW_SECONDS
+        count = late = 0
+        worst = 0.0
+        for at, lag in reversed(list(self._starts)):
+            if at < since:
+                break
+            count += 1
+            if lag > LATE_START_SECONDS:
+                late += 1
+                worst = max(worst, lag)
+        if not late:
+            return None
+        if late < LATE_SHARE * count and (late < LATE_COUNT or late < LATE_FLOOR * count):
+            return None
+        return (
+            f"{late} of {count} fire(s) in the last {WINDOW_SECONDS:.0f} s started more than "
+            f"{LATE_START_SECONDS:g} s after their instant (the worst {worst:.1f} s late)"
+        )
