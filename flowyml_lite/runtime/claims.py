@@ -383,7 +383,7 @@ class Claims:
         """Fires of ``name`` keep being skipped for overlap: after a few, health says so."""
         count = self._blocked[name] = self._blocked.get(name, 0) + 1
         if count >= BLOCKED_AFTER:
-            hint = " (runs last longer than the schedule's interval"
+            hint = " (runs last longer than the schedule's interval, or wait for a free run thread"
             hint += "; set timeout_seconds to end hung ones)" if opts.timeout_seconds is None else ")"
             message = (
                 f"{name!r}: {count} fires in a row skipped because {opts.max_instances} earlier "

@@ -195,6 +195,15 @@ _STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 _INHERITED: List[Any] = []
 
 
+def _identity_of(path: str) -> Optional[Tuple[int, int]]:
+    """(st_dev, st_ino) of ``path``, or None if there is no such file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 def _after_fork_in_child() -> None:
     for store in list(_STORES):
         for conn in (store._conn, store._checkpointer, *(reader for _, reader in store._readers)):
@@ -408,6 +417,7 @@ class SQLiteStore(Store):
         # generation, so a reader opened before it is closed when next seen, never used again.
         self._readers: List[Tuple[int, sqlite3.Connection]] = []
         self._generation = 0
+        self._wal: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the -wal file while it is open
         # (st_dev, st_ino) of the file opened; kept across reconnections, forgotten by close().
         self._identity: Optional[Tuple[int, int]] = None
         self._replaced: Optional[str] = None  # set once the file is found deleted or replaced
@@ -491,6 +501,27 @@ class SQLiteStore(Store):
             raise StoreError(f"sqlite store {self.path!r}: cannot check the file: {exc}") from exc
         if (info.st_dev, info.st_ino) != identity:
             raise self._file_error("was replaced by another file")
+        wal = self._wal
+        if wal is not None:
+            try:
+                info = os.stat(self._file + "-wal")
+            except FileNotFoundError:
+                raise self._wal_error("was deleted") from None
+            except OSError:
+                return
+            if (info.st_dev, info.st_ino) != wal:
+                raise self._wal_error("was replaced by another file")
+
+    def _wal_error(self, what: str) -> StoreFileReplacedError:
+        self._replaced = (
+            f"sqlite store {self.path!r}: the database's write-ahead log ({self._file}-wal) {what} while "
+            "this process had it open. Its latest commits are only in this process's open copy, and "
+            "other processes cannot open the database (disk I/O error), so this store refuses every "
+            "call. Stop this process cleanly (closing the store writes the log it holds into the "
+            "database file), then start it again"
+        )
+        logger.error("%s", self._replaced)
+        return StoreFileReplacedError(self._replaced)
 
     def _connect(self) -> sqlite3.Connection:
         """Open the writer connection (with the lock held): WAL, pragmas, schema, the file's identity."""
@@ -529,6 +560,7 @@ class SQLiteStore(Store):
                     self._identity = identity
                 elif identity != self._identity:
                     raise self._file_error("was replaced by another file")
+                self._wal = _identity_of(self._file + "-wal")  # the log this connection keeps open
         except BaseException:
             conn.close()
             raise
@@ -653,7 +685,7 @@ class SQLiteStore(Store):
         with self._lock:
             readers, self._readers = self._readers, []
             self._generation += 1
-            self._identity = self._replaced = None
+            self._identity = self._replaced = self._wal = None
             conn, self._conn = self._conn, None
         for _, reader in readers:
             reader.close()

@@ -793,6 +793,26 @@ class TestTheFileDeletedOrReplaced:
         assert store.declare_schedule(sched()).name == "etl"
         store.close()
 
+    def test_deleting_the_write_ahead_log_stops_every_call_and_a_clean_close_keeps_its_commits(
+        self, tmp_path: Path
+    ) -> None:
+        """Commits since the last checkpoint live in the -wal file: deleted under an open store,
+        they are in this process's open copy alone and no other process can open the database."""
+        path = tmp_path / "jobs.db"
+        store = SQLiteStore(path)
+        store.declare_schedule(sched())
+        claimed = store.claim("etl", T0, at(1), [run("etl", T0)], 1)
+        assert claimed is not None
+        Path(f"{path}-wal").unlink()
+        with pytest.raises(StoreFileReplacedError, match=r"write-ahead log .*-wal\) was deleted.*cleanly"):
+            store.finish_runs([Outcome(claimed[0].run_key, SUCCEEDED, at(0.5))])
+        with pytest.raises(StoreFileReplacedError, match="write-ahead log"):
+            store.history("etl")
+        store.close()  # SQLite writes the log it holds into the database file
+        again = SQLiteStore(path)
+        assert [r.fire_time for r in again.history("etl")] == [T0]  # the claim made before survived
+        again.close()
+
     def test_a_store_that_never_wrote_also_notices(self, tmp_path: Path) -> None:
         path = tmp_path / "jobs.db"
         SQLiteStore(path).open()
