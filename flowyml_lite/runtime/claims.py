@@ -301,11 +301,7 @@ class Claims:
                     self._note_blocked(claim.name, opts)
                 if len(active) != len(stored):
                     ended.extend(r for r in stored if r.status not in ACTIVE_STATUSES)
-                    for run in stored:
-                        if run.status == SKIPPED:
-                            logger.warning(
-                                "skipped %r fire %s: %s", claim.name, run.fire_time.isoformat(), run.reason
-                            )
+                    _log_ended(claim.name, stored, len(active))
         with self._batch():
             for name, func, runs, opts in won:
                 self._submit(name, func, runs, opts)
@@ -453,3 +449,24 @@ class Claims:
         if fresh is not None:
             with self._table.lock:
                 self._adopt(fresh)
+
+
+def _log_ended(name: str, stored: Sequence[RunRecord], running: int) -> None:
+    """Log what a won claim recorded without running: skips, and missed instants (logged once the
+    claim is the store's, so a node whose claim was refused never reports instants it did not own)."""
+    missed = [run for run in stored if run.status == MISSED]
+    if missed:
+        # A misfire is news; instants superseded within the grace (a loaded loop, a quick restart) are not.
+        level = logging.WARNING if any("misfire" in (run.reason or "") for run in missed) else logging.INFO
+        logger.log(
+            level,
+            "%r: %d missed row(s) from %s (%s), %d run(s) now",
+            name,
+            len(missed),
+            missed[0].fire_time.isoformat(),
+            missed[0].reason,
+            running,
+        )
+    for run in stored:
+        if run.status == SKIPPED:
+            logger.warning("skipped %r fire %s: %s", name, run.fire_time.isoformat(), run.reason)

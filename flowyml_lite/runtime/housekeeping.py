@@ -57,6 +57,7 @@ class Housekeeping:
         self._node = node_id
         self._beat_every = heartbeat_seconds
         self._timeout = node_timeout_seconds
+        self._silent: Set[str] = set()  # live peers missing heartbeats, reported to health
         self._sync = sync
         self._retention_days = history_retention_days
         self._max_runs = history_max_runs
@@ -162,6 +163,7 @@ class Housekeeping:
                 self.lose(node.node_id, reason)
             else:
                 live.append((node.node_id, node.serves))
+                self._watch_silence(node, now)
         known = {n.node_id for n in nodes} | {self._node}
         for gone in sorted(set(active) - known):  # runs whose node row is gone
             self.lose(gone, f"node {gone} is gone (no heartbeat row) with runs still active")
@@ -169,11 +171,33 @@ class Housekeeping:
         # leaves the list without this one seeing it expire: its leases are released here too.
         for gone in sorted(self._seen - known - set(active)):
             self._release_leases(gone)
+        for gone in sorted(self._silent - {node_id for node_id, _ in live}):  # lost, or left
+            self._silent.discard(gone)
+            self._troubles.clear(f"silent:{gone}")
         self._seen = known
         if self._membership.update(live) and self._store.shared:
             peers = ", ".join(self._membership.peers)
             logger.info("this node now splits its schedules with the live nodes %s", peers)
             self._sync(True)
+
+    def _watch_silence(self, node: NodeRecord, now: datetime) -> None:
+        """A live peer that serves schedules and has missed two heartbeats (frozen, cut off): its
+        share of the schedules fires nowhere until it answers or is judged lost; health says so."""
+        quiet = (now - node.heartbeat).total_seconds()
+        key = f"silent:{node.node_id}"
+        if node.serves is not None and quiet > 2 * self._beat_every + 1:
+            self._silent.add(node.node_id)
+            message = (
+                f"node {node.node_id} has sent no heartbeat for {quiet:.0f} s: the schedules it runs do not "
+                f"fire until it answers or is judged lost (after node_timeout_seconds={self._timeout:g})"
+            )
+            if self._troubles.report(key, message):
+                logger.warning("%s", message)
+        elif node.node_id in self._silent:
+            self._silent.discard(node.node_id)
+            lasted = self._troubles.clear(key)
+            if lasted is not None:
+                logger.warning("node %s sends heartbeats again (silent %.0f s)", node.node_id, lasted)
 
     def lose(self, node_id: str, reason: str) -> None:
         for run in self._store.mark_node_lost(node_id, reason):

@@ -20,6 +20,9 @@ WINDOW_SECONDS = 60.0
 LATE_SHARE = 0.1
 LATE_COUNT = 3
 LATE_FLOOR = 0.01
+#: This many starts on time in a row since the last late one: the cause is over (a store back after
+#: an outage, a peer's share taken over), whatever the window still holds.
+ON_TIME_AGAIN = 20
 
 
 class StartLags:
@@ -38,7 +41,8 @@ class StartLags:
 
     def problem(self) -> Optional[str]:
         """What health says while fires start late, or None: within the last minute a tenth of the
-        starts, or three and a hundredth of them, came over ``LATE_START_SECONDS`` late."""
+        starts, or three and a hundredth of them, came over ``LATE_START_SECONDS`` late, and fewer
+        than ``ON_TIME_AGAIN`` have started on time since the last late one."""
         since = time.monotonic() - WINDOW_SECONDS
         count = late = 0
         worst = 0.0
@@ -49,6 +53,8 @@ class StartLags:
             if lag > LATE_START_SECONDS:
                 late += 1
                 worst = max(worst, lag)
+            elif not late and count >= ON_TIME_AGAIN:
+                return None  # the newest starts are on time: whatever made the others late is over
         if not late:
             return None
         if late < LATE_SHARE * count and (late < LATE_COUNT or late < LATE_FLOOR * count):

@@ -4,7 +4,6 @@ policy (DESIGN §4), at the instant or ahead of it, and the run keys those rows 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -13,8 +12,6 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from ..core.schedule import Options
 from ..core.triggers import Trigger
 from ..stores.base import MISSED, QUEUED, RUNNING, Claim, RunRecord, ScheduleRecord
-
-logger = logging.getLogger("flowyml_lite.scheduler.claims")
 
 US = timedelta(microseconds=1)
 MISSED_DETAIL_LIMIT = 20  # more missed instants than this are recorded as one summary row
@@ -120,17 +117,6 @@ def plan(
                     f"{last.isoformat()} ({_missed_why(fire, now, grace)}, {policy})",
                 )
             )
-        # A misfire is news; instants superseded within the grace (a loaded loop, a quick restart) are not.
-        level = logging.WARNING if (now - fire).total_seconds() > grace else logging.INFO
-        logger.log(
-            level,
-            "%r: %d instant(s) from %s were missed (%s), %d will run now",
-            name,
-            missed_count,
-            fire.isoformat(),
-            policy,
-            len(to_run),
-        )
     for i, t in enumerate(to_run):  # the first runs now; "catch-up" unless it is on time
         reason = "catch-up" if i or (now - t).total_seconds() > grace else None
         status, started = (QUEUED, None) if i else (RUNNING, now)

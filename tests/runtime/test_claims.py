@@ -347,3 +347,34 @@ class TestAScheduleWhoseTriggerRaised:
         w.clock.set(later)
         w.claims.process(ahead, later)
         assert w.troubles.problems() == []
+
+
+class TestMissedInstantsAreLoggedByTheClaimsWinner:
+    def test_a_won_claim_logs_its_missed_rows_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        w = world(count=1, interval=1)
+        late = DUE + timedelta(seconds=120)  # a frozen process: 120 instants, far past the grace
+        w.clock.set(late)
+        with w.table.cond:
+            due = w.table.pop_due(late)
+        with caplog.at_level(logging.INFO, logger="flowyml_lite.scheduler.claims"):
+            w.claims.process(due, late)
+        lines = [r for r in caplog.records if "missed row(s)" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+        assert "'job-0'" in lines[0].getMessage() and "misfire" in lines[0].getMessage()
+
+    def test_a_refused_claim_logs_no_missed_instants_it_did_not_own(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A node resuming from a freeze plans instants another node already claimed: its claim
+        is refused and it must not report them missed (the store says what happened)."""
+        w = world(count=1, interval=1)
+        late = DUE + timedelta(seconds=120)
+        w.clock.set(late)
+        record = w.store.get_schedule("job-0")
+        w.store.claim("job-0", DUE, late + timedelta(seconds=1), [], 1)  # another node moved it on
+        assert w.store.get_schedule("job-0").next_fire != record.next_fire
+        with w.table.cond:
+            due = w.table.pop_due(late)
+        with caplog.at_level(logging.INFO, logger="flowyml_lite.scheduler.claims"):
+            w.claims.process(due, late)
+        assert not [r for r in caplog.records if "missed" in r.getMessage()]

@@ -1,5 +1,6 @@
 """Housekeeping's judgment of other nodes: a lost node's locks are released by every node that has
-the lock backend, whichever process declared it lost."""
+the lock backend, whichever process declared it lost; a peer that goes silent is reported before it
+is judged lost (its share of the schedules fires nowhere meanwhile)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,21 @@ class RecordingLock(Lock):
         return 1
 
 
-def housekeeping(store: SQLiteStore, clock: FakeClock, node: str, lock: Optional[Lock]) -> Housekeeping:
+def housekeeping(
+    store: SQLiteStore, clock: FakeClock, node: str, lock: Optional[Lock], troubles: Optional[Troubles] = None
+) -> Housekeeping:
     return Housekeeping(
-        store, clock, Troubles(), Membership(node), node, 1.0, 10.0, lambda everything: None, None, None, lock
+        store,
+        clock,
+        troubles or Troubles(),
+        Membership(node),
+        node,
+        1.0,
+        10.0,
+        lambda everything: None,
+        None,
+        None,
+        lock,
     )
 
 
@@ -63,4 +76,37 @@ class TestALostNodesLocks:
         assert lock.released == ["dead"]
         worker.beat()  # once
         assert lock.released == ["dead"]
+        store.close()
+
+
+class TestASilentPeer:
+    def test_is_reported_after_two_missed_heartbeats_and_forgotten_when_it_answers_or_is_lost(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        store = SQLiteStore(str(tmp_path / "shared.db"))
+        store.open()
+        clock = FakeClock(T0)
+        troubles = Troubles()
+        worker = housekeeping(store, clock, "worker", None, troubles)
+        store.heartbeat(NodeRecord("frozen", "another-host", 4242, T0, T0, serves="abc"))
+        store.heartbeat(NodeRecord("admin", "another-host", 4243, T0, T0))  # serves nothing
+        worker.beat()
+        clock.set(T0 + timedelta(seconds=2.5))  # heartbeats every 1 s: under two missed
+        worker.beat()
+        assert troubles.problems() == []
+        clock.set(T0 + timedelta(seconds=4))  # a SIGSTOP, a VM pause, a cut link
+        worker.beat()
+        (problem,) = troubles.problems()
+        assert problem["source"] == "silent:frozen"  # not the admin server: it runs no schedules
+        assert "no heartbeat for 4 s" in str(problem["message"])
+        assert "judged lost (after node_timeout_seconds=10)" in str(problem["message"])
+        store.heartbeat(NodeRecord("frozen", "another-host", 4242, T0, clock.now(), serves="abc"))
+        worker.beat()  # it answers again
+        assert troubles.problems() == []
+        clock.set(T0 + timedelta(seconds=8))
+        worker.beat()
+        assert [p["source"] for p in troubles.problems()] == ["silent:frozen"]
+        clock.set(T0 + timedelta(seconds=16))
+        worker.beat()  # judged lost: its schedules are taken over, nothing to report
+        assert troubles.problems() == []
         store.close()

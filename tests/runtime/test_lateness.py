@@ -39,10 +39,17 @@ class TestWhenFiresStartLate:
 
     def test_a_few_late_among_thousands_on_time_are_not(self, monkeypatch: Any) -> None:
         """A peer died: the fires it held start 2 s late on the others, a handful among thousands."""
-        starts = [(i * 0.05, 0.002) for i in range(970)] + [(20 + i, 2.0) for i in range(6)]
+        starts = [(1 + i * 0.05, 0.002) for i in range(970)] + [(0.1 * i, 2.0) for i in range(6)]
         assert lags_at(monkeypatch, starts).problem() is None
-        more = starts + [(30 + i, 2.0) for i in range(6)]  # 12 of 982: over a hundredth
+        more = starts + [(0.6 + 0.05 * i, 2.0) for i in range(6)]  # 12 of 982: over a hundredth
         assert lags_at(monkeypatch, more).problem() is not None
+
+    def test_twenty_starts_on_time_since_the_last_late_one_end_it(self, monkeypatch: Any) -> None:
+        """The store came back after an outage: the fires it held started seconds late, and the
+        fires since start on time; health is running again without waiting for the minute to pass."""
+        late = [(30 - i * 0.1, 5.0) for i in range(40)]
+        assert lags_at(monkeypatch, late + [(20 - i * 0.1, 0.002) for i in range(19)]).problem() is not None
+        assert lags_at(monkeypatch, late + [(20 - i * 0.1, 0.002) for i in range(20)]).problem() is None
 
     def test_a_late_start_of_the_only_schedule_is(self, monkeypatch: Any) -> None:
         """A schedule every minute that starts 1.5 s late: one start in the window, and it is late."""
