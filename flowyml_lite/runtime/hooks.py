@@ -27,6 +27,14 @@ SLOW_HOOK_SECONDS = 10.0
 #: Hook calls waiting at most; beyond, the oldest waiting ones are dropped (and logged).
 MAX_WAITING = 100_000
 
+_HOOK_THREAD = threading.local()  # .on: this thread calls hooks
+
+
+def on_hook_thread() -> bool:
+    """Whether the calling code runs inside a hook (on a hook thread): it must not wait for hooks."""
+    return getattr(_HOOK_THREAD, "on", False)
+
+
 # (status, schedule, entry or the run to make it from, what to call once told, monotonic queued at)
 _Call = Tuple[str, str, Any, Optional[Callable[[Optional[Dict[str, Any]]], None]], float]
 
@@ -95,7 +103,10 @@ class RunHooks:
         )
 
     def drain(self, timeout: Optional[float]) -> bool:
-        """Wait (``timeout`` seconds at most) for the hook calls queued so far; False if some are left."""
+        """Wait (``timeout`` seconds at most) for the hook calls queued so far; False if some are left.
+        A hook calling this (``wait_for_runs()`` in a hook) is not kept waiting for itself."""
+        if on_hook_thread():
+            return not self._waiting
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._waiting or self._calling is not None:
@@ -124,7 +135,9 @@ class RunHooks:
     def _queue(self, call: _Call) -> None:
         with self._cond:
             if len(self._waiting) >= MAX_WAITING:
-                self._waiting.popleft()
+                dropped = self._waiting.popleft()
+                if dropped[3] is not None:
+                    dropped[3](None)  # a run_now(wait=True) waiting on it hears now
                 self._dropped += 1
                 if self._dropped == 1 or self._dropped % 10_000 == 0:
                     logger.error(
@@ -139,6 +152,7 @@ class RunHooks:
                 self._cond.notify()
 
     def _serve(self) -> None:
+        _HOOK_THREAD.on = True
         while True:
             with self._cond:
                 while not self._waiting:

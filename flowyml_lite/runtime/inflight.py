@@ -16,27 +16,39 @@ from ..core.schedule import Options
 from ..executors.base import Handle, JobResult
 from ..locks.base import Lease
 from ..stores.base import RunRecord
+from .hooks import on_hook_thread
 from .leases import Renewal
 from .timers import Timer
 
 
 class Ticket:
-    """A submitted run: ``wait()`` for its final history entry (``run_now(wait=True)``)."""
+    """A submitted run: ``wait()`` for its final history entry and its hooks (``run_now(wait=True)``)."""
 
-    __slots__ = ("_done", "entry", "run")
+    __slots__ = ("_done", "_heard", "entry", "run")
 
     def __init__(self, run: RunRecord) -> None:
         self.run = run
         self.entry: Optional[Dict[str, Any]] = None
         self._done = threading.Event()
+        self._heard = threading.Event()  # the run's hooks have been called
 
     def wait(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
-        self._done.wait(timeout)
+        """The final entry once the run's hooks have been called (``timeout`` seconds at most); on
+        the hook thread (a hook waiting for a run) only the entry: its hooks come after this one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._done.wait(timeout) and not on_hook_thread():
+            self._heard.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return self.entry
 
-    def set(self, entry: Optional[Dict[str, Any]]) -> None:
+    def set(self, entry: Optional[Dict[str, Any]], hooks_follow: bool = False) -> None:
+        """The run's final entry; ``hooks_follow``: its hooks are yet to be called (``heard()``)."""
         self.entry = entry if entry is not None else {}
+        if not hooks_follow:
+            self._heard.set()
         self._done.set()
+
+    def heard(self, entry: Optional[Dict[str, Any]] = None) -> None:
+        self._heard.set()
 
 
 class RunState:

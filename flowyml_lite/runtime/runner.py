@@ -476,9 +476,8 @@ class Runner:
             )
         ticket = _ticket_of(state)
         if told and entry is not None:  # on the hook thread; a waiting run_now hears after the hooks
-            hooks.tell(status, entry, state.name, ticket.set if ticket is not None else None)
-            ticket = None
-        self._release(state, entry, ticket)
+            hooks.tell(status, entry, state.name, ticket.heard if ticket is not None else None)
+        self._release(state, entry, ticket, told)
 
     def _retries(self, state: RunState) -> bool:
         """Whether a failed attempt of ``state`` that may be retried will be."""
@@ -492,14 +491,18 @@ class Runner:
         release(lease, renewing, state.name)
 
     def _release(
-        self, state: RunState, entry: Optional[Dict[str, Any]], ticket: Optional[Ticket] = None
+        self,
+        state: RunState,
+        entry: Optional[Dict[str, Any]],
+        ticket: Optional[Ticket] = None,
+        hooks_follow: bool = False,
     ) -> None:
         """The run is over here: free its lease, wake ``ticket``'s waiter, start the next queued run
         of its claim."""
         self._release_lease(state)
         state.handle = state.watchdog = None  # its handle refers back to it: a cycle only the GC would free
         if ticket is not None:
-            ticket.set(entry)
+            ticket.set(entry, hooks_follow)
         if not state.rest:
             self._inflight.remove(state.run.run_key)
             return

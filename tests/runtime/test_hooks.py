@@ -128,6 +128,25 @@ class TestAScheduleWithAHangingHook:
         assert entry["status"] == "succeeded" and seen == ["export"]
         scheduler.stop()
 
+    def test_a_hook_that_waits_for_runs_or_runs_one_and_waits_does_not_wait_for_itself(self) -> None:
+        """wait_for_runs() and run_now(wait=True) wait for hooks, but not the hook calling them."""
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        answers: List[Any] = []
+
+        def follow_up(entry: Dict[str, Any]) -> None:
+            if entry["schedule_name"] == "export":
+                answers.append(scheduler.wait_for_runs(timeout=20))
+                answers.append(scheduler.run_now("notify", wait=True, timeout=20)["status"])
+
+        scheduler.on_success(follow_up)
+        scheduler.schedule_interval("export", lambda: None, hours=1)
+        scheduler.schedule_interval("notify", lambda: None, hours=1)
+        started = time.monotonic()
+        assert scheduler.run_now("export", wait=True, timeout=30)["status"] == "succeeded"
+        assert time.monotonic() - started < 10
+        assert answers == [True, "succeeded"]
+        scheduler.stop()
+
     def test_hooks_of_fires_skipped_at_their_claim_are_not_called_on_the_loop(self) -> None:
         scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
         heard: List[tuple] = []
