@@ -20,6 +20,8 @@ WINDOW_SECONDS = 60.0
 LATE_SHARE = 0.1
 LATE_COUNT = 3
 LATE_FLOOR = 0.01
+#: ``problem()`` is worked out again at most this often.
+REREAD_SECONDS = 0.25
 #: This many starts on time in a row since the last late one: the cause is over (a store back after
 #: an outage, a peer's share taken over), whatever the window still holds.
 ON_TIME_AGAIN = 20
@@ -30,6 +32,7 @@ class StartLags:
 
     def __init__(self) -> None:
         self._starts: Deque[Tuple[float, float]] = deque(maxlen=10_000)  # (monotonic, lag in seconds)
+        self._answer: Tuple[float, Optional[str]] = (-1.0, None)  # (monotonic, problem()): probes come often
 
     def add(self, lag: float) -> None:
         """One run started ``lag`` seconds after it was due."""
@@ -42,8 +45,18 @@ class StartLags:
     def problem(self) -> Optional[str]:
         """What health says while fires start late, or None: within the last minute a tenth of the
         starts, or three and a hundredth of them, came over ``LATE_START_SECONDS`` late, and fewer
-        than ``ON_TIME_AGAIN`` have started on time since the last late one."""
-        since = time.monotonic() - WINDOW_SECONDS
+        than ``ON_TIME_AGAIN`` have started on time since the last late one. Worked out at most
+        every ``REREAD_SECONDS`` (an HTTP health probe may ask hundreds of times a second)."""
+        now = time.monotonic()
+        at, answer = self._answer
+        if now - at < REREAD_SECONDS:
+            return answer
+        answer = self._problem(now)
+        self._answer = (now, answer)
+        return answer
+
+    def _problem(self, now: float) -> Optional[str]:
+        since = now - WINDOW_SECONDS
         count = late = 0
         worst = 0.0
         for at, lag in reversed(list(self._starts)):

@@ -19,6 +19,7 @@ def lags_at(monkeypatch: Any, starts: List[tuple]) -> StartLags:
         clock[0] = 1000.0 - ago
         lags.add(lag)
     clock[0] = 1000.0
+    monkeypatch.setattr(lateness, "REREAD_SECONDS", 0.0)
     return lags
 
 
@@ -62,3 +63,15 @@ class TestWhenFiresStartLate:
 
     def test_sorted_gives_every_lag_for_the_percentiles(self, monkeypatch: Any) -> None:
         assert lags_at(monkeypatch, [(3, 0.3), (2, 0.1), (1, 0.2)]).sorted() == [0.1, 0.2, 0.3]
+
+
+def test_problem_is_worked_out_again_at_most_every_quarter_second(monkeypatch: Any) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(lateness.time, "monotonic", lambda: clock[0])
+    lags = StartLags()
+    assert lags.problem() is None
+    for _ in range(5):
+        lags.add(3.0)
+    assert lags.problem() is None  # the answer of a moment ago
+    clock[0] += 0.3
+    assert lags.problem() is not None
