@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import json.encoder
 import math
@@ -261,8 +262,15 @@ def to_schedule(
         o.retry_delay_seconds,
         o.retry_backoff,
         o.retry_on,
-        o.executor,
+        _executor_of(func, o.executor),
         o.jitter_seconds,
         localize(o.start_date) if o.start_date else None,
         localize(o.end_date) if o.end_date else None,
     )
+
+
+def _executor_of(func: Optional[Callable[[], Any]], executor: str) -> str:
+    """The executor runs of ``func`` go to: an ``async def`` on the default one runs on ``async``."""
+    if executor == "thread" and func is not None and inspect.iscoroutinefunction(func):
+        return "async"
+    return executor

@@ -268,7 +268,8 @@ class TestAsyncJobs:
             ran.append("yes")
             return "done"
 
-        scheduler.schedule_interval("etl", job, seconds=60)
+        declared = scheduler.schedule_interval("etl", job, seconds=60)
+        assert declared.executor == scheduler.get_schedule("etl").executor == "async"  # where it runs
         drive.at(scheduler, T1)
         assert ran == ["yes"]
         assert history(scheduler, "etl")[0]["status"] == "succeeded"
