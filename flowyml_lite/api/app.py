@@ -653,11 +653,21 @@ def _cron_preview(app: ApiApp, request: Request, params: List[str], query: Dict[
     )
 
 
+#: Problems that leave this worker ready: it reaches its store and fires; what is wrong is a peer,
+#: a job, a hook or a lock server (health still says ``degraded`` and names them).
+_NOT_THIS_WORKER = ("silent:", "late", "hooks", "blocked:", "plan:", "executor:", "lock")
+
+
 def _liveness(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
+    """Readiness: 200 while this worker fires and reaches its store; 503 stopped or while it cannot."""
     status = app.scheduler.status()  # no store reads: probes may call it every second
-    return json_response(
-        200 if status == "running" else 503, {"status": "ok" if status == "running" else status}
-    )
+    if status == "running":
+        return json_response(200, {"status": "ok"})
+    if status != "degraded":
+        return json_response(503, {"status": status})
+    sources = [str(p["source"]) for p in app.scheduler.problems()]
+    ready = bool(sources) and all(source.startswith(_NOT_THIS_WORKER) for source in sources)
+    return json_response(200 if ready else 503, {"status": status, "problems": sources})
 
 
 def _alive(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:

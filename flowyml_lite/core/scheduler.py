@@ -124,7 +124,13 @@ class PipelineScheduler:
             adopt=lambda record: self._sync.adopt(record, {record.name}),
         )
         self._serving = Serving(
-            self._store, self._table, self._membership, self._claims, self._sync, self.node_id
+            self._store,
+            self._table,
+            self._membership,
+            self._claims,
+            self._sync,
+            self.node_id,
+            lambda: self._runner.rebase(self._clock.now()),
         )
         self._catalog = Catalog(
             self._store, self._table, self._sync, self._claims, self._serving, self._clock, cfg
@@ -374,7 +380,7 @@ class PipelineScheduler:
         if self._ignored_in_child("start()"):
             return
         self._runner.stopping.clear()
-        self._runner.since = self._clock.now()
+        self._runner.rebase(self._clock.now())
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
         self._serving.start()
         self._housekeeping.beat()  # heartbeat and reap crashed nodes before the first fire

@@ -29,8 +29,10 @@ class Serving:
         claims: Claims,
         sync: Sync,
         node_id: str,
+        on_share_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._on_share_change = on_share_change  # e.g. the runner: fires taken over start late
         self._table = table
         self._membership = membership
         self._claims = claims
@@ -73,6 +75,7 @@ class Serving:
         schedules after a change of peers, whose old overlap reports no longer apply."""
         if everything:
             self._claims.unblock()
+            self._on_share_change()
         self._sync.sync(everything)
 
     def changed(self, declared: Sequence[str] = ()) -> None:

@@ -26,8 +26,9 @@ from .base import Done, Executor, Handle, Job, JobResult, drained, from_exceptio
 
 logger = logging.getLogger("flowyml_lite.executors.thread")
 
-#: Runs waiting this long for a free thread make the executor report a problem to health.
-POOL_FULL_SECONDS = 5.0
+#: Runs waiting this long for a free thread make the executor report a problem to health (runs
+#: beyond ``max_workers`` wait their turn; a minute is no longer a turn but a full pool).
+POOL_FULL_SECONDS = 60.0
 
 _PLAIN = frozenset({bool, int, float, str, bytes, dict, list, tuple})  # never awaitable nor generators
 
@@ -188,8 +189,8 @@ class ThreadExecutor(Executor):
         longest = ", ".join(f"{name!r} for {now - began:.0f} s" for began, name in running[:3])
         return (
             f"all {len(self._workers)} run threads are busy and {len(self._queue)} run(s) wait for one, "
-            f"the first for {waited:.0f} s; running longest: {longest or 'none'} (give hung jobs a "
-            "timeout_seconds, or raise max_concurrent_runs)"
+            f"the first for {waited:.0f} s, so runs start late; running longest: {longest or 'none'} "
+            "(raise max_concurrent_runs, or give jobs that hang a timeout_seconds)"
         )
 
     @property
@@ -375,6 +376,9 @@ def _leave_forked_child(task: _Task, result: JobResult) -> None:
         f"{os.getpid()} returned from the job: it exits here (end a child with os._exit)\n"
     )
     try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
         os.write(2, note.encode("utf-8", "replace"))
     finally:
         os._exit(0 if result.success else 1)

@@ -10,8 +10,10 @@ health.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import replace
 from datetime import datetime
@@ -53,6 +55,8 @@ class RunHooks:
         self._calling: Optional[Tuple[str, str, float]] = None  # (hook kind, schedule, monotonic start)
         self._dropped = 0
         self._closing = False  # the thread ends once nothing waits
+        self._busy = False  # a call taken from the queue is being made (under _cond)
+        _ALL.add(self)
 
     def wanted(self, status: str) -> bool:
         """Whether a run ending as ``status`` has a hook to tell."""
@@ -109,7 +113,7 @@ class RunHooks:
             return not self._waiting
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._waiting or self._calling is not None:
+            while self._waiting or self._busy:
                 if self._thread is None or not self._thread.is_alive():
                     break
                 left = None if deadline is None else deadline - time.monotonic()
@@ -161,10 +165,14 @@ class RunHooks:
                         self._thread = None  # closed, or idle a minute: the next call starts another
                         return
                 status, name, entry, then, _ = self._waiting.popleft()
+                self._busy = True
             try:
                 self._call(status, name, entry, then)
             except BaseException:  # the hook thread must never die with calls waiting
                 logger.exception("hook dispatch failed for %r", name)
+            finally:
+                with self._cond:
+                    self._busy = False
 
     def _call(
         self,
@@ -195,6 +203,23 @@ class RunHooks:
         if status in (FAILED, TIMED_OUT):
             return self.on_failure
         return []
+
+
+_ALL: weakref.WeakSet[RunHooks] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no hook thread, and the parent's queued calls are not its own."""
+    for hooks in list(_ALL):
+        hooks._cond = threading.Condition()
+        hooks._waiting = deque()
+        hooks._thread = None
+        hooks._calling = None
+        hooks._busy = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _kind(status: str) -> str:

@@ -149,6 +149,9 @@ class Housekeeping:
         """Declare expired or dead nodes lost, and set the membership from the live ones."""
         active = self._store.active_run_nodes() if self._store.shared else []
         nodes = self._store.list_nodes()
+        # Silence is measured on the store's clock: this node's own heartbeat, just written, is
+        # stamped by the same clock as its peers' (a database server's on PostgreSQL).
+        stamped = next((n.heartbeat for n in nodes if n.node_id == self._node), now)
         expired = {n.node_id for n in self._store.expired_nodes(self._timeout, now)}
         live: List[Tuple[str, Optional[str]]] = []
         for node in nodes:
@@ -163,7 +166,7 @@ class Housekeeping:
                 self.lose(node.node_id, reason)
             else:
                 live.append((node.node_id, node.serves))
-                self._watch_silence(node, now)
+                self._watch_silence(node, stamped)
         known = {n.node_id for n in nodes} | {self._node}
         for gone in sorted(set(active) - known):  # runs whose node row is gone
             self.lose(gone, f"node {gone} is gone (no heartbeat row) with runs still active")

@@ -20,6 +20,10 @@ from .hooks import on_hook_thread
 from .leases import Renewal
 from .timers import Timer
 
+#: How long a waiting ``run_now`` waits for the run's hooks after its outcome (they may queue
+#: behind a slow or hung hook of another run).
+HOOKS_WAIT_SECONDS = 2.0
+
 
 class Ticket:
     """A submitted run: ``wait()`` for its final history entry and its hooks (``run_now(wait=True)``)."""
@@ -33,11 +37,13 @@ class Ticket:
         self._heard = threading.Event()  # the run's hooks have been called
 
     def wait(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
-        """The final entry once the run's hooks have been called (``timeout`` seconds at most); on
-        the hook thread (a hook waiting for a run) only the entry: its hooks come after this one."""
+        """The final entry once the run's hooks have been called (``timeout`` seconds at most, and
+        ``HOOKS_WAIT_SECONDS`` for the hooks); on the hook thread (a hook waiting for a run) only
+        the entry: its hooks come after this one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._done.wait(timeout) and not on_hook_thread():
-            self._heard.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            left = HOOKS_WAIT_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
+            self._heard.wait(min(left, HOOKS_WAIT_SECONDS))  # hooks queued behind a hung one: not forever
         return self.entry
 
     def set(self, entry: Optional[Dict[str, Any]], hooks_follow: bool = False) -> None:

@@ -476,7 +476,11 @@ class Runner:
             )
         ticket = _ticket_of(state)
         if told and entry is not None:  # on the hook thread; a waiting run_now hears after the hooks
-            hooks.tell(status, entry, state.name, ticket.heard if ticket is not None else None)
+            try:
+                hooks.tell(status, entry, state.name, ticket.heard if ticket is not None else None)
+            except Exception:  # e.g. no thread to be had: the run still ends, its hooks are skipped
+                logger.exception("could not hand the hooks of %r their entry", state.name)
+                told = False
         self._release(state, entry, ticket, told)
 
     def _retries(self, state: RunState) -> bool:
@@ -554,10 +558,16 @@ class Runner:
             self._leases.close()
         self._timers.close()
         self._executors.shutdown(wait, timeout)
-        if not self._hooks.close(HOOKS_AT_STOP_SECONDS if wait else 0.0):
+        patience = HOOKS_AT_STOP_SECONDS if timeout is None else min(HOOKS_AT_STOP_SECONDS, timeout)
+        if not self._hooks.close(patience if wait else 0.0):
             logger.warning(
                 "stopped with hook calls still waiting: a hook is slow or hangs (%s)", self._hooks.problem()
             )
+
+    def rebase(self, now: datetime) -> None:
+        """Fires due before ``now`` are not measured for lateness: the scheduler (re)started, or
+        this node's share changed (fires taken over from a stopped or lost peer start late)."""
+        self.since = max(self.since, now)
 
     def wait_hooks(self, timeout: Optional[float]) -> bool:
         """Block until the hooks of every run ended so far have been called; False on timeout."""

@@ -210,6 +210,7 @@ def _after_fork_in_child() -> None:
             if conn is not None:
                 _INHERITED.append(conn)
         store._conn = store._checkpointer = None
+        store._wal = None  # the parent may end the log it had open
         store._readers = []
         store._generation += 1
         store._lock = threading.Lock()
@@ -778,6 +779,7 @@ class SQLiteStore(Store):
     def _drop_writer(self) -> None:
         """Close the writer (with the lock held): the next write opens it again, on the same file."""
         conn, self._conn = self._conn, None
+        self._wal = None  # closing it may end the log (the last connection): the reconnect takes the new one
         if conn is not None:
             try:
                 conn.close()

@@ -673,6 +673,19 @@ class TestHealth:
         response = call(ApiApp(running), "GET", "/api/health")
         assert (response.status, response.json()) == (200, {"status": "ok"})
 
+    @pytest.mark.parametrize("source", ["silent:peer-2", "hooks", "blocked:etl", "executor:thread", "lock"])
+    def test_readiness_stays_200_while_the_trouble_is_a_peer_a_job_a_hook_or_the_lock_server(
+        self, running: PipelineScheduler, source: str
+    ) -> None:
+        """This worker still fires and reaches its store: taking it out of a load balancer (or
+        restarting it on an unhealthy container) would not help; health still says degraded."""
+        running._troubles.report(source, "something is wrong elsewhere")
+        response = call(ApiApp(running), "GET", "/api/health")
+        assert (response.status, response.json()) == (200, {"status": "degraded", "problems": [source]})
+        running._troubles.report("outcomes", "writing 3 outcome(s): StoreError: disk full")
+        response = call(ApiApp(running), "GET", "/api/health")
+        assert response.status == 503 and response.json()["problems"] == [source, "outcomes"]
+
     def test_live_answers_200_even_while_the_store_fails(self, running: PipelineScheduler) -> None:
         running._troubles.report("claims", "claiming 1 fire(s): StoreError: connection refused")
         assert call(ApiApp(running), "GET", "/api/health").status == 503  # readiness: not now

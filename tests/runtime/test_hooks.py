@@ -68,7 +68,6 @@ class TestTheHookThread:
         release.set()
         assert hooks.close(5.0) and hooks.problem() is None
 
-
     def test_hooks_slower_than_the_runs_they_hear_of_are_named_as_behind(self, monkeypatch: Any) -> None:
         monkeypatch.setattr(hooks_module, "SLOW_HOOK_SECONDS", 0.3)
         hooks = RunHooks(lambda run: {})
@@ -146,6 +145,22 @@ class TestAScheduleWithAHangingHook:
         assert time.monotonic() - started < 10
         assert answers == [True, "succeeded"]
         scheduler.stop()
+
+    def test_a_hook_hung_on_another_run_holds_run_now_with_wait_back_two_seconds_at_most(self) -> None:
+        release = threading.Event()
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        scheduler.on_finish(lambda e: release.wait(30) if e["schedule_name"] == "a" else None)
+        scheduler.schedule_interval("a", lambda: None, hours=1)
+        scheduler.schedule_interval("b", lambda: None, hours=1)
+        try:
+            scheduler.run_now("a")
+            time.sleep(0.2)  # a's hook hangs on the hook thread
+            started = time.monotonic()
+            assert scheduler.run_now("b", wait=True, timeout=20)["status"] == "succeeded"
+            assert time.monotonic() - started < 5  # 2 s for its hooks, then the outcome it has
+        finally:
+            release.set()
+            scheduler.stop()
 
     def test_hooks_of_fires_skipped_at_their_claim_are_not_called_on_the_loop(self) -> None:
         scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))

@@ -110,3 +110,32 @@ class TestASilentPeer:
         worker.beat()  # judged lost: its schedules are taken over, nothing to report
         assert troubles.problems() == []
         store.close()
+
+
+class ServerClockStore(SQLiteStore):
+    """Stamps heartbeats with the database server's clock (as PostgreSQL's store does)."""
+
+    server_now = T0
+
+    def heartbeat(self, node: NodeRecord) -> None:
+        super().heartbeat(
+            NodeRecord(node.node_id, node.hostname, node.pid, node.started_at, self.server_now, node.serves)
+        )
+
+
+def test_silence_is_measured_on_the_stores_clock_not_this_hosts(tmp_path: pathlib.Path) -> None:
+    """This host's clock runs 8 s ahead of the database server's: a peer that beat a moment ago
+    is not silent."""
+    store = ServerClockStore(str(tmp_path / "shared.db"))
+    store.open()
+    troubles = Troubles()
+    worker = housekeeping(store, FakeClock(T0 + timedelta(seconds=8)), "worker", None, troubles)
+    store.server_now = T0 + timedelta(seconds=0.5)
+    store.heartbeat(NodeRecord("peer", "another-host", 4242, T0, T0, serves="abc"))
+    store.server_now = T0 + timedelta(seconds=1)
+    worker.beat()
+    assert troubles.problems() == []
+    store.server_now = T0 + timedelta(seconds=5)  # the peer froze at 0.5 s on the server's clock
+    worker.beat()
+    assert [p["source"] for p in troubles.problems()] == ["silent:peer"]
+    store.close()

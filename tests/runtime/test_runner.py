@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import pytest
@@ -265,3 +265,18 @@ def test_the_renewer_keeps_renewing_and_a_failed_renewal_is_logged_not_fatal(
     renewal.set()
     assert until(lambda: renewer._thread is None), "the renewer thread outlived its last lease"
     assert "could not renew the lock of 'etl'" in caplog.text
+
+
+def test_fires_due_before_a_rebase_are_not_measured_for_lateness() -> None:
+    """Fires taken over from a stopped or lost peer (a share change), or due before start(),
+    start late through no fault of this node: health's late-start count leaves them out."""
+    runner, _ = make()
+    before = RunRecord(
+        uuid.uuid4().hex, "taken-over", datetime.now(timezone.utc) - timedelta(seconds=5), RUNNING, "n"
+    )
+    runner.rebase(datetime.now(timezone.utc) - timedelta(seconds=1))
+    after = run("own")
+    for record in (before, after):
+        runner.submit(record.schedule, lambda: None, [record], Options())
+    assert runner.wait_idle(10)
+    assert len(runner.lags.sorted()) == 1 and runner.lags.sorted()[0] < 1.0  # only the fire due after

@@ -813,6 +813,19 @@ class TestTheFileDeletedOrReplaced:
         assert [r.fire_time for r in again.history("etl")] == [T0]  # the claim made before survived
         again.close()
 
+    def test_a_writer_reopened_after_its_log_ended_with_it_is_no_false_alarm(self, tmp_path: Path) -> None:
+        """Closing the last connection ends the -wal file (SQLite deletes it): the writer dropped
+        after an I/O error, or a parent closing after a fork, must not look like a deleted log."""
+        path = tmp_path / "jobs.db"
+        store = SQLiteStore(path)
+        store.declare_schedule(sched())
+        with store._lock:
+            store._drop_writer()  # the last connection: SQLite checkpoints and deletes the log
+        assert not Path(f"{path}-wal").exists()
+        assert store.claim("etl", T0, at(1), [run("etl", T0)], 1) is not None
+        assert [r.fire_time for r in store.history("etl")] == [T0]
+        store.close()
+
     def test_a_store_that_never_wrote_also_notices(self, tmp_path: Path) -> None:
         path = tmp_path / "jobs.db"
         SQLiteStore(path).open()
@@ -1076,16 +1089,16 @@ class TestWithoutJsonFunctions:
     ) -> None:
         monkeypatch.setattr(sqlite_store, "_has_json_each", lambda: False)
         store = SQLiteStore(db)
-        for name in ("a", "b", "it's \"quoted\" ü"):
+        for name in ("a", "b", 'it\'s "quoted" ü'):
             store.declare_schedule(sched(name))
-        store.mark_declared("node-a", ["a", "it's \"quoted\" ü", "no-such-schedule"])
+        store.mark_declared("node-a", ["a", 'it\'s "quoted" ü', "no-such-schedule"])
         by_name = {s.name: s.declared_by for s in store.list_schedules()}
-        assert by_name == {"a": "node-a", "b": None, "it's \"quoted\" ü": "node-a"}
+        assert by_name == {"a": "node-a", "b": None, 'it\'s "quoted" ü': "node-a"}
         store.close()
 
     def test_with_them_names_that_need_escaping_in_json_are_stamped_too(self, db: Path) -> None:
         store = SQLiteStore(db)
-        names = ['back\\slash', 'quote"d', "tab\tand ü and 日本"]
+        names = ["back\\slash", 'quote"d', "tab\tand ü and 日本"]
         for name in (*names, "other"):
             store.declare_schedule(sched(name))
         store.mark_declared("node-b", names)
