@@ -60,7 +60,7 @@ class RunHooks:
 
     def wanted(self, status: str) -> bool:
         """Whether a run ending as ``status`` has a hook to tell."""
-        return bool(self.on_finish or self._for(status))
+        return bool(self.on_finish or self._group(status)[1])
 
     def final_entry(self, run: RunRecord, status: str, now: datetime, **ending: Any) -> Dict[str, Any]:
         """The history entry of ``run`` ended as ``status``."""
@@ -183,11 +183,9 @@ class RunHooks:
     ) -> None:
         if isinstance(entry, RunRecord):
             entry = self._entry(entry)
-        for kind, hook in [
-            *((status, h) for h in self._for(status)),
-            *(("on_finish", h) for h in self.on_finish),
-        ]:
-            self._calling = (_kind(kind), name, time.monotonic())
+        kind, hooks = self._group(status)
+        for kind, hook in [*((kind, h) for h in hooks), *(("on_finish", h) for h in self.on_finish)]:
+            self._calling = (kind, name, time.monotonic())
             try:
                 hook(entry)
             except BaseException:
@@ -197,12 +195,13 @@ class RunHooks:
         if then is not None:
             then(entry)
 
-    def _for(self, status: str) -> List[Hook]:
+    def _group(self, status: str) -> Tuple[str, List[Hook]]:
+        """The hooks a run ended as ``status`` is told to besides ``on_finish``, and their name."""
         if status == SUCCEEDED:
-            return self.on_success
+            return "on_success", self.on_success
         if status in (FAILED, TIMED_OUT):
-            return self.on_failure
-        return []
+            return "on_failure", self.on_failure
+        return status, []
 
 
 _ALL: weakref.WeakSet[RunHooks] = weakref.WeakSet()
@@ -220,11 +219,3 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _kind(status: str) -> str:
-    if status == SUCCEEDED:
-        return "on_success"
-    if status in (FAILED, TIMED_OUT):
-        return "on_failure"
-    return status
