@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Deque, List, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..runtime.context import CURRENT_RUN
 from ..stores.schema import clip_text
@@ -29,6 +29,13 @@ logger = logging.getLogger("flowyml_lite.executors.thread")
 #: Runs waiting this long for a free thread make the executor report a problem to health (runs
 #: beyond ``max_workers`` wait their turn; a minute is no longer a turn but a full pool).
 POOL_FULL_SECONDS = 60.0
+#: A thread inside a job for longer than this no longer counts as about to take the next run: a
+#: waiting run then gets a thread of its own. Shorter jobs are drained by the threads already
+#: awake, because under the GIL more threads only add switches between them.
+BUSY_SECONDS = 0.0005
+#: How often the watching idle thread looks again while runs wait and the awake threads are busy
+#: (a run queued just as another began a job that turns out long waits this long at most).
+WATCH_SECONDS = 0.002
 
 _PLAIN = frozenset({bool, int, float, str, bytes, dict, list, tuple})  # never awaitable nor generators
 
@@ -108,6 +115,13 @@ class ThreadExecutor(Executor):
     on the queue and each run's ``turns`` are atomic): ten threads draining a burst of
     short runs would otherwise queue on that lock, each wait a context switch. The lock guards
     the rest: idle threads, growth, cancel and shutdown.
+
+    Waiting runs wake an idle thread only when no awake thread is about to take them: every
+    awake thread is inside a job that has lasted over ``BUSY_SECONDS``. One idle thread (the
+    watcher) looks again while runs wait, so a run queued behind a job that turns out long gets
+    a thread within ``WATCH_SECONDS``. A burst of short jobs is drained by one or two
+    threads instead of every thread of the pool taking turns at the GIL, which costs more than
+    the jobs; jobs that block or run long still get a thread each, up to ``max_workers``.
     """
 
     name = "thread"
@@ -124,6 +138,9 @@ class ThreadExecutor(Executor):
         self._workers: Set[threading.Thread] = set()  # live and not abandoned
         self._abandoned: Set[threading.Thread] = set()  # abandoned and still running
         self._idle = 0
+        #: Awake threads: when each entered its current job (monotonic), 0.0 between jobs.
+        self._awake: Dict[threading.Thread, float] = {}
+        self._watched = False  # an idle thread waits with a timeout, watching the queue
         self._closed = False
         self._dropping = False  # shutdown is cancelling what is left
         self._numbers = itertools.count(1)
@@ -148,8 +165,8 @@ class ThreadExecutor(Executor):
                 for task in tasks:
                     self._queue.remove(task)
                 raise
-            if self._idle:
-                self._cond.notify(min(self._idle, len(tasks)))
+            if self._idle and (not self._watched or not self._busy(now)):
+                self._cond.notify()  # it takes a run, or watches the queue
         handles: List[Handle] = [*tasks]  # each task is its own handle
         return handles
 
@@ -207,13 +224,19 @@ class ThreadExecutor(Executor):
 
     # -- inside ----------------------------------------------------------------------------
 
+    def _busy(self, now: float) -> bool:
+        """Whether an awake thread is about to take the next waiting run: between jobs, or in
+        one that began less than ``BUSY_SECONDS`` ago."""
+        return any(not since or now - since < BUSY_SECONDS for since in list(self._awake.values()))
+
     def _grow(self) -> None:
-        """Start a thread when work waits and no idle thread will take it (lock held).
+        """Start a thread when work waits and no thread is idle (lock held): it takes a run or
+        watches the queue.
 
         One at a time: starting a thread takes a while, and the runs already queued should not
         wait for ten. A thread that takes a run and still sees work waiting starts the next.
         """
-        if self._idle < len(self._queue) and len(self._workers) < self.max_workers:
+        if self._queue and not self._idle and len(self._workers) < self.max_workers:
             worker = threading.Thread(
                 target=self._work, name=f"{self._thread_name}-{next(self._numbers)}", daemon=True
             )
@@ -229,8 +252,12 @@ class ThreadExecutor(Executor):
                 logger.warning("could not start another run thread; %d keep running", len(self._workers))
 
     def _wait_for_task(self, me: threading.Thread, counted: bool) -> Optional[_Task]:
-        """Idle: wait for a run (None once the pool is closed and drained, or ``me`` was abandoned)."""
+        """Idle: wait for a run (None once the pool is closed and drained, or ``me`` was abandoned).
+
+        A run waiting is taken when no awake thread is about to take it (``_busy``); else one idle
+        thread watches, looking again every ``WATCH_SECONDS`` (the others wait to be woken)."""
         with self._lock:
+            self._awake.pop(me, None)
             if not counted:
                 self._idle += 1
             try:
@@ -238,7 +265,20 @@ class ThreadExecutor(Executor):
                     if me not in self._workers:
                         return None
                     if self._queue:
-                        return self._queue.popleft()
+                        now = time.monotonic()
+                        if not self._busy(now):
+                            self._awake[me] = 0.0
+                            task = self._queue.popleft()
+                            if self._queue and not self._watched and self._idle > 1:
+                                self._cond.notify()  # another idle thread watches what is left
+                            return task
+                        if not self._watched:
+                            self._watched = True
+                            try:
+                                self._cond.wait(WATCH_SECONDS)
+                            finally:
+                                self._watched = False
+                            continue
                     if self._closed:
                         self._workers.discard(me)
                         self._cond.notify_all()  # shutdown(wait=True) waits for the pool to empty
@@ -268,17 +308,18 @@ class ThreadExecutor(Executor):
                     if task is None:
                         return
                 current = task
-                if self._queue and len(self._workers) < self.max_workers:
+                if self._queue and not self._idle and len(self._workers) < self.max_workers:
                     with self._lock:
                         self._grow()
                 buffer = task.buffer = capture.OutputBuffer()
                 task.worker = me  # before the draw: a cancel() drawing 1 reads it
-                task.began = time.monotonic()
+                task.began = self._awake[me] = time.monotonic()
                 self._running.add(task)
                 if self._dropping:  # shutdown's list of what is left may have missed this one
                     self._cancel(task, "stopped")
                 drew = True
                 if next(task.turns) != 0:  # cancelled as it was taken: it never runs
+                    self._awake[me] = 0.0
                     self._running.discard(task)
                     if self._left(me):
                         return
@@ -286,6 +327,7 @@ class ThreadExecutor(Executor):
                 result = run_here(task.job, buffer)
                 if os.getpid() != pid:
                     _leave_forked_child(task, result)
+                self._awake[me] = 0.0
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
                     deliver(task.done, result)
@@ -309,6 +351,8 @@ class ThreadExecutor(Executor):
                 self._abandoned.discard(me)
                 self._cond.notify_all()
                 self._grow()
+        finally:
+            self._awake.pop(me, None)
 
     def _left(self, me: threading.Thread) -> bool:
         """Whether ``cancel()`` abandoned this thread (it then ends once its run is over)."""
@@ -339,6 +383,7 @@ class ThreadExecutor(Executor):
                 stopped = True
             else:  # running: a thread cannot be stopped; abandon it and replace it
                 self._running.discard(task)
+                self._awake.pop(worker, None)  # type: ignore[arg-type]
                 if worker in self._workers:
                     self._workers.discard(worker)
                     self._abandoned.add(worker)

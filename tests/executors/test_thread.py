@@ -9,10 +9,15 @@ import warnings
 from typing import Any, Iterator, List
 
 import pytest
-from executor_helpers import SAFETY, eventually, run, submit
+from executor_helpers import SAFETY, context, eventually, run, submit
 
+from flowyml_lite.executors.base import Job, JobResult
 from flowyml_lite.executors.thread import ThreadExecutor
 from flowyml_lite.runtime.context import RunContext, current_run
+
+
+def _ignore(result: JobResult) -> None:
+    """A done callback for runs whose results a test does not read."""
 
 
 @pytest.fixture
@@ -116,6 +121,43 @@ class TestCapacity:
         for o in outcomes:
             assert o.wait().success
         assert peak[0] == 2 and executor.live_threads <= 2
+        executor.shutdown()
+
+    def test_a_burst_of_short_jobs_is_drained_by_the_thread_already_awake(self, monkeypatch: Any) -> None:
+        # Every awake thread counts as about to take the next run: no other thread joins in.
+        monkeypatch.setattr("flowyml_lite.executors.thread.BUSY_SECONDS", 3600.0)
+        executor = ThreadExecutor(max_workers=8)
+        threads: List[str] = []
+        items = [(Job(lambda: threads.append(threading.current_thread().name), None, context()), _ignore)]
+        executor.submit_many(items * 500)
+        assert eventually(lambda: len(threads) == 500)
+        assert len(set(threads)) == 1 and executor.live_threads <= 2  # one runs, one watches
+        executor.shutdown()
+
+    def test_runs_queued_behind_jobs_that_block_each_get_a_thread(self) -> None:
+        executor = ThreadExecutor(max_workers=4)
+        release = threading.Event()
+        started = [threading.Event() for _ in range(4)]
+
+        def blocking(i: int) -> None:
+            started[i].set()
+            release.wait(SAFETY)
+
+        items = [(Job(lambda i=i: blocking(i), None, context()), _ignore) for i in range(4)]
+        executor.submit_many(items)
+        assert all(event.wait(SAFETY) for event in started)  # all four at once, one thread each
+        release.set()
+        executor.shutdown()
+
+    def test_a_run_submitted_while_the_only_awake_thread_blocks_gets_another(self) -> None:
+        executor = ThreadExecutor(max_workers=2)
+        release, entered = threading.Event(), threading.Event()
+        _, blocked = submit(executor, lambda: (entered.set(), release.wait(SAFETY)))
+        assert entered.wait(SAFETY)
+        assert run(executor, lambda: "not behind the blocked one").value == "not behind the blocked one"
+        assert not blocked.event.is_set()
+        release.set()
+        assert blocked.wait().success
         executor.shutdown()
 
     def test_a_pool_full_of_hung_runs_names_them_once_runs_wait_long_for_a_thread(
