@@ -30,6 +30,7 @@ from ..executors.child_import import importing_job_code
 from ..locks.base import Lock
 from ..runtime.claims import Claims
 from ..runtime.context import RunContext, current_run
+from ..runtime.gc_pause import GCPause
 from ..runtime.health import Troubles
 from ..runtime.housekeeping import Housekeeping
 from ..runtime.loop import TimerLoop
@@ -142,6 +143,7 @@ class PipelineScheduler:
             self._troubles,
             cfg.heartbeat_seconds,
             self._claims.prepare,
+            GCPause(cfg.gc_pause_in_bursts),
         )
         self._housekeeping = Housekeeping(
             self._store,

@@ -75,6 +75,9 @@ class SchedulerConfig:
     #: Call ``gc.collect(); gc.freeze()`` in ``start()``: the objects alive then (schedules, their
     #: triggers) are never scanned again, which cuts the loop's worst pauses. Affects the whole process.
     gc_freeze: bool = False
+    #: Put off Python's automatic garbage collection while the loop claims and starts a burst of
+    #: 100 fires or more (one second at most; collection resumes right after). Affects the whole process.
+    gc_pause_in_bursts: bool = True
     #: Directory of the file lock's files; None = ``<db_path>.locks`` next to the database.
     lock_dir: Optional[str] = None
     #: This process's name in the store's node table; None = generated from host and pid.
@@ -364,6 +367,7 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "shutdown_timeout_seconds": _seconds(positive=False),
     "lock_ttl_seconds": _lock_ttl,
     "gc_freeze": _bool,
+    "gc_pause_in_bursts": _bool,
     "lock_dir": _optional_text,
     "node_id": _optional_text,
     "history_retention_days": _retention_days,
@@ -371,7 +375,7 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "default_timeout_seconds": _timeout,
     "default_executor": _text,
 }
-_BOOL_FIELDS = frozenset(("persist_schedules", "distributed", "gc_freeze"))
+_BOOL_FIELDS = frozenset(("persist_schedules", "distributed", "gc_freeze", "gc_pause_in_bursts"))
 _INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup", "history_max_runs"))
 _FLOAT_FIELDS = frozenset(
     (

@@ -33,8 +33,8 @@ POOL_FULL_SECONDS = 60.0
 #: waiting run then gets a thread of its own. Shorter jobs are drained by the threads already
 #: awake, because under the GIL more threads only add switches between them.
 BUSY_SECONDS = 0.0005
-#: How often the watching idle thread looks again while runs wait and the awake threads are busy
-#: (a run queued just as another began a job that turns out long waits this long at most).
+#: How long the watching idle thread waits before it looks again while runs wait and no awake
+#: thread is in a job (they are between jobs: they take the next run themselves).
 WATCH_SECONDS = 0.002
 
 _PLAIN = frozenset({bool, int, float, str, bytes, dict, list, tuple})  # never awaitable nor generators
@@ -119,9 +119,10 @@ class ThreadExecutor(Executor):
     Waiting runs wake an idle thread only when no awake thread is about to take them: every
     awake thread is inside a job that has lasted over ``BUSY_SECONDS``. One idle thread (the
     watcher) looks again while runs wait, so a run queued behind a job that turns out long gets
-    a thread within ``WATCH_SECONDS``. A burst of short jobs is drained by one or two
-    threads instead of every thread of the pool taking turns at the GIL, which costs more than
-    the jobs; jobs that block or run long still get a thread each, up to ``max_workers``.
+    a thread about ``BUSY_SECONDS`` after that job began, and the runs after it at once. A burst
+    of short jobs is drained by one or two threads instead of every thread of the pool taking
+    turns at the GIL, which costs more than the jobs; jobs that block or run long still get a
+    thread each, up to ``max_workers``.
     """
 
     name = "thread"
@@ -225,9 +226,25 @@ class ThreadExecutor(Executor):
     # -- inside ----------------------------------------------------------------------------
 
     def _busy(self, now: float) -> bool:
-        """Whether an awake thread is about to take the next waiting run: between jobs, or in
-        one that began less than ``BUSY_SECONDS`` ago."""
-        return any(not since or now - since < BUSY_SECONDS for since in list(self._awake.values()))
+        """Whether an awake thread is about to take the next waiting run: one is between jobs, or
+        in a job that began less than ``BUSY_SECONDS`` ago while no other job has lasted longer
+        (once one has, jobs are taken to be long: the next run gets a thread at once)."""
+        fresh = False
+        for since in list(self._awake.values()):
+            if not since:
+                return True
+            if now - since >= BUSY_SECONDS:
+                return False
+            fresh = True
+        return fresh
+
+    def _watch_seconds(self, now: float) -> float:
+        """How long the watcher waits: until the oldest job in progress has lasted ``BUSY_SECONDS``
+        (``WATCH_SECONDS`` while no thread is in a job: they take the next run themselves)."""
+        jobs = [since for since in list(self._awake.values()) if since]
+        if not jobs:
+            return WATCH_SECONDS
+        return max(min(jobs) + BUSY_SECONDS - now, BUSY_SECONDS / 2)
 
     def _grow(self) -> None:
         """Start a thread when work waits and no thread is idle (lock held): it takes a run or
@@ -255,7 +272,8 @@ class ThreadExecutor(Executor):
         """Idle: wait for a run (None once the pool is closed and drained, or ``me`` was abandoned).
 
         A run waiting is taken when no awake thread is about to take it (``_busy``); else one idle
-        thread watches, looking again every ``WATCH_SECONDS`` (the others wait to be woken)."""
+        thread watches, looking again when the oldest job in progress has lasted ``BUSY_SECONDS``
+        (the others wait to be woken)."""
         with self._lock:
             self._awake.pop(me, None)
             if not counted:
@@ -275,7 +293,7 @@ class ThreadExecutor(Executor):
                         if not self._watched:
                             self._watched = True
                             try:
-                                self._cond.wait(WATCH_SECONDS)
+                                self._cond.wait(self._watch_seconds(now))
                             finally:
                                 self._watched = False
                             continue

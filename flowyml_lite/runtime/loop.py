@@ -17,6 +17,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..clock import Clock, SystemClock
 from .gate import GATE, LEAD_SECONDS, TAIL_SECONDS
+from .gc_pause import GCPause
 from .health import Troubles
 from .table import Fire, ScheduleTable
 
@@ -49,6 +50,7 @@ class TimerLoop:
         troubles: Troubles,
         idle_seconds: float,
         prepare: Optional[Callable[[List[Fire], datetime], None]] = None,
+        gc_pause: Optional[GCPause] = None,
     ) -> None:
         self._table = table
         self._clock = clock
@@ -58,6 +60,7 @@ class TimerLoop:
         #: (real time only): taken first when it comes, put back into the heap if the loop stops.
         self._staged: List[Fire] = []  # their instant: table.staged_at
         self._troubles = troubles
+        self._pause = gc_pause if gc_pause is not None else GCPause(False)
         self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
         self.stopping = threading.Event()
         self._gates = isinstance(clock, SystemClock)  # only real time has an interpreter to queue for
@@ -93,6 +96,7 @@ class TimerLoop:
             self._loop()
         finally:
             self._gate(False)
+            self._pause.release()
             with self._table.lock:
                 staged, self._staged, self._table.staged_at = self._staged, [], None
             self._put_back(staged, None)
@@ -111,6 +115,7 @@ class TimerLoop:
                     due, full = self._take_due(now)
                     if not due:
                         more = False
+                        self._pause.release()  # the burst is over: collection goes on
                         wake = table.next_wake()
                         staged_at = table.staged_at
                         if staged_at is not None:  # its fires are out of the heap, planned
@@ -142,7 +147,10 @@ class TimerLoop:
                         self._gate(True)  # the instant is within the lead: the API waits from now
                     self._stage(stage_at, now)
                     continue
+                self._pause.hold(len(due))
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
+                if self._pause.overdue():
+                    self._pause.release()
                 more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
             except Exception:  # the loop must survive anything; health shows it

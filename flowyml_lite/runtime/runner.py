@@ -178,14 +178,15 @@ class Runner:
                     self._end(state, FAILED, None, f"could not start: {type(exc).__name__}: {exc}", None)
 
     def _start(self, state: RunState) -> None:
-        with state.lock:
-            if state.withdrawn:  # stop() ended it while it waited
-                withdrawn = True
-            else:
-                withdrawn, state.starting = False, True
-        if withdrawn:
-            self._release_lease(state)
-            return
+        if state.run.status == QUEUED:  # only a run that waits to start can be withdrawn by stop()
+            with state.lock:
+                if state.withdrawn:  # stop() ended it while it waited
+                    withdrawn = True
+                else:
+                    withdrawn, state.starting = False, True
+            if withdrawn:
+                self._release_lease(state)
+                return
         try:
             self._begin(state)
         except BaseException as exc:  # never leave a claimed run without an outcome
@@ -269,7 +270,7 @@ class Runner:
 
     def _hand_over(self, executor: Executor, items: List[Tuple[Job, RunState]]) -> None:
         try:
-            handles = executor.submit_many([(job, self._done_for(state)) for job, state in items])
+            handles = executor.submit_many(items)  # a RunState is its run's done callback
         except Exception as exc:  # e.g. shut down: every run still gets its outcome
             for _, state in items:
                 with state.lock:

@@ -11,7 +11,7 @@ import heapq
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .base import (
     ACTIVE_STATUSES,
@@ -59,9 +59,22 @@ def _utc(value: Optional[datetime], what: str) -> Optional[datetime]:
     return None if value is None else check_aware(value, what)
 
 
-def _copy(run: RunRecord) -> RunRecord:
-    """A shallow copy (every field is immutable): what callers get, so they cannot change the store."""
-    return RunRecord(  # positional: faster than replace(), and no instance __dict__ is materialized
+#: A run as the store keeps it: a plain tuple of RunRecord's fields in their order. Every field is
+#: a string, an instant, a number or None, so the garbage collector stops tracking the tuple at its
+#: first collection: a long history in memory costs the collector nothing, and a burst of finished
+#: runs does not push it into a full collection (a RunRecord instance would stay tracked for good).
+_Row = Tuple[Any, ...]
+_STATUS, _NODE, _STARTED, _COMPLETED, _DURATION, _REASON = 3, 4, 5, 6, 7, 10
+
+
+def _record(row: _Row) -> RunRecord:
+    """The RunRecord a stored row stands for (a new one: callers cannot change the store)."""
+    return RunRecord(*row)
+
+
+def _row(run: RunRecord) -> _Row:
+    """The stored row of ``run`` (its fields, in RunRecord's order)."""
+    return (
         run.run_key,
         run.schedule,
         run.fire_time,
@@ -193,7 +206,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._schedules: Dict[str, _Schedule] = {}
-        self._runs: Dict[str, RunRecord] = {}  # run_key -> stored record (replaced, never mutated)
+        self._runs: Dict[str, _Row] = {}  # run_key -> stored row (replaced, never mutated)
         self._fires: Dict[str, Dict[datetime, str]] = {}  # schedule -> fire_time -> run_key
         self._active: Dict[str, Set[str]] = {}  # schedule -> run_keys running or queued
         self._nodes: Dict[str, NodeRecord] = {}
@@ -369,23 +382,24 @@ class MemoryStore(Store):
         record = stored.record  # never handed out (callers get copies), so changed in place
         last_fire = record.last_fire
         for run in prepared:
-            runs[run.run_key] = run
+            runs[run.run_key] = _row(run)
             fires[run.fire_time] = run.run_key
             if run.status in ACTIVE_STATUSES:
                 active.add(run.run_key)
                 if last_fire is None or run.fire_time > last_fire:
                     last_fire = run.fire_time
         record.next_fire, record.last_fire = new_next, last_fire
-        return prepared  # records are values: the caller's are kept, and handed back as they are
+        return prepared  # records are values: the caller's are handed back as they are
 
     def start_run(self, run_key: str, started_at: datetime) -> bool:
         """Mark a queued (or running) run running; False if it is no longer active."""
         started_at = check_aware(started_at, "started_at")
         with self._lock:
-            run = self._runs.get(run_key)
-            if run is None or run.status not in ACTIVE_STATUSES:
+            row = self._runs.get(run_key)
+            if row is None or row[_STATUS] not in ACTIVE_STATUSES:
                 return False
-            self._runs[run_key] = replace(run, status=RUNNING, started_at=started_at, next_attempt_at=None)
+            run = replace(_record(row), status=RUNNING, started_at=started_at, next_attempt_at=None)
+            self._runs[run_key] = _row(run)
             return True
 
     def finish_run(
@@ -404,19 +418,22 @@ class MemoryStore(Store):
         completed_at = check_aware(completed_at, "completed_at")
         started_at = _utc(started_at, "started_at")
         with self._lock:
-            run = self._runs.get(run_key)
-            if run is None or run.status not in ACTIVE_STATUSES:
+            row = self._runs.get(run_key)
+            if row is None or row[_STATUS] not in ACTIVE_STATUSES:
                 return False
-            self._runs[run_key] = replace(
-                run,
-                status=status,
-                completed_at=completed_at,
-                duration_seconds=duration_seconds,
-                error=as_text(error),
-                run_id=as_text(run_id),
-                started_at=started_at if started_at is not None else run.started_at,
-                reason=as_text(reason) if reason is not None else run.reason,
-                next_attempt_at=None,
+            run = _record(row)
+            self._runs[run_key] = _row(
+                replace(
+                    run,
+                    status=status,
+                    completed_at=completed_at,
+                    duration_seconds=duration_seconds,
+                    error=as_text(error),
+                    run_id=as_text(run_id),
+                    started_at=started_at if started_at is not None else run.started_at,
+                    reason=as_text(reason) if reason is not None else run.reason,
+                    next_attempt_at=None,
+                )
             )
             self._active[run.schedule].discard(run_key)
             return True
@@ -430,37 +447,39 @@ class MemoryStore(Store):
     def _finish(self, outcomes: Sequence[Outcome]) -> List[bool]:
         results = []
         for o in outcomes:
-            run = self._runs.get(o.run_key)
-            if run is None:
+            row = self._runs.get(o.run_key)
+            if row is None:
                 results.append(False)
                 continue
-            was_active = run.status in ACTIVE_STATUSES
-            overrides_lost = run.status == LOST and o.node_id is not None and o.node_id == run.node_id
+            status = row[_STATUS]
+            was_active = status in ACTIVE_STATUSES
+            overrides_lost = status == LOST and o.node_id is not None and o.node_id == row[_NODE]
             if not (was_active or overrides_lost):
                 results.append(False)
                 continue
-            self._runs[o.run_key] = RunRecord(
-                run.run_key,
-                run.schedule,
-                run.fire_time,
+            schedule = row[1]
+            self._runs[o.run_key] = (
+                row[0],
+                schedule,
+                row[2],
                 o.status,
-                run.node_id,
-                o.started_at if o.started_at is not None else run.started_at,
+                row[_NODE],
+                o.started_at if o.started_at is not None else row[_STARTED],
                 o.completed_at,
                 o.duration_seconds,
                 o.error,
                 o.run_id,
                 # A lost verdict's reason does not describe the owner's real outcome.
-                o.reason if o.reason is not None or overrides_lost else run.reason,
+                o.reason if o.reason is not None or overrides_lost else row[_REASON],
                 o.attempt,
                 o.traceback,
                 o.output,
                 o.next_attempt_at,
             )
             if o.status == QUEUED:
-                self._active[run.schedule].add(o.run_key)
+                self._active[schedule].add(o.run_key)
             else:
-                self._active[run.schedule].discard(o.run_key)
+                self._active[schedule].discard(o.run_key)
             results.append(True)
         return results
 
@@ -469,7 +488,7 @@ class MemoryStore(Store):
         with self._lock:
             fires = self._fires.get(name, {})
             newest = heapq.nlargest(max(limit, 0), fires)
-            return [_copy(self._runs[fires[f]]) for f in newest]
+            return [_record(self._runs[fires[f]]) for f in newest]
 
     def prune_runs(
         self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None
@@ -506,12 +525,11 @@ class MemoryStore(Store):
         for fire in ordered[:-1]:  # never the newest
             if fire >= upper or (budget is not None and deleted >= budget):
                 break
-            run = self._runs[fires[fire]]
-            if run.status not in FINAL_STATUSES:
+            row = self._runs[fires[fire]]
+            if row[_STATUS] not in FINAL_STATUSES:
                 continue
-            too_old = cutoff is not None and fire < cutoff and (
-                run.completed_at is None or run.completed_at < cutoff
-            )
+            completed = row[_COMPLETED]
+            too_old = cutoff is not None and fire < cutoff and (completed is None or completed < cutoff)
             if too_old or (beyond is not None and fire < beyond):
                 del self._runs[fires.pop(fire)]
                 deleted += 1
@@ -522,7 +540,7 @@ class MemoryStore(Store):
         with self._lock:
             names = sorted(self._active) if name is None else [name]
             found = [self._runs[k] for n in names for k in self._active.get(n, ())]
-            return [replace(r) for r in sorted(found, key=lambda r: (r.schedule, r.fire_time))]
+            return [_record(r) for r in sorted(found, key=lambda r: (r[1], r[2]))]
 
     def stats(self, name: Optional[str] = None) -> RunStats:
         """Counts by status and the mean duration of finished runs."""
@@ -533,10 +551,11 @@ class MemoryStore(Store):
                 runs = [self._runs[k] for k in self._fires.get(name, {}).values()]
         counts: Dict[str, int] = {}
         durations = []
-        for run in runs:
-            counts[run.status] = counts.get(run.status, 0) + 1
-            if run.status in FINAL_STATUSES and run.duration_seconds is not None:
-                durations.append(run.duration_seconds)
+        for row in runs:
+            status, duration = row[_STATUS], row[_DURATION]
+            counts[status] = counts.get(status, 0) + 1
+            if status in FINAL_STATUSES and duration is not None:
+                durations.append(duration)
         return make_stats(counts, sum(durations), len(durations))
 
     # -- nodes ----------------------------------------------------------------------
@@ -561,12 +580,13 @@ class MemoryStore(Store):
             lost = []
             for name in sorted(self._active):
                 active = self._active[name]
-                for run_key in sorted(active, key=lambda k: self._runs[k].fire_time):
-                    run = self._runs[run_key]
-                    if run.node_id == node_id:
-                        self._runs[run_key] = run = run.with_status(LOST, reason)
+                for run_key in sorted(active, key=lambda k: self._runs[k][2]):
+                    row = self._runs[run_key]
+                    if row[_NODE] == node_id:
+                        run = _record(row).with_status(LOST, reason)
+                        self._runs[run_key] = _row(run)
                         active.discard(run_key)
-                        lost.append(replace(run))
+                        lost.append(run)
             self._nodes.pop(node_id, None)
             return lost
 
