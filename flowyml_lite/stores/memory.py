@@ -11,7 +11,7 @@ import heapq
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .base import (
     ACTIVE_STATUSES,
@@ -59,17 +59,28 @@ def _utc(value: Optional[datetime], what: str) -> Optional[datetime]:
     return None if value is None else check_aware(value, what)
 
 
-#: A run as the store keeps it: a plain tuple of RunRecord's fields in their order. Every field is
-#: a string, an instant, a number or None, so the garbage collector stops tracking the tuple at its
-#: first collection: a long history in memory costs the collector nothing, and a burst of finished
-#: runs does not push it into a full collection (a RunRecord instance would stay tracked for good).
+#: A finished run as the store keeps it: a plain tuple of RunRecord's fields in their order. Every
+#: field is a string, an instant, a number or None, so the garbage collector stops tracking the
+#: tuple at its first collection: a long history in memory costs the collector nothing (a RunRecord
+#: instance stays tracked for good). A run still active is kept as the RunRecord it was claimed with.
 _Row = Tuple[Any, ...]
-_STATUS, _NODE, _STARTED, _COMPLETED, _DURATION, _REASON = 3, 4, 5, 6, 7, 10
+_Kept = Union[RunRecord, _Row]
+_STATUS, _NODE, _COMPLETED, _DURATION = 3, 4, 6, 7
 
 
-def _record(row: _Row) -> RunRecord:
-    """The RunRecord a stored row stands for (a new one: callers cannot change the store)."""
-    return RunRecord(*row)
+def _record(kept: _Kept) -> RunRecord:
+    """The RunRecord of a stored run (a new one: callers cannot change the store)."""
+    return RunRecord(*kept) if type(kept) is tuple else _copy(kept)  # type: ignore[arg-type]
+
+
+def _as_row(kept: _Kept) -> _Row:
+    """The fields of a stored run, whichever way it is kept."""
+    return kept if type(kept) is tuple else _row(kept)  # type: ignore[arg-type]
+
+
+def _copy(run: RunRecord) -> RunRecord:
+    """A shallow copy (every field is immutable): what callers get, so they cannot change the store."""
+    return RunRecord(*_row(run))
 
 
 def _row(run: RunRecord) -> _Row:
@@ -206,7 +217,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._schedules: Dict[str, _Schedule] = {}
-        self._runs: Dict[str, _Row] = {}  # run_key -> stored row (replaced, never mutated)
+        self._runs: Dict[str, _Kept] = {}  # run_key -> stored run (replaced, never mutated)
         self._fires: Dict[str, Dict[datetime, str]] = {}  # schedule -> fire_time -> run_key
         self._active: Dict[str, Set[str]] = {}  # schedule -> run_keys running or queued
         self._nodes: Dict[str, NodeRecord] = {}
@@ -382,9 +393,11 @@ class MemoryStore(Store):
         record = stored.record  # never handed out (callers get copies), so changed in place
         last_fire = record.last_fire
         for run in prepared:
-            runs[run.run_key] = _row(run)
             fires[run.fire_time] = run.run_key
-            if run.status in ACTIVE_STATUSES:
+            if run.status not in ACTIVE_STATUSES:
+                runs[run.run_key] = _row(run)  # missed, or skipped for overlap: final at once
+            else:
+                runs[run.run_key] = run
                 active.add(run.run_key)
                 if last_fire is None or run.fire_time > last_fire:
                     last_fire = run.fire_time
@@ -395,11 +408,13 @@ class MemoryStore(Store):
         """Mark a queued (or running) run running; False if it is no longer active."""
         started_at = check_aware(started_at, "started_at")
         with self._lock:
-            row = self._runs.get(run_key)
-            if row is None or row[_STATUS] not in ACTIVE_STATUSES:
+            kept = self._runs.get(run_key)
+            if kept is None:
                 return False
-            run = replace(_record(row), status=RUNNING, started_at=started_at, next_attempt_at=None)
-            self._runs[run_key] = _row(run)
+            run = _record(kept)
+            if run.status not in ACTIVE_STATUSES:
+                return False
+            self._runs[run_key] = replace(run, status=RUNNING, started_at=started_at, next_attempt_at=None)
             return True
 
     def finish_run(
@@ -418,10 +433,12 @@ class MemoryStore(Store):
         completed_at = check_aware(completed_at, "completed_at")
         started_at = _utc(started_at, "started_at")
         with self._lock:
-            row = self._runs.get(run_key)
-            if row is None or row[_STATUS] not in ACTIVE_STATUSES:
+            kept = self._runs.get(run_key)
+            if kept is None:
                 return False
-            run = _record(row)
+            run = _record(kept)
+            if run.status not in ACTIVE_STATUSES:
+                return False
             self._runs[run_key] = _row(
                 replace(
                     run,
@@ -447,39 +464,40 @@ class MemoryStore(Store):
     def _finish(self, outcomes: Sequence[Outcome]) -> List[bool]:
         results = []
         for o in outcomes:
-            row = self._runs.get(o.run_key)
-            if row is None:
+            kept = self._runs.get(o.run_key)
+            if kept is None:
                 results.append(False)
                 continue
-            status = row[_STATUS]
-            was_active = status in ACTIVE_STATUSES
-            overrides_lost = status == LOST and o.node_id is not None and o.node_id == row[_NODE]
+            run = kept if type(kept) is RunRecord else RunRecord(*kept)  # type: ignore[misc]
+            was_active = run.status in ACTIVE_STATUSES
+            overrides_lost = run.status == LOST and o.node_id is not None and o.node_id == run.node_id
             if not (was_active or overrides_lost):
                 results.append(False)
                 continue
-            schedule = row[1]
-            self._runs[o.run_key] = (
-                row[0],
-                schedule,
-                row[2],
+            row = (
+                run.run_key,
+                run.schedule,
+                run.fire_time,
                 o.status,
-                row[_NODE],
-                o.started_at if o.started_at is not None else row[_STARTED],
+                run.node_id,
+                o.started_at if o.started_at is not None else run.started_at,
                 o.completed_at,
                 o.duration_seconds,
                 o.error,
                 o.run_id,
                 # A lost verdict's reason does not describe the owner's real outcome.
-                o.reason if o.reason is not None or overrides_lost else row[_REASON],
+                o.reason if o.reason is not None or overrides_lost else run.reason,
                 o.attempt,
                 o.traceback,
                 o.output,
                 o.next_attempt_at,
             )
-            if o.status == QUEUED:
-                self._active[schedule].add(o.run_key)
+            if o.status == QUEUED:  # a retry waits: active again
+                self._runs[o.run_key] = RunRecord(*row)
+                self._active[run.schedule].add(o.run_key)
             else:
-                self._active[schedule].discard(o.run_key)
+                self._runs[o.run_key] = row
+                self._active[run.schedule].discard(o.run_key)
             results.append(True)
         return results
 
@@ -525,7 +543,7 @@ class MemoryStore(Store):
         for fire in ordered[:-1]:  # never the newest
             if fire >= upper or (budget is not None and deleted >= budget):
                 break
-            row = self._runs[fires[fire]]
+            row = _as_row(self._runs[fires[fire]])
             if row[_STATUS] not in FINAL_STATUSES:
                 continue
             completed = row[_COMPLETED]
@@ -539,8 +557,8 @@ class MemoryStore(Store):
         """Runs still running or queued, ordered by schedule then fire time."""
         with self._lock:
             names = sorted(self._active) if name is None else [name]
-            found = [self._runs[k] for n in names for k in self._active.get(n, ())]
-            return [_record(r) for r in sorted(found, key=lambda r: (r[1], r[2]))]
+            found = [_record(self._runs[k]) for n in names for k in self._active.get(n, ())]
+            return sorted(found, key=lambda r: (r.schedule, r.fire_time))
 
     def stats(self, name: Optional[str] = None) -> RunStats:
         """Counts by status and the mean duration of finished runs."""
@@ -551,7 +569,8 @@ class MemoryStore(Store):
                 runs = [self._runs[k] for k in self._fires.get(name, {}).values()]
         counts: Dict[str, int] = {}
         durations = []
-        for row in runs:
+        for kept in runs:
+            row = _as_row(kept)
             status, duration = row[_STATUS], row[_DURATION]
             counts[status] = counts.get(status, 0) + 1
             if status in FINAL_STATUSES and duration is not None:
@@ -580,8 +599,8 @@ class MemoryStore(Store):
             lost = []
             for name in sorted(self._active):
                 active = self._active[name]
-                for run_key in sorted(active, key=lambda k: self._runs[k][2]):
-                    row = self._runs[run_key]
+                for run_key in sorted(active, key=lambda k: _as_row(self._runs[k])[2]):
+                    row = _as_row(self._runs[run_key])
                     if row[_NODE] == node_id:
                         run = _record(row).with_status(LOST, reason)
                         self._runs[run_key] = _row(run)
