@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -139,12 +140,26 @@ class ThreadExecutor(Executor):
         self._workers: Set[threading.Thread] = set()  # live and not abandoned
         self._abandoned: Set[threading.Thread] = set()  # abandoned and still running
         self._idle = 0
-        #: Awake threads: when each entered its current job (monotonic), 0.0 between jobs.
+        #: Awake threads: when each entered its current job (perf_counter), or the negated time it
+        #: took a run or ended its last job (it is between jobs).
         self._awake: Dict[threading.Thread, float] = {}
         self._watched = False  # an idle thread waits with a timeout, watching the queue
         self._closed = False
         self._dropping = False  # shutdown is cancelling what is left
         self._numbers = itertools.count(1)
+        _POOLS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's threads are not here, nor are its runs this pool's."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue.clear()
+        self._running.clear()
+        self._workers.clear()
+        self._abandoned.clear()
+        self._awake.clear()
+        self._idle = 0
+        self._watched = False
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -166,7 +181,7 @@ class ThreadExecutor(Executor):
                 for task in tasks:
                     self._queue.remove(task)
                 raise
-            if self._idle and (not self._watched or not self._busy(now)):
+            if self._idle and (not self._watched or not self._busy(time.perf_counter())):
                 self._cond.notify()  # it takes a run, or watches the queue
         handles: List[Handle] = [*tasks]  # each task is its own handle
         return handles
@@ -226,25 +241,19 @@ class ThreadExecutor(Executor):
     # -- inside ----------------------------------------------------------------------------
 
     def _busy(self, now: float) -> bool:
-        """Whether an awake thread is about to take the next waiting run: one is between jobs, or
-        in a job that began less than ``BUSY_SECONDS`` ago while no other job has lasted longer
-        (once one has, jobs are taken to be long: the next run gets a thread at once)."""
-        fresh = False
-        for since in list(self._awake.values()):
-            if not since:
-                return True
-            if now - since >= BUSY_SECONDS:
-                return False
-            fresh = True
-        return fresh
+        """Whether an awake thread is about to take the next waiting run: each awake thread is in
+        a job, or between two (its last one's ending), that began less than ``BUSY_SECONDS`` ago
+        (once one has lasted longer, the next run gets a thread at once), and there is one."""
+        stamps = list(self._awake.values())
+        return bool(stamps) and all(now - abs(stamp) < BUSY_SECONDS for stamp in stamps)
 
     def _watch_seconds(self, now: float) -> float:
-        """How long the watcher waits: until the oldest job in progress has lasted ``BUSY_SECONDS``
-        (``WATCH_SECONDS`` while no thread is in a job: they take the next run themselves)."""
-        jobs = [since for since in list(self._awake.values()) if since]
-        if not jobs:
+        """How long the watcher waits: until the oldest job or ending in progress has lasted
+        ``BUSY_SECONDS`` (``WATCH_SECONDS`` with no thread awake)."""
+        stamps = list(self._awake.values())
+        if not stamps:
             return WATCH_SECONDS
-        return max(min(jobs) + BUSY_SECONDS - now, BUSY_SECONDS / 2)
+        return max(min(abs(stamp) for stamp in stamps) + BUSY_SECONDS - now, BUSY_SECONDS / 2)
 
     def _grow(self) -> None:
         """Start a thread when work waits and no thread is idle (lock held): it takes a run or
@@ -283,10 +292,13 @@ class ThreadExecutor(Executor):
                     if me not in self._workers:
                         return None
                     if self._queue:
-                        now = time.monotonic()
-                        if not self._busy(now):
-                            self._awake[me] = 0.0
-                            task = self._queue.popleft()
+                        now = time.perf_counter()
+                        if self._closed or not self._busy(now):  # at shutdown every thread drains
+                            try:
+                                task = self._queue.popleft()
+                            except IndexError:  # a busy thread took the last one meanwhile
+                                continue
+                            self._awake[me] = -now
                             if self._queue and not self._watched and self._idle > 1:
                                 self._cond.notify()  # another idle thread watches what is left
                             return task
@@ -331,13 +343,14 @@ class ThreadExecutor(Executor):
                         self._grow()
                 buffer = task.buffer = capture.OutputBuffer()
                 task.worker = me  # before the draw: a cancel() drawing 1 reads it
-                task.began = self._awake[me] = time.monotonic()
+                task.began = time.monotonic()
+                self._awake[me] = time.perf_counter()  # in a job since
                 self._running.add(task)
                 if self._dropping:  # shutdown's list of what is left may have missed this one
                     self._cancel(task, "stopped")
                 drew = True
                 if next(task.turns) != 0:  # cancelled as it was taken: it never runs
-                    self._awake[me] = 0.0
+                    self._awake[me] = -time.perf_counter()
                     self._running.discard(task)
                     if self._left(me):
                         return
@@ -345,7 +358,7 @@ class ThreadExecutor(Executor):
                 result = run_here(task.job, buffer)
                 if os.getpid() != pid:
                     _leave_forked_child(task, result)
-                self._awake[me] = 0.0
+                self._awake[me] = -time.perf_counter()  # ending it since
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
                     deliver(task.done, result)
@@ -457,3 +470,16 @@ def _where(thread: Optional[threading.Thread]) -> Optional[str]:
         return None
     stack = "".join(traceback.format_stack(frame))
     return clip_text(f"the run's thread was here when it was abandoned:\n{stack}")
+
+
+#: Every pool of this process, reset in a forked child (its threads did not come along).
+_POOLS: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+
+
+def _reset_pools_in_child() -> None:
+    for pool in list(_POOLS):
+        pool._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pools_in_child)

@@ -3,27 +3,33 @@
 A burst allocates a few objects per fire, nearly all freed at once by reference counting; the
 cyclic collector still scans them, and every so often scans every object of the process (a
 scheduler of 10,000 schedules: 40-70 ms, a fifth of a 10,000-fire burst). Collection is put
-off while the loop works through a burst, never for longer than ``MAX_PAUSE_SECONDS``, and only
-when it was on: whatever it would have collected is collected as soon as the pause ends.
-Process-wide, like the collector itself, so several schedulers in one process share one pause;
-a forked child always starts with collection on.
+off while the loop works through a burst, and only when it was on: whatever it would have
+collected is collected as soon as the pause ends. A watchdog thread ends a pause that lasts
+``MAX_PAUSE_SECONDS`` whatever the loop is doing (a claim stuck on its store, say). Process-wide,
+like the collector itself, so several schedulers in one process share one pause; a forked child
+always starts with collection on.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
+from typing import Optional
+
+logger = logging.getLogger("flowyml_lite.scheduler.gc_pause")
 
 #: Fires taken in one pass of the loop that make a burst worth pausing collection for.
 BURST_FIRES = 100
 #: The longest a pause lasts, however long the burst: garbage in cycles waits no longer.
 MAX_PAUSE_SECONDS = 1.0
 
-_lock = threading.Lock()
+_cond = threading.Condition()
 _holders = 0  # pauses held now, by the loops of this process
-_disabled_here = False  # the collector was on and a pause turned it off
+_since = 0.0  # when a pause turned collection off (monotonic); 0.0 while it has not
+_watchdog: Optional[threading.Thread] = None
 
 
 class GCPause:
@@ -31,44 +37,85 @@ class GCPause:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self._since = 0.0  # when this loop's hold began (monotonic), 0.0 when it holds none
+        self._held = False
 
     def hold(self, fires: int) -> None:
         """A pass of the loop takes ``fires`` fires: hold the pause if that is a burst."""
-        if self._since or not self.enabled or fires < BURST_FIRES:
+        if self._held or not self.enabled or fires < BURST_FIRES:
             return
-        global _holders, _disabled_here
-        with _lock:
+        global _holders, _since
+        with _cond:
             _holders += 1
-            if _holders == 1 and gc.isenabled():
+            self._held = True
+            if _holders == 1 and gc.isenabled() and _watching():
                 gc.disable()
-                _disabled_here = True
-        self._since = time.monotonic()
-
-    def overdue(self) -> bool:
-        """This loop has held the pause for ``MAX_PAUSE_SECONDS`` (the loop then releases it)."""
-        return bool(self._since) and time.monotonic() - self._since >= MAX_PAUSE_SECONDS
+                _since = time.monotonic()
+                _cond.notify_all()
 
     def release(self) -> None:
-        """The burst is over (or the pause lasted long enough): collection goes on as before."""
-        if not self._since:
+        """The burst is over: collection goes on as before (at once, if it was due)."""
+        if not self._held:
             return
-        self._since = 0.0
-        global _holders, _disabled_here
-        with _lock:
+        global _holders
+        with _cond:
+            self._held = False
             _holders -= 1
-            if _holders == 0 and _disabled_here:
-                _disabled_here = False
-                gc.enable()
+            if _holders == 0:
+                _resume()
+
+
+def paused() -> bool:
+    """Whether a pause holds collection off now."""
+    return _since > 0.0
+
+
+def _resume() -> None:
+    """Turn collection on again if a pause turned it off (``_cond`` held)."""
+    global _since
+    if _since:
+        _since = 0.0
+        gc.enable()
+
+
+def _watching() -> bool:
+    """Start the watchdog if it is not running (``_cond`` held); False if no thread can be had."""
+    global _watchdog
+    if _watchdog is not None and _watchdog.is_alive():
+        return True
+    thread = threading.Thread(target=_watch, name="flowyml_lite-gc-pause", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: no pause either
+        return False
+    _watchdog = thread
+    return True
+
+
+def _watch() -> None:
+    """The watchdog: end any pause that has lasted ``MAX_PAUSE_SECONDS``."""
+    try:
+        with _cond:
+            while True:
+                if not _since:
+                    _cond.wait()
+                    continue
+                left = _since + MAX_PAUSE_SECONDS - time.monotonic()
+                if left > 0:
+                    _cond.wait(left)
+                    continue
+                _resume()  # the holders still release theirs; collection is already on
+                logger.debug("a burst kept garbage collection off for %.1f s: on again", MAX_PAUSE_SECONDS)
+    except BaseException:  # pragma: no cover - a daemon thread ends with the interpreter
+        logger.exception("the garbage-collection pause watchdog failed (the next pause starts another)")
 
 
 def _in_child() -> None:
     """A child forked during a pause (a process executor's run) never inherits it."""
-    global _lock, _holders, _disabled_here
-    _lock = threading.Lock()
-    _holders = 0
-    if _disabled_here:
-        _disabled_here = False
+    global _cond, _holders, _since, _watchdog
+    _cond = threading.Condition()
+    _holders, _watchdog = 0, None
+    if _since:
+        _since = 0.0
         gc.enable()
 
 

@@ -149,8 +149,6 @@ class TimerLoop:
                     continue
                 self._pause.hold(len(due))
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
-                if self._pause.overdue():
-                    self._pause.release()
                 more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
             except Exception:  # the loop must survive anything; health shows it

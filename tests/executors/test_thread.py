@@ -160,6 +160,41 @@ class TestCapacity:
         assert blocked.wait().success
         executor.shutdown()
 
+    def test_a_run_gets_a_thread_while_another_thread_is_held_up_ending_its_run(self) -> None:
+        # The thread that ran A is inside A's done callback (for the scheduler: recording it,
+        # starting the next catch-up run on a slow store): B does not wait for it.
+        executor = ThreadExecutor(max_workers=2)
+        in_callback, release = threading.Event(), threading.Event()
+
+        def slow_done(result: JobResult) -> None:
+            in_callback.set()
+            release.wait(SAFETY)
+
+        executor.submit(Job(lambda: None, None, context("a")), slow_done)
+        assert in_callback.wait(SAFETY)
+        _, b = submit(executor, lambda: "b ran")
+        try:
+            assert b.wait(30).value == "b ran"
+        finally:
+            release.set()
+        executor.shutdown()
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    def test_a_process_forked_after_the_pool_has_threads_runs_jobs_on_its_own(self) -> None:
+        executor = ThreadExecutor(max_workers=2)
+        assert run(executor, lambda: "parent").value == "parent"
+        pid = os.fork()
+        if pid == 0:  # the child: its pool starts threads of its own
+            ok = False
+            try:
+                ok = all(run(executor, lambda i=i: i, schedule=f"c{i}").value == i for i in range(3))
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert run(executor, lambda: "parent again").value == "parent again"
+        executor.shutdown()
+
     def test_a_pool_full_of_hung_runs_names_them_once_runs_wait_long_for_a_thread(
         self, monkeypatch: Any
     ) -> None:
