@@ -4,8 +4,9 @@ A burst allocates a few objects per fire, nearly all freed at once by reference 
 cyclic collector still scans them, and every so often scans every object of the process (a
 scheduler of 10,000 schedules: 40-70 ms, a fifth of a 10,000-fire burst). Collection is put
 off while the loop works through a burst, and only when it was on: whatever it would have
-collected is collected as soon as the pause ends. A watchdog thread ends a pause that lasts
-``MAX_PAUSE_SECONDS`` whatever the loop is doing (a claim stuck on its store, say). Process-wide,
+collected is collected as soon as the pause ends. A watchdog thread, alive only during a pause,
+ends one that lasts ``MAX_PAUSE_SECONDS`` whatever the loop is doing (a claim stuck on its
+store, say). Process-wide,
 like the collector itself, so several schedulers in one process share one pause; a forked child
 always starts with collection on.
 """
@@ -47,21 +48,28 @@ class GCPause:
         with _cond:
             _holders += 1
             self._held = True
-            if _holders == 1 and gc.isenabled() and _watching():
-                gc.disable()
+            if _holders == 1 and gc.isenabled():
                 _since = time.monotonic()
-                _cond.notify_all()
+                if _watching():
+                    gc.disable()
+                else:
+                    _since = 0.0
 
     def release(self) -> None:
-        """The burst is over: collection goes on as before (at once, if it was due)."""
+        """The burst is over: collection goes on as before (at once, if it was due), and the
+        watchdog ends with the pause."""
         if not self._held:
             return
         global _holders
         with _cond:
             self._held = False
             _holders -= 1
-            if _holders == 0:
-                _resume()
+            if _holders:
+                return
+            _resume()
+            watchdog = _watchdog
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(1.0)
 
 
 def paused() -> bool:
@@ -70,11 +78,12 @@ def paused() -> bool:
 
 
 def _resume() -> None:
-    """Turn collection on again if a pause turned it off (``_cond`` held)."""
+    """Turn collection on again if a pause turned it off, and let the watchdog go (``_cond`` held)."""
     global _since
     if _since:
         _since = 0.0
         gc.enable()
+    _cond.notify_all()
 
 
 def _watching() -> bool:
@@ -92,13 +101,10 @@ def _watching() -> bool:
 
 
 def _watch() -> None:
-    """The watchdog: end any pause that has lasted ``MAX_PAUSE_SECONDS``."""
+    """The watchdog: end the pause once it has lasted ``MAX_PAUSE_SECONDS``; gone when it ends."""
     try:
         with _cond:
-            while True:
-                if not _since:
-                    _cond.wait()
-                    continue
+            while _since:
                 left = _since + MAX_PAUSE_SECONDS - time.monotonic()
                 if left > 0:
                     _cond.wait(left)

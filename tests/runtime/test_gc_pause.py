@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import time
 from typing import Iterator
 
@@ -27,9 +28,11 @@ class TestAPause:
     def test_a_burst_puts_collection_off_until_it_is_released(self) -> None:
         pause = GCPause()
         pause.hold(BURST_FIRES)
-        assert not gc.isenabled()
+        assert not gc.isenabled() and gc_pause.paused()
+        assert "flowyml_lite-gc-pause" in [t.name for t in threading.enumerate()]  # its watchdog
         pause.release()
-        assert gc.isenabled()
+        assert gc.isenabled() and not gc_pause.paused()
+        assert "flowyml_lite-gc-pause" not in [t.name for t in threading.enumerate()]  # gone with it
 
     def test_a_pass_of_a_few_fires_leaves_collection_alone(self) -> None:
         pause = GCPause()
