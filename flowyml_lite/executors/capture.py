@@ -88,8 +88,11 @@ class RunLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter(LOG_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
-        others, teed = self._others(record)
         buffer = CURRENT_OUTPUT.get()
+        last_resort = logging.lastResort
+        if buffer is None and (last_resort is None or record.levelno < last_resort.level):
+            return  # outside runs, and nothing for the last resort: most records of a process
+        others, teed = self._others(record)
         if buffer is not None and not teed:
             try:
                 buffer.write(self.format(record) + "\n")
@@ -97,7 +100,6 @@ class RunLogHandler(logging.Handler):
                 self.handleError(record)
         # This handler's presence must not silence Python's last-resort output (stderr, WARNING
         # and above) in a program that configured no handler of its own, inside runs or not.
-        last_resort = logging.lastResort
         if last_resort is not None and record.levelno >= last_resort.level and not others:
             RunStream._local.busy = True  # the record is in the run's buffer already
             try:
