@@ -28,6 +28,10 @@ class Job:
     ref: Optional[str]  # "module:qualname" (the process executor imports it), None if not importable
     context: RunContext  # what ``current_run()`` returns inside the run
     timeout: Optional[float] = None  # seconds; enforced by the runner through ``Handle.cancel()``
+    #: Called, on the run's thread, just before the function starts, by an executor whose runs may
+    #: wait for a free worker first (``Executor.reports_start``): the run's timeout and start lag
+    #: count from then, not from the hand-over. It must not raise (an executor logs what it does).
+    on_start: Optional[Callable[[], None]] = None
 
 
 @dataclass
@@ -89,6 +93,9 @@ class Executor(abc.ABC):
     #: How long a cancelled run's answer (its result: output, where it hangs) may take to come;
     #: past it the run is recorded without it. A process executor waits out its kill grace.
     cancel_answer_seconds: float = 1.0
+    #: Whether this executor calls ``Job.on_start`` as each run starts (runs may wait for a worker);
+    #: otherwise a run counts as started when it is handed over.
+    reports_start: bool = False
 
     def problem(self) -> Optional[str]:
         """What keeps this executor from running jobs right now, for health (None: nothing).

@@ -127,6 +127,7 @@ class ThreadExecutor(Executor):
     """
 
     name = "thread"
+    reports_start = True
 
     def __init__(self, max_workers: int = 4, thread_name: str = "flowyml-run") -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
@@ -355,6 +356,8 @@ class ThreadExecutor(Executor):
                     if self._left(me):
                         return
                     continue
+                if task.job.on_start is not None:
+                    _started(task)
                 result = run_here(task.job, buffer)
                 if os.getpid() != pid:
                     _leave_forked_child(task, result)
@@ -442,6 +445,14 @@ class ThreadExecutor(Executor):
             )
         deliver_later(task.done, result)
         return stopped
+
+
+def _started(task: _Task) -> None:
+    """Tell the run's owner it starts now (after its wait for a thread); never raises."""
+    try:
+        task.job.on_start()  # type: ignore[misc]
+    except Exception:
+        logger.exception("the start callback of the run of %r failed", task.job.context.schedule)
 
 
 def _leave_forked_child(task: _Task, result: JobResult) -> None:

@@ -2,13 +2,13 @@
 
 A burst allocates a few objects per fire, nearly all freed at once by reference counting; the
 cyclic collector still scans them, and every so often scans every object of the process (a
-scheduler of 10,000 schedules: 40-70 ms, a fifth of a 10,000-fire burst). Collection is put
-off while the loop works through a burst, and only when it was on: whatever it would have
-collected is collected as soon as the pause ends. A watchdog thread, alive only during a pause,
-ends one that lasts ``MAX_PAUSE_SECONDS`` whatever the loop is doing (a claim stuck on its
-store, say). Process-wide,
-like the collector itself, so several schedulers in one process share one pause; a forked child
-always starts with collection on.
+scheduler of 10,000 schedules: 40-70 ms, a fifth of a 10,000-fire burst). Collection is put off
+while the loop works through a burst by setting the collector's first threshold to 0 (which
+turns automatic collection off) and restoring it after: ``gc.disable()``, ``gc.enable()`` and
+``gc.collect()`` keep working as the application expects, during the pause too. A watchdog
+thread, alive only during a pause, ends one that lasts ``MAX_PAUSE_SECONDS`` whatever the loop
+is doing (a claim stuck on its store, say). Process-wide, like the collector itself, so several
+schedulers in one process share one pause; a forked child always starts without it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 logger = logging.getLogger("flowyml_lite.scheduler.gc_pause")
 
@@ -29,8 +29,10 @@ MAX_PAUSE_SECONDS = 1.0
 
 _cond = threading.Condition()
 _holders = 0  # pauses held now, by the loops of this process
-_since = 0.0  # when a pause turned collection off (monotonic); 0.0 while it has not
+_since = 0.0  # when the pause began (monotonic); 0.0 while there is none
+_saved: Tuple[int, ...] = ()  # the collector's thresholds before the pause
 _watchdog: Optional[threading.Thread] = None
+_watched = False  # the watchdog runs and will see a new pause (it clears this as it leaves)
 
 
 class GCPause:
@@ -44,32 +46,37 @@ class GCPause:
         """A pass of the loop takes ``fires`` fires: hold the pause if that is a burst."""
         if self._held or not self.enabled or fires < BURST_FIRES:
             return
-        global _holders, _since
+        global _holders, _since, _saved
         with _cond:
             _holders += 1
             self._held = True
-            if _holders == 1 and gc.isenabled():
-                _since = time.monotonic()
-                if _watching():
-                    gc.disable()
-                else:
-                    _since = 0.0
+            if _holders > 1 or not gc.isenabled():
+                return  # paused already, or collection is off: nothing to put off
+            thresholds = gc.get_threshold()
+            if thresholds[0] == 0 or not _watching():
+                return  # automatic collection is off already; or no watchdog, no pause
+            _saved, _since = thresholds, time.monotonic()
+            gc.set_threshold(0, *thresholds[1:])
 
     def release(self) -> None:
-        """The burst is over: collection goes on as before (at once, if it was due), and the
-        watchdog ends with the pause."""
+        """The burst is over: collection goes on as before (at once, if it was due)."""
         if not self._held:
             return
         global _holders
         with _cond:
             self._held = False
             _holders -= 1
-            if _holders:
-                return
-            _resume()
-            watchdog = _watchdog
+            if not _holders:
+                _resume()
+
+    def close(self) -> None:
+        """``release``, and wait (briefly) for the watchdog to end unless another pause needs it:
+        a stopped scheduler leaves no thread behind."""
+        self.release()
+        with _cond:
+            watchdog = None if _since else _watchdog
         if watchdog is not None and watchdog is not threading.current_thread():
-            watchdog.join(1.0)
+            watchdog.join(0.5)
 
 
 def paused() -> bool:
@@ -78,33 +85,42 @@ def paused() -> bool:
 
 
 def _resume() -> None:
-    """Turn collection on again if a pause turned it off, and let the watchdog go (``_cond`` held)."""
+    """Restore the thresholds a pause changed, unless the application set its own meanwhile, and
+    let the watchdog go (``_cond`` held)."""
     global _since
     if _since:
         _since = 0.0
-        gc.enable()
+        if gc.get_threshold()[0] == 0:
+            gc.set_threshold(*_saved)
     _cond.notify_all()
 
 
 def _watching() -> bool:
     """Start the watchdog if it is not running (``_cond`` held); False if no thread can be had."""
-    global _watchdog
-    if _watchdog is not None and _watchdog.is_alive():
+    global _watchdog, _watched
+    if _watched:
         return True
     thread = threading.Thread(target=_watch, name="flowyml_lite-gc-pause", daemon=True)
     try:
         thread.start()
     except RuntimeError:  # no thread to be had: no pause either
         return False
-    _watchdog = thread
+    _watchdog, _watched = thread, True
     return True
 
 
 def _watch() -> None:
     """The watchdog: end the pause once it has lasted ``MAX_PAUSE_SECONDS``; gone when it ends."""
+    global _watched
     try:
         with _cond:
-            while _since:
+            while True:
+                if not _since:
+                    _cond.wait(0.1)  # the next burst's pause, if it comes at once, is watched too
+                    if not _since:
+                        _watched = False
+                        return
+                    continue
                 left = _since + MAX_PAUSE_SECONDS - time.monotonic()
                 if left > 0:
                     _cond.wait(left)
@@ -112,17 +128,19 @@ def _watch() -> None:
                 _resume()  # the holders still release theirs; collection is already on
                 logger.debug("a burst kept garbage collection off for %.1f s: on again", MAX_PAUSE_SECONDS)
     except BaseException:  # pragma: no cover - a daemon thread ends with the interpreter
+        _watched = False
         logger.exception("the garbage-collection pause watchdog failed (the next pause starts another)")
 
 
 def _in_child() -> None:
     """A child forked during a pause (a process executor's run) never inherits it."""
-    global _cond, _holders, _since, _watchdog
+    global _cond, _holders, _since, _watchdog, _watched
     _cond = threading.Condition()
-    _holders, _watchdog = 0, None
+    _holders, _watchdog, _watched = 0, None, False
     if _since:
         _since = 0.0
-        gc.enable()
+        if gc.get_threshold()[0] == 0:
+            gc.set_threshold(*_saved)
 
 
 if hasattr(os, "register_at_fork"):

@@ -61,6 +61,7 @@ class RunState:
     """One run in flight: its row as this process knows it, and what is needed to end it."""
 
     __slots__ = (
+        "began",
         "finished",
         "func",
         "handle",
@@ -69,6 +70,7 @@ class RunState:
         "manual",
         "name",
         "on_result",
+        "on_started",
         "opts",
         "renewing",
         "rest",
@@ -93,6 +95,7 @@ class RunState:
         ticket: Optional[Ticket],
         rest: Optional[Deque[RunRecord]],
         on_result: Callable[[RunState, JobResult], None],
+        on_started: Callable[[RunState], None],
     ) -> None:
         self.name = name
         self.func = func
@@ -102,6 +105,7 @@ class RunState:
         self.ticket = ticket  # only a manual run has one: someone may wait for it
         self.rest = rest  # queued catch-up runs of the same claim, started one after another (or None)
         self.on_result = on_result
+        self.on_started = on_started
         self.lock = threading.Lock()
         # Who ends a run that waits to start (a lease round trip, jitter, a retry's delay): the
         # thread that starts it (``starting``) or stop() (``withdrawn``), decided under ``lock``.
@@ -116,10 +120,17 @@ class RunState:
         self.renewing: Optional[Renewal] = None
         self.t0 = 0.0
         self.started: Optional[datetime] = None  # its attempt's start (the claimed record stays as claimed)
+        #: perf_counter when its attempt's function started, None while it waits for a worker of an
+        #: executor that reports starts; -1.0 when the executor does not (started at the hand-over).
+        self.began: Optional[float] = -1.0
 
     def __call__(self, result: JobResult) -> None:
         """The run's ``done`` callback for its executor (the state itself: no object more a run)."""
         self.on_result(self, result)
+
+    def started_now(self) -> None:
+        """The run's ``Job.on_start``: its function starts now, after its wait for a worker."""
+        self.on_started(self)
 
 
 class InFlight:

@@ -33,10 +33,16 @@ class StartLags:
     def __init__(self) -> None:
         self._starts: Deque[Tuple[float, float]] = deque(maxlen=10_000)  # (monotonic, lag in seconds)
         self._answer: Tuple[float, Optional[str]] = (-1.0, None)  # (monotonic, problem()): probes come often
+        #: (monotonic, seconds): the last wait for a free worker longer than LATE_START_SECONDS
+        self._queued: Tuple[float, float] = (-WINDOW_SECONDS, 0.0)
 
-    def add(self, lag: float) -> None:
-        """One run started ``lag`` seconds after it was due."""
-        self._starts.append((time.monotonic(), lag))
+    def add(self, lag: float, queued: float = 0.0) -> None:
+        """One run started ``lag`` seconds after it was due, ``queued`` of them waiting for a worker."""
+        now = time.monotonic()
+        self._starts.append((now, lag))
+        if queued > LATE_START_SECONDS:
+            at, worst = self._queued
+            self._queued = (now, queued if now - at > WINDOW_SECONDS else max(worst, queued))
 
     def sorted(self) -> List[float]:
         """Every lag kept, ascending (for the percentiles of ``health_check()``)."""
@@ -72,7 +78,14 @@ class StartLags:
             return None
         if late < LATE_SHARE * count and (late < LATE_COUNT or late < LATE_FLOOR * count):
             return None
-        return (
+        message = (
             f"{late} of {count} fire(s) in the last {WINDOW_SECONDS:.0f} s started more than "
             f"{LATE_START_SECONDS:g} s after their instant (the worst {worst:.1f} s late)"
         )
+        at, waited = self._queued
+        if now - at < WINDOW_SECONDS:
+            message += (
+                f"; runs waited up to {waited:.1f} s for a free worker (every one was busy: raise "
+                "max_concurrent_runs, or give jobs that hang a timeout_seconds)"
+            )
+        return message

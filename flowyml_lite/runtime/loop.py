@@ -96,7 +96,7 @@ class TimerLoop:
             self._loop()
         finally:
             self._gate(False)
-            self._pause.release()
+            self._pause.close()
             with self._table.lock:
                 staged, self._staged, self._table.staged_at = self._staged, [], None
             self._put_back(staged, None)

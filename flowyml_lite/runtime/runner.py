@@ -90,6 +90,7 @@ class Runner:
         self.on_finish = self._hooks.on_finish
         self.announce = self._hooks.announce
         self._on_result = self._done  # each run's done callback calls this one bound method
+        self._on_started = self._started_late
 
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
@@ -119,7 +120,7 @@ class Runner:
         first = runs[0]
         ticket = Ticket(first) if manual else None
         rest = deque(runs[1:]) if len(runs) > 1 else None
-        state = RunState(name, func, first, opts, manual, ticket, rest, self._on_result)
+        state = RunState(name, func, first, opts, manual, ticket, rest, self._on_result, self._on_started)
         self._inflight.add(first.run_key, state)
         for run in rest or ():
             self._inflight.add(run.run_key, state)
@@ -214,17 +215,20 @@ class Runner:
                 )
             state.run = run = replace(run, status=RUNNING)  # the claimed record stays as the store has it
         started = state.started = self._clock.now()
-        if not state.manual and run.attempt == 1 and run.reason is None and run.fire_time >= self.since:
-            lag = (started - run.fire_time).total_seconds()  # a catch-up run has a reason: late on purpose
-            if state.opts.jitter_seconds:
-                lag -= jitter_delay(state.name, run.fire_time, state.opts.jitter_seconds)
-            self.lags.add(lag)
+        executor, reference = self._executors.resolve(state.func, state.opts)
+        waits = getattr(executor, "reports_start", False)  # runs may wait for a worker: started then
+        if not waits:
+            self._measure(state, started)
         ctx = RunContext(
             state.name, run.fire_time, run.run_key, self._node, started, state.manual, run.attempt
         )
-        executor, reference = self._executors.resolve(state.func, state.opts)
         state.t0 = time.perf_counter()
-        job = Job(state.func, reference, ctx, state.opts.timeout_seconds)
+        if waits:
+            state.began = None
+            job = Job(state.func, reference, ctx, state.opts.timeout_seconds, state.started_now)
+        else:
+            state.began = -1.0
+            job = Job(state.func, reference, ctx, state.opts.timeout_seconds)
         if run.attempt > 1:  # a retry: the last attempt's ending is behind it
             with state.lock:
                 state.finished = state.timing_out = state.stopped = False
@@ -238,6 +242,24 @@ class Runner:
         handle = executor.submit(job, self._done_for(state))
         if state.opts.timeout_seconds is not None:
             self._handed(state, handle, run.attempt)
+
+    def _measure(self, state: RunState, started: datetime, queued: float = 0.0) -> None:
+        """Count the start lag of ``state``'s run for health, if it is one that should be on time
+        (``queued``: how long of it the run waited for a worker)."""
+        run = state.run
+        if not state.manual and run.attempt == 1 and run.reason is None and run.fire_time >= self.since:
+            lag = (started - run.fire_time).total_seconds()  # a catch-up run has a reason: late on purpose
+            if state.opts.jitter_seconds:
+                lag -= jitter_delay(state.name, run.fire_time, state.opts.jitter_seconds)
+            self.lags.add(lag, queued)
+
+    def _started_late(self, state: RunState) -> None:
+        """On the run's thread, as its function starts after waiting for a worker: its start (in
+        history), duration and timeout count from now, and its start lag is measured now."""
+        started = self._clock.now()
+        now = time.perf_counter()
+        queued, state.started, state.t0, state.began = now - state.t0, started, now, now
+        self._measure(state, started, queued)
 
     def _handed(self, state: RunState, handle: Handle, attempt: int) -> None:
         """The executor took an attempt with a timeout: keep its handle (only the watchdog cancels
@@ -336,6 +358,14 @@ class Runner:
         with state.lock:
             if state.finished or state.timing_out:
                 return
+            began = state.began
+            if began is None or began >= 0:  # its executor reports starts: from its start, not before
+                left = state.opts.timeout_seconds or 0.0
+                if began is not None:
+                    left = began + left - time.perf_counter()
+                if left > 0.001:
+                    state.watchdog = self._timers.after(left, lambda: self._timed_out(state))
+                    return
             state.timing_out = True
             handle = state.handle
         try:
@@ -513,7 +543,15 @@ class Runner:
             return
         nxt = state.rest.popleft()
         following = RunState(
-            state.name, state.func, nxt, state.opts, state.manual, None, state.rest, self._on_result
+            state.name,
+            state.func,
+            nxt,
+            state.opts,
+            state.manual,
+            None,
+            state.rest,
+            self._on_result,
+            self._on_started,
         )
         self._inflight.add(nxt.run_key, following)
         self._inflight.remove(state.run.run_key)

@@ -1,6 +1,6 @@
 """Automatic garbage collection is put off while a burst is claimed and started: only for a burst,
-never past a second, only when it was on, shared by every loop of the process, never inherited
-by a forked child."""
+never past a second, never against the application's own settings, shared by every loop of the
+process, not inherited by a forked child, and with no thread left once it is over."""
 
 from __future__ import annotations
 
@@ -16,74 +16,133 @@ import pytest
 from flowyml_lite.runtime import gc_pause
 from flowyml_lite.runtime.gc_pause import BURST_FIRES, GCPause
 
+WATCHDOG = "flowyml_lite-gc-pause"
+
+
+def collecting() -> bool:
+    """Whether Python collects garbage automatically now."""
+    return gc.isenabled() and gc.get_threshold()[0] > 0
+
+
+def watchdog_alive() -> bool:
+    return WATCHDOG in [t.name for t in threading.enumerate()]
+
 
 @pytest.fixture(autouse=True)
-def collector_on() -> Iterator[None]:
+def collector_as_it_was() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.enable()
     yield
     gc.enable()  # process-wide: leave the test process as it was
+    gc.set_threshold(*thresholds)
 
 
 class TestAPause:
     def test_a_burst_puts_collection_off_until_it_is_released(self) -> None:
+        thresholds = gc.get_threshold()
         pause = GCPause()
         pause.hold(BURST_FIRES)
-        assert not gc.isenabled() and gc_pause.paused()
-        assert "flowyml_lite-gc-pause" in [t.name for t in threading.enumerate()]  # its watchdog
-        pause.release()
-        assert gc.isenabled() and not gc_pause.paused()
-        assert "flowyml_lite-gc-pause" not in [t.name for t in threading.enumerate()]  # gone with it
+        assert not collecting() and gc_pause.paused() and watchdog_alive()
+        pause.close()
+        assert collecting() and not gc_pause.paused() and gc.get_threshold() == thresholds
+        assert not watchdog_alive()  # no thread left behind
 
     def test_a_pass_of_a_few_fires_leaves_collection_alone(self) -> None:
         pause = GCPause()
         pause.hold(BURST_FIRES - 1)
-        assert gc.isenabled()
+        assert collecting() and not gc_pause.paused()
         pause.release()
-        assert gc.isenabled()
+        assert collecting()
 
     def test_a_pause_that_is_off_does_nothing(self) -> None:
         pause = GCPause(enabled=False)
         pause.hold(10 * BURST_FIRES)
-        assert gc.isenabled()
+        assert collecting()
 
-    def test_collection_turned_off_by_the_application_stays_off(self) -> None:
+    def test_collection_turned_off_before_the_burst_stays_off(self) -> None:
         gc.disable()
         pause = GCPause()
         pause.hold(BURST_FIRES)
-        pause.release()
+        assert not gc_pause.paused()
+        pause.close()
         assert not gc.isenabled()
+
+    def test_collection_turned_off_by_a_job_during_the_burst_stays_off(self) -> None:
+        pause = GCPause()
+        pause.hold(BURST_FIRES)
+        gc.disable()  # a job of the burst
+        pause.close()
+        assert not gc.isenabled()
+        gc.enable()
+        assert collecting()  # the thresholds are back
+
+    def test_thresholds_the_application_sets_during_the_burst_are_kept(self) -> None:
+        pause = GCPause()
+        pause.hold(BURST_FIRES)
+        gc.set_threshold(5000, 20, 20)
+        pause.close()
+        assert gc.get_threshold() == (5000, 20, 20)
+
+    def test_an_explicit_collection_works_during_the_pause(self) -> None:
+        class Cycle:
+            pass
+
+        pause = GCPause()
+        pause.hold(BURST_FIRES)
+        try:
+            a, b = Cycle(), Cycle()
+            a.other, b.other = b, a  # type: ignore[attr-defined]
+            del a, b
+            assert gc.collect() >= 2
+        finally:
+            pause.close()
 
     def test_holding_twice_is_one_hold(self) -> None:
         pause = GCPause()
         pause.hold(BURST_FIRES)
         pause.hold(BURST_FIRES)
-        pause.release()
-        assert gc.isenabled()
+        pause.close()
+        assert collecting()
 
     def test_collection_resumes_when_the_last_of_several_loops_releases(self) -> None:
         first, second = GCPause(), GCPause()
         first.hold(BURST_FIRES)
         second.hold(BURST_FIRES)
         first.release()
-        assert not gc.isenabled()
-        second.release()
-        assert gc.isenabled()
+        assert not collecting()
+        second.close()
+        assert collecting()
+
+    def test_a_release_does_not_wait_for_the_watchdog_another_loop_needs(self) -> None:
+        first, second = GCPause(), GCPause()
+        first.hold(BURST_FIRES)
+        first.release()
+        second.hold(BURST_FIRES)  # the next burst, at once: the same watchdog watches it
+        watchdog = gc_pause._watchdog
+        assert watchdog is not None
+        joined = []
+        watchdog.join = lambda timeout=None: joined.append(timeout)  # type: ignore[method-assign]
+        first.close()  # the first loop stops meanwhile: it must not wait for the second's watchdog
+        del watchdog.join
+        assert joined == [] and not collecting() and watchdog_alive()
+        second.close()
+        assert collecting()
 
     def test_a_pause_ends_after_its_limit_even_while_held(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(gc_pause, "MAX_PAUSE_SECONDS", 0.05)
         pause = GCPause()
         pause.hold(BURST_FIRES)  # e.g. a claim stuck on its store: the loop never gets to release
-        assert not gc.isenabled()
+        assert not collecting()
         deadline = time.monotonic() + 30
-        while not gc.isenabled() and time.monotonic() < deadline:
+        while not collecting() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert gc.isenabled() and not gc_pause.paused()
+        assert collecting() and not gc_pause.paused()
         pause.release()
-        assert gc.isenabled()
+        assert collecting()
         pause.hold(BURST_FIRES)  # the next burst pauses again
-        assert not gc.isenabled()
-        pause.release()
-        assert gc.isenabled()
+        assert not collecting()
+        pause.close()
+        assert collecting()
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
     def test_a_child_forked_during_a_pause_collects(self) -> None:
@@ -91,61 +150,47 @@ class TestAPause:
         pause.hold(BURST_FIRES)
         try:
             pid = os.fork()
-            if pid == 0:  # the child: exit status 0 if its collector is on
-                os._exit(0 if gc.isenabled() else 1)
+            if pid == 0:  # the child: exit status 0 if it collects
+                os._exit(0 if collecting() else 1)
             _, status = os.waitpid(pid, 0)
         finally:
-            pause.release()
-        assert os.WEXITSTATUS(status) == 0
-        assert gc.isenabled()
+            pause.close()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert collecting()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="real-time loop on a POSIX machine")
 class TestTheLoopPausesForABurst:
-    def test_runs_of_a_burst_start_while_collection_is_off_and_it_is_on_after(self) -> None:
+    def burst(self, **config: bool) -> list:  # type: ignore[type-arg]
         from datetime import datetime, timedelta, timezone
 
         from flowyml_lite import PipelineScheduler, SchedulerConfig
 
         seen = []
-        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False, **config))
         at = datetime.now(timezone.utc) + timedelta(seconds=1)
         for i in range(5 * BURST_FIRES):
-            scheduler.schedule_once(f"b{i}", lambda: seen.append(gc.isenabled()), at=at)
+            scheduler.schedule_once(f"b{i}", lambda: seen.append(collecting()), at=at)
         try:
             scheduler.start()
-            assert scheduler.wait_for_runs(60)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while len(seen) < 5 * BURST_FIRES and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert len(seen) == 5 * BURST_FIRES
-            assert False in seen  # runs started during the pause
             deadline = time.monotonic() + 30  # the loop goes idle, and lets collection go on
-            while not gc.isenabled() and time.monotonic() < deadline:
+            while not collecting() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert gc.isenabled()
+            assert collecting()
         finally:
             scheduler.stop(timeout=5)
+        assert not watchdog_alive()
+        return seen
+
+    def test_runs_of_a_burst_start_while_collection_is_off_and_it_is_on_after(self) -> None:
+        assert False in self.burst()  # runs started during the pause
 
     def test_with_the_pause_off_collection_stays_on_throughout(self) -> None:
-        from datetime import datetime, timedelta, timezone
-
-        from flowyml_lite import PipelineScheduler, SchedulerConfig
-
-        seen = []
-        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False, gc_pause_in_bursts=False))
-        at = datetime.now(timezone.utc) + timedelta(seconds=1)
-        for i in range(5 * BURST_FIRES):
-            scheduler.schedule_once(f"b{i}", lambda: seen.append(gc.isenabled()), at=at)
-        try:
-            scheduler.start()
-            assert scheduler.wait_for_runs(60)
-            deadline = time.monotonic() + 30
-            while len(seen) < 5 * BURST_FIRES and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert seen == [True] * (5 * BURST_FIRES)
-        finally:
-            scheduler.stop(timeout=5)
+        assert set(self.burst(gc_pause_in_bursts=False)) == {True}
 
     def test_the_setting_is_read_from_the_environment(self) -> None:
         from flowyml_lite import SchedulerConfig
