@@ -382,6 +382,7 @@ class PipelineScheduler:
         if self._ignored_in_child("start()"):
             return
         self._runner.stopping.clear()
+        self._writer.serving = True
         self._runner.rebase(self._clock.now())
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
         self._serving.start()
@@ -423,6 +424,7 @@ class PipelineScheduler:
                 limit,
                 ", ".join(self._runner.active_names()),
             )
+            self._runner.let_go()
         self._serving.stop(leave=drained and written)
         logger.info("scheduler stopped")
         return drained and written

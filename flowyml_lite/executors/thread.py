@@ -187,6 +187,13 @@ class ThreadExecutor(Executor):
         handles: List[Handle] = [*tasks]  # each task is its own handle
         return handles
 
+    def close(self) -> None:
+        """Take no new runs and let the threads go: idle ones now, busy ones once their run (still
+        reported) and the runs already handed over are done. For a stop that leaves runs going."""
+        with self._lock:
+            self._closed = True
+            self._cond.notify_all()
+
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         with self._lock:
             self._closed = True

@@ -77,6 +77,20 @@ class ExecutorSet:
                 found.append((name, problem))
         return found
 
+    def close(self) -> None:
+        """Let go of every executor made so far without ending its runs: an executor with a
+        ``close()`` lets its idle workers go now and the others when their runs end (the next
+        start makes new executors)."""
+        for executor in list(self._executors.values()):
+            close = getattr(executor, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:
+                logger.exception("executor close failed")
+        self._executors.clear()
+
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
         """Stop every executor made so far; a failure is logged, the others still stop."""
         for executor in list(self._executors.values()):

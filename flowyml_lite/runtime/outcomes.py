@@ -48,6 +48,9 @@ class OutcomeWriter:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._alive = False  # the thread is running (_run clears it as it ends, however it ends)
+        #: While the scheduler runs the thread waits for outcomes; otherwise (before start(), after
+        #: stop(): a manual run, a run that outlived a stop) it ends once it has written them.
+        self.serving = False
         #: Held around every transaction that writes outcomes (the writer's and the loop's claims),
         #: so a claim never runs while taken outcomes are in another transaction not yet committed:
         #: it would count their runs as still active against the next fire's overlap limit.
@@ -112,12 +115,17 @@ class OutcomeWriter:
             logger.exception("the outcome writer thread failed; the next outcome starts a new one")
         finally:
             with self._lock:
-                self._alive = False
+                if self._thread is threading.current_thread():
+                    self._alive = False
 
     def _serve(self) -> None:
         while True:
             with self._lock:
                 while not self._pending and not self._stopping:
+                    if not self.serving and not self._writing:  # nothing left to write: done
+                        self._alive = False
+                        self._thread = None
+                        return
                     self._cond.wait()
                 if not self._pending and self._stopping:
                     return
@@ -181,7 +189,9 @@ class OutcomeWriter:
         return True
 
     def stop(self, timeout: float) -> bool:
-        """Flush for up to ``timeout`` seconds, then stop the thread; True if nothing is left."""
+        """Flush for up to ``timeout`` seconds, then stop the thread; True if nothing is left.
+        Outcomes put later (runs that outlive the stop) start a thread that ends once they are in."""
+        self.serving = False
         flushed = self.flush(timeout)
         with self._lock:
             self._stopping = True

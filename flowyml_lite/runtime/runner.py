@@ -603,6 +603,11 @@ class Runner:
                 "stopped with hook calls still waiting: a hook is slow or hangs (%s)", self._hooks.problem()
             )
 
+    def let_go(self) -> None:
+        """At a stop that leaves runs going: executors take no new runs and their idle workers
+        leave now; the runs still going end, and are recorded, when they do."""
+        self._executors.close()
+
     def rebase(self, now: datetime) -> None:
         """Fires due before ``now`` are not measured for lateness: the scheduler (re)started, or
         this node's share changed (fires taken over from a stopped or lost peer start late)."""

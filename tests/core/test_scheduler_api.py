@@ -716,6 +716,29 @@ class TestStartStop:
         assert scheduler.stop(timeout=0.2) is False
         assert not scheduler.running
 
+    def test_a_run_that_outlives_stop_is_recorded_and_leaves_no_thread_behind(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        def ours() -> List[str]:  # the run threads and the scheduler's own
+            return [t.name for t in threading.enumerate() if t.name.startswith("flowyml") and t.is_alive()]
+
+        release = threading.Event()
+        scheduler.schedule_daily("stuck", lambda: release.wait(30), hour=9)
+        scheduler.schedule_daily("quick", noop, hour=9)
+        scheduler.start()
+        scheduler.run_now("stuck")
+        scheduler.run_now("quick", wait=True)  # on a second thread of the pool, idle after it
+        assert scheduler.stop(timeout=0.2) is False
+        deadline = time.monotonic() + 30  # the idle thread leaves; the stuck run's stays with it
+        while len(ours()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(ours()) == 1, ours()
+        release.set()
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ours() == []  # its thread, and the outcome writer that recorded it, are gone
+        assert scheduler.get_history("stuck")[0]["status"] == "succeeded"
+
     def test_the_scheduler_is_a_context_manager(self, scheduler: PipelineScheduler) -> None:
         with scheduler as running:
             assert running is scheduler and scheduler.running
