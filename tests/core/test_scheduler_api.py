@@ -720,7 +720,8 @@ class TestStartStop:
         self, scheduler: PipelineScheduler
     ) -> None:
         def ours() -> List[str]:  # the run threads and the scheduler's own
-            return [t.name for t in threading.enumerate() if t.name.startswith("flowyml") and t.is_alive()]
+            names = [t.name for t in threading.enumerate() if t.is_alive()]
+            return [n for n in names if n.startswith(("flowyml-run", "flowyml_lite"))]
 
         release = threading.Event()
         scheduler.schedule_daily("stuck", lambda: release.wait(30), hour=9)
