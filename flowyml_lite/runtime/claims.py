@@ -150,38 +150,45 @@ class Claims:
             return
         owns = self._membership.owns
         start, size = 0, FIRST_GROUP if small_first else CLAIM_GROUP
-        while start < len(due):  # a small first group, so the first runs start while the rest are claimed
-            if start:  # planned on the clock of its own claim: the one before may have waited on the store
-                now = self._clock.now()
-            group, start, size = due[start : start + size], start + size, min(size * 4, CLAIM_GROUP)
-            planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
-            with table.lock:
-                for name, fire in group:
-                    ahead = self._ahead.pop((name, fire), None) if self._ahead else None
-                    record = table.records.get(name)
-                    trigger = table.triggers.get(name)
-                    func = table.funcs.get(name)
-                    if record is None or trigger is None or func is None or record.next_fire != fire:
-                        continue
-                    if not owns(name):
-                        # Queued before the split changed: the owner claims it now (and this node
-                        # re-reads the schedule's state if it is handed back).
-                        if name in self._blocked or self._refusals.tries:
-                            self.unblock(name)
-                        continue
-                    if ahead is not None and still(ahead, record, trigger, now):
-                        if self._unplannable:
-                            self._plannable(name)
-                        ahead.claim.runs[0].started_at = now
-                        planned.append((ahead.claim, func, ahead.opts))
-                        continue
-                    claim, opts = self._plan(name, record, trigger, fire, now)
-                    if claim is not None and opts is not None:
-                        planned.append((claim, func, opts))
-            if planned:
-                self._claim_group(planned, now)
-                if start < len(due):
-                    time.sleep(0)  # let the run threads just woken take the GIL and start their runs
+        # A pass of several groups is a burst: its claims carry only outcomes of the schedules they
+        # claim, and the writer waits for the pass (the lock), so no group waits for the outcomes of
+        # the runs started before it: they are committed together right after.
+        burst = len(due) > size
+        with self._writer.commit_lock:
+            while start < len(due):  # a small first group: the first runs start while the rest are claimed
+                if start:  # planned on the clock of its own claim (the one before may have waited)
+                    now = self._clock.now()
+                if len(due) - start < size * 5 // 4:  # a remainder smaller than a group rides along
+                    size = len(due) - start
+                group, start, size = due[start : start + size], start + size, min(size * 4, CLAIM_GROUP)
+                planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
+                with table.lock:
+                    for name, fire in group:
+                        ahead = self._ahead.pop((name, fire), None) if self._ahead else None
+                        record = table.records.get(name)
+                        trigger = table.triggers.get(name)
+                        func = table.funcs.get(name)
+                        if record is None or trigger is None or func is None or record.next_fire != fire:
+                            continue
+                        if not owns(name):
+                            # Queued before the split changed: the owner claims it now (and this node
+                            # re-reads the schedule's state if it is handed back).
+                            if name in self._blocked or self._refusals.tries:
+                                self.unblock(name)
+                            continue
+                        if ahead is not None and still(ahead, record, trigger, now):
+                            if self._unplannable:
+                                self._plannable(name)
+                            ahead.claim.runs[0].started_at = now
+                            planned.append((ahead.claim, func, ahead.opts))
+                            continue
+                        claim, opts = self._plan(name, record, trigger, fire, now)
+                        if claim is not None and opts is not None:
+                            planned.append((claim, func, opts))
+                if planned:
+                    self._claim_group(planned, now, {c.name for c, _, _ in planned} if burst else None)
+                    if start < len(due):
+                        time.sleep(0)  # let the run threads just woken take the GIL and start their runs
 
     def prepare(self, due: List[Fire], now: datetime) -> None:
         """Plan ``due`` (fires of the next instant, popped within the loop's lead) before it comes,
@@ -237,18 +244,24 @@ class Claims:
                 self._unplannable.discard(each)
                 self._troubles.clear(f"plan:{each}")
 
-    def _claim_group(self, group: Sequence[Tuple[Claim, Callable[[], Any], Options]], now: datetime) -> None:
+    def _claim_group(
+        self,
+        group: Sequence[Tuple[Claim, Callable[[], Any], Options]],
+        now: datetime,
+        concerning: Optional[Set[str]],
+    ) -> None:
+        """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
+        given) in one transaction; the caller holds the writer's commit lock."""
         try:
-            with self._writer.commit_lock:
-                outcomes = self._writer.take()
-                self.in_store_since = time.monotonic()
-                try:
-                    results = self._store.claim_many([c for c, _, _ in group], outcomes)
-                except Exception:
-                    self._writer.give_back(outcomes)
-                    raise
-                finally:
-                    self.in_store_since = None
+            outcomes = self._writer.take(concerning)
+            self.in_store_since = time.monotonic()
+            try:
+                results = self._store.claim_many([c for c, _, _ in group], outcomes)
+            except Exception:
+                self._writer.give_back(outcomes)
+                raise
+            finally:
+                self.in_store_since = None
         except Exception as exc:
             self._failures += 1
             delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
@@ -345,7 +358,8 @@ class Claims:
         ended = []
         for run in stored:
             if run.status in ACTIVE_STATUSES:
-                self._writer.put(Outcome(run.run_key, MISSED, answered, reason=reason, node_id=self._node))
+                outcome = Outcome(run.run_key, MISSED, answered, reason=reason, node_id=self._node)
+                self._writer.put(outcome, run.schedule)
                 run = run.with_status(MISSED, reason)
             ended.append(run)
         logger.info("%r: fire %s %s", stored[0].schedule, stored[-1].fire_time.isoformat(), reason)

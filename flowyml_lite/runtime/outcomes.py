@@ -3,7 +3,9 @@
 Runners ``put`` outcomes; one thread commits whatever has gathered since its last commit in one
 ``Store.finish_runs`` transaction (group commit, a few milliseconds of delay at most). The loop
 may ``take`` the pending outcomes into its own claim transaction, so a run that just finished
-never counts against the overlap limit of its schedule's next fire. While the store fails, the
+never counts against the overlap limit of its schedule's next fire; in a burst it takes them only
+when they concern a schedule it claims, and the writer waits for the burst's claims to be done
+(their runs start first, the burst's outcomes are committed together right after). While the store fails, the
 outcomes wait in memory and the writer retries until the store is back; past ``limit`` pending
 outcomes the loop stops claiming new fires (``backlogged``) until the backlog drains, so memory
 stays bounded and nothing is lost.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import AbstractSet, Callable, List, Optional, Set
 
 from ..stores.base import Outcome, Store
 from .health import Troubles
@@ -43,6 +45,9 @@ class OutcomeWriter:
         self._lock = threading.Lock()  # entered directly: a Condition's own __enter__ is Python code
         self._cond = threading.Condition(self._lock)
         self._pending: List[Outcome] = []
+        #: The schedules the pending outcomes (and those being written) are of: a superset, emptied
+        #: once nothing is pending or being written.
+        self._schedules: Set[str] = set()
         self._writing = 0  # outcomes taken by a transaction in flight (the writer's or the loop's)
         self._failures = 0
         self._stopping = False
@@ -57,9 +62,11 @@ class OutcomeWriter:
         self.commit_lock = threading.Lock()
 
     # -- producers --------------------------------------------------------------------
-    def put(self, outcome: Outcome) -> None:
+    def put(self, outcome: Outcome, schedule: str) -> None:
+        """Queue ``outcome`` of a run of ``schedule`` for the store."""
         with self._lock:
             self._pending.append(outcome)
+            self._schedules.add(schedule)
             if len(self._pending) == 1:
                 self._cond.notify_all()
         if not self._alive:
@@ -76,9 +83,13 @@ class OutcomeWriter:
         return len(self._pending) >= self.limit
 
     # -- the loop's share: outcomes ride along with a claim transaction ---------------
-    def take(self) -> List[Outcome]:
-        """Every pending outcome, for the caller's transaction; ``done`` or ``give_back`` after it."""
+    def take(self, concerning: Optional[AbstractSet[str]] = None) -> List[Outcome]:
+        """Every pending outcome, for the caller's transaction; ``done`` or ``give_back`` after it.
+
+        With ``concerning`` (schedule names), none unless one of them may be of those schedules."""
         with self._lock:
+            if concerning is not None and self._schedules.isdisjoint(concerning):
+                return []
             taken, self._pending = self._pending, []
             self._writing += len(taken)
         return taken
@@ -87,6 +98,8 @@ class OutcomeWriter:
         """``taken`` is in the store."""
         with self._lock:
             self._writing -= len(taken)
+            if not self._pending and not self._writing:
+                self._schedules.clear()
             self._cond.notify_all()
         self._written(taken, results)
 

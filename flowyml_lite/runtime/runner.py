@@ -452,7 +452,8 @@ class Runner:
                     output,
                     at,
                     self._node,
-                )
+                ),
+                state.name,
             )
             logger.warning("retrying %r fire %s: %s", state.name, run.fire_time.isoformat(), note)
             self._release_lease(state)
@@ -477,7 +478,8 @@ class Runner:
                 output,
                 None,
                 self._node,
-            )
+            ),
+            state.name,
         )
         hooks = self._hooks
         entry = None
@@ -586,7 +588,8 @@ class Runner:
                 self._end(state, FAILED, None, state.run.error, None, reason=reason)
             for run in rest:
                 when, node = self._clock.now(), self._node
-                self._writer.put(Outcome(run.run_key, SKIPPED, when, reason=STOPPED_BEFORE, node_id=node))
+                skipped = Outcome(run.run_key, SKIPPED, when, reason=STOPPED_BEFORE, node_id=node)
+                self._writer.put(skipped, state.name)
                 self._inflight.remove(run.run_key)
         return ended
 

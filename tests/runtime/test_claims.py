@@ -18,7 +18,7 @@ from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.membership import Membership
 from flowyml_lite.runtime.outcomes import OutcomeWriter
 from flowyml_lite.runtime.table import ScheduleTable
-from flowyml_lite.stores.base import MISSED, ScheduleRecord
+from flowyml_lite.stores.base import MISSED, RUNNING, SUCCEEDED, Outcome, RunRecord, ScheduleRecord
 from flowyml_lite.stores.memory import MemoryStore
 
 DUE = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -30,19 +30,29 @@ def _stop_writers() -> Any:
     """The outcome writers a test made are stopped after it (their thread would outlive it)."""
     yield
     while WRITERS:
-        WRITERS.pop().stop(5)
+        writer = WRITERS.pop()
+        if not isinstance(writer, HeldWriter):  # which has no thread
+            writer.stop(5)
 
 
-def world(count: int = 3, interval: int = 60) -> SimpleNamespace:
+class HeldWriter(OutcomeWriter):
+    """An outcome writer without its thread: outcomes reach the store only with a claim."""
+
+    def _ensure_thread(self) -> None:
+        pass
+
+
+def world(count: int = 3, interval: int = 60, held: bool = False) -> SimpleNamespace:
     """``count`` interval schedules due at DUE on a memory store, and the claims that serve them;
-    ``started`` collects (name, runs) as the runner would get them."""
+    ``started`` collects (name, runs) as the runner would get them. ``held``: the outcome writer
+    has no thread of its own."""
     clock = FakeClock(DUE - timedelta(seconds=0.05))  # in the loop's lead before the instant
     store = MemoryStore()
     store.open()
     table = ScheduleTable()
     troubles = Troubles()
     started: List[Any] = []
-    writer = OutcomeWriter(store, troubles)
+    writer = (HeldWriter if held else OutcomeWriter)(store, troubles)
     WRITERS.append(writer)
     claims = Claims(
         table,
@@ -62,7 +72,14 @@ def world(count: int = 3, interval: int = 60) -> SimpleNamespace:
             table.serve(name, lambda: None, build_trigger("interval", str(interval), "UTC", name))
             table.set_record(stored)
     return SimpleNamespace(
-        clock=clock, store=store, table=table, claims=claims, troubles=troubles, names=names, started=started
+        clock=clock,
+        store=store,
+        table=table,
+        claims=claims,
+        troubles=troubles,
+        names=names,
+        started=started,
+        writer=writer,
     )
 
 
@@ -378,3 +395,69 @@ class TestMissedInstantsAreLoggedByTheClaimsWinner:
         with caplog.at_level(logging.INFO, logger="flowyml_lite.scheduler.claims"):
             w.claims.process(due, late)
         assert not [r for r in caplog.records if "missed" in r.getMessage()]
+
+
+def a_run_still_recorded_active(w: SimpleNamespace, name: str) -> RunRecord:
+    """A run of ``name`` an instant before DUE that has ended, its outcome waiting in the writer."""
+    if w.store.get_schedule(name) is None:
+        w.store.declare_schedule(ScheduleRecord(name, "interval", "60", "UTC", f"h-{name}", next_fire=DUE))
+    earlier = DUE - timedelta(seconds=60)
+    run = RunRecord(f"{name}-earlier", name, earlier, RUNNING, "a", started_at=earlier)
+    assert w.store.claim(name, DUE, DUE, [run], 1) is not None
+    w.writer.put(Outcome(run.run_key, SUCCEEDED, DUE - timedelta(seconds=1), 59.0, node_id="a"), name)
+    return run
+
+
+def claiming_with_outcomes(w: SimpleNamespace) -> List[int]:
+    """Spy on the store: the number of outcomes each claim transaction carries."""
+    carried: List[int] = []
+    real = w.store.claim_many
+
+    def spy(claims: Any, outcomes: Any = ()) -> Any:
+        carried.append(len(outcomes))
+        return real(claims, outcomes)
+
+    w.store.claim_many = spy
+    return carried
+
+
+class TestOutcomesAndClaims:
+    def test_a_single_claim_transaction_carries_every_outcome_waiting(self) -> None:
+        w = world(count=3, held=True)
+        a_run_still_recorded_active(w, "job-0")
+        a_run_still_recorded_active(w, "other")  # of a schedule this pass does not claim
+        carried = claiming_with_outcomes(w)
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert carried == [2]
+        assert w.writer.pending == 0
+
+    def test_a_burst_leaves_the_outcomes_of_other_schedules_to_the_writer(self) -> None:
+        """Claims of a burst come one group after another: none waits for outcomes it does not need
+        (of runs it started itself, or of other schedules); they are written after the burst."""
+        w = world(count=60, held=True)
+        a_run_still_recorded_active(w, "other")
+        carried = claiming_with_outcomes(w)
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert len(carried) > 1 and carried == [0] * len(carried)
+        assert len(w.started) == 60
+        assert w.writer.pending == 1
+
+    def test_in_a_burst_a_run_that_ended_does_not_count_against_its_schedules_next_fire(self) -> None:
+        """The outcome of job-30's last run waits in the writer when its next fire is claimed in a
+        burst: it rides along with that claim, so the fire runs instead of being skipped for overlap."""
+        w = world(count=60, held=True)
+        a_run_still_recorded_active(w, "job-30")
+        carried = claiming_with_outcomes(w)
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert sorted(carried, reverse=True)[:2] == [1, 0]
+        assert "job-30" in dict(w.started)
+        assert [r.status for r in w.store.history("job-30")] == [RUNNING, SUCCEEDED]

@@ -49,7 +49,7 @@ def test_outcomes_put_together_are_committed_in_few_transactions() -> None:
     runs = claimed(store, 200)
     writer = OutcomeWriter(store, Troubles())
     for run in runs:
-        writer.put(outcome(run))
+        writer.put(outcome(run), run.schedule)
     assert writer.flush(10)
     assert sum(store.commits) == 200
     assert len(store.commits) < 50
@@ -64,7 +64,7 @@ def test_while_the_store_fails_outcomes_wait_health_says_why_and_all_land_when_i
     writer = OutcomeWriter(store, troubles)
     store.down.set()
     for run in runs:
-        writer.put(outcome(run))
+        writer.put(outcome(run), run.schedule)
     assert not writer.flush(0.5)
     assert troubles.active("outcomes")
     assert "disk I/O error" in troubles.problems()[0]["message"]
@@ -82,7 +82,7 @@ def test_the_loop_can_take_pending_outcomes_and_give_them_back_in_order() -> Non
     writer = OutcomeWriter(store, Troubles())
     store.down.set()
     for run in runs:
-        writer.put(outcome(run))
+        writer.put(outcome(run), run.schedule)
     taken = writer.take()
     writer.give_back(taken)
     again = writer.take()
@@ -99,7 +99,7 @@ def test_a_backlog_past_the_limit_is_reported_so_the_loop_stops_claiming() -> No
     writer = OutcomeWriter(store, Troubles(), limit=3)
     store.down.set()
     for run in runs:
-        writer.put(outcome(run))
+        writer.put(outcome(run), run.schedule)
     assert writer.backlogged
     store.down.clear()
     assert writer.flush(15)

@@ -41,7 +41,7 @@ class Writer:
         self.outcomes: Dict[str, List[Tuple[str, Optional[str]]]] = defaultdict(list)
         self._lock = threading.Lock()
 
-    def put(self, outcome: Outcome) -> None:
+    def put(self, outcome: Outcome, schedule: str) -> None:
         with self._lock:
             self.outcomes[outcome.run_key].append((outcome.status, outcome.reason or outcome.error))
         if outcome.status in FINAL_STATUSES and self.write_through:
