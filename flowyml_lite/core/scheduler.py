@@ -63,6 +63,9 @@ logger = logging.getLogger("flowyml_lite.scheduler")
 
 #: Store upkeep that stalls writers (SQLite's WAL restart) waits until no fire is due this soon.
 QUIET_SECONDS = 0.05
+#: Declarations logged one by one at INFO; the later ones at DEBUG (an app declaring 100,000
+#: schedules at each start would write 100,000 lines, and spend a third of its start on them).
+LOGGED_DECLARATIONS = 100
 
 Hook = Callable[[Dict[str, Any]], Any]
 
@@ -91,6 +94,7 @@ class PipelineScheduler:
         self._lock: Optional[Lock] = lock if lock is not None else open_lock(cfg)
         self.node_id = cfg.node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._table = ScheduleTable()
+        self._declarations = 0  # declarations made, for LOGGED_DECLARATIONS
         self._sync = Sync(
             self._table,
             self._store,
@@ -285,8 +289,11 @@ class PipelineScheduler:
                 function_name(func),
             )
         self._serving.changed(declared=[record.name])
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
+        self._declarations += 1
+        level = logging.INFO if self._declarations <= LOGGED_DECLARATIONS else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
                 "scheduled %r (%s %s, %s): next fire %s",
                 record.name,
                 schedule_type,
@@ -294,6 +301,8 @@ class PipelineScheduler:
                 record.timezone,
                 iso(stored.next_fire),
             )
+            if self._declarations == LOGGED_DECLARATIONS:
+                logger.info("more schedules declared from here on are logged at DEBUG level only")
         ours = stored.definition_hash == record.definition_hash  # else another declaration's
         return self._reports.schedule(stored, new.options if ours else None)
 

@@ -8,6 +8,7 @@ subclasses of the real stores (the scheduler is what is under test).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -383,3 +384,21 @@ def test_every_schedule_fires_after_a_bulk_re_declaration(processes: Processes) 
     assert second.run_pending() == MANY
     assert second.wait_for_runs(10)
     assert all(second.get_history(f"job-{i:04d}")[0]["fire_time"] > "2024-01-02" for i in range(MANY))
+
+
+class TestDeclarationsInTheLog:
+    def test_the_first_hundred_are_logged_at_info_the_rest_at_debug_after_one_note(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from flowyml_lite.core.scheduler import LOGGED_DECLARATIONS
+
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), clock=FakeClock(START))
+        with caplog.at_level(logging.DEBUG, logger="flowyml_lite.scheduler"):
+            for i in range(LOGGED_DECLARATIONS + 5):
+                scheduler.schedule_interval(f"job-{i:03d}", noop, seconds=60)
+        said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "flowyml_lite.scheduler"]
+        declared = [(level, text) for level, text in said if text.startswith("scheduled ")]
+        assert [level for level, _ in declared] == [logging.INFO] * LOGGED_DECLARATIONS + [logging.DEBUG] * 5
+        assert "'job-104'" in declared[-1][1]
+        notes = [text for level, text in said if level == logging.INFO and "DEBUG level" in text]
+        assert len(notes) == 1
