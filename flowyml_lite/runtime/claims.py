@@ -44,7 +44,8 @@ logger = logging.getLogger("flowyml_lite.scheduler.claims")
 
 CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while later groups are claimed
 _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
-FIRST_GROUP = 10  # the first group of a burst is small, then groups grow fourfold
+FIRST_GROUP = 10  # the first group of a burst is small, then groups grow GROUP_GROWTH-fold
+GROUP_GROWTH = 4
 RETRY_MAX_SECONDS = 5.0
 #: A claim the store answered this much later than asked is checked for instants due meanwhile.
 LATE_ANSWER_SECONDS = 1.0
@@ -160,7 +161,7 @@ class Claims:
                     now = self._clock.now()
                 if len(due) - start < size * 5 // 4:  # a remainder smaller than a group rides along
                     size = len(due) - start
-                group, start, size = due[start : start + size], start + size, min(size * 4, CLAIM_GROUP)
+                group, start, size = due[start : start + size], start + size, min(size * GROUP_GROWTH, CLAIM_GROUP)
                 planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
                 with table.lock:
                     for name, fire in group:
