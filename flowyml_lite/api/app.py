@@ -585,7 +585,7 @@ def _run_detail(app: ApiApp, request: Request, params: List[str], query: Dict[st
 
     name, run_key = params
     app.scheduler.get_schedule(name)  # 404 for an unknown schedule
-    run = find_run(app.scheduler.store, name, run_key, MAX_HISTORY)
+    run = find_run(app.scheduler, name, run_key, MAX_HISTORY)
     if run is None:
         raise ApiError(404, "not_found", f"no run {run_key!r} among the last {MAX_HISTORY} runs of {name!r}")
     return json_response(200, run_json(run, details=True))

@@ -257,7 +257,7 @@ def overview(scheduler: Any, runs_per_schedule: int = 30, now: Optional[datetime
         record = records.get(schedule.pipeline_name)
         if record is None:  # removed between the two reads
             continue
-        runs = store.history(record.name, runs_per_schedule)
+        runs = scheduler.run_records(record.name, runs_per_schedule)
         item = schedule_json(schedule)
         item.update(
             schedule_state(
@@ -286,9 +286,9 @@ def overview(scheduler: Any, runs_per_schedule: int = 30, now: Optional[datetime
     }
 
 
-def find_run(store: Any, name: str, run_key: str, limit: int) -> Optional[RunRecord]:
+def find_run(scheduler: Any, name: str, run_key: str, limit: int) -> Optional[RunRecord]:
     """The run ``run_key`` of ``name`` among its newest ``limit`` runs, or None."""
-    for run in store.history(name, limit):
+    for run in scheduler.run_records(name, limit):
         if run.run_key == run_key:
             return run  # type: ignore[no-any-return]
     return None

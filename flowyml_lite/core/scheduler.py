@@ -39,7 +39,7 @@ from ..runtime.outcomes import OutcomeWriter
 from ..runtime.runner import Runner
 from ..runtime.sync import Sync
 from ..runtime.table import ScheduleTable
-from ..stores.base import SKIPPED, Store
+from ..stores.base import SKIPPED, RunRecord, Store
 from .backends import open_lock, open_store
 from .catalog import Catalog
 from .declarations import (
@@ -369,6 +369,11 @@ class PipelineScheduler:
         A run's outcome reaches the store a few milliseconds after it ends (group commit).
         """
         return self._reports.history(schedule_name, limit)
+
+    def run_records(self, schedule_name: str, limit: int = 50) -> List[RunRecord]:
+        """The ``RunRecord``s behind ``get_history`` (newest fire first), for tools such as the
+        dashboard: a run claimed here that still waits for a free worker shows ``queued``."""
+        return self._reports.runs(schedule_name, limit)
 
     def status(self) -> str:
         """``running``, ``degraded`` (something is wrong: see ``health_check()``) or ``stopped``; no I/O."""

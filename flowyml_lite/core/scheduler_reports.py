@@ -20,7 +20,7 @@ from ..runtime.outcomes import OutcomeWriter
 from ..runtime.refusals import held_message
 from ..runtime.runner import Runner
 from ..runtime.table import ScheduleTable
-from ..stores.base import RunStats, ScheduleRecord, Store
+from ..stores.base import RunRecord, RunStats, ScheduleRecord, Store
 from .schedule import Options, Schedule, to_schedule
 from .views import Localizer, history_entry
 
@@ -93,7 +93,11 @@ class Reports:
         """Runs of a schedule, newest fire first, as history entries."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ScheduleError(f"limit must be an integer >= 1, got {limit!r}")
-        return [history_entry(run) for run in self._store.history(schedule_name, limit)]
+        return [history_entry(run) for run in self.runs(schedule_name, limit)]
+
+    def runs(self, schedule_name: str, limit: int) -> List[RunRecord]:
+        """The store's newest runs of a schedule, as this process knows them (``Runner.seen_here``)."""
+        return self._runner.seen_here(self._store.history(schedule_name, limit))
 
     # -- health ------------------------------------------------------------------------
 

@@ -161,7 +161,8 @@ class Claims:
                     now = self._clock.now()
                 if len(due) - start < size * 5 // 4:  # a remainder smaller than a group rides along
                     size = len(due) - start
-                group, start, size = due[start : start + size], start + size, min(size * GROUP_GROWTH, CLAIM_GROUP)
+                group, start = due[start : start + size], start + size
+                size = min(size * GROUP_GROWTH, CLAIM_GROUP)
                 planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
                 with table.lock:
                     for name, fire in group:

@@ -147,6 +147,9 @@ class InFlight:
     def add(self, key: str, state: RunState) -> None:
         self._runs[key] = state
 
+    def get(self, key: str) -> Optional[RunState]:
+        return self._runs.get(key)
+
     def remove(self, key: str) -> None:
         """Forget ``key``; wake the waiters when nothing is left (only then is the lock taken)."""
         self._runs.pop(key, None)

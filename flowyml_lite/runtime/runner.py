@@ -108,6 +108,22 @@ class Runner:
     def active_names(self) -> List[str]:
         return sorted({state.name for state in self._inflight.states()})
 
+    def seen_here(self, runs: List[RunRecord]) -> List[RunRecord]:
+        """``runs`` as this process knows them: a run claimed here that still waits for a free
+        worker of its executor is ``queued`` with no start yet (its row says ``running`` from its
+        claim until its outcome: the start is not written, to spare a store write per run)."""
+        if not self._inflight:
+            return runs
+        seen = []
+        for run in runs:
+            state = self._inflight.get(run.run_key) if run.status == RUNNING else None
+            if state is not None and state.began is None and state.run.run_key == run.run_key:
+                waited = time.perf_counter() - state.t0
+                why = f"waiting for a free worker of its executor ({waited:.1f} s so far)"
+                run = replace(run, status=QUEUED, started_at=None, reason=why)
+            seen.append(run)
+        return seen
+
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until no run is in flight here; False on timeout."""
         return self._inflight.wait_idle(timeout)

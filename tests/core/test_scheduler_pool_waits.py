@@ -4,6 +4,7 @@ started late when every thread was busy."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
@@ -77,3 +78,30 @@ class TestARunWaitingForAThread:
         assert health["status"] == "degraded"
         [late] = [p for p in health["problems"] if p["source"] == "late"]
         assert "5 of 6 fire(s)" in late["message"] and "for a free worker" in late["message"]
+
+    def test_its_history_and_the_dashboard_say_queued_until_it_starts(
+        self, one_thread: PipelineScheduler
+    ) -> None:
+        from flowyml_lite.api.overview import overview
+
+        gate = threading.Event()
+        at = soon()
+        one_thread.schedule_once("first", gate.wait, at=at)
+        one_thread.schedule_once("second", lambda: None, at=at)
+        one_thread.start()
+        deadline = time.monotonic() + 30
+        while not all(one_thread.get_history(n) for n in ("first", "second")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        entries = {n: one_thread.get_history(n)[0] for n in ("first", "second")}
+        waiting = next(e for e in entries.values() if e["status"] == "queued")  # which one is the thread's
+        running = next(e for e in entries.values() if e is not waiting)
+        assert running["status"] == "running" and running["started_at"] is not None
+        assert waiting["started_at"] is None and "waiting for a free worker" in waiting["reason"]
+        shown = {s["name"]: s["runs"][0]["status"] for s in overview(one_thread)["schedules"]}
+        assert shown[waiting["schedule_name"]] == "queued"
+        gate.set()
+        assert ended(one_thread, "first", "second")
+        for name in ("first", "second"):
+            [entry] = one_thread.get_history(name)
+            assert entry["status"] == "succeeded" and entry["reason"] is None
+            assert entry["started_at"] is not None
