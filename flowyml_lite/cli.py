@@ -7,11 +7,13 @@ Exit codes: 0 success, 1 a runtime failure, 2 bad input (a bad expression, zone 
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from . import __version__
 from .errors import (
@@ -24,6 +26,12 @@ from .errors import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+
+
+_FACTORY_HELP = (
+    "APP is a function that builds and returns the scheduler: call it (without this, only a "
+    "function annotated '-> PipelineScheduler' is called: any other may be a job)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the scheduler with the HTTP API and dashboard",
         description="Run a scheduler and serve the HTTP API (/api/...), /metrics and the dashboard (/). "
-        "APP is module:attribute of your PipelineScheduler (or of a function returning one), imported "
+        "APP is module:attribute of your PipelineScheduler (or of a function returning one: see "
+        "--factory), imported "
         "from the current directory so its schedules are declared; without APP, the store's schedules "
         "are served as orphans (visible and manageable, run by the processes that declare them).",
         epilog="examples:\n  python -m flowyml_lite serve myjobs:scheduler\n"
@@ -108,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "app", nargs="?", help="module:attribute of a PipelineScheduler, e.g. myjobs:scheduler"
     )
+    serve.add_argument("--factory", action="store_true", help=_FACTORY_HELP)
     serve.add_argument("--db", help="SQLite file when there is no APP (default: FLOWYML_SCHEDULER_DB_PATH)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
@@ -154,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     where = run_now.add_mutually_exclusive_group(required=True)
     where.add_argument("--app", help="module:attribute of the PipelineScheduler that has its function")
     where.add_argument("--url", help="a running 'serve', e.g. http://127.0.0.1:8080")
+    run_now.add_argument("--factory", action="store_true", help=_FACTORY_HELP)
     run_now.add_argument("--token", help="the server's API token (default: FLOWYML_SCHEDULER_API_TOKEN)")
     run_now.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -611,7 +622,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
         pipelines[name] = load_attribute(spec, "--pipeline")
     _check_listen(args.host, args.port)  # before the app is imported or the store opened
-    scheduler = _scheduler_for(args.app, args.db)
+    scheduler = _scheduler_for(args.app, args.db, args.factory)
     if run_server is not None:
 
         def ready(url: str) -> None:
@@ -707,7 +718,7 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
     import os
 
     if args.app:
-        scheduler = _scheduler_for(args.app, None)
+        scheduler = _scheduler_for(args.app, None, args.factory)
         entry = scheduler.run_now(args.name, wait=True)
     else:
         entry = _post_run(args.url, args.name, args.token or os.environ.get("FLOWYML_SCHEDULER_API_TOKEN"))
@@ -822,7 +833,10 @@ def _port(text: str) -> int:
 
 
 def load_attribute(spec: str, what: str) -> Any:
-    """``module:attr.sub`` imported from the current directory (as ``python -m`` would)."""
+    """``module:attr.sub`` imported from the current directory (as ``python -m`` would).
+
+    A name the module's source does not define is refused before the module is imported: importing
+    it runs its declarations, which would change the schedules of a shared store for a typo."""
     import importlib
     import os
 
@@ -831,6 +845,14 @@ def load_attribute(spec: str, what: str) -> Any:
         raise ConfigurationError(f"{what} {spec!r}: write module:attribute, e.g. myjobs:scheduler")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    defined = _names_defined_by(module_name)
+    top = attr.split(".")[0]
+    if defined is not None and top not in defined:
+        close = difflib.get_close_matches(top, sorted(defined), n=1)
+        hint = f" (did you mean {module_name}:{close[0]}?)" if close else ""
+        raise ConfigurationError(
+            f"{what} {spec!r}: {module_name!r} defines no {top!r}{hint}; it was not imported"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -843,8 +865,54 @@ def load_attribute(spec: str, what: str) -> Any:
     return obj
 
 
-def _scheduler_for(app: Optional[str], db: Optional[str]) -> Any:
-    """The user's scheduler (``module:attr``; a function returning one is called), or one from the env."""
+def _names_defined_by(module_name: str) -> Optional[Set[str]]:
+    """The names a module's source binds at its top level, read without running it; None when that
+    cannot be known (no source, a syntax error, ``from x import *``, a module ``__getattr__``)."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None  # the import says what is wrong
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        with open(spec.origin, "rb") as source:
+            tree = ast.parse(source.read(), spec.origin)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Name,)) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.Global):
+            names.update(node.names)
+    if "__getattr__" in names or spec.submodule_search_locations is not None:
+        return None  # a package's submodules are attributes too
+    return names
+
+
+def _is_factory(obj: Any) -> bool:
+    """Whether ``obj`` says it returns a PipelineScheduler (its return annotation)."""
+    try:
+        annotation = inspect.signature(obj).return_annotation
+    except (TypeError, ValueError):
+        return False
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return isinstance(text, str) and text.split(".")[-1].strip("'\"") == "PipelineScheduler"
+
+
+def _scheduler_for(app: Optional[str], db: Optional[str], factory: bool = False) -> Any:
+    """The user's scheduler (``module:attr``; a factory is called only when it says it is one, or
+    with ``--factory``: any other callable may be a job), or one from the environment."""
     from .core.scheduler import PipelineScheduler
     from .core.scheduler_config import SchedulerConfig
 
@@ -859,7 +927,17 @@ def _scheduler_for(app: Optional[str], db: Optional[str]) -> Any:
         return PipelineScheduler(config)
     obj = load_attribute(app, "APP")
     if not isinstance(obj, PipelineScheduler) and callable(obj):
-        obj = obj()
+        if not (factory or _is_factory(obj)):
+            raise ConfigurationError(
+                f"APP {app!r} is a {'class' if inspect.isclass(obj) else 'function'}, not a "
+                "PipelineScheduler: name the scheduler itself (module:variable), or, if it builds and "
+                "returns one, annotate it '-> PipelineScheduler' or pass --factory (it was not called: "
+                "it may be a job)"
+            )
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ConfigurationError(f"APP {app!r}: calling it raised {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, PipelineScheduler):
         raise ConfigurationError(f"APP {app!r} is a {type(obj).__name__}, not a PipelineScheduler")
     return obj

@@ -48,6 +48,29 @@ scheduler.schedule_daily(
 scheduler.schedule_daily("broken", broken, hour=4)
 """
 
+SIDE_EFFECTS = """\
+from pathlib import Path
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+
+def send_invoices():
+    Path(__file__).with_name("invoices-sent").write_text("sent")
+
+
+def make():
+    from myjobs import scheduler
+    return scheduler
+
+
+def make_typed() -> PipelineScheduler:
+    return make()
+
+
+def make_broken() -> PipelineScheduler:
+    raise ValueError("no settings")
+"""
+
 
 def environment(**extra: str) -> Dict[str, str]:
     """This environment without scheduler settings, tokens or proxies, importing this repository."""
@@ -379,6 +402,37 @@ class TestServeRefuses:
         result = cli(jobs_dir(tmp_path), "serve", "myjobs:nightly", "--port", "0")
         assert result.returncode == 2
         assert "PipelineScheduler" in result.stderr
+
+    def test_a_job_named_as_the_app_is_not_run(self, tmp_path: Path) -> None:
+        cwd = jobs_dir(tmp_path)
+        (cwd / "sideeffects.py").write_text(SIDE_EFFECTS)
+        for command in (
+            ["serve", "sideeffects:send_invoices", "--port", "0"],
+            ["run-now", "x", "--app", "sideeffects:send_invoices"],
+        ):
+            result = cli(cwd, *command)
+            assert result.returncode == 2, result.stderr
+            assert "is a function, not a PipelineScheduler" in result.stderr and "--factory" in result.stderr
+            assert "Traceback" not in result.stderr
+        assert not (cwd / "invoices-sent").exists()
+
+    def test_a_misspelt_app_is_refused_before_its_module_declares_anything(self, tmp_path: Path) -> None:
+        cwd = jobs_dir(tmp_path)
+        result = cli(cwd, "serve", "myjobs:shceduler", "--port", "0")
+        assert result.returncode == 2
+        assert "defines no 'shceduler' (did you mean myjobs:scheduler?)" in result.stderr
+        assert not list(cwd.glob("*.db*"))  # the module never ran: its scheduler made no store
+
+    def test_a_factory_is_called_when_it_says_so_or_with_factory(self, tmp_path: Path) -> None:
+        cwd = jobs_dir(tmp_path)
+        (cwd / "sideeffects.py").write_text(SIDE_EFFECTS)
+        typed = cli(cwd, "run-now", "nightly", "--app", "sideeffects:make_typed")
+        flagged = cli(cwd, "run-now", "nightly", "--app", "sideeffects:make", "--factory")
+        assert (typed.returncode, flagged.returncode) == (0, 0), (typed.stderr, flagged.stderr)
+        failing = cli(cwd, "run-now", "nightly", "--app", "sideeffects:make_broken")
+        assert failing.returncode == 2
+        assert "calling it raised ValueError: no settings" in failing.stderr
+        assert "Traceback" not in failing.stderr
 
     def test_a_busy_port_exits_2_with_the_reason(self, tmp_path: Path) -> None:
         with socket.socket() as busy:
