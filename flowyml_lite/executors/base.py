@@ -129,14 +129,18 @@ def reference(func: Callable[..., Any]) -> Optional[str]:
     return f"{module}:{qualname}"
 
 
+# The job's own objects are read with ``except BaseException``: a ``__str__`` or a property may
+# raise anything (even a BaseException of its own), and its run must still get an outcome.
+
+
 def _text(value: Any) -> str:
     """``str(value)``, or a fallback when its ``__str__`` itself fails."""
     try:
         return str(value)
-    except Exception:
+    except BaseException:
         try:
             return repr(value)
-        except Exception:
+        except BaseException:
             return f"<{type(value).__name__} object>"
 
 
@@ -144,7 +148,7 @@ def _attribute(value: Any, name: str) -> Any:
     """``value.name``, or None when it is missing or its property raises."""
     try:
         return getattr(value, name, None)
-    except Exception:
+    except BaseException:
         return None
 
 
@@ -189,7 +193,7 @@ def from_exception(exc: BaseException) -> JobResult:
     """The failed result of a run that raised ``exc``: its description, full traceback and MRO names."""
     try:
         text = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # a broken __str__ deep in a chain must not lose the run's outcome
+    except BaseException:  # a broken __str__ deep in a chain must not lose the run's outcome
         text = f"{type(exc).__name__} (the traceback could not be formatted)\n"
     return JobResult(
         success=False,

@@ -375,6 +375,9 @@ class ThreadExecutor(Executor):
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
                     deliver(task.done, result)
+                    # The job's return value goes now (its finalizers run here, as this run ends),
+                    # not after the next job this thread runs, whose outcome would wait for them.
+                    del result
                     continue
                 if self._left(me):  # cancel() ended the run while it ran, and let this thread go
                     logger.warning(

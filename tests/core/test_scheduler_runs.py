@@ -91,6 +91,53 @@ class TestAnyReturnValue:
         assert "loading 42 rows" in (entry["output"] or "")
 
 
+class Unprintable(BaseException):
+    """An exception whose every text raises another of itself (a broken library's error)."""
+
+    def __str__(self) -> str:
+        raise Unprintable()
+
+    def __repr__(self) -> str:
+        raise Unprintable()
+
+
+async def raises_unprintable_async() -> None:
+    raise Unprintable()
+
+
+def raises_unprintable() -> None:
+    raise Unprintable()
+
+
+class TestAnyException:
+    @pytest.mark.parametrize("job", [raises_unprintable, raises_unprintable_async], ids=["thread", "async"])
+    def test_an_exception_that_cannot_be_printed_fails_its_run_and_the_schedule_goes_on(
+        self, scheduler: PipelineScheduler, drive: Any, job: Any
+    ) -> None:
+        scheduler.schedule_interval("etl", job, seconds=60)
+        drive.at(scheduler, T1)
+        drive.at(scheduler, T1 + timedelta(seconds=60))
+        entries = history(scheduler, "etl")
+        assert [e["status"] for e in entries] == ["failed", "failed"]
+        assert entries[0]["error"].startswith("Unprintable")
+
+    def test_the_value_a_job_returns_is_let_go_when_its_run_ends(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
+        """Not kept by the idle run thread until its next job (a big frame held in memory, or a
+        finalizer that would delay another schedule's run)."""
+        released = threading.Event()
+
+        class Big:
+            def __del__(self) -> None:
+                released.set()
+
+        scheduler.schedule_interval("etl", Big, seconds=60)
+        drive.at(scheduler, T1)
+        assert history(scheduler, "etl")[0]["status"] == "succeeded"
+        assert released.wait(5)
+
+
 class TestTimeouts:
     def test_a_hung_job_is_recorded_timed_out_and_later_fires_start(
         self, scheduler: PipelineScheduler, drive: Any, gate: threading.Event

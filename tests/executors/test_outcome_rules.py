@@ -79,6 +79,18 @@ class TestReturnValues:
 
         assert interpret(Result(True, Odd()))[1] == "<odd>"
 
+    def test_attributes_and_texts_that_raise_a_base_exception_are_read_as_missing(self) -> None:
+        class Hostile:
+            @property
+            def success(self) -> bool:
+                raise KeyboardInterrupt
+
+            @property
+            def run_id(self) -> str:
+                raise SystemExit(3)
+
+        assert interpret(Hostile()) == (True, None, None)
+
     def test_result_of_keeps_the_value(self) -> None:
         value = Result(True, uuid.UUID(int=1))
         result = result_of(value)
@@ -113,6 +125,18 @@ class TestExceptions:
         assert "builtins.LookupError" in result.exception_types
         assert "builtins.Exception" in result.exception_types
         assert "builtins.object" not in result.exception_types
+
+    def test_an_exception_whose_texts_raise_still_gives_a_failed_result(self) -> None:
+        class Unprintable(BaseException):
+            def __str__(self) -> str:
+                raise Unprintable()
+
+            __repr__ = __str__
+
+        result = from_exception(self._raised(Unprintable()))
+        assert result.success is False
+        assert result.error is not None and result.error.startswith("Unprintable")
+        assert result.exception_type == "Unprintable"
 
     def test_a_huge_traceback_is_bounded(self) -> None:
         result = from_exception(self._raised(RuntimeError("m" * (3 * MAX_RUN_TEXT))))
