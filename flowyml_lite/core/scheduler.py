@@ -421,16 +421,23 @@ class PipelineScheduler:
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop firing, wait up to ``timeout`` (config default) for running runs; True if all finished."""
         limit = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        deadline = time.monotonic() + limit
+
+        def left(floor: float = 0.0) -> float:
+            """What is left of ``limit`` (each step waits ``floor`` at least: a stuck store or
+            thread makes stop() last about ``limit`` plus a few of these, never a multiple)."""
+            return max(deadline - time.monotonic(), floor)
+
         self._runner.stopping.set()
-        self._loop.stop(max(limit, 1.0))
+        self._loop.stop(left(1.0))
         if self._store.shared:  # its peers take its share over now, while its runs finish
-            self._serving.withdraw(lambda: self._housekeeping.beat(judge=False))
+            self._serving.withdraw(lambda: self._housekeeping.beat(judge=False), left(1.0))
         self._runner.end_waiting()
-        drained = self._runner.wait_idle(limit)
-        written = self._writer.stop(max(limit, 1.0) if drained else 1.0)
-        self._housekeeping.stop(max(limit, 1.0))
+        drained = self._runner.wait_idle(left())
+        written = self._writer.stop(left(1.0) if drained else 1.0)
+        self._housekeeping.stop(left(1.0))
         if drained:  # runs still going keep their executor: they end, and are recorded, when they do
-            self._runner.shutdown(wait=True, timeout=limit)
+            self._runner.shutdown(wait=True, timeout=left())
         else:
             logger.warning(
                 "stop: runs still active after %.1fs (%s); they will be recorded as lost if this "
@@ -439,7 +446,7 @@ class PipelineScheduler:
                 ", ".join(self._runner.active_names()),
             )
             self._runner.let_go()
-        self._serving.stop(leave=drained and written)
+        self._serving.stop(drained and written, left(1.0))
         logger.info("scheduler stopped")
         return drained and written
 

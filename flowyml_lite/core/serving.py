@@ -4,7 +4,8 @@ peers when that set changes (``runtime/membership.py`` splits the fires between 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Sequence
+import threading
+from typing import Callable, List, Optional, Sequence
 
 from ..runtime.claims import Claims
 from ..runtime.membership import Membership
@@ -49,26 +50,24 @@ class Serving:
         self.on = True
         self._membership.serve(self.digest())
 
-    def withdraw(self, tell: Callable[[], None]) -> None:
+    def withdraw(self, tell: Callable[[], None], seconds: float) -> None:
         """Serve nothing from now on, and ``tell`` the peers at once (a heartbeat serving nothing):
-        a node that stops hands its share over while it waits for its runs, not after."""
+        a node that stops hands its share over while it waits for its runs, not after. Waits for
+        the store ``seconds`` at most: ``stop()`` keeps to its timeout on a store that hangs."""
         if not self.on:
             return
         self.on = False
-        try:
-            tell()
-        except Exception as exc:  # they see it at its next heartbeat, or when its row expires
-            logger.warning("could not tell the other nodes that this one stops serving: %s", exc)
+        # They see it at its next heartbeat, or when its row expires.
+        _bounded(tell, seconds, "tell the other nodes that this one stops serving")
 
-    def stop(self, leave: bool) -> None:
+    def stop(self, leave: bool, seconds: float) -> None:
         """Serve nothing from now on; ``leave`` (every run ended and its outcome is stored): remove
-        this node's row too, rather than let it expire and the node be judged lost."""
+        this node's row too, rather than let it expire and the node be judged lost (waiting for
+        the store ``seconds`` at most)."""
         self.on = False
         if leave:
-            try:
-                self._store.remove_node(self._node_id)
-            except Exception as exc:
-                logger.warning("could not remove this node's row (it expires by itself): %s", exc)
+            node = self._node_id
+            _bounded(lambda: self._store.remove_node(node), seconds, "remove this node's row (it expires)")
 
     def resync(self, everything: bool) -> None:
         """Housekeeping's call: other processes' changes, or (``everything``) a new share of the
@@ -98,3 +97,26 @@ class Serving:
             self._store.mark_declared(self._node_id, names)
         except Exception as exc:  # only the fleet view depends on it: never fatal
             logger.warning("could not record that this node serves %d schedule(s): %s", len(names), exc)
+
+
+def _bounded(call: Callable[[], None], seconds: float, what: str) -> bool:
+    """Run ``call`` (a store write) on a thread of its own and wait ``seconds`` at most; False,
+    and a warning, if it failed or did not answer in time (it then finishes, or not, by itself)."""
+    failed: List[Exception] = []
+
+    def attempt() -> None:
+        try:
+            call()
+        except Exception as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=attempt, name="flowyml_lite-stopping", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        logger.warning("could not %s: the store did not answer within %.1f s", what, seconds)
+        return False
+    if failed:
+        logger.warning("could not %s: %s", what, failed[0])
+        return False
+    return True

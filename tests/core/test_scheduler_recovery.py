@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, List, Optional
 
-from flowyml_lite import RunContext, current_run
+import pytest
+
+from flowyml_lite import RunContext, SchedulerConfig, current_run
 from flowyml_lite.clock import FakeClock
 from flowyml_lite.core.scheduler import PipelineScheduler
+from flowyml_lite.stores.sqlite import SQLiteStore
 
 
 def utc(*parts: int) -> datetime:
@@ -223,3 +229,45 @@ class TestQuickRestart:
         finally:
             second.stop()
             second.store.close()
+
+
+class HangingStore(SQLiteStore):
+    """A SQLite store whose claims and heartbeats hang while ``hang`` is set (a frozen disk)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.hang = threading.Event()
+        self.thaw = threading.Event()
+
+    def claim_many(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hang.is_set():
+            self.thaw.wait(60)
+        return super().claim_many(*args, **kwargs)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hang.is_set():
+            self.thaw.wait(60)
+        return super().heartbeat(*args, **kwargs)
+
+
+class TestStopOnAHungStore:
+    def test_stop_keeps_to_its_timeout_and_says_what_it_could_not_do(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = HangingStore(str(tmp_path / "frozen.db"))
+        scheduler = PipelineScheduler(SchedulerConfig(heartbeat_seconds=1), store=store)
+        scheduler.schedule_interval("tick", lambda: None, seconds=1)
+        scheduler.start()
+        try:
+            time.sleep(1.5)
+            store.hang.set()  # the loop's next claim hangs; so does stop()'s goodbye heartbeat
+            time.sleep(1.5)
+            result: List[bool] = []
+            stopping = threading.Thread(target=lambda: result.append(scheduler.stop(timeout=1)))
+            stopping.start()
+            stopping.join(30)  # the disk stays frozen for 60 s
+            assert not stopping.is_alive() and result, "stop() waited for the frozen store"
+            assert "the store did not answer" in caplog.text
+        finally:
+            store.thaw.set()
+            scheduler.close()
