@@ -150,7 +150,9 @@ def validate_options(
         or not isinstance(misfire_grace_seconds, (int, float))
         or not (misfire_grace_seconds >= 0 and math.isfinite(misfire_grace_seconds))
     ):
-        raise ScheduleError(f"misfire_grace_seconds must be a number >= 0, got {misfire_grace_seconds!r}")
+        raise ScheduleError(
+            f"misfire_grace_seconds must be a finite number >= 0, got {misfire_grace_seconds!r}"
+        )
     if catchup not in CATCHUP_POLICIES:
         raise ScheduleError(f"catchup must be one of {', '.join(CATCHUP_POLICIES)}, got {catchup!r}")
     for arg, value in (("max_catchup", max_catchup), ("max_instances", max_instances)):

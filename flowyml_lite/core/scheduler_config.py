@@ -120,6 +120,11 @@ class SchedulerConfig:
                 f"SchedulerConfig.store_url is set but store={self.store!r} does not read it: "
                 "set store='sqlalchemy' (or leave store unset) to use that database, or drop store_url"
             )
+        if self.store_url and self.resolved_store() in _SQLALCHEMY_STORES:
+            problem = _sqlalchemy_url_problem(self.store_url)
+            if problem:
+                shown = _mask_password(self.store_url)
+                raise ConfigurationError(f"SchedulerConfig.store_url={shown!r}: {problem}")
         if self.lock_backend == "redis" and not self.redis_url:
             raise ConfigurationError(
                 "SchedulerConfig.lock_backend='redis' needs a Redis URL: set redis_url "
@@ -217,11 +222,18 @@ def _env_names(name: str) -> List[str]:
 
 def _warn_unread(env: Mapping[str, str], values: Mapping[str, Any]) -> None:
     """Warn of ``FLOWYML_SCHEDULER_*`` variables no setting reads (a typo leaves a setting at its
-    default without a word otherwise), and of a Redis URL that no Redis lock uses."""
-    read = {variable.upper() for f in fields(SchedulerConfig) for variable in _env_names(f.name)}
-    read |= {ENV_PREFIX + name for name in _OTHER_VARIABLES}
+    default without a word otherwise), of settings set to an empty value (a secret that did not
+    render: ``STORE_URL=`` would quietly mean a local SQLite file), and of a Redis URL that no
+    Redis lock uses."""
+    fields_of = {variable.upper(): f.name for f in fields(SchedulerConfig) for variable in _env_names(f.name)}
+    read = set(fields_of) | {ENV_PREFIX + name for name in _OTHER_VARIABLES}
     for variable in sorted(env):
         upper = variable.upper()
+        field = fields_of.get(upper)
+        if field is not None and field not in _OPTIONAL_LIMITS and not env[variable].strip():
+            logger.warning(
+                "environment variable %s is set but empty: ignored (%s keeps its default)", variable, field
+            )
         if upper.startswith(ENV_PREFIX) and upper not in read:
             close = difflib.get_close_matches(upper, sorted(read), 1, 0.8)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -278,6 +290,26 @@ def _text(value: Any) -> str:
     return "" if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
 
+#: The built-in store names served by the SQLAlchemy store, and the databases it takes.
+_SQLALCHEMY_STORES = ("sqlalchemy", "postgresql")
+_SQLALCHEMY_SCHEMES = ("postgresql", "postgres", "sqlite")
+
+
+def _sqlalchemy_url_problem(url: str) -> str:
+    """What is wrong with ``url`` for the built-in SQLAlchemy store ("" if nothing), said before
+    the extra is imported: installing it would not help a URL of another database."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return "is not a database URL: e.g. postgresql+psycopg://user:password@host:5432/db"
+    if scheme.split("+")[0].lower() not in _SQLALCHEMY_SCHEMES:
+        return (
+            f"the built-in store takes PostgreSQL or SQLite URLs, not {scheme!r}: "
+            "e.g. postgresql+psycopg://user:password@host:5432/db (another database needs a store "
+            "plugin)"
+        )
+    return ""
+
+
 def _optional_text(value: Any) -> str:
     return "" if value is None else _text(value)
 
@@ -291,11 +323,11 @@ def _int_at_least(minimum: int) -> Callable[[Any], str]:
     return check
 
 
-def _seconds(positive: bool) -> Callable[[Any], str]:
+def _seconds(positive: bool, hint: str = "") -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not ok or value < 0 or (positive and value == 0):
-            return f"must be a number of seconds {'> 0' if positive else '>= 0'}"
+            return f"must be a finite number of seconds {'> 0' if positive else '>= 0'}{hint}"
         return ""
 
     return check
@@ -359,7 +391,7 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "store_url": _optional_text,
     "cron_engine": _text,
     "timezone_provider": _text,
-    "misfire_grace_seconds": _seconds(positive=False),
+    "misfire_grace_seconds": _seconds(False, " (for no limit, a large one: 31536000 is a year)"),
     "catchup": _catchup,
     "max_catchup": _int_at_least(1),
     "heartbeat_seconds": _seconds(positive=True),

@@ -112,6 +112,8 @@ class TestValidation:
             ("store", "", "non-empty string"),
             ("misfire_grace_seconds", -1, "seconds >= 0"),
             ("misfire_grace_seconds", float("nan"), "seconds >= 0"),
+            ("shutdown_timeout_seconds", float("inf"), "finite number of seconds >= 0"),
+            ("heartbeat_seconds", float("inf"), "finite number of seconds > 0"),
             ("heartbeat_seconds", 0, "seconds > 0"),
             ("shutdown_timeout_seconds", "10", "seconds >= 0"),
             ("node_id", "", "non-empty string"),
@@ -151,8 +153,28 @@ class TestValidation:
         with pytest.raises(ConfigurationError, match=r"node_timeout_seconds.*greater than heartbeat_seconds"):
             SchedulerConfig(heartbeat_seconds=10, node_timeout_seconds=10)
 
-    def test_an_infinite_misfire_grace_is_allowed(self) -> None:
-        assert SchedulerConfig(misfire_grace_seconds=float("inf")).misfire_grace_seconds == float("inf")
+    def test_an_infinite_misfire_grace_is_refused_as_every_declaration_would_refuse_it(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"misfire_grace_seconds=inf.*finite.*a year"):
+            SchedulerConfig(misfire_grace_seconds=float("inf"))
+
+    @pytest.mark.parametrize(
+        ("url", "said"),
+        [
+            ("redis://localhost:6379/0", "PostgreSQL or SQLite URLs, not 'redis'"),
+            ("mysql://u:secret@h/db", "PostgreSQL or SQLite URLs, not 'mysql'"),
+            ("jobs.db", "is not a database URL"),
+        ],
+    )
+    def test_a_store_url_the_built_in_store_cannot_use_is_refused_before_any_install_hint(
+        self, url: str, said: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=said) as info:
+            SchedulerConfig(store_url=url)
+        assert "secret" not in str(info.value)
+
+    def test_a_store_plugin_reads_its_own_urls(self) -> None:
+        config = SchedulerConfig(store="mystore", store_url="redis://localhost/0")
+        assert config.store_url == "redis://localhost/0"
 
     def test_a_store_instance_is_accepted_as_is(self) -> None:
         store = object()
@@ -407,6 +429,15 @@ class TestFromEnv:
         with pytest.raises(ConfigurationError, match="REDIS_URL"):
             SchedulerConfig.from_env({"FLOWYML_SCHEDULER_LOCK_BACKEND": "redis"})
 
+    def test_an_empty_setting_is_ignored_with_a_warning(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A secret that did not render: an empty store URL must not pass unnoticed as a local file."""
+        env = {"FLOWYML_SCHEDULER_STORE_URL": "", "FLOWYML_SCHEDULER_HISTORY_MAX_RUNS": ""}
+        c = SchedulerConfig.from_env(env)
+        assert c.store_url is None and c.history_max_runs is None
+        said = "FLOWYML_SCHEDULER_STORE_URL is set but empty: ignored (store_url keeps its default)"
+        assert said in caplog.text
+        assert "HISTORY_MAX_RUNS is set but empty" not in caplog.text  # empty turns that limit off
+
     def test_a_misspelled_variable_is_warned_of(self, caplog: pytest.LogCaptureFixture) -> None:
         env = {"FLOWYML_SCHEDULER_LOCK_BACKEN": "redis", "FLOWYML_SCHEDULER_API_TOKEN": "t"}
         c = SchedulerConfig.from_env(env)
@@ -445,7 +476,7 @@ class TestDisplay:
         ],
     )
     def test_passwords_in_urls_are_masked(self, url: str, shown: str) -> None:
-        c = SchedulerConfig(lock_backend="redis", redis_url=url, store_url=url)
+        c = SchedulerConfig(lock_backend="redis", redis_url=url, store="mystore", store_url=url)
         data: Dict[str, Any] = c.to_dict()
         assert data["redis_url"] == shown and data["store_url"] == shown
         assert ("s3cret" not in repr(c)) and ("p@ss" not in repr(c))
