@@ -292,7 +292,13 @@ def get_zone(key: str, provider: Union[str, ZoneProvider] = "zoneinfo") -> Zone:
 
 def to_utc_naive(moment: datetime) -> datetime:
     """An aware datetime as naive UTC; naive input is refused (a guess would shift fires)."""
-    offset = moment.utcoffset()
+    try:
+        offset = moment.utcoffset()
+    except (AttributeError, TypeError):  # not a datetime (a string, a date, a number)
+        raise TypeError(
+            f"expected an aware datetime, got {type(moment).__name__} {moment!r}"
+            + (": parse it first, e.g. datetime.fromisoformat(text)" if isinstance(moment, str) else "")
+        ) from None
     if offset is None:
         raise ValueError(
             f"{moment.isoformat()} has no time zone: pass an aware datetime, "

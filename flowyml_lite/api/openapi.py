@@ -471,7 +471,8 @@ def body_problem(body: Dict[str, Any]) -> Optional[str]:
         if schema and not _conforms(schema, value):
             shown = json.dumps(value, default=str)
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            return f"{name!r} must be {_expected(schema)}, got {shown}"
+            why = f" ({schema['description']})" if schema.get("description") else ""
+            return f"{name!r} must be {_expected(schema)}{why}, got {shown}"
     return None
 
 

@@ -6,6 +6,7 @@ Nothing here reads or writes the store or the schedule table: ``PipelineSchedule
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -24,6 +25,8 @@ from .schedule import (
 )
 from .scheduler_config import SchedulerConfig
 from .triggers import Trigger, build_trigger
+
+logger = logging.getLogger("flowyml_lite.scheduler")
 
 _US = timedelta(microseconds=1)
 
@@ -99,6 +102,8 @@ def define(
     check(func, opts)
     zone = validate_timezone(timezone if timezone is not None else config.timezone, config.timezone_provider)
     trigger = _trigger(config, name, schedule_type, value, zone, opts)
+    if schedule_type == "cron":
+        _warn_every_second(name, value)
     digest = _digest(schedule_type, value, zone, opts, context)
     # created_at/updated_at come from the store's own clock: other processes sync on them
     record = ScheduleRecord(name, schedule_type, value, zone, digest, shared_options_dict(opts), context)
@@ -163,6 +168,20 @@ def _trigger(
         start_date=opts.start_date,
         end_date=opts.end_date,
     )
+
+
+def _warn_every_second(name: str, expression: str) -> None:
+    """Warn of a six-field expression whose sixth field, the second, is ``*``: in this (croniter's)
+    order seconds come last, so Quartz's or Spring's hourly ``0 0 * * * *`` fires every second."""
+    fields = expression.split()
+    if len(fields) >= 6 and fields[5] in ("*", "*/1"):
+        logger.warning(
+            "%r: cron %r fires every second of each matching minute: its sixth field is the second "
+            "(croniter's order; Quartz and Spring put seconds first). To fire once per match, drop the "
+            "sixth field or make it 0",
+            name,
+            expression,
+        )
 
 
 def _check_int(arg: str, value: object, low: int, high: int) -> None:

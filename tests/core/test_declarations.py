@@ -78,3 +78,18 @@ class TestOptionsShared:
         assert records["other"].options is not records["same0"].options
         assert records["same0"].options["retries"] == 2 and records["other"].options["retries"] == 3
         assert scheduler.store.get_schedule("same1").options == records["same1"].options
+
+
+class TestSixFieldCron:
+    @pytest.mark.parametrize("expression", ["0 0 * * * *", "30 9 * * 1-5 */1"])
+    def test_a_sixth_field_matching_every_second_is_warned_of(
+        self, expression: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        define(SchedulerConfig(), "hourly-in-quartz", job, "cron", expression, "UTC", {}, accept)
+        assert "fires every second of each matching minute" in caplog.text
+        assert "Quartz and Spring put seconds first" in caplog.text
+
+    @pytest.mark.parametrize("expression", ["0 0 * * *", "0 0 * * * 0", "0 0 * * * 0,30", "* * * * *"])
+    def test_other_expressions_are_not(self, expression: str, caplog: pytest.LogCaptureFixture) -> None:
+        define(SchedulerConfig(), "etl", job, "cron", expression, "UTC", {}, accept)
+        assert "every second" not in caplog.text

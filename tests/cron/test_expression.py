@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Optional
 
 import pytest
@@ -73,6 +73,12 @@ class TestNext:
     def test_a_naive_start_is_refused_rather_than_guessed(self) -> None:
         with pytest.raises(ValueError, match="no time zone"):
             CronExpression("* * * * *").next(datetime(2024, 1, 1))
+
+    def test_a_start_that_is_not_a_datetime_is_refused_by_name(self) -> None:
+        with pytest.raises(TypeError, match=r"got str .*datetime\.fromisoformat"):
+            CronExpression("* * * * *").next("2024-01-01T00:00:00+00:00")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="expected an aware datetime, got date"):
+            CronExpression("* * * * *").next_utc(date(2024, 1, 1))  # type: ignore[arg-type]
 
     def test_a_year_field_in_the_past_has_no_next_fire(self) -> None:
         expr = CronExpression("0 0 1 1 * 0 2020")
