@@ -1044,18 +1044,19 @@ def overview_of(app: ApiApp) -> Dict[str, Dict[str, Any]]:
 class TestOverview:
     def test_each_schedule_has_its_state_at_a_glance(self, tmp_path: Path) -> None:
         sched = scheduler_with_orphan(tmp_path)
-        release = threading.Event()
+        release, began = threading.Event(), threading.Event()
         try:
             sched.schedule_hourly("fine", ok)
             sched.schedule_hourly("broken", boom)
             sched.schedule_hourly("paused", ok)
-            sched.schedule_hourly("busy", lambda: release.wait(10) and None)
+            sched.schedule_hourly("busy", lambda: began.set() or release.wait(10) and None)
             sched.disable("paused")
             app = ApiApp(sched)
             call(app, "POST", "/api/schedules/fine/run?wait=true")
             for _ in range(3):
                 call(app, "POST", "/api/schedules/broken/run?wait=true")
             call(app, "POST", "/api/schedules/busy/run")
+            assert began.wait(10)  # started: until then it is queued, with no elapsed time
             rows = overview_of(app)
         finally:
             release.set()
