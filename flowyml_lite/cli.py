@@ -7,15 +7,14 @@ Exit codes: 0 success, 1 a runtime failure, 2 bad input (a bad expression, zone 
 from __future__ import annotations
 
 import argparse
-import difflib
-import inspect
 import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
+from .apps import load_attribute, load_scheduler
 from .errors import (
     ConfigurationError,
     FlowymlLiteError,
@@ -832,84 +831,6 @@ def _port(text: str) -> int:
     return value
 
 
-def load_attribute(spec: str, what: str) -> Any:
-    """``module:attr.sub`` imported from the current directory (as ``python -m`` would).
-
-    A name the module's source does not define is refused before the module is imported: importing
-    it runs its declarations, which would change the schedules of a shared store for a typo."""
-    import importlib
-    import os
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(f"{what} {spec!r}: write module:attribute, e.g. myjobs:scheduler")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    defined = _names_defined_by(module_name)
-    top = attr.split(".")[0]
-    if defined is not None and top not in defined:
-        close = difflib.get_close_matches(top, sorted(defined), n=1)
-        hint = f" (did you mean {module_name}:{close[0]}?)" if close else ""
-        raise ConfigurationError(
-            f"{what} {spec!r}: {module_name!r} defines no {top!r}{hint}; it was not imported"
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"{what} {spec!r}: cannot import {module_name!r}: {exc}") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(f"{what} {spec!r}: {module_name!r} has no attribute {attr!r}") from None
-    return obj
-
-
-def _names_defined_by(module_name: str) -> Optional[Set[str]]:
-    """The names a module's source binds at its top level, read without running it; None when that
-    cannot be known (no source, a syntax error, ``from x import *``, a module ``__getattr__``)."""
-    import ast
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        return None  # the import says what is wrong
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    try:
-        with open(spec.origin, "rb") as source:
-            tree = ast.parse(source.read(), spec.origin)
-    except (OSError, SyntaxError, ValueError):
-        return None
-    names: Set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Name,)) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name == "*":
-                    return None
-                names.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, ast.Global):
-            names.update(node.names)
-    if "__getattr__" in names or spec.submodule_search_locations is not None:
-        return None  # a package's submodules are attributes too
-    return names
-
-
-def _is_factory(obj: Any) -> bool:
-    """Whether ``obj`` says it returns a PipelineScheduler (its return annotation)."""
-    try:
-        annotation = inspect.signature(obj).return_annotation
-    except (TypeError, ValueError):
-        return False
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    return isinstance(text, str) and text.split(".")[-1].strip("'\"") == "PipelineScheduler"
-
-
 def _scheduler_for(app: Optional[str], db: Optional[str], factory: bool = False) -> Any:
     """The user's scheduler (``module:attr``; a factory is called only when it says it is one, or
     with ``--factory``: any other callable may be a job), or one from the environment."""
@@ -925,22 +846,7 @@ def _scheduler_for(app: Optional[str], db: Optional[str], factory: bool = False)
                 file=sys.stderr,
             )
         return PipelineScheduler(config)
-    obj = load_attribute(app, "APP")
-    if not isinstance(obj, PipelineScheduler) and callable(obj):
-        if not (factory or _is_factory(obj)):
-            raise ConfigurationError(
-                f"APP {app!r} is a {'class' if inspect.isclass(obj) else 'function'}, not a "
-                "PipelineScheduler: name the scheduler itself (module:variable), or, if it builds and "
-                "returns one, annotate it '-> PipelineScheduler' or pass --factory (it was not called: "
-                "it may be a job)"
-            )
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise ConfigurationError(f"APP {app!r}: calling it raised {type(exc).__name__}: {exc}") from None
-    if not isinstance(obj, PipelineScheduler):
-        raise ConfigurationError(f"APP {app!r} is a {type(obj).__name__}, not a PipelineScheduler")
-    return obj
+    return load_scheduler(app, factory)
 
 
 _HANDLERS: Dict[str, Callable[[argparse.Namespace], int]] = {

@@ -36,7 +36,7 @@ from ..runtime.housekeeping import Housekeeping
 from ..runtime.loop import TimerLoop
 from ..runtime.membership import Membership
 from ..runtime.outcomes import OutcomeWriter
-from ..runtime.runner import Runner
+from ..runtime.runner import HOOKS_AT_STOP_SECONDS, Runner
 from ..runtime.sync import Sync
 from ..runtime.table import ScheduleTable
 from ..stores.base import SKIPPED, RunRecord, Store
@@ -437,7 +437,8 @@ class PipelineScheduler:
         written = self._writer.stop(left(1.0) if drained else 1.0)
         self._housekeeping.stop(left(1.0))
         if drained:  # runs still going keep their executor: they end, and are recorded, when they do
-            self._runner.shutdown(wait=True, timeout=left())
+            # The hooks of the runs that ended get their own few seconds, however late those ended.
+            self._runner.shutdown(wait=True, timeout=max(left(), min(HOOKS_AT_STOP_SECONDS, limit)))
         else:
             logger.warning(
                 "stop: runs still active after %.1fs (%s); they will be recorded as lost if this "

@@ -40,6 +40,7 @@ class Serving:
         self._sync = sync
         self._node_id = node_id
         self.on = False
+        self._telling: Optional[threading.Thread] = None  # a goodbye heartbeat still waiting for the store
 
     def digest(self) -> Optional[str]:
         """The digest of the schedules this node's loop serves (peers serve the same), or None if off."""
@@ -58,13 +59,16 @@ class Serving:
             return
         self.on = False
         # They see it at its next heartbeat, or when its row expires.
-        _bounded(tell, seconds, "tell the other nodes that this one stops serving")
+        self._telling = _bounded(tell, seconds, "tell the other nodes that this one stops serving")
 
     def stop(self, leave: bool, seconds: float) -> None:
         """Serve nothing from now on; ``leave`` (every run ended and its outcome is stored): remove
         this node's row too, rather than let it expire and the node be judged lost (waiting for
         the store ``seconds`` at most)."""
         self.on = False
+        telling, self._telling = self._telling, None
+        if telling is not None and telling.is_alive():
+            leave = False  # removed now, the row would come back when that heartbeat gets through
         if leave:
             node = self._node_id
             _bounded(lambda: self._store.remove_node(node), seconds, "remove this node's row (it expires)")
@@ -99,9 +103,9 @@ class Serving:
             logger.warning("could not record that this node serves %d schedule(s): %s", len(names), exc)
 
 
-def _bounded(call: Callable[[], None], seconds: float, what: str) -> bool:
-    """Run ``call`` (a store write) on a thread of its own and wait ``seconds`` at most; False,
-    and a warning, if it failed or did not answer in time (it then finishes, or not, by itself)."""
+def _bounded(call: Callable[[], None], seconds: float, what: str) -> Optional[threading.Thread]:
+    """Run ``call`` (a store write) on a thread of its own and wait ``seconds`` at most; a warning
+    if it failed or did not answer in time, and then its thread if it still waits."""
     failed: List[Exception] = []
 
     def attempt() -> None:
@@ -115,8 +119,7 @@ def _bounded(call: Callable[[], None], seconds: float, what: str) -> bool:
     thread.join(seconds)
     if thread.is_alive():
         logger.warning("could not %s: the store did not answer within %.1f s", what, seconds)
-        return False
+        return thread
     if failed:
         logger.warning("could not %s: %s", what, failed[0])
-        return False
-    return True
+    return None

@@ -55,6 +55,23 @@ PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
+Planned = Tuple[Claim, Callable[[], Any], Options]  # a claim, the function it runs, its options
+
+
+def group_sizes(count: int, small_first: bool = True) -> List[int]:
+    """How ``count`` due fires are claimed: groups of FIRST_GROUP, then GROUP_GROWTH times more each,
+    up to CLAIM_GROUP (or CLAIM_GROUP at once when a burst goes on); a remainder of at most a
+    quarter of a group more rides along with it, never past CLAIM_GROUP."""
+    sizes: List[int] = []
+    size = FIRST_GROUP if small_first else CLAIM_GROUP
+    while count > 0:
+        if count <= size * 5 // 4 and count <= CLAIM_GROUP:
+            size = count
+        size = min(size, count)
+        sizes.append(size)
+        count -= size
+        size = min(size * GROUP_GROWTH, CLAIM_GROUP)
+    return sizes
 
 
 class Claims:
@@ -149,48 +166,59 @@ class Claims:
                 for name, fire in due:
                     table.push(now + timedelta(seconds=0.5), name, fire)
             return
-        owns = self._membership.owns
-        start, size = 0, FIRST_GROUP if small_first else CLAIM_GROUP
+        sizes = group_sizes(len(due), small_first)
         # A pass of several groups is a burst: its claims carry only outcomes of the schedules they
         # claim, and the writer waits for the pass (the lock), so no group waits for the outcomes of
-        # the runs started before it: they are committed together right after.
-        burst = len(due) > size
-        with self._writer.commit_lock:
-            while start < len(due):  # a small first group: the first runs start while the rest are claimed
-                if start:  # planned on the clock of its own claim (the one before may have waited)
-                    now = self._clock.now()
-                if len(due) - start < size * 5 // 4:  # a remainder smaller than a group rides along
-                    size = len(due) - start
-                group, start = due[start : start + size], start + size
-                size = min(size * GROUP_GROWTH, CLAIM_GROUP)
-                planned: List[Tuple[Claim, Callable[[], Any], Options]] = []
-                with table.lock:
-                    for name, fire in group:
-                        ahead = self._ahead.pop((name, fire), None) if self._ahead else None
-                        record = table.records.get(name)
-                        trigger = table.triggers.get(name)
-                        func = table.funcs.get(name)
-                        if record is None or trigger is None or func is None or record.next_fire != fire:
-                            continue
-                        if not owns(name):
-                            # Queued before the split changed: the owner claims it now (and this node
-                            # re-reads the schedule's state if it is handed back).
-                            if name in self._blocked or self._refusals.tries:
-                                self.unblock(name)
-                            continue
-                        if ahead is not None and still(ahead, record, trigger, now):
-                            if self._unplannable:
-                                self._plannable(name)
-                            ahead.claim.runs[0].started_at = now
-                            planned.append((ahead.claim, func, ahead.opts))
-                            continue
-                        claim, opts = self._plan(name, record, trigger, fire, now)
-                        if claim is not None and opts is not None:
-                            planned.append((claim, func, opts))
-                if planned:
-                    self._claim_group(planned, now, {c.name for c, _, _ in planned} if burst else None)
-                    if start < len(due):
-                        time.sleep(0)  # let the run threads just woken take the GIL and start their runs
+        # the runs started before it: they are committed together right after. Refused claims (each
+        # a store read, maybe a round trip) are dealt with once the lock is let go.
+        burst = len(sizes) > 1
+        refused: List[Tuple[Claim, datetime]] = []
+        start = 0
+        try:
+            with self._writer.commit_lock:
+                for size in sizes:
+                    if start:  # planned on the clock of its own claim (the one before may have waited)
+                        now = self._clock.now()
+                    group, start = due[start : start + size], start + size
+                    planned = self._plan_group(group, now)
+                    if planned:
+                        concerning = {c.name for c, _, _ in planned} if burst else None
+                        refused.extend((claim, now) for claim in self._claim_group(planned, now, concerning))
+                        if start < len(due):
+                            time.sleep(0)  # let the run threads just woken take the GIL and start their runs
+        finally:
+            for claim, asked in refused:
+                self._refused(claim, asked)
+
+    def _plan_group(self, group: Sequence[Fire], now: datetime) -> List[Planned]:
+        """The claims of the fires of ``group`` still due and owned here, planned at ``now`` (their
+        plans made ahead when still good)."""
+        table, owns = self._table, self._membership.owns
+        planned: List[Planned] = []
+        with table.lock:
+            for name, fire in group:
+                ahead = self._ahead.pop((name, fire), None) if self._ahead else None
+                record = table.records.get(name)
+                trigger = table.triggers.get(name)
+                func = table.funcs.get(name)
+                if record is None or trigger is None or func is None or record.next_fire != fire:
+                    continue
+                if not owns(name):
+                    # Queued before the split changed: the owner claims it now (and this node
+                    # re-reads the schedule's state if it is handed back).
+                    if name in self._blocked or self._refusals.tries:
+                        self.unblock(name)
+                    continue
+                if ahead is not None and still(ahead, record, trigger, now):
+                    if self._unplannable:
+                        self._plannable(name)
+                    ahead.claim.runs[0].started_at = now
+                    planned.append((ahead.claim, func, ahead.opts))
+                    continue
+                claim, opts = self._plan(name, record, trigger, fire, now)
+                if claim is not None and opts is not None:
+                    planned.append((claim, func, opts))
+        return planned
 
     def prepare(self, due: List[Fire], now: datetime) -> None:
         """Plan ``due`` (fires of the next instant, popped within the loop's lead) before it comes,
@@ -248,12 +276,13 @@ class Claims:
 
     def _claim_group(
         self,
-        group: Sequence[Tuple[Claim, Callable[[], Any], Options]],
+        group: Sequence[Planned],
         now: datetime,
         concerning: Optional[Set[str]],
-    ) -> None:
+    ) -> List[Claim]:
         """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
-        given) in one transaction; the caller holds the writer's commit lock."""
+        given) in one transaction and hand the won runs over; the refused claims, for ``_refused``.
+        The caller holds the writer's commit lock."""
         try:
             outcomes = self._writer.take(concerning)
             self.in_store_since = time.monotonic()
@@ -275,7 +304,7 @@ class Claims:
             with self._table.lock:
                 for claim, _, _ in group:
                     self._table.push(now + timedelta(seconds=delay), claim.name, claim.expected_next)
-            return
+            return []
         self._writer.done(outcomes)
         if self._failures or self._troubles.any():  # any(): no lock taken while all is well
             self._failures = 0
@@ -322,8 +351,7 @@ class Claims:
                 self._submit(name, func, runs, opts)
         for run in ended:
             self._announce(run)
-        for claim in refused:
-            self._refused(claim, now)
+        return refused
 
     @property
     def answer_seconds(self) -> float:

@@ -1049,7 +1049,7 @@ class TestOverview:
             sched.schedule_hourly("fine", ok)
             sched.schedule_hourly("broken", boom)
             sched.schedule_hourly("paused", ok)
-            sched.schedule_hourly("busy", lambda: began.set() or release.wait(10) and None)
+            sched.schedule_hourly("busy", lambda: began.set() or (release.wait(10) and None))
             sched.disable("paused")
             app = ApiApp(sched)
             call(app, "POST", "/api/schedules/fine/run?wait=true")

@@ -238,6 +238,11 @@ class HangingStore(SQLiteStore):
         super().__init__(path)
         self.hang = threading.Event()
         self.thaw = threading.Event()
+        self.removed: List[str] = []
+
+    def remove_node(self, node_id: str) -> None:
+        self.removed.append(node_id)
+        super().remove_node(node_id)
 
     def claim_many(self, *args: Any, **kwargs: Any) -> Any:
         if self.hang.is_set():
@@ -263,11 +268,16 @@ class TestStopOnAHungStore:
             store.hang.set()  # the loop's next claim hangs; so does stop()'s goodbye heartbeat
             time.sleep(1.5)
             result: List[bool] = []
+            began = time.monotonic()
             stopping = threading.Thread(target=lambda: result.append(scheduler.stop(timeout=1)))
             stopping.start()
             stopping.join(30)  # the disk stays frozen for 60 s
             assert not stopping.is_alive() and result, "stop() waited for the frozen store"
+            # 1 s, plus at most a second or so for each of the few steps that waited on the store.
+            assert time.monotonic() - began < 10
             assert "the store did not answer" in caplog.text
+            # Its goodbye heartbeat still waits: removing the row now would let that bring it back.
+            assert store.removed == []
         finally:
             store.thaw.set()
             scheduler.close()

@@ -13,7 +13,7 @@ import pytest
 
 from flowyml_lite.clock import FakeClock
 from flowyml_lite.core.triggers import build_trigger
-from flowyml_lite.runtime.claims import PLAN_RETRY_SECONDS, Claims
+from flowyml_lite.runtime.claims import CLAIM_GROUP, PLAN_RETRY_SECONDS, Claims, group_sizes
 from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.membership import Membership
 from flowyml_lite.runtime.outcomes import OutcomeWriter
@@ -461,3 +461,42 @@ class TestOutcomesAndClaims:
         assert sorted(carried, reverse=True)[:2] == [1, 0]
         assert "job-30" in dict(w.started)
         assert [r.status for r in w.store.history("job-30")] == [RUNNING, SUCCEEDED]
+
+
+class TestGroups:
+    @pytest.mark.parametrize(
+        ("count", "small_first", "sizes"),
+        [
+            (1, True, [1]),
+            (12, True, [12]),  # a remainder of a quarter of a group rides along
+            (60, True, [10, 50]),
+            (1000, True, [10, 40, 160, 790]),
+            (1249, False, [1000, 249]),  # never past CLAIM_GROUP
+            (2249, True, [10, 40, 160, 640, 1000, 399]),
+        ],
+    )
+    def test_a_burst_is_claimed_in_growing_groups_never_over_the_limit(
+        self, count: int, small_first: bool, sizes: List[int]
+    ) -> None:
+        assert group_sizes(count, small_first) == sizes
+        assert max(sizes) <= CLAIM_GROUP and sum(sizes) == count
+
+    def test_refused_claims_are_looked_into_after_the_writer_may_commit_again(self) -> None:
+        """Re-reading a refused schedule is a store round trip each: outcomes do not wait for them."""
+        w = world(count=30, held=True)
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        for name in w.names[::3]:  # another node claimed these first
+            w.store.set_enabled(name, True, DUE + timedelta(seconds=60))
+        held_while_rereading: List[bool] = []
+        real = w.store.get_schedule
+
+        def rereading(name: str) -> Any:
+            held_while_rereading.append(w.writer.commit_lock.locked())
+            return real(name)
+
+        w.store.get_schedule = rereading
+        w.claims.process(due, DUE)
+        assert len(held_while_rereading) == 10 and not any(held_while_rereading)
+        assert len(w.started) == 20
