@@ -408,6 +408,14 @@ def a_run_still_recorded_active(w: SimpleNamespace, name: str) -> RunRecord:
     return run
 
 
+def claim_the_instant(w: SimpleNamespace) -> None:
+    """What the loop does at DUE: pop its fires and have them claimed."""
+    w.clock.set(DUE)
+    with w.table.cond:
+        due = w.table.pop_due(DUE)
+    w.claims.process(due, DUE)
+
+
 def claiming_with_outcomes(w: SimpleNamespace) -> List[int]:
     """Spy on the store: the number of outcomes each claim transaction carries."""
     carried: List[int] = []
@@ -427,10 +435,7 @@ class TestOutcomesAndClaims:
         a_run_still_recorded_active(w, "job-0")
         a_run_still_recorded_active(w, "other")  # of a schedule this pass does not claim
         carried = claiming_with_outcomes(w)
-        w.clock.set(DUE)
-        with w.table.cond:
-            due = w.table.pop_due(DUE)
-        w.claims.process(due, DUE)
+        claim_the_instant(w)
         assert carried == [2]
         assert w.writer.pending == 0
 
@@ -440,10 +445,7 @@ class TestOutcomesAndClaims:
         w = world(count=60, held=True)
         a_run_still_recorded_active(w, "other")
         carried = claiming_with_outcomes(w)
-        w.clock.set(DUE)
-        with w.table.cond:
-            due = w.table.pop_due(DUE)
-        w.claims.process(due, DUE)
+        claim_the_instant(w)
         assert len(carried) > 1 and carried == [0] * len(carried)
         assert len(w.started) == 60
         assert w.writer.pending == 1
@@ -454,10 +456,7 @@ class TestOutcomesAndClaims:
         w = world(count=60, held=True)
         a_run_still_recorded_active(w, "job-30")
         carried = claiming_with_outcomes(w)
-        w.clock.set(DUE)
-        with w.table.cond:
-            due = w.table.pop_due(DUE)
-        w.claims.process(due, DUE)
+        claim_the_instant(w)
         assert sorted(carried, reverse=True)[:2] == [1, 0]
         assert "job-30" in dict(w.started)
         assert [r.status for r in w.store.history("job-30")] == [RUNNING, SUCCEEDED]
