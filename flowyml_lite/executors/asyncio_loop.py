@@ -13,13 +13,25 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import Any, Dict, Optional, Set
 
 from ..runtime.context import CURRENT_RUN
 from . import capture
-from .base import Done, Executor, Handle, Job, JobResult, drained, from_exception, result_of
+from .base import (
+    Done,
+    Executor,
+    Handle,
+    Job,
+    JobResult,
+    drained,
+    from_exception,
+    leave_forked_child,
+    result_of,
+)
 from .thread import ThreadExecutor, deliver
 
 logger = logging.getLogger("flowyml_lite.executors.async")
@@ -83,6 +95,8 @@ class AsyncExecutor(Executor):
         self._threads: Optional[ThreadExecutor] = None
         self._closed = False
         self._tick = time.monotonic()  # when the loop last went round (see problem())
+        self._pid = os.getpid()  # a job that forks: its child must not go on with this loop's runs
+        _EXECUTORS.add(self)
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -181,6 +195,8 @@ class AsyncExecutor(Executor):
         except BaseException:
             logger.exception("the async executor's event loop failed")
         finally:
+            if os.getpid() != self._pid:  # a forked child whose job awaited: it ends, runs nothing more
+                leave_forked_child(None, False)
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             except BaseException:
@@ -219,12 +235,16 @@ class AsyncExecutor(Executor):
             )
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the loop must live on
             result = from_exception(exc)
+        if os.getpid() != self._pid:  # the job forked, and its child returned from it
+            leave_forked_child(handle.job.context.schedule, result.success)
         result.output = handle.buffer.text()
         CURRENT_RUN.set(None)  # done() runs in this task's context: it is not part of the run
         capture.CURRENT_OUTPUT.set(None)
         self._finish(handle, result)
 
     def _finish(self, handle: _AsyncHandle, result: JobResult) -> None:
+        if os.getpid() != self._pid:
+            return  # in a forked child: the parent records its runs
         with handle.lock:
             if handle.finished.is_set():
                 return
@@ -246,3 +266,20 @@ def _on_loop_error(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> 
         context.get("message", "unhandled error in the event loop"),
         exc_info=(type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else None,
     )
+
+
+# Executors of this process, so that a job forking on one's loop thread stops that loop in the child.
+_EXECUTORS: weakref.WeakSet[AsyncExecutor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked by a job on an executor's loop thread, the loop stops once the job's step
+    is over: the runs in flight are the parent's, and must not go on (or end) twice."""
+    for executor in list(_EXECUTORS):
+        loop, thread = executor._loop, executor._thread
+        if loop is not None and thread is threading.current_thread():
+            loop.stop()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)

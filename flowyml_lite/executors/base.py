@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import abc
 import inspect
+import os
+import sys
 import traceback as _traceback
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -220,3 +222,20 @@ def result_of(value: Any) -> JobResult:
         return JobResult()
     success, run_id, error = interpret(value)
     return JobResult(value=value, success=success, run_id=run_id, error=error)
+
+
+def leave_forked_child(schedule: Optional[str], success: bool) -> None:
+    """The job forked and its child came back into the executor (it returned from the job): the
+    child ends here, as if it had called ``os._exit``. Its parent's run goes on; a child must not
+    record runs, serve others, or hold the parent's sockets open."""
+    note = (
+        f"flowyml_lite: {'a run' if schedule is None else f'the run of {schedule!r}'} forked, and the "
+        f"child process {os.getpid()} went back to the scheduler: it exits here (end a child with os._exit)\n"
+    )
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        os.write(2, note.encode("utf-8", "replace"))
+    finally:
+        os._exit(0 if success else 1)

@@ -23,7 +23,17 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 from ..runtime.context import CURRENT_RUN
 from ..stores.schema import clip_text
 from . import capture
-from .base import Done, Executor, Handle, Job, JobResult, drained, from_exception, result_of
+from .base import (
+    Done,
+    Executor,
+    Handle,
+    Job,
+    JobResult,
+    drained,
+    from_exception,
+    leave_forked_child,
+    result_of,
+)
 
 logger = logging.getLogger("flowyml_lite.executors.thread")
 
@@ -370,7 +380,7 @@ class ThreadExecutor(Executor):
                     _started(task)
                 result = run_here(task.job, buffer)
                 if os.getpid() != pid:
-                    _leave_forked_child(task, result)
+                    leave_forked_child(task.job.context.schedule, result.success)
                 self._awake[me] = -time.perf_counter()  # ending it since
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
@@ -466,22 +476,6 @@ def _started(task: _Task) -> None:
         task.job.on_start()  # type: ignore[misc]
     except Exception:
         logger.exception("the start callback of the run of %r failed", task.job.context.schedule)
-
-
-def _leave_forked_child(task: _Task, result: JobResult) -> None:
-    """The job forked and its child returned into the run thread: the child ends here, as if it had
-    called ``os._exit`` (its parent's run goes on; a child must not record it, or serve runs)."""
-    note = (
-        f"flowyml_lite: the run of {task.job.context.schedule!r} forked, and the child process "
-        f"{os.getpid()} returned from the job: it exits here (end a child with os._exit)\n"
-    )
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-        os.write(2, note.encode("utf-8", "replace"))
-    finally:
-        os._exit(0 if result.success else 1)
 
 
 def _where(thread: Optional[threading.Thread]) -> Optional[str]:

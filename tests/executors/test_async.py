@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import signal
 import threading
+import time
 import warnings
+from pathlib import Path
 from typing import Iterator, List
 
 import pytest
@@ -186,3 +190,48 @@ class TestBlockedLoop:
         while executor.problem() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert executor.problem() is None
+
+
+def child_ended(pid: int) -> bool:
+    """Whether child ``pid`` exits within 20 s (else it is killed, and False)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+class TestAJobThatForks:
+    """A forked child that goes back to the event loop must not go on with (or end) the parent's
+    other runs, nor outlive them holding its sockets: it exits, and only the parent reports."""
+
+    @pytest.mark.parametrize("child_awaits", [False, True], ids=["child-returns", "child-awaits"])
+    def test_the_child_runs_none_of_the_loops_other_runs_and_exits(
+        self, executor: AsyncExecutor, tmp_path: Path, capfd: pytest.CaptureFixture[str], child_awaits: bool
+    ) -> None:
+        log = tmp_path / "ends"
+
+        async def slow() -> None:
+            await asyncio.sleep(0.5)
+            with open(log, "a") as out:
+                out.write(f"{os.getpid()}\n")
+
+        async def forker() -> int:
+            child = os.fork()
+            if child == 0 and child_awaits:
+                await asyncio.sleep(0.1)  # the child's copy of the loop stops here
+            return child  # 0 in the child: back into the executor without os._exit
+
+        _, slow_outcome = submit(executor, slow)
+        _, fork_outcome = submit(executor, forker, schedule="forker")
+        forked = fork_outcome.wait(SAFETY)
+        assert forked is not None and forked.success and forked.value > 0
+        assert child_ended(forked.value), "the forked child went on running the parent's loop"
+        assert slow_outcome.wait(SAFETY) is not None
+        assert log.read_text().split() == [str(os.getpid())]  # the rest of `slow` ran once, here
+        assert len(fork_outcome.results) == 1
+        assert "went back to the scheduler: it exits here" in capfd.readouterr().err
