@@ -477,7 +477,7 @@ class Report:
     unaccounted: List[Tuple[str, int]] = field(default_factory=list)
     outside_fault: List[Tuple[str, int]] = field(default_factory=list)  # gaps outside the fault window
     late_overlaps: List[Tuple[str, int]] = field(default_factory=list)  # skipped: the last run was late
-    silent: List[str] = field(default_factory=list)  # schedules without a fire after the recovery
+    silent: List[str] = field(default_factory=list)  # schedules that started no run after the recovery
     share: Dict[str, int] = field(default_factory=dict)
     lag_p50: Optional[float] = None
     lag_p99: Optional[float] = None
@@ -577,8 +577,8 @@ def analyse(
                 first = min(seen, key=lambda line: line.wall_time)
                 lags.append(first.wall_time - instant)
                 share[pid_name.get(first.pid, str(first.pid))] += 1
-                if fault is not None and instant > fault[1]:
-                    fired_after_fault = True
+                if fault is not None and (instant > fault[1] or first.wall_time > fault[1]):
+                    fired_after_fault = True  # an instant after the fault, or one of it caught up after
                 row = by_fire.get(float(instant))
                 if row is None or row.status not in ("succeeded", "lost"):
                     report.mismatched.append(f"{name}@{instant}: ran, row {row and (row.status, row.reason)}")
@@ -597,7 +597,8 @@ def analyse(
                 report.outside_fault.append((name, instant))
             if fault is not None and instant >= fault[1]:
                 last_gap = instant if last_gap is None else max(last_gap, instant)
-        # Silent: instants after the fault's end came, and none of them ran.
+        # Silent: instants after the fault's end came, and no run started after it (a catch-up run
+        # of an instant of the fault, started after it, may hold the next instant back for overlap).
         after = [i for i in instants if fault is not None and i > fault[1]]
         if after and not fired_after_fault:
             report.silent.append(name)
