@@ -306,6 +306,11 @@ class Claims:
                     self._table.push(now + timedelta(seconds=delay), claim.name, claim.expected_next)
             return []
         self._writer.done(outcomes)
+        # The first answer after the store failed: its fires waited for the store to come back, and
+        # one whose next instant is due by now gives way to it (else it would run late, and the
+        # instant due now be skipped for overlap with it). A store that is only slow supersedes
+        # nothing this way (its fires must run, late).
+        recovering = self._failures > 0
         if self._failures or self._troubles.any():  # any(): no lock taken while all is well
             self._failures = 0
             lasted = self._troubles.clear("claims")
@@ -315,7 +320,7 @@ class Claims:
         won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
         ended: List[RunRecord] = []  # missed, or skipped for overlap, at the claim
         answered = self._clock.now()
-        stuck = self._answered_late(answered, now)
+        stuck = recovering or self._answered_late(answered, now)
         table = self._table
         with table.lock:
             for (claim, func, opts), stored in zip(group, results):
@@ -324,7 +329,7 @@ class Claims:
                     continue
                 passed = stuck and claim.new_next is not None and claim.new_next <= answered
                 if passed and opts.catchup != "all":
-                    stored = self._superseded(stored, answered, now)
+                    stored = self._superseded(stored, answered, now, recovering)
                 record = table.records.get(claim.name)
                 if record is None:
                     continue
@@ -377,14 +382,19 @@ class Claims:
             logger.warning("%s", message)
         return stuck
 
-    def _superseded(self, stored: List[RunRecord], answered: datetime, asked: datetime) -> List[RunRecord]:
+    def _superseded(
+        self, stored: List[RunRecord], answered: datetime, asked: datetime, recovering: bool
+    ) -> List[RunRecord]:
         """The claim's runs, their instants superseded: the store answered after the schedule's next
-        instant was due (a cut link, a lock held for seconds). Running them now would make the fire
-        due now refused for overlap with a stale one; recorded ``missed``, the next pass runs that."""
-        reason = (
-            f"superseded by a later instant due at the same time (the store took "
-            f"{(answered - asked).total_seconds():.1f} s to answer the claim)"
+        instant was due (a cut link, a lock held for seconds, or the claim was the first after the
+        store came back). Running them now would make the fire due now refused for overlap with a
+        stale one; recorded ``missed``, the next pass runs that."""
+        waited = (
+            "its claim waited for the store to come back"
+            if recovering
+            else f"the store took {(answered - asked).total_seconds():.1f} s to answer the claim"
         )
+        reason = f"superseded by a later instant due at the same time ({waited})"
         ended = []
         for run in stored:
             if run.status in ACTIVE_STATUSES:

@@ -13,6 +13,7 @@ import pytest
 
 from flowyml_lite.clock import FakeClock
 from flowyml_lite.core.triggers import build_trigger
+from flowyml_lite.errors import StoreError
 from flowyml_lite.runtime.claims import CLAIM_GROUP, PLAN_RETRY_SECONDS, Claims, group_sizes
 from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.membership import Membership
@@ -289,6 +290,40 @@ class TestAGroupAfterASlowClaim:
             w.clock.set(w.clock.now() + timedelta(seconds=1))
             a_pass()
         assert len(w.started) == 8 and w.troubles.problems() == []
+
+    def test_the_first_claim_after_the_store_came_back_gives_way_to_an_instant_due_meanwhile(self) -> None:
+        """The store was down 9.6 s; the first claim after it is back is answered in 0.5 s (quick),
+        but the schedule's next instant came due meanwhile: running the old instant 10 s late would
+        make the one due now skipped for overlap. It is recorded missed and the new one runs."""
+        w = world(count=1, interval=10)
+        w.clock.set(DUE)
+        real = w.store.claim_many
+        calls = [0]
+
+        def down_then_back(claims: Any, outcomes: Any = ()) -> Any:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise StoreError("connection refused")
+            w.clock.set(w.clock.now() + timedelta(seconds=0.5))
+            return real(claims, outcomes)
+
+        w.store.claim_many = down_then_back
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)  # the store is down: queued again
+        w.clock.set(DUE + timedelta(seconds=9.6))  # back; the retry comes
+        with w.table.cond:
+            again = w.table.pop_due(w.clock.now())
+        w.claims.process(again, w.clock.now())
+        assert w.started == []
+        w.claims._writer.flush(5)
+        (missed,) = w.store.history("job-0")
+        assert missed.fire_time == DUE and missed.status == MISSED
+        assert "waited for the store to come back" in (missed.reason or "")
+        with w.table.cond:
+            latest = w.table.pop_due(w.clock.now())
+        w.claims.process(latest, w.clock.now())
+        assert [r.fire_time for r in dict(w.started)["job-0"]] == [DUE + timedelta(seconds=10)]
 
     def test_a_store_slow_by_turns_supersedes_nothing_and_health_does_not_flap(self) -> None:
         """Answers of 0.8 s and 1.6 s by turns (a slow link): slow, never stuck."""
