@@ -5,10 +5,10 @@ Runners ``put`` outcomes; one thread commits whatever has gathered since its las
 may ``take`` the pending outcomes into its own claim transaction, so a run that just finished
 never counts against the overlap limit of its schedule's next fire; in a burst it takes them only
 when they concern a schedule it claims, and the writer waits for the burst's claims to be done
-(their runs start first, the burst's outcomes are committed together right after). While the store fails, the
-outcomes wait in memory and the writer retries until the store is back; past ``limit`` pending
-outcomes the loop stops claiming new fires (``backlogged``) until the backlog drains, so memory
-stays bounded and nothing is lost.
+(their runs start first, the burst's outcomes are committed together right after). While the
+store fails, the outcomes wait in memory and the writer retries until the store is back; past
+``limit`` pending outcomes the loop stops claiming new fires (``backlogged``) until the backlog
+drains, so memory stays bounded and nothing is lost.
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ class Runner:
                 waiting = held[0][id(executor)] = (executor, [])
             waiting[1].append((job, state))
             return
-        handle = executor.submit(job, self._done_for(state))
+        handle = executor.submit(job, state)  # a RunState is its run's done callback
         if state.opts.timeout_seconds is not None:
             self._handed(state, handle, run.attempt)
 
@@ -320,9 +320,6 @@ class Runner:
         for (job, state), handle in zip(items, handles):
             if job.timeout is not None:  # without one, nothing cancels through the handle
                 self._handed(state, handle, job.context.attempt)
-
-    def _done_for(self, state: RunState) -> Callable[[JobResult], None]:
-        return state  # callable: it calls self._on_result (one bound method for every run)
 
     # -- endings ------------------------------------------------------------------------
     def _done(self, state: RunState, result: JobResult) -> None:
