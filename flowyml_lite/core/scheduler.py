@@ -100,6 +100,7 @@ class PipelineScheduler:
             self._store,
             lambda record: self._catalog.trigger_for(record, rebuild=True),
             self.node_id,
+            defer_collections=cfg.gc_pause_in_bursts,
         )
         self._troubles = Troubles()
         self._membership = Membership(self.node_id)

@@ -76,7 +76,8 @@ class SchedulerConfig:
     #: triggers) are never scanned again, which cuts the loop's worst pauses. Affects the whole process.
     gc_freeze: bool = False
     #: Put off Python's automatic garbage collection while the loop claims and starts a burst of
-    #: 100 fires or more (one second at most; collection resumes right after). Affects the whole process.
+    #: 100 fires or more (one second at most; collection resumes right after), and its full
+    #: collections while schedules are declared in bulk (until start()). Affects the whole process.
     gc_pause_in_bursts: bool = True
     #: Directory of the file lock's files; None = ``<db_path>.locks`` next to the database.
     lock_dir: Optional[str] = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ..stores.base import SKIPPED, SUCCEEDED, RunRecord
 from ..timezones import ZoneProvider, get_zone
@@ -43,16 +43,32 @@ def start_lag(run: RunRecord, started: Optional[datetime]) -> Optional[float]:
     return (started - run.fire_time).total_seconds() if started is not None and run.attempt == 1 else None
 
 
+#: How many recent answers a Localizer keeps.
+_SHOWN = 4096
+
+
 class Localizer:
     """Instants shown in a zone, with the zones looked up once; an unknown zone shows UTC."""
 
     def __init__(self, provider: Union[str, ZoneProvider]) -> None:
         self._provider = provider
         self._zones: Dict[str, Optional[tzinfo]] = {}  # zone name -> tzinfo (None: unknown here)
+        # Recent answers: schedules of one timetable and zone share their instants, and 100,000
+        # declarations at a start each show theirs.
+        self._shown: Dict[Tuple[str, datetime], datetime] = {}
 
     def __call__(self, zone_name: str, moment: Optional[datetime]) -> Optional[datetime]:
         if moment is None:
             return None
+        key = (zone_name, moment)
+        shown = self._shown.get(key)
+        if shown is None:
+            shown = self._shown[key] = self._show(zone_name, moment)
+            if len(self._shown) > _SHOWN:
+                self._shown.clear()
+        return shown
+
+    def _show(self, zone_name: str, moment: datetime) -> datetime:
         try:
             zone = self._zones[zone_name]
         except KeyError:

@@ -9,6 +9,12 @@ turns automatic collection off) and restoring it after: ``gc.disable()``, ``gc.e
 thread, alive only during a pause, ends one that lasts ``MAX_PAUSE_SECONDS`` whatever the loop
 is doing (a claim stuck on its store, say). Process-wide, like the collector itself, so several
 schedulers in one process share one pause; a forked child always starts without it.
+
+Declarations in bulk (a process declaring 100,000 schedules as it starts) allocate objects that
+all live on, so the collector's full collections, each a scan of the whole growing heap, find
+nothing: a third of the time re-declaring them took. While declarations come in bulk, full
+collections are deferred (the oldest generation's threshold raised; the young generations are
+still collected) until ``DEFER_IDLE_SECONDS`` after the last one, or the scheduler's next sync.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from typing import Optional, Tuple
+from typing import Optional
 
 logger = logging.getLogger("flowyml_lite.scheduler.gc_pause")
 
@@ -26,11 +32,17 @@ logger = logging.getLogger("flowyml_lite.scheduler.gc_pause")
 BURST_FIRES = 100
 #: The longest a pause lasts, however long the burst: garbage in cycles waits no longer.
 MAX_PAUSE_SECONDS = 1.0
+#: Full collections resume this long after the last declaration of a burst of them.
+DEFER_IDLE_SECONDS = 1.0
+#: The oldest generation's threshold while full collections are deferred: never reached in a burst.
+_FAR = 1_000_000
 
 _cond = threading.Condition()
 _holders = 0  # pauses held now, by the loops of this process
 _since = 0.0  # when the pause began (monotonic); 0.0 while there is none
-_saved: Tuple[int, ...] = ()  # the collector's thresholds before the pause
+_saved = 0  # the collector's first threshold before the pause
+_deferred: Optional[int] = None  # the oldest generation's threshold a deferral replaced
+_defer_until = 0.0  # when a deferral ends (monotonic), renewed by each declaration
 _watchdog: Optional[threading.Thread] = None
 _watched = False  # the watchdog runs and will see a new pause (it clears this as it leaves)
 
@@ -55,7 +67,7 @@ class GCPause:
             thresholds = gc.get_threshold()
             if thresholds[0] == 0 or not _watching():
                 return  # automatic collection is off already; or no watchdog, no pause
-            _saved, _since = thresholds, time.monotonic()
+            _saved, _since = thresholds[0], time.monotonic()
             gc.set_threshold(0, *thresholds[1:])
 
     def release(self) -> None:
@@ -74,7 +86,7 @@ class GCPause:
         a stopped scheduler leaves no thread behind."""
         self.release()
         with _cond:
-            watchdog = None if _since else _watchdog
+            watchdog = None if _since or _deferred is not None else _watchdog
         if watchdog is not None and watchdog is not threading.current_thread():
             watchdog.join(0.5)
 
@@ -84,14 +96,57 @@ def paused() -> bool:
     return _since > 0.0
 
 
+def defer_full_collections() -> None:
+    """Declarations are arriving in bulk: put off full collections until ``DEFER_IDLE_SECONDS``
+    after the last call (cheap enough to call for each declaration)."""
+    global _defer_until, _deferred
+    _defer_until = time.monotonic() + DEFER_IDLE_SECONDS
+    if _deferred is not None:
+        return
+    with _cond:
+        if _deferred is not None or not gc.isenabled():
+            return
+        thresholds = gc.get_threshold()
+        if thresholds[2] >= _FAR or not _watching():
+            return  # deferred already by the application; or no watchdog, no deferral
+        _deferred = thresholds[2]
+        gc.set_threshold(*thresholds[:2], _FAR)
+        _cond.notify_all()
+
+
+def end_deferral() -> None:
+    """The declarations are over (the scheduler synced or started): full collections resume."""
+    if _deferred is not None:
+        with _cond:
+            _undefer()
+
+
+def deferring() -> bool:
+    """Whether full collections are deferred now."""
+    return _deferred is not None
+
+
+def _undefer() -> None:
+    """Restore the threshold a deferral raised, unless the application set its own meanwhile
+    (``_cond`` held)."""
+    global _deferred
+    if _deferred is not None:
+        thresholds = gc.get_threshold()
+        if thresholds[2] == _FAR:
+            gc.set_threshold(*thresholds[:2], _deferred)
+        _deferred = None
+        _cond.notify_all()
+
+
 def _resume() -> None:
-    """Restore the thresholds a pause changed, unless the application set its own meanwhile, and
+    """Restore the threshold a pause changed, unless the application set its own meanwhile, and
     let the watchdog go (``_cond`` held)."""
     global _since
     if _since:
         _since = 0.0
-        if gc.get_threshold()[0] == 0:
-            gc.set_threshold(*_saved)
+        thresholds = gc.get_threshold()
+        if thresholds[0] == 0:
+            gc.set_threshold(_saved, *thresholds[1:])
     _cond.notify_all()
 
 
@@ -110,23 +165,30 @@ def _watching() -> bool:
 
 
 def _watch() -> None:
-    """The watchdog: end the pause once it has lasted ``MAX_PAUSE_SECONDS``; gone when it ends."""
+    """The watchdog: end a pause once it has lasted ``MAX_PAUSE_SECONDS``, and a deferral once its
+    declarations have stopped for ``DEFER_IDLE_SECONDS``; gone when neither is left."""
     global _watched
     try:
         with _cond:
             while True:
-                if not _since:
+                if not _since and _deferred is None:
                     _cond.wait(0.1)  # the next burst's pause, if it comes at once, is watched too
-                    if not _since:
+                    if not _since and _deferred is None:
                         _watched = False
                         return
                     continue
-                left = _since + MAX_PAUSE_SECONDS - time.monotonic()
-                if left > 0:
-                    _cond.wait(left)
-                    continue
-                _resume()  # the holders still release theirs; collection is already on
-                logger.debug("a burst kept garbage collection off for %.1f s: on again", MAX_PAUSE_SECONDS)
+                now = time.monotonic()
+                if _deferred is not None and _defer_until <= now:
+                    _undefer()
+                    logger.debug("declarations stopped: full garbage collections resume")
+                if _since and _since + MAX_PAUSE_SECONDS <= now:
+                    _resume()  # the holders still release theirs; collection is already on
+                    logger.debug("a burst kept collection off for %.1f s: on again", MAX_PAUSE_SECONDS)
+                ends = [_since + MAX_PAUSE_SECONDS] if _since else []
+                if _deferred is not None:
+                    ends.append(_defer_until)
+                if ends:
+                    _cond.wait(max(0.0, min(ends) - now))
     except BaseException:  # pragma: no cover - a daemon thread ends with the interpreter
         _watched = False
         logger.exception("the garbage-collection pause watchdog failed (the next pause starts another)")
@@ -134,13 +196,19 @@ def _watch() -> None:
 
 def _in_child() -> None:
     """A child forked during a pause (a process executor's run) never inherits it."""
-    global _cond, _holders, _since, _watchdog, _watched
+    global _cond, _holders, _since, _watchdog, _watched, _deferred
     _cond = threading.Condition()
     _holders, _watchdog, _watched = 0, None, False
+    thresholds = gc.get_threshold()
     if _since:
         _since = 0.0
-        if gc.get_threshold()[0] == 0:
-            gc.set_threshold(*_saved)
+        if thresholds[0] == 0:
+            thresholds = (_saved, *thresholds[1:])
+    if _deferred is not None:
+        if thresholds[2] == _FAR:
+            thresholds = (*thresholds[:2], _deferred)
+        _deferred = None
+    gc.set_threshold(*thresholds)
 
 
 if hasattr(os, "register_at_fork"):

@@ -17,6 +17,7 @@ from ..core.schedule import as_stored
 from ..core.triggers import Trigger
 from ..stores.base import ScheduleRecord, ScheduleState, Store
 from ..timezones import UTC
+from .gc_pause import defer_full_collections, end_deferral
 from .table import ScheduleTable
 
 logger = logging.getLogger("flowyml_lite.scheduler.sync")
@@ -34,8 +35,10 @@ class Sync:
         store: Store,
         rebuild: Callable[[ScheduleRecord], Trigger],
         node_id: Optional[str] = None,
+        defer_collections: bool = False,
     ) -> None:
         self._node = node_id
+        self._defer_collections = defer_collections
         self._table = table
         self._store = store
         self._rebuild = rebuild
@@ -56,17 +59,22 @@ class Sync:
         After ``BULK_READ_AFTER`` declarations without a sync, the states of all rows are read in
         one query and the next declarations take theirs from there (an entry serves once). None
         means no row, or none left in the bulk read: the caller writes, and the store decides.
+        Declarations in bulk also defer the garbage collector's full collections (``gc_pause``).
         """
         table = self._table
         with table.lock:
             epoch = self.epoch
             states = self._states
             if states is not None:
+                if self._defer_collections:
+                    defer_full_collections()
                 return epoch, states.pop(name, None)
             self._declared += 1
             bulk = self._declared >= BULK_READ_AFTER
         if not bulk:
             return epoch, self._store.get_schedule(name)
+        if self._defer_collections:
+            defer_full_collections()
         states = self._store.schedule_states()
         with table.lock:
             found = states.pop(name, None)
@@ -149,6 +157,7 @@ class Sync:
         with self._table.lock:
             if name is None:
                 self._states = None
+                end_deferral()
             elif self._states is not None:
                 self._states.pop(name, None)
 
@@ -170,6 +179,7 @@ class Sync:
             self._states = None
             self._declared = 0
             names = set(self._table.funcs)
+        end_deferral()
         if not self._store.shared or not names:
             return
         synced_at = self._synced_at

@@ -152,20 +152,28 @@ STATE_COLUMNS = ("name", "definition_hash", "enabled", "next_fire", "last_fire",
 def states_of(rows: Iterable[Sequence[Any]]) -> Dict[str, ScheduleState]:
     """``name -> ScheduleState`` of rows of ``STATE_COLUMNS`` (instants as integer microseconds).
 
-    Written for 100,000 rows at a start: tuples made directly, instants converted inline, and a row
-    never changed since its creation shares one datetime for both stamps (they are immutable).
+    Written for 100,000 rows at a start: tuples made directly, and each fire instant converted once
+    (schedules of one timetable share their next fire; datetimes are immutable, so they share one
+    object), as is a row's creation stamp when it was never updated.
     """
     epoch, delta, make, state = EPOCH, timedelta, tuple.__new__, ScheduleState
     out: Dict[str, ScheduleState] = {}
+    instants: Dict[Optional[int], Optional[datetime]] = {None: None}
     for name, digest, enabled, next_fire, last_fire, created, updated in rows:
         made = None if created is None else epoch + delta(0, 0, created)
+        upcoming = instants.get(next_fire)
+        if upcoming is None and next_fire is not None:
+            upcoming = instants[next_fire] = epoch + delta(0, 0, next_fire)
+        latest = instants.get(last_fire)
+        if latest is None and last_fire is not None:
+            latest = instants[last_fire] = epoch + delta(0, 0, last_fire)
         out[name] = make(
             state,
             (
                 digest,
                 bool(enabled),
-                None if next_fire is None else epoch + delta(0, 0, next_fire),
-                None if last_fire is None else epoch + delta(0, 0, last_fire),
+                upcoming,
+                latest,
                 made,
                 made if updated == created else None if updated is None else epoch + delta(0, 0, updated),
             ),

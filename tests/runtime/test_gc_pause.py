@@ -1,6 +1,7 @@
 """Automatic garbage collection is put off while a burst is claimed and started: only for a burst,
 never past a second, never against the application's own settings, shared by every loop of the
-process, not inherited by a forked child, and with no thread left once it is over."""
+process, not inherited by a forked child, and with no thread left once it is over. Declarations in
+bulk defer only the full collections, until they stop or the scheduler starts."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def collector_as_it_was() -> Iterator[None]:
     thresholds = gc.get_threshold()
     gc.enable()
     yield
+    gc_pause.end_deferral()
     gc.enable()  # process-wide: leave the test process as it was
     gc.set_threshold(*thresholds)
 
@@ -157,6 +159,98 @@ class TestAPause:
             pause.close()
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert collecting()
+
+
+def full_collections_deferred() -> bool:
+    return gc.get_threshold()[2] >= gc_pause._FAR
+
+
+class TestDeclarationsInBulk:
+    def test_full_collections_wait_and_the_young_generations_are_still_collected(self) -> None:
+        thresholds = gc.get_threshold()
+        gc_pause.defer_full_collections()
+        assert full_collections_deferred() and gc_pause.deferring() and watchdog_alive()
+        assert gc.get_threshold()[:2] == thresholds[:2] and collecting()
+        gc_pause.end_deferral()
+        assert gc.get_threshold() == thresholds and not gc_pause.deferring()
+
+    def test_the_deferral_ends_once_declarations_stop(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(gc_pause, "DEFER_IDLE_SECONDS", 0.05)
+        thresholds = gc.get_threshold()
+        gc_pause.defer_full_collections()  # e.g. a script that declares and never starts
+        deadline = time.monotonic() + 30
+        while gc_pause.deferring() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.get_threshold() == thresholds
+        while watchdog_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not watchdog_alive()  # and the watchdog is gone
+
+    def test_each_declaration_renews_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(gc_pause, "DEFER_IDLE_SECONDS", 0.3)
+        ends = time.monotonic() + 1.0
+        while time.monotonic() < ends:
+            gc_pause.defer_full_collections()
+            time.sleep(0.02)
+            assert full_collections_deferred()  # never ended while declarations keep coming
+        gc_pause.end_deferral()
+
+    def test_with_collection_off_nothing_is_deferred(self) -> None:
+        gc.disable()
+        gc_pause.defer_full_collections()
+        assert not gc_pause.deferring()
+
+    def test_a_threshold_the_application_sets_meanwhile_is_kept(self) -> None:
+        gc_pause.defer_full_collections()
+        gc.set_threshold(5000, 20, 30)
+        gc_pause.end_deferral()
+        assert gc.get_threshold() == (5000, 20, 30)
+
+    def test_a_burst_pause_inside_a_deferral_restores_both(self) -> None:
+        thresholds = gc.get_threshold()
+        pause = GCPause()
+        gc_pause.defer_full_collections()
+        pause.hold(BURST_FIRES)
+        gc_pause.end_deferral()  # ends first: the pause's own threshold stays off
+        assert not collecting() and not full_collections_deferred()
+        pause.close()
+        assert gc.get_threshold() == thresholds
+        pause.hold(BURST_FIRES)
+        gc_pause.defer_full_collections()
+        pause.close()  # the other order
+        assert collecting() and full_collections_deferred()
+        gc_pause.end_deferral()
+        assert gc.get_threshold() == thresholds
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    def test_a_child_forked_during_a_deferral_collects_as_before(self) -> None:
+        thresholds = gc.get_threshold()
+        gc_pause.defer_full_collections()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if gc.get_threshold() == thresholds else 1)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            gc_pause.end_deferral()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+    @pytest.mark.parametrize("setting", [True, False])
+    def test_a_scheduler_defers_while_declaring_in_bulk_and_start_ends_it(self, setting: bool) -> None:
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+        from flowyml_lite.runtime.sync import BULK_READ_AFTER
+
+        thresholds = gc.get_threshold()
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False, gc_pause_in_bursts=setting))
+        for i in range(BULK_READ_AFTER + 10):
+            scheduler.schedule_interval(f"s{i}", lambda: None, hours=1)
+        assert gc_pause.deferring() is setting
+        try:
+            scheduler.start()
+            assert gc.get_threshold() == thresholds
+        finally:
+            scheduler.stop(timeout=5)
+        assert not watchdog_alive()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="real-time loop on a POSIX machine")
