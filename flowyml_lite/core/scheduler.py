@@ -165,6 +165,7 @@ class PipelineScheduler:
             self._runner.announce,
             self._serving.digest,
             quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
+            adopt_changes=lambda: self._sync.sync(quick=True),
         )
         self._reports = Reports(
             self._store,

@@ -48,8 +48,10 @@ class Housekeeping:
         announce: Callable[[RunRecord], None] = lambda run: None,
         serving: Callable[[], Optional[str]] = lambda: None,
         quiet: Optional[Callable[[], bool]] = None,
+        adopt_changes: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._adopt_changes = adopt_changes
         self._quiet = quiet  # no fire due soon: upkeep that stalls writers may run now
         self._clock = clock
         self._troubles = troubles
@@ -108,6 +110,8 @@ class Housekeeping:
                     if full:
                         self._sync(False)
                     self._store_ok()
+                elif full:
+                    self._adopt_changes()  # a resume on another node is taken up within a second
             except Exception as exc:
                 self._store_trouble(exc)
             if full:

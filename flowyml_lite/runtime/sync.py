@@ -161,7 +161,7 @@ class Sync:
             elif self._states is not None:
                 self._states.pop(name, None)
 
-    def sync(self, everything: bool = False) -> None:
+    def sync(self, everything: bool = False, quick: bool = False) -> None:
         """Adopt changes other processes made to our schedules (enabled there, redefined there).
 
         Other changes heal by themselves: a claim refused because another process advanced or
@@ -169,41 +169,47 @@ class Sync:
         rows changed since the last sync (with the store's clock-skew margin) are read, unless
         ``everything`` (ownership moved: every state is read, and the table queues the fires this
         node owns now; a failed full read is redone by the next sync). Every sync also drops the
-        declarations' bulk read, which is older than what it has seen.
+        declarations' bulk read, which is older than what it has seen, but a ``quick`` one (every
+        second between heartbeats) only when it finds a change.
         """
+        end_deferral()
         if everything:
             self._synced_at = None
         started = datetime.now(UTC)
-        with self._table.lock:
-            self.epoch += 1
-            self._states = None
-            self._declared = 0
-            names = set(self._table.funcs)
-        end_deferral()
-        if not self._store.shared or not names:
+        if not self._store.shared:
+            if not quick:
+                with self._table.lock:
+                    self._new_epoch()
             return
         synced_at = self._synced_at
         full = synced_at is None
         if synced_at is None:
-            records = self._store.list_schedules()
+            with self._table.lock:
+                names = self._new_epoch()
+            records = self._store.list_schedules() if names else []
         else:
             # Names and versions first (cheap): rows re-read within the skew margin are skipped.
             margin = timedelta(seconds=self._store.clock_skew_seconds)
             versions = self._store.schedule_versions(synced_at - margin)
             with self._table.lock:
                 known = self._table.records
-                stale = [
-                    n
-                    for n, v in versions.items()
-                    if n in names and getattr(known.get(n), "updated_at", None) != v
-                ]
-            records = [r for r in map(self._store.get_schedule, stale) if r is not None]
+                changed = [n for n, v in versions.items() if getattr(known.get(n), "updated_at", None) != v]
+                # A change to a name being declared right now makes that declaration re-read it.
+                names = self._new_epoch() if changed or not quick else set()
+            records = [r for r in map(self._store.get_schedule, (n for n in changed if n in names)) if r]
         self._synced_at = started
         for record in records:
             self.adopt(record, names)
         if full:  # the split may have changed: queue the fires this node owns now, and only those
             with self._table.lock:
                 self._table.reown()
+
+    def _new_epoch(self) -> Set[str]:
+        """Start a sync epoch (``table.lock`` held): drop the bulk read; the names served now."""
+        self.epoch += 1
+        self._states = None
+        self._declared = 0
+        return set(self._table.funcs)
 
     def adopt(self, record: ScheduleRecord, names: Set[str]) -> None:
         """Take a row another process may have changed (enabled, redefined) as this process's."""

@@ -176,3 +176,36 @@ def test_a_schedule_declared_differently_by_two_nodes_is_warned_of_on_both(
         for scheduler in nodes:
             scheduler.stop(timeout=5)
             scheduler.close()
+
+
+@pytest.mark.slow
+def test_a_resume_from_another_process_is_taken_up_between_heartbeats(tmp_path: pathlib.Path) -> None:
+    """An admin process (serving no schedule) pauses and resumes a 2 s schedule two workers share;
+    they heartbeat every 5 s (the default) but check for changes every second: the owner runs the
+    first instant after the resume, and no instant after it is recorded missed."""
+    db = str(tmp_path / "shared.db")
+    ran: List[float] = []
+    workers = [
+        PipelineScheduler(SchedulerConfig(db_path=db, node_id=node, heartbeat_seconds=5)) for node in "ab"
+    ]
+    admin = PipelineScheduler(SchedulerConfig(db_path=db, node_id="admin", heartbeat_seconds=5))
+    for worker in workers:
+        worker.schedule_interval("tick", lambda: ran.append(time.time()), seconds=2)
+        worker.start()
+    admin.start()
+    try:
+        wait_for(lambda: len(ran) >= 1, 10, "the first run")
+        admin.disable("tick")
+        time.sleep(7)  # past a heartbeat: the workers know it is paused
+        resumed = time.time()
+        admin.enable("tick")
+        wait_for(lambda: any(t > resumed for t in ran), 10, "a run after the resume")
+        time.sleep(4.5)  # two more instants
+        after = [r for r in admin.store.history("tick", 50) if r.fire_time.timestamp() > resumed]
+        statuses = sorted((r.fire_time.timestamp() - resumed, r.status) for r in after)
+        assert len(statuses) >= 3 and {s for _, s in statuses} == {"succeeded"}, statuses
+        assert statuses[0][0] <= 2.0  # the first instant after the resume ran
+    finally:
+        admin.stop(timeout=5)
+        for worker in workers:
+            worker.stop(timeout=5)
