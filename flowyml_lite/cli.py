@@ -514,18 +514,20 @@ def _cmd_state(args: argparse.Namespace) -> int:
 
 
 def _store_problems(store: Any) -> Dict[str, List[str]]:
-    """Schedules that need a look, by what is wrong (from the store alone, as the dashboard judges
-    them): failing (their last runs failed), late (their next fire is over a minute past) and
-    orphaned (no live node serves them)."""
+    """What needs a look, by what is wrong (from the store alone, as the dashboard judges it):
+    schedules failing (their last runs failed), late (their next fire is over a minute past, or
+    past at all when their node is silent) and orphaned (no live node serves them); silent nodes
+    (two heartbeats missed, not judged lost yet) and lost ones (past the node timeout)."""
     from datetime import datetime, timezone
 
-    from .api.overview import alive_nodes, schedule_state
+    from .api.overview import alive_nodes, schedule_state, silent_nodes
     from .core.scheduler_config import SchedulerConfig
 
     config = SchedulerConfig.from_env()
     now = datetime.now(timezone.utc)
     timeout = float(config.node_timeout_seconds)
     alive = alive_nodes(store, timeout, now)
+    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
     window = max(2 * timeout, 3 * float(config.heartbeat_seconds))
     found: Dict[str, List[str]] = {"failing": [], "late": [], "orphaned": []}
     for record in store.list_schedules():
@@ -537,9 +539,12 @@ def _store_problems(store: Any) -> Dict[str, List[str]]:
             alive=alive,
             orphan_window=window,
             now=now,
+            silent=silent,
         )["state"]
         if state in found:
             found[state].append(record.name)
+    found["silent nodes"] = sorted(silent)
+    found["lost nodes"] = sorted(n.node_id for n in store.list_nodes() if n.node_id not in alive)
     return found
 
 

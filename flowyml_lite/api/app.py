@@ -573,11 +573,12 @@ def _overview(app: ApiApp, request: Request, params: List[str], query: Dict[str,
 def _nodes(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:
     from datetime import datetime, timezone
 
-    from .overview import alive_nodes, node_rows
+    from .overview import alive_nodes, node_rows, silent_nodes
 
-    store = app.scheduler.store
-    alive = alive_nodes(store, float(app.scheduler.config.node_timeout_seconds), datetime.now(timezone.utc))
-    return json_response(200, node_rows(store, alive, store.active_runs()))
+    store, config, now = app.scheduler.store, app.scheduler.config, datetime.now(timezone.utc)
+    alive = alive_nodes(store, float(config.node_timeout_seconds), now)
+    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
+    return json_response(200, node_rows(store, alive, store.active_runs(), silent))
 
 
 def _run_detail(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:

@@ -85,6 +85,7 @@ td.err { color: var(--bad); width: 100%; max-width: 0; overflow: hidden; text-ov
 h2 { font-size: 14px; margin: 26px 0 8px; }
 .empty { padding: 28px; text-align: center; color: var(--muted); }
 .alive { color: var(--ok); font-weight: 600; } .lost { color: var(--bad); font-weight: 600; }
+.silent { color: #b54708; font-weight: 600; }
 #toasts { position: fixed; right: 18px; bottom: 18px; display: flex; flex-direction: column; gap: 8px; z-index: 20; max-width: 420px; }
 .toast { background: #101828; color: #fff; padding: 10px 14px; border-radius: 8px; box-shadow: 0 6px 24px rgba(16,24,40,.25); font-size: 13px; border-left: 4px solid var(--idle); }
 .toast.ok { border-left-color: #32d583; } .toast.bad { border-left-color: #f97066; } .toast.info { border-left-color: #84adff; }

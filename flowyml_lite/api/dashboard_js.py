@@ -123,6 +123,7 @@ function stateLabel(s) {
 }
 function stateTitle(s) {
   if (s.state === "failing") return s.streak + " failed run(s) in a row" + (s.failing_since ? ", since " + inZone(s.failing_since, s.timezone) : "");
+  if (s.state === "late" && s.served_by_silent) return "its next fire is past and " + s.served_by + " has stopped sending heartbeats: it fires again when that process answers, or when another takes over after the node timeout";
   if (s.state === "late") return "its next fire is more than a minute in the past: its process may be stuck or down";
   if (s.state === "orphaned") return "no live process declares this schedule: nothing will run it";
   if (s.state === "running") return s.running + " run(s) in flight";
@@ -272,6 +273,11 @@ function renderHeader(data) {
   }
 }
 
+const NODE_STATES = {
+  alive: "sends heartbeats",
+  silent: "has missed two heartbeats: frozen, cut off or dead; what it runs waits until it answers or is judged lost",
+  lost: "past the node timeout: the next heartbeat of a live node judges it lost and shares out what it ran",
+};
 function renderNodes(data) {
   const body = $("nodes");
   body.replaceChildren();
@@ -282,7 +288,7 @@ function renderNodes(data) {
       el("td", {}, relTime(n.started_at, viewerZone)),
       el("td", {}, relTime(n.heartbeat, viewerZone)),
       el("td", { text: n.runs_in_flight }),
-      el("td", {}, el("span", { class: n.alive ? "alive" : "lost", text: n.alive ? "alive" : "lost" }))));
+      el("td", {}, el("span", { class: n.state, text: n.state, title: NODE_STATES[n.state] || "" }))));
   }
   if (!data.nodes.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "empty", text: "no scheduler process has sent a heartbeat to this store" })));
 }

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..errors import StoreError
-from .overview import store_answered
+from .overview import alive_nodes, silent_nodes, store_answered
 
 _STATUSES = ("running", "degraded", "stopped")
 #: Upper bounds of the start-lag histogram, in seconds (fire instant to job start).
@@ -188,6 +188,27 @@ def run_metrics_for(scheduler: Any) -> RunMetrics:
         return found
 
 
+def _node_gauges(out: _Lines, scheduler: Any) -> None:
+    """Scheduler processes sharing the store, by state: alert on fewer alive than you run."""
+    from datetime import timezone
+
+    store, config, now = scheduler.store, scheduler.config, datetime.now(timezone.utc)
+    nodes = store.list_nodes()
+    alive = alive_nodes(store, float(config.node_timeout_seconds), now)
+    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
+    counts = {"alive": len(alive) - len(silent), "silent": len(silent), "lost": len(nodes) - len(alive)}
+    for state, count in counts.items():
+        _line(
+            out,
+            "flowyml_lite_nodes",
+            "gauge",
+            "Scheduler processes sharing the store (all nodes): alive, silent (two heartbeats missed) "
+            "or lost (past the node timeout, not yet removed)",
+            count,
+            f'{{state="{state}"}}',
+        )
+
+
 def render_metrics(scheduler: Any) -> str:
     """The exposition: this process's run counters, then gauges from the scheduler and its store."""
     health = scheduler.health_check()
@@ -228,6 +249,7 @@ def render_metrics(scheduler: Any) -> str:
     schedules = []
     if store_answered(health):
         with contextlib.suppress(StoreError):  # health says degraded: the gauges above still count
+            _node_gauges(out, scheduler)
             schedules = scheduler.list_schedules(include_orphans=True)
     labels = [f'{{schedule="{_label(s.pipeline_name)}"}}' for s in schedules]
     for schedule, label in zip(schedules, labels):  # each metric's samples form one group

@@ -14,9 +14,10 @@ applies:
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import AbstractSet, Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from ..core.views import start_lag
+from ..runtime.housekeeping import silent_after
 from ..runtime.membership import owner_among
 from ..stores.base import ACTIVE_STATUSES, FAILED, LOST, MISSED, SKIPPED, SUCCEEDED, TIMED_OUT, RunRecord
 
@@ -92,6 +93,13 @@ def alive_nodes(store: Any, timeout_seconds: float, now: datetime) -> Dict[str, 
     return {n.node_id: n for n in nodes if n.node_id not in expired}
 
 
+def silent_nodes(store: Any, alive: Dict[str, Any], heartbeat_seconds: float, now: datetime) -> Set[str]:
+    """Live nodes (not judged lost yet) that have missed two heartbeats: frozen, cut off or dead.
+    What they run does not fire until they answer or are judged lost."""
+    limit = silent_after(heartbeat_seconds) + float(getattr(store, "clock_skew_seconds", 0.0))
+    return {n for n, node in alive.items() if (now - node.heartbeat).total_seconds() > limit}
+
+
 def describe(schedule_type: str, value: str, name: str) -> str:
     """The timetable in words: a cron expression explained, an interval with its unit."""
     if schedule_type == "cron":
@@ -163,8 +171,10 @@ def schedule_state(
     alive: Dict[str, Any],
     orphan_window: float,
     now: datetime,
+    silent: AbstractSet[str] = frozenset(),
 ) -> Dict[str, Any]:
-    """The state of one schedule (see the module's docstring) and who serves it."""
+    """The state of one schedule (see the module's docstring) and who serves it; a schedule whose
+    node is ``silent`` is late as soon as its next fire is past."""
     declared_by = getattr(record, "declared_by", None)
     declared_at = getattr(record, "declared_at", None)
     served_by: Optional[str] = None
@@ -183,11 +193,12 @@ def schedule_state(
     in_flight = [r for r in runs if r.status in ACTIVE_STATUSES]
     streak = failing_streak(runs)
     next_fire = record.next_fire
+    stalled = served_by is not None and served_by in silent
     late = bool(
         record.enabled
         and served_by is not None
         and next_fire is not None
-        and (now - next_fire).total_seconds() > LATE_AFTER_SECONDS
+        and (now - next_fire).total_seconds() > (0.0 if stalled else LATE_AFTER_SECONDS)
     )
     if not record.enabled:
         state = "paused"
@@ -213,19 +224,25 @@ def schedule_state(
         "running": len(in_flight),
         "late": late,
         "served_by": served_by,
+        "served_by_silent": stalled,
         "declared_by": declared_by,
         "declared_at": _iso(declared_at),
         "last_outcome": finished[0].status if finished else None,
     }
 
 
-def node_rows(store: Any, alive: Dict[str, Any], active: Iterable[RunRecord]) -> List[Dict[str, Any]]:
-    """The nodes sharing the store: host, pid, heartbeat, runs in flight, alive or lost."""
+def node_rows(
+    store: Any, alive: Dict[str, Any], active: Iterable[RunRecord], silent: AbstractSet[str] = frozenset()
+) -> List[Dict[str, Any]]:
+    """The nodes sharing the store: host, pid, heartbeat, runs in flight, and their state: ``alive``,
+    ``silent`` (two heartbeats missed) or ``lost`` (past ``node_timeout_seconds``, until a node
+    judges it so and removes its row)."""
     in_flight: Dict[str, int] = {}
     for run in active:
         in_flight[run.node_id] = in_flight.get(run.node_id, 0) + 1
     rows = []
     for node in store.list_nodes():
+        state = "lost" if node.node_id not in alive else "silent" if node.node_id in silent else "alive"
         rows.append(
             {
                 "node_id": node.node_id,
@@ -235,6 +252,7 @@ def node_rows(store: Any, alive: Dict[str, Any], active: Iterable[RunRecord]) ->
                 "heartbeat": _iso(node.heartbeat),
                 "runs_in_flight": in_flight.get(node.node_id, 0),
                 "alive": node.node_id in alive,
+                "state": state,
             }
         )
     return rows
@@ -249,6 +267,7 @@ def overview(scheduler: Any, runs_per_schedule: int = 30, now: Optional[datetime
     config = scheduler.config
     timeout = float(config.node_timeout_seconds)
     alive = alive_nodes(store, timeout, now)
+    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
     window = max(2 * timeout, 3 * float(config.heartbeat_seconds))
     active = store.active_runs()
     records = {r.name: r for r in store.list_schedules()}
@@ -268,6 +287,7 @@ def overview(scheduler: Any, runs_per_schedule: int = 30, now: Optional[datetime
                 alive=alive,
                 orphan_window=window,
                 now=now,
+                silent=silent,
             )
         )
         item["description"] = describe(record.schedule_type, record.schedule_value, record.name)
@@ -282,7 +302,7 @@ def overview(scheduler: Any, runs_per_schedule: int = 30, now: Optional[datetime
         "node_id": scheduler.node_id,
         "counts": counts,
         "schedules": schedules,
-        "nodes": node_rows(store, alive, active),
+        "nodes": node_rows(store, alive, active, silent),
     }
 
 
@@ -306,13 +326,14 @@ def problems(scheduler: Any, now: Optional[datetime] = None) -> Dict[str, List[s
     config = scheduler.config
     timeout = float(config.node_timeout_seconds)
     alive = alive_nodes(store, timeout, now)
+    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
     window = max(2 * timeout, 3 * float(config.heartbeat_seconds))
     here = {s.pipeline_name for s in scheduler.list_schedules()}
     orphaned, overdue = [], []
     for record in store.list_schedules():
         state = schedule_state(
             record, (), here=record.name in here, node_id=scheduler.node_id, alive=alive,
-            orphan_window=window, now=now,
+            orphan_window=window, now=now, silent=silent,
         )  # fmt: skip
         if state["state"] == "orphaned":
             orphaned.append(record.name)

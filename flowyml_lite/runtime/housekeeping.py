@@ -29,6 +29,11 @@ PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minu
 PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 
 
+def silent_after(heartbeat_seconds: float) -> float:
+    """Seconds without a heartbeat after which a live node counts as silent: two missed, and a second."""
+    return 2 * heartbeat_seconds + 1
+
+
 class Housekeeping:
     """Heartbeats, lost-node judgments, membership, sync and pruning, on one thread."""
 
@@ -192,7 +197,7 @@ class Housekeeping:
         share of the schedules fires nowhere until it answers or is judged lost; health says so."""
         quiet = (now - node.heartbeat).total_seconds()
         key = f"silent:{node.node_id}"
-        if node.serves is not None and quiet > 2 * self._beat_every + 1:
+        if node.serves is not None and quiet > silent_after(self._beat_every):
             self._silent.add(node.node_id)
             message = (
                 f"node {node.node_id} has sent no heartbeat for {quiet:.0f} s: the schedules it runs do not "
@@ -207,6 +212,9 @@ class Housekeeping:
                 logger.warning("node %s sends heartbeats again (silent %.0f s)", node.node_id, lasted)
 
     def lose(self, node_id: str, reason: str) -> None:
+        """Judge ``node_id`` lost: its runs in flight become ``lost``, its locks are released, and the
+        live nodes share what it ran from the next membership update."""
+        logger.warning("node %s is judged lost: %s", node_id, reason)
         for run in self._store.mark_node_lost(node_id, reason):
             logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
             self._announce(run)

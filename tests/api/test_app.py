@@ -1161,3 +1161,54 @@ class TestNodes:
         (node,) = nodes
         assert node["node_id"] == running.node_id
         assert node["alive"] is True and node["runs_in_flight"] == 0
+
+
+class TestNodeStates:
+    """A node that has missed two heartbeats is ``silent`` (what it runs is late as soon as its next
+    fire is past), one past the node timeout is ``lost``: in the nodes list, the overview, health,
+    the metrics and the CLI's health check alike."""
+
+    @pytest.fixture
+    def admin(self, tmp_path: Path) -> Iterator[PipelineScheduler]:
+        from datetime import timedelta
+
+        from flowyml_lite.stores.base import NodeRecord, ScheduleRecord
+
+        admin = sqlite_scheduler(tmp_path / "fleet.db")  # heartbeats every 5 s, node timeout 30 s
+        store, now = admin.store, datetime.now(timezone.utc)
+        ago = lambda seconds: now - timedelta(seconds=seconds)  # noqa: E731
+        store.heartbeat(NodeRecord("frozen", "other-host", 4242, ago(600), ago(15), "1:ab"))
+        store.heartbeat(NodeRecord("fresh", "other-host", 4243, ago(600), now, "1:cd"))
+        store.heartbeat(NodeRecord("dead", "other-host", 4244, ago(600), ago(300), "1:ef"))
+        store.declare_schedule(ScheduleRecord("etl", "interval", "60", "UTC", "h", next_fire=ago(5)))
+        store.mark_declared("frozen", ["etl"])
+        yield admin
+        admin.close()
+
+    def test_nodes_are_alive_silent_or_lost(self, admin: PipelineScheduler) -> None:
+        nodes = call(ApiApp(admin), "GET", "/api/nodes").json()
+        states = {n["node_id"]: n["state"] for n in nodes}
+        assert states == {"frozen": "silent", "fresh": "alive", "dead": "lost"}
+        assert {n["node_id"]: n["alive"] for n in nodes} == {"frozen": True, "fresh": True, "dead": False}
+
+    def test_a_silent_nodes_schedule_is_late_when_its_fire_is_past(self, admin: PipelineScheduler) -> None:
+        from flowyml_lite.api.overview import problems
+
+        (etl,) = call(ApiApp(admin), "GET", "/api/overview").json()["schedules"]
+        assert (etl["state"], etl["served_by"], etl["served_by_silent"]) == ("late", "frozen", True)
+        assert problems(admin)["overdue"] == ["etl"]
+
+    def test_the_metrics_count_nodes_by_state(self, admin: PipelineScheduler) -> None:
+        text = call(ApiApp(admin), "GET", "/metrics").body.decode()
+        for state, count in (("alive", 1), ("silent", 1), ("lost", 1)):
+            assert f'flowyml_lite_nodes{{state="{state}"}} {count}' in text
+
+    def test_the_cli_health_check_names_them_and_fails(
+        self, admin: PipelineScheduler, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from flowyml_lite.cli import main
+
+        code = main(["health", "--db", admin.config.db_path])
+        out = capsys.readouterr().out
+        assert code == 1 and "status: attention" in out
+        assert "1 silent nodes (frozen)" in out and "1 lost nodes (dead)" in out and "1 late (etl)" in out

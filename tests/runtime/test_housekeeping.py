@@ -8,6 +8,8 @@ import pathlib
 from datetime import datetime, timedelta, timezone
 from typing import List, Optional
 
+import pytest
+
 from flowyml_lite.clock import FakeClock
 from flowyml_lite.locks.base import Lease, Lock
 from flowyml_lite.runtime.health import Troubles
@@ -138,4 +140,21 @@ def test_silence_is_measured_on_the_stores_clock_not_this_hosts(tmp_path: pathli
     store.server_now = T0 + timedelta(seconds=5)  # the peer froze at 0.5 s on the server's clock
     worker.beat()
     assert [p["source"] for p in troubles.problems()] == ["silent:peer"]
+    store.close()
+
+
+def test_a_node_judged_lost_is_logged_even_without_runs_in_flight(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(str(tmp_path / "shared.db"))
+    store.open()
+    clock = FakeClock(T0)
+    store.heartbeat(NodeRecord("dead", "another-host", 4242, T0, T0))
+    worker = housekeeping(store, clock, "worker", None)
+    worker.beat()
+    clock.set(T0 + timedelta(seconds=30))
+    with caplog.at_level("WARNING", logger="flowyml_lite.scheduler.housekeeping"):
+        worker.beat()
+    said = [r.message for r in caplog.records]
+    assert any("node dead is judged lost: node dead stopped sending heartbeats" in m for m in said)
     store.close()
