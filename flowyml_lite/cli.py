@@ -172,7 +172,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, so its usage shows what it takes
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        said_by = commands.choices.get(args.command, parser) if args.command else parser
+        said_by.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

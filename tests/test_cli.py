@@ -380,3 +380,22 @@ class TestHealthAsAMonitoringCheck:
         scheduler.close()  # the app stopped: nothing runs its schedules now
         code, out, _ = run(capsys, "health", "--db", path)
         assert code == 1 and out.startswith("status: attention: 1 orphaned (fine)"), out
+
+
+class TestUsageErrors:
+    def test_an_option_a_command_does_not_take_shows_that_commands_usage(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exit_:
+            main(["list", "--url", "http://127.0.0.1:1"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert "usage: flowyml-lite list [-h] [--db DB] [--json]" in err
+        assert "unrecognized arguments: --url http://127.0.0.1:1" in err
+
+    def test_an_option_before_any_command_shows_the_top_level_usage(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--bogus"])
+        assert exit_.value.code == 2 and "usage: flowyml-lite [-h]" in capsys.readouterr().err
