@@ -153,9 +153,10 @@ def validate_context(context: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     if not isinstance(context, dict):
         raise ScheduleError(f"context must be a dict, got {type(context).__name__}")
     try:
-        json.dumps(context, sort_keys=True)
+        json.dumps(context, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ScheduleError(f"context must be JSON-serializable to be stored: {exc}") from None
+        hint = " (NaN and infinity have no JSON form)" if isinstance(exc, ValueError) else ""
+        raise ScheduleError(f"context must be JSON-serializable to be stored: {exc}{hint}") from None
     return dict(context)
 
 

@@ -115,7 +115,11 @@ def _bounded(call: Callable[[], None], seconds: float, what: str) -> Optional[th
             failed.append(exc)
 
     thread = threading.Thread(target=attempt, name="flowyml_lite-stopping", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except Exception as exc:  # no thread to be had (a pids limit): skipped, so stop() goes on
+        logger.warning("could not %s: no thread to do it on (%s); skipped", what, exc)
+        return None
     thread.join(seconds)
     if thread.is_alive():
         logger.warning("could not %s: the store did not answer within %.1f s", what, seconds)

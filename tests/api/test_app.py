@@ -395,6 +395,12 @@ class TestCreateValidation:
         content = b'{"context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         error_of(call(app, "POST", "/api/schedules", content=content), 400)
 
+    @pytest.mark.parametrize("number", [b"1e999", b"NaN", b"-Infinity"])
+    def test_a_context_number_json_cannot_store_is_a_400_naming_it(self, app: ApiApp, number: bytes) -> None:
+        content = b'{"schedule_type": "hourly", "name": "report", "pipeline_name": "etl", "context": {"a": '
+        error = error_of(call(app, "POST", "/api/schedules", content=content + number + b"}}"), 400)
+        assert "context" in error["message"] and "NaN and infinity" in error["message"]
+
     def test_an_interval_too_long_to_compute_is_a_400_not_a_server_error(self, app: ApiApp) -> None:
         body = flowyml_request("report", "interval", interval_seconds=1e12)
         error_of(call(app, "POST", "/api/schedules", body), 400)

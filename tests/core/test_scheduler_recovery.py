@@ -281,3 +281,31 @@ class TestStopOnAHungStore:
         finally:
             store.thaw.set()
             scheduler.close()
+
+
+class TestStopWithoutThreads:
+    def test_stop_finishes_its_work_when_no_thread_can_be_started(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A process at its pids limit: stop()'s bounded store calls are skipped with a warning, and
+        the rest of stop() (the drain, the outcome writer, housekeeping) still runs."""
+        ran = threading.Event()
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=str(tmp_path / "s.db"), heartbeat_seconds=1))
+        scheduler.schedule_interval("tick", ran.set, seconds=1)
+        scheduler.start()
+        try:
+            assert ran.wait(10)
+            start = threading.Thread.start
+
+            def no_thread(self: threading.Thread) -> None:
+                if self.name == "flowyml_lite-stopping":
+                    raise RuntimeError("can't start new thread")
+                start(self)
+
+            monkeypatch.setattr(threading.Thread, "start", no_thread)
+            assert scheduler.stop(timeout=5) is True
+            assert "no thread to do it on" in caplog.text
+            assert [r.status for r in scheduler.store.active_runs()] == []
+        finally:
+            monkeypatch.undo()
+            scheduler.close()
