@@ -29,6 +29,7 @@ from ..errors import CronError, ScheduleError, TimezoneError
 from ..executors.child_import import importing_job_code
 from ..locks.base import Lock
 from ..runtime.claims import Claims
+from ..runtime.clock_watch import ClockWatch
 from ..runtime.context import RunContext, current_run
 from ..runtime.gc_pause import GCPause
 from ..runtime.health import Troubles
@@ -150,6 +151,7 @@ class PipelineScheduler:
             self._claims.prepare,
             GCPause(cfg.gc_pause_in_bursts),
         )
+        self._clock_watch = ClockWatch(self._table, self._troubles, self._clock.now)
         self._housekeeping = Housekeeping(
             self._store,
             self._clock,
@@ -166,6 +168,7 @@ class PipelineScheduler:
             self._serving.digest,
             quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
             adopt_changes=lambda: self._sync.sync(quick=True),
+            clock_watch=self._clock_watch,
         )
         self._reports = Reports(
             self._store,
@@ -404,6 +407,7 @@ class PipelineScheduler:
         self._serving.start()
         self._housekeeping.beat()  # heartbeat and reap crashed nodes before the first fire
         self._sync.sync()
+        self._clock_watch.check()  # a process started after the clock stepped back
         self._serving.mark_declared(list(self._table.funcs))
         if self.config.gc_freeze:
             # Long-lived objects (schedules, triggers, the heap) leave the collector's generations,

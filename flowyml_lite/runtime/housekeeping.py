@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Set, Tuple
 from ..clock import Clock
 from ..locks.base import Lock
 from ..stores.base import NodeRecord, RunRecord, Store
+from .clock_watch import ClockWatch
 from .gate import GATE
 from .health import Troubles
 from .membership import Membership
@@ -54,9 +55,11 @@ class Housekeeping:
         serving: Callable[[], Optional[str]] = lambda: None,
         quiet: Optional[Callable[[], bool]] = None,
         adopt_changes: Callable[[], None] = lambda: None,
+        clock_watch: Optional[ClockWatch] = None,
     ) -> None:
         self._store = store
         self._adopt_changes = adopt_changes
+        self._clock_watch = clock_watch
         self._quiet = quiet  # no fire due soon: upkeep that stalls writers may run now
         self._clock = clock
         self._troubles = troubles
@@ -109,7 +112,8 @@ class Housekeeping:
             GATE.pass_through()  # a fire due now goes first: its claim would wait for these writes
             try:
                 self._store.maintain(self._quiet)  # e.g. SQLite's WAL checkpoint, out of the claims' commits
-                if time.monotonic() >= next_beat:
+                heartbeat = time.monotonic() >= next_beat
+                if heartbeat:
                     next_beat = time.monotonic() + self._beat_every
                     self.beat(judge=full)
                     if full:
@@ -117,6 +121,8 @@ class Housekeeping:
                     self._store_ok()
                 elif full:
                     self._adopt_changes()  # a resume on another node is taken up within a second
+                if full and self._clock_watch is not None:
+                    self._clock_watch.tick(heartbeat)
             except Exception as exc:
                 self._store_trouble(exc)
             if full:

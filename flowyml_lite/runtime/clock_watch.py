@@ -1,0 +1,74 @@
+"""A wall clock behind the fires already run: stepped back (NTP, a VM's clock), or another host's ahead.
+
+Each instant of a schedule runs at most once, so after the wall clock steps back an hour a schedule
+whose instants up to an hour ahead have run already fires again only once the clock passes its last
+fire: a 1 s schedule is silent for that hour, a daily one does not run twice. That silence is the
+price of "once", and health says so meanwhile (``clock``), naming the schedules and how far behind.
+The schedules' last fires are read at every heartbeat and at once when this process sees its wall
+clock step back against its monotonic clock; a process started after the step sees it at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Callable, List, Tuple
+
+from .health import Troubles
+from .table import ScheduleTable
+
+logger = logging.getLogger("flowyml_lite.scheduler.clock")
+
+#: How far the clock may be behind a last fire (clocks of hosts disagree a little) before health says so.
+BEHIND_AFTER_SECONDS = 2.0
+#: A backward step of the wall clock against the monotonic one that makes the last fires be read at once.
+STEP_SECONDS = 1.0
+
+
+class ClockWatch:
+    """Reports ``clock`` trouble while the wall clock is behind the last fire of a schedule served here."""
+
+    def __init__(self, table: ScheduleTable, troubles: Troubles, now: Callable[[], datetime]) -> None:
+        self._table = table
+        self._troubles = troubles
+        self._now = now
+        self._offset = time.time() - time.monotonic()
+
+    def tick(self, heartbeat: bool) -> None:
+        """Called every housekeeping tick: the last fires are read at a heartbeat, or after a step."""
+        offset = time.time() - time.monotonic()
+        stepped = self._offset - offset
+        self._offset = offset
+        if stepped > STEP_SECONDS:
+            logger.warning("the wall clock went back %.1f s", stepped)
+        if heartbeat or stepped > STEP_SECONDS or self._troubles.active("clock"):
+            self.check()
+
+    def check(self) -> None:
+        """Read the last fires of the schedules served here, and report or clear the trouble."""
+        now = self._now()
+        table = self._table
+        with table.lock:
+            funcs = table.funcs
+            ahead: List[Tuple[datetime, str]] = [
+                (r.last_fire, name)
+                for name, r in table.records.items()
+                if r.last_fire is not None and name in funcs
+                and (r.last_fire - now).total_seconds() > BEHIND_AFTER_SECONDS
+            ]  # fmt: skip
+        if not ahead:
+            lasted = self._troubles.clear("clock")
+            if lasted is not None:
+                logger.warning("the wall clock has passed the last fires again (after %.0f s)", lasted)
+            return
+        ahead.sort(reverse=True)
+        behind = (ahead[0][0] - now).total_seconds()
+        names = ", ".join(name for _, name in ahead[:5]) + (", ..." if len(ahead) > 5 else "")
+        message = (
+            f"the wall clock is up to {behind:.0f} s behind the last fire of {len(ahead)} schedule(s) "
+            f"({names}): it was stepped back, or another host's clock is ahead; instants up to each "
+            "last fire have run already, so each schedule fires again once the clock passes its last fire"
+        )
+        if self._troubles.report("clock", message):
+            logger.warning("%s", message)
