@@ -41,6 +41,7 @@ from ..runtime.runner import HOOKS_AT_STOP_SECONDS, Runner
 from ..runtime.sync import Sync
 from ..runtime.table import ScheduleTable
 from ..stores.base import SKIPPED, RunRecord, Store
+from . import at_exit
 from .backends import open_lock, open_store
 from .catalog import Catalog
 from .declarations import (
@@ -400,6 +401,7 @@ class PipelineScheduler:
             return
         if self._ignored_in_child("start()"):
             return
+        at_exit.watch(self)
         self._runner.stopping.clear()
         self._writer.serving = True
         self._runner.rebase(self._clock.now())
