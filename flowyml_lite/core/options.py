@@ -8,6 +8,7 @@ the same options parses and encodes them once).
 from __future__ import annotations
 
 import builtins
+import difflib
 import json
 import math
 import re
@@ -219,13 +220,42 @@ def validate_options(
     return _options_memo(Options(grace, catchup, max_catchup, max_instances, *newer)).options
 
 
+#: What an option of APScheduler or Celery beat is here, for the error that names it.
+_PEERS_OPTIONS = {
+    "misfire_grace_time": "misfire_grace_seconds=",
+    "coalesce": 'catchup= ("latest" runs the most recent missed instant once, "skip" none, "all" each)',
+    "args": "functools.partial(func, *args, **kwargs) as the function",
+    "kwargs": "functools.partial(func, *args, **kwargs) as the function",
+    "jitter": "jitter_seconds=",
+    "next_run_time": "start_date=",
+    "id": "the name, the first argument",
+    "replace_existing": "nothing: declaring a name again replaces its definition",
+    "expires": "misfire_grace_seconds=",
+    "timeout": "timeout_seconds=",
+    "max_retries": "retries=",
+    "retry": "retries=",
+}
+
+
 def check_option_names(options: Dict[str, Any], name: Optional[str] = None) -> None:
-    """ScheduleError naming any keyword of a ``schedule_*`` call that is not an option (a typo)."""
+    """ScheduleError naming any keyword of a ``schedule_*`` call that is not an option (a typo, or
+    another scheduler's option), with what was probably meant."""
     if options.keys() - _KNOWN:
         unknown = sorted(options.keys() - _KNOWN)
         whose = f" for {name!r}" if name is not None else ""
+        hints = []
+        for option in unknown:
+            # e.g. retry_delay for retry_delay_seconds; else the nearest spelling
+            close = [known for known in OPTION_NAMES if known.startswith(option + "_")] or (
+                difflib.get_close_matches(option, [*OPTION_NAMES, "context"], n=1, cutoff=0.75)
+            )
+            if option in _PEERS_OPTIONS:
+                hints.append(f"for {option} use {_PEERS_OPTIONS[option]}")
+            elif close:
+                hints.append(f"did you mean {close[0]}?")
+        hint = f" ({'; '.join(hints)})" if hints else ""
         raise ScheduleError(
-            f"unknown option(s) {', '.join(unknown)}{whose}; the options are "
+            f"unknown option(s) {', '.join(unknown)}{whose}{hint}; the options are "
             f"{', '.join(OPTION_NAMES)}, context"
         )
 

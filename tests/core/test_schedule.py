@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import date, datetime, timezone
 from typing import Any, Dict
 from zoneinfo import ZoneInfo
@@ -183,9 +184,26 @@ class TestParseOptions:
         with pytest.raises(ScheduleError) as info:
             parse_options(given, SchedulerConfig(persist_schedules=False), name="etl")
         message = str(info.value)
-        assert message.startswith("unknown option(s) retry, timeout for 'etl'; the options are ")
+        assert message.startswith(
+            "unknown option(s) retry, timeout for 'etl' (for retry use retries=; for timeout use "
+            "timeout_seconds=); the options are "
+        )
         assert all(known in message for known in (*OPTION_NAMES, "context"))
         assert given == {"timeout": 5, "retry": 2, "context": {}}  # nothing popped from a refused call
+
+    @pytest.mark.parametrize(
+        ("given", "hint"),
+        [
+            ("misfire_grace_time", "for misfire_grace_time use misfire_grace_seconds="),
+            ("coalesce", 'for coalesce use catchup= ("latest" runs the most recent missed instant once'),
+            ("args", "for args use functools.partial(func, *args, **kwargs) as the function"),
+            ("max_instance", "did you mean max_instances?"),
+            ("retry_delay", "did you mean retry_delay_seconds?"),
+        ],
+    )
+    def test_a_peers_option_or_a_near_miss_says_what_was_meant(self, given: str, hint: str) -> None:
+        with pytest.raises(ScheduleError, match=re.escape(hint)):
+            parse_options({given: 1}, SchedulerConfig(persist_schedules=False))
 
     @pytest.mark.parametrize(
         ("option", "value", "message"),
