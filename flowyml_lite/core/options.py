@@ -223,7 +223,7 @@ def validate_options(
 #: What an option of APScheduler or Celery beat is here, for the error that names it.
 _PEERS_OPTIONS = {
     "misfire_grace_time": "misfire_grace_seconds=",
-    "coalesce": 'catchup= ("latest" runs the most recent missed instant once, "skip" none, "all" each)',
+    "coalesce": 'catchup= (coalesce with a misfire_grace_time is catchup="skip", without one "latest")',
     "args": "functools.partial(func, *args, **kwargs) as the function",
     "kwargs": "functools.partial(func, *args, **kwargs) as the function",
     "jitter": "jitter_seconds=",

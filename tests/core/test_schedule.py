@@ -195,7 +195,7 @@ class TestParseOptions:
         ("given", "hint"),
         [
             ("misfire_grace_time", "for misfire_grace_time use misfire_grace_seconds="),
-            ("coalesce", 'for coalesce use catchup= ("latest" runs the most recent missed instant once'),
+            ("coalesce", 'for coalesce use catchup= (coalesce with a misfire_grace_time is catchup="skip"'),
             ("args", "for args use functools.partial(func, *args, **kwargs) as the function"),
             ("max_instance", "did you mean max_instances?"),
             ("retry_delay", "did you mean retry_delay_seconds?"),
