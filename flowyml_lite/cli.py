@@ -229,9 +229,13 @@ def _parse_after(text: Optional[str], zone_name: str) -> datetime:
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
+    from .core.declarations import every_second_note
     from .cron.expression import CronExpression, utc_offset_text
 
     expr = CronExpression(args.expression, timezone=args.tz, hash_key=args.hash_key, engine=args.engine)
+    note = every_second_note(args.expression)
+    if note is not None:
+        print(f"warning: {note}", file=sys.stderr)
     after = _parse_after(args.after, args.tz)
     rows: List[Dict[str, Any]] = []
     for fire in expr.iter(after):

@@ -39,6 +39,11 @@ class TestNext:
         ]
         assert "DST" in lines[1] and "DST" not in lines[0] + lines[2]
 
+    def test_a_sixth_field_of_star_is_warned_of(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run(capsys, "next", "0 0 * * * *", "-n", "2")
+        assert code == 0 and "fires every second of each matching minute" in err
+        assert "warning" not in run(capsys, "next", "0 0 * * * 0", "-n", "2")[2]
+
     def test_json_output_lists_the_second_pass_of_a_fold(self, capsys: pytest.CaptureFixture[str]) -> None:
         code, out, _ = run(
             capsys,

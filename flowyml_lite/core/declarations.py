@@ -170,18 +170,24 @@ def _trigger(
     )
 
 
-def _warn_every_second(name: str, expression: str) -> None:
-    """Warn of a six-field expression whose sixth field, the second, is ``*``: in this (croniter's)
-    order seconds come last, so Quartz's or Spring's hourly ``0 0 * * * *`` fires every second."""
+def every_second_note(expression: str) -> Optional[str]:
+    """What is wrong with a six-field expression whose sixth field, the second, is ``*``: in this
+    (croniter's) order seconds come last, so Quartz's or Spring's hourly ``0 0 * * * *`` fires every
+    second. None for any other expression."""
     fields = expression.split()
     if len(fields) >= 6 and fields[5] in ("*", "*/1"):
-        logger.warning(
-            "%r: cron %r fires every second of each matching minute: its sixth field is the second "
+        return (
+            f"cron {expression!r} fires every second of each matching minute: its sixth field is the second "
             "(croniter's order; Quartz and Spring put seconds first). To fire once per match, drop the "
-            "sixth field or make it 0",
-            name,
-            expression,
+            "sixth field or make it 0"
         )
+    return None
+
+
+def _warn_every_second(name: str, expression: str) -> None:
+    note = every_second_note(expression)
+    if note is not None:
+        logger.warning("%r: %s", name, note)
 
 
 def _check_int(arg: str, value: object, low: int, high: int) -> None:
