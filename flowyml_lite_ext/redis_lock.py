@@ -132,6 +132,16 @@ def _ttl_ms(ttl_seconds: Optional[float]) -> int:
     return max(1, math.ceil(ttl_seconds * 1000))
 
 
+
+#: What redis-py's errors say when the server wants a password it was not given (or a wrong one).
+_PASSWORD_WANTED = (
+    "NOAUTH",
+    "Authentication required",
+    "must be called with the client already authenticated",
+    "WRONGPASS",
+    "invalid password",
+    "invalid username-password",
+)
 class _RedisLease(Lease):
     def __init__(
         self, owner: RedisLock, key: str, redis_key: str, token: str, owner_key: Optional[str] = None
@@ -244,10 +254,18 @@ class RedisLock(Lock):
         return cls(config.redis_url)
 
     def _message(self, exc: BaseException) -> str:
-        return (
-            f"redis lock at {mask_url(self.url)}: {type(exc).__name__}: {exc}; check that Redis is running "
-            "and that SchedulerConfig.redis_url (FLOWYML_SCHEDULER_REDIS_URL) points at it"
-        )
+        text = str(exc)
+        if any(sign in text for sign in _PASSWORD_WANTED):
+            hint = (
+                "the Redis server wants a password (or another one): put it in SchedulerConfig.redis_url "
+                "(FLOWYML_SCHEDULER_REDIS_URL), e.g. redis://:PASSWORD@host:6379/0"
+            )
+        else:
+            hint = (
+                "check that Redis is running and that SchedulerConfig.redis_url "
+                "(FLOWYML_SCHEDULER_REDIS_URL) points at it"
+            )
+        return f"redis lock at {mask_url(self.url)}: {type(exc).__name__}: {text}; {hint}"
 
     def acquire(
         self,

@@ -538,6 +538,23 @@ def _wait_for_port(port: int) -> None:
             time.sleep(0.05)
 
 
+class TestAServerThatWantsAPassword:
+    def test_the_error_says_to_put_the_password_in_the_url(self, own_redis: Tuple[str, Any]) -> None:
+        import redis
+
+        url, _ = own_redis
+        redis.Redis.from_url(url).config_set("requirepass", "s3cret")  # set after the worker started
+        with pytest.raises(LockError) as info:  # said when the lock connects, or at its first acquire
+            RedisLock(url).acquire("k", 10)
+        assert "wants a password" in str(info.value) and "redis://:PASSWORD@host" in str(info.value)
+        assert "s3cret" not in str(info.value)
+        right = RedisLock(url.replace("redis://", "redis://:s3cret@"))
+        try:
+            assert right.acquire("k", 10) is not None
+        finally:
+            right.close()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="signals are POSIX")
 class TestAnUnreachableServer:
     """Every Redis failure is a LockError, quickly: the scheduler then runs on the store's claim alone."""
