@@ -145,8 +145,9 @@ class Reports:
         Never raises and never waits long for the store: when it fails or is slow to answer, the
         answer is ``degraded`` with why, and its counts are the last ones read.
         """
-        status, problems = self.status(), self.problems()
         (records, stats), trouble, read = self._glance.read()
+        # After the read, which may wait up to its limit: the status as it is when the answer goes.
+        status, problems = self.status(), self.problems()
         if trouble is not None:
             problems.append({"source": "health", "message": trouble, "for_seconds": None})
             if status == "running":
