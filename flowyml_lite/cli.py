@@ -33,6 +33,10 @@ _FACTORY_HELP = (
 )
 
 
+#: The parser of each command, for errors said with that command's usage.
+_COMMANDS: Dict[str, argparse.ArgumentParser] = {}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowyml-lite",
@@ -166,16 +170,20 @@ def _parser() -> argparse.ArgumentParser:
     run_now.add_argument("--factory", action="store_true", help=_FACTORY_HELP)
     run_now.add_argument("--token", help="the server's API token (default: FLOWYML_SCHEDULER_API_TOKEN)")
     run_now.add_argument("--json", action="store_true", help="print JSON")
+    _COMMANDS.clear()
+    _COMMANDS.update(sub.choices)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # said by the command's own parser, so its usage shows what it takes
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        said_by = commands.choices.get(args.command, parser) if args.command else parser
+    given = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(given)
+    if extra:  # said by the parser of the command they follow, so its usage shows what it takes
+        command = given.index(args.command) if args.command in given else len(given)
+        first = min(i for i, arg in enumerate(given) if arg in extra)
+        said_by = _COMMANDS.get(args.command, parser) if first > command else parser
         said_by.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
@@ -551,8 +559,8 @@ def _store_problems(store: Any) -> Dict[str, List[str]]:
         )["state"]
         if state in found:
             found[state].append(record.name)
-    found["silent nodes"] = sorted(silent)
-    found["lost nodes"] = sorted(n.node_id for n in store.list_nodes() if n.node_id not in alive)
+    found["silent_nodes"] = sorted(silent)
+    found["lost_nodes"] = sorted(n.node_id for n in store.list_nodes() if n.node_id not in alive)
     return found
 
 
@@ -581,7 +589,9 @@ def _cmd_health(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        said = "; ".join(f"{len(names)} {kind} ({', '.join(names[:10])})" for kind, names in bad.items())
+        said = "; ".join(
+            f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:10])})" for kind, names in bad.items()
+        )
         print(f"status: {report['status']}" + (f": {said}" if said else ""))
         print(f"schedules: {report['schedules']}")
         print("runs: " + ", ".join(f"{k} {v}" for k, v in report["runs"].items()))

@@ -402,5 +402,5 @@ class TestUsageErrors:
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
         with pytest.raises(SystemExit) as exit_:
-            main(["--bogus"])
+            main(["--bogus", "list"])
         assert exit_.value.code == 2 and "usage: flowyml-lite [-h]" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..errors import StoreError
-from .overview import alive_nodes, silent_nodes, store_answered
+from .overview import store_answered
 
 _STATUSES = ("running", "degraded", "stopped")
 #: Upper bounds of the start-lag histogram, in seconds (fire instant to job start).
@@ -189,21 +189,28 @@ def run_metrics_for(scheduler: Any) -> RunMetrics:
 
 
 def _node_gauges(out: _Lines, scheduler: Any) -> None:
-    """Scheduler processes sharing the store, by state: alert on fewer alive than you run."""
+    """Worker processes (nodes that run schedules) sharing the store, by state, counted from one
+    read of the node list: alert on fewer alive than you run."""
     from datetime import timezone
 
+    from ..runtime.housekeeping import silent_after
+
     store, config, now = scheduler.store, scheduler.config, datetime.now(timezone.utc)
-    nodes = store.list_nodes()
-    alive = alive_nodes(store, float(config.node_timeout_seconds), now)
-    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
-    counts = {"alive": len(alive) - len(silent), "silent": len(silent), "lost": len(nodes) - len(alive)}
+    workers = [n.node_id for n in store.list_nodes() if n.serves is not None]
+    lost = {n.node_id for n in store.expired_nodes(float(config.node_timeout_seconds), now)}
+    quiet = {n.node_id for n in store.expired_nodes(silent_after(float(config.heartbeat_seconds)), now)}
+    counts = {
+        "alive": sum(1 for n in workers if n not in quiet and n not in lost),
+        "silent": sum(1 for n in workers if n in quiet and n not in lost),
+        "lost": sum(1 for n in workers if n in lost),
+    }
     for state, count in counts.items():
         _line(
             out,
             "flowyml_lite_nodes",
             "gauge",
-            "Scheduler processes sharing the store (all nodes): alive, silent (two heartbeats missed) "
-            "or lost (past the node timeout, not yet removed)",
+            "Worker processes (nodes that run schedules) sharing the store, all nodes': alive, silent "
+            "(two heartbeats missed) or lost (past the node timeout, not yet removed)",
             count,
             f'{{state="{state}"}}',
         )

@@ -95,9 +95,10 @@ def alive_nodes(store: Any, timeout_seconds: float, now: datetime) -> Dict[str, 
 
 def silent_nodes(store: Any, alive: Dict[str, Any], heartbeat_seconds: float, now: datetime) -> Set[str]:
     """Live nodes (not judged lost yet) that have missed two heartbeats: frozen, cut off or dead.
-    What they run does not fire until they answer or are judged lost."""
-    limit = silent_after(heartbeat_seconds) + float(getattr(store, "clock_skew_seconds", 0.0))
-    return {n for n, node in alive.items() if (now - node.heartbeat).total_seconds() > limit}
+    What they run does not fire until they answer or are judged lost. Judged by the store, on the
+    clock that stamps heartbeats (the database server's on PostgreSQL), as expiry is."""
+    quiet = store.expired_nodes(silent_after(heartbeat_seconds), now)
+    return {node.node_id for node in quiet if node.node_id in alive}
 
 
 def describe(schedule_type: str, value: str, name: str) -> str:

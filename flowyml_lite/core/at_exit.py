@@ -38,9 +38,9 @@ def _warn() -> None:
         except Exception:  # a half-torn-down scheduler at exit: nothing to say
             continue
         logger.warning(
-            "the program is ending while the scheduler runs %d schedule(s): they stop with it. To keep "
-            "them running, block at the end of the script with scheduler.serve_forever(), or run it "
-            "with `python3 -m flowyml_lite serve module:scheduler`; call scheduler.stop() to end "
-            "without this warning",
+            "the program is ending while the scheduler runs %d schedule(s): they stop with it. In a "
+            "script, block at its end with scheduler.serve_forever() (or run it with `python3 -m "
+            "flowyml_lite serve module:scheduler`); in an app server, call scheduler.stop() as it "
+            "shuts down, which also lets runs in flight finish and be recorded",
             served,
         )

@@ -8,7 +8,6 @@ the same options parses and encodes them once).
 from __future__ import annotations
 
 import builtins
-import difflib
 import json
 import math
 import re
@@ -245,6 +244,8 @@ def check_option_names(options: Dict[str, Any], name: Optional[str] = None) -> N
         whose = f" for {name!r}" if name is not None else ""
         hints = []
         for option in unknown:
+            import difflib  # only for this error
+
             # e.g. retry_delay for retry_delay_seconds; else the nearest spelling
             close = [known for known in OPTION_NAMES if known.startswith(option + "_")] or (
                 difflib.get_close_matches(option, [*OPTION_NAMES, "context"], n=1, cutoff=0.75)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, List, Tuple
 
 from .health import Troubles
@@ -48,15 +48,16 @@ class ClockWatch:
     def check(self) -> None:
         """Read the last fires of the schedules served here, and report or clear the trouble."""
         now = self._now()
+        limit = now + timedelta(seconds=BEHIND_AFTER_SECONDS)
         table = self._table
-        with table.lock:
-            funcs = table.funcs
-            ahead: List[Tuple[datetime, str]] = [
-                (r.last_fire, name)
-                for name, r in table.records.items()
-                if r.last_fire is not None and name in funcs
-                and (r.last_fire - now).total_seconds() > BEHIND_AFTER_SECONDS
-            ]  # fmt: skip
+        with table.lock:  # copied, and looked at with the lock free: the loop takes it for every fire
+            records = list(table.records.values())
+            funcs = set(table.funcs)
+        ahead: List[Tuple[datetime, str]] = [
+            (r.last_fire, r.name)
+            for r in records
+            if r.last_fire is not None and r.last_fire > limit and r.name in funcs
+        ]
         if not ahead:
             lasted = self._troubles.clear("clock")
             if lasted is not None:

@@ -34,6 +34,8 @@ BURST_FIRES = 100
 MAX_PAUSE_SECONDS = 1.0
 #: Full collections resume this long after the last declaration of a burst of them.
 DEFER_IDLE_SECONDS = 1.0
+#: The longest a deferral lasts, however long declarations go on; none follows for as long.
+MAX_DEFER_SECONDS = 10.0
 #: The oldest generation's threshold while full collections are deferred: never reached in a burst.
 _FAR = 1_000_000
 
@@ -43,6 +45,8 @@ _since = 0.0  # when the pause began (monotonic); 0.0 while there is none
 _saved = 0  # the collector's first threshold before the pause
 _deferred: Optional[int] = None  # the oldest generation's threshold a deferral replaced
 _defer_until = 0.0  # when a deferral ends (monotonic), renewed by each declaration
+_defer_began = 0.0  # when the deferral began (monotonic)
+_rested_until = 0.0  # no deferral before this (monotonic): the last one reached its limit
 _watchdog: Optional[threading.Thread] = None
 _watched = False  # the watchdog runs and will see a new pause (it clears this as it leaves)
 
@@ -99,9 +103,15 @@ def paused() -> bool:
 def defer_full_collections() -> None:
     """Declarations are arriving in bulk: put off full collections until ``DEFER_IDLE_SECONDS``
     after the last call (cheap enough to call for each declaration)."""
-    global _defer_until, _deferred
-    _defer_until = time.monotonic() + DEFER_IDLE_SECONDS
+    global _defer_until, _deferred, _defer_began, _rested_until
+    now = time.monotonic()
     if _deferred is not None:
+        if now - _defer_began < MAX_DEFER_SECONDS:
+            _defer_until = now + DEFER_IDLE_SECONDS
+        else:  # at its limit: not renewed, and the next one waits as long
+            _rested_until = _defer_began + 2 * MAX_DEFER_SECONDS
+        return
+    if now < _rested_until:
         return
     with _cond:
         if _deferred is not None or not gc.isenabled():
@@ -109,7 +119,7 @@ def defer_full_collections() -> None:
         thresholds = gc.get_threshold()
         if thresholds[2] >= _FAR or not _watching():
             return  # deferred already by the application; or no watchdog, no deferral
-        _deferred = thresholds[2]
+        _deferred, _defer_began, _defer_until = thresholds[2], now, now + DEFER_IDLE_SECONDS
         gc.set_threshold(*thresholds[:2], _FAR)
         _cond.notify_all()
 

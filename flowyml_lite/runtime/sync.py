@@ -9,6 +9,7 @@ rows' versions, or in full when ownership moved here and every state must be re-
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
@@ -24,6 +25,9 @@ logger = logging.getLogger("flowyml_lite.scheduler.sync")
 
 # Declarations between two syncs after which the stored states of all schedules are read at once.
 BULK_READ_AFTER = 256
+# Changed rows a sync reads one by one; more are read in one query.
+_READ_ONE_BY_ONE = 100
+_NEW = object()  # the version of a row the last sync did not see: none equals it
 
 
 class Sync:
@@ -52,6 +56,10 @@ class Sync:
         # (enable, disable, unschedule, clear) drop its entry.
         self._states: Optional[Dict[str, ScheduleState]] = None
         self._declared = 0  # declarations since the last sync
+        self._syncing = threading.Lock()  # one sync at a time: housekeeping's, or a change of peers'
+        # The versions the last incremental sync read: a row this process does not serve counts as
+        # changed once per version, not at every sync while it is within the window.
+        self._seen: Dict[str, Optional[datetime]] = {}
 
     def stored_state(self, name: str) -> Tuple[int, Union[ScheduleRecord, ScheduleState, None]]:
         """The sync epoch now, and the stored row of ``name`` (its state only, if read in bulk).
@@ -168,11 +176,21 @@ class Sync:
         disabled a schedule re-reads it. Only a shared store can change behind our back, and only
         rows changed since the last sync (with the store's clock-skew margin) are read, unless
         ``everything`` (ownership moved: every state is read, and the table queues the fires this
-        node owns now; a failed full read is redone by the next sync). Every sync also drops the
-        declarations' bulk read, which is older than what it has seen, but a ``quick`` one (every
-        second between heartbeats) only when it finds a change.
+        node owns now; a failed full read is redone by the next sync). A ``quick`` sync (every second
+        between heartbeats) reads the same window as the next heartbeat's will, so it only finds a
+        change sooner, and skips its turn while another sync is at work. A sync that finds a change
+        drops the declarations' bulk read, which is older than what it has seen; a heartbeat's
+        sync always does.
         """
         end_deferral()
+        if not self._syncing.acquire(blocking=not quick):
+            return
+        try:
+            self._sync(everything, quick)
+        finally:
+            self._syncing.release()
+
+    def _sync(self, everything: bool, quick: bool) -> None:
         if everything:
             self._synced_at = None
         started = datetime.now(UTC)
@@ -187,17 +205,29 @@ class Sync:
             with self._table.lock:
                 names = self._new_epoch()
             records = self._store.list_schedules() if names else []
+            self._seen = {}
         else:
             # Names and versions first (cheap): rows re-read within the skew margin are skipped.
-            margin = timedelta(seconds=self._store.clock_skew_seconds)
-            versions = self._store.schedule_versions(synced_at - margin)
+            since = synced_at - timedelta(seconds=self._store.clock_skew_seconds)
+            versions = self._store.schedule_versions(since)
+            seen, self._seen = self._seen, versions
             with self._table.lock:
-                known = self._table.records
-                changed = [n for n, v in versions.items() if getattr(known.get(n), "updated_at", None) != v]
+                known, funcs = self._table.records, self._table.funcs
+                changed = [
+                    n
+                    for n, v in versions.items()
+                    if v != (getattr(known.get(n), "updated_at", None) if n in funcs else seen.get(n, _NEW))
+                ]
                 # A change to a name being declared right now makes that declaration re-read it.
                 names = self._new_epoch() if changed or not quick else set()
-            records = [r for r in map(self._store.get_schedule, (n for n in changed if n in names)) if r]
-        self._synced_at = started
+            wanted = [n for n in changed if n in names]
+            if len(wanted) > _READ_ONE_BY_ONE:  # e.g. a peer redefined them all: one query
+                chosen = set(wanted)
+                records = [r for r in self._store.changed_since(since) if r.name in chosen]
+            else:
+                records = [r for r in map(self._store.get_schedule, wanted) if r is not None]
+        if not quick:
+            self._synced_at = started
         for record in records:
             self.adopt(record, names)
         if full:  # the split may have changed: queue the fires this node owns now, and only those

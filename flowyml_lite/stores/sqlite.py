@@ -809,9 +809,8 @@ class SQLiteStore(Store):
         options = to_json(record.options, f"{where}: options")
         context = to_json(record.context, f"{where}: context")
         next_fire = opt_to_us(record.next_fire, f"{where}: next_fire")
-        now = _now_us()
-        created = opt_to_us(record.created_at, f"{where}: created_at") or now
-        updated = opt_to_us(record.updated_at, f"{where}: updated_at") or now
+        created_given = opt_to_us(record.created_at, f"{where}: created_at")
+        updated_given = opt_to_us(record.updated_at, f"{where}: updated_at")
         definition = (
             record.schedule_type,
             record.schedule_value,
@@ -822,19 +821,23 @@ class SQLiteStore(Store):
         )
         last_fire = opt_to_us(record.last_fire, f"{where}: last_fire")
         declared_at = opt_to_us(record.declared_at, f"{where}: declared_at")
-        values = (
-            record.name,
-            *definition,
-            int(bool(record.enabled)),
-            next_fire,
-            last_fire,
-            created,
-            updated,
-            record.declared_by,
-            declared_at,
-        )
 
         def body(conn: sqlite3.Connection) -> ScheduleRecord:
+            # Stamped once the write lock is held: a sync reading rows changed since a moment
+            # never misses a write that waited for the lock longer than its clock-skew margin.
+            now = _now_us()
+            updated = updated_given or now
+            values = (
+                record.name,
+                *definition,
+                int(bool(record.enabled)),
+                next_fire,
+                last_fire,
+                created_given or now,
+                updated,
+                record.declared_by,
+                declared_at,
+            )
             row = conn.execute(_SELECT_SCHEDULE, (record.name,)).fetchone()
             if row is None:
                 conn.execute(_INSERT_SCHEDULE, values)
@@ -922,13 +925,13 @@ class SQLiteStore(Store):
 
     def set_enabled(self, name: str, enabled: bool, next_fire: Optional[datetime]) -> bool:
         """Set the enabled flag and next fire; False if the schedule does not exist."""
-        params = (int(bool(enabled)), opt_to_us(next_fire, "next_fire"), _now_us(), name)
+        upcoming = opt_to_us(next_fire, "next_fire")
         return bool(
             self._write(
-                lambda conn: (
+                lambda conn: (  # stamped with the write lock held (see declare_schedule)
                     conn.execute(
                         "UPDATE schedules SET enabled = ?, next_fire = ?, updated_at = ? WHERE name = ?",
-                        params,
+                        (int(bool(enabled)), upcoming, _now_us(), name),
                     ).rowcount
                 )
             )

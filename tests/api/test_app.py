@@ -1186,6 +1186,7 @@ class TestNodeStates:
         store.heartbeat(NodeRecord("frozen", "other-host", 4242, ago(600), ago(15), "1:ab"))
         store.heartbeat(NodeRecord("fresh", "other-host", 4243, ago(600), now, "1:cd"))
         store.heartbeat(NodeRecord("dead", "other-host", 4244, ago(600), ago(300), "1:ef"))
+        store.heartbeat(NodeRecord("admin", "other-host", 4245, ago(600), now))  # runs no schedule
         store.declare_schedule(ScheduleRecord("etl", "interval", "60", "UTC", "h", next_fire=ago(5)))
         store.mark_declared("frozen", ["etl"])
         yield admin
@@ -1194,8 +1195,8 @@ class TestNodeStates:
     def test_nodes_are_alive_silent_or_lost(self, admin: PipelineScheduler) -> None:
         nodes = call(ApiApp(admin), "GET", "/api/nodes").json()
         states = {n["node_id"]: n["state"] for n in nodes}
-        assert states == {"frozen": "silent", "fresh": "alive", "dead": "lost"}
-        assert {n["node_id"]: n["alive"] for n in nodes} == {"frozen": True, "fresh": True, "dead": False}
+        assert states == {"frozen": "silent", "fresh": "alive", "dead": "lost", "admin": "alive"}
+        assert {n["node_id"]: n["alive"] for n in nodes}["dead"] is False
 
     def test_a_silent_nodes_schedule_is_late_when_its_fire_is_past(self, admin: PipelineScheduler) -> None:
         from flowyml_lite.api.overview import problems
@@ -1204,7 +1205,7 @@ class TestNodeStates:
         assert (etl["state"], etl["served_by"], etl["served_by_silent"]) == ("late", "frozen", True)
         assert problems(admin)["overdue"] == ["etl"]
 
-    def test_the_metrics_count_nodes_by_state(self, admin: PipelineScheduler) -> None:
+    def test_the_metrics_count_workers_by_state(self, admin: PipelineScheduler) -> None:
         text = call(ApiApp(admin), "GET", "/metrics").body.decode()
         for state, count in (("alive", 1), ("silent", 1), ("lost", 1)):
             assert f'flowyml_lite_nodes{{state="{state}"}} {count}' in text

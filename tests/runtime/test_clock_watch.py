@@ -75,3 +75,23 @@ def test_a_scheduler_started_after_the_clock_stepped_back_says_so_at_once(tmp_pa
         assert [p["source"] for p in health["problems"]] == ["clock"]
     finally:
         second.stop(timeout=5)
+
+
+class TestAStep:
+    def test_a_step_back_of_the_wall_clock_is_looked_at_at_once(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        import time as time_module
+
+        from flowyml_lite.runtime import clock_watch
+
+        clock, table, troubles = FakeClock(T0), ScheduleTable(), Troubles()
+        served(table, "tick", T0 + timedelta(minutes=10))
+        watch = ClockWatch(table, troubles, clock.now)
+        watch.tick(heartbeat=False)  # no heartbeat, no step: not looked at
+        assert troubles.problems() == []
+        wall = time_module.time()
+        monkeypatch.setattr(clock_watch.time, "time", lambda: wall - 600)  # the wall clock goes back
+        watch.tick(heartbeat=False)
+        assert [p["source"] for p in troubles.problems()] == ["clock"]
+        clock.set(T0 + timedelta(minutes=11))  # the clock caught up: looked at every tick meanwhile
+        watch.tick(heartbeat=False)
+        assert troubles.problems() == []

@@ -292,3 +292,19 @@ class TestTheLoopPausesForABurst:
         assert SchedulerConfig().gc_pause_in_bursts is True
         env = {"FLOWYML_SCHEDULER_GC_PAUSE_IN_BURSTS": "false"}
         assert SchedulerConfig.from_env(env).gc_pause_in_bursts is False
+
+
+def test_declarations_that_never_stop_defer_full_collections_for_a_while_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gc_pause, "MAX_DEFER_SECONDS", 0.3)
+    monkeypatch.setattr(gc_pause, "DEFER_IDLE_SECONDS", 0.1)
+    began = time.monotonic()
+    seen = []
+    while time.monotonic() - began < 1.5:  # a stream of declarations
+        gc_pause.defer_full_collections()
+        seen.append((time.monotonic() - began, full_collections_deferred()))
+        time.sleep(0.01)
+    gc_pause.end_deferral()
+    assert any(deferred for _, deferred in seen)
+    assert any(not deferred for at, deferred in seen if at > 0.3)  # collections had their turn

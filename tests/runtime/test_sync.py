@@ -70,6 +70,29 @@ class TestAQuickSync:
         sync.sync(quick=True)
         assert sync.epoch == epoch + 1 and sync._states is None
 
+    def test_a_change_committed_long_after_its_stamp_is_still_adopted(self, node) -> None:  # type: ignore[no-untyped-def]
+        """Quick syncs read the window of the next heartbeat's sync: a write stamped before several
+        of them, and committed after (it waited for the write lock), is not passed by."""
+        import sqlite3
+
+        sync, table, store, other = node
+        other.set_enabled("tick", False, None)
+        sync.sync(quick=True)
+        assert table.records["tick"].enabled is False
+        stamped = datetime.now(timezone.utc)
+        for _ in range(4):  # quick syncs go by, a second apart, while the write waits
+            time.sleep(1)
+            sync.sync(quick=True)
+        raw = sqlite3.connect(store.path)
+        with raw:
+            raw.execute(
+                "UPDATE schedules SET enabled = 1, next_fire = ?, updated_at = ? WHERE name = 'tick'",
+                (round(T0.timestamp() * 1e6), round(stamped.timestamp() * 1e6)),
+            )
+        raw.close()
+        sync.sync(quick=True)
+        assert table.records["tick"].enabled is True
+
     def test_a_heartbeats_sync_always_starts_a_new_epoch(self, node) -> None:  # type: ignore[no-untyped-def]
         sync, _table, _store, _other = node
         for i in range(BULK_READ_AFTER + 1):
