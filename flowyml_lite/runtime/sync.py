@@ -60,6 +60,7 @@ class Sync:
         # The versions the last incremental sync read: a row this process does not serve counts as
         # changed once per version, not at every sync while it is within the window.
         self._seen: Dict[str, Optional[datetime]] = {}
+        self._quick_at: Optional[datetime] = None  # when the last sync of any kind began
 
     def stored_state(self, name: str) -> Tuple[int, Union[ScheduleRecord, ScheduleState, None]]:
         """The sync epoch now, and the stored row of ``name`` (its state only, if read in bulk).
@@ -207,25 +208,36 @@ class Sync:
             records = self._store.list_schedules() if names else []
             self._seen = {}
         else:
-            # Names and versions first (cheap): rows re-read within the skew margin are skipped.
-            since = synced_at - timedelta(seconds=self._store.clock_skew_seconds)
+            # Names and versions first (cheap): rows re-read within the skew margin are skipped. A
+            # quick sync reads only since the sync before it: the store stamps a change once it
+            # holds the write lock, so it commits well within the margin; the heartbeat's sync
+            # reads since the heartbeat's before, in case one did not.
+            start = synced_at if not quick else max(synced_at, self._quick_at or synced_at)
+            since = start - timedelta(seconds=self._store.clock_skew_seconds)
             versions = self._store.schedule_versions(since)
-            seen, self._seen = self._seen, versions
-            with self._table.lock:
-                known, funcs = self._table.records, self._table.funcs
-                changed = [
-                    n
-                    for n, v in versions.items()
-                    if v != (getattr(known.get(n), "updated_at", None) if n in funcs else seen.get(n, _NEW))
-                ]
-                # A change to a name being declared right now makes that declaration re-read it.
-                names = self._new_epoch() if changed or not quick else set()
+            seen = self._seen
+            known, funcs = self._table.records, self._table.funcs  # looked up, not iterated: no lock
+            changed = [
+                n
+                for n, v in versions.items()
+                if v != (getattr(known.get(n), "updated_at", None) if n in funcs else seen.get(n, _NEW))
+            ]
+            if quick:
+                seen.update(versions)
+            else:
+                self._seen = versions
+            names = set()
+            if changed or not quick:
+                with self._table.lock:
+                    # A change to a name being declared right now makes that declaration re-read it.
+                    names = self._new_epoch()
             wanted = [n for n in changed if n in names]
             if len(wanted) > _READ_ONE_BY_ONE:  # e.g. a peer redefined them all: one query
                 chosen = set(wanted)
                 records = [r for r in self._store.changed_since(since) if r.name in chosen]
             else:
                 records = [r for r in map(self._store.get_schedule, wanted) if r is not None]
+        self._quick_at = started
         if not quick:
             self._synced_at = started
         for record in records:

@@ -401,7 +401,9 @@ class SQLiteStore(Store):
     """Schedules, runs and nodes in one SQLite file (default ``.flowyml_scheduler.db``)."""
 
     shared = True
-    clock_skew_seconds = 2.0  # every writer is on this host (SQLite over NFS is not supported)
+    # Every writer is on this host (SQLite over NFS is not supported) and stamps a change once it
+    # holds the write lock, so it commits within milliseconds of its stamp.
+    clock_skew_seconds = 0.5
 
     def __init__(
         self,

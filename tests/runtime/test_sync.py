@@ -71,8 +71,9 @@ class TestAQuickSync:
         assert sync.epoch == epoch + 1 and sync._states is None
 
     def test_a_change_committed_long_after_its_stamp_is_still_adopted(self, node) -> None:  # type: ignore[no-untyped-def]
-        """Quick syncs read the window of the next heartbeat's sync: a write stamped before several
-        of them, and committed after (it waited for the write lock), is not passed by."""
+        """A write stamped before several quick syncs and committed after them (a store that stamps
+        before it holds the write lock) is adopted by the next heartbeat's sync, which reads since
+        the heartbeat before it: passed by for a few seconds at most, never for good."""
         import sqlite3
 
         sync, table, store, other = node
@@ -90,8 +91,20 @@ class TestAQuickSync:
                 (round(T0.timestamp() * 1e6), round(stamped.timestamp() * 1e6)),
             )
         raw.close()
-        sync.sync(quick=True)
+        sync.sync()  # the heartbeat's
         assert table.records["tick"].enabled is True
+
+    def test_reads_only_since_the_sync_before_it(self, node, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        """10,000 schedules declared just before start() are in the heartbeat's window for a few
+        seconds: a quick sync, every second, does not read them all again each time."""
+        sync, _table, store, _other = node
+        asked = []
+        versions = store.schedule_versions
+        monkeypatch.setattr(store, "schedule_versions", lambda since: asked.append(since) or versions(since))
+        sync.sync(quick=True)
+        time.sleep(0.2)
+        sync.sync(quick=True)
+        assert asked[1] > asked[0]  # the second reads from the first's start on, less the margin
 
     def test_a_heartbeats_sync_always_starts_a_new_epoch(self, node) -> None:  # type: ignore[no-untyped-def]
         sync, _table, _store, _other = node
