@@ -44,6 +44,7 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
+    Set,
     Tuple,
     TypeVar,
     Union,
@@ -1442,8 +1443,7 @@ class SQLAlchemyStore(Store):
         if older_than is None and keep_last is None:
             return 0
         cutoff = None if older_than is None else to_us(older_than, "older_than")
-        list_names = sa.select(SCHEDULES.c.name).order_by(SCHEDULES.c.name)
-        names: Sequence[str] = self._read(lambda conn: conn.execute(list_names).scalars().all())
+        names = self._read(partial(self._prune_candidates, cutoff=cutoff, keep_last=keep_last))
         deleted = 0
         for name in names:
             if limit is not None and deleted >= limit:
@@ -1458,6 +1458,21 @@ class SQLAlchemyStore(Store):
                 if count < batch:
                     break
         return deleted
+
+    def _prune_candidates(
+        self, conn: Connection, cutoff: Optional[int], keep_last: Optional[int]
+    ) -> List[str]:
+        """The schedules that may have runs to prune, in two queries (not two for every schedule:
+        20,000 schedules took 19 s a pass on a local PostgreSQL): more than ``keep_last`` runs, or
+        a run fired before ``cutoff``. ``_prunable`` then decides for each."""
+        found: Set[str] = set()
+        if keep_last is not None:
+            crowded = sa.select(RUNS.c.schedule).group_by(RUNS.c.schedule).having(sa.func.count() > keep_last)
+            found.update(conn.execute(crowded).scalars())
+        if cutoff is not None:
+            aged = sa.select(RUNS.c.schedule).where(RUNS.c.fire_time < cutoff).distinct()
+            found.update(conn.execute(aged).scalars())
+        return sorted(found)
 
     def _prunable(
         self, conn: Connection, name: str, cutoff: Optional[int], keep_last: Optional[int]

@@ -107,6 +107,8 @@ class Reports:
             return "stopped"
         if self._loop_stalled() or self._troubles.any() or self._runner.executor_problems() or self._held():
             return "degraded"
+        if self._housekeeping.heartbeat_problem() is not None:
+            return "degraded"
         if self._runner.lags.problem() is not None or self._runner.hook_problem() is not None:
             return "degraded"
         return "running"
@@ -122,6 +124,9 @@ class Reports:
         hooks = self._runner.hook_problem()
         if hooks is not None:
             found.append({"source": "hooks", "message": hooks, "for_seconds": None})
+        beat = self._housekeeping.heartbeat_problem()
+        if beat is not None:
+            found.append({"source": "heartbeat", "message": beat, "for_seconds": None})
         late = self._runner.lags.problem()
         if late is not None:
             answer = self._claim_seconds()

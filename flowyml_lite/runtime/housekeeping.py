@@ -88,6 +88,20 @@ class Housekeeping:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def heartbeat_problem(self) -> Optional[str]:
+        """What health says while this node's heartbeats are overdue (the housekeeping thread is
+        busy or stuck, e.g. pruning on a slow store), or None: the other nodes see it silent, and
+        judge it lost after ``node_timeout_seconds``."""
+        if not self.alive or not self._last_ok:
+            return None
+        quiet = time.monotonic() - self._last_ok
+        if quiet <= silent_after(self._beat_every):
+            return None
+        return (
+            f"this node has sent no heartbeat for {quiet:.0f} s (heartbeat_seconds={self._beat_every:g}): "
+            f"the other nodes see it silent, and judge it lost after node_timeout_seconds={self._timeout:g}"
+        )
+
     def start(self, prune: bool = True) -> None:
         """Start the thread (heartbeats only, without pruning or sync, for a never-started scheduler)."""
         if self.alive:

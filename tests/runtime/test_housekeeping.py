@@ -158,3 +158,39 @@ def test_a_node_judged_lost_is_logged_even_without_runs_in_flight(
     said = [r.message for r in caplog.records]
     assert any("node dead is judged lost: node dead stopped sending heartbeats" in m for m in said)
     store.close()
+
+
+def test_a_node_whose_heartbeats_are_overdue_says_so(tmp_path: pathlib.Path) -> None:
+    """Pruning that takes long on a slow store holds up the heartbeats of the same thread: the
+    node's own health says so, as the others see it silent."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class SlowPruning(SQLiteStore):
+        def prune_runs(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            release.wait(30)
+            return 0
+
+    store = SlowPruning(str(tmp_path / "slow.db"))
+    store.open()
+    clock, troubles = FakeClock(T0), Troubles()
+    sync = lambda everything: None  # noqa: E731
+    keeper = Housekeeping(store, clock, troubles, Membership("here"), "here", 0.2, 10.0, sync, 90, None)
+    keeper.beat()  # the first heartbeat, as start() sends it
+    keeper.start()
+    try:
+        deadline = time.monotonic() + 30
+        while keeper.heartbeat_problem() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        problem = keeper.heartbeat_problem()
+        assert problem is not None and "has sent no heartbeat for" in problem
+        release.set()
+        while keeper.heartbeat_problem() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert keeper.heartbeat_problem() is None
+    finally:
+        release.set()
+        keeper.stop(5)
+        store.close()
