@@ -11,6 +11,7 @@ clock step back against its monotonic clock; a process started after the step se
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import datetime, timedelta
 from typing import Callable, List, Tuple
@@ -22,8 +23,10 @@ logger = logging.getLogger("flowyml_lite.scheduler.clock")
 
 #: How far the clock may be behind a last fire (clocks of hosts disagree a little) before health says so.
 BEHIND_AFTER_SECONDS = 2.0
-#: A backward step of the wall clock against the monotonic one that makes the last fires be read at once.
+#: A step of the wall clock against the monotonic one (after a step back, the last fires are read at once).
 STEP_SECONDS = 1.0
+#: How long health says the wall clock jumped forward.
+FORWARD_SAID_SECONDS = 60.0
 
 
 class ClockWatch:
@@ -34,15 +37,30 @@ class ClockWatch:
         self._troubles = troubles
         self._now = now
         self._offset = time.time() - time.monotonic()
+        self._stepped_at = -math.inf  # when a step was last seen (monotonic)
+
+    def stepped_within(self, seconds: float) -> bool:
+        """Whether the wall clock stepped (either way) in the last ``seconds``."""
+        return time.monotonic() - self._stepped_at <= seconds
 
     def tick(self, heartbeat: bool) -> None:
-        """Called every housekeeping tick: the last fires are read at a heartbeat, or after a step."""
+        """Called every housekeeping tick: the last fires are read at a heartbeat, or after a step
+        back; a step forward is said for a minute (the fires it jumped over were recorded missed)."""
         offset = time.time() - time.monotonic()
-        stepped = self._offset - offset
+        back = self._offset - offset
         self._offset = offset
-        if stepped > STEP_SECONDS:
-            logger.warning("the wall clock went back %.1f s", stepped)
-        if heartbeat or stepped > STEP_SECONDS or self._troubles.active("clock"):
+        if abs(back) > STEP_SECONDS:
+            self._stepped_at = time.monotonic()
+            logger.warning("the wall clock went %s %.1f s", "back" if back > 0 else "forward", abs(back))
+        if back < -STEP_SECONDS:
+            self._troubles.report(
+                "clock-step",
+                f"the wall clock jumped forward {-back:.0f} s: the fires it jumped over were recorded "
+                "missed (or run late, within misfire_grace_seconds)",
+            )
+        elif time.monotonic() - self._stepped_at > FORWARD_SAID_SECONDS:
+            self._troubles.clear("clock-step")
+        if heartbeat or back > STEP_SECONDS or self._troubles.active("clock"):
             self.check()
 
     def check(self) -> None:

@@ -30,6 +30,10 @@ PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minu
 PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 
 
+#: How far this host's clock may be from the store's before health says so.
+SKEW_SECONDS = 2.0
+
+
 def silent_after(heartbeat_seconds: float) -> float:
     """Seconds without a heartbeat after which a live node counts as silent: two missed, and a second."""
     return 2 * heartbeat_seconds + 1
@@ -127,6 +131,8 @@ class Housekeeping:
             try:
                 self._store.maintain(self._quiet)  # e.g. SQLite's WAL checkpoint, out of the claims' commits
                 heartbeat = time.monotonic() >= next_beat
+                if full and self._clock_watch is not None:
+                    self._clock_watch.tick(heartbeat)  # first: a step it sees holds the judgment off
                 if heartbeat:
                     next_beat = time.monotonic() + self._beat_every
                     self.beat(judge=full)
@@ -135,8 +141,6 @@ class Housekeeping:
                     self._store_ok()
                 elif full:
                     self._adopt_changes()  # a resume on another node is taken up within a second
-                if full and self._clock_watch is not None:
-                    self._clock_watch.tick(heartbeat)
             except Exception as exc:
                 self._store_trouble(exc)
             if full:
@@ -156,7 +160,7 @@ class Housekeeping:
     def beat(self, judge: bool = True) -> None:
         """Send this node's heartbeat; then, unless this node was itself cut off, judge the others."""
         now = self._clock.now()
-        away = self._last_ok and time.monotonic() - self._last_ok > self._timeout / 2
+        gap = time.monotonic() - self._last_ok if self._last_ok else 0.0
         self._store.heartbeat(
             NodeRecord(self._node, self.host, os.getpid(), self.started_at, now, self._serving())
         )
@@ -164,23 +168,27 @@ class Housekeeping:
         self._last_ok = time.monotonic()
         if not judge:
             return
-        if away:
+        if gap > self._timeout / 2:
             # This node could not reach the store for a while: the others' heartbeats look as old
             # to it as its own looks to them. Give them one heartbeat period to show up first.
-            logger.warning(
-                "heartbeat sent after %.0f s without the store: judging other nodes next time",
-                self._timeout / 2,
-            )
+            logger.warning("heartbeat sent after %.0f s without the store: judging the others next time", gap)
             return
-        self.judge(now)
+        if self._clock_watch is not None and self._clock_watch.stepped_within(self._beat_every + 1):
+            # The wall clock jumped: heartbeats stamped before the jump look older (or newer) than
+            # they are. Give the others one heartbeat period to stamp one on the new clock.
+            logger.warning("the wall clock stepped: judging other nodes after their next heartbeats")
+            return
+        self.judge(now, self._clock.now())
 
-    def judge(self, now: datetime) -> None:
-        """Declare expired or dead nodes lost, and set the membership from the live ones."""
+    def judge(self, now: datetime, after: Optional[datetime] = None) -> None:
+        """Declare expired or dead nodes lost, and set the membership from the live ones (``now``:
+        this host's clock as the heartbeat was sent; ``after``: once the store had taken it)."""
         active = self._store.active_run_nodes() if self._store.shared else []
         nodes = self._store.list_nodes()
         # Silence is measured on the store's clock: this node's own heartbeat, just written, is
         # stamped by the same clock as its peers' (a database server's on PostgreSQL).
         stamped = next((n.heartbeat for n in nodes if n.node_id == self._node), now)
+        self._watch_skew(stamped, now, after or now)
         expired = {n.node_id for n in self._store.expired_nodes(self._timeout, now)}
         live: List[Tuple[str, Optional[str]]] = []
         for node in nodes:
@@ -211,6 +219,25 @@ class Housekeeping:
             peers = ", ".join(self._membership.peers)
             logger.info("this node now splits its schedules with the live nodes %s", peers)
             self._sync(True)
+
+    def _watch_skew(self, stamped: datetime, sent: datetime, taken: datetime) -> None:
+        """This host's clock against the store's (the database server's on PostgreSQL), which
+        stamped the heartbeat sent at ``sent`` and taken by ``taken`` on this host's clock."""
+        skew = (stamped - taken).total_seconds() if stamped > taken else (stamped - sent).total_seconds()
+        if abs(skew) <= SKEW_SECONDS:
+            lasted = self._troubles.clear("clock-skew")
+            if lasted is not None:
+                logger.warning("this host's clock agrees with the store's again (after %.0f s)", lasted)
+            return
+        way = "behind" if skew > 0 else "ahead of"
+        message = (
+            f"this host's clock is {abs(skew):.1f} s {way} the store's: its fires start "
+            f"{'late' if skew > 0 else 'early'} by that much, and changes other nodes make may not be "
+            f"seen beyond the store's clock_skew_seconds={self._store.clock_skew_seconds:g}; "
+            "synchronize the clocks (NTP)"
+        )
+        if self._troubles.report("clock-skew", message):
+            logger.warning("%s", message)
 
     def _watch_silence(self, node: NodeRecord, now: datetime) -> None:
         """A live peer that serves schedules and has missed two heartbeats (frozen, cut off): its

@@ -127,7 +127,7 @@ class ServerClockStore(SQLiteStore):
 
 def test_silence_is_measured_on_the_stores_clock_not_this_hosts(tmp_path: pathlib.Path) -> None:
     """This host's clock runs 8 s ahead of the database server's: a peer that beat a moment ago
-    is not silent."""
+    is not silent, and health says the clocks disagree."""
     store = ServerClockStore(str(tmp_path / "shared.db"))
     store.open()
     troubles = Troubles()
@@ -136,10 +136,11 @@ def test_silence_is_measured_on_the_stores_clock_not_this_hosts(tmp_path: pathli
     store.heartbeat(NodeRecord("peer", "another-host", 4242, T0, T0, serves="abc"))
     store.server_now = T0 + timedelta(seconds=1)
     worker.beat()
-    assert troubles.problems() == []
+    (skew,) = troubles.problems()
+    assert skew["source"] == "clock-skew" and "7.0 s ahead of the store's" in str(skew["message"])
     store.server_now = T0 + timedelta(seconds=5)  # the peer froze at 0.5 s on the server's clock
     worker.beat()
-    assert [p["source"] for p in troubles.problems()] == ["silent:peer"]
+    assert sorted(p["source"] for p in troubles.problems()) == ["clock-skew", "silent:peer"]
     store.close()
 
 
@@ -194,3 +195,35 @@ def test_a_node_whose_heartbeats_are_overdue_says_so(tmp_path: pathlib.Path) -> 
         release.set()
         keeper.stop(5)
         store.close()
+
+
+def test_a_forward_step_of_the_wall_clock_does_not_get_live_peers_judged_lost(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's clock jumps 20 s forward (node timeout 10 s): the peers' heartbeats, stamped
+    before the jump, look 20 s old. The judgment waits for their next heartbeats, and health says
+    the clock jumped."""
+    import time
+
+    from flowyml_lite.runtime import clock_watch
+    from flowyml_lite.runtime.clock_watch import ClockWatch
+    from flowyml_lite.runtime.table import ScheduleTable
+
+    store = SQLiteStore(str(tmp_path / "shared.db"))
+    store.open()
+    clock, troubles = FakeClock(T0), Troubles()
+    watch = ClockWatch(ScheduleTable(), troubles, clock.now)
+    keeper = Housekeeping(
+        store, clock, troubles, Membership("here"), "here", 1.0, 10.0, lambda e: None, None, None,
+        clock_watch=watch,
+    )  # fmt: skip
+    store.heartbeat(NodeRecord("peer", "another-host", 4242, T0, T0, "1:ab"))
+    keeper.beat()
+    wall = time.time()
+    monkeypatch.setattr(clock_watch.time, "time", lambda: wall + 20)
+    clock.set(T0 + timedelta(seconds=20))
+    watch.tick(heartbeat=True)
+    keeper.beat()
+    assert "peer" in {n.node_id for n in store.list_nodes()}  # not judged lost
+    assert "clock-step" in [p["source"] for p in troubles.problems()]
+    store.close()
