@@ -140,6 +140,14 @@ class ApiApp:
             response = error_response(404, "not_found", str(exc))
         except (CronError, TimezoneError, ScheduleError, ConfigurationError) as exc:
             response = error_response(400, "invalid", str(exc))
+        except StoreError as exc:  # the request was fine; the store did not take it: try again
+            logger.warning("%s %s failed: %s", request.method, request.target, exc)
+            response = error_response(
+                503,
+                "store_unavailable",
+                "the store did not answer (down, restarting or unreachable; details in the server "
+                "log): a change asked for may or may not have been made, so read it back, then retry",
+            )
         except FlowymlLiteError as exc:
             # Logged, not shown: store errors name files, hosts and queries.
             logger.warning("%s %s failed: %s", request.method, request.target, exc)

@@ -30,6 +30,8 @@ PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minu
 PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 
 
+#: Lost runs of a node logged one by one; the rest in one line.
+LOST_RUNS_LOGGED = 10
 #: How far this host's clock may be from the store's before health says so.
 SKEW_SECONDS = 2.0
 
@@ -262,8 +264,13 @@ class Housekeeping:
         """Judge ``node_id`` lost: its runs in flight become ``lost``, its locks are released, and the
         live nodes share what it ran from the next membership update."""
         logger.warning("node %s is judged lost: %s", node_id, reason)
-        for run in self._store.mark_node_lost(node_id, reason):
+        runs = self._store.mark_node_lost(node_id, reason)
+        for run in runs[:LOST_RUNS_LOGGED]:
             logger.warning("run of %r fired %s is lost: %s", run.schedule, run.fire_time.isoformat(), reason)
+        if len(runs) > LOST_RUNS_LOGGED:
+            more = len(runs) - LOST_RUNS_LOGGED
+            logger.warning("and %d more runs of node %s are lost (see the history)", more, node_id)
+        for run in runs:
             self._announce(run)
         self._release_leases(node_id)
 

@@ -369,7 +369,7 @@ class TestSecurityEveryWay:
         assert status == 200
         assert scheduler.get_schedule("nightly").enabled is False
 
-    def test_a_store_failure_is_a_500_that_shows_no_path_or_internals(
+    def test_a_store_failure_is_a_503_that_shows_no_path_or_internals(
         self, served: Served, scheduler: PipelineScheduler, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         def fail(*args: Any, **kwargs: Any) -> None:
@@ -377,9 +377,9 @@ class TestSecurityEveryWay:
 
         monkeypatch.setattr(scheduler, "list_schedules", fail)
         status, _, body = served.fetch("/api/schedules")
-        assert status == 500
+        assert status == 503
         error = json.loads(body)["error"]
-        assert error["code"] == "scheduler_error"
+        assert error["code"] == "store_unavailable" and "retry" in error["message"]
         assert "/var/lib" not in error["message"] and "malformed" not in error["message"]
 
     def test_a_bug_is_a_500_that_names_no_exception_class(
