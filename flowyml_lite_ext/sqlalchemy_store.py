@@ -172,6 +172,8 @@ _READ_OPTION = "flowyml_lite_read"
 _TEXT_ARRAY = pg_dialect.ARRAY(sa.Text)
 # schedule_versions answers from its last answer, when unchanged, from this many rows up.
 _VERSIONS_KEPT_FROM = 200
+# A prune_runs call with a limit works this long at most (the rest of its pass waits for the next).
+PRUNE_SECONDS_PER_CALL = 0.5
 # The server's clock as integer microseconds since the epoch (PostgreSQL): heartbeats, updated_at
 # and the liveness judgment all use it, so hosts whose clocks disagree never misjudge each other.
 _SERVER_NOW_US: Any = sa.literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
@@ -498,6 +500,9 @@ class SQLAlchemyStore(Store):
         self._in_doubt: Dict[str, str] = {}
         # The last answer of schedule_versions: (its lower bound, [(name, µs, updated_at)]).
         self._versions: Optional[Tuple[int, List[Tuple[str, int, Optional[datetime]]]]] = None
+        self._prune_pass: Optional[List[str]] = None  # the schedules a pass of prune_runs has yet to visit
+        #: True after a limited prune_runs that left schedules to visit (call again soon).
+        self.pruning_left = False
         try:
             parsed = sa.make_url(url)
         except ArgumentError as exc:
@@ -1443,20 +1448,33 @@ class SQLAlchemyStore(Store):
         if older_than is None and keep_last is None:
             return 0
         cutoff = None if older_than is None else to_us(older_than, "older_than")
-        names = self._read(partial(self._prune_candidates, cutoff=cutoff, keep_last=keep_last))
+        names = self._prune_pass if limit is not None else None
+        if not names:  # a new pass: the schedules that may have runs to prune, in order
+            names = self._read(partial(self._prune_candidates, cutoff=cutoff, keep_last=keep_last))
+            names.reverse()
         deleted = 0
-        for name in names:
-            if limit is not None and deleted >= limit:
-                break
+        ends = time.monotonic() + PRUNE_SECONDS_PER_CALL
+        while names and (limit is None or deleted < limit):
+            name = names[-1]
             prunable = self._read(partial(self._prunable, name=name, cutoff=cutoff, keep_last=keep_last))
-            if prunable is None:
-                continue
-            while limit is None or deleted < limit:
+            finished = True
+            while prunable is not None:
+                if limit is not None and deleted >= limit:
+                    finished = False  # the limit came inside this schedule: it goes on next time
+                    break
                 batch = PRUNE_BATCH_ROWS if limit is None else min(PRUNE_BATCH_ROWS, limit - deleted)
                 count = self._prune_batch(name, prunable, batch)
                 deleted += count
                 if count < batch:
                     break
+            if finished:
+                names.pop()
+            if limit is not None and time.monotonic() >= ends:
+                break
+        # A limited call keeps what is left of its pass for the next: the housekeeping thread
+        # prunes a bounded time a tick, and its heartbeats never wait for a whole pass.
+        self._prune_pass = names if limit is not None else None
+        self.pruning_left = bool(names) and limit is not None
         return deleted
 
     def _prune_candidates(

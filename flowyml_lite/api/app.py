@@ -25,7 +25,9 @@ from ..errors import (
     FlowymlLiteError,
     ScheduleError,
     ScheduleNotFoundError,
+    SchemaVersionError,
     StoreError,
+    StoreFileReplacedError,
     TimezoneError,
 )
 
@@ -140,6 +142,9 @@ class ApiApp:
             response = error_response(404, "not_found", str(exc))
         except (CronError, TimezoneError, ScheduleError, ConfigurationError) as exc:
             response = error_response(400, "invalid", str(exc))
+        except (SchemaVersionError, StoreFileReplacedError) as exc:  # a retry does not mend these
+            logger.warning("%s %s failed: %s", request.method, request.target, exc)
+            response = error_response(500, "scheduler_error", "the scheduler failed; see the server log")
         except StoreError as exc:  # the request was fine; the store did not take it: try again
             logger.warning("%s %s failed: %s", request.method, request.target, exc)
             response = error_response(
@@ -663,8 +668,8 @@ def _cron_preview(app: ApiApp, request: Request, params: List[str], query: Dict[
 
 
 #: Problems that leave this worker ready: it reaches its store and fires; what is wrong is a peer,
-#: a job, a hook or a lock server (health still says ``degraded`` and names them).
-_NOT_THIS_WORKER = ("silent:", "late", "hooks", "blocked:", "plan:", "executor:", "lock")
+#: a job, a hook, a lock server or a clock (health still says ``degraded`` and names them).
+_NOT_THIS_WORKER = ("silent:", "late", "hooks", "blocked:", "plan:", "executor:", "lock", "clock")
 
 
 def _liveness(app: ApiApp, request: Request, params: List[str], query: Dict[str, List[str]]) -> Response:

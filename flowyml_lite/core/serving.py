@@ -75,16 +75,19 @@ class Serving:
 
     def resync(self, everything: bool) -> None:
         """Housekeeping's call: other processes' changes, or (``everything``) a new share of the
-        schedules after a change of peers, whose old overlap reports no longer apply, and this
-        node's mark on the schedules it serves."""
+        schedules after a change of peers, whose old overlap reports no longer apply."""
         if everything:
             self._claims.unblock()
             self._on_share_change()
         self._sync.sync(everything)
-        if everything and self.on:
-            # A node that left or was lost may have been the last to declare them: the fleet view
-            # would call them orphaned while this one runs them.
-            self.mark_declared(list(self._table.funcs))
+
+    def mark_mine(self) -> None:
+        """A peer left or was lost, perhaps the last to declare some of the schedules this node
+        serves: mark them this node's, or the fleet view calls them orphaned while they run."""
+        if self.on:
+            with self._table.lock:
+                names = list(self._table.funcs)
+            self.mark_declared(names)
 
     def changed(self, declared: Sequence[str] = ()) -> None:
         """This node's set of schedules changed (``declared``: these were declared again): while on, it

@@ -37,31 +37,39 @@ class ClockWatch:
         self._troubles = troubles
         self._now = now
         self._offset = time.time() - time.monotonic()
-        self._stepped_at = -math.inf  # when a step was last seen (monotonic)
+        self._jumped_at = -math.inf  # when the wall clock last jumped forward (monotonic)
 
-    def stepped_within(self, seconds: float) -> bool:
-        """Whether the wall clock stepped (either way) in the last ``seconds``."""
-        return time.monotonic() - self._stepped_at <= seconds
+    def jumped_within(self, seconds: float) -> bool:
+        """Whether the wall clock jumped forward in the last ``seconds`` (read again now, so a jump
+        since the last tick counts): heartbeats stamped before it look older than they are."""
+        self._see_step()
+        return time.monotonic() - self._jumped_at <= seconds
 
     def tick(self, heartbeat: bool) -> None:
         """Called every housekeeping tick: the last fires are read at a heartbeat, or after a step
         back; a step forward is said for a minute (the fires it jumped over were recorded missed)."""
-        offset = time.time() - time.monotonic()
-        back = self._offset - offset
-        self._offset = offset
-        if abs(back) > STEP_SECONDS:
-            self._stepped_at = time.monotonic()
-            logger.warning("the wall clock went %s %.1f s", "back" if back > 0 else "forward", abs(back))
+        back = self._see_step()
         if back < -STEP_SECONDS:
             self._troubles.report(
                 "clock-step",
                 f"the wall clock jumped forward {-back:.0f} s: the fires it jumped over were recorded "
                 "missed (or run late, within misfire_grace_seconds)",
             )
-        elif time.monotonic() - self._stepped_at > FORWARD_SAID_SECONDS:
+        elif time.monotonic() - self._jumped_at > FORWARD_SAID_SECONDS:
             self._troubles.clear("clock-step")
         if heartbeat or back > STEP_SECONDS or self._troubles.active("clock"):
             self.check()
+
+    def _see_step(self) -> float:
+        """How far the wall clock went back against the monotonic one since last asked (< 0: forward)."""
+        offset = time.time() - time.monotonic()
+        back = self._offset - offset
+        self._offset = offset
+        if abs(back) > STEP_SECONDS:
+            if back < 0:
+                self._jumped_at = time.monotonic()
+            logger.warning("the wall clock went %s %.1f s", "back" if back > 0 else "forward", abs(back))
+        return back
 
     def check(self) -> None:
         """Read the last fires of the schedules served here, and report or clear the trouble."""

@@ -62,10 +62,13 @@ class Housekeeping:
         quiet: Optional[Callable[[], bool]] = None,
         adopt_changes: Callable[[], None] = lambda: None,
         clock_watch: Optional[ClockWatch] = None,
+        peer_gone: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._adopt_changes = adopt_changes
         self._clock_watch = clock_watch
+        self._judging_held_since = 0.0  # monotonic: since when a clock jump holds the judgment off
+        self._peer_gone = peer_gone  # a node that was listed is gone (left, or judged lost)
         self._quiet = quiet  # no fire due soon: upkeep that stalls writers may run now
         self._clock = clock
         self._troubles = troubles
@@ -175,11 +178,15 @@ class Housekeeping:
             # to it as its own looks to them. Give them one heartbeat period to show up first.
             logger.warning("heartbeat sent after %.0f s without the store: judging the others next time", gap)
             return
-        if self._clock_watch is not None and self._clock_watch.stepped_within(self._beat_every + 1):
-            # The wall clock jumped: heartbeats stamped before the jump look older (or newer) than
-            # they are. Give the others one heartbeat period to stamp one on the new clock.
-            logger.warning("the wall clock stepped: judging other nodes after their next heartbeats")
-            return
+        watch = self._clock_watch
+        if watch is not None and watch.jumped_within(self._beat_every + 1):
+            # Heartbeats stamped before the jump look older than they are: the others get one
+            # heartbeat period to stamp one on the new clock; never more than a node timeout.
+            held = self._judging_held_since = self._judging_held_since or time.monotonic()
+            if time.monotonic() - held < self._timeout:
+                logger.warning("the wall clock jumped forward: judging the others after their next beats")
+                return
+        self._judging_held_since = 0.0
         self.judge(now, self._clock.now())
 
     def judge(self, now: datetime, after: Optional[datetime] = None) -> None:
@@ -216,6 +223,8 @@ class Housekeeping:
         for gone in sorted(self._silent - {node_id for node_id, _ in live}):  # lost, or left
             self._silent.discard(gone)
             self._troubles.clear(f"silent:{gone}")
+        if self._seen - known:
+            self._peer_gone()
         self._seen = known
         if self._membership.update(live) and self._store.shared:
             peers = ", ".join(self._membership.peers)
@@ -225,7 +234,12 @@ class Housekeeping:
     def _watch_skew(self, stamped: datetime, sent: datetime, taken: datetime) -> None:
         """This host's clock against the store's (the database server's on PostgreSQL), which
         stamped the heartbeat sent at ``sent`` and taken by ``taken`` on this host's clock."""
-        skew = (stamped - taken).total_seconds() if stamped > taken else (stamped - sent).total_seconds()
+        if stamped > taken:
+            skew = (stamped - taken).total_seconds()
+        elif stamped < sent:
+            skew = (stamped - sent).total_seconds()
+        else:
+            skew = 0.0  # within the round trip: the clocks agree as far as one can tell
         if abs(skew) <= SKEW_SECONDS:
             lasted = self._troubles.clear("clock-skew")
             if lasted is not None:
@@ -308,7 +322,7 @@ class Housekeeping:
             self._next_prune = mono + PRUNE_EVERY_SECONDS
             return
         self._pruned += count
-        if count >= PRUNE_ROWS_PER_TICK:
+        if count >= PRUNE_ROWS_PER_TICK or getattr(self._store, "pruning_left", False):
             self._next_prune = mono  # a backlog: go on at the next tick, after its heartbeat
             return
         self._next_prune = mono + PRUNE_EVERY_SECONDS

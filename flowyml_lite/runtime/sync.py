@@ -25,6 +25,8 @@ logger = logging.getLogger("flowyml_lite.scheduler.sync")
 
 # Declarations between two syncs after which the stored states of all schedules are read at once.
 BULK_READ_AFTER = 256
+# A heartbeat's sync looks at least this far before the one before it began.
+HEARTBEAT_MARGIN_SECONDS = 5.0
 # Changed rows a sync reads one by one; more are read in one query.
 _READ_ONE_BY_ONE = 100
 _NEW = object()  # the version of a row the last sync did not see: none equals it
@@ -213,7 +215,10 @@ class Sync:
             # holds the write lock, so it commits well within the margin; the heartbeat's sync
             # reads since the heartbeat's before, in case one did not.
             start = synced_at if not quick else max(synced_at, self._quick_at or synced_at)
-            since = start - timedelta(seconds=self._store.clock_skew_seconds)
+            margin = self._store.clock_skew_seconds
+            if not quick:  # the safety net: a commit that came seconds after its stamp (a pause, a GC)
+                margin = max(margin, HEARTBEAT_MARGIN_SECONDS)
+            since = start - timedelta(seconds=margin)
             versions = self._store.schedule_versions(since)
             seen = self._seen
             known, funcs = self._table.records, self._table.funcs  # looked up, not iterated: no lock

@@ -382,6 +382,18 @@ class TestSecurityEveryWay:
         assert error["code"] == "store_unavailable" and "retry" in error["message"]
         assert "/var/lib" not in error["message"] and "malformed" not in error["message"]
 
+    def test_a_store_that_a_retry_cannot_mend_is_a_500(
+        self, served: Served, scheduler: PipelineScheduler, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flowyml_lite.errors import StoreFileReplacedError
+
+        def fail(*args: Any, **kwargs: Any) -> None:
+            raise StoreFileReplacedError("the database file was replaced: restart the process")
+
+        monkeypatch.setattr(scheduler, "list_schedules", fail)
+        status, _, body = served.fetch("/api/schedules")
+        assert status == 500 and json.loads(body)["error"]["code"] == "scheduler_error"
+
     def test_a_bug_is_a_500_that_names_no_exception_class(
         self, served: Served, scheduler: PipelineScheduler, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -994,3 +994,31 @@ class TestARowHeldOutsideTheScheduler:
         fires = sorted(r.fire_time for r in admin.history("tick", 1000))
         seconds = [int(f.timestamp()) for f in fires]
         assert seconds == list(range(seconds[0], seconds[-1] + 1)), "an instant of the wait has no row"
+
+
+class TestPruningInBoundedSteps:
+    def test_a_limited_call_works_a_bounded_time_and_the_next_goes_on_where_it_stopped(
+        self, any_store: SQLAlchemyStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every schedule one run over its cap (what a pass finds in steady state): a limited call
+        visits one schedule when its time is up, says it has more to do, and the calls that follow
+        finish the pass, each run pruned once."""
+        import flowyml_lite_ext.sqlalchemy_store as module
+
+        monkeypatch.setattr(module, "PRUNE_SECONDS_PER_CALL", 0.0)
+        names = [f"s{i}" for i in range(5)]
+        for name in names:
+            any_store.declare_schedule(ScheduleRecord(name, "interval", "60", "UTC", "h", next_fire=T0))
+            for minute in (1, 2, 3):
+                due = any_store.get_schedule(name).next_fire
+                (claimed,) = any_store.claim(name, due, at(minute), [run(name, at(minute))], 5) or []
+                any_store.finish_run(claimed.run_key, "succeeded", at(minute), 0.1)
+        calls = 0
+        deleted = 0
+        while True:
+            deleted += any_store.prune_runs(None, 2, limit=1000)
+            calls += 1
+            if not any_store.pruning_left:
+                break
+        assert calls == 5 and deleted == 5
+        assert all(len(any_store.history(name)) == 2 for name in names)

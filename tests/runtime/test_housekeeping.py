@@ -227,3 +227,16 @@ def test_a_forward_step_of_the_wall_clock_does_not_get_live_peers_judged_lost(
     assert "peer" in {n.node_id for n in store.list_nodes()}  # not judged lost
     assert "clock-step" in [p["source"] for p in troubles.problems()]
     store.close()
+
+
+def test_a_slow_heartbeat_round_trip_is_not_taken_for_clock_skew(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    store.open()
+    troubles = Troubles()
+    keeper = housekeeping(store, FakeClock(T0), "here", None, troubles)
+    sent, taken = T0, T0 + timedelta(seconds=3)  # the store took 3 s to answer
+    keeper._watch_skew(T0 + timedelta(seconds=2.5), sent, taken)  # stamped within the round trip
+    assert troubles.problems() == []
+    keeper._watch_skew(taken + timedelta(seconds=2.5), sent, taken)  # after it: the store's clock is ahead
+    assert [p["source"] for p in troubles.problems()] == ["clock-skew"]
+    store.close()
