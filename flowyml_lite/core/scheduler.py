@@ -170,7 +170,6 @@ class PipelineScheduler:
             quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
             adopt_changes=lambda: self._sync.sync(quick=True),
             clock_watch=self._clock_watch,
-            peer_gone=self._serving.mark_mine,
         )
         self._reports = Reports(
             self._store,

@@ -81,14 +81,6 @@ class Serving:
             self._on_share_change()
         self._sync.sync(everything)
 
-    def mark_mine(self) -> None:
-        """A peer left or was lost, perhaps the last to declare some of the schedules this node
-        serves: mark them this node's, or the fleet view calls them orphaned while they run."""
-        if self.on:
-            with self._table.lock:
-                names = list(self._table.funcs)
-            self.mark_declared(names)
-
     def changed(self, declared: Sequence[str] = ()) -> None:
         """This node's set of schedules changed (``declared``: these were declared again): while on, it
         splits its fires with its new peers from now on (other nodes see the change at their next

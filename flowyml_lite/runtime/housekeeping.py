@@ -62,13 +62,11 @@ class Housekeeping:
         quiet: Optional[Callable[[], bool]] = None,
         adopt_changes: Callable[[], None] = lambda: None,
         clock_watch: Optional[ClockWatch] = None,
-        peer_gone: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._adopt_changes = adopt_changes
         self._clock_watch = clock_watch
         self._judging_held_since = 0.0  # monotonic: since when a clock jump holds the judgment off
-        self._peer_gone = peer_gone  # a node that was listed is gone (left, or judged lost)
         self._quiet = quiet  # no fire due soon: upkeep that stalls writers may run now
         self._clock = clock
         self._troubles = troubles
@@ -223,8 +221,6 @@ class Housekeeping:
         for gone in sorted(self._silent - {node_id for node_id, _ in live}):  # lost, or left
             self._silent.discard(gone)
             self._troubles.clear(f"silent:{gone}")
-        if self._seen - known:
-            self._peer_gone()
         self._seen = known
         if self._membership.update(live) and self._store.shared:
             peers = ", ".join(self._membership.peers)

@@ -209,25 +209,3 @@ def test_a_resume_from_another_process_is_taken_up_between_heartbeats(tmp_path: 
         admin.stop(timeout=5)
         for worker in workers:
             worker.stop(timeout=5)
-
-
-@pytest.mark.slow
-def test_when_the_last_declarer_leaves_the_node_still_serving_marks_the_schedule_its_own(
-    tmp_path: pathlib.Path,
-) -> None:
-    """The fleet view names the node that runs a schedule by who declared it last: after that node
-    stops, the one still running it marks it, so it is never shown orphaned while it runs."""
-    a, b = two_nodes(tmp_path)
-    for node in (a, b):
-        node.schedule_interval("tick", lambda: None, seconds=1)
-    a.start()
-    b.start()
-    try:
-        wait_for(lambda: len(a.health_check()["nodes"]) == 2, 10, "a to see b")
-        time.sleep(0.5)  # past the heartbeats that follow: the split is settled
-        a.store.mark_declared("b", ["tick"])  # b declared it last
-        b.stop(timeout=5)
-        wait_for(lambda: a.store.get_schedule("tick").declared_by == "a", 10, "a to mark it")
-    finally:
-        b.stop(timeout=5)
-        a.stop(timeout=5)
