@@ -74,6 +74,9 @@ def group_sizes(count: int, small_first: bool = True) -> List[int]:
     return sizes
 
 
+#: Why an instant whose claim kept meeting its row held is recorded missed.
+_ROW_HELD = "its row in the store was held by another transaction at each look, until past its instant"
+
 class Claims:
     """Plans and claims due fires, and hands the won runs to ``submit``."""
 
@@ -484,8 +487,15 @@ class Claims:
         a frozen peer), and moving it is refused too: the fire waits, looked at less and less often."""
         name, fire = claim.name, claim.expected_next
         error = None
+        # First with the instant recorded missed: if its row was only held for a moment by a write
+        # that is not a claim (a worker's start marking the schedules it declares), the instant has
+        # no run yet, and moving past it with none would leave it without a row.
+        missed = [r.with_status(MISSED, _ROW_HELD) for r in claim.runs if r.status in ACTIVE_STATUSES]
+        recorded = None
         try:
-            moved = self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            if missed:
+                recorded = self._store.claim(name, fire, claim.new_next, missed, claim.max_instances)
+            moved = recorded or self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
             fresh = self._store.get_schedule(name) if moved is not None else None
         except Exception as exc:  # the store's own trouble, said as such: not a held row
             moved, error = None, f"{type(exc).__name__}: {exc}"
@@ -499,7 +509,10 @@ class Claims:
                 self._table.push(now + timedelta(seconds=delay), name, fire)
             return
         self._refusals.settled(name)
-        logger.warning("%r: fire %s already has a run; skipped to the next instant", name, fire.isoformat())
+        if recorded:
+            logger.warning("%r: fire %s recorded missed: %s", name, fire.isoformat(), _ROW_HELD)
+        else:
+            logger.warning("%r: fire %s already has a run; moved past it", name, fire.isoformat())
         if fresh is not None:
             with self._table.lock:
                 self._adopt(fresh)

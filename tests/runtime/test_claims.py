@@ -19,7 +19,7 @@ from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.membership import Membership
 from flowyml_lite.runtime.outcomes import OutcomeWriter
 from flowyml_lite.runtime.table import ScheduleTable
-from flowyml_lite.stores.base import MISSED, RUNNING, SUCCEEDED, Outcome, RunRecord, ScheduleRecord
+from flowyml_lite.stores.base import MISSED, RUNNING, SUCCEEDED, Claim, Outcome, RunRecord, ScheduleRecord
 from flowyml_lite.stores.memory import MemoryStore
 
 DUE = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -534,3 +534,33 @@ class TestGroups:
         w.claims.process(due, DUE)
         assert len(held_while_rereading) == 10 and not any(held_while_rereading)
         assert len(w.started) == 20
+
+
+class TestARowHeldAtEachLook:
+    def test_the_instant_is_recorded_missed_not_moved_past_without_a_row(self) -> None:
+        """A store that skips locked rows refuses a claim twice (the row held by a write that is not a
+        claim, e.g. a worker's start marking its schedules): when the row is free again, the instant
+        has no run, and it gets a row of its own (missed, saying why) before the schedule moves on."""
+        w = world(count=1)
+        store = w.store
+        store.skips_locked_rows = True
+        refusals = [2]
+        claim_many = store.claim_many
+
+        def held_twice(claims, outcomes=()):  # type: ignore[no-untyped-def]
+            if refusals[0]:
+                refusals[0] -= 1
+                return [None for _ in claims]
+            return claim_many(claims, outcomes)
+
+        store.claim_many = held_twice
+        store.claim = lambda *args: held_twice([Claim(*args)])[0]
+        name = w.names[0]
+        for _ in range(3):  # the first look, the look again, then past the instant
+            w.clock.set(DUE + timedelta(seconds=1))
+            with w.table.cond:
+                due = w.table.pop_due(w.clock.now() + timedelta(seconds=10))
+            if due:
+                w.claims.process(due, w.clock.now())
+        rows = [(r.fire_time, r.status) for r in store.history(name)]
+        assert (DUE, "missed") in rows, rows
