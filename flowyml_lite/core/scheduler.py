@@ -130,6 +130,8 @@ class PipelineScheduler:
             self._runner.announce,
             self._runner.batch,
             adopt=lambda record: self._sync.adopt(record, {record.name}),
+            busy=self._runner.busy,
+            claim_ahead=cfg.claim_ahead,
         )
         self._serving = Serving(
             self._store,
@@ -438,6 +440,7 @@ class PipelineScheduler:
 
         self._runner.stopping.set()
         self._loop.stop(left(1.0))
+        self._claims.claimed_ahead.at_stop(min(left(), 1.0), self._clock.now)  # started at their instant
         if self._store.shared:  # its peers take its share over now, while its runs finish
             self._serving.withdraw(lambda: self._housekeeping.beat(judge=False), left(1.0))
         self._runner.end_waiting()

@@ -79,6 +79,11 @@ class SchedulerConfig:
     #: 100 fires or more (one second at most; collection resumes right after), and its full
     #: collections while schedules are declared in bulk (until start()). Affects the whole process.
     gc_pause_in_bursts: bool = True
+    #: Claim each instant's fires in the half second before it, so that at the instant only their
+    #: start is left (the store's transaction is done). A pause or removal in this process always
+    #: stops a fire claimed so; one made by another process stops it if this one has seen it (it
+    #: looks every second) by the instant. False: claim each fire at its instant.
+    claim_ahead: bool = True
     #: Directory of the file lock's files; None = ``<db_path>.locks`` next to the database.
     lock_dir: Optional[str] = None
     #: This process's name in the store's node table; None = generated from host and pid.
@@ -401,6 +406,7 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "lock_ttl_seconds": _lock_ttl,
     "gc_freeze": _bool,
     "gc_pause_in_bursts": _bool,
+    "claim_ahead": _bool,
     "lock_dir": _optional_text,
     "node_id": _optional_text,
     "history_retention_days": _retention_days,
@@ -408,7 +414,9 @@ _VALIDATORS: Dict[str, Callable[[Any], str]] = {
     "default_timeout_seconds": _timeout,
     "default_executor": _text,
 }
-_BOOL_FIELDS = frozenset(("persist_schedules", "distributed", "gc_freeze", "gc_pause_in_bursts"))
+_BOOL_FIELDS = frozenset(
+    ("persist_schedules", "distributed", "gc_freeze", "gc_pause_in_bursts", "claim_ahead")
+)
 _INT_FIELDS = frozenset(("max_concurrent_runs", "max_catchup", "history_max_runs"))
 _FLOAT_FIELDS = frozenset(
     (

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Any, Callable, ContextManager, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..clock import Clock
 from ..core.schedule import Options
@@ -33,6 +33,7 @@ from ..stores.base import (
     ScheduleRecord,
     Store,
 )
+from .claimed_ahead import ClaimedAhead, Held
 from .health import Troubles
 from .membership import Membership
 from .outcomes import OutcomeWriter
@@ -93,6 +94,8 @@ class Claims:
         announce: Callable[[RunRecord], None] = lambda run: None,
         batch: Callable[[], ContextManager[None]] = contextlib.nullcontext,
         adopt: Optional[Callable[[ScheduleRecord], None]] = None,
+        busy: Callable[[], AbstractSet[str]] = frozenset,
+        claim_ahead: bool = True,
     ) -> None:
         self._table = table
         #: Takes a row re-read after a refused claim, rebuilding the trigger if another process
@@ -110,6 +113,10 @@ class Claims:
         self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
         self._refusals = Refusals()
         self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
+        #: Runs claimed before their instant (``prepare``), started when it comes.
+        self.claimed_ahead = ClaimedAhead(table, writer, submit, batch, announce, node_id, group_sizes)
+        self._busy = busy  # the schedules with a run in flight here: not claimed ahead
+        self._claim_ahead = claim_ahead
         self._failures = 0
         self._unplannable: Set[str] = set()  # schedules whose trigger raised (health says so)
         #: How long the store has taken to answer claims lately (a decaying maximum, seconds).
@@ -161,6 +168,10 @@ class Claims:
         ``small_first``: the first group is small, so the first runs start while the rest are
         claimed (the loop passes False when it goes on with a burst it has already started)."""
         table = self._table
+        if self.claimed_ahead:
+            self.claimed_ahead.start_due(now)  # claimed before their instant: only the hand-over is left
+        if not due:
+            return
         if self._writer.backlogged:
             self._troubles.report(
                 "outcomes", f"{self._writer.pending} run outcomes wait for the store: not claiming new fires"
@@ -186,7 +197,8 @@ class Claims:
                     planned = self._plan_group(group, now)
                     if planned:
                         concerning = {c.name for c, _, _ in planned} if burst else None
-                        refused.extend((claim, now) for claim in self._claim_group(planned, now, concerning))
+                        answered = self._claim_group(planned, now, concerning)
+                        refused.extend((claim, now) for claim in answered or ())
                         if start < len(due):
                             time.sleep(0)  # let the run threads just woken take the GIL and start their runs
         finally:
@@ -223,17 +235,21 @@ class Claims:
                     planned.append((claim, func, opts))
         return planned
 
-    def prepare(self, due: List[Fire], now: datetime) -> None:
-        """Plan ``due`` (fires of the next instant, popped within the loop's lead) before it comes,
-        so that at the instant only the claim is left: ``process`` uses a plan whose schedule,
-        options and trigger are still those it was made from and that is still on time."""
+    def prepare(self, due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
+        """Plan ``due`` (fires of the instant ``at``, popped a moment before it) and claim them
+        ahead, so that at the instant only the hand-over is left; the fires claimed. One not
+        claimed now (its schedule has a run in flight here, which may end before the instant; the
+        store refused or failed) is claimed at the instant with its plan, if that still holds."""
         table = self._table
         if len(self._ahead) > _OPTIONS_CACHE:  # plans of fires that never came (the loop stopped)
             self._ahead.clear()
+        planned: List[Planned] = []
+        busy = self._busy() if self._claim_ahead else frozenset()
         with table.lock:
             for name, fire in due:
                 record = table.records.get(name)
                 trigger = table.triggers.get(name)
+                func = table.funcs.get(name)
                 if record is None or trigger is None or fire < now or not self._membership.owns(name):
                     continue
                 try:
@@ -242,6 +258,19 @@ class Claims:
                     continue
                 if len(claim.runs) == 1:
                     self._ahead[(name, fire)] = Ahead(record, record.options, trigger, claim, opts)
+                    if self._claim_ahead and func is not None and name not in busy:
+                        planned.append((claim, func, opts))
+        if not planned or self._writer.backlogged:
+            return set()
+        with self._writer.commit_lock:
+            refused = self._claim_group(planned, now, None, hold_until=at)
+        if refused is None:
+            return set()
+        left = {(c.name, c.expected_next) for c in refused}
+        claimed = {(c.name, c.expected_next) for c, _, _ in planned} - left
+        for key in claimed:
+            self._ahead.pop(key, None)
+        return claimed
 
     def _plan(
         self, name: str, record: ScheduleRecord, trigger: Trigger, fire: datetime, now: datetime
@@ -282,10 +311,12 @@ class Claims:
         group: Sequence[Planned],
         now: datetime,
         concerning: Optional[Set[str]],
-    ) -> List[Claim]:
+        hold_until: Optional[datetime] = None,
+    ) -> Optional[List[Claim]]:
         """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
-        given) in one transaction and hand the won runs over; the refused claims, for ``_refused``.
-        The caller holds the writer's commit lock."""
+        given) in one transaction and hand the won runs over (or hold them until ``hold_until``:
+        claimed ahead); the refused claims, for ``_refused``; None if the store failed. The caller
+        holds the writer's commit lock."""
         try:
             outcomes = self._writer.take(concerning)
             self.in_store_since = time.monotonic()
@@ -297,6 +328,9 @@ class Claims:
             finally:
                 self.in_store_since = None
         except Exception as exc:
+            if hold_until is not None:  # claimed at the instant instead, which reports a failure
+                logger.debug("claiming %d fire(s) ahead: %r", len(group), exc)
+                return None
             self._failures += 1
             delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
             message = f"claiming {len(group)} fire(s): {type(exc).__name__}: {exc}"
@@ -307,7 +341,7 @@ class Claims:
             with self._table.lock:
                 for claim, _, _ in group:
                     self._table.push(now + timedelta(seconds=delay), claim.name, claim.expected_next)
-            return []
+            return None
         self._writer.done(outcomes)
         # The first answer after the store failed: its fires waited for the store to come back, and
         # one whose next instant is due by now gives way to it (else it would run late, and the
@@ -321,6 +355,7 @@ class Claims:
                 logger.warning("store answers claims again after %.1f s", lasted)
         refused: List[Claim] = []
         won: List[Tuple[str, Callable[[], Any], List[RunRecord], Options]] = []
+        held: List[Held] = []  # won ahead of their instant
         ended: List[RunRecord] = []  # missed, or skipped for overlap, at the claim
         answered = self._clock.now()
         stuck = recovering or self._answered_late(answered, now)
@@ -346,7 +381,10 @@ class Claims:
                     table.push(claim.new_next, claim.name, claim.new_next)
                 if self._refusals.tries:
                     self._refusals.settled(claim.name)
-                if active:
+                if active and hold_until is not None:
+                    held.append(Held(hold_until, claim.name, func, active, opts, record.definition_hash))
+                    self.unblock(claim.name)
+                elif active:
                     won.append((claim.name, func, active, opts))
                     self.unblock(claim.name)
                 elif any(r.reason == "overlap" for r in stored):
@@ -354,6 +392,8 @@ class Claims:
                 if len(active) != len(stored):
                     ended.extend(r for r in stored if r.status not in ACTIVE_STATUSES)
                     _log_ended(claim.name, stored, len(active))
+        if held:
+            self.claimed_ahead.add(held)
         with self._batch():
             for name, func, runs, opts in won:
                 self._submit(name, func, runs, opts)

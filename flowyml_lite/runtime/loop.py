@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from datetime import datetime, timedelta
-from typing import Callable, List, Optional, Tuple
+from typing import AbstractSet, Callable, List, Optional, Tuple
 
 from ..clock import Clock, SystemClock
 from .gate import GATE, LEAD_SECONDS, TAIL_SECONDS
@@ -49,7 +49,7 @@ class TimerLoop:
         process: Callable[[List[Fire], datetime, bool], None],
         troubles: Troubles,
         idle_seconds: float,
-        prepare: Optional[Callable[[List[Fire], datetime], None]] = None,
+        prepare: Optional[Callable[[List[Fire], datetime, datetime], AbstractSet[Fire]]] = None,
         gc_pause: Optional[GCPause] = None,
     ) -> None:
         self._table = table
@@ -59,6 +59,7 @@ class TimerLoop:
         #: Fires of the next instant, popped from the heap in the lead before it and planned then
         #: (real time only): taken first when it comes, put back into the heap if the loop stops.
         self._staged: List[Fire] = []  # their instant: table.staged_at
+        self._claimed_ahead = 0  # how many of that instant's fires ``prepare`` claimed already
         self._troubles = troubles
         self._pause = gc_pause if gc_pause is not None else GCPause(False)
         self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
@@ -112,8 +113,8 @@ class TimerLoop:
                 with table.lock:
                     now = self._clock.now()
                     self.beat = time.monotonic()
-                    due, full = self._take_due(now)
-                    if not due:
+                    due, full, arrived = self._take_due(now)
+                    if not due and not arrived:
                         more = False
                         self._pause.release()  # the burst is over: collection goes on
                         wake = table.next_wake()
@@ -147,7 +148,10 @@ class TimerLoop:
                         self._gate(True)  # the instant is within the lead: the API waits from now
                     self._stage(stage_at, now)
                     continue
-                self._pause.hold(len(due))
+                claimed = 0
+                if arrived:  # the fires claimed ahead start in this pass too
+                    claimed, self._claimed_ahead = self._claimed_ahead, 0
+                self._pause.hold(len(due) + claimed)
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
                 more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
@@ -160,22 +164,24 @@ class TimerLoop:
                 self._put_back(due, now)
                 self.stopping.wait(0.1)
 
-    def _take_due(self, now: datetime) -> Tuple[List[Fire], bool]:
-        """The fires due at ``now`` (staged ones first), and whether the heap may hold more due."""
+    def _take_due(self, now: datetime) -> Tuple[List[Fire], bool, bool]:
+        """The fires due at ``now`` (staged ones first), whether the heap may hold more due, and
+        whether the staged instant came (its fires claimed ahead start now, even if none is left)."""
         popped = self._table.pop_due(now, POP_LIMIT)
         full = len(popped) == POP_LIMIT
         at = self._table.staged_at
         if at is None or at > now:
-            return popped, full
+            return popped, full, False
         staged, self._staged, self._table.staged_at = self._staged, [], None
         if popped:
             known = set(staged)  # an entry queued again meanwhile (a re-own of the split) is the same fire
             staged.extend(fire for fire in popped if fire not in known)
-        return staged, full
+        return staged, full, True
 
     def _stage(self, at: datetime, now: datetime) -> None:
-        """Pop the fires due at ``at`` (the heap's next instant, within the lead) and plan them,
-        a chunk at a time, stopping a little before ``at``: what is left is taken at ``at``."""
+        """Pop the fires due at ``at`` (the heap's next instant, within the stage window), plan and
+        claim them, a chunk at a time, stopping a little before ``at``: what is left (not claimed
+        ahead, or not reached) is taken at ``at``."""
         assert self._prepare is not None
         deadline = time.monotonic() + (at - now).total_seconds() - STAGE_MARGIN_SECONDS
         while not self.stopping.is_set():
@@ -183,9 +189,14 @@ class TimerLoop:
                 chunk = self._table.pop_due(at, STAGE_CHUNK)
                 if not chunk:
                     return
-                self._staged.extend(chunk)
+                self._staged.extend(chunk)  # if prepare raises, the chunk is still taken at ``at``
                 self._table.staged_at = at
-            self._prepare(chunk, now)
+            claimed = self._prepare(chunk, at, self._clock.now())
+            if claimed:
+                with self._table.lock:  # the chunk is the list's tail: only this thread adds to it
+                    del self._staged[len(self._staged) - len(chunk) :]
+                    self._staged.extend(fire for fire in chunk if fire not in claimed)
+                self._claimed_ahead += len(claimed)
             if len(chunk) < STAGE_CHUNK or time.monotonic() >= deadline:
                 return
 

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from ..clock import Clock
 from ..core.schedule import Options, matches_retry_on, retry_delay
@@ -51,6 +51,8 @@ logger = logging.getLogger("flowyml_lite.scheduler.runner")
 #: before it is recorded without it, unless the executor says otherwise (Executor.cancel_answer_seconds:
 #: a process executor waits out its kill grace). An async job blocking its event loop cannot answer.
 CANCEL_ANSWER_SECONDS = 1.0
+#: How a run claimed before its instant shows until the instant (``seen_here``).
+CLAIMED_AHEAD = "claimed ahead of its instant: starts at it"
 STOPPED_BEFORE = "scheduler stopped before this catch-up run"
 #: How long stop() waits for the hook calls of runs that ended before it.
 HOOKS_AT_STOP_SECONDS = 5.0
@@ -105,22 +107,29 @@ class Runner:
     def active(self) -> int:
         return len(self._inflight)
 
+    def busy(self) -> Set[str]:
+        """The schedules with a run in flight here."""
+        return {state.name for state in self._inflight.states()} if self._inflight else set()
+
     def active_names(self) -> List[str]:
         return sorted({state.name for state in self._inflight.states()})
 
     def seen_here(self, runs: List[RunRecord]) -> List[RunRecord]:
         """``runs`` as this process knows them: a run claimed here that still waits for a free
         worker of its executor is ``queued`` with no start yet (its row says ``running`` from its
-        claim until its outcome: the start is not written, to spare a store write per run)."""
-        if not self._inflight:
-            return runs
+        claim until its outcome: the start is not written, to spare a store write per run); so is a
+        run claimed ahead of its instant, by any process, until the instant."""
+        now = self._clock.now()
         seen = []
         for run in runs:
-            state = self._inflight.get(run.run_key) if run.status == RUNNING else None
-            if state is not None and state.began is None and state.run.run_key == run.run_key:
-                waited = time.perf_counter() - state.t0
-                why = f"waiting for a free worker of its executor ({waited:.1f} s so far)"
-                run = replace(run, status=QUEUED, started_at=None, reason=why)
+            if run.status == RUNNING:
+                state = self._inflight.get(run.run_key) if self._inflight else None
+                if state is not None and state.began is None and state.run.run_key == run.run_key:
+                    waited = time.perf_counter() - state.t0
+                    why = f"waiting for a free worker of its executor ({waited:.1f} s so far)"
+                    run = replace(run, status=QUEUED, started_at=None, reason=why)
+                elif state is None and run.started_at is not None and run.started_at > now:
+                    run = replace(run, status=QUEUED, started_at=None, reason=CLAIMED_AHEAD)
             seen.append(run)
         return seen
 

@@ -90,7 +90,12 @@ class TestARunWaitingForAThread:
         one_thread.schedule_once("second", lambda: None, at=at)
         one_thread.start()
         deadline = time.monotonic() + 30
-        while not all(one_thread.get_history(n) for n in ("first", "second")) and time.monotonic() < deadline:
+
+        def one_running() -> bool:
+            seen = [one_thread.get_history(n) for n in ("first", "second")]
+            return all(seen) and any(entries[0]["status"] == "running" for entries in seen)
+
+        while not one_running() and time.monotonic() < deadline:
             time.sleep(0.02)
         entries = {n: one_thread.get_history(n)[0] for n in ("first", "second")}
         waiting = next(e for e in entries.values() if e["status"] == "queued")  # which one is the thread's

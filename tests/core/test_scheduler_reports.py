@@ -156,10 +156,12 @@ class TestFiresThatStartLate:
     ) -> None:
         """A store answering each claim in 0.7 s (under the 1 s "slow store" line): a burst's later
         claim groups start over a second late. Health says degraded and why, and is running again
-        once a window passes with fires on time."""
+        once a window passes with fires on time. (Claimed at their instant: claimed ahead, as by
+        default, they start on time.)"""
         monkeypatch.setattr("flowyml_lite.runtime.lateness.WINDOW_SECONDS", 4.0)
         store = PausingClaims(0.7)
-        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), store=store)
+        config = SchedulerConfig(persist_schedules=False, claim_ahead=False)
+        scheduler = PipelineScheduler(config, store=store)
         at = datetime.now(timezone.utc) + timedelta(seconds=1)
         for i in range(30):  # claimed 10, then 20: the second group waits for the first claim
             scheduler.schedule_once(f"report-{i}", lambda: None, at=at)

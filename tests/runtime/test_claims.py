@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Set
 
 import pytest
 
@@ -19,7 +19,16 @@ from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.membership import Membership
 from flowyml_lite.runtime.outcomes import OutcomeWriter
 from flowyml_lite.runtime.table import ScheduleTable
-from flowyml_lite.stores.base import MISSED, RUNNING, SUCCEEDED, Claim, Outcome, RunRecord, ScheduleRecord
+from flowyml_lite.stores.base import (
+    MISSED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    Claim,
+    Outcome,
+    RunRecord,
+    ScheduleRecord,
+)
 from flowyml_lite.stores.memory import MemoryStore
 
 DUE = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -43,10 +52,10 @@ class HeldWriter(OutcomeWriter):
         pass
 
 
-def world(count: int = 3, interval: int = 60, held: bool = False) -> SimpleNamespace:
+def world(count: int = 3, interval: int = 60, held: bool = False, ahead: bool = False) -> SimpleNamespace:
     """``count`` interval schedules due at DUE on a memory store, and the claims that serve them;
     ``started`` collects (name, runs) as the runner would get them. ``held``: the outcome writer
-    has no thread of its own."""
+    has no thread of its own. ``ahead``: fires planned before their instant are claimed then."""
     clock = FakeClock(DUE - timedelta(seconds=0.05))  # in the loop's lead before the instant
     store = MemoryStore()
     store.open()
@@ -64,7 +73,10 @@ def world(count: int = 3, interval: int = 60, held: bool = False) -> SimpleNames
         clock,
         "a",
         lambda name, func, runs, opts: started.append((name, runs)),
+        busy=lambda: busy,
+        claim_ahead=ahead,
     )
+    busy: Set[str] = set()
     names = [f"job-{i}" for i in range(count)]
     for name in names:
         record = ScheduleRecord(name, "interval", str(interval), "UTC", f"h-{name}", next_fire=DUE)
@@ -81,15 +93,17 @@ def world(count: int = 3, interval: int = 60, held: bool = False) -> SimpleNames
         names=names,
         started=started,
         writer=writer,
+        busy=busy,
     )
 
 
 def stage(w: SimpleNamespace) -> List[Any]:
-    """What the loop does in the lead: pop the instant's fires and have them planned."""
+    """What the loop does in the lead: pop the instant's fires and have them planned (and claimed,
+    if the world claims ahead); the fires left for the instant."""
     with w.table.cond:
         due = w.table.pop_due(DUE)
-    w.claims.prepare(due, w.clock.now())
-    return due
+    claimed = w.claims.prepare(due, DUE, w.clock.now())
+    return [fire for fire in due if fire not in claimed]
 
 
 def planned_keys(w: SimpleNamespace) -> dict:
@@ -155,6 +169,126 @@ class TestFiresPlannedBeforeTheirInstant:
         runs = dict(w.started)["job-0"]
         assert [r.fire_time for r in runs] == [DUE + timedelta(seconds=1)]
         assert w.store.get_schedule("job-0").next_fire == DUE + timedelta(seconds=2)
+
+
+class TestFiresClaimedBeforeTheirInstant:
+    """With real time the loop stages an instant's fires half a second ahead: they are planned and
+    claimed then, so at the instant only their start is left."""
+
+    def test_the_claim_is_made_ahead_and_the_runs_start_at_the_instant_not_before(self) -> None:
+        w = world(ahead=True)
+        assert stage(w) == []  # every fire claimed: nothing left for the instant
+        assert w.started == []  # claimed, not started
+        for name in w.names:
+            assert [(r.fire_time, r.status) for r in w.store.history(name)] == [(DUE, RUNNING)]
+            assert w.store.get_schedule(name).next_fire == DUE + timedelta(seconds=60)
+        w.claims.process([], DUE - timedelta(milliseconds=1))
+        assert w.started == []  # not a moment early
+        w.clock.set(DUE + timedelta(milliseconds=2))
+        w.claims.process([], w.clock.now())
+        assert sorted(name for name, _ in w.started) == w.names
+        assert all(runs[0].fire_time == DUE and runs[0].started_at == DUE for _, runs in w.started)
+        w.claims.process([], w.clock.now())
+        assert len(w.started) == 3  # started once
+
+    def test_a_schedule_with_a_run_in_flight_here_is_claimed_at_its_instant(self) -> None:
+        """Its run may end before the instant: claimed now, the fire would be skipped for overlap."""
+        w = world(ahead=True)
+        w.busy.add("job-1")
+        left = stage(w)
+        assert left == [("job-1", DUE)]
+        assert w.store.history("job-1") == []
+        w.clock.set(DUE)
+        w.claims.process(left, DUE)
+        assert sorted(name for name, _ in w.started) == w.names
+
+    @pytest.mark.parametrize("change", ["paused", "removed", "redefined"])
+    def test_a_schedule_changed_here_after_its_claim_does_not_start(self, change: str) -> None:
+        w = world(ahead=True, held=True)
+        stage(w)
+        with w.table.cond:
+            if change == "paused":
+                assert w.store.set_enabled("job-1", False, None)
+                w.table.set_record(w.store.get_schedule("job-1"))
+            elif change == "removed":
+                w.table.forget("job-1")
+            else:
+                new = ScheduleRecord("job-1", "interval", "10", "UTC", "h-new", next_fire=DUE)
+                w.table.serve("job-1", lambda: None, build_trigger("interval", "10", "UTC", "job-1"))
+                w.table.set_record(w.store.declare_schedule(new))
+        w.clock.set(DUE)
+        w.claims.process([], DUE)
+        assert sorted(name for name, _ in w.started) == ["job-0", "job-2"]
+        w.store.finish_runs(w.writer.take())
+        (row,) = w.store.history("job-1")
+        assert row.status == SKIPPED and change in (row.reason or "") and "before its instant" in row.reason
+
+    def test_a_store_that_fails_ahead_leaves_the_claims_to_the_instant_and_reports_nothing(self) -> None:
+        w = world(ahead=True)
+        real = w.store.claim_many
+        w.store.claim_many = lambda claims, outcomes=(): (_ for _ in ()).throw(StoreError("disk I/O error"))
+        left = stage(w)
+        assert sorted(left) == [(name, DUE) for name in w.names]
+        assert w.troubles.problems() == []  # the claim at the instant says so if it fails too
+        w.store.claim_many = real
+        w.clock.set(DUE)
+        w.claims.process(left, DUE)
+        assert sorted(name for name, _ in w.started) == w.names
+
+    def test_a_claim_refused_ahead_is_made_at_the_instant(self) -> None:
+        w = world(ahead=True)
+        real = w.store.claim_many
+        w.store.claim_many = lambda claims, outcomes=(): [None for _ in claims]  # another node's claim
+        left = stage(w)
+        assert len(left) == 3 and w.started == []
+        w.store.claim_many = real
+        w.clock.set(DUE)
+        w.claims.process(left, DUE)
+        assert sorted(name for name, _ in w.started) == w.names
+
+    @pytest.mark.parametrize(
+        ("late", "interval", "catchup", "runs"),
+        [
+            (30, 3600, "skip", True),  # late, within the 60 s grace: it runs
+            (90, 3600, "skip", False),  # past the grace, and the policy skips misfires
+            (90, 3600, "latest", True),  # past the grace: the latest instant runs as a catch-up
+            (61, 60, "latest", False),  # the next instant is due too: it runs instead
+            (61, 60, "all", True),  # every instant runs
+        ],
+    )
+    def test_a_process_held_up_past_the_instant_decides_as_the_misfire_policy_would(
+        self, late: int, interval: int, catchup: str, runs: bool
+    ) -> None:
+        """A frozen process (SIGSTOP, a stalled VM) resumed after the instant of a run it claimed ahead."""
+        w = world(count=1, ahead=True, held=True)
+        options = {"catchup": catchup, "misfire_grace_seconds": 60}
+        every = str(interval)
+        record = ScheduleRecord("job-0", "interval", every, "UTC", "h2", next_fire=DUE, options=options)
+        with w.table.cond:
+            w.table.serve("job-0", lambda: None, build_trigger("interval", str(interval), "UTC", "job-0"))
+            w.table.set_record(w.store.declare_schedule(record))
+        stage(w)
+        w.clock.set(DUE + timedelta(seconds=late))
+        w.claims.process([], w.clock.now())
+        assert bool(w.started) is runs
+        w.store.finish_runs(w.writer.take())
+        row = next(r for r in w.store.history("job-0") if r.fire_time == DUE)
+        assert (row.status == MISSED) is not runs
+
+    def test_at_stop_a_run_claimed_ahead_starts_at_its_instant_if_it_comes_soon(self) -> None:
+        w = world(count=1, ahead=True)
+        stage(w)
+        w.claims.claimed_ahead.at_stop(1.0, lambda: DUE - timedelta(seconds=0.05))
+        assert [name for name, _ in w.started] == ["job-0"]
+
+    def test_at_stop_one_claimed_for_a_later_instant_is_recorded_skipped(self) -> None:
+        w = world(count=1, ahead=True, held=True)
+        stage(w)
+        w.claims.claimed_ahead.at_stop(0.01, lambda: DUE - timedelta(seconds=0.05))
+        assert w.started == []
+        w.store.finish_runs(w.writer.take())
+        (row,) = w.store.history("job-0")
+        assert row.status == SKIPPED and "stopped before" in (row.reason or "")
 
 
 class _Broken:
@@ -395,7 +529,7 @@ class TestAScheduleWhoseTriggerRaised:
         w.clock.set(later - timedelta(seconds=0.05))
         with w.table.cond:
             ahead = [fire for fire in w.table.pop_due(later) if fire[0] == "job-1"]
-        w.claims.prepare(ahead, w.clock.now())
+        w.claims.prepare(ahead, later, w.clock.now())
         w.clock.set(later)
         w.claims.process(ahead, later)
         assert w.troubles.problems() == []

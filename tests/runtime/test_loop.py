@@ -1,13 +1,13 @@
-"""The timer loop (real time): the next instant's fires are planned in the half second before it, taken
-first when it comes, and never lost: not when the loop stops with fires planned, not when handing
-fires over raises."""
+"""The timer loop (real time): the next instant's fires are planned (and claimed) in the half second
+before it, taken first when it comes, and never lost: not when the loop stops with fires planned,
+not when handing fires over raises."""
 
 from __future__ import annotations
 
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 from flowyml_lite.clock import SystemClock
 from flowyml_lite.runtime.gate import GATE, LEAD_SECONDS
@@ -48,9 +48,10 @@ class TestTheNextInstantIsPlannedInItsLead:
 
         quiet: List[bool] = []
 
-        def prepare(due: List[Fire], now: datetime) -> None:
+        def prepare(due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
             planned.append((time.time(), due))
             quiet.append(table.quiet_for(1.0, now))  # upkeep that stalls writers must wait
+            return set()
 
         loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
         loop.start()
@@ -72,9 +73,10 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Fire] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], now: datetime) -> None:
+        def prepare(due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
             planned.append((time.time(), GATE.closed, len(due)))
             time.sleep(0.01)  # planning a chunk of a big burst takes a while
+            return set()
 
         def process(due: List[Fire], now: datetime, small_first: bool) -> None:
             handed.extend(due)
@@ -103,7 +105,7 @@ class TestTheNextInstantIsPlannedInItsLead:
             lambda due, now, first: handed.extend(due),
             Troubles(),
             1.0,
-            lambda due, now: staged.set(),
+            lambda due, at, now: staged.set() or set(),
         )
         loop.start()
         assert staged.wait(2)
@@ -123,7 +125,7 @@ class TestTheNextInstantIsPlannedInItsLead:
                 raise RuntimeError("a bug on the fire path")
             done.set()
 
-        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, now: None)
+        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, at, now: set())
         loop.start()
         try:
             assert done.wait(5)
@@ -137,9 +139,10 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Fire] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], now: datetime) -> None:
+        def prepare(due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
             with table.cond:  # a change of the split meanwhile queues every owned fire again
                 table.reown()
+            return set()
 
         def process(due: List[Fire], now: datetime, small_first: bool) -> None:
             handed.extend(due)
@@ -153,3 +156,47 @@ class TestTheNextInstantIsPlannedInItsLead:
         finally:
             loop.stop(2)
         assert sorted(handed) == sorted((f"job-{i}", at) for i in range(20))
+
+
+class TestFiresClaimedAheadAreStartedAtTheirInstant:
+    def test_the_instant_comes_to_the_claims_even_with_no_fire_left_to_claim(self) -> None:
+        """Every fire was claimed ahead: the pass at the instant still comes (it starts them), once,
+        and not before the instant; the fires claimed are not handed over again."""
+        table, at = table_due_in(0.3, 40)
+        passes: List[Tuple[datetime, List[Fire]]] = []
+        done = threading.Event()
+
+        def prepare(due: List[Fire], at_: datetime, now: datetime) -> Set[Fire]:
+            return {fire for fire in due if fire[0] != "job-7"}  # one left for the instant
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            passes.append((now, list(due)))
+            done.set()
+
+        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
+        loop.start()
+        try:
+            assert done.wait(5)
+            time.sleep(0.2)
+        finally:
+            loop.stop(2)
+        assert [due for _, due in passes] == [[("job-7", at)]]
+        assert passes[0][0] >= at
+
+    def test_with_all_claimed_ahead_the_pass_comes_with_none(self) -> None:
+        table, at = table_due_in(0.3, 5)
+        passes: List[Tuple[datetime, List[Fire]]] = []
+        done = threading.Event()
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            passes.append((now, list(due)))
+            done.set()
+
+        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, lambda due, at_, now: set(due))
+        loop.start()
+        try:
+            assert done.wait(5)
+            time.sleep(0.2)
+        finally:
+            loop.stop(2)
+        assert len(passes) == 1 and passes[0][1] == [] and passes[0][0] >= at
