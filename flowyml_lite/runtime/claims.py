@@ -250,7 +250,9 @@ class Claims:
                 record = table.records.get(name)
                 trigger = table.triggers.get(name)
                 func = table.funcs.get(name)
-                if record is None or trigger is None or fire < now or not self._membership.owns(name):
+                if record is None or trigger is None or fire < now or record.next_fire != fire:
+                    continue  # gone, or a stale entry: the schedule moved on
+                if not record.enabled or not self._membership.owns(name):
                     continue
                 try:
                     claim, opts = self._claim_for(name, record, trigger, fire, fire)

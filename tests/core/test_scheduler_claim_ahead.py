@@ -1,0 +1,94 @@
+"""Fires are claimed in the half second before their instant (real time), so that at the instant
+only their start is left: the claim is in the store before the instant, the run starts at it and
+never before, and a pause, a removal or a stop in between is honoured and recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path) -> Iterator[PipelineScheduler]:
+    made = PipelineScheduler(SchedulerConfig(db_path=str(tmp_path / "s.db")))
+    yield made
+    made.stop(timeout=5)
+
+
+def at_in(seconds: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+class TestAFireClaimedAhead:
+    def test_is_in_the_store_before_its_instant_shown_queued_and_starts_at_it(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        started: List[datetime] = []
+        at = at_in(1.2)
+        scheduler.schedule_once("report", lambda: started.append(datetime.now(timezone.utc)), at=at)
+        scheduler.start()
+        assert wait_for(lambda: scheduler.get_history("report"))
+        [entry] = scheduler.get_history("report")
+        seen = datetime.now(timezone.utc)
+        assert seen < at  # claimed before the instant
+        assert entry["status"] == "queued" and "claimed ahead" in entry["reason"]
+        assert entry["started_at"] is None
+        assert wait_for(lambda: scheduler.get_history("report")[0]["status"] == "succeeded")
+        assert len(started) == 1 and started[0] >= at  # never early
+
+    def test_paused_after_its_claim_it_does_not_run_and_says_why(self, scheduler: PipelineScheduler) -> None:
+        ran = threading.Event()
+        at = at_in(1.2)
+        scheduler.schedule_once("report", ran.set, at=at)
+        scheduler.start()
+        assert wait_for(lambda: scheduler.get_history("report"))
+        scheduler.disable("report")
+        time.sleep(max((at - datetime.now(timezone.utc)).total_seconds(), 0) + 0.3)
+        assert not ran.is_set()
+        assert wait_for(lambda: scheduler.get_history("report")[0]["status"] == "skipped")
+        [entry] = scheduler.get_history("report")
+        assert "paused" in entry["reason"] and "before its instant" in entry["reason"]
+        assert scheduler.health_check()["status"] == "running"
+
+    def test_stopped_after_its_claim_it_runs_at_its_instant(self, tmp_path: Path) -> None:
+        config = SchedulerConfig(db_path=str(tmp_path / "s.db"))
+        first = PipelineScheduler(config)
+        started: List[datetime] = []
+        at = at_in(1.2)
+        first.schedule_once("report", lambda: started.append(datetime.now(timezone.utc)), at=at)
+        first.start()
+        assert wait_for(lambda: first.get_history("report"))
+        assert first.stop(timeout=5)
+        assert len(started) == 1 and started[0] >= at
+        again = PipelineScheduler(config)
+        again.schedule_once("report", lambda: None, at=at)
+        history: List[Dict[str, Any]] = again.get_history("report")
+        assert [e["status"] for e in history] == ["succeeded"]
+
+    def test_switched_off_the_fire_is_claimed_at_its_instant(self, tmp_path: Path) -> None:
+        scheduler = PipelineScheduler(SchedulerConfig(db_path=str(tmp_path / "s.db"), claim_ahead=False))
+        at = at_in(1.2)
+        scheduler.schedule_once("report", lambda: None, at=at)
+        scheduler.start()
+        try:
+            wait_for(lambda: datetime.now(timezone.utc) >= at - timedelta(seconds=0.1), 5)
+            assert scheduler.get_history("report") == []
+            assert wait_for(lambda: scheduler.get_history("report")[:1] != [])
+        finally:
+            scheduler.stop(timeout=5)
