@@ -28,6 +28,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CronError, ScheduleError, TimezoneError
 from ..executors.child_import import importing_job_code
 from ..locks.base import Lock
+from ..runtime import gc_pause
 from ..runtime.claims import Claims
 from ..runtime.clock_watch import ClockWatch
 from ..runtime.context import RunContext, current_run
@@ -170,6 +171,7 @@ class PipelineScheduler:
             self._runner.announce,
             self._serving.digest,
             quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
+            quiet_for=lambda seconds: self._table.quiet_for(seconds, self._clock.now()),
             adopt_changes=lambda: self._sync.sync(quick=True),
             clock_watch=self._clock_watch,
         )
@@ -439,6 +441,7 @@ class PipelineScheduler:
             return max(deadline - time.monotonic(), floor)
 
         self._runner.stopping.set()
+        gc_pause.forgive_owed()  # a full collection put off by declarations: the collector's again
         self._loop.stop(left(1.0))
         self._claims.claimed_ahead.at_stop(min(left(), 1.0), self._clock.now)  # started at their instant
         if self._store.shared:  # its peers take its share over now, while its runs finish

@@ -15,6 +15,10 @@ all live on, so the collector's full collections, each a scan of the whole growi
 nothing: a third of the time re-declaring them took. While declarations come in bulk, full
 collections are deferred (the oldest generation's threshold raised; the young generations are
 still collected) until ``DEFER_IDLE_SECONDS`` after the last one, or the scheduler's next sync.
+The full collection put off is then owed, and made at a moment no fire is due soon
+(``collect_owed``, from the housekeeping thread: with 10,000 schedules it holds the interpreter
+40-60 ms, which made the first fires after ``start()`` that late), or left to the collector again
+after ``MAX_OWED_SECONDS``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ MAX_PAUSE_SECONDS = 1.0
 DEFER_IDLE_SECONDS = 1.0
 #: The longest a deferral lasts, however long declarations go on; none follows for as long.
 MAX_DEFER_SECONDS = 10.0
+#: After a deferral, the longest its full collection waits for a quiet moment.
+MAX_OWED_SECONDS = 30.0
 #: The oldest generation's threshold while full collections are deferred: never reached in a burst.
 _FAR = 1_000_000
 
@@ -47,6 +53,7 @@ _deferred: Optional[int] = None  # the oldest generation's threshold a deferral 
 _defer_until = 0.0  # when a deferral ends (monotonic), renewed by each declaration
 _defer_began = 0.0  # when the deferral began (monotonic)
 _rested_until = 0.0  # no deferral before this (monotonic): the last one reached its limit
+_owed_until = 0.0  # nonzero: the deferral is over, its collection owed until then (monotonic)
 _watchdog: Optional[threading.Thread] = None
 _watched = False  # the watchdog runs and will see a new pause (it clears this as it leaves)
 
@@ -104,10 +111,11 @@ def defer_full_collections() -> None:
     """Declarations are arriving in bulk: put off full collections until ``DEFER_IDLE_SECONDS``
     after the last call (cheap enough to call for each declaration)."""
     global _defer_until, _deferred, _defer_began, _rested_until
+    global _owed_until
     now = time.monotonic()
     if _deferred is not None:
         if now - _defer_began < MAX_DEFER_SECONDS:
-            _defer_until = now + DEFER_IDLE_SECONDS
+            _defer_until, _owed_until = now + DEFER_IDLE_SECONDS, 0.0
         else:  # at its limit: not renewed, and the next one waits as long
             _rested_until = _defer_began + 2 * MAX_DEFER_SECONDS
         return
@@ -125,26 +133,60 @@ def defer_full_collections() -> None:
 
 
 def end_deferral() -> None:
-    """The declarations are over (the scheduler synced or started): full collections resume."""
-    if _deferred is not None:
+    """The declarations are over (the scheduler synced or started): the full collection put off
+    is owed (``collect_owed``)."""
+    if _deferred is not None and not _owed_until:
         with _cond:
-            _undefer()
+            _owe()
 
 
 def deferring() -> bool:
-    """Whether full collections are deferred now."""
-    return _deferred is not None
+    """Whether declarations defer full collections now."""
+    return _deferred is not None and not _owed_until
+
+
+def owed() -> bool:
+    """Whether a deferral is over and its full collection waits for a quiet moment."""
+    return bool(_owed_until)
+
+
+def collect_owed() -> bool:
+    """Make the full collection a deferral put off (call it when no fire is due soon: it holds the
+    interpreter for a scan of every object), and let the collector go on as before; False if
+    none was owed."""
+    if not _owed_until:
+        return False
+    gc.collect()
+    with _cond:
+        _undefer()
+    return True
+
+
+def forgive_owed() -> None:
+    """The scheduler stops: an owed full collection is left to the collector, as before."""
+    if _owed_until:
+        with _cond:
+            if _owed_until:
+                _undefer()
+
+
+def _owe() -> None:
+    """Declarations stopped: the deferral's full collection is owed from now (``_cond`` held)."""
+    global _owed_until
+    if _deferred is not None and not _owed_until:
+        _owed_until = time.monotonic() + MAX_OWED_SECONDS
+        _cond.notify_all()
 
 
 def _undefer() -> None:
     """Restore the threshold a deferral raised, unless the application set its own meanwhile
     (``_cond`` held)."""
-    global _deferred
+    global _deferred, _owed_until
     if _deferred is not None:
         thresholds = gc.get_threshold()
         if thresholds[2] == _FAR:
             gc.set_threshold(*thresholds[:2], _deferred)
-        _deferred = None
+        _deferred, _owed_until = None, 0.0
         _cond.notify_all()
 
 
@@ -188,15 +230,22 @@ def _watch() -> None:
                         return
                     continue
                 now = time.monotonic()
-                if _deferred is not None and _defer_until <= now:
+                if _deferred is not None and not _owed_until and _defer_until <= now:
+                    if now - _defer_began >= MAX_DEFER_SECONDS:
+                        _undefer()  # declarations that never stop: the collector's turn now
+                        logger.debug("declarations went on too long: full garbage collections resume")
+                    else:
+                        _owe()
+                        logger.debug("declarations stopped: the full collection put off is owed")
+                if _owed_until and _owed_until <= now:
                     _undefer()
-                    logger.debug("declarations stopped: full garbage collections resume")
+                    logger.debug("no quiet moment for the full collection put off: left to the collector")
                 if _since and _since + MAX_PAUSE_SECONDS <= now:
                     _resume()  # the holders still release theirs; collection is already on
                     logger.debug("a burst kept collection off for %.1f s: on again", MAX_PAUSE_SECONDS)
                 ends = [_since + MAX_PAUSE_SECONDS] if _since else []
                 if _deferred is not None:
-                    ends.append(_defer_until)
+                    ends.append(_owed_until or _defer_until)
                 if ends:
                     _cond.wait(max(0.0, min(ends) - now))
     except BaseException:  # pragma: no cover - a daemon thread ends with the interpreter
@@ -206,7 +255,7 @@ def _watch() -> None:
 
 def _in_child() -> None:
     """A child forked during a pause (a process executor's run) never inherits it."""
-    global _cond, _holders, _since, _watchdog, _watched, _deferred
+    global _cond, _holders, _since, _watchdog, _watched, _deferred, _owed_until
     _cond = threading.Condition()
     _holders, _watchdog, _watched = 0, None, False
     thresholds = gc.get_threshold()
@@ -217,7 +266,7 @@ def _in_child() -> None:
     if _deferred is not None:
         if thresholds[2] == _FAR:
             thresholds = (*thresholds[:2], _deferred)
-        _deferred = None
+        _deferred, _owed_until = None, 0.0
     gc.set_threshold(*thresholds)
 
 

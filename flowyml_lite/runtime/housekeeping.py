@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Set, Tuple
 from ..clock import Clock
 from ..locks.base import Lock
 from ..stores.base import NodeRecord, RunRecord, Store
+from . import gc_pause
 from .clock_watch import ClockWatch
 from .gate import GATE
 from .health import Troubles
@@ -26,6 +27,8 @@ from .membership import Membership
 logger = logging.getLogger("flowyml_lite.scheduler.housekeeping")
 
 MAINTENANCE_SECONDS = 1.0
+#: The full garbage collection put off by declarations in bulk is made when no fire is due this soon.
+OWED_GC_QUIET_SECONDS = 0.25
 PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minutes
 PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 
@@ -60,6 +63,7 @@ class Housekeeping:
         announce: Callable[[RunRecord], None] = lambda run: None,
         serving: Callable[[], Optional[str]] = lambda: None,
         quiet: Optional[Callable[[], bool]] = None,
+        quiet_for: Optional[Callable[[float], bool]] = None,
         adopt_changes: Callable[[], None] = lambda: None,
         clock_watch: Optional[ClockWatch] = None,
     ) -> None:
@@ -68,6 +72,7 @@ class Housekeeping:
         self._clock_watch = clock_watch
         self._judging_held_since = 0.0  # monotonic: since when a clock jump holds the judgment off
         self._quiet = quiet  # no fire due soon: upkeep that stalls writers may run now
+        self._quiet_for = quiet_for  # no fire due within the seconds given
         self._clock = clock
         self._troubles = troubles
         self._membership = membership
@@ -133,6 +138,8 @@ class Housekeeping:
             GATE.pass_through()  # a fire due now goes first: its claim would wait for these writes
             try:
                 self._store.maintain(self._quiet)  # e.g. SQLite's WAL checkpoint, out of the claims' commits
+                if gc_pause.owed() and self._quiet_for is not None and self._quiet_for(OWED_GC_QUIET_SECONDS):
+                    gc_pause.collect_owed()  # the full collection declarations put off, while none is due
                 heartbeat = time.monotonic() >= next_beat
                 if full and self._clock_watch is not None:
                     self._clock_watch.tick(heartbeat)  # first: a step it sees holds the judgment off

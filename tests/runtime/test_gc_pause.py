@@ -35,6 +35,7 @@ def collector_as_it_was() -> Iterator[None]:
     gc.enable()
     yield
     gc_pause.end_deferral()
+    gc_pause.forgive_owed()
     gc.enable()  # process-wide: leave the test process as it was
     gc.set_threshold(*thresholds)
 
@@ -165,6 +166,12 @@ def full_collections_deferred() -> bool:
     return gc.get_threshold()[2] >= gc_pause._FAR
 
 
+def settle() -> None:
+    """Declarations end, and the full collection they put off is made."""
+    gc_pause.end_deferral()
+    assert gc_pause.collect_owed()
+
+
 class TestDeclarationsInBulk:
     def test_full_collections_wait_and_the_young_generations_are_still_collected(self) -> None:
         thresholds = gc.get_threshold()
@@ -172,14 +179,30 @@ class TestDeclarationsInBulk:
         assert full_collections_deferred() and gc_pause.deferring() and watchdog_alive()
         assert gc.get_threshold()[:2] == thresholds[:2] and collecting()
         gc_pause.end_deferral()
-        assert gc.get_threshold() == thresholds and not gc_pause.deferring()
+        assert not gc_pause.deferring() and gc_pause.owed() and full_collections_deferred()
+        assert gc_pause.collect_owed()  # made at a quiet moment: then the collector goes on
+        assert gc.get_threshold() == thresholds and not gc_pause.owed()
+        assert not gc_pause.collect_owed()  # once
+
+    def test_an_owed_collection_with_no_quiet_moment_is_left_to_the_collector(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(gc_pause, "MAX_OWED_SECONDS", 0.1)
+        thresholds = gc.get_threshold()
+        gc_pause.defer_full_collections()
+        gc_pause.end_deferral()
+        deadline = time.monotonic() + 30
+        while gc_pause.owed() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.get_threshold() == thresholds
 
     def test_the_deferral_ends_once_declarations_stop(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(gc_pause, "DEFER_IDLE_SECONDS", 0.05)
         thresholds = gc.get_threshold()
+        monkeypatch.setattr(gc_pause, "MAX_OWED_SECONDS", 0.05)
         gc_pause.defer_full_collections()  # e.g. a script that declares and never starts
         deadline = time.monotonic() + 30
-        while gc_pause.deferring() and time.monotonic() < deadline:
+        while full_collections_deferred() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert gc.get_threshold() == thresholds
         while watchdog_alive() and time.monotonic() < deadline:
@@ -203,7 +226,7 @@ class TestDeclarationsInBulk:
     def test_a_threshold_the_application_sets_meanwhile_is_kept(self) -> None:
         gc_pause.defer_full_collections()
         gc.set_threshold(5000, 20, 30)
-        gc_pause.end_deferral()
+        settle()
         assert gc.get_threshold() == (5000, 20, 30)
 
     def test_a_burst_pause_inside_a_deferral_restores_both(self) -> None:
@@ -211,7 +234,7 @@ class TestDeclarationsInBulk:
         pause = GCPause()
         gc_pause.defer_full_collections()
         pause.hold(BURST_FIRES)
-        gc_pause.end_deferral()  # ends first: the pause's own threshold stays off
+        settle()  # ends first: the pause's own threshold stays off
         assert not collecting() and not full_collections_deferred()
         pause.close()
         assert gc.get_threshold() == thresholds
@@ -219,7 +242,7 @@ class TestDeclarationsInBulk:
         gc_pause.defer_full_collections()
         pause.close()  # the other order
         assert collecting() and full_collections_deferred()
-        gc_pause.end_deferral()
+        settle()
         assert gc.get_threshold() == thresholds
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -246,11 +269,40 @@ class TestDeclarationsInBulk:
             scheduler.schedule_interval(f"s{i}", lambda: None, hours=1)
         assert gc_pause.deferring() is setting
         try:
-            scheduler.start()
-            assert gc.get_threshold() == thresholds
+            scheduler.start()  # the full collection put off is made once no fire is due soon
+            deadline = time.monotonic() + 10
+            while gc.get_threshold() != thresholds and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert gc.get_threshold() == thresholds and not gc_pause.owed()
         finally:
             scheduler.stop(timeout=5)
         assert not watchdog_alive()
+
+    def test_the_collection_put_off_waits_while_a_fire_is_due_soon(self) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+        from flowyml_lite.runtime.sync import BULK_READ_AFTER
+
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        for i in range(BULK_READ_AFTER + 10):
+            scheduler.schedule_interval(f"s{i}", lambda: None, hours=1)
+        first = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+        seen: list = []  # type: ignore[type-arg]
+        for k in range(30):  # a fire every 0.1 s for 3 s: never a quiet moment
+            at = first + timedelta(seconds=0.1 * k)
+            scheduler.schedule_once(f"t{k}", lambda: seen.append(gc_pause.owed()), at=at)
+        try:
+            scheduler.start()
+            deadline = time.monotonic() + 30
+            while len(seen) < 30 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert seen == [True] * 30  # no full collection in the middle of them
+            while gc_pause.owed() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not gc_pause.owed()  # made once they were over
+        finally:
+            scheduler.stop(timeout=5)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="real-time loop on a POSIX machine")
