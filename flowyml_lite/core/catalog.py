@@ -93,6 +93,7 @@ class Catalog:
             raise ScheduleNotFoundError(name)
         with self._table.lock:
             self._table.forget(name)
+        self._claims.claimed_ahead.drop(name)  # its rows went with it
         self._claims.unblock(name)
         self._serving.changed()
         logger.info("unscheduled %r", name)
@@ -102,6 +103,7 @@ class Catalog:
         count = self._store.delete_all()
         with self._table.lock:
             self._table.clear()
+        self._claims.claimed_ahead.drop()
         self._claims.unblock()
         self._serving.changed()
         logger.info("cleared %d schedule(s)", count)

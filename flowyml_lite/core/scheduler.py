@@ -407,6 +407,7 @@ class PipelineScheduler:
             return
         at_exit.watch(self)
         self._runner.stopping.clear()
+        self._claims.claimed_ahead.reopen()
         self._writer.serving = True
         self._runner.rebase(self._clock.now())
         self._housekeeping.stop(1.0)  # a heartbeat-only thread of run_now() hands over
@@ -443,7 +444,7 @@ class PipelineScheduler:
         self._runner.stopping.set()
         gc_pause.forgive_owed()  # a full collection put off by declarations: the collector's again
         self._loop.stop(left(1.0))
-        self._claims.claimed_ahead.at_stop(min(left(), 1.0), self._clock.now)  # started at their instant
+        self._claims.claimed_ahead.at_stop(self._clock.now)  # started at their instant
         if self._store.shared:  # its peers take its share over now, while its runs finish
             self._serving.withdraw(lambda: self._housekeeping.beat(judge=False), left(1.0))
         self._runner.end_waiting()

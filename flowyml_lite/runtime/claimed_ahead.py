@@ -3,8 +3,12 @@
 With real time, the loop plans and claims the next instant's fires within a moment before it
 (``loop.STAGE_SECONDS``), so that when it comes only the hand-over to the executors is left: the
 store's transaction (milliseconds for a burst on SQLite, a round trip on PostgreSQL) is no longer
-between the instant and the start. A run whose schedule was paused, removed or redefined in this
-process (or by another, once synced) before its instant does not start: it is recorded ``skipped``.
+between the instant and the start. At the instant a run starts as its schedule stands then: paused
+or removed, it does not (recorded ``skipped``); redefined, only if the new timetable still fires
+then; held up past the instant (a frozen process), as the misfire policy decides. A run whose
+schedule changed since the claim (a resume, a re-declaration, a change synced from another
+process), or that starts over a second late, starts only if the store still has its row active:
+a peer may have judged this node lost, or the schedule been removed and declared again.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import datetime
 from typing import Any, Callable, ContextManager, List, NamedTuple, Optional, Tuple
 
 from ..core.schedule import Options
-from ..stores.base import MISSED, SKIPPED, Outcome, RunRecord
+from ..stores.base import MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
 from .outcomes import OutcomeWriter
 from .table import ScheduleTable
 
@@ -27,10 +31,16 @@ PAUSED_BEFORE = "the schedule was paused after this fire was claimed, before its
 REMOVED_BEFORE = "the schedule was removed after this fire was claimed, before its instant"
 REDEFINED_BEFORE = "the schedule was redefined after this fire was claimed, before its instant"
 STOPPED_BEFORE_INSTANT = "the scheduler stopped before this fire's instant"
+#: A held run released this late is started only if the store still has its row active.
+VERIFY_LATE_SECONDS = 1.0
+#: ``stop()`` waits this long at most for the instants of the runs it holds (whatever its timeout:
+#: the fires are this node's, and no other node can claim them).
+AT_STOP_WAIT_SECONDS = 1.0
 
 
 class Held(NamedTuple):
-    """A won claim's runs, waiting for ``instant``; ``definition`` is the schedule's at the claim."""
+    """A won claim's runs, waiting for ``instant``; ``definition`` and ``next_fire`` are the
+    schedule's as the claim left it."""
 
     instant: datetime
     name: str
@@ -38,8 +48,10 @@ class Held(NamedTuple):
     runs: List[RunRecord]
     opts: Options
     definition: str
+    next_fire: Optional[datetime]
 
 
+Ended = Tuple[Held, str, str]  # a held run not started: its status and why
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 
 
@@ -49,15 +61,20 @@ class ClaimedAhead:
     def __init__(
         self,
         table: ScheduleTable,
+        store: Store,
         writer: OutcomeWriter,
         submit: Submit,
         batch: Callable[[], ContextManager[None]],
         announce: Callable[[RunRecord], None],
         node_id: str,
         sizes: Callable[[int], List[int]],
+        options: Callable[[ScheduleRecord], Options],
     ) -> None:
         self._table = table
+        self._store = store
         self._sizes = sizes
+        self._options = options
+        self._closed = False  # stop() is over: a claim answered after it gets no start
         self._writer = writer
         self._submit = submit
         self._batch = batch
@@ -71,7 +88,21 @@ class ClaimedAhead:
 
     def add(self, held: List[Held]) -> None:
         with self._lock:
-            self._held.extend(held)
+            if not self._closed:
+                self._held.extend(held)
+                return
+        for each in held:  # a claim answered after stop() gave up waiting for the loop
+            self._end(each, SKIPPED, STOPPED_BEFORE_INSTANT, each.instant)
+
+    def reopen(self) -> None:
+        """The scheduler starts (again)."""
+        self._closed = False
+
+    def drop(self, name: Optional[str] = None) -> None:
+        """Forget the runs held for ``name`` (every schedule if None): removed in this process, its
+        rows went with it, and a schedule declared again under the name claims its own fires."""
+        with self._lock:
+            self._held = [h for h in self._held if name is not None and h.name != name]
 
     def start_due(self, now: datetime) -> int:
         """Start the held runs whose instant is ``now`` or earlier, together; how many there were."""
@@ -88,34 +119,34 @@ class ClaimedAhead:
         self._release(due, now)
         return len(due)
 
-    def at_stop(self, limit: float, now: Callable[[], datetime]) -> None:
-        """At stop: a held run whose instant comes within ``limit`` seconds starts at it (its fire
-        is this node's: no other can claim it now); one further off is recorded ``skipped``."""
-        deadline = time.monotonic() + limit
-        while self._held:
+    def at_stop(self, now: Callable[[], datetime]) -> None:
+        """At stop: a held run whose instant comes within ``AT_STOP_WAIT_SECONDS`` starts at it (its
+        fire is this node's: no other can claim it now); one further off is recorded ``skipped``."""
+        deadline = time.monotonic() + AT_STOP_WAIT_SECONDS
+        while self._held and time.monotonic() < deadline:
             first = min(h.instant for h in self._held)
             wait = (first - now()).total_seconds()
             if wait > deadline - time.monotonic():
                 break
             if wait > 0:
-                time.sleep(wait)
-            self.start_due(max(now(), first))  # a wall clock that drifts from the sleep's is not waited for
+                time.sleep(min(wait, 0.05))  # the wall clock is read again: never early
+                continue
+            self.start_due(now())
         with self._lock:
-            rest, self._held = self._held, []
+            rest, self._held, self._closed = self._held, [], True
         for held in rest:
             self._end(held, SKIPPED, STOPPED_BEFORE_INSTANT, now())
 
     def _release(self, due: List[Held], now: datetime) -> None:
         """Start ``due`` a group at a time (a small one first: its runs start while the rest are
-        handed over), except runs whose schedule changed since their claim, or whose instant is no
-        longer theirs to run (the process was held up past it): those are recorded as they would
-        have been had they been claimed at ``now``."""
+        handed over), as each schedule stands now (see the module's docstring)."""
         begin = 0
         for size in self._sizes(len(due)):
             if begin:
                 time.sleep(0)  # let the run threads just woken take the interpreter and start
             group, begin = due[begin : begin + size], begin + size
-            start, ended = self._judge(group, now)
+            start, check, ended = self._judge(group, now)
+            start.extend(held for held in check if self._still_active(held))
             if start:
                 with self._batch():
                     for held in start:
@@ -123,28 +154,54 @@ class ClaimedAhead:
             for held, status, why in ended:
                 self._end(held, status, why, now)
 
-    def _judge(self, group: List[Held], now: datetime) -> Tuple[List[Held], List[Tuple[Held, str, str]]]:
-        """Which of ``group`` start now, and the others with their status and reason."""
+    def _judge(self, group: List[Held], now: datetime) -> Tuple[List[Held], List[Held], List[Ended]]:
+        """Of ``group``: the runs that start now, those that start if the store still has their row
+        active, and the others with their status and reason."""
         table = self._table
         start: List[Held] = []
-        ended: List[Tuple[Held, str, str]] = []
+        check: List[Held] = []
+        ended: List[Ended] = []
         with table.lock:
             for held in group:
                 record = table.records.get(held.name)
                 func = table.funcs.get(held.name)
                 if record is None or func is None:
                     ended.append((held, SKIPPED, REMOVED_BEFORE))
-                elif not record.enabled:
+                    continue
+                if not record.enabled:
                     ended.append((held, SKIPPED, PAUSED_BEFORE))
-                elif record.definition_hash != held.definition:
-                    ended.append((held, SKIPPED, REDEFINED_BEFORE))
-                else:
-                    why = _stale(held, record.next_fire, now) if held.instant < now else ""
-                    if why:
-                        ended.append((held, MISSED, why))
-                    else:  # a re-declaration with the same timetable may bring a new function
-                        start.append(held if func is held.func else held._replace(func=func))
-        return start, ended
+                    continue
+                if record.definition_hash != held.definition:
+                    if record.next_fire != held.instant:
+                        ended.append((held, SKIPPED, REDEFINED_BEFORE))
+                        continue
+                    # the new timetable fires then too: the instant runs, as now defined
+                    held = held._replace(opts=self._options(record), definition=record.definition_hash)
+                why = _stale(held, record.next_fire, now)
+                if why:
+                    ended.append((held, MISSED, why))
+                    continue
+                if func is not held.func:  # a re-declaration may bring a new function
+                    held = held._replace(func=func)
+                late = (now - held.instant).total_seconds() > VERIFY_LATE_SECONDS
+                (check if late or record.next_fire != held.next_fire else start).append(held)
+        return start, check, ended
+
+    def _still_active(self, held: Held) -> bool:
+        """Whether the store still has ``held``'s row active (marked started at its instant)."""
+        run = held.runs[0]
+        try:
+            if self._store.start_run(run.run_key, held.instant):
+                return True
+        except Exception as exc:  # the row is ours unless shown otherwise: it runs
+            logger.warning("could not check the run of %r claimed ahead (running it): %s", held.name, exc)
+            return True
+        logger.info(
+            "%r: fire %s not started: its row is no longer active (judged lost, or removed)",
+            held.name,
+            held.instant.isoformat(),
+        )
+        return False
 
     def _end(self, held: Held, status: str, why: str, now: datetime) -> None:
         level = logging.WARNING if status == MISSED else logging.INFO
@@ -160,7 +217,7 @@ def _stale(held: Held, next_fire: Optional[datetime], now: datetime) -> str:
     opts = held.opts
     if opts.catchup == "all":
         return ""
-    if next_fire is not None and next_fire <= now:
+    if next_fire is not None and held.instant < next_fire <= now:
         return "superseded by a later instant due at the same time (the process was held up after its claim)"
     late = (now - held.instant).total_seconds()
     if late > opts.misfire_grace_seconds and opts.catchup == "skip":

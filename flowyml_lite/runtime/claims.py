@@ -1,7 +1,9 @@
 """The claims: whether a due fire runs, and that it runs once (DESIGN §4).
 
-For every wake of the loop: the due fires of schedules this node owns are planned by their misfire
-policy and claimed together in one store transaction (``Store.claim_many``) that also carries the
+The next instant's fires are planned and claimed a moment before it (``prepare``; the won runs
+wait in ``claimed_ahead.py``); what is left is claimed at the instant. For every wake of the loop:
+the due fires of schedules this node owns are planned by their misfire policy and claimed together
+in one store transaction (``Store.claim_many``) that also carries the
 outcomes finished since the last one. Schedules another live node owns are not followed here at
 all (the table queues no fire of theirs): when the split changes, the sync re-reads every state
 and the table queues the newly owned fires, so a fire the old owner never claimed is claimed then.
@@ -114,7 +116,9 @@ class Claims:
         self._refusals = Refusals()
         self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
         #: Runs claimed before their instant (``prepare``), started when it comes.
-        self.claimed_ahead = ClaimedAhead(table, writer, submit, batch, announce, node_id, group_sizes)
+        self.claimed_ahead = ClaimedAhead(
+            table, store, writer, submit, batch, announce, node_id, group_sizes, self.options
+        )
         self._busy = busy  # the schedules with a run in flight here: not claimed ahead
         self._claim_ahead = claim_ahead
         self._failures = 0
@@ -384,7 +388,8 @@ class Claims:
                 if self._refusals.tries:
                     self._refusals.settled(claim.name)
                 if active and hold_until is not None:
-                    held.append(Held(hold_until, claim.name, func, active, opts, record.definition_hash))
+                    definition = record.definition_hash
+                    held.append(Held(hold_until, claim.name, func, active, opts, definition, claim.new_next))
                     self.unblock(claim.name)
                 elif active:
                     won.append((claim.name, func, active, opts))

@@ -15,10 +15,10 @@ all live on, so the collector's full collections, each a scan of the whole growi
 nothing: a third of the time re-declaring them took. While declarations come in bulk, full
 collections are deferred (the oldest generation's threshold raised; the young generations are
 still collected) until ``DEFER_IDLE_SECONDS`` after the last one, or the scheduler's next sync.
-The full collection put off is then owed, and made at a moment no fire is due soon
-(``collect_owed``, from the housekeeping thread: with 10,000 schedules it holds the interpreter
-40-60 ms, which made the first fires after ``start()`` that late), or left to the collector again
-after ``MAX_OWED_SECONDS``.
+Ended by a running scheduler's sync, the full collection put off is owed, and made at a moment
+no fire is due soon (``collect_owed``, from the housekeeping thread: with 10,000 schedules it
+holds the interpreter 40-60 ms, which made the first fires after ``start()`` that late), or left
+to the collector again after ``MAX_OWED_SECONDS`` or when the scheduler stops.
 """
 
 from __future__ import annotations
@@ -115,7 +115,11 @@ def defer_full_collections() -> None:
     now = time.monotonic()
     if _deferred is not None:
         if now - _defer_began < MAX_DEFER_SECONDS:
-            _defer_until, _owed_until = now + DEFER_IDLE_SECONDS, 0.0
+            _defer_until = now + DEFER_IDLE_SECONDS
+            if _owed_until:  # declarations again: the deferral goes on, and its watchdog waits on it
+                with _cond:
+                    _owed_until = 0.0
+                    _cond.notify_all()
         else:  # at its limit: not renewed, and the next one waits as long
             _rested_until = _defer_began + 2 * MAX_DEFER_SECONDS
         return
@@ -158,16 +162,16 @@ def collect_owed() -> bool:
         return False
     gc.collect()
     with _cond:
-        _undefer()
+        if _owed_until:  # not renewed by declarations meanwhile
+            _undefer()
     return True
 
 
 def forgive_owed() -> None:
-    """The scheduler stops: an owed full collection is left to the collector, as before."""
-    if _owed_until:
+    """The scheduler stops: a deferral, or the full collection it owes, is left to the collector."""
+    if _deferred is not None:
         with _cond:
-            if _owed_until:
-                _undefer()
+            _undefer()
 
 
 def _owe() -> None:
@@ -231,12 +235,8 @@ def _watch() -> None:
                     continue
                 now = time.monotonic()
                 if _deferred is not None and not _owed_until and _defer_until <= now:
-                    if now - _defer_began >= MAX_DEFER_SECONDS:
-                        _undefer()  # declarations that never stop: the collector's turn now
-                        logger.debug("declarations went on too long: full garbage collections resume")
-                    else:
-                        _owe()
-                        logger.debug("declarations stopped: the full collection put off is owed")
+                    _undefer()  # no scheduler's sync ended it (one would owe the collection)
+                    logger.debug("declarations stopped: full garbage collections resume")
                 if _owed_until and _owed_until <= now:
                     _undefer()
                     logger.debug("no quiet moment for the full collection put off: left to the collector")

@@ -1,9 +1,10 @@
 """The timer loop: sleeps until the earliest fire (or a change), then hands what is due to the claims.
 
-Within the lead before an instant (real time only) it pops that instant's fires and has them
-planned, so at the instant only their claim is left. It never runs a job and never waits on one;
-the only thing it waits on besides the condition is the claim transaction. Any error is logged and
-reported, the fires it held are queued again, and the loop goes on.
+Within the stage window before an instant (real time only) it pops that instant's fires and has
+them planned and claimed, so at the instant only their start is left (``claimed_ahead.py``). It
+never runs a job and never waits on one; the only thing it waits on besides the condition is the
+claim transaction. Any error is logged and reported, the fires it held are queued again, and the
+loop goes on.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ POP_LIMIT = 1000
 #: monotonic clock; a wall clock stepped forward (an NTP correction, a resumed VM) brings fires
 #: closer meanwhile, and would make them late by up to the sleep: at most this, then.
 MAX_SLEEP_SECONDS = 1.0
-#: Fires of the next instant are planned before it (``prepare``) from this long before it, so that a
-#: burst of thousands is planned before its instant comes; the gate closes only at its lead.
+#: Fires of the next instant are planned and claimed before it (``prepare``) from this long before
+#: it, so that a burst of thousands is claimed before its instant comes; the gate closes only at its lead.
 STAGE_SECONDS = 0.5
 #: They are planned this many at a time, stopping this long before the instant: planning must
 #: never make the instant late.
@@ -56,8 +57,8 @@ class TimerLoop:
         self._clock = clock
         self._process = process
         self._prepare = prepare
-        #: Fires of the next instant, popped from the heap in the lead before it and planned then
-        #: (real time only): taken first when it comes, put back into the heap if the loop stops.
+        #: Fires of the next instant popped from the heap before it and planned, but not claimed
+        #: then (real time only): taken first when it comes, put back into the heap if the loop stops.
         self._staged: List[Fire] = []  # their instant: table.staged_at
         self._claimed_ahead = 0  # how many of that instant's fires ``prepare`` claimed already
         self._troubles = troubles
@@ -100,6 +101,7 @@ class TimerLoop:
             self._pause.close()
             with self._table.lock:
                 staged, self._staged, self._table.staged_at = self._staged, [], None
+            self._claimed_ahead = 0
             self._put_back(staged, None)
 
     def _loop(self) -> None:

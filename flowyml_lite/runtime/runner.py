@@ -118,7 +118,7 @@ class Runner:
         """``runs`` as this process knows them: a run claimed here that still waits for a free
         worker of its executor is ``queued`` with no start yet (its row says ``running`` from its
         claim until its outcome: the start is not written, to spare a store write per run); so is a
-        run claimed ahead of its instant, by any process, until the instant."""
+        run this node claimed ahead of its instant, until the instant."""
         now = self._clock.now()
         seen = []
         for run in runs:
@@ -128,7 +128,7 @@ class Runner:
                     waited = time.perf_counter() - state.t0
                     why = f"waiting for a free worker of its executor ({waited:.1f} s so far)"
                     run = replace(run, status=QUEUED, started_at=None, reason=why)
-                elif state is None and run.started_at is not None and run.started_at > now:
+                elif state is None and run.node_id == self._node and run.started_at and run.started_at > now:
                     run = replace(run, status=QUEUED, started_at=None, reason=CLAIMED_AHEAD)
             seen.append(run)
         return seen

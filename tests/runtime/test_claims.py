@@ -5,6 +5,7 @@ never silenced, without holding up the others."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any, List, Optional, Set
@@ -20,6 +21,7 @@ from flowyml_lite.runtime.membership import Membership
 from flowyml_lite.runtime.outcomes import OutcomeWriter
 from flowyml_lite.runtime.table import ScheduleTable
 from flowyml_lite.stores.base import (
+    LOST,
     MISSED,
     RUNNING,
     SKIPPED,
@@ -212,8 +214,9 @@ class TestFiresClaimedBeforeTheirInstant:
                 w.table.set_record(w.store.get_schedule("job-1"))
             elif change == "removed":
                 w.table.forget("job-1")
-            else:
-                new = ScheduleRecord("job-1", "interval", "10", "UTC", "h-new", next_fire=DUE)
+            else:  # a new timetable that no longer fires at DUE
+                later = DUE + timedelta(seconds=5)
+                new = ScheduleRecord("job-1", "interval", "10", "UTC", "h-new", next_fire=later)
                 w.table.serve("job-1", lambda: None, build_trigger("interval", "10", "UTC", "job-1"))
                 w.table.set_record(w.store.declare_schedule(new))
         w.clock.set(DUE)
@@ -278,17 +281,96 @@ class TestFiresClaimedBeforeTheirInstant:
     def test_at_stop_a_run_claimed_ahead_starts_at_its_instant_if_it_comes_soon(self) -> None:
         w = world(count=1, ahead=True)
         stage(w)
-        w.claims.claimed_ahead.at_stop(1.0, lambda: DUE - timedelta(seconds=0.05))
+        began = time.monotonic()
+        w.claims.claimed_ahead.at_stop(lambda: DUE - timedelta(seconds=0.05 - (time.monotonic() - began)))
         assert [name for name, _ in w.started] == ["job-0"]
+        assert time.monotonic() - began >= 0.05  # at its instant, not before
 
     def test_at_stop_one_claimed_for_a_later_instant_is_recorded_skipped(self) -> None:
         w = world(count=1, ahead=True, held=True)
         stage(w)
-        w.claims.claimed_ahead.at_stop(0.01, lambda: DUE - timedelta(seconds=0.05))
+        w.claims.claimed_ahead.at_stop(lambda: DUE - timedelta(seconds=5))
         assert w.started == []
         w.store.finish_runs(w.writer.take())
         (row,) = w.store.history("job-0")
         assert row.status == SKIPPED and "stopped before" in (row.reason or "")
+
+    def test_a_claim_answered_after_stop_is_recorded_not_left_running(self) -> None:
+        """stop() gave up waiting for a loop stuck in a claim ahead; the claim then commits."""
+        w = world(count=1, ahead=True, held=True)
+        w.claims.claimed_ahead.at_stop(lambda: DUE)
+        stage(w)
+        assert w.started == []
+        w.store.finish_runs(w.writer.take())
+        (row,) = w.store.history("job-0")
+        assert row.status == SKIPPED and "stopped before" in (row.reason or "")
+
+    def due_now(self, w: SimpleNamespace) -> List[Any]:
+        w.clock.set(DUE)
+        with w.table.cond:
+            return w.table.pop_due(DUE)
+
+    def test_paused_and_resumed_before_the_instant_it_runs_once(self) -> None:
+        w = world(ahead=True)
+        stage(w)
+        for enabled, next_fire in ((False, None), (True, DUE)):  # resume: next after now is DUE again
+            assert w.store.set_enabled("job-1", enabled, next_fire)
+            with w.table.cond:
+                w.table.set_record(w.store.get_schedule("job-1"))
+        w.claims.process(self.due_now(w), DUE)
+        assert sorted(name for name, _ in w.started) == w.names  # job-1 once
+        assert [r.fire_time for r in w.store.history("job-1")] == [DUE]
+        assert w.store.get_schedule("job-1").next_fire == DUE + timedelta(seconds=60)  # moved past
+
+    def test_removed_and_declared_again_before_the_instant_it_runs_once(self) -> None:
+        w = world(ahead=True)
+        stage(w)
+        assert w.store.delete_schedule("job-1")  # its held row goes with it
+        with w.table.cond:
+            w.table.forget("job-1")
+        w.claims.claimed_ahead.drop("job-1")
+        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
+        with w.table.cond:
+            w.table.serve("job-1", lambda: None, build_trigger("interval", "60", "UTC", "job-1"))
+            w.table.set_record(w.store.declare_schedule(record))
+        w.claims.process(self.due_now(w), DUE)
+        assert sorted(name for name, _ in w.started) == w.names  # job-1 once, by its new claim
+        assert [r.status for r in w.store.history("job-1")] == [RUNNING]
+
+    def test_removed_and_declared_again_elsewhere_it_runs_once(self) -> None:
+        """Another process removed and declared it again: this one only syncs the new row."""
+        w = world(ahead=True)
+        stage(w)
+        assert w.store.delete_schedule("job-1")
+        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
+        stored = w.store.declare_schedule(record)
+        with w.table.cond:
+            w.table.set_record(stored)
+        w.claims.process(self.due_now(w), DUE)
+        assert sorted(name for name, _ in w.started) == w.names  # the held row is gone: not started
+        assert len(w.store.history("job-1")) == 1
+
+    def test_redefined_with_the_same_next_instant_it_runs_as_now_defined(self) -> None:
+        w = world(ahead=True)
+        stage(w)
+        options = {"timeout_seconds": 5.0}
+        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-new", next_fire=DUE, options=options)
+        with w.table.cond:
+            w.table.set_record(w.store.declare_schedule(record))
+        w.claims.process(self.due_now(w), DUE)
+        runs = [opts for name, opts in w.started if name == "job-1"]
+        assert len(runs) == 1
+        assert [r.fire_time for r in w.store.history("job-1")] == [DUE]
+
+    def test_a_run_judged_lost_while_the_process_was_frozen_does_not_start(self) -> None:
+        w = world(count=1, ahead=True)
+        stage(w)
+        (row,) = w.store.history("job-0")
+        lost = Outcome(row.run_key, LOST, DUE, reason="node a judged lost", node_id="b")
+        assert w.store.finish_runs([lost]) == [True]  # a peer's verdict while this one was stopped
+        w.clock.set(DUE + timedelta(seconds=5))
+        w.claims.process([], w.clock.now())
+        assert w.started == []
 
 
 class _Broken:

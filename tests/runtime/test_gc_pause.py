@@ -278,6 +278,22 @@ class TestDeclarationsInBulk:
             scheduler.stop(timeout=5)
         assert not watchdog_alive()
 
+    def test_a_stop_while_declarations_defer_leaves_the_collector_as_it_was(self) -> None:
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+        from flowyml_lite.runtime.sync import BULK_READ_AFTER
+
+        thresholds = gc.get_threshold()
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        scheduler.start()
+        for i in range(BULK_READ_AFTER + 10):  # declared while it runs, then stopped at once
+            scheduler.schedule_interval(f"s{i}", lambda: None, hours=1)
+        scheduler.stop(timeout=5)
+        assert gc.get_threshold() == thresholds and not gc_pause.owed()
+        deadline = time.monotonic() + 5
+        while watchdog_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not watchdog_alive()
+
     def test_the_collection_put_off_waits_while_a_fire_is_due_soon(self) -> None:
         from datetime import datetime, timedelta, timezone
 
