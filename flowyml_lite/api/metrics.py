@@ -193,16 +193,17 @@ def _node_gauges(out: _Lines, scheduler: Any) -> None:
     read of the node list: alert on fewer alive than you run."""
     from datetime import timezone
 
-    from ..runtime.housekeeping import silent_after
+    from .overview import alive_nodes, silent_nodes
 
     store, config, now = scheduler.store, scheduler.config, datetime.now(timezone.utc)
-    workers = [n.node_id for n in store.list_nodes() if n.serves is not None]
-    lost = {n.node_id for n in store.expired_nodes(float(config.node_timeout_seconds), now)}
-    quiet = {n.node_id for n in store.expired_nodes(silent_after(float(config.heartbeat_seconds)), now)}
+    nodes = store.list_nodes()
+    alive = alive_nodes(store, float(config.node_timeout_seconds), now, nodes)
+    silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
+    workers = [n.node_id for n in nodes if n.serves is not None]
     counts = {
-        "alive": sum(1 for n in workers if n not in quiet and n not in lost),
-        "silent": sum(1 for n in workers if n in quiet and n not in lost),
-        "lost": sum(1 for n in workers if n in lost),
+        "alive": sum(1 for n in workers if n in alive and n not in silent),
+        "silent": sum(1 for n in workers if n in silent),
+        "lost": sum(1 for n in workers if n not in alive),
     }
     for state, count in counts.items():
         _line(

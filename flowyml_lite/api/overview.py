@@ -86,9 +86,12 @@ def failing_streak(runs: Sequence[RunRecord]) -> int:
     return streak
 
 
-def alive_nodes(store: Any, timeout_seconds: float, now: datetime) -> Dict[str, Any]:
-    """``node_id -> NodeRecord`` of the nodes whose heartbeat is recent (the store's judgement)."""
-    nodes = store.list_nodes()
+def alive_nodes(
+    store: Any, timeout_seconds: float, now: datetime, nodes: Optional[List[Any]] = None
+) -> Dict[str, Any]:
+    """``node_id -> NodeRecord`` of the nodes whose heartbeat is recent (the store's judgement), of
+    ``nodes`` if given (``store.list_nodes()`` read already)."""
+    nodes = store.list_nodes() if nodes is None else nodes
     expired = {n.node_id for n in store.expired_nodes(timeout_seconds, now)}
     return {n.node_id: n for n in nodes if n.node_id not in expired}
 

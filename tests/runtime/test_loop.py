@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import List, Set, Tuple
+from typing import Callable, List, Set, Tuple
 
 from flowyml_lite.clock import SystemClock
 from flowyml_lite.runtime.gate import GATE, LEAD_SECONDS
@@ -158,45 +158,37 @@ class TestTheNextInstantIsPlannedInItsLead:
         assert sorted(handed) == sorted((f"job-{i}", at) for i in range(20))
 
 
+def passes_with(
+    prepare: Callable[[List[Fire], datetime, datetime], Set[Fire]], count: int
+) -> Tuple[List[Tuple[datetime, List[Fire]]], datetime]:
+    """The passes the loop makes over ``count`` fires due in 0.3 s, staged with ``prepare``."""
+    table, at = table_due_in(0.3, count)
+    passes: List[Tuple[datetime, List[Fire]]] = []
+    done = threading.Event()
+
+    def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+        passes.append((now, list(due)))
+        done.set()
+
+    loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
+    loop.start()
+    try:
+        assert done.wait(5)
+        time.sleep(0.2)
+    finally:
+        loop.stop(2)
+    return passes, at
+
+
 class TestFiresClaimedAheadAreStartedAtTheirInstant:
     def test_the_instant_comes_to_the_claims_even_with_no_fire_left_to_claim(self) -> None:
-        """Every fire was claimed ahead: the pass at the instant still comes (it starts them), once,
-        and not before the instant; the fires claimed are not handed over again."""
-        table, at = table_due_in(0.3, 40)
-        passes: List[Tuple[datetime, List[Fire]]] = []
-        done = threading.Event()
-
-        def prepare(due: List[Fire], at_: datetime, now: datetime) -> Set[Fire]:
-            return {fire for fire in due if fire[0] != "job-7"}  # one left for the instant
-
-        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
-            passes.append((now, list(due)))
-            done.set()
-
-        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
-        loop.start()
-        try:
-            assert done.wait(5)
-            time.sleep(0.2)
-        finally:
-            loop.stop(2)
-        assert [due for _, due in passes] == [[("job-7", at)]]
+        """Fires claimed ahead are not handed over again at the instant; the pass comes once, and
+        not before the instant."""
+        passes, at = passes_with(lambda due, at_, now: {fire for fire in due if fire[0] != "job-7"}, 40)
+        assert [due for _, due in passes] == [[("job-7", at)]]  # the one left for the instant
         assert passes[0][0] >= at
 
     def test_with_all_claimed_ahead_the_pass_comes_with_none(self) -> None:
-        table, at = table_due_in(0.3, 5)
-        passes: List[Tuple[datetime, List[Fire]]] = []
-        done = threading.Event()
-
-        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
-            passes.append((now, list(due)))
-            done.set()
-
-        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, lambda due, at_, now: set(due))
-        loop.start()
-        try:
-            assert done.wait(5)
-            time.sleep(0.2)
-        finally:
-            loop.stop(2)
+        """It starts the runs claimed ahead."""
+        passes, at = passes_with(lambda due, at_, now: set(due), 5)
         assert len(passes) == 1 and passes[0][1] == [] and passes[0][0] >= at
