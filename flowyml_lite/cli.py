@@ -546,10 +546,12 @@ def _store_problems(store: Any) -> Dict[str, List[str]]:
     silent = silent_nodes(store, alive, float(config.heartbeat_seconds), now)
     window = max(2 * timeout, 3 * float(config.heartbeat_seconds))
     found: Dict[str, List[str]] = {"failing": [], "late": [], "orphaned": []}
-    for record in store.list_schedules():
+    records = store.list_schedules()
+    recent = store.recent_runs([record.name for record in records], 10)
+    for record in records:
         state = schedule_state(
             record,
-            store.history(record.name, 10),
+            recent.get(record.name, []),
             here=False,
             node_id="",
             alive=alive,

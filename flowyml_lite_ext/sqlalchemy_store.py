@@ -164,6 +164,7 @@ SCHEMA_VERSION_TABLE = sa.Table(
 # Spelled as in the partial indexes' definitions, with literal values, so the planners use them.
 _ACTIVE = sa.text(ACTIVE_CONDITION)
 _DIALECTS = ("postgresql", "sqlite")
+RECENT_RUNS_CHUNK = 1000  # schedules per recent_runs query
 # Lower case only: search_path folds an unquoted name to lower case, CREATE SCHEMA "..." would not.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any constant: the key of the advisory lock that serializes concurrent migrations on PostgreSQL.
@@ -1434,6 +1435,30 @@ class SQLAlchemyStore(Store):
             .limit(max(limit, 0))
         )
         return [_run(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
+
+    def recent_runs(self, names: Sequence[str], limit: int = 10) -> Dict[str, List[RunRecord]]:
+        """The newest ``limit`` runs of each schedule (see Store.recent_runs): on PostgreSQL one
+        query per RECENT_RUNS_CHUNK names, each schedule's runs read from its index (LATERAL)."""
+        if self.dialect != "postgresql":
+            return super().recent_runs(names, limit)
+        found: Dict[str, List[RunRecord]] = {}
+        for start in range(0, len(names), RECENT_RUNS_CHUNK):
+            chunk = list(names[start : start + RECENT_RUNS_CHUNK])
+            array = sa.literal(chunk, pg_dialect.ARRAY(sa.Text))
+            wanted = sa.func.unnest(array).table_valued("wanted").render_derived()  # AS anon(wanted)
+            newest = (
+                sa.select(RUNS)
+                .where(RUNS.c.schedule == wanted.c.wanted)
+                .order_by(RUNS.c.fire_time.desc())
+                .limit(max(limit, 0))
+                .lateral()
+            )
+            query = sa.select(newest).select_from(wanted).join(newest, sa.true())
+            for row in self._read(lambda conn, q=query: conn.execute(q).mappings().all()):  # type: ignore[misc]
+                found.setdefault(row["schedule"], []).append(_run(row))
+        for runs in found.values():
+            runs.sort(key=lambda run: run.fire_time, reverse=True)
+        return found
 
     def prune_runs(
         self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None

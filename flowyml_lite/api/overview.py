@@ -276,11 +276,13 @@ def overview(scheduler: Any, runs_per_schedule: int = 30, now: Optional[datetime
     active = store.active_runs()
     records = {r.name: r for r in store.list_schedules()}
     schedules = []
-    for schedule in scheduler.list_schedules(include_orphans=True):
+    listed = scheduler.list_schedules(include_orphans=True)
+    recent = scheduler.run_records_of([s.pipeline_name for s in listed], runs_per_schedule)
+    for schedule in listed:
         record = records.get(schedule.pipeline_name)
         if record is None:  # removed between the two reads
             continue
-        runs = scheduler.run_records(record.name, runs_per_schedule)
+        runs = recent.get(record.name, [])
         item = schedule_json(schedule)
         item.update(
             schedule_state(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..clock import Clock
 from ..errors import ScheduleError
@@ -98,6 +98,11 @@ class Reports:
     def runs(self, schedule_name: str, limit: int) -> List[RunRecord]:
         """The store's newest runs of a schedule, as this process knows them (``Runner.seen_here``)."""
         return self._runner.seen_here(self._store.history(schedule_name, limit))
+
+    def runs_of(self, names: Sequence[str], limit: int) -> Dict[str, List[RunRecord]]:
+        """``runs`` of many schedules, read together (``Store.recent_runs``)."""
+        recent = self._store.recent_runs(names, limit)
+        return {name: self._runner.seen_here(runs) for name, runs in recent.items()}
 
     # -- health ------------------------------------------------------------------------
 

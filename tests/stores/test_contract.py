@@ -595,6 +595,18 @@ class TestHistory:
         assert {r.schedule for r in store.history("a")} == {"a"}
         assert store.history("nope") == []
 
+    def test_recent_runs_are_each_schedule_s_history_read_together(self, store: Store) -> None:
+        for name, count in (("a", 5), ("b", 1), ("c", 0)):
+            store.declare_schedule(sched(name))
+            if count:
+                runs = [run(name, at(i), SUCCEEDED) for i in range(count)]
+                assert store.claim(name, T0, at(10), runs, 1)
+        recent = store.recent_runs(["a", "b", "c", "nope"], 3)
+        assert sorted(recent) == ["a", "b"]  # a schedule with no run (or none at all) is left out
+        for name in ("a", "b"):
+            assert recent[name] == store.history(name, 3)
+        assert store.recent_runs([], 3) == {}
+
     def test_active_runs_lists_running_and_queued_runs_by_schedule(self, store: Store) -> None:
         for name in ("b", "a"):
             store.declare_schedule(sched(name))
