@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable, ContextManager, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Tuple
 
 from ..core.schedule import Options
 from ..stores.base import MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
@@ -31,6 +31,13 @@ PAUSED_BEFORE = "the schedule was paused after this fire was claimed, before its
 REMOVED_BEFORE = "the schedule was removed after this fire was claimed, before its instant"
 REDEFINED_BEFORE = "the schedule was redefined after this fire was claimed, before its instant"
 STOPPED_BEFORE_INSTANT = "the scheduler stopped before this fire's instant"
+#: Why an instant of a schedule declared again elsewhere is recorded without running (``ran``).
+ALREADY_RAN = (
+    "already run here at this instant, claimed ahead under the schedule's previous declaration "
+    "(removed and declared again just before the instant)"
+)
+#: Schedules whose last started instant is remembered, at most (then forgotten, and counted anew).
+MAX_REMEMBERED = 200_000
 #: A held run released this late is started only if the store still has its row active.
 VERIFY_LATE_SECONDS = 1.0
 #: ``stop()`` waits this long at most for the instants of the runs it holds (whatever its timeout:
@@ -81,6 +88,8 @@ class ClaimedAhead:
         self._announce = announce
         self._node = node_id
         self._held: List[Held] = []
+        #: name -> the instant of its last run started from here (``ran``).
+        self._started: Dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -93,6 +102,12 @@ class ClaimedAhead:
                 return
         for each in held:  # a claim answered after stop() gave up waiting for the loop
             self._end(each, SKIPPED, STOPPED_BEFORE_INSTANT, each.instant)
+
+    def ran(self, name: str, instant: datetime) -> bool:
+        """Whether a run of ``name`` claimed ahead for ``instant`` was started here: a schedule
+        removed and declared again by another process just before the instant, its new row not
+        seen here yet, runs again at that instant only as a ``skipped`` row (``ALREADY_RAN``)."""
+        return self._started.get(name) == instant
 
     def reopen(self) -> None:
         """The scheduler starts (again)."""
@@ -151,6 +166,11 @@ class ClaimedAhead:
                 with self._batch():
                     for held in start:
                         self._submit(held.name, held.func, held.runs, held.opts)
+                started = self._started
+                if len(started) > MAX_REMEMBERED:
+                    started.clear()
+                for held in start:
+                    started[held.name] = held.instant
             for held, status, why in ended:
                 self._end(held, status, why, now)
 

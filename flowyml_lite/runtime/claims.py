@@ -35,7 +35,7 @@ from ..stores.base import (
     ScheduleRecord,
     Store,
 )
-from .claimed_ahead import ClaimedAhead, Held
+from .claimed_ahead import ALREADY_RAN, ClaimedAhead, Held
 from .health import Troubles
 from .membership import Membership
 from .outcomes import OutcomeWriter
@@ -236,6 +236,8 @@ class Claims:
                     continue
                 claim, opts = self._plan(name, record, trigger, fire, now)
                 if claim is not None and opts is not None:
+                    if self.claimed_ahead.ran(name, fire):
+                        claim = _without_run_at(claim, fire)
                     planned.append((claim, func, opts))
         return planned
 
@@ -563,6 +565,16 @@ class Claims:
         if fresh is not None:
             with self._table.lock:
                 self._adopt(fresh)
+
+
+def _without_run_at(claim: Claim, fire: datetime) -> Claim:
+    """``claim`` with its run at ``fire`` recorded ``skipped`` instead: that instant already ran
+    here, claimed ahead under a declaration of the schedule since removed and made again."""
+    runs = list(claim.runs)
+    for i, run in enumerate(runs):
+        if run.fire_time == fire and run.status in ACTIVE_STATUSES:
+            runs[i] = run.with_status(SKIPPED, ALREADY_RAN)
+    return claim._replace(runs=runs)
 
 
 def _log_ended(name: str, stored: Sequence[RunRecord], running: int) -> None:

@@ -350,6 +350,27 @@ class TestFiresClaimedBeforeTheirInstant:
         assert sorted(name for name, _ in w.started) == w.names  # the held row is gone: not started
         assert len(w.store.history("job-1")) == 1
 
+    def test_removed_and_declared_again_elsewhere_seen_only_after_the_instant_it_runs_once(self) -> None:
+        """The held run starts (nothing here says the schedule changed); the new row, synced just
+        after, has the same instant due: it is recorded without running it again."""
+        w = world(ahead=True)
+        stage(w)
+        assert w.store.delete_schedule("job-1")
+        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
+        stored = w.store.declare_schedule(record)
+        w.claims.process(self.due_now(w), DUE)
+        assert sorted(name for name, _ in w.started) == w.names  # started from its claim ahead
+        with w.table.cond:
+            w.table.set_record(stored)  # the sync, a moment later
+        w.clock.set(DUE + timedelta(seconds=0.3))
+        with w.table.cond:
+            due = w.table.pop_due(w.clock.now())
+        w.claims.process(due, w.clock.now())
+        assert sorted(name for name, _ in w.started) == w.names  # not a second time
+        (row,) = w.store.history("job-1")
+        assert row.status == SKIPPED and "already run here" in (row.reason or "")
+        assert w.store.get_schedule("job-1").next_fire == DUE + timedelta(seconds=60)
+
     def test_redefined_with_the_same_next_instant_it_runs_as_now_defined(self) -> None:
         w = world(ahead=True)
         stage(w)
