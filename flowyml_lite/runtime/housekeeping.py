@@ -27,8 +27,10 @@ from .membership import Membership
 logger = logging.getLogger("flowyml_lite.scheduler.housekeeping")
 
 MAINTENANCE_SECONDS = 1.0
-#: The full garbage collection put off by declarations in bulk is made when no fire is due this soon.
-OWED_GC_QUIET_SECONDS = 0.25
+#: The full garbage collection put off by declarations in bulk is made when no fire is due this
+#: soon: longer than the loop's stage window (the next instant's fires are claimed in it) plus
+#: the collection itself (a heap of 100,000 schedules takes a few hundred milliseconds).
+OWED_GC_QUIET_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 600.0  # history retention: one pruning pass every 10 minutes
 PRUNE_ROWS_PER_TICK = 5000  # a backlog is pruned over several ticks, so heartbeats never wait long
 
