@@ -1439,6 +1439,7 @@ class SQLAlchemyStore(Store):
     def recent_runs(self, names: Sequence[str], limit: int = 10) -> Dict[str, List[RunRecord]]:
         """The newest ``limit`` runs of each schedule (see Store.recent_runs): on PostgreSQL one
         query per RECENT_RUNS_CHUNK names, each schedule's runs read from its index (LATERAL)."""
+        names = list(dict.fromkeys(names))  # a name given twice is read once
         if self.dialect != "postgresql":
             return super().recent_runs(names, limit)
         found: Dict[str, List[RunRecord]] = {}

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime
-from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Tuple
+from datetime import datetime, timedelta
+from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from ..core.schedule import Options
-from ..stores.base import MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
+from ..stores.base import ACTIVE_STATUSES, FAILED, MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
 from .outcomes import OutcomeWriter
 from .table import ScheduleTable
 
@@ -36,8 +36,10 @@ ALREADY_RAN = (
     "already run here at this instant, claimed ahead under the schedule's previous declaration "
     "(removed and declared again just before the instant)"
 )
-#: Schedules whose last started instant is remembered, at most (then forgotten, and counted anew).
+#: Schedules whose last started instant is remembered, at most: beyond it, instants older than
+#: REMEMBER_SECONDS are forgotten (a removal and re-declaration elsewhere is seen well within it).
 MAX_REMEMBERED = 200_000
+REMEMBER_SECONDS = 60.0
 #: A held run released this late is started only if the store still has its row active.
 VERIFY_LATE_SECONDS = 1.0
 #: ``stop()`` waits this long at most for the instants of the runs it holds (whatever its timeout:
@@ -56,6 +58,7 @@ class Held(NamedTuple):
     opts: Options
     definition: str
     next_fire: Optional[datetime]
+    record: ScheduleRecord  # the table's row object at the claim: replaced if the row changes
 
 
 Ended = Tuple[Held, str, str]  # a held run not started: its status and why
@@ -88,8 +91,8 @@ class ClaimedAhead:
         self._announce = announce
         self._node = node_id
         self._held: List[Held] = []
-        #: name -> the instant of its last run started from here (``ran``).
-        self._started: Dict[str, datetime] = {}
+        #: name -> (the instant of its last run started from here, its row's created_at) (``ran``).
+        self._started: Dict[str, Tuple[datetime, Optional[datetime]]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -103,11 +106,20 @@ class ClaimedAhead:
         for each in held:  # a claim answered after stop() gave up waiting for the loop
             self._end(each, SKIPPED, STOPPED_BEFORE_INSTANT, each.instant)
 
-    def ran(self, name: str, instant: datetime) -> bool:
-        """Whether a run of ``name`` claimed ahead for ``instant`` was started here: a schedule
-        removed and declared again by another process just before the instant, its new row not
-        seen here yet, runs again at that instant only as a ``skipped`` row (``ALREADY_RAN``)."""
-        return self._started.get(name) == instant
+    def ran(self, record: ScheduleRecord, instant: datetime) -> Optional[bool]:
+        """Whether a run of ``record``'s schedule claimed ahead for ``instant`` was started here:
+        None if not; True if under this very row (its run row exists: the instant only needs
+        passing), False if under a row since removed and declared again by another process (the
+        new row records the instant ``skipped``, ``ALREADY_RAN``, rather than running it twice)."""
+        started = self._started.get(record.name)
+        if started is None or started[0] != instant:
+            return None
+        return started[1] == record.created_at
+
+    def holds(self) -> Set[Tuple[str, datetime]]:
+        """(name, instant) of every run held now: a fire queued again meanwhile (a sync that saw
+        its schedule re-created) is not claimed ahead twice."""
+        return {(h.name, h.instant) for h in self._held}
 
     def reopen(self) -> None:
         """The scheduler starts (again)."""
@@ -118,6 +130,10 @@ class ClaimedAhead:
         rows went with it, and a schedule declared again under the name claims its own fires."""
         with self._lock:
             self._held = [h for h in self._held if name is not None and h.name != name]
+            if name is None:
+                self._started.clear()
+            else:
+                self._started.pop(name, None)
 
     def start_due(self, now: datetime) -> int:
         """Start the held runs whose instant is ``now`` or earlier, together; how many there were."""
@@ -154,25 +170,49 @@ class ClaimedAhead:
 
     def _release(self, due: List[Held], now: datetime) -> None:
         """Start ``due`` a group at a time (a small one first: its runs start while the rest are
-        handed over), as each schedule stands now (see the module's docstring)."""
+        handed over), as each schedule stands now (see the module's docstring); the runs to check
+        in the store first start after the others of their group, checked with one read."""
         begin = 0
         for size in self._sizes(len(due)):
             if begin:
                 time.sleep(0)  # let the run threads just woken take the interpreter and start
             group, begin = due[begin : begin + size], begin + size
-            start, check, ended = self._judge(group, now)
-            start.extend(held for held in check if self._still_active(held))
-            if start:
-                with self._batch():
-                    for held in start:
-                        self._submit(held.name, held.func, held.runs, held.opts)
-                started = self._started
-                if len(started) > MAX_REMEMBERED:
-                    started.clear()
-                for held in start:
-                    started[held.name] = held.instant
+            try:
+                start, check, ended = self._judge(group, now)
+            except Exception as exc:  # never a held run without an outcome
+                logger.exception("judging %d run(s) claimed ahead", len(group))
+                start, check, ended = [], [], [(h, FAILED, _could_not(exc)) for h in group]
+            self._start(start, now)
+            if check:
+                active = self._active(check)
+                self._start([held for held in check if held.runs[0].run_key in active], now)
+                for held in check:
+                    if held.runs[0].run_key not in active:
+                        logger.info(
+                            "%r: fire %s not started: its row is no longer active (judged lost, or removed)",
+                            held.name,
+                            held.instant.isoformat(),
+                        )
             for held, status, why in ended:
                 self._end(held, status, why, now)
+
+    def _start(self, start: List[Held], now: datetime) -> None:
+        """Hand ``start`` to the runner together, and remember each as run here (``ran``)."""
+        if not start:
+            return
+        with self._batch():
+            for held in start:
+                try:
+                    self._submit(held.name, held.func, held.runs, held.opts)
+                except Exception as exc:  # never a held run without an outcome
+                    logger.exception("could not start the run of %r claimed ahead", held.name)
+                    self._end(held, FAILED, _could_not(exc), now)
+        started = self._started
+        if len(started) > MAX_REMEMBERED:  # forget the instants long past, not this burst's
+            cutoff = now - timedelta(seconds=REMEMBER_SECONDS)
+            self._started = started = {n: v for n, v in started.items() if v[0] >= cutoff}
+        for held in start:
+            started[held.name] = (held.instant, held.record.created_at)
 
     def _judge(self, group: List[Held], now: datetime) -> Tuple[List[Held], List[Held], List[Ended]]:
         """Of ``group``: the runs that start now, those that start if the store still has their row
@@ -204,24 +244,19 @@ class ClaimedAhead:
                 if func is not held.func:  # a re-declaration may bring a new function
                     held = held._replace(func=func)
                 late = (now - held.instant).total_seconds() > VERIFY_LATE_SECONDS
-                (check if late or record.next_fire != held.next_fire else start).append(held)
+                changed = record is not held.record or record.next_fire != held.next_fire
+                (check if late or changed else start).append(held)
         return start, check, ended
 
-    def _still_active(self, held: Held) -> bool:
-        """Whether the store still has ``held``'s row active (marked started at its instant)."""
-        run = held.runs[0]
+    def _active(self, check: List[Held]) -> Set[str]:
+        """The run keys of ``check`` whose rows the store still has active (one read, not a write:
+        never held up by another writer); all of them if the store cannot say."""
         try:
-            if self._store.start_run(run.run_key, held.instant):
-                return True
-        except Exception as exc:  # the row is ours unless shown otherwise: it runs
-            logger.warning("could not check the run of %r claimed ahead (running it): %s", held.name, exc)
-            return True
-        logger.info(
-            "%r: fire %s not started: its row is no longer active (judged lost, or removed)",
-            held.name,
-            held.instant.isoformat(),
-        )
-        return False
+            recent = self._store.recent_runs([held.name for held in check], 5)
+        except Exception as exc:  # the rows are ours unless shown otherwise: they run
+            logger.warning("could not check %d run(s) claimed ahead (running them): %s", len(check), exc)
+            return {held.runs[0].run_key for held in check}
+        return {run.run_key for runs in recent.values() for run in runs if run.status in ACTIVE_STATUSES}
 
     def _end(self, held: Held, status: str, why: str, now: datetime) -> None:
         level = logging.WARNING if status == MISSED else logging.INFO
@@ -229,6 +264,10 @@ class ClaimedAhead:
         for run in held.runs:
             self._writer.put(Outcome(run.run_key, status, now, reason=why, node_id=self._node), held.name)
             self._announce(run.with_status(status, why))
+
+
+def _could_not(exc: BaseException) -> str:
+    return f"could not start: {type(exc).__name__}: {exc}"
 
 
 def _stale(held: Held, next_fire: Optional[datetime], now: datetime) -> str:

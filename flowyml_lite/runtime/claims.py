@@ -236,8 +236,9 @@ class Claims:
                     continue
                 claim, opts = self._plan(name, record, trigger, fire, now)
                 if claim is not None and opts is not None:
-                    if self.claimed_ahead.ran(name, fire):
-                        claim = _without_run_at(claim, fire)
+                    ran = self.claimed_ahead.ran(record, fire)
+                    if ran is not None:
+                        claim = _without_run_at(claim, fire, ran)
                     planned.append((claim, func, opts))
         return planned
 
@@ -251,6 +252,7 @@ class Claims:
             self._ahead.clear()
         planned: List[Planned] = []
         busy = self._busy() if self._claim_ahead else frozenset()
+        holding = self.claimed_ahead.holds() if self.claimed_ahead else frozenset()
         with table.lock:
             for name, fire in due:
                 record = table.records.get(name)
@@ -258,6 +260,8 @@ class Claims:
                 func = table.funcs.get(name)
                 if record is None or trigger is None or fire < now or record.next_fire != fire:
                     continue  # gone, or a stale entry: the schedule moved on
+                if (name, fire) in holding:
+                    continue  # queued again by a sync: held already, the instant decides
                 if not record.enabled or not self._membership.owns(name):
                     continue
                 try:
@@ -390,8 +394,8 @@ class Claims:
                 if self._refusals.tries:
                     self._refusals.settled(claim.name)
                 if active and hold_until is not None:
-                    definition = record.definition_hash
-                    held.append(Held(hold_until, claim.name, func, active, opts, definition, claim.new_next))
+                    made = (record.definition_hash, claim.new_next, record)
+                    held.append(Held(hold_until, claim.name, func, active, opts, *made))
                     self.unblock(claim.name)
                 elif active:
                     won.append((claim.name, func, active, opts))
@@ -567,13 +571,17 @@ class Claims:
                 self._adopt(fresh)
 
 
-def _without_run_at(claim: Claim, fire: datetime) -> Claim:
-    """``claim`` with its run at ``fire`` recorded ``skipped`` instead: that instant already ran
-    here, claimed ahead under a declaration of the schedule since removed and made again."""
-    runs = list(claim.runs)
-    for i, run in enumerate(runs):
+def _without_run_at(claim: Claim, fire: datetime, same_row: bool) -> Claim:
+    """``claim`` without a run at ``fire``, which already ran here, claimed ahead: under this
+    schedule row (its run row exists: the claim only moves past the instant), or under a row since
+    removed and declared again (the new row records the instant ``skipped``)."""
+    runs = []
+    for run in claim.runs:
         if run.fire_time == fire and run.status in ACTIVE_STATUSES:
-            runs[i] = run.with_status(SKIPPED, ALREADY_RAN)
+            if same_row:
+                continue
+            run = run.with_status(SKIPPED, ALREADY_RAN)
+        runs.append(run)
     return claim._replace(runs=runs)
 
 

@@ -21,6 +21,7 @@ from flowyml_lite.runtime.membership import Membership
 from flowyml_lite.runtime.outcomes import OutcomeWriter
 from flowyml_lite.runtime.table import ScheduleTable
 from flowyml_lite.stores.base import (
+    FAILED,
     LOST,
     MISSED,
     RUNNING,
@@ -370,6 +371,70 @@ class TestFiresClaimedBeforeTheirInstant:
         (row,) = w.store.history("job-1")
         assert row.status == SKIPPED and "already run here" in (row.reason or "")
         assert w.store.get_schedule("job-1").next_fire == DUE + timedelta(seconds=60)
+
+    def test_re_created_elsewhere_while_its_instant_is_being_claimed_it_runs_once(self) -> None:
+        """A sync between two chunks of a claim ahead queues the re-created schedule's instant again:
+        it is not claimed ahead a second time, and the run held under the removed row, whose
+        schedule changed, finds its row gone and does not start."""
+        w = world(ahead=True)
+        stage(w)
+        assert w.store.delete_schedule("job-1")
+        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
+        with w.table.cond:
+            w.table.set_record(w.store.declare_schedule(record))  # the sync
+            again = w.table.pop_due(DUE)
+        assert ("job-1", DUE) in again
+        assert w.claims.prepare(again, DUE, w.clock.now()) == set()  # held already: not twice
+        w.claims.process(self.due_now(w) + again, DUE)
+        assert sorted(name for name, _ in w.started) == w.names  # job-1 once, by its new row
+        assert [r.status for r in w.store.history("job-1")] == [RUNNING]
+
+    def test_removed_here_after_its_instant_ran_and_declared_again_it_runs_again(self) -> None:
+        """Removed in this process, the schedule forgets that its instant ran (its history went
+        with it): declared again within the grace, the instant runs, as it would unclaimed."""
+        w = world(ahead=True)
+        stage(w)
+        w.claims.process(self.due_now(w), DUE)
+        assert w.store.delete_schedule("job-1")
+        with w.table.cond:
+            w.table.forget("job-1")
+        w.claims.claimed_ahead.drop("job-1")
+        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
+        with w.table.cond:
+            w.table.serve("job-1", lambda: None, build_trigger("interval", "60", "UTC", "job-1"))
+            w.table.set_record(w.store.declare_schedule(record))
+            due = w.table.pop_due(DUE + timedelta(seconds=1))
+        w.claims.process(due, DUE + timedelta(seconds=1))
+        assert [name for name, _ in w.started].count("job-1") == 2
+        assert [r.status for r in w.store.history("job-1")] == [RUNNING]
+
+    def test_runs_started_late_are_checked_with_one_read_of_the_store_not_a_write_each(self) -> None:
+        w = world(count=200, ahead=True)
+        stage(w)
+        reads, writes = [], []
+        recent, start_run = w.store.recent_runs, w.store.start_run
+        w.store.recent_runs = lambda names, limit=10: reads.append(len(names)) or recent(names, limit)
+        w.store.start_run = lambda key, at: writes.append(key) or start_run(key, at)
+        w.clock.set(DUE + timedelta(seconds=5))  # a frozen process, resumed
+        w.claims.process([], w.clock.now())
+        assert len(w.started) == 200 and writes == []
+        assert sum(reads) == 200 and len(reads) <= 5  # one read per group of the hand-over
+
+    def test_a_run_that_cannot_be_handed_over_is_recorded_failed_not_left_running(self) -> None:
+        w = world(count=2, ahead=True, held=True)
+        stage(w)
+
+        def refuse(name: str, func: Any, runs: Any, opts: Any) -> None:
+            if name == "job-0":
+                raise RuntimeError("no thread to be had")
+            w.started.append((name, runs))
+
+        w.claims.claimed_ahead._submit = refuse
+        w.claims.process(self.due_now(w), DUE)
+        assert [name for name, _ in w.started] == ["job-1"]
+        w.store.finish_runs(w.writer.take())
+        (row,) = w.store.history("job-0")
+        assert row.status == FAILED and "no thread to be had" in (row.reason or row.error or "")
 
     def test_redefined_with_the_same_next_instant_it_runs_as_now_defined(self) -> None:
         w = world(ahead=True)
