@@ -311,6 +311,17 @@ class TestFiresClaimedBeforeTheirInstant:
         with w.table.cond:
             return w.table.pop_due(DUE)
 
+    def remove_and_declare_here(self, w: SimpleNamespace, name: str) -> None:
+        """What ``unschedule`` then ``schedule_interval`` do in this process (the next fire: DUE)."""
+        assert w.store.delete_schedule(name)
+        with w.table.cond:
+            w.table.forget(name)
+        w.claims.claimed_ahead.drop(name)
+        record = ScheduleRecord(name, "interval", "60", "UTC", f"h-{name}", next_fire=DUE)
+        with w.table.cond:
+            w.table.serve(name, lambda: None, build_trigger("interval", "60", "UTC", name))
+            w.table.set_record(w.store.declare_schedule(record))
+
     def test_paused_and_resumed_before_the_instant_it_runs_once(self) -> None:
         w = world(ahead=True)
         stage(w)
@@ -326,14 +337,7 @@ class TestFiresClaimedBeforeTheirInstant:
     def test_removed_and_declared_again_before_the_instant_it_runs_once(self) -> None:
         w = world(ahead=True)
         stage(w)
-        assert w.store.delete_schedule("job-1")  # its held row goes with it
-        with w.table.cond:
-            w.table.forget("job-1")
-        w.claims.claimed_ahead.drop("job-1")
-        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
-        with w.table.cond:
-            w.table.serve("job-1", lambda: None, build_trigger("interval", "60", "UTC", "job-1"))
-            w.table.set_record(w.store.declare_schedule(record))
+        self.remove_and_declare_here(w, "job-1")  # its held row goes with the removal
         w.claims.process(self.due_now(w), DUE)
         assert sorted(name for name, _ in w.started) == w.names  # job-1 once, by its new claim
         assert [r.status for r in w.store.history("job-1")] == [RUNNING]
@@ -395,14 +399,8 @@ class TestFiresClaimedBeforeTheirInstant:
         w = world(ahead=True)
         stage(w)
         w.claims.process(self.due_now(w), DUE)
-        assert w.store.delete_schedule("job-1")
+        self.remove_and_declare_here(w, "job-1")
         with w.table.cond:
-            w.table.forget("job-1")
-        w.claims.claimed_ahead.drop("job-1")
-        record = ScheduleRecord("job-1", "interval", "60", "UTC", "h-job-1", next_fire=DUE)
-        with w.table.cond:
-            w.table.serve("job-1", lambda: None, build_trigger("interval", "60", "UTC", "job-1"))
-            w.table.set_record(w.store.declare_schedule(record))
             due = w.table.pop_due(DUE + timedelta(seconds=1))
         w.claims.process(due, DUE + timedelta(seconds=1))
         assert [name for name, _ in w.started].count("job-1") == 2
