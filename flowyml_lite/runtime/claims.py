@@ -41,6 +41,7 @@ from .membership import Membership
 from .outcomes import OutcomeWriter
 from .planning import US, Ahead, plan, run_key, still
 from .refusals import Refusals
+from .refused import RefusedClaims
 from .table import Fire, ScheduleTable
 
 logger = logging.getLogger("flowyml_lite.scheduler.claims")
@@ -77,8 +78,6 @@ def group_sizes(count: int, small_first: bool = True) -> List[int]:
     return sizes
 
 
-#: Why an instant whose claim kept meeting its row held is recorded missed.
-_ROW_HELD = "its row in the store was held by another transaction at each look, until past its instant"
 
 class Claims:
     """Plans and claims due fires, and hands the won runs to ``submit``."""
@@ -114,6 +113,7 @@ class Claims:
         self._batch = batch
         self._options: Dict[int, Tuple[Dict[str, Any], Options]] = {}  # id(options dict) -> parsed
         self._refusals = Refusals()
+        self._refused = RefusedClaims(table, store, self._refusals, troubles, self._adopt)
         self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
         #: Runs claimed before their instant (``prepare``), started when it comes.
         self.claimed_ahead = ClaimedAhead(
@@ -207,7 +207,7 @@ class Claims:
                             time.sleep(0)  # let the run threads just woken take the GIL and start their runs
         finally:
             for claim, asked in refused:
-                self._refused(claim, asked)
+                self._refused.look_again(claim, asked)
 
     def _plan_group(self, group: Sequence[Fire], now: datetime) -> List[Planned]:
         """The claims of the fires of ``group`` still due and owned here, planned at ``now`` (their
@@ -463,16 +463,7 @@ class Claims:
 
     def held(self) -> List[str]:
         """The schedules whose fire waits on a row held in the store (for health; no I/O)."""
-        if not self._refusals.holding:
-            return []
-        records = self._table.records
-
-        def still(name: str, fire: datetime) -> bool:
-            record = records.get(name)
-            return record is not None and record.enabled and record.next_fire == fire
-
-        with self._table.lock:
-            return self._refusals.waiting(still)
+        return self._refused.held()
 
     def unblock(self, name: Optional[str] = None) -> None:
         """Forget that ``name`` (every schedule if None) was blocked by overlap: it moved to another
@@ -497,78 +488,6 @@ class Claims:
             )
             if self._troubles.report(f"blocked:{name}", message):
                 logger.warning("%s", message)
-
-    def _refused(self, claim: Claim, now: datetime) -> None:
-        """Another node claimed first, changed the schedule, holds its row, or the instant has a run."""
-        name, fire = claim.name, claim.expected_next
-        try:
-            fresh = self._store.get_schedule(name)
-        except Exception as exc:
-            self._troubles.report("claims", f"re-reading {name!r}: {type(exc).__name__}: {exc}")
-            with self._table.lock:
-                self._table.push(now + timedelta(seconds=1), name, fire)
-            return
-        with self._table.lock:
-            if not self._take_fresh(name, fire, fresh):
-                self._refusals.settled(name)  # it moved on (or is gone): nothing to try again
-                return
-            if self._refusals.count(name, fire) == 0 and self._store.skips_locked_rows:
-                # Maybe another node's claim of this row was in progress: look again soon.
-                self._table.push(now + timedelta(seconds=self._refusals.again(name, fire)), name, fire)
-                return
-        self._move_past(claim, now)
-
-    def _take_fresh(self, name: str, fire: datetime, fresh: Optional[ScheduleRecord]) -> bool:
-        """Cache the row re-read after a refusal (table lock held); True if it still waits at ``fire``."""
-        table = self._table
-        if fresh is None:
-            table.records.pop(name, None)
-            return False
-        mine = table.records.get(name)
-        if mine is not None and mine.definition_hash != fresh.definition_hash:
-            self._adopt(fresh)  # redefined elsewhere: its trigger is rebuilt too
-        elif mine is not None and (mine.enabled, mine.next_fire) == (fresh.enabled, fresh.next_fire):
-            table.records[name] = fresh  # the same fire: retried later by the caller (set_record: now)
-        else:
-            table.set_record(fresh)
-        return bool(fresh.enabled and fresh.next_fire == fire)
-
-    def _move_past(self, claim: Claim, now: datetime) -> None:
-        """The row looked unchanged (twice where rows can be locked). Either the instant has a run
-        already (a clock stepped back, then enable or a re-declaration): it is done, and next_fire
-        moves past it. Or the row is held by a transaction that does not end (a lock taken by hand,
-        a frozen peer), and moving it is refused too: the fire waits, looked at less and less often."""
-        name, fire = claim.name, claim.expected_next
-        error = None
-        # First with the instant recorded missed: if its row was only held for a moment by a write
-        # that is not a claim (a worker's start marking the schedules it declares), the instant has
-        # no run yet, and moving past it with none would leave it without a row.
-        missed = [r.with_status(MISSED, _ROW_HELD) for r in claim.runs if r.status in ACTIVE_STATUSES]
-        recorded = None
-        try:
-            if missed:
-                recorded = self._store.claim(name, fire, claim.new_next, missed, claim.max_instances)
-            moved = recorded or self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
-            fresh = self._store.get_schedule(name) if moved is not None else None
-        except Exception as exc:  # the store's own trouble, said as such: not a held row
-            moved, error = None, f"{type(exc).__name__}: {exc}"
-        if moved is None:
-            delay = self._refusals.again(name, fire)
-            if error is None:
-                self._refusals.held(name, fire)
-            else:
-                self._troubles.report("claims", f"moving {name!r} past a taken instant: {error}")
-            with self._table.lock:
-                self._table.push(now + timedelta(seconds=delay), name, fire)
-            return
-        self._refusals.settled(name)
-        if recorded:
-            logger.warning("%r: fire %s recorded missed: %s", name, fire.isoformat(), _ROW_HELD)
-        else:
-            logger.warning("%r: fire %s already has a run; moved past it", name, fire.isoformat())
-        if fresh is not None:
-            with self._table.lock:
-                self._adopt(fresh)
 
 
 def _without_run_at(claim: Claim, fire: datetime, same_row: bool) -> Claim:
