@@ -4,7 +4,8 @@ Everything here reads the scheduler's store; nothing writes. A schedule's state,
 applies:
 
 - ``paused``: disabled by a person;
-- ``orphaned``: no function here and no live node declared it lately (nothing will run it);
+- ``orphaned``: no function here, no live node declared it lately, and the node that ran it last
+  is gone (nothing will run it);
 - ``failing``: its latest finished runs failed, timed out or were lost (``streak`` of them);
 - ``late``: enabled, served, and its next fire is more than ``LATE_AFTER_SECONDS`` in the past;
 - ``running``: a run is in flight;
@@ -188,6 +189,10 @@ def schedule_state(
         served_by = declared_by
     elif declared_by and declared_at is not None and (now - declared_at).total_seconds() <= orphan_window:
         served_by = declared_by  # declared moments ago: its node may not have sent a heartbeat yet
+    else:  # declared last by a node since gone (or a process that runs nothing): who ran it last?
+        ran_by = next((run.node_id for run in runs if run.node_id), None)
+        if ran_by in alive:
+            served_by = ran_by
     serving = alive.get(served_by) if served_by is not None else None
     digest = getattr(serving, "serves", None)
     if digest is not None:  # it shares these schedules with its live peers: the split decides
