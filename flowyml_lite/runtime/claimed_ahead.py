@@ -79,11 +79,13 @@ class ClaimedAhead:
         node_id: str,
         sizes: Callable[[int], List[int]],
         options: Callable[[ScheduleRecord], Options],
+        clock: Callable[[], datetime],
     ) -> None:
         self._table = table
         self._store = store
         self._sizes = sizes
         self._options = options
+        self._clock = clock  # each group of a long release is judged on the time it is handed over
         self._closed = False  # stop() is over: a claim answered after it gets no start
         self._writer = writer
         self._submit = submit
@@ -176,6 +178,7 @@ class ClaimedAhead:
         for size in self._sizes(len(due)):
             if begin:
                 time.sleep(0)  # let the run threads just woken take the interpreter and start
+                now = max(now, self._clock())
             group, begin = due[begin : begin + size], begin + size
             try:
                 start, check, ended = self._judge(group, now)

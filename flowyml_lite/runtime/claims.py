@@ -117,7 +117,7 @@ class Claims:
         self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
         #: Runs claimed before their instant (``prepare``), started when it comes.
         self.claimed_ahead = ClaimedAhead(
-            table, store, writer, submit, batch, announce, node_id, group_sizes, self.options
+            table, store, writer, submit, batch, announce, node_id, group_sizes, self.options, clock.now
         )
         self._busy = busy  # the schedules with a run in flight here: not claimed ahead
         self._claim_ahead = claim_ahead

@@ -418,6 +418,30 @@ class TestFiresClaimedBeforeTheirInstant:
         assert len(w.started) == 200 and writes == []
         assert sum(reads) == 200 and len(reads) <= 5  # one read per group of the hand-over
 
+    def test_each_group_of_a_long_release_is_judged_on_the_time_it_is_handed_over(self) -> None:
+        """The first group's hand-over took a minute (a stalled process): the later groups are
+        past the misfire grace by then, and a schedule that skips misfires records them missed."""
+        w = world(count=50, ahead=True, held=True)
+        options = {"catchup": "skip", "misfire_grace_seconds": 60}
+        with w.table.cond:
+            for name in w.names:
+                record = w.store.get_schedule(name)
+                record.options = options
+                w.table.set_record(w.store.declare_schedule(record))
+        stage(w)
+        submit = w.claims.claimed_ahead._submit
+
+        def slow(name: str, func: Any, runs: Any, opts: Any) -> None:
+            submit(name, func, runs, opts)
+            w.clock.set(DUE + timedelta(seconds=90))
+
+        w.claims.claimed_ahead._submit = slow
+        w.claims.process(self.due_now(w), DUE)
+        assert len(w.started) == 10  # the first group, on time
+        w.store.finish_runs(w.writer.take())
+        missed = [n for n in w.names if w.store.history(n)[0].status == MISSED]
+        assert len(missed) == 40
+
     def test_a_run_that_cannot_be_handed_over_is_recorded_failed_not_left_running(self) -> None:
         w = world(count=2, ahead=True, held=True)
         stage(w)
