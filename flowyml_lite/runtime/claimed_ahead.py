@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import AbstractSet, Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from ..core.schedule import Options
 from ..stores.base import ACTIVE_STATUSES, FAILED, MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
@@ -93,6 +93,7 @@ class ClaimedAhead:
         self._announce = announce
         self._node = node_id
         self._held: List[Held] = []
+        self._keys: Set[Tuple[str, datetime]] = set()  # (name, instant) of each held run (``holds``)
         #: name -> (the instant of its last run started from here, its row's created_at) (``ran``).
         self._started: Dict[str, Tuple[datetime, Optional[datetime]]] = {}
         self._lock = threading.Lock()
@@ -104,6 +105,7 @@ class ClaimedAhead:
         with self._lock:
             if not self._closed:
                 self._held.extend(held)
+                self._keys.update((h.name, h.instant) for h in held)
                 return
         for each in held:  # a claim answered after stop() gave up waiting for the loop
             self._end(each, SKIPPED, STOPPED_BEFORE_INSTANT, each.instant)
@@ -118,10 +120,11 @@ class ClaimedAhead:
             return None
         return started[1] == record.created_at
 
-    def holds(self) -> Set[Tuple[str, datetime]]:
+    def holds(self) -> AbstractSet[Tuple[str, datetime]]:
         """(name, instant) of every run held now: a fire queued again meanwhile (a sync that saw
-        its schedule re-created) is not claimed ahead twice."""
-        return {(h.name, h.instant) for h in self._held}
+        its schedule re-created) is not claimed ahead twice. Kept as runs come and go: asked for
+        each chunk of a burst's claims, it must not be rebuilt from all the runs held each time."""
+        return self._keys
 
     def reopen(self) -> None:
         """The scheduler starts (again)."""
@@ -132,6 +135,7 @@ class ClaimedAhead:
         rows went with it, and a schedule declared again under the name claims its own fires."""
         with self._lock:
             self._held = [h for h in self._held if name is not None and h.name != name]
+            self._keys = {(h.name, h.instant) for h in self._held}
             if name is None:
                 self._started.clear()
             else:
@@ -146,9 +150,10 @@ class ClaimedAhead:
             if not due:
                 return 0
             if len(due) == len(self._held):
-                self._held = []
+                self._held, self._keys = [], set()
             else:
                 self._held = [h for h in self._held if h.instant > now]
+                self._keys.difference_update((h.name, h.instant) for h in due)
         self._release(due, now)
         return len(due)
 
@@ -166,7 +171,7 @@ class ClaimedAhead:
                 continue
             self.start_due(now())
         with self._lock:
-            rest, self._held, self._closed = self._held, [], True
+            rest, self._held, self._keys, self._closed = self._held, [], set(), True
         for held in rest:
             self._end(held, SKIPPED, STOPPED_BEFORE_INSTANT, now())
 
