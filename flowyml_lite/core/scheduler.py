@@ -64,7 +64,8 @@ from .views import Localizer, history_entry, iso
 
 logger = logging.getLogger("flowyml_lite.scheduler")
 
-#: Store upkeep that stalls writers (SQLite's WAL restart) waits until no fire is due this soon.
+#: Store upkeep that stalls writers (SQLite's WAL restart) waits until no fire that still needs a
+#: claim is due this soon (runs claimed ahead start without the store).
 QUIET_SECONDS = 0.05
 #: Declarations logged one by one at INFO; the later ones at DEBUG (an app declaring 100,000
 #: schedules at each start would write 100,000 lines, and spend a third of its start on them).
@@ -154,6 +155,7 @@ class PipelineScheduler:
             cfg.heartbeat_seconds,
             self._claims.prepare,
             GCPause(cfg.gc_pause_in_bursts),
+            self._claims.may_prepare,
         )
         self._clock_watch = ClockWatch(self._table, self._troubles, self._clock.now)
         self._housekeeping = Housekeeping(
@@ -171,7 +173,9 @@ class PipelineScheduler:
             self._runner.announce,
             self._serving.digest,
             quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
-            quiet_for=lambda seconds: self._table.quiet_for(seconds, self._clock.now()),
+            quiet_for=lambda seconds: self._table.quiet_for(  # a collection stalls every thread
+                seconds, self._clock.now(), self._claims.claimed_ahead.first()
+            ),
             adopt_changes=lambda: self._sync.sync(quick=True),
             clock_watch=self._clock_watch,
         )

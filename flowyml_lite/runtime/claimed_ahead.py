@@ -1,9 +1,10 @@
 """Runs claimed before their instant: kept here until it comes, then started together.
 
-With real time, the loop plans and claims the next instant's fires within a moment before it
-(``loop.STAGE_SECONDS``), so that when it comes only the hand-over to the executors is left: the
-store's transaction (milliseconds for a burst on SQLite, a round trip on PostgreSQL) is no longer
-between the instant and the start. At the instant a run starts as its schedule stands then: paused
+With real time, the loop plans and claims the fires due within a moment (``loop.STAGE_SECONDS``),
+a group at a time, so that when each instant comes only the hand-over to the executors is left:
+the store's transaction (milliseconds for a burst on SQLite, a round trip on PostgreSQL) is no
+longer between the instant and the start, and a steady flow of fires is claimed in groups. At
+the instant a run starts as its schedule stands then: paused
 or removed, it does not (recorded ``skipped``); redefined, only if the new timetable still fires
 then; held up past the instant (a frozen process), as the misfire policy decides. A run whose
 schedule changed since the claim (a resume, a re-declaration, a change synced from another
@@ -21,6 +22,7 @@ from typing import AbstractSet, Any, Callable, ContextManager, Dict, List, Named
 
 from ..core.schedule import Options
 from ..stores.base import ACTIVE_STATUSES, FAILED, MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
+from .by_instant import ByInstant
 from .outcomes import OutcomeWriter
 from .table import ScheduleTable
 
@@ -66,7 +68,7 @@ Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 
 
 class ClaimedAhead:
-    """The runs claimed ahead of their instant, in the order they were claimed."""
+    """The runs claimed ahead of their instant, by instant (in the order claimed within one)."""
 
     def __init__(
         self,
@@ -92,8 +94,9 @@ class ClaimedAhead:
         self._batch = batch
         self._announce = announce
         self._node = node_id
-        self._held: List[Held] = []
+        self._held: ByInstant[Held] = ByInstant(id)  # each claim's own
         self._keys: Set[Tuple[str, datetime]] = set()  # (name, instant) of each held run (``holds``)
+        self._names: Dict[str, int] = {}  # name -> how many of its runs are held (``holding``)
         #: name -> (the instant of its last run started from here, its row's created_at) (``ran``).
         self._started: Dict[str, Tuple[datetime, Optional[datetime]]] = {}
         self._lock = threading.Lock()
@@ -104,8 +107,11 @@ class ClaimedAhead:
     def add(self, held: List[Held]) -> None:
         with self._lock:
             if not self._closed:
-                self._held.extend(held)
-                self._keys.update((h.name, h.instant) for h in held)
+                names = self._names
+                for each in held:
+                    self._held.add(each.instant, each)
+                    self._keys.add((each.name, each.instant))
+                    names[each.name] = names.get(each.name, 0) + 1
                 return
         for each in held:  # a claim answered after stop() gave up waiting for the loop
             self._end(each, SKIPPED, STOPPED_BEFORE_INSTANT, each.instant)
@@ -126,6 +132,21 @@ class ClaimedAhead:
         each chunk of a burst's claims, it must not be rebuilt from all the runs held each time."""
         return self._keys
 
+    def holding(self, name: str) -> bool:
+        """Whether a run of ``name`` is held (for any instant): its next instant is not claimed
+        ahead too, which would count the held run against ``max_instances``."""
+        return name in self._names
+
+    def first(self) -> Optional[datetime]:
+        """The earliest instant a run is held for (the loop wakes then)."""
+        with self._lock:
+            return self._held.first()
+
+    def count_due(self, now: datetime) -> int:
+        """How many held runs are due at ``now``."""
+        with self._lock:
+            return self._held.count_due(now) if self._held else 0
+
     def reopen(self) -> None:
         """The scheduler starts (again)."""
         self._closed = False
@@ -134,11 +155,12 @@ class ClaimedAhead:
         """Forget the runs held for ``name`` (every schedule if None): removed in this process, its
         rows went with it, and a schedule declared again under the name claims its own fires."""
         with self._lock:
-            self._held = [h for h in self._held if name is not None and h.name != name]
-            self._keys = {(h.name, h.instant) for h in self._held}
             if name is None:
+                self._held.clear()
+                self._keys, self._names = set(), {}
                 self._started.clear()
             else:
+                self._forget(self._held.keep_only(lambda h: h.name != name))
                 self._started.pop(name, None)
 
     def start_due(self, now: datetime) -> int:
@@ -146,14 +168,13 @@ class ClaimedAhead:
         if not self._held:
             return 0
         with self._lock:
-            due = [h for h in self._held if h.instant <= now]
+            due = self._held.pop_due(now)
             if not due:
                 return 0
-            if len(due) == len(self._held):
-                self._held, self._keys = [], set()
+            if not self._held:
+                self._keys, self._names = set(), {}
             else:
-                self._held = [h for h in self._held if h.instant > now]
-                self._keys.difference_update((h.name, h.instant) for h in due)
+                self._forget(due)
         self._release(due, now)
         return len(due)
 
@@ -162,7 +183,9 @@ class ClaimedAhead:
         fire is this node's: no other can claim it now); one further off is recorded ``skipped``."""
         deadline = time.monotonic() + AT_STOP_WAIT_SECONDS
         while self._held and time.monotonic() < deadline:
-            first = min(h.instant for h in self._held)
+            first = self.first()
+            if first is None:
+                break
             wait = (first - now()).total_seconds()
             if wait > deadline - time.monotonic():
                 break
@@ -171,9 +194,21 @@ class ClaimedAhead:
                 continue
             self.start_due(now())
         with self._lock:
-            rest, self._held, self._keys, self._closed = self._held, [], set(), True
+            rest = self._held.clear()
+            self._keys, self._names, self._closed = set(), {}, True
         for held in rest:
             self._end(held, SKIPPED, STOPPED_BEFORE_INSTANT, now())
+
+    def _forget(self, gone: List[Held]) -> None:
+        """Take ``gone`` (no longer held) out of the keys and name counts; lock held."""
+        names = self._names
+        for each in gone:
+            self._keys.discard((each.name, each.instant))
+            left = names.get(each.name, 0) - 1
+            if left > 0:
+                names[each.name] = left
+            else:
+                names.pop(each.name, None)
 
     def _release(self, due: List[Held], now: datetime) -> None:
         """Start ``due`` a group at a time (a small one first: its runs start while the rest are

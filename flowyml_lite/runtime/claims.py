@@ -242,17 +242,24 @@ class Claims:
                     planned.append((claim, func, opts))
         return planned
 
-    def prepare(self, due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
-        """Plan ``due`` (fires of the instant ``at``, popped a moment before it) and claim them
-        ahead, so that at the instant only the hand-over is left; the fires claimed. One not
-        claimed now (its schedule has a run in flight here, which may end before the instant; the
-        store refused or failed) is claimed at the instant with its plan, if that still holds."""
+    def may_prepare(self) -> bool:
+        """Whether claims ahead may be made now: not while the store holds writers off for upkeep
+        (the loop would wait with it, and the runs it holds start late) or outcomes back up."""
+        return not (self._store.maintaining or self._writer.backlogged)
+
+    def prepare(self, due: List[Fire], now: datetime) -> Set[Fire]:
+        """Plan ``due`` (fires popped a moment before their instants) and claim them ahead, so that
+        at each instant only the hand-over is left; the fires claimed. One not claimed now (its
+        schedule has a run in flight here, which may end before the instant, or one held for an
+        earlier instant; the store refused or failed) is claimed at its instant with its plan, if
+        that still holds."""
         table = self._table
         if len(self._ahead) > _OPTIONS_CACHE:  # plans of fires that never came (the loop stopped)
             self._ahead.clear()
         planned: List[Planned] = []
         busy = self._busy() if self._claim_ahead else frozenset()
-        holding = self.claimed_ahead.holds() if self.claimed_ahead else frozenset()
+        ahead = self.claimed_ahead
+        holding = ahead.holds() if ahead else frozenset()
         with table.lock:
             for name, fire in due:
                 record = table.records.get(name)
@@ -270,12 +277,13 @@ class Claims:
                     continue
                 if len(claim.runs) == 1:
                     self._ahead[(name, fire)] = Ahead(record, record.options, trigger, claim, opts)
-                    if self._claim_ahead and func is not None and name not in busy:
+                    free = name not in busy and not ahead.holding(name)
+                    if self._claim_ahead and func is not None and free:
                         planned.append((claim, func, opts))
         if not planned or self._writer.backlogged:
             return set()
         with self._writer.commit_lock:
-            refused = self._claim_group(planned, now, None, hold_until=at)
+            refused = self._claim_group(planned, now, None, ahead=True)
         if refused is None:
             return set()
         left = {(c.name, c.expected_next) for c in refused}
@@ -323,12 +331,12 @@ class Claims:
         group: Sequence[Planned],
         now: datetime,
         concerning: Optional[Set[str]],
-        hold_until: Optional[datetime] = None,
+        ahead: bool = False,
     ) -> Optional[List[Claim]]:
         """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
-        given) in one transaction and hand the won runs over (or hold them until ``hold_until``:
-        claimed ahead); the refused claims, for ``_refused``; None if the store failed. The caller
-        holds the writer's commit lock."""
+        given) in one transaction and hand the won runs over (or, ``ahead`` of their instants, hold
+        them until then); the refused claims, for ``_refused``; None if the store failed. The
+        caller holds the writer's commit lock."""
         try:
             outcomes = self._writer.take(concerning)
             self.in_store_since = time.monotonic()
@@ -340,7 +348,7 @@ class Claims:
             finally:
                 self.in_store_since = None
         except Exception as exc:
-            if hold_until is not None:  # claimed at the instant instead, which reports a failure
+            if ahead:  # claimed at the instant instead, which reports a failure
                 logger.debug("claiming %d fire(s) ahead: %r", len(group), exc)
                 return None
             self._failures += 1
@@ -393,9 +401,9 @@ class Claims:
                     table.push(claim.new_next, claim.name, claim.new_next)
                 if self._refusals.tries:
                     self._refusals.settled(claim.name)
-                if active and hold_until is not None:
+                if active and ahead:
                     made = (record.definition_hash, claim.new_next, record)
-                    held.append(Held(hold_until, claim.name, func, active, opts, *made))
+                    held.append(Held(claim.expected_next, claim.name, func, active, opts, *made))
                     self.unblock(claim.name)
                 elif active:
                     won.append((claim.name, func, active, opts))

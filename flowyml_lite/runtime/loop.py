@@ -1,10 +1,11 @@
 """The timer loop: sleeps until the earliest fire (or a change), then hands what is due to the claims.
 
-Within the stage window before an instant (real time only) it pops that instant's fires and has
-them planned and claimed, so at the instant only their start is left (``claimed_ahead.py``). It
-never runs a job and never waits on one; the only thing it waits on besides the condition is the
-claim transaction. Any error is logged and reported, the fires it held are queued again, and the
-loop goes on.
+Fires due within the stage window (real time only) are popped ahead of their instants and
+planned and claimed a group at a time, so at each instant only their start is left
+(``claimed_ahead.py``); a steady flow of fires is claimed in groups rather than one claim per
+instant. It never runs a job and never waits on one; the only thing it waits on besides the
+condition is the claim transaction. Any error is logged and reported, the fires it held are queued
+again, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import AbstractSet, Callable, List, Optional, Tuple
 
 from ..clock import Clock, SystemClock
+from .by_instant import ByInstant
 from .gate import GATE, LEAD_SECONDS, TAIL_SECONDS
 from .gc_pause import GCPause
 from .health import Troubles
@@ -31,13 +33,23 @@ POP_LIMIT = 1000
 #: monotonic clock; a wall clock stepped forward (an NTP correction, a resumed VM) brings fires
 #: closer meanwhile, and would make them late by up to the sleep: at most this, then.
 MAX_SLEEP_SECONDS = 1.0
-#: Fires of the next instant are planned and claimed before it (``prepare``) from this long before
-#: it, so that a burst of thousands is claimed before its instant comes; the gate closes only at its lead.
+#: Fires due within this long are planned and claimed before their instant (``prepare``), so that
+#: a burst of thousands is claimed before its instant comes; the gate closes only at its lead.
 STAGE_SECONDS = 0.5
-#: They are planned this many at a time, stopping this long before the instant: planning must
-#: never make the instant late.
+#: Once staging starts it reaches this much further: a steady flow of fires is claimed a group
+#: at a time, not one claim (one transaction) per instant.
+STAGE_SPAN_SECONDS = 0.05
+#: Fires are planned and claimed this many at a time while the next instant already popped is
+#: STAGE_ROOM_SECONDS away or more; closer, STAGE_SMALL_CHUNK at a time, one chunk between the
+#: loop's looks at the clock; within STAGE_MARGIN_SECONDS of it, none: staging must never make an
+#: instant late.
 STAGE_CHUNK = 250
-STAGE_MARGIN_SECONDS = 0.003
+STAGE_ROOM_SECONDS = 0.03
+STAGE_SMALL_CHUNK = 8
+STAGE_MARGIN_SECONDS = 0.0005
+#: While the store holds writers off for upkeep, the loop looks again this often whether it may
+#: claim ahead (it claims at the instant anyway, if that comes first).
+STAGE_RETRY_SECONDS = 0.002
 
 
 class TimerLoop:
@@ -50,17 +62,21 @@ class TimerLoop:
         process: Callable[[List[Fire], datetime, bool], None],
         troubles: Troubles,
         idle_seconds: float,
-        prepare: Optional[Callable[[List[Fire], datetime, datetime], AbstractSet[Fire]]] = None,
+        prepare: Optional[Callable[[List[Fire], datetime], AbstractSet[Fire]]] = None,
         gc_pause: Optional[GCPause] = None,
+        may_prepare: Optional[Callable[[], bool]] = None,
     ) -> None:
         self._table = table
         self._clock = clock
         self._process = process
         self._prepare = prepare
-        #: Fires of the next instant popped from the heap before it and planned, but not claimed
-        #: then (real time only): taken first when it comes, put back into the heap if the loop stops.
-        self._staged: List[Fire] = []  # their instant: table.staged_at
-        self._claimed_ahead = 0  # how many of that instant's fires ``prepare`` claimed already
+        self._may_prepare = may_prepare if may_prepare is not None else (lambda: True)
+        #: Fires popped from the heap before their instant and planned, but not claimed then (real
+        #: time only): taken first when it comes, put back into the heap if the loop stops.
+        self._staged: ByInstant[Fire] = ByInstant()  # its first instant: table.staged_at
+        #: Fires ``prepare`` claimed ahead: at each of their instants the loop passes (even with
+        #: nothing else due), and the claims start their runs.
+        self._claimed: ByInstant[Fire] = ByInstant()
         self._troubles = troubles
         self._pause = gc_pause if gc_pause is not None else GCPause(False)
         self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
@@ -100,8 +116,9 @@ class TimerLoop:
             self._gate(False)
             self._pause.close()
             with self._table.lock:
-                staged, self._staged, self._table.staged_at = self._staged, [], None
-            self._claimed_ahead = 0
+                staged = self._staged.clear()
+                self._table.staged_at = None
+                self._claimed.clear()
             self._put_back(staged, None)
 
     def _loop(self) -> None:
@@ -111,7 +128,7 @@ class TimerLoop:
             due: List[Fire] = []
             now = None
             try:
-                stage_at = None
+                stage = False
                 with table.lock:
                     now = self._clock.now()
                     self.beat = time.monotonic()
@@ -119,25 +136,8 @@ class TimerLoop:
                     if not due and not arrived:
                         more = False
                         self._pause.release()  # the burst is over: collection goes on
-                        wake = table.next_wake()
-                        staged_at = table.staged_at
-                        if staged_at is not None:  # its fires are out of the heap, planned
-                            wake = staged_at if wake is None or staged_at < wake else wake
-                        until = None if wake is None else (wake - now).total_seconds()
-                        # A fire within the staging window: plan its instant's fires; within the
-                        # lead: have the interpreter to ourselves when it is due; a later one: wake
-                        # again at the first of them. Idle (or a second) at most.
-                        lead = LEAD_SECONDS if self._gates else 0.0
-                        window = STAGE_SECONDS if self._gates else 0.0
-                        soon = until is not None and until <= lead
-                        ahead = self._prepare is not None and staged_at is None
-                        if ahead and until is not None and 0 < until <= window:
-                            stage_at = wake
-                        else:
-                            timeout = self._idle
-                            if until is not None:
-                                early = until - (window if ahead else lead)
-                                timeout = min(timeout, max(until if soon else early, 0.0))
+                        stage, timeout, soon = self._next_step(now)
+                        if not stage:
                             tail = self._hold_until - time.monotonic() if self._gated else 0.0
                             if not soon and tail > 0:  # the runs just handed over start first, too
                                 self._clock.wait(table.cond, min(tail, timeout))
@@ -145,14 +145,10 @@ class TimerLoop:
                             self._gate(soon)
                             self._clock.wait(table.cond, timeout)
                             continue
-                if stage_at is not None:
-                    if (stage_at - now).total_seconds() <= LEAD_SECONDS:
-                        self._gate(True)  # the instant is within the lead: the API waits from now
-                    self._stage(stage_at, now)
+                if stage:
+                    self._stage(now)
                     continue
-                claimed = 0
-                if arrived:  # the fires claimed ahead start in this pass too
-                    claimed, self._claimed_ahead = self._claimed_ahead, 0
+                claimed = len(self._claimed.pop_due(now)) if arrived and self._claimed else 0
                 self._pause.hold(len(due) + claimed)
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
                 more = full
@@ -166,40 +162,93 @@ class TimerLoop:
                 self._put_back(due, now)
                 self.stopping.wait(0.1)
 
+    def _next_step(self, now: datetime) -> Tuple[bool, float, bool]:
+        """With nothing due: whether to stage fires now; else how long to sleep, and whether an
+        instant is within the lead (the gate closes). Table lock held."""
+        lead = LEAD_SECONDS if self._gates else 0.0
+        window = STAGE_SECONDS if self._gates else 0.0
+        pending = self._pending()  # popped already: due at their instant, nothing to stage
+        until = None if pending is None else (pending - now).total_seconds()
+        heap = self._table.next_wake()
+        after = None if heap is None else (heap - now).total_seconds()
+        staging = self._prepare is not None and after is not None and 0 < after <= window
+        held_off = False  # the store's upkeep holds claims off: look again soon
+        if staging and (until is None or until > STAGE_MARGIN_SECONDS):
+            if self._may_prepare():
+                if until is not None and until <= lead:
+                    self._gate(True)  # an instant within the lead: the API waits from now
+                return True, 0.0, False
+            held_off = True
+        timeout = self._idle
+        soon = False
+        if until is not None:
+            soon = until <= lead
+            timeout = min(timeout, max(until if soon else until - lead, 0.0))
+        if after is not None:
+            if after <= lead:
+                soon = True
+            if held_off:
+                timeout = min(timeout, STAGE_RETRY_SECONDS, after)
+            elif self._prepare is not None and not staging:
+                timeout = min(timeout, max(after - window, 0.0))
+            else:
+                timeout = min(timeout, max(after if after <= lead else after - lead, 0.0))
+        return False, timeout, soon
+
+    def _pending(self) -> Optional[datetime]:
+        """The first instant of the fires popped already (staged, or claimed ahead)."""
+        staged, claimed = self._staged.first(), self._claimed.first()
+        if staged is None or (claimed is not None and claimed < staged):
+            return claimed
+        return staged
+
     def _take_due(self, now: datetime) -> Tuple[List[Fire], bool, bool]:
         """The fires due at ``now`` (staged ones first), whether the heap may hold more due, and
-        whether the staged instant came (its fires claimed ahead start now, even if none is left)."""
+        whether an instant of fires popped ahead came (those claimed ahead start now, even if
+        none is left to claim)."""
         popped = self._table.pop_due(now, POP_LIMIT)
         full = len(popped) == POP_LIMIT
-        at = self._table.staged_at
-        if at is None or at > now:
-            return popped, full, False
-        staged, self._staged, self._table.staged_at = self._staged, [], None
+        claimed = self._claimed.first()
+        arrived = claimed is not None and claimed <= now
+        first = self._staged.first()
+        if first is None or first > now:
+            return popped, full, arrived
+        staged = self._staged.pop_due(now)
+        self._table.staged_at = self._staged.first()
         if popped:
             known = set(staged)  # an entry queued again meanwhile (a re-own of the split) is the same fire
             staged.extend(fire for fire in popped if fire not in known)
         return staged, full, True
 
-    def _stage(self, at: datetime, now: datetime) -> None:
-        """Pop the fires due at ``at`` (the heap's next instant, within the stage window), plan and
-        claim them, a chunk at a time, stopping a little before ``at``: what is left (not claimed
-        ahead, or not reached) is taken at ``at``."""
+    def _stage(self, now: datetime) -> None:
+        """Pop the fires due within the stage window (and its span), plan and claim them a chunk
+        at a time, the chunks small while an instant popped already is near: what is not claimed
+        ahead is taken at its instant."""
         assert self._prepare is not None
-        deadline = time.monotonic() + (at - now).total_seconds() - STAGE_MARGIN_SECONDS
+        limit = now + timedelta(seconds=STAGE_SECONDS + STAGE_SPAN_SECONDS)
+        table = self._table
         while not self.stopping.is_set():
-            with self._table.lock:
-                chunk = self._table.pop_due(at, STAGE_CHUNK)
-                if not chunk:
+            with table.lock:
+                pending = self._pending()
+                room = None if pending is None else (pending - self._clock.now()).total_seconds()
+                if room is not None and room <= STAGE_MARGIN_SECONDS:
                     return
-                self._staged.extend(chunk)  # if prepare raises, the chunk is still taken at ``at``
-                self._table.staged_at = at
-            claimed = self._prepare(chunk, at, self._clock.now())
+                size = STAGE_CHUNK if room is None or room >= STAGE_ROOM_SECONDS else STAGE_SMALL_CHUNK
+                popped = table.pop_due(limit, size)
+                if not popped:
+                    return
+                # if prepare raises, the chunk is still taken at its instants; a fire queued again
+                # meanwhile (a re-own of the split) is staged, or claimed, once
+                chunk = [f for f in popped if not self._claimed.has(f[1], f) and self._staged.add(f[1], f)]
+                table.staged_at = self._staged.first()
+            claimed = self._prepare(chunk, self._clock.now()) if chunk else ()
             if claimed:
-                with self._table.lock:  # the chunk is the list's tail: only this thread adds to it
-                    del self._staged[len(self._staged) - len(chunk) :]
-                    self._staged.extend(fire for fire in chunk if fire not in claimed)
-                self._claimed_ahead += len(claimed)
-            if len(chunk) < STAGE_CHUNK or time.monotonic() >= deadline:
+                with table.lock:
+                    for fire in claimed:
+                        self._staged.discard(fire[1], (fire,))
+                        self._claimed.add(fire[1], fire)
+                    table.staged_at = self._staged.first()
+            if len(popped) < size or size == STAGE_SMALL_CHUNK or not self._may_prepare():
                 return
 
     def _put_back(self, fires: List[Fire], now: Optional[datetime]) -> None:

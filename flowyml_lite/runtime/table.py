@@ -102,12 +102,14 @@ class ScheduleTable:
         """The earliest heap instant (stale entries included: waking early is harmless)."""
         return self.heap[0][0] if self.heap else None
 
-    def quiet_for(self, seconds: float, now: datetime) -> bool:
-        """True if nothing in the heap is due within ``seconds`` of ``now``."""
+    def quiet_for(self, seconds: float, now: datetime, also: Optional[datetime] = None) -> bool:
+        """True if no fire that still needs a claim (in the heap, or staged) is due within
+        ``seconds`` of ``now``, nor ``also`` (e.g. the first run claimed ahead) when given."""
         with self.lock:
             wake, staged = self.next_wake(), self.staged_at
-        if staged is not None and (wake is None or staged < wake):
-            wake = staged
+        for other in (staged, also):
+            if other is not None and (wake is None or other < wake):
+                wake = other
         return wake is None or (wake - now).total_seconds() >= seconds
 
     def forget(self, name: str) -> None:

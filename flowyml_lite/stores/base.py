@@ -176,6 +176,9 @@ class Store(abc.ABC):
     #: (SKIP LOCKED) instead of waiting: a refused claim with an unchanged row may then be a claim
     #: in progress elsewhere, which the scheduler looks at again shortly before moving past it.
     skips_locked_rows: bool = False
+    #: True while ``maintain`` holds this process's writers off (e.g. SQLite restarting its WAL):
+    #: the loop claims nothing ahead meanwhile, so that only fires claimed before it wait.
+    maintaining: bool = False
 
     def open(self) -> None:
         """Create or migrate the schema. Idempotent."""
@@ -234,8 +237,10 @@ class Store(abc.ABC):
     def maintain(self, quiet: Optional[Callable[[], bool]] = None) -> None:
         """Periodic upkeep off the hot path, called by the scheduler's heartbeat (default: none).
 
-        ``quiet()`` is True while no fire is due in the next few tens of milliseconds: upkeep that
-        holds writers off (a stall of a claim) should wait for such a moment when it can.
+        ``quiet()`` is True while no fire that still needs a claim is due in the next few tens of
+        milliseconds (runs claimed ahead need no store to start): upkeep that holds writers off (a
+        stall of a claim) should wait for such a moment when it can, and set ``maintaining``
+        meanwhile.
         """
 
     @abc.abstractmethod

@@ -919,9 +919,13 @@ class SQLiteStore(Store):
                 if frames >= _WAL_RESTART_FRAMES and (
                     quiet is None or frames >= _WAL_RESTART_FRAMES * 5 // 4 or quiet()
                 ):
-                    with self._lock:
-                        if self._conn is not None:
-                            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.maintaining = True  # the loop claims nothing ahead until it is over
+                    try:
+                        with self._lock:
+                            if self._conn is not None:
+                                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    finally:
+                        self.maintaining = False
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 

@@ -92,3 +92,38 @@ class TestAFireClaimedAhead:
             assert wait_for(lambda: scheduler.get_history("report")[:1] != [])
         finally:
             scheduler.stop(timeout=5)
+
+
+class TestASteadyFlowOfFires:
+    def test_a_schedule_due_several_times_within_the_window_runs_every_instant(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        """Every 0.1 s: five of its instants fall within the half second claimed ahead; each runs
+        once, none is skipped for overlap with a run claimed before it."""
+        runs: List[datetime] = []
+        scheduler.schedule_interval("tick", lambda: runs.append(datetime.now(timezone.utc)), seconds=0.1)
+        scheduler.start()
+        assert wait_for(lambda: len(runs) >= 20)
+        scheduler.stop(timeout=5)
+        statuses: Dict[str, int] = {}
+        for entry in scheduler.get_history("tick", limit=100):
+            statuses[entry["status"]] = statuses.get(entry["status"], 0) + 1
+        assert set(statuses) == {"succeeded"}, statuses
+        fires = sorted(e["fire_time"] for e in scheduler.get_history("tick", limit=100))
+        assert len(fires) == len(set(fires)) >= 20
+
+    def test_many_schedules_spread_over_a_second_each_run_once_at_or_after_their_instant(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        started: Dict[str, datetime] = {}
+        base = at_in(0.8)
+        instants = {f"s{i:03d}": base + timedelta(milliseconds=5 * i) for i in range(200)}
+        for name, at in instants.items():
+            scheduler.schedule_once(
+                name, lambda name=name: started.setdefault(name, datetime.now(timezone.utc)), at=at
+            )
+        scheduler.start()
+        assert wait_for(lambda: len(started) == 200)
+        assert scheduler.wait_for_runs(5)
+        assert all(started[name] >= at for name, at in instants.items())  # never early
+        assert all(scheduler.get_history(name)[0]["status"] == "succeeded" for name in instants)

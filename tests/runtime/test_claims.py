@@ -105,7 +105,7 @@ def stage(w: SimpleNamespace) -> List[Any]:
     if the world claims ahead); the fires left for the instant."""
     with w.table.cond:
         due = w.table.pop_due(DUE)
-    claimed = w.claims.prepare(due, DUE, w.clock.now())
+    claimed = w.claims.prepare(due, w.clock.now())
     return [fire for fire in due if fire not in claimed]
 
 
@@ -204,6 +204,50 @@ class TestFiresClaimedBeforeTheirInstant:
         w.clock.set(DUE)
         w.claims.process(left, DUE)
         assert sorted(name for name, _ in w.started) == w.names
+
+    def test_fires_of_several_instants_claimed_together_each_start_at_their_own(self) -> None:
+        """A steady flow of fires is claimed a group at a time: one claim for many instants."""
+        w = world(count=1, interval=1, ahead=True)
+        later = [(f"late-{i}", DUE + timedelta(milliseconds=100 * i)) for i in range(1, 4)]
+        for name, at in later:
+            record = ScheduleRecord(name, "interval", "60", "UTC", f"h-{name}", next_fire=at)
+            with w.table.cond:
+                w.table.serve(name, lambda: None, build_trigger("interval", "60", "UTC", name))
+                w.table.set_record(w.store.declare_schedule(record))
+        with w.table.cond:
+            due = w.table.pop_due(DUE + timedelta(seconds=0.5))
+        assert len(due) == 4
+        assert w.claims.prepare(due, w.clock.now()) == set(due)  # one call, every instant
+        for name, at in later:
+            w.clock.set(at - timedelta(milliseconds=1))
+            w.claims.process([], w.clock.now())
+            assert name not in [n for n, _ in w.started]  # not a moment early
+            w.clock.set(at)
+            w.claims.process([], w.clock.now())
+            assert [runs[0].fire_time for n, runs in w.started if n == name] == [at]
+        assert len(w.started) == 4  # job-0 at DUE with the first, each once
+
+    def test_the_next_instant_of_a_schedule_held_for_an_earlier_one_is_claimed_at_its_instant(
+        self,
+    ) -> None:
+        """Claimed beside the held run, it would count that run against ``max_instances`` (the
+        held run ends before the next instant comes) and be skipped for overlap."""
+        w = world(count=1, interval=1, ahead=True)
+        assert stage(w) == []  # DUE held
+        with w.table.cond:
+            nxt = w.table.pop_due(DUE + timedelta(seconds=1))
+        assert nxt == [("job-0", DUE + timedelta(seconds=1))]
+        assert w.claims.prepare(nxt, w.clock.now()) == set()  # left for its instant
+        w.clock.set(DUE)
+        w.claims.process([], DUE)
+        (name, runs), = w.started
+        w.writer.put(Outcome(runs[0].run_key, SUCCEEDED, DUE, node_id="a"), name)
+        w.clock.set(DUE + timedelta(seconds=1))
+        w.claims.process(nxt, w.clock.now())
+        assert [(r.fire_time, r.status) for r in w.store.history("job-0")][:1] == [
+            (DUE + timedelta(seconds=1), RUNNING)
+        ]
+        assert [runs[0].fire_time for _, runs in w.started] == [DUE, DUE + timedelta(seconds=1)]
 
     @pytest.mark.parametrize("change", ["paused", "removed", "redefined"])
     def test_a_schedule_changed_here_after_its_claim_does_not_start(self, change: str) -> None:
@@ -388,7 +432,7 @@ class TestFiresClaimedBeforeTheirInstant:
             w.table.set_record(w.store.declare_schedule(record))  # the sync
             again = w.table.pop_due(DUE)
         assert ("job-1", DUE) in again
-        assert w.claims.prepare(again, DUE, w.clock.now()) == set()  # held already: not twice
+        assert w.claims.prepare(again, w.clock.now()) == set()  # held already: not twice
         w.claims.process(self.due_now(w) + again, DUE)
         assert sorted(name for name, _ in w.started) == w.names  # job-1 once, by its new row
         assert [r.status for r in w.store.history("job-1")] == [RUNNING]
@@ -719,7 +763,7 @@ class TestAScheduleWhoseTriggerRaised:
         w.clock.set(later - timedelta(seconds=0.05))
         with w.table.cond:
             ahead = [fire for fire in w.table.pop_due(later) if fire[0] == "job-1"]
-        w.claims.prepare(ahead, later, w.clock.now())
+        w.claims.prepare(ahead, w.clock.now())
         w.clock.set(later)
         w.claims.process(ahead, later)
         assert w.troubles.problems() == []

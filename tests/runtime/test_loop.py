@@ -48,7 +48,7 @@ class TestTheNextInstantIsPlannedInItsLead:
 
         quiet: List[bool] = []
 
-        def prepare(due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
             planned.append((time.time(), due))
             quiet.append(table.quiet_for(1.0, now))  # upkeep that stalls writers must wait
             return set()
@@ -73,7 +73,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Fire] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
             planned.append((time.time(), GATE.closed, len(due)))
             time.sleep(0.01)  # planning a chunk of a big burst takes a while
             return set()
@@ -105,7 +105,7 @@ class TestTheNextInstantIsPlannedInItsLead:
             lambda due, now, first: handed.extend(due),
             Troubles(),
             1.0,
-            lambda due, at, now: staged.set() or set(),
+            lambda due, now: staged.set() or set(),
         )
         loop.start()
         assert staged.wait(2)
@@ -125,7 +125,7 @@ class TestTheNextInstantIsPlannedInItsLead:
                 raise RuntimeError("a bug on the fire path")
             done.set()
 
-        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, at, now: set())
+        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, now: set())
         loop.start()
         try:
             assert done.wait(5)
@@ -139,7 +139,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Fire] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], at: datetime, now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
             with table.cond:  # a change of the split meanwhile queues every owned fire again
                 table.reown()
             return set()
@@ -159,7 +159,7 @@ class TestTheNextInstantIsPlannedInItsLead:
 
 
 def passes_with(
-    prepare: Callable[[List[Fire], datetime, datetime], Set[Fire]], count: int
+    prepare: Callable[[List[Fire], datetime], Set[Fire]], count: int
 ) -> Tuple[List[Tuple[datetime, List[Fire]]], datetime]:
     """The passes the loop makes over ``count`` fires due in 0.3 s, staged with ``prepare``."""
     table, at = table_due_in(0.3, count)
@@ -184,11 +184,89 @@ class TestFiresClaimedAheadAreStartedAtTheirInstant:
     def test_the_instant_comes_to_the_claims_even_with_no_fire_left_to_claim(self) -> None:
         """Fires claimed ahead are not handed over again at the instant; the pass comes once, and
         not before the instant."""
-        passes, at = passes_with(lambda due, at_, now: {fire for fire in due if fire[0] != "job-7"}, 40)
+        passes, at = passes_with(lambda due, now: {fire for fire in due if fire[0] != "job-7"}, 40)
         assert [due for _, due in passes] == [[("job-7", at)]]  # the one left for the instant
         assert passes[0][0] >= at
 
     def test_with_all_claimed_ahead_the_pass_comes_with_none(self) -> None:
         """It starts the runs claimed ahead."""
-        passes, at = passes_with(lambda due, at_, now: set(due), 5)
+        passes, at = passes_with(lambda due, now: set(due), 5)
         assert len(passes) == 1 and passes[0][1] == [] and passes[0][0] >= at
+
+
+def table_spread(offsets: List[float]) -> Tuple[ScheduleTable, List[Fire]]:
+    """One schedule per offset (seconds from now), each due once then."""
+    table = ScheduleTable()
+    now = datetime.now(timezone.utc)
+    fires: List[Fire] = []
+    with table.cond:
+        for i, offset in enumerate(offsets):
+            name, at = f"job-{i}", now + timedelta(seconds=offset)
+            table.serve(name, lambda: None, object())  # type: ignore[arg-type]
+            table.set_record(ScheduleRecord(name, "once", "", "UTC", "h", next_fire=at))
+            fires.append((name, at))
+    return table, fires
+
+
+class TestASteadyFlowOfFiresIsClaimedInGroups:
+    def test_fires_of_many_instants_are_claimed_together_and_each_instant_is_passed_at_itself(
+        self,
+    ) -> None:
+        """40 instants 10 ms apart: a handful of claims ahead, not 40; the loop comes back at each
+        instant (the claims start its runs then), never before it."""
+        table, fires = table_spread([0.3 + 0.01 * i for i in range(40)])
+        prepared: List[List[Fire]] = []
+        passes: List[datetime] = []
+        done = threading.Event()
+
+        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
+            prepared.append(list(due))
+            return set(due)
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            assert due == []  # every fire was claimed ahead
+            passes.append(now)
+            if now >= fires[-1][1]:
+                done.set()
+
+        loop = TimerLoop(table, SystemClock(), process, Troubles(), 1.0, prepare)
+        loop.start()
+        try:
+            assert done.wait(5)
+        finally:
+            loop.stop(2)
+        assert sorted(f for chunk in prepared for f in chunk) == sorted(fires)  # each claimed once
+        assert len(prepared) <= 8  # in groups
+        for _, at in fires:  # a pass at (or just after) each instant, none early for it
+            assert any(at <= now < at + timedelta(seconds=0.009) for now in passes)
+
+    def test_nothing_is_claimed_ahead_while_the_store_holds_claims_off(self) -> None:
+        """The store's upkeep (SQLite restarting its WAL) would hold the loop up in the claim, and
+        with it the start of runs claimed before: fires are then taken at their instant."""
+        table, fires = table_spread([0.2, 0.25])
+        prepared: List[List[Fire]] = []
+        handed: List[Tuple[datetime, List[Fire]]] = []
+        done = threading.Event()
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            handed.append((now, list(due)))
+            if sum(len(d) for _, d in handed) == 2:
+                done.set()
+
+        loop = TimerLoop(
+            table,
+            SystemClock(),
+            process,
+            Troubles(),
+            1.0,
+            lambda due, now: prepared.append(due) or set(due),
+            may_prepare=lambda: False,
+        )
+        loop.start()
+        try:
+            assert done.wait(5)
+        finally:
+            loop.stop(2)
+        assert prepared == []
+        assert [due for _, due in handed] == [[fires[0]], [fires[1]]]
+        assert all(now >= due[0][1] for now, due in handed)
