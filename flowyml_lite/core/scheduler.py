@@ -156,6 +156,7 @@ class PipelineScheduler:
             self._claims.prepare,
             GCPause(cfg.gc_pause_in_bursts),
             self._claims.may_prepare,
+            self._claims.wants_room,
         )
         self._clock_watch = ClockWatch(self._table, self._troubles, self._clock.now)
         self._housekeeping = Housekeeping(

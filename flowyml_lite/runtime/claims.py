@@ -244,8 +244,15 @@ class Claims:
 
     def may_prepare(self) -> bool:
         """Whether claims ahead may be made now: not while the store holds writers off for upkeep
-        (the loop would wait with it, and the runs it holds start late) or outcomes back up."""
-        return not (self._store.maintaining or self._writer.backlogged)
+        or the outcome writer is in a commit (the loop would wait for it, and the runs it holds
+        start late: the claim can wait a moment, the fires are half a second off), nor while
+        outcomes back up."""
+        writer = self._writer
+        return not (self._store.maintaining or writer.commit_lock.locked() or writer.backlogged)
+
+    def wants_room(self) -> bool:
+        """Whether the store waits for a quiet moment for upkeep (claims ahead reach further)."""
+        return self._store.wants_quiet
 
     def prepare(self, due: List[Fire], now: datetime) -> Set[Fire]:
         """Plan ``due`` (fires popped a moment before their instants) and claim them ahead, so that

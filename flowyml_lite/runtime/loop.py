@@ -36,9 +36,14 @@ MAX_SLEEP_SECONDS = 1.0
 #: Fires due within this long are planned and claimed before their instant (``prepare``), so that
 #: a burst of thousands is claimed before its instant comes; the gate closes only at its lead.
 STAGE_SECONDS = 0.5
-#: Once staging starts it reaches this much further: a steady flow of fires is claimed a group
-#: at a time, not one claim (one transaction) per instant.
-STAGE_SPAN_SECONDS = 0.05
+#: Staging starts again when the fires popped already reach less than this past the first of
+#: them, and then reaches twice as far: a steady flow of fires is claimed a group at a time, not
+#: one claim (one transaction) per instant, and not much further ahead than that (a run held half
+#: a second outlives young garbage collections and, at a thousand a second, brings on full ones).
+#: While the store wants a quiet moment for upkeep, STAGE_WIDE_SPAN_SECONDS: the claims then run
+#: ahead of it.
+STAGE_SPAN_SECONDS = 0.025
+STAGE_WIDE_SPAN_SECONDS = 0.12
 #: Fires are planned and claimed this many at a time while the next instant already popped is
 #: STAGE_ROOM_SECONDS away or more; closer, STAGE_SMALL_CHUNK at a time, one chunk between the
 #: loop's looks at the clock; within STAGE_MARGIN_SECONDS of it, none: staging must never make an
@@ -47,9 +52,10 @@ STAGE_CHUNK = 250
 STAGE_ROOM_SECONDS = 0.03
 STAGE_SMALL_CHUNK = 8
 STAGE_MARGIN_SECONDS = 0.0005
-#: While the store holds writers off for upkeep, the loop looks again this often whether it may
-#: claim ahead (it claims at the instant anyway, if that comes first).
-STAGE_RETRY_SECONDS = 0.002
+#: While the store holds writers off for upkeep, or another transaction of this process is under
+#: way, the loop looks again this often whether it may claim ahead (it claims at the instant
+#: anyway, if that comes first).
+STAGE_RETRY_SECONDS = 0.001
 
 
 class TimerLoop:
@@ -65,12 +71,14 @@ class TimerLoop:
         prepare: Optional[Callable[[List[Fire], datetime], AbstractSet[Fire]]] = None,
         gc_pause: Optional[GCPause] = None,
         may_prepare: Optional[Callable[[], bool]] = None,
+        wants_room: Optional[Callable[[], bool]] = None,
     ) -> None:
         self._table = table
         self._clock = clock
         self._process = process
         self._prepare = prepare
         self._may_prepare = may_prepare if may_prepare is not None else (lambda: True)
+        self._wants_room = wants_room if wants_room is not None else (lambda: False)
         #: Fires popped from the heap before their instant and planned, but not claimed then (real
         #: time only): taken first when it comes, put back into the heap if the loop stops.
         self._staged: ByInstant[Fire] = ByInstant()  # its first instant: table.staged_at
@@ -172,6 +180,9 @@ class TimerLoop:
         heap = self._table.next_wake()
         after = None if heap is None else (heap - now).total_seconds()
         staging = self._prepare is not None and after is not None and 0 < after <= window
+        if staging and heap is not None and pending is not None:
+            # far enough ahead already: more when the first instants have come
+            staging = heap <= pending + timedelta(seconds=self._span())
         held_off = False  # the store's upkeep holds claims off: look again soon
         if staging and (until is None or until > STAGE_MARGIN_SECONDS):
             if self._may_prepare():
@@ -189,11 +200,14 @@ class TimerLoop:
                 soon = True
             if held_off:
                 timeout = min(timeout, STAGE_RETRY_SECONDS, after)
-            elif self._prepare is not None and not staging:
-                timeout = min(timeout, max(after - window, 0.0))
+            elif self._prepare is not None and not staging and after > window:
+                timeout = min(timeout, after - window)
             else:
                 timeout = min(timeout, max(after if after <= lead else after - lead, 0.0))
         return False, timeout, soon
+
+    def _span(self) -> float:
+        return STAGE_WIDE_SPAN_SECONDS if self._wants_room() else STAGE_SPAN_SECONDS
 
     def _pending(self) -> Optional[datetime]:
         """The first instant of the fires popped already (staged, or claimed ahead)."""
@@ -225,8 +239,12 @@ class TimerLoop:
         at a time, the chunks small while an instant popped already is near: what is not claimed
         ahead is taken at its instant."""
         assert self._prepare is not None
-        limit = now + timedelta(seconds=STAGE_SECONDS + STAGE_SPAN_SECONDS)
         table = self._table
+        with table.lock:
+            base = self._pending() or table.next_wake()
+        if base is None:
+            return
+        limit = min(base + timedelta(seconds=2 * self._span()), now + timedelta(seconds=STAGE_SECONDS))
         while not self.stopping.is_set():
             with table.lock:
                 pending = self._pending()

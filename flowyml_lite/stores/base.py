@@ -179,6 +179,9 @@ class Store(abc.ABC):
     #: True while ``maintain`` holds this process's writers off (e.g. SQLite restarting its WAL):
     #: the loop claims nothing ahead meanwhile, so that only fires claimed before it wait.
     maintaining: bool = False
+    #: True while ``maintain`` waits for a quiet moment (upkeep due, fires close together): the
+    #: loop then claims further ahead, so that a moment comes when no fire needs the store soon.
+    wants_quiet: bool = False
 
     def open(self) -> None:
         """Create or migrate the schema. Idempotent."""

@@ -894,8 +894,9 @@ class SQLiteStore(Store):
         continuous writes a side checkpoint never lets the WAL restart (new frames keep arriving),
         so when it has grown past ``_WAL_RESTART_FRAMES`` the tail is copied with this process's
         writers held off for one fsync, and the next write restarts the WAL. That stall waits for a
-        ``quiet()`` moment (no fire due soon) unless the WAL has grown a quarter past the mark (the
-        longer the WAL, the longer the stall: measured, waiting for four times the mark made it 80 ms).
+        ``quiet()`` moment (no fire that needs a claim due soon: ``wants_quiet`` asks the loop to
+        claim further ahead meanwhile) unless the WAL has grown a quarter past the mark (the longer
+        the WAL, the longer the stall: measured, waiting for four times the mark made it 80 ms).
         """
         if self.read_only:
             return  # nothing to checkpoint: this store writes nothing
@@ -916,9 +917,10 @@ class SQLiteStore(Store):
                         conn.execute("PRAGMA wal_autocheckpoint=0")
                         self._checkpoints_here = True
                 _, frames, _ = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if frames >= _WAL_RESTART_FRAMES and (
-                    quiet is None or frames >= _WAL_RESTART_FRAMES * 5 // 4 or quiet()
-                ):
+                due = frames >= _WAL_RESTART_FRAMES
+                now = due and (quiet is None or frames >= _WAL_RESTART_FRAMES * 5 // 4 or quiet())
+                self.wants_quiet = due and not now  # the loop claims further ahead until the next look
+                if now:
                     self.maintaining = True  # the loop claims nothing ahead until it is over
                     try:
                         with self._lock:
