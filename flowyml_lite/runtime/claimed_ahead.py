@@ -33,6 +33,7 @@ PAUSED_BEFORE = "the schedule was paused after this fire was claimed, before its
 REMOVED_BEFORE = "the schedule was removed after this fire was claimed, before its instant"
 REDEFINED_BEFORE = "the schedule was redefined after this fire was claimed, before its instant"
 STOPPED_BEFORE_INSTANT = "the scheduler stopped before this fire's instant"
+OVERLAP_MANUAL = "overlap: a manual run of this schedule, started after this fire was claimed, still runs"
 #: Why an instant of a schedule declared again elsewhere is recorded without running (``ran``).
 ALREADY_RAN = (
     "already run here at this instant, claimed ahead under the schedule's previous declaration "
@@ -82,8 +83,13 @@ class ClaimedAhead:
         sizes: Callable[[int], List[int]],
         options: Callable[[ScheduleRecord], Options],
         clock: Callable[[], datetime],
+        busy: Callable[[], AbstractSet[str]] = frozenset,
     ) -> None:
         self._table = table
+        self._busy = busy  # the schedules with a run in flight here
+        #: Schedules with a manual run claimed beside a held run (``manual_beside``): at its
+        #: instant the held run is skipped for overlap if that manual run still runs.
+        self._manual: Set[str] = set()
         self._store = store
         self._sizes = sizes
         self._options = options
@@ -136,6 +142,16 @@ class ClaimedAhead:
         """Whether a run of ``name`` is held (for any instant): its next instant is not claimed
         ahead too, which would count the held run against ``max_instances``."""
         return name in self._names
+
+    def manual_beside(self, name: str) -> int:
+        """A manual run of ``name`` is being claimed: how many runs of it are held (they do not
+        run yet, so they do not count against its ``max_instances``; at their instant they are
+        skipped for overlap instead if the manual run still runs then, as a fire claimed at its
+        instant would be)."""
+        held = self._names.get(name, 0)
+        if held:
+            self._manual.add(name)
+        return held
 
     def first(self) -> Optional[datetime]:
         """The earliest instant a run is held for (the loop wakes then)."""
@@ -264,6 +280,7 @@ class ClaimedAhead:
         start: List[Held] = []
         check: List[Held] = []
         ended: List[Ended] = []
+        busy = self._busy() if self._manual else frozenset()
         with table.lock:
             for held in group:
                 record = table.records.get(held.name)
@@ -284,6 +301,11 @@ class ClaimedAhead:
                 if why:
                     ended.append((held, MISSED, why))
                     continue
+                if held.name in self._manual:
+                    self._manual.discard(held.name)
+                    if held.name in busy and held.opts.max_instances <= 1:
+                        ended.append((held, SKIPPED, OVERLAP_MANUAL))
+                        continue
                 if func is not held.func:  # a re-declaration may bring a new function
                     held = held._replace(func=func)
                 late = (now - held.instant).total_seconds() > VERIFY_LATE_SECONDS

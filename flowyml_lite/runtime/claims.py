@@ -117,7 +117,7 @@ class Claims:
         self._ahead: Dict[Fire, Ahead] = {}  # fires planned before their instant (``prepare``)
         #: Runs claimed before their instant (``prepare``), started when it comes.
         self.claimed_ahead = ClaimedAhead(
-            table, store, writer, submit, batch, announce, node_id, group_sizes, self.options, clock.now
+            table, store, writer, submit, batch, announce, node_id, group_sizes, self.options, clock.now, busy
         )
         self._busy = busy  # the schedules with a run in flight here: not claimed ahead
         self._claim_ahead = claim_ahead
@@ -157,7 +157,8 @@ class Claims:
                     f"{name!r} has no next fire (a one-off that already ran, or past its end_date): "
                     "declare it again with a new time to run it"
                 )
-            stored = self._store.claim(name, current, current, [run], opts.max_instances)
+            held = self.claimed_ahead.manual_beside(name)  # claimed ahead, not running yet
+            stored = self._store.claim(name, current, current, [run], opts.max_instances + held)
             if stored is not None:
                 return stored
             # Lost a race with the loop, or this instant is taken (two manual runs within one tick).

@@ -127,3 +127,42 @@ class TestASteadyFlowOfFires:
         assert scheduler.wait_for_runs(5)
         assert all(started[name] >= at for name, at in instants.items())  # never early
         assert all(scheduler.get_history(name)[0]["status"] == "succeeded" for name in instants)
+
+
+class TestARunNowBesideAFireClaimedAhead:
+    """The fire claimed ahead does not run yet: it does not count against ``max_instances``."""
+
+    def claimed(self, scheduler: PipelineScheduler, job: Any) -> datetime:
+        """A schedule every 3 s whose next fire is claimed ahead; that fire's instant."""
+        scheduler.schedule_interval("report", job, seconds=3)
+        scheduler.start()
+        assert wait_for(lambda: scheduler.get_history("report"), timeout=5)
+        [entry] = scheduler.get_history("report")
+        assert "claimed ahead" in entry["reason"]
+        return datetime.fromisoformat(entry["fire_time"])
+
+    def test_runs_and_the_instant_runs_too_once_the_manual_run_is_over(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        at = self.claimed(scheduler, lambda: None)
+        entry = scheduler.run_now("report", wait=True)
+        assert entry["status"] == "succeeded" and entry["reason"] == "manual"
+        assert wait_for(lambda: datetime.now(timezone.utc) > at + timedelta(seconds=0.2))
+        assert scheduler.wait_for_runs(5)
+        statuses = {e["fire_time"]: e["status"] for e in scheduler.get_history("report")}
+        assert statuses[entry["fire_time"]] == "succeeded" and statuses[at.isoformat()] == "succeeded"
+
+    def test_still_running_at_the_instant_the_instant_is_skipped_for_overlap(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        """As a fire claimed at its instant would be, with ``max_instances=1``."""
+        release = threading.Event()
+        at = self.claimed(scheduler, lambda: release.wait(5))
+        assert scheduler.run_now("report", wait=False) is not None
+        assert wait_for(lambda: datetime.now(timezone.utc) > at + timedelta(seconds=0.3))
+        release.set()
+        assert scheduler.wait_for_runs(5)
+        by_fire = {e["fire_time"]: e for e in scheduler.get_history("report")}
+        assert by_fire[at.isoformat()]["status"] == "skipped"
+        assert by_fire[at.isoformat()]["reason"].startswith("overlap")
+        assert [e["status"] for e in by_fire.values() if e["reason"] == "manual"] == ["succeeded"]
