@@ -742,8 +742,14 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
     import os
 
     if args.app:
-        scheduler = _scheduler_for(args.app, None, args.factory)
-        entry = scheduler.run_now(args.name, wait=True)
+        from .executors.child_import import holding_starts
+
+        with holding_starts():  # the app's module may call start() as it is imported
+            scheduler = _scheduler_for(args.app, None, args.factory)
+        try:
+            entry = scheduler.run_now(args.name, wait=True)
+        finally:
+            scheduler.stop()
     else:
         entry = _post_run(args.url, args.name, args.token or os.environ.get("FLOWYML_SCHEDULER_API_TOKEN"))
     if args.json:

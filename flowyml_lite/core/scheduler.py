@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CronError, ScheduleError, TimezoneError
-from ..executors.child_import import importing_job_code
+from ..executors.child_import import importing_job_code, starts_held
 from ..locks.base import Lock
 from ..runtime import gc_pause
 from ..runtime.claims import Claims
@@ -520,7 +520,11 @@ class PipelineScheduler:
 
     @staticmethod
     def _ignored_in_child(call: str) -> bool:
-        """True (and a warning) in a process run's child importing this module: no scheduler there."""
+        """True (and a warning) in a process run's child importing this module: no scheduler there;
+        True (and a note) while a one-shot command imports the app for its declarations."""
+        if starts_held():
+            logger.info("%s not run: this module is imported by a one-shot command (run-now)", call)
+            return True
         if not importing_job_code():
             return False
         logger.warning(

@@ -38,3 +38,25 @@ def importing() -> Iterator[None]:
         yield
     finally:
         _importing -= 1
+
+
+_holding_starts = 0
+
+
+def starts_held() -> bool:
+    """True while a command imports an app only to use its declarations (``holding_starts``)."""
+    return bool(_holding_starts)
+
+
+@contextlib.contextmanager
+def holding_starts() -> Iterator[None]:
+    """Import an app's module with its ``start()`` and ``serve_forever()`` calls ignored: a
+    one-shot command (``run-now``) needs the schedules' functions, not a scheduler that would take
+    its share of every other schedule's fires and leave them in flight when it exits."""
+    global _holding_starts
+    _holding_starts += 1
+    try:
+        yield
+    finally:
+        _holding_starts -= 1
+

@@ -494,6 +494,24 @@ class TestRunNowInProcess:
         finally:
             check.close()
 
+    def test_an_app_that_starts_itself_on_import_is_not_started_by_it(self, tmp_path: Path) -> None:
+        """Only the named schedule runs: the command takes no share of the app's other fires (it
+        would leave them in flight, later ``lost``, as it exits)."""
+        cwd = jobs_dir(tmp_path)
+        with (cwd / "myjobs.py").open("a") as module:
+            module.write(
+                "\nscheduler.schedule_interval('often', nightly, seconds=1)\nscheduler.start()\n"
+                "import time\ntime.sleep(1.5)  # an app doing more work at import\n"
+            )
+        result = cli(cwd, "run-now", "nightly", "--app", "myjobs:scheduler")
+        assert result.returncode == 0, result.stderr
+        check = PipelineScheduler(SchedulerConfig(db_path=str(cwd / "jobs.db")))
+        try:
+            assert [e["reason"] for e in check.get_history("nightly")] == ["manual"]
+            assert check.get_history("often") == []  # no fire of it claimed by the command
+        finally:
+            check.close()
+
     def test_an_unknown_schedule_exits_3(self, tmp_path: Path) -> None:
         result = cli(jobs_dir(tmp_path), "run-now", "weekly", "--app", "myjobs:scheduler")
         assert result.returncode == 3
