@@ -559,15 +559,31 @@ def _health(app: ApiApp, request: Request, params: List[str], query: Dict[str, L
     health["orphaned_schedules"] = found["orphaned"]
     health["overdue_schedules"] = found["overdue"]
     warnings = list(health.get("warnings") or [])
+    # Schedules no live process runs, or that fire over a minute late, are the fleet's problems
+    # (this process may be an admin server that runs nothing): monitoring reads status and problems.
+    fleet = []
     if found["orphaned"]:
-        warnings.append(
-            f"{_count(len(found['orphaned']), 'schedule')} no live process runs (orphaned): "
-            + ", ".join(found["orphaned"][:10])
+        fleet.append(
+            (
+                "orphaned",
+                f"{_count(len(found['orphaned']), 'schedule')} no live process runs (orphaned): "
+                + ", ".join(found["orphaned"][:10]),
+            )
         )
     if found["overdue"]:
-        warnings.append(
-            f"{_count(len(found['overdue']), 'schedule')} past due: " + ", ".join(found["overdue"][:10])
+        fleet.append(
+            (
+                "overdue",
+                f"{_count(len(found['overdue']), 'schedule')} past due: " + ", ".join(found["overdue"][:10]),
+            )
         )
+    if fleet:
+        warnings.extend(message for _, message in fleet)
+        health["problems"] = list(health.get("problems") or []) + [
+            {"source": f"schedules:{kind}", "message": text, "for_seconds": None} for kind, text in fleet
+        ]
+        if health.get("status") == "running":
+            health["status"] = "degraded"
     health["warnings"] = warnings
     return json_response(200, health)
 

@@ -179,6 +179,7 @@ class PipelineScheduler:
             ),
             adopt_changes=lambda: self._sync.sync(quick=True),
             clock_watch=self._clock_watch,
+            take_over=lambda: self._serving.mark_declared(list(self._table.funcs)),
         )
         self._reports = Reports(
             self._store,

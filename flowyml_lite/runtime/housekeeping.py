@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..clock import Clock
 from ..locks.base import Lock
@@ -68,8 +68,13 @@ class Housekeeping:
         quiet_for: Optional[Callable[[float], bool]] = None,
         adopt_changes: Callable[[], None] = lambda: None,
         clock_watch: Optional[ClockWatch] = None,
+        take_over: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        #: A peer (a node serving the same schedules) is lost or gone: record in the store that
+        #: this node serves them now, so the fleet view does not call them orphaned.
+        self._take_over = take_over
+        self._digests: Dict[str, Optional[str]] = {}  # node id -> what it served, at the last judgment
         self._adopt_changes = adopt_changes
         self._clock_watch = clock_watch
         self._judging_held_since = 0.0  # monotonic: since when a clock jump holds the judgment off
@@ -207,6 +212,7 @@ class Housekeeping:
         self._watch_skew(stamped, now, after or now)
         expired = {n.node_id for n in self._store.expired_nodes(self._timeout, now)}
         live: List[Tuple[str, Optional[str]]] = []
+        left: Set[str] = set()  # judged lost here, or gone since the last judgment
         for node in nodes:
             if node.node_id == self._node:
                 continue
@@ -217,6 +223,7 @@ class Housekeeping:
                 reason = f"node {node.node_id} (pid {node.pid} on this host) is no longer running"
             if reason:
                 self.lose(node.node_id, reason)
+                left.add(node.node_id)
             else:
                 live.append((node.node_id, node.serves))
                 self._watch_silence(node, stamped)
@@ -227,6 +234,12 @@ class Housekeeping:
         # leaves the list without this one seeing it expire: its leases are released here too.
         for gone in sorted(self._seen - known - set(active)):
             self._release_leases(gone)
+        left |= self._seen - known
+        digests = {n.node_id: n.serves for n in nodes}
+        mine = self._serving()
+        if mine is not None and any(self._digests.get(n, digests.get(n)) == mine for n in left):
+            self._take_over()
+        self._digests = digests
         for gone in sorted(self._silent - {node_id for node_id, _ in live}):  # lost, or left
             self._silent.discard(gone)
             self._troubles.clear(f"silent:{gone}")

@@ -1022,6 +1022,8 @@ class TestPipelineLink:
             second.close()
         assert health["orphaned_schedules"] == ["nightly-etl"]
         assert any("orphaned" in w and "nightly-etl" in w for w in health["warnings"])
+        [problem] = [p for p in health["problems"] if p["source"] == "schedules:orphaned"]
+        assert "nightly-etl" in problem["message"]
 
     def test_a_context_naming_another_pipeline_is_refused(self, app: ApiApp) -> None:
         body = flowyml_request("x", "hourly", context={"pipeline": "other"})
@@ -1034,6 +1036,21 @@ class TestHealthProblems:
         health = call(ApiApp(scheduler), "GET", "/api/scheduler/health").json()
         assert health["overdue_schedules"] == ["nightly"]
         assert any(w == "1 schedule past due: nightly" for w in health["warnings"])
+
+    def test_an_overdue_schedule_makes_a_running_scheduler_degraded_saying_why(
+        self, scheduler: PipelineScheduler
+    ) -> None:
+        """Monitoring reads status and problems: a schedule that will not run on time is one."""
+        scheduler.start()
+        assert call(ApiApp(scheduler), "GET", "/api/scheduler/health").json()["status"] == "running"
+        scheduler.store.set_enabled("nightly", True, datetime(2020, 1, 1, tzinfo=timezone.utc))
+        with scheduler._table.cond:  # as a worker that stopped firing it would leave it
+            scheduler._table.records["nightly"].next_fire = datetime(2020, 1, 1, tzinfo=timezone.utc)
+            scheduler._table.heap.clear()
+        health = call(ApiApp(scheduler), "GET", "/api/scheduler/health").json()
+        assert health["status"] == "degraded"
+        [fleet] = [p for p in health["problems"] if p["source"] == "schedules:overdue"]
+        assert "nightly" in fleet["message"]
 
     def test_a_paused_schedule_is_no_problem(self, scheduler: PipelineScheduler) -> None:
         scheduler.disable("nightly")
