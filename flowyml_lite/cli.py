@@ -489,7 +489,7 @@ def _history_line(e: Dict[str, Any]) -> str:
     first = detail.splitlines()[0] if detail else ""
     tries = f"attempt {attempt}" if attempt > 1 else ""
     return (
-        f"{e.get('fire_time')}  {status:<9} {tries:<10}"
+        f"{e.get('fire_time')!s:<32}  {status:<9} {tries:<10}"  # a manual run's instant has microseconds
         f"lag {lag_text:>9}  {took:>12}  run_id={e.get('run_id') or '-'}  {first}"
     ).rstrip()
 

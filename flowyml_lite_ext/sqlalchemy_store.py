@@ -598,10 +598,17 @@ class SQLAlchemyStore(Store):
         try:
             engine = sa.create_engine(self.url, connect_args=connect_args, **options)
         except (ImportError, NoSuchModuleError) as exc:
-            extra = "postgres" if self.dialect == "postgresql" else "sqlalchemy"
+            driver = self.url.get_driver_name()
+            if self.dialect == "postgresql" and driver not in ("", "psycopg"):
+                hint = (  # the extra installs psycopg 3: say so rather than send the user round
+                    f"install {driver} yourself, or use postgresql+psycopg:// (psycopg 3, which "
+                    "`pip install 'flowyml-lite[postgres]'` installs)"
+                )
+            else:
+                extra = "postgres" if self.dialect == "postgresql" else "sqlalchemy"
+                hint = f"run `pip install 'flowyml-lite[{extra}]'`"
             raise PluginNotInstalledError(
-                f"store URL {self._shown_url}: the database driver is not installed ({exc}); "
-                f"run `pip install 'flowyml-lite[{extra}]'`"
+                f"store URL {self._shown_url}: the database driver is not installed ({exc}); {hint}"
             ) from exc
         except (ArgumentError, TypeError) as exc:
             raise ConfigurationError(f"store URL {self._shown_url}: {exc}") from exc

@@ -404,3 +404,15 @@ class TestUsageErrors:
         with pytest.raises(SystemExit) as exit_:
             main(["--bogus", "list"])
         assert exit_.value.code == 2 and "usage: flowyml-lite [-h]" in capsys.readouterr().err
+
+
+class TestHistoryLines:
+    def test_columns_line_up_whether_or_not_the_fire_time_has_microseconds(self) -> None:
+        """A manual run's instant keeps its microseconds; the columns after it stay in place."""
+        from flowyml_lite.cli import _history_line
+
+        base = {"status": "succeeded", "start_lag_seconds": 0.001, "started_at": "x", "duration_seconds": 0.5}
+        scheduled = _history_line(dict(base, fire_time="2026-12-07T20:34:00+00:00"))
+        manual = _history_line(dict(base, fire_time="2026-12-07T20:34:02.502706+00:00", reason="manual"))
+        assert scheduled.index("succeeded") == manual.index("succeeded")
+        assert scheduled.index("lag") == manual.index("lag")

@@ -731,7 +731,8 @@ def _dashboard(app: ApiApp, request: Request, params: List[str], query: Dict[str
 
     response = Response(200, DASHBOARD_HTML.encode("utf-8"), "text/html; charset=utf-8")
     response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        "default-src 'self'; img-src 'self' data:; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; frame-ancestors 'none'"
     )
     return response
 

@@ -6,7 +6,9 @@ Nothing here reads or writes the store or the schedule table: ``PipelineSchedule
 
 from __future__ import annotations
 
+import inspect
 import logging
+import types
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -72,6 +74,33 @@ def interval_value(days: float, hours: float, minutes: float, seconds: float) ->
     return str(int(total)) if float(total).is_integer() else repr(float(total))
 
 
+def _check_takes_no_arguments(name: str, func: Callable[..., Any]) -> None:
+    """A job is called with no arguments: one that needs some would fail at every run, so it is
+    refused now (bind it first: ``functools.partial(job, path)`` or ``lambda: job(path)``)."""
+    if type(func) is types.FunctionType:  # the common case, without inspect (bulk declarations)
+        code = func.__code__
+        positional = code.co_argcount - len(func.__defaults__ or ())
+        if positional <= 0 and code.co_kwonlyargcount <= len(func.__kwdefaults__ or ()):
+            return
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin or an object that does not say: it is tried at run time
+        return
+    try:
+        signature.bind()
+    except TypeError:
+        needed = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        raise ScheduleError(
+            f"pipeline_func of {name!r} ({function_name(func)}) needs argument(s) {', '.join(needed)}: "
+            "a job is called with none; bind them first, e.g. functools.partial(job, ...) or "
+            "lambda: job(...)"
+        ) from None
+
+
 class Definition(NamedTuple):
     """A checked declaration: the row to store (its state is the store's to decide), its trigger
     and its parsed options."""
@@ -97,6 +126,7 @@ def define(
     name = validate_name(name)
     if not callable(func):
         raise ScheduleError(f"pipeline_func of {name!r} must be callable, got {type(func).__name__}")
+    _check_takes_no_arguments(name, func)
     opts = parse_options(options, config, name)
     context = validate_context(options.pop("context", None))
     check(func, opts)

@@ -166,8 +166,16 @@ def as_stored(context: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def validate_timezone(timezone: object, provider: str | ZoneProvider) -> str:
+    """The IANA name of ``timezone``: a name, or a zone object that carries one (``ZoneInfo``'s
+    ``key``, pytz's ``zone``); a fixed offset or a local zone without a name is refused."""
     if not isinstance(timezone, str):
-        raise ScheduleError(f"timezone must be an IANA name such as 'Europe/London', got {timezone!r}")
+        named = getattr(timezone, "key", None) or getattr(timezone, "zone", None)
+        if not isinstance(named, str):
+            raise ScheduleError(
+                f"timezone must be an IANA name such as 'Europe/London' (or a ZoneInfo of one), "
+                f"got {timezone!r}"
+            )
+        timezone = named
     get_zone(timezone, provider)  # raises UnknownTimezoneError with suggestions
     return timezone
 

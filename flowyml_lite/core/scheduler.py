@@ -204,8 +204,8 @@ class PipelineScheduler:
     def schedule_cron(
         self,
         name: str,
-        pipeline_func: Callable[[], Any],
-        cron_expression: str,
+        pipeline_func: Optional[Callable[[], Any]] = None,
+        cron_expression: Optional[str] = None,
         timezone: Optional[str] = None,
         **options: Any,
     ) -> Schedule:
@@ -216,7 +216,7 @@ class PipelineScheduler:
     def schedule_daily(
         self,
         name: str,
-        pipeline_func: Callable[[], Any],
+        pipeline_func: Optional[Callable[[], Any]] = None,
         hour: int = 0,
         minute: int = 0,
         timezone: Optional[str] = None,
@@ -229,7 +229,7 @@ class PipelineScheduler:
     def schedule_hourly(
         self,
         name: str,
-        pipeline_func: Callable[[], Any],
+        pipeline_func: Optional[Callable[[], Any]] = None,
         minute: int = 0,
         timezone: Optional[str] = None,
         **options: Any,
@@ -240,7 +240,7 @@ class PipelineScheduler:
     def schedule_interval(
         self,
         name: str,
-        pipeline_func: Callable[[], Any],
+        pipeline_func: Optional[Callable[[], Any]] = None,
         hours: float = 0,
         minutes: float = 0,
         seconds: float = 0,
@@ -256,8 +256,8 @@ class PipelineScheduler:
     def schedule_once(
         self,
         name: str,
-        pipeline_func: Callable[[], Any],
-        at: Union[datetime, str],
+        pipeline_func: Optional[Callable[[], Any]] = None,
+        at: Union[datetime, str, None] = None,
         timezone: Optional[str] = None,
         **options: Any,
     ) -> Schedule:
@@ -267,7 +267,7 @@ class PipelineScheduler:
     def _declare(
         self,
         name: str,
-        func: Callable[[], Any],
+        func: Optional[Callable[[], Any]],
         schedule_type: str,
         value: Callable[[], str],
         timezone: Optional[str],
@@ -276,6 +276,13 @@ class PipelineScheduler:
         """Declare a schedule; ``value`` works out its stored timetable value from the call's
         arguments (after the options' names are checked, so a misspelt option is said first)."""
         try:
+            if "func" in options:  # the spelling of flowyml's API reference
+                alias = options.pop("func")
+                if func is not None:
+                    raise ScheduleError(f"{name!r}: give the function once, as pipeline_func or func")
+                func = alias
+            if func is None:
+                raise ScheduleError(f"{name!r}: no function to run: pass pipeline_func (the job to run)")
             if options:
                 check_option_names(options, name if isinstance(name, str) else None)
             text = value()

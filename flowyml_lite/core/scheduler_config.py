@@ -131,6 +131,17 @@ class SchedulerConfig:
             if problem:
                 shown = _mask_password(self.store_url)
                 raise ConfigurationError(f"SchedulerConfig.store_url={shown!r}: {problem}")
+        if self.lock_backend not in ("file", "redis"):  # a plugin's name: said now, not once distributed
+            from ..plugins import available
+
+            known = sorted(available("locks"))
+            if self.lock_backend not in known:
+                close = difflib.get_close_matches(str(self.lock_backend), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigurationError(
+                    f"SchedulerConfig.lock_backend={self.lock_backend!r} names no lock backend{hint}; "
+                    f"available: {', '.join(known)}"
+                )
         if self.lock_backend == "redis" and not self.redis_url:
             raise ConfigurationError(
                 "SchedulerConfig.lock_backend='redis' needs a Redis URL: set redis_url "

@@ -343,12 +343,14 @@ def parse_instant(value: Union[str, datetime], what: str = "at") -> datetime:
         raise ScheduleError(f"{what} {value!r} is outside the range of datetime in UTC") from None
 
 
-def once_value(at: Union[str, datetime]) -> str:
+def once_value(at: Union[str, datetime, None]) -> str:
     """The ``schedule_value`` of a one-off at ``at``: the instant as ISO 8601 text in UTC.
 
     One text for one instant, whatever zone ``at`` was given in, so re-declaring the same one-off
     is the same definition.
     """
+    if at is None:
+        raise ScheduleError("schedule_once needs at=: an aware datetime or ISO 8601 text with an offset")
     return parse_instant(at).isoformat()
 
 

@@ -109,6 +109,14 @@ def page(browser: Any, site: Site) -> Iterator[Page]:
     errors: List[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # the console's errors too (a resource the page's own content security policy refuses is one),
+    # but not an API's 4xx answer the page expects and shows (a cron preview of half an expression)
+    page.on(
+        "console",
+        lambda m: errors.append(m.text)
+        if m.type == "error" and not m.text.startswith("Failed to load resource")
+        else None,
+    )
     page.goto(site.url + "/")
     expect(page.locator("tr.sched")).to_have_count(5)
     yield page

@@ -55,6 +55,14 @@ def _frames_inside_the_package(exc: BaseException) -> list:
             ScheduleError,
             "got _etl (the function comes before the expression",
         ),
+        (lambda s: s.schedule_daily("a", hour=3), ScheduleError, "no function to run"),
+        (
+            lambda s: s.schedule_interval("a", lambda path: path, seconds=5),
+            ScheduleError,
+            "needs argument(s) path: a job is called with none",
+        ),
+        (lambda s: s.schedule_once("a", print), ScheduleError, "schedule_once needs at="),
+        (lambda s: s.schedule_daily("a", print, func=print), ScheduleError, "give the function once"),
     ],
     ids=[
         "cron",
@@ -65,6 +73,10 @@ def _frames_inside_the_package(exc: BaseException) -> list:
         "cron-none",
         "cron-int",
         "cron-swapped",
+        "no-function",
+        "function-needs-arguments",
+        "once-without-instant",
+        "function-twice",
     ],
 )
 def test_a_bad_declaration_is_a_short_error_that_names_the_problem(
@@ -77,6 +89,13 @@ def test_a_bad_declaration_is_a_short_error_that_names_the_problem(
     assert len(inside) <= 2, [f"{f.filename}:{f.lineno}" for f in inside]  # the facade, not the parser
     assert scheduler.list_schedules() == []
     assert CALLED == []
+
+
+def test_the_function_may_be_passed_as_func_as_flowyml_s_api_reference_spells_it(
+    scheduler: PipelineScheduler,
+) -> None:
+    schedule = scheduler.schedule_daily(name="report", func=_etl, hour=3)
+    assert schedule.pipeline_func is _etl and CALLED == []
 
 
 def test_a_one_off_long_past_is_refused_as_it_would_never_run(scheduler: PipelineScheduler) -> None:
@@ -136,3 +155,14 @@ def test_a_job_written_as_a_generator_runs_its_body_to_the_end(
     entry = scheduler.run_now("etl", wait=True)
     assert entry["status"] == "succeeded"
     assert seen == ["extract", "load"]
+
+
+def test_a_zoneinfo_object_is_taken_by_its_name_and_a_fixed_offset_is_refused(
+    scheduler: PipelineScheduler,
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    schedule = scheduler.schedule_daily("a", print, hour=3, timezone=ZoneInfo("Europe/London"))
+    assert schedule.timezone == "Europe/London"
+    with pytest.raises(ScheduleError, match="must be an IANA name"):
+        scheduler.schedule_daily("b", print, hour=3, timezone=timezone(timedelta(hours=2)))

@@ -376,9 +376,14 @@ class TestTimezones:
             validate_timezone("America/New_Yrok", "zoneinfo")
         assert "America/New_York" in info.value.suggestions
 
-    def test_a_non_string_zone_is_a_schedule_error(self) -> None:
+    def test_a_zone_object_without_an_iana_name_is_a_schedule_error(self) -> None:
         with pytest.raises((ScheduleError, TimezoneError)):
-            validate_timezone(ZoneInfo("UTC"), "zoneinfo")
+            validate_timezone(timezone.utc, "zoneinfo")
+        with pytest.raises(ScheduleError):
+            validate_timezone(3, "zoneinfo")
+
+    def test_a_zoneinfo_is_taken_by_its_name(self) -> None:
+        assert validate_timezone(ZoneInfo("UTC"), "zoneinfo") == "UTC"
 
 
 class TestIntervals:

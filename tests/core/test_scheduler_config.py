@@ -149,6 +149,11 @@ class TestValidation:
         with pytest.raises(ConfigurationError, match=r"redis_url.*FLOWYML_SCHEDULER_REDIS_URL"):
             SchedulerConfig(distributed=True, lock_backend="redis")
 
+    @pytest.mark.parametrize("distributed", [True, False])
+    def test_a_misspelt_lock_backend_is_refused_at_once_naming_the_close_one(self, distributed: bool) -> None:
+        with pytest.raises(ConfigurationError, match=r"lock_backend='reddis'.*did you mean 'redis'"):
+            SchedulerConfig(distributed=distributed, lock_backend="reddis")
+
     def test_a_node_timeout_not_longer_than_the_heartbeat_is_rejected(self) -> None:
         with pytest.raises(ConfigurationError, match=r"node_timeout_seconds.*greater than heartbeat_seconds"):
             SchedulerConfig(heartbeat_seconds=10, node_timeout_seconds=10)

@@ -382,8 +382,9 @@ class TestErrors:
         with pytest.raises(ConfigurationError, match="schema"):
             SQLAlchemyStore(url, schema=schema)
 
-    def test_a_missing_driver_names_the_extra_to_install(self) -> None:
-        with pytest.raises(PluginNotInstalledError, match=r"flowyml-lite\[postgres\]"):
+    def test_a_missing_driver_other_than_the_extra_s_says_to_install_it_or_use_psycopg(self) -> None:
+        """The postgres extra installs psycopg 3: it would not bring pg8000 or psycopg2."""
+        with pytest.raises(PluginNotInstalledError, match=r"install pg8000 yourself, or use postgresql\+psycopg://"):
             SQLAlchemyStore("postgresql+pg8000://u@127.0.0.1/db")
 
     def test_an_unreachable_server_is_a_store_error_with_a_hint_and_no_password(self) -> None:
