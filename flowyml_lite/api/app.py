@@ -34,7 +34,7 @@ from ..errors import (
 logger = logging.getLogger("flowyml_lite.api")
 
 MAX_BODY_BYTES = 1 << 20
-MAX_HISTORY = 1000
+MAX_HISTORY = 10_000  # as many runs as a schedule keeps by default (history_max_runs)
 MAX_WAIT_SECONDS = 3600
 JSON_TYPE = "application/json"
 #: Fields a POST /api/schedules body may carry (flowyml's ScheduleRequest plus the scheduler's options).
