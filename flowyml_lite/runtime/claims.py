@@ -246,10 +246,9 @@ class Claims:
     def may_prepare(self) -> bool:
         """Whether claims ahead may be made now: not while the store holds writers off for upkeep
         or the outcome writer is in a commit (the loop would wait for it, and the runs it holds
-        start late: the claim can wait a moment, the fires are half a second off), nor while
-        outcomes back up."""
-        writer = self._writer
-        return not (self._store.maintaining or writer.commit_lock.locked() or writer.backlogged)
+        start late: the claim can wait a moment). Both pass within milliseconds; outcomes backed
+        up (a store outage) are ``prepare``'s to see: it plans, and leaves the claims for the instant."""
+        return not (self._store.maintaining or self._writer.commit_lock.locked())
 
     def wants_room(self) -> bool:
         """Whether the store waits for a quiet moment for upkeep (claims ahead reach further)."""

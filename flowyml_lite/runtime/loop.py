@@ -79,6 +79,7 @@ class TimerLoop:
         self._prepare = prepare
         self._may_prepare = may_prepare if may_prepare is not None else (lambda: True)
         self._wants_room = wants_room if wants_room is not None else (lambda: False)
+        self._held_off_since: Optional[float] = None  # since when ``may_prepare`` said not now
         #: Fires popped from the heap before their instant and planned, but not claimed then (real
         #: time only): taken first when it comes, put back into the heap if the loop stops.
         self._staged: ByInstant[Fire] = ByInstant()  # its first instant: table.staged_at
@@ -186,10 +187,13 @@ class TimerLoop:
         held_off = False  # the store's upkeep holds claims off: look again soon
         if staging and (until is None or until > STAGE_MARGIN_SECONDS):
             if self._may_prepare():
+                self._held_off_since = None
                 if until is not None and until <= lead:
                     self._gate(True)  # an instant within the lead: the API waits from now
                 return True, 0.0, False
             held_off = True
+            if self._held_off_since is None:
+                self._held_off_since = time.monotonic()
         timeout = self._idle
         soon = False
         if until is not None:
@@ -198,8 +202,10 @@ class TimerLoop:
         if after is not None:
             if after <= lead:
                 soon = True
-            if held_off:
-                timeout = min(timeout, STAGE_RETRY_SECONDS, after)
+            if held_off:  # every millisecond at first; a store that hangs: every 20 ms
+                since = self._held_off_since or time.monotonic()
+                retry = STAGE_RETRY_SECONDS if time.monotonic() - since < 0.05 else 20 * STAGE_RETRY_SECONDS
+                timeout = min(timeout, retry, after)
             elif self._prepare is not None and not staging and after > window:
                 timeout = min(timeout, after - window)
             else:
