@@ -642,13 +642,13 @@ class TestLocksOfLostReplies:
         token = "node-a:lost-reply"
         assert redis_lock._client.set(redis_key, token, px=60_000)  # Redis took it; the reply was lost
         redis_lock._unsure.append((redis_key, token))
-        real = redis_lock._release_script
+        real = redis_lock._pipelined
 
         def slow_release(*args: Any, **kwargs: Any) -> Any:
             time.sleep(0.3)
             return real(*args, **kwargs)
 
-        redis_lock._release_script = slow_release  # type: ignore[method-assign]
+        redis_lock._pipelined = slow_release  # type: ignore[method-assign]
         cleaner = threading.Thread(target=redis_lock._release_unsure)
         cleaner.start()
         time.sleep(0.05)  # the cleanup has taken the list and is deleting
