@@ -296,6 +296,7 @@ class RedisLock(Lock):
         # answers again, or this node's own lock would hold its schedule up for the rest of the TTL.
         self._unreleased: List[Tuple[str, str]] = []
         self._release_outage: Optional[float] = None  # monotonic time of the outage's first failure
+        self._releasing: List[Tuple[str, str]] = []  # taken from the two lists by a round trip under way
         self._mutex = threading.Lock()
         #: Held while those locks are deleted: an acquire meanwhile waits, or it would find its own
         #: node's stale lock and take it for another process's.
@@ -437,6 +438,7 @@ class RedisLock(Lock):
             with self._mutex:
                 unsure, self._unsure = self._unsure, []
                 unreleased, self._unreleased = self._unreleased, []
+                self._releasing = unsure + unreleased  # still pending while this round trip lasts
             if not unsure and not unreleased:
                 return
             try:
@@ -445,11 +447,13 @@ class RedisLock(Lock):
                 with self._mutex:
                     self._unsure[:0] = unsure
                     self._unreleased[:0] = unreleased
+                    self._releasing = []
                 raise LockError(self._message(exc)) from exc
             for (redis_key, _), answer in zip(unsure, answers):
                 if answer:
                     logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
             with self._mutex:
+                self._releasing = []
                 began = self._release_outage if not self._unreleased else None
                 if began is not None:
                     self._release_outage = None
@@ -501,7 +505,8 @@ class RedisLock(Lock):
         reply was lost): deleted as soon as Redis answers again."""
         start = len(f"{self.prefix}lock:")
         with self._mutex:
-            return [redis_key[start:] for redis_key, _ in self._unreleased + self._unsure]
+            kept = self._unreleased + self._unsure + self._releasing
+        return [redis_key[start:] for redis_key, _ in kept]
 
     def renew_many(self, leases: Sequence[Lease], ttl_seconds: float) -> List[str]:
         """Extend each of ``leases`` (taken through this lock) in one round trip (a pipeline).
