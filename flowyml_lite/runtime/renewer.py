@@ -54,7 +54,7 @@ class Renewal:
         """The run ended: stop renewing, and health forgets a loss it was told of."""
         self.renewer.stop(self)
         if self.lost and self.troubles is not None:
-            self.troubles.clear(f"lease:{self.name}")
+            self.troubles.clear(f"lock:lost:{self.name}")
 
 
 class Renewer:
@@ -218,7 +218,7 @@ class Renewer:
                 return
             renewal.lost = True
             if renewal.troubles is not None:
-                renewal.troubles.report(f"lease:{renewal.name}", message)
+                renewal.troubles.report(f"lock:lost:{renewal.name}", message)
         logger.error("%s", message)
         self.stop(renewal)
 

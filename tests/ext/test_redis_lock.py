@@ -906,13 +906,13 @@ class TestALeaseRedisLost:
                 theirs = other_node.acquire("schedule:long", ttl_seconds=60, owner="node-b")
                 assert theirs is not None
                 deadline = time.monotonic() + 3  # seen within a renewal check (2 s), not 20 s
-                while "lease:long" not in [p["source"] for p in run.scheduler.health_check()["problems"]]:
+                while "lock:lost:long" not in [p["source"] for p in run.scheduler.health_check()["problems"]]:
                     assert time.monotonic() < deadline, "health did not say the lease was lost"
                     time.sleep(0.05)
                 assert run.scheduler.health_check()["status"] == "degraded"
                 assert run.finish() == "succeeded"
             sources = [p["source"] for p in run.scheduler.health_check()["problems"]]
-            assert "lease:long" not in sources  # the run ended
+            assert "lock:lost:long" not in sources  # the run ended
             said = "lost the lock of 'long' while its run goes on"
             lost = [r for r in caplog.records if said in r.getMessage()]
             assert len(lost) == 1, "logged once per run"

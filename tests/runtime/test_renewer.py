@@ -106,13 +106,13 @@ def test_a_lease_another_process_holds_is_an_error_and_in_health_until_the_run_e
     lock.answers["etl"] = LOST
     with caplog.at_level(logging.ERROR, logger="flowyml_lite.scheduler"):
         renewal = renewer.add(lease, 60.0, "etl", lock, troubles)
-        assert until(lambda: troubles.active("lease:etl"))
+        assert until(lambda: troubles.active("lock:lost:etl"))
         time.sleep(0.2)
         assert len(lock.calls) == 1  # not renewed again: it is someone else's
-        assert troubles.active("lease:etl")
+        assert troubles.active("lock:lost:etl")
         lease.lost = True  # its release finds it held by another: logged once, by the renewer
         release(lease, renewal, "etl")
-    assert not troubles.active("lease:etl")
+    assert not troubles.active("lock:lost:etl")
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "lost the lock of 'etl' while its run goes on" in errors[0]
 
