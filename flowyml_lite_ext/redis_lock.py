@@ -13,26 +13,31 @@ so it never frees a lease another node took meanwhile).
 
 An unreachable server fails fast: socket timeouts of ``socket_timeout`` (1.5 s), one reconnect
 attempt, no backoff; every error is a LockError, so the scheduler goes on with the store's claim.
+A release that fails is kept, with its token, and done (compare-and-delete) by the next call that
+reaches the server: a node's own stale lock never holds its schedule up for the rest of its TTL.
+A renewal (``renew_many``) whose key is gone, as after a restart without persistence, takes it
+again; one another holder has is reported lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import redis  # ImportError here: the registry names the extra to install
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from flowyml_lite.errors import ConfigurationError, LockError
-from flowyml_lite.locks.base import Lease, Lock
+from flowyml_lite.locks.base import LOST, RENEWED, RETAKEN, Lease, Lock
 
 if TYPE_CHECKING:
     from flowyml_lite.core.scheduler_config import SchedulerConfig
@@ -62,6 +67,30 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Renew while the key holds our token (1); take it again where it is gone, as after a restart
+# without persistence (2); 0 where another token holds it.
+_RENEW_OR_RETAKE = """
+local token = redis.call("GET", KEYS[1])
+if token and token ~= ARGV[1] then
+    return 0
+end
+if token then
+    redis.call("PEXPIRE", KEYS[1], ARGV[2])
+else
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+end
+if KEYS[2] then
+    redis.call("SADD", KEYS[2], KEYS[1])
+    if redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
+        redis.call("PEXPIRE", KEYS[2], ARGV[2])
+    end
+end
+if token then
+    return 1
+end
+return 2
+"""
+_RENEWAL_ANSWERS = {0: LOST, 1: RENEWED, 2: RETAKEN}
 # Take the lock for an owner: SET NX PX, then remember the key in the owner's set, which lives at
 # least as long as the owner's longest lease.
 _ACQUIRE_OWNED = """
@@ -142,9 +171,17 @@ _PASSWORD_WANTED = (
     "invalid password",
     "invalid username-password",
 )
+
+
 class _RedisLease(Lease):
     def __init__(
-        self, owner: RedisLock, key: str, redis_key: str, token: str, owner_key: Optional[str] = None
+        self,
+        owner: RedisLock,
+        key: str,
+        redis_key: str,
+        token: str,
+        owner_key: Optional[str] = None,
+        until: float = 0.0,
     ) -> None:
         self.key = key
         self.redis_key = redis_key
@@ -153,11 +190,15 @@ class _RedisLease(Lease):
         self._owner_key = owner_key
         self._released = False
         self._mutex = threading.Lock()
+        #: Monotonic instant until which the key holds this lease (unless Redis lost it): measured
+        #: from before the request that set its TTL, so never later than the key's real expiry.
+        self.until = until
 
     def release(self) -> None:
         """Delete the lock if it still holds this lease's token; later calls do nothing.
 
-        If Redis cannot be reached the error is logged, not raised: the TTL frees the lock.
+        ``lost`` is set if the key was gone or another token held it. If Redis cannot be reached
+        the release is kept and done as soon as Redis answers again (logged once per outage).
         """
         with self._mutex:
             if self._released:
@@ -165,11 +206,13 @@ class _RedisLease(Lease):
             self._released = True
         self._owner._forget(self)
         try:
-            self._owner._release_script(keys=[self.redis_key], args=[self._token])
+            deleted = self._owner._release_script(keys=[self.redis_key], args=[self._token])
         except RedisError as exc:
-            logger.warning(
-                "%s; the lock %r is freed when its TTL runs out", self._owner._message(exc), self.key
-            )
+            self._owner._release_later(self.redis_key, self._token, exc)
+            return
+        if not deleted:
+            self.lost = True
+        self._owner._release_pending_quietly()  # Redis answers: a release kept from an outage goes now
 
     def renew(self, ttl_seconds: float) -> bool:
         """Set the remaining TTL to ``ttl_seconds``; False if the lease expired, was taken, or released."""
@@ -177,14 +220,25 @@ class _RedisLease(Lease):
         with self._mutex:
             if self._released:
                 return False
+        start = time.monotonic()
         try:
-            keys = [self.redis_key] if self._owner_key is None else [self.redis_key, self._owner_key]
-            return bool(self._owner._renew_script(keys=keys, args=[self._token, ttl]))
+            renewed = bool(self._owner._renew_script(keys=self.keys(), args=[self._token, ttl]))
         except RedisError as exc:
             raise LockError(self._owner._message(exc)) from exc
+        self.until = start + ttl / 1000 if renewed else 0.0
+        return renewed
 
     def __repr__(self) -> str:
         return f"<RedisLease {self.key!r}{' released' if self._released else ''}>"
+
+    def keys(self) -> List[str]:
+        """The lock's key, and its owner's set where it has an owner (the scripts' KEYS)."""
+        return [self.redis_key] if self._owner_key is None else [self.redis_key, self._owner_key]
+
+    @property
+    def released(self) -> bool:
+        with self._mutex:
+            return self._released
 
 
 class RedisLock(Lock):
@@ -230,10 +284,19 @@ class RedisLock(Lock):
         self._acquire_owned_script = client.register_script(_ACQUIRE_OWNED)
         self._release_owner_script = client.register_script(_RELEASE_OWNER)
         self._acquire_many_script = client.register_script(_ACQUIRE_MANY)
+        self._renew_or_retake_script = client.register_script(_RENEW_OR_RETAKE)
         self._held: Dict[int, _RedisLease] = {}
+        #: The lease this process holds on each key: a key held here is not asked of Redis again
+        #: (Redis restarted empty would grant it to a second run of the schedule beside the first).
+        self._by_key: Dict[str, _RedisLease] = {}
         # (redis key, token) of acquires whose reply never came: Redis may still have executed
         # them (a request retransmitted after a cut link), leaving a lock nobody holds for a TTL.
         self._unsure: List[Tuple[str, str]] = []
+        # (redis key, token) of releases that failed (Redis did not answer): deleted as soon as it
+        # answers again, or this node's own lock would hold its schedule up for the rest of the TTL.
+        self._unreleased: List[Tuple[str, str]] = []
+        self._release_outage: Optional[float] = None  # monotonic time of the outage's first failure
+        self._releasing: List[Tuple[str, str]] = []  # taken from the two lists by a round trip under way
         self._mutex = threading.Lock()
         #: Held while those locks are deleted: an acquire meanwhile waits, or it would find its own
         #: node's stale lock and take it for another process's.
@@ -286,8 +349,12 @@ class RedisLock(Lock):
         delay = _POLL_SECONDS
         self._release_unsure()
         while True:
+            start = time.monotonic()
+            taken: Any = False
             try:
-                if owner_key is None:
+                if self._held_here(redis_key):
+                    pass  # a lease of this process holds it: not free, whatever Redis remembers
+                elif owner_key is None:
                     taken = self._client.set(redis_key, token, nx=True, px=ttl)
                 else:
                     taken = self._acquire_owned_script(keys=[redis_key, owner_key], args=[token, ttl])
@@ -296,9 +363,8 @@ class RedisLock(Lock):
                     self._unsure.append((redis_key, token))
                 raise LockError(self._message(exc)) from exc
             if taken:
-                lease = _RedisLease(self, key, redis_key, token, owner_key)
-                with self._mutex:
-                    self._held[id(lease)] = lease
+                lease = _RedisLease(self, key, redis_key, token, owner_key, start + ttl / 1000)
+                self._remember([lease])
                 return lease
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -322,39 +388,157 @@ class RedisLock(Lock):
         base = f"{owner}:{secrets.token_hex(12)}"
         tokens = [f"{base}{index:08x}" for index in range(len(keys))]
         self._release_unsure()
-        try:
-            answers = self._acquire_many_script(keys=[owner_key, *redis_keys], args=[ttl, *tokens])
-        except RedisError as exc:
-            with self._mutex:
-                self._unsure.extend(zip(redis_keys, tokens))
-            raise LockError(self._message(exc)) from exc
+        here = self._held_here_many(redis_keys)
+        asked = [index for index, redis_key in enumerate(redis_keys) if redis_key not in here]
+        answers = [0] * len(keys)
+        start = time.monotonic()
+        if asked:
+            asked_keys, asked_tokens = [redis_keys[i] for i in asked], [tokens[i] for i in asked]
+            try:
+                replies = self._acquire_many_script(keys=[owner_key, *asked_keys], args=[ttl, *asked_tokens])
+            except RedisError as exc:
+                with self._mutex:
+                    self._unsure.extend(zip(asked_keys, asked_tokens))
+                raise LockError(self._message(exc)) from exc
+            for index, reply in zip(asked, replies):
+                answers[index] = reply
+        until = start + ttl / 1000
         taken: List[Optional[Lease]] = []
-        held: Dict[int, _RedisLease] = {}
         for key, redis_key, token, answer in zip(keys, redis_keys, tokens, answers):
-            lease = _RedisLease(self, key, redis_key, token, owner_key) if answer else None
-            if lease is not None:
-                held[id(lease)] = lease
-            taken.append(lease)
-        with self._mutex:
-            self._held.update(held)
+            taken.append(_RedisLease(self, key, redis_key, token, owner_key, until) if answer else None)
+        self._remember([lease for lease in taken if isinstance(lease, _RedisLease)])
         return taken
 
+    def _remember(self, leases: Sequence[_RedisLease]) -> None:
+        with self._mutex:
+            for lease in leases:
+                self._held[id(lease)] = lease
+                self._by_key[lease.redis_key] = lease
+
+    def _held_here(self, redis_key: str) -> bool:
+        """Whether a lease of this process holds ``redis_key`` (by its TTL, measured here)."""
+        return bool(self._held_here_many([redis_key]))
+
+    def _held_here_many(self, redis_keys: Sequence[str]) -> Set[str]:
+        now = time.monotonic()
+        with self._mutex:
+            if not self._by_key:
+                return set()
+            found = (self._by_key.get(redis_key) for redis_key in redis_keys)
+            return {lease.redis_key for lease in found if lease is not None and lease.until > now}
+
     def _release_unsure(self) -> None:
-        """Delete the locks of acquires that failed without a reply, if Redis did take them after
-        all (compare-and-delete on their tokens); kept for the next call while Redis fails."""
-        if not self._unsure and not self._cleaning.locked():
+        """Delete, in one round trip, the locks this node may hold that nobody holds: those of
+        acquires whose reply was lost (if Redis did take them after all) and those whose release
+        failed (compare-and-delete on their tokens). LockError while Redis fails: they are kept
+        for the next call, and the acquire that asked fails too (it would fail on its own)."""
+        if not self._unsure and not self._unreleased and not self._cleaning.locked():
             return
         with self._cleaning:
             with self._mutex:
                 unsure, self._unsure = self._unsure, []
-            for index, (redis_key, token) in enumerate(unsure):
+                unreleased, self._unreleased = self._unreleased, []
+                self._releasing = unsure + unreleased  # still pending while this round trip lasts
+            if not unsure and not unreleased:
+                return
+            try:
+                answers = self._pipelined(self._release_script, [([k], [t]) for k, t in unsure + unreleased])
+            except RedisError as exc:
+                with self._mutex:
+                    self._unsure[:0] = unsure
+                    self._unreleased[:0] = unreleased
+                    self._releasing = []
+                raise LockError(self._message(exc)) from exc
+            for (redis_key, _), answer in zip(unsure, answers):
+                if answer:
+                    logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
+            with self._mutex:
+                self._releasing = []
+                began = self._release_outage if not self._unreleased else None
+                if began is not None:
+                    self._release_outage = None
+            if began is not None:
+                logger.warning(
+                    "released the %d lock(s) whose release had failed, %.1f s after the first failure",
+                    len(unreleased),
+                    time.monotonic() - began,
+                )
+
+    def _pipelined(self, script: Any, calls: Sequence[Tuple[List[str], List[Any]]]) -> List[Any]:
+        """Run ``script`` once per (keys, args) in one round trip; the script is loaded again (and
+        the calls sent again) if the server has forgotten it, as after a restart."""
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                script.sha = self._client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def _release_later(self, redis_key: str, token: str, exc: BaseException) -> None:
+        """A release failed: keep it for the next call that reaches Redis; log once per outage."""
+        with self._mutex:
+            self._unreleased.append((redis_key, token))
+            first = self._release_outage is None
+            if first:
+                self._release_outage = time.monotonic()
+        if first:
+            logger.warning(
+                "%s; could not release %r: it is released as soon as Redis answers again "
+                "(so are the other locks whose release fails meanwhile)",
+                self._message(exc),
+                redis_key,
+            )
+
+    def _release_pending_quietly(self) -> None:
+        """Try the kept releases now that Redis answered a call; they stay kept if it fails."""
+        if self._unreleased or self._unsure:
+            with contextlib.suppress(LockError):
+                self._release_unsure()
+
+    def pending_releases(self) -> List[str]:
+        """The keys of locks this node may hold that nobody holds (a failed release, an acquire whose
+        reply was lost): deleted as soon as Redis answers again."""
+        start = len(f"{self.prefix}lock:")
+        with self._mutex:
+            kept = self._unreleased + self._unsure + self._releasing
+        return [redis_key[start:] for redis_key, _ in kept]
+
+    def renew_many(self, leases: Sequence[Lease], ttl_seconds: float) -> List[str]:
+        """Extend each of ``leases`` (taken through this lock) in one round trip (a pipeline).
+
+        One answer per lease: RENEWED; RETAKEN where the key was gone (Redis restarted without
+        persistence, or the lease lapsed) and is taken again with the lease's token, restoring
+        mutual exclusion unless someone took it meanwhile; LOST where another token holds it.
+        """
+        ttl = _ttl_ms(ttl_seconds)
+        ours = [lease for lease in leases if isinstance(lease, _RedisLease) and lease._owner is self]
+        if len(ours) != len(leases):
+            raise ValueError("renew_many takes only leases acquired through this lock")
+        if not ours:
+            return []
+        calls = [(lease.keys(), [lease._token, ttl]) for lease in ours]
+        start = time.monotonic()
+        try:
+            replies = self._pipelined(self._renew_or_retake_script, calls)
+            answers = [_RENEWAL_ANSWERS[int(reply)] for reply in replies]
+        except RedisError as exc:
+            raise LockError(self._message(exc)) from exc
+        for lease, answer in zip(ours, answers):
+            lease.until = 0.0 if answer == LOST else start + ttl / 1000
+            # A lease released while this round trip was under way may have been deleted before
+            # it and taken again by it: release it again, or it would hold the key for a TTL.
+            if answer == RETAKEN and lease.released:
                 try:
-                    if self._release_script(keys=[redis_key], args=[token]):
-                        logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
-                except RedisError:
-                    with self._mutex:
-                        self._unsure[:0] = unsure[index:]
-                    return
+                    self._release_script(keys=[lease.redis_key], args=[lease._token])
+                except RedisError as exc:
+                    self._release_later(lease.redis_key, lease._token, exc)
+        self._release_pending_quietly()
+        return answers
 
     def _owner_key(self, owner: str) -> str:
         if not isinstance(owner, str) or not owner:
@@ -376,6 +560,8 @@ class RedisLock(Lock):
     def _forget(self, lease: _RedisLease) -> None:
         with self._mutex:
             self._held.pop(id(lease), None)
+            if self._by_key.get(lease.redis_key) is lease:
+                del self._by_key[lease.redis_key]
 
     def claim_fire(self, key: str, ttl_seconds: float) -> bool:
         """``SET <prefix>fire:<key> 1 NX PX ttl``: True for the first caller while the marker lives."""
@@ -385,11 +571,17 @@ class RedisLock(Lock):
             raise LockError(self._message(exc)) from exc
 
     def close(self) -> None:
-        """Release every lease still held through this lock and close the connections."""
+        """Release every lease still held through this lock, try the releases kept from an outage
+        once more, and close the connections."""
         with self._mutex:
             leases = list(self._held.values())
         for lease in leases:
             lease.release()
+        try:
+            self._release_unsure()
+        except LockError as exc:
+            kept = len(self.pending_releases())
+            logger.warning("%s; %d lock(s) are freed when their TTL runs out", exc, kept)
         try:
             self._client.close()
         except RedisError as exc:

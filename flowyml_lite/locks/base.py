@@ -10,11 +10,18 @@ from __future__ import annotations
 import abc
 from typing import List, Optional, Sequence
 
+#: ``Lock.renew_many``'s answers: the lease is extended; its key was gone (the server restarted
+#: empty) and is held again by this lease; another holder has the key.
+RENEWED, RETAKEN, LOST = "renewed", "retaken", "lost"
+
 
 class Lease(abc.ABC):
     """A held lock. Release it exactly once; ``renew`` extends a lock that expires (Redis)."""
 
     key: str
+    #: Set by ``release`` when the lock server had lost the lease before it (the key was gone or
+    #: another holder had it): the run it guarded was not protected to its end.
+    lost: bool = False
 
     @abc.abstractmethod
     def release(self) -> None:
@@ -80,6 +87,20 @@ class Lock(abc.ABC):
                     lease.release()
             raise
         return taken
+
+    def renew_many(self, leases: Sequence[Lease], ttl_seconds: float) -> List[str]:
+        """Extend each of ``leases`` (all taken through this lock): one answer per lease, in order,
+        RENEWED, RETAKEN or LOST. Backends that can do it in one round trip override this (Redis:
+        a pipeline that also takes a vanished key again); the default renews each (never RETAKEN).
+        A backend error raises LockError.
+        """
+        return [RENEWED if lease.renew(ttl_seconds) else LOST for lease in leases]
+
+    def pending_releases(self) -> List[str]:
+        """The keys whose release failed (the server did not answer) and that this lock deletes as
+        soon as the server answers again; until then they keep their schedules from running
+        elsewhere. Default: none (locks whose release cannot fail that way)."""
+        return []
 
     def release_owner(self, owner: str) -> int:
         """Release every lease ``owner`` holds (its node was declared lost); return how many.

@@ -3,22 +3,23 @@
 The store's claim is what makes a fire once; a lease adds mutual exclusion of a schedule's runs
 across processes that do not share a store. Leases are taken off the loop thread, many in one
 round trip where the backend can, and while the lock server is unreachable runs go on with the
-store's claim alone (health says so) instead of failing.
+store's claim alone (health says so) instead of failing. A release the server did not answer is
+kept by the lock and done when it answers again; health is ``degraded`` until then.
 """
 
 from __future__ import annotations
 
-import heapq
 import inspect
-import itertools
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from ..locks.base import Lease, Lock
 from .health import Troubles
+from .renewer import RENEWER, Renewal, Renewer, keep_renewed, lost_message
+
+__all__ = ["WITHOUT_LEASE", "Leases", "Renewal", "Renewer", "keep_renewed", "release"]
 
 logger = logging.getLogger("flowyml_lite.scheduler.leases")
 
@@ -67,21 +68,46 @@ class Leases:
             else:
                 taken = [self.lock.acquire(k, ttl_seconds=self._ttl, owner=self._node) for k in keys]
         except Exception as exc:
-            self._went_down(exc)
+            self._went_down(self._down(exc))
             return [WITHOUT_LEASE] * len(names)
         if self._troubles.active("lock"):  # answered again without a probe (none could start)
             self._answers_again()
         return list(taken)
 
+    def release(self, lease: Optional[Lease], renewing: Optional[Renewal], name: str) -> None:
+        """Release a run's lease; while the lock keeps releases the server did not answer, health
+        says so (naming them) and a probe asks the server until it answers and they are done."""
+        release(lease, renewing, name)
+        if lease is not None:
+            pending = self._pending()
+            if pending:  # the lock logged it, once per outage
+                self._went_down(_unreleased(pending), log=False)
+
+    def _pending(self) -> List[str]:
+        try:
+            return list(self.lock.pending_releases()) if hasattr(self.lock, "pending_releases") else []
+        except Exception:  # a plugin's bug must not end a run badly: nothing known pending
+            logger.exception("the lock backend could not say which releases wait")
+            return []
+
     def _answers_again(self) -> None:
-        """Health forgets the lock server's trouble, and the log says how long it lasted."""
+        """Health forgets the lock server's trouble once nothing waits for it, and the log says
+        how long it lasted."""
+        pending = self._pending()
+        if pending:
+            self._troubles.report("lock", _unreleased(pending))
+            return
         lasted = self._troubles.clear("lock")
         if lasted is not None:
             logger.warning("lock backend answers again after %.1f s", lasted)
 
-    def _went_down(self, exc: BaseException) -> None:
-        message = _unreachable(exc)
-        if self._troubles.report("lock", message):
+    def _down(self, exc: BaseException) -> str:
+        """Health's word for the lock server's failure ``exc``, naming the releases that wait."""
+        pending = self._pending()
+        return _unreachable(exc) + (f"; {_unreleased(pending)}" if pending else "")
+
+    def _went_down(self, message: str, log: bool = True) -> None:
+        if self._troubles.report("lock", message) and log:
             logger.warning("%s", message)
         with self._pool_lock:
             if self._probing is not None or self._closed.is_set():
@@ -106,17 +132,20 @@ class Leases:
                     if lease is not None:
                         lease.release()
                 except Exception as exc:  # still down: health keeps saying so, with the latest error
-                    self._troubles.report("lock", _unreachable(exc))
+                    self._troubles.report("lock", self._down(exc))
                     continue
                 self._answers_again()
-                return
+                if not self._troubles.active("lock"):
+                    return
         finally:  # answered, closed, or the probe itself failed: takes ask the server again
             with self._pool_lock:
                 self._probing = None
 
     def renewed(self, lease: Lease, name: str) -> Optional[Renewal]:
         """Keep an expiring lease renewed while its run goes on (``set()`` it to stop)."""
-        return keep_renewed(lease, self._ttl, name) if self.lock.expires else None
+        if not self.lock.expires:
+            return None
+        return RENEWER.add(lease, self._ttl, name, self.lock, self._troubles)
 
     def close(self) -> None:
         self._closed.set()
@@ -134,6 +163,15 @@ def _unreachable(exc: BaseException) -> str:
     )
 
 
+def _unreleased(keys: Sequence[str]) -> str:
+    """Health's word while releases wait for the lock server."""
+    shown = ", ".join(repr(key) for key in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return (
+        f"lock backend: the release of {len(keys)} lock(s) of this node failed ({shown}); done as soon "
+        "as it answers again, runs go on with the store's claim alone meanwhile"
+    )
+
+
 def _logged(func: Callable[..., Any], *args: Any) -> None:
     """A pool thread's top: whatever escapes is logged (a Future would keep it unseen)."""
     try:
@@ -142,117 +180,20 @@ def _logged(func: Callable[..., Any], *args: Any) -> None:
         logger.exception("a lease thread's task failed")
 
 
-class Renewal:
-    """One lease kept renewed by the process's renewer until ``set()`` (the run ended)."""
-
-    __slots__ = ("lease", "name", "renewer", "stopped", "ttl")
-
-    def __init__(self, renewer: Renewer, lease: Lease, ttl: float, name: str) -> None:
-        self.renewer, self.lease, self.ttl, self.name = renewer, lease, ttl, name
-        self.stopped = False
-
-    def set(self) -> None:
-        self.renewer.stop(self)
-
-
-class Renewer:
-    """One thread renews every expiring lease of the process, each every third of its TTL.
-
-    A thread per lease cost a burst of 10,000 locked runs 10,000 threads; this one is started
-    when there is something to renew and ends as soon as nothing is left.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: List[Tuple[float, int, Renewal]] = []
-        self._count = itertools.count()
-        self._thread: Optional[threading.Thread] = None
-        self._live = 0  # renewals not stopped
-
-    def add(self, lease: Lease, ttl: float, name: str) -> Renewal:
-        renewal = Renewal(self, lease, ttl, name)
-        with self._cond:
-            self._live += 1
-            self._push(renewal)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="flowyml_lite-renewer", daemon=True)
-                self._thread.start()
-            else:
-                self._cond.notify()
-        return renewal
-
-    def stop(self, renewal: Renewal) -> None:
-        with self._cond:
-            if renewal.stopped:
-                return
-            renewal.stopped = True
-            self._live -= 1
-            if not self._live:
-                self._heap.clear()
-                self._cond.notify()
-
-    def _push(self, renewal: Renewal) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + renewal.ttl / 3, next(self._count), renewal))
-
-    def _run(self) -> None:
-        try:
-            self._renew_until_none_left()
-        except BaseException:  # a thread's top: logged; the next lease starts a new renewer
-            logger.exception("the lease renewer failed")
-            with self._cond:
-                self._thread = None
-
-    def _renew_until_none_left(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    while self._heap and self._heap[0][2].stopped:
-                        heapq.heappop(self._heap)
-                    if not self._heap:
-                        self._thread = None
-                        return
-                    due, _, renewal = self._heap[0]
-                    left = due - time.monotonic()
-                    if left <= 0:
-                        heapq.heappop(self._heap)
-                        break
-                    self._cond.wait(left)
-            if self._renew(renewal):
-                with self._cond:
-                    if not renewal.stopped:
-                        self._push(renewal)
-            else:
-                self.stop(renewal)
-
-    @staticmethod
-    def _renew(renewal: Renewal) -> bool:
-        """Renew once; False when the lease is lost (logged), True to keep renewing."""
-        if renewal.stopped:
-            return False
-        try:
-            if not renewal.lease.renew(renewal.ttl):
-                why = "expired before renewal"
-                logger.error("lost the lock of %r while its run goes on (%s)", renewal.name, why)
-                return False
-        except Exception as exc:
-            logger.warning("could not renew the lock of %r: %s", renewal.name, exc)
-        return True
-
-
-RENEWER = Renewer()
-
-
-def release(lease: Optional[Lease], renewing: Optional[Renewal], name: str) -> None:
-    """Stop renewing and release; a failure is logged (the lease expires or its owner is released)."""
+def release(lease: Optional[Lease], renewing: Optional[Renewal], name: str) -> bool:
+    """Stop renewing and release; True if the lease turned out lost before (logged once per run,
+    unless the renewer already did). A failure is logged: the lock keeps the release for later
+    (Redis) or the lease expires."""
     if renewing is not None:
         renewing.set()
-    if lease is not None:
-        try:
-            lease.release()
-        except Exception as exc:
-            logger.warning("could not release the lock of %r: %s", name, exc)
-
-
-def keep_renewed(lease: Lease, ttl: float, name: str) -> Renewal:
-    """Renew an expiring lease every third of its TTL until the returned renewal is ``set()``."""
-    return RENEWER.add(lease, ttl, name)
+    if lease is None:
+        return False
+    try:
+        lease.release()
+    except Exception as exc:
+        logger.warning("could not release the lock of %r: %s", name, exc)
+        return False
+    lost = bool(getattr(lease, "lost", False))
+    if lost and not (renewing is not None and renewing.lost):
+        logger.error("%s", lost_message(name, "it was gone, or another process held it, when the run ended"))
+    return lost

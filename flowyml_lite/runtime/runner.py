@@ -39,7 +39,7 @@ from .health import Troubles
 from .hooks import RunHooks
 from .inflight import InFlight, RunState, Ticket
 from .lateness import StartLags
-from .leases import Leases, keep_renewed, release
+from .leases import Leases, keep_renewed
 from .outcomes import OutcomeWriter
 from .timers import Timers
 
@@ -547,7 +547,8 @@ class Runner:
         if lease is None and renewing is None:  # most runs: no lock server
             return
         state.lease = state.renewing = None
-        release(lease, renewing, state.name)
+        if self._leases is not None:
+            self._leases.release(lease, renewing, state.name)
 
     def _release(
         self,

@@ -83,3 +83,54 @@ def test_a_closed_leases_object_starts_no_probe_and_is_usable_again(leases: Any)
     made.later(lambda: None)  # a scheduler started again reopens it
     assert isinstance(made.take(["s1"])[0], Lease)
     assert not troubles.active("lock")
+
+
+class PendingLock(CutOffLock):
+    """A lock whose releases fail while ``cut``: it keeps them and does them when asked again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: List[str] = []
+
+    def acquire(
+        self, key: str, ttl_seconds: Optional[float] = None, timeout: float = 0.0, owner: Optional[str] = None
+    ) -> Optional[Lease]:
+        lease = super().acquire(key, ttl_seconds, timeout, owner)  # raises while cut
+        self.pending.clear()  # the server answers: the kept releases are done first
+        return lease
+
+    def pending_releases(self) -> List[str]:
+        return list(self.pending)
+
+
+def test_a_release_the_server_did_not_answer_keeps_health_degraded_naming_it_until_it_is_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(leases_module, "LOCK_RETRY_SECONDS", 0.05)
+    lock, troubles = PendingLock(), Troubles()
+    made = Leases(lock, 60.0, "node-a", troubles)
+    try:
+        lease = made.take(["s1"])[0]
+        assert isinstance(lease, Lease)
+        lock.cut.set()
+        lock.pending.append("schedule:s1")  # its release timed out: the lock keeps it
+        made.release(lease, None, "s1")
+        assert troubles.active("lock")
+        assert "'schedule:s1'" in str(troubles.problems()[0]["message"])
+        assert made.take(["s1"]) == [WITHOUT_LEASE]  # runs go on meanwhile, none skipped
+        time.sleep(0.2)
+        assert troubles.active("lock"), "health forgot a release still waiting"
+        lock.cut.clear()
+        assert until(lambda: not troubles.active("lock")), "the probe did not see the releases done"
+        assert isinstance(made.take(["s1"])[0], Lease)
+    finally:
+        made.close()
+
+
+def until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
