@@ -18,7 +18,19 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import AbstractSet, Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import (
+    AbstractSet,
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from ..core.schedule import Options
 from ..stores.base import ACTIVE_STATUSES, FAILED, MISSED, SKIPPED, Outcome, RunRecord, ScheduleRecord, Store
@@ -83,10 +95,10 @@ class ClaimedAhead:
         sizes: Callable[[int], List[int]],
         options: Callable[[ScheduleRecord], Options],
         clock: Callable[[], datetime],
-        busy: Callable[[], AbstractSet[str]] = frozenset,
+        busy: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._table = table
-        self._busy = busy  # the schedules with a run in flight here
+        self._busy = busy  # the schedules with runs in flight here, and how many
         #: Schedules with a manual run claimed beside a held run (``manual_beside``): at its
         #: instant the held run is skipped for overlap if that manual run still runs.
         self._manual: Set[str] = set()
@@ -148,10 +160,11 @@ class ClaimedAhead:
         run yet, so they do not count against its ``max_instances``; at their instant they are
         skipped for overlap instead if the manual run still runs then, as a fire claimed at its
         instant would be)."""
-        held = self._names.get(name, 0)
-        if held:
-            self._manual.add(name)
-        return held
+        with self._lock:
+            held = self._names.get(name, 0)
+            if held:
+                self._manual.add(name)
+            return held
 
     def first(self) -> Optional[datetime]:
         """The earliest instant a run is held for (the loop wakes then)."""
@@ -280,7 +293,7 @@ class ClaimedAhead:
         start: List[Held] = []
         check: List[Held] = []
         ended: List[Ended] = []
-        busy = self._busy() if self._manual else frozenset()
+        busy = self._busy() if self._manual else {}
         with table.lock:
             for held in group:
                 record = table.records.get(held.name)
@@ -303,7 +316,7 @@ class ClaimedAhead:
                     continue
                 if held.name in self._manual:
                     self._manual.discard(held.name)
-                    if held.name in busy and held.opts.max_instances <= 1:
+                    if busy.get(held.name, 0) >= held.opts.max_instances:
                         ended.append((held, SKIPPED, OVERLAP_MANUAL))
                         continue
                 if func is not held.func:  # a re-declaration may bring a new function

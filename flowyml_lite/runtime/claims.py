@@ -18,7 +18,18 @@ import contextlib
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import AbstractSet, Any, Callable, ContextManager, Dict, List, Optional, Sequence, Set, Tuple
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 from ..clock import Clock
 from ..core.schedule import Options
@@ -95,7 +106,7 @@ class Claims:
         announce: Callable[[RunRecord], None] = lambda run: None,
         batch: Callable[[], ContextManager[None]] = contextlib.nullcontext,
         adopt: Optional[Callable[[ScheduleRecord], None]] = None,
-        busy: Callable[[], AbstractSet[str]] = frozenset,
+        busy: Callable[[], Mapping[str, int]] = dict,
         claim_ahead: bool = True,
     ) -> None:
         self._table = table
@@ -119,7 +130,7 @@ class Claims:
         self.claimed_ahead = ClaimedAhead(
             table, store, writer, submit, batch, announce, node_id, group_sizes, self.options, clock.now, busy
         )
-        self._busy = busy  # the schedules with a run in flight here: not claimed ahead
+        self._busy = busy  # the schedules with runs in flight here (how many): not claimed ahead
         self._claim_ahead = claim_ahead
         self._failures = 0
         self._unplannable: Set[str] = set()  # schedules whose trigger raised (health says so)
@@ -254,17 +265,18 @@ class Claims:
         """Whether the store waits for a quiet moment for upkeep (claims ahead reach further)."""
         return self._store.wants_quiet
 
-    def prepare(self, due: List[Fire], now: datetime) -> Set[Fire]:
+    def prepare(self, due: List[Fire], now: datetime, patience: Optional[float] = None) -> Set[Fire]:
         """Plan ``due`` (fires popped a moment before their instants) and claim them ahead, so that
         at each instant only the hand-over is left; the fires claimed. One not claimed now (its
         schedule has a run in flight here, which may end before the instant, or one held for an
         earlier instant; the store refused or failed) is claimed at its instant with its plan, if
-        that still holds."""
+        that still holds. ``patience``: how long the claim may wait for another writer (runs
+        already held start meanwhile only if it gives up in time); None: as long as any write."""
         table = self._table
         if len(self._ahead) > _OPTIONS_CACHE:  # plans of fires that never came (the loop stopped)
             self._ahead.clear()
         planned: List[Planned] = []
-        busy = self._busy() if self._claim_ahead else frozenset()
+        busy = self._busy() if self._claim_ahead else {}
         ahead = self.claimed_ahead
         holding = ahead.holds() if ahead else frozenset()
         with table.lock:
@@ -289,8 +301,17 @@ class Claims:
                         planned.append((claim, func, opts))
         if not planned or self._writer.backlogged:
             return set()
-        with self._writer.commit_lock:
-            refused = self._claim_group(planned, now, None, ahead=True)
+        lock = self._writer.commit_lock
+        if not lock.acquire(timeout=-1 if patience is None else patience):
+            return set()  # the writer's commit goes on: claimed at the instant instead
+        try:
+            if patience is None:
+                refused = self._claim_group(planned, now, None, ahead=True)
+            else:
+                with self._store.waiting_at_most(patience):
+                    refused = self._claim_group(planned, now, None, ahead=True)
+        finally:
+            lock.release()
         if refused is None:
             return set()
         left = {(c.name, c.expected_next) for c in refused}

@@ -68,7 +68,7 @@ class TimerLoop:
         process: Callable[[List[Fire], datetime, bool], None],
         troubles: Troubles,
         idle_seconds: float,
-        prepare: Optional[Callable[[List[Fire], datetime], AbstractSet[Fire]]] = None,
+        prepare: Optional[Callable[[List[Fire], datetime, Optional[float]], AbstractSet[Fire]]] = None,
         gc_pause: Optional[GCPause] = None,
         may_prepare: Optional[Callable[[], bool]] = None,
         wants_room: Optional[Callable[[], bool]] = None,
@@ -181,9 +181,13 @@ class TimerLoop:
         heap = self._table.next_wake()
         after = None if heap is None else (heap - now).total_seconds()
         staging = self._prepare is not None and after is not None and 0 < after <= window
+        if staging and self._table.first_is_a_retry():
+            staging = False  # a retry first: it is taken at its own time, claims ahead after it
         if staging and heap is not None and pending is not None:
             # far enough ahead already: more when the first instants have come
             staging = heap <= pending + timedelta(seconds=self._span())
+        if not staging:
+            self._held_off_since = None
         held_off = False  # the store's upkeep holds claims off: look again soon
         if staging and (until is None or until > STAGE_MARGIN_SECONDS):
             if self._may_prepare():
@@ -258,14 +262,17 @@ class TimerLoop:
                 if room is not None and room <= STAGE_MARGIN_SECONDS:
                     return
                 size = STAGE_CHUNK if room is None or room >= STAGE_ROOM_SECONDS else STAGE_SMALL_CHUNK
-                popped = table.pop_due(limit, size)
+                popped = table.pop_ahead(limit, size)
                 if not popped:
                     return
-                # if prepare raises, the chunk is still taken at its instants; a fire queued again
-                # meanwhile (a re-own of the split) is staged, or claimed, once
-                chunk = [f for f in popped if not self._claimed.has(f[1], f) and self._staged.add(f[1], f)]
+                # If prepare raises, the chunk is still taken at its instants. A fire queued again
+                # (a re-own of the split, a resume or a re-declaration) is staged once; one claimed
+                # already is the claims' to tell apart (held: planned again at its instant).
+                chunk = [f for f in popped if self._staged.add(f[1], f)]
                 table.staged_at = self._staged.first()
-            claimed = self._prepare(chunk, self._clock.now()) if chunk else ()
+            # Runs held for an earlier instant start then only if this claim gives up in time.
+            patience = None if room is None else max(room - STAGE_MARGIN_SECONDS, STAGE_MARGIN_SECONDS)
+            claimed = self._prepare(chunk, self._clock.now(), patience) if chunk else ()
             if claimed:
                 with table.lock:
                     for fire in claimed:

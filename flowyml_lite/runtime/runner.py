@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..clock import Clock
 from ..core.schedule import Options, matches_retry_on, retry_delay
@@ -107,9 +107,13 @@ class Runner:
     def active(self) -> int:
         return len(self._inflight)
 
-    def busy(self) -> Set[str]:
-        """The schedules with a run in flight here."""
-        return {state.name for state in self._inflight.states()} if self._inflight else set()
+    def busy(self) -> Dict[str, int]:
+        """The schedules with a run in flight here, and how many each."""
+        counts: Dict[str, int] = {}
+        if self._inflight:
+            for state in self._inflight.states():
+                counts[state.name] = counts.get(state.name, 0) + 1
+        return counts
 
     def active_names(self) -> List[str]:
         return sorted({state.name for state in self._inflight.states()})

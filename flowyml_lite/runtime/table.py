@@ -82,6 +82,32 @@ class ScheduleTable:
                 due.append((name, fire))
         return due
 
+    def pop_ahead(self, until: datetime, limit: int) -> List[Fire]:
+        """``pop_due`` for claims ahead: a retry (an entry that wakes later than its fire: a claim
+        that failed, outcomes backed up) stays queued for its own time; caller holds ``cond``."""
+        due: List[Fire] = []
+        later: List[Tuple[datetime, int, str, Optional[datetime]]] = []
+        heap, records, funcs = self.heap, self.records, self.funcs
+        while heap and heap[0][0] <= until and len(due) < limit:
+            entry = heapq.heappop(heap)
+            when, _, name, fire = entry
+            if fire is not None and when != fire:
+                later.append(entry)
+                continue
+            record = records.get(name)
+            if record is None or fire is None or record.next_fire != fire or not record.enabled:
+                continue
+            if name in funcs:
+                due.append((name, fire))
+        for entry in later:
+            heapq.heappush(heap, entry)
+        return due
+
+    def first_is_a_retry(self) -> bool:
+        """Whether the heap's first entry wakes later than its fire (a retry: taken at its time)."""
+        heap = self.heap
+        return bool(heap) and heap[0][3] is not None and heap[0][0] != heap[0][3]
+
     def reown(self) -> None:
         """The split changed: drop the entries of schedules owned elsewhere now, and queue the next
         fire of every schedule owned here that has no entry for it; caller holds ``cond``."""

@@ -10,9 +10,10 @@ contract test suite in ``tests/stores/`` runs against each of them.
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Sequence
 
 # Run statuses. "queued" is a catch-up fire claimed in a batch and waiting for its turn.
 RUNNING = "running"
@@ -182,6 +183,12 @@ class Store(abc.ABC):
     #: True while ``maintain`` waits for a quiet moment (upkeep due, fires close together): the
     #: loop then claims further ahead, so that a moment comes when no fire needs the store soon.
     wants_quiet: bool = False
+
+    def waiting_at_most(self, seconds: float) -> ContextManager[None]:
+        """Within the block, this thread's writes wait ``seconds`` at most for another writer (in
+        this process or another) and raise StoreError after: a claim made ahead of its instant
+        must not hold up the runs already claimed. Default: writes wait as they always do."""
+        return contextlib.nullcontext()
 
     def open(self) -> None:
         """Create or migrate the schema. Idempotent."""

@@ -17,6 +17,7 @@ raises StoreFileReplacedError from then on instead of writing to a file nobody e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -431,6 +432,7 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()  # the writer connection and its transactions
         self._conn: Optional[sqlite3.Connection] = None
         self._checkpointer: Optional[sqlite3.Connection] = None
+        self._patience = threading.local()  # ``waiting_at_most``: seconds a write may wait, this thread
         self._maintenance_lock = threading.Lock()
         # Idle read connections, each with the generation it was opened in: close() bumps the
         # generation, so a reader opened before it is closed when next seen, never used again.
@@ -770,29 +772,61 @@ class SQLiteStore(Store):
         """
         if self.read_only:
             raise StoreError(f"sqlite store {self.path!r} is opened read-only: it takes no writes")
-        with self._lock:
-            try:
-                conn = self._conn or self._connect()
-                conn.execute("BEGIN IMMEDIATE")
+        patience = getattr(self._patience, "seconds", None)
+        if patience is None:
+            with self._lock:
+                return self._write_locked(body, None)
+        if not self._lock.acquire(timeout=patience):
+            raise StoreError(f"sqlite store {self.path!r}: another write of this process is under way")
+        try:
+            return self._write_locked(body, patience)
+        finally:
+            self._lock.release()
+
+    def _write_locked(
+        self, body: Callable[[sqlite3.Connection], T], patience: Optional[float]
+    ) -> Optional[T]:
+        """``_write`` with this process's write lock held; ``patience``: how long (seconds) to wait
+        for another process's, if not ``busy_timeout``."""
+        try:
+            conn = self._conn or self._connect()
+            if patience is not None:
+                conn.execute(f"PRAGMA busy_timeout={max(1, int(patience * 1000))}")
                 try:
-                    self._check_file()
-                    result = body(conn)
-                    conn.execute("COMMIT")
-                    return result
-                except _Abort:
-                    conn.execute("ROLLBACK")
-                    return None
-                except BaseException:
-                    if conn.in_transaction:
-                        try:
-                            conn.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            logger.exception("sqlite store %r: rollback failed", self.path)
-                    raise
-            except sqlite3.Error as exc:
-                if self._conn is not None and _reopen_after(exc):
-                    self._drop_writer()
-                raise self._error(exc) from exc
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_file()
+                result = body(conn)
+                conn.execute("COMMIT")
+                return result
+            except _Abort:
+                conn.execute("ROLLBACK")
+                return None
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        logger.exception("sqlite store %r: rollback failed", self.path)
+                raise
+        except sqlite3.Error as exc:
+            if self._conn is not None and _reopen_after(exc):
+                self._drop_writer()
+            raise self._error(exc) from exc
+
+    @contextlib.contextmanager
+    def waiting_at_most(self, seconds: float) -> Iterator[None]:
+        """This thread's writes in the block wait ``seconds`` at most for another writer."""
+        before = getattr(self._patience, "seconds", None)
+        self._patience.seconds = seconds
+        try:
+            yield
+        finally:
+            self._patience.seconds = before
 
     def _drop_writer(self) -> None:
         """Close the writer (with the lock held): the next write opens it again, on the same file."""

@@ -166,3 +166,60 @@ class TestARunNowBesideAFireClaimedAhead:
         assert by_fire[at.isoformat()]["status"] == "skipped"
         assert by_fire[at.isoformat()]["reason"].startswith("overlap")
         assert [e["status"] for e in by_fire.values() if e["reason"] == "manual"] == ["succeeded"]
+
+
+def wait_until_claimed(scheduler: PipelineScheduler, name: str) -> None:
+    assert wait_for(
+        lambda: any("claimed ahead" in (e["reason"] or "") for e in scheduler.get_history(name, limit=3)),
+        timeout=5,
+    )
+
+
+class TestAChangeWhileAFireIsClaimedAhead:
+    """Whatever is done to a schedule while its next fire is held, it goes on firing."""
+
+    @pytest.mark.parametrize("change", ["pause and resume", "remove and declare again", "declare again"])
+    def test_the_schedule_keeps_firing_after_it(self, scheduler: PipelineScheduler, change: str) -> None:
+        runs: List[datetime] = []
+
+        def job() -> None:
+            runs.append(datetime.now(timezone.utc))
+
+        scheduler.schedule_interval("tick", job, seconds=1)
+        scheduler.start()
+        wait_until_claimed(scheduler, "tick")
+        if change == "pause and resume":
+            scheduler.disable("tick")
+            scheduler.enable("tick")
+        elif change == "remove and declare again":
+            scheduler.unschedule("tick")
+            scheduler.schedule_interval("tick", job, seconds=1)
+        else:
+            scheduler.schedule_interval("tick", job, seconds=1, timeout_seconds=30)
+        changed = datetime.now(timezone.utc)
+        assert wait_for(lambda: sum(1 for r in runs if r > changed) >= 3, timeout=6)
+
+
+class TestRunNowBesideAHeldFireWithSeveralInstances:
+    def test_never_more_runs_at_once_than_max_instances(self, scheduler: PipelineScheduler) -> None:
+        lock = threading.Lock()
+        now_running, peak = [0], [0]
+
+        def job() -> None:
+            with lock:
+                now_running[0] += 1
+                peak[0] = max(peak[0], now_running[0])
+            time.sleep(1.5)
+            with lock:
+                now_running[0] -= 1
+
+        scheduler.schedule_interval("report", job, seconds=3, max_instances=2)
+        scheduler.start()
+        wait_until_claimed(scheduler, "report")
+        scheduler.run_now("report")
+        scheduler.run_now("report")
+        time.sleep(1.0)  # the held instant comes while both manual runs go on
+        assert scheduler.wait_for_runs(10)
+        assert peak[0] <= 2
+        skipped = [e for e in scheduler.get_history("report", limit=10) if e["status"] == "skipped"]
+        assert skipped and skipped[0]["reason"].startswith("overlap")

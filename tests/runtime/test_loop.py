@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, List, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from flowyml_lite.clock import SystemClock
 from flowyml_lite.runtime.gate import GATE, LEAD_SECONDS
@@ -48,7 +48,7 @@ class TestTheNextInstantIsPlannedInItsLead:
 
         quiet: List[bool] = []
 
-        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime, patience: Optional[float] = None) -> Set[Fire]:
             planned.append((time.time(), due))
             quiet.append(table.quiet_for(1.0, now))  # upkeep that stalls writers must wait
             return set()
@@ -73,7 +73,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Fire] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime, patience: Optional[float] = None) -> Set[Fire]:
             planned.append((time.time(), GATE.closed, len(due)))
             time.sleep(0.01)  # planning a chunk of a big burst takes a while
             return set()
@@ -105,7 +105,7 @@ class TestTheNextInstantIsPlannedInItsLead:
             lambda due, now, first: handed.extend(due),
             Troubles(),
             1.0,
-            lambda due, now: staged.set() or set(),
+            lambda due, now, patience=None: staged.set() or set(),
         )
         loop.start()
         assert staged.wait(2)
@@ -125,7 +125,7 @@ class TestTheNextInstantIsPlannedInItsLead:
                 raise RuntimeError("a bug on the fire path")
             done.set()
 
-        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, now: set())
+        loop = TimerLoop(table, SystemClock(), process, troubles, 1.0, lambda due, now, patience=None: set())
         loop.start()
         try:
             assert done.wait(5)
@@ -139,7 +139,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Fire] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime, patience: Optional[float] = None) -> Set[Fire]:
             with table.cond:  # a change of the split meanwhile queues every owned fire again
                 table.reown()
             return set()
@@ -159,7 +159,7 @@ class TestTheNextInstantIsPlannedInItsLead:
 
 
 def passes_with(
-    prepare: Callable[[List[Fire], datetime], Set[Fire]], count: int
+    prepare: Callable[..., Set[Fire]], count: int
 ) -> Tuple[List[Tuple[datetime, List[Fire]]], datetime]:
     """The passes the loop makes over ``count`` fires due in 0.3 s, staged with ``prepare``."""
     table, at = table_due_in(0.3, count)
@@ -184,13 +184,13 @@ class TestFiresClaimedAheadAreStartedAtTheirInstant:
     def test_the_instant_comes_to_the_claims_even_with_no_fire_left_to_claim(self) -> None:
         """Fires claimed ahead are not handed over again at the instant; the pass comes once, and
         not before the instant."""
-        passes, at = passes_with(lambda due, now: {fire for fire in due if fire[0] != "job-7"}, 40)
+        passes, at = passes_with(lambda due, *_: {fire for fire in due if fire[0] != "job-7"}, 40)
         assert [due for _, due in passes] == [[("job-7", at)]]  # the one left for the instant
         assert passes[0][0] >= at
 
     def test_with_all_claimed_ahead_the_pass_comes_with_none(self) -> None:
         """It starts the runs claimed ahead."""
-        passes, at = passes_with(lambda due, now: set(due), 5)
+        passes, at = passes_with(lambda due, now, patience=None: set(due), 5)
         assert len(passes) == 1 and passes[0][1] == [] and passes[0][0] >= at
 
 
@@ -219,7 +219,7 @@ class TestASteadyFlowOfFiresIsClaimedInGroups:
         passes: List[datetime] = []
         done = threading.Event()
 
-        def prepare(due: List[Fire], now: datetime) -> Set[Fire]:
+        def prepare(due: List[Fire], now: datetime, patience: Optional[float] = None) -> Set[Fire]:
             prepared.append(list(due))
             return set(due)
 
@@ -260,7 +260,7 @@ class TestASteadyFlowOfFiresIsClaimedInGroups:
             process,
             Troubles(),
             1.0,
-            lambda due, now: prepared.append(due) or set(due),
+            lambda due, now, patience=None: prepared.append(due) or set(due),
             may_prepare=lambda: False,
         )
         loop.start()
@@ -271,3 +271,31 @@ class TestASteadyFlowOfFiresIsClaimedInGroups:
         assert prepared == []
         assert [due for _, due in handed] == [[fires[0]], [fires[1]]]
         assert all(now >= due[0][1] for now, due in handed)
+
+
+class TestARetryIsTakenAtItsOwnTime:
+    def test_a_fire_queued_again_for_later_is_neither_claimed_ahead_nor_taken_early(self) -> None:
+        """Outcomes backed up (a store outage) or a failed claim queue a fire again half a second
+        on: it comes at that time, not staged under its own (past) instant at once, over and over."""
+        table, fires = table_spread([-0.2])  # its instant has passed
+        name, fire = fires[0]
+        with table.cond:
+            table.heap.clear()
+            table.push(datetime.now(timezone.utc) + timedelta(seconds=0.3), name, fire)
+        prepared: List[List[Fire]] = []
+        handed: List[datetime] = []
+
+        def process(due: List[Fire], now: datetime, small_first: bool) -> None:
+            if due:
+                handed.append(now)
+                with table.cond:  # still backed up: again in half a second
+                    table.push(now + timedelta(seconds=0.5), name, fire)
+
+        loop = TimerLoop(
+            table, SystemClock(), process, Troubles(), 1.0, lambda due, *_: prepared.append(due) or set()
+        )
+        loop.start()
+        time.sleep(1.5)
+        loop.stop(2)
+        assert prepared == []
+        assert 2 <= len(handed) <= 4  # at 0.3, 0.8, 1.3 s: not hundreds of passes

@@ -1161,3 +1161,52 @@ class TestPathErrors:
     def test_a_missing_directory_is_named(self, tmp_path: Path) -> None:
         with pytest.raises(StoreError, match=r"its directory .*missing does not exist"):
             SQLiteStore(str(tmp_path / "missing" / "jobs.db")).open()
+
+
+class TestAWriteThatMayWaitOnlySoLong:
+    """Claims made ahead of their instant wait for another writer only as long as the runs
+    already held can spare: then they give up (StoreError) and are made at the instant."""
+
+    def test_gives_up_while_another_process_holds_the_write_lock_and_writes_as_usual_after(
+        self, db: Path
+    ) -> None:
+        store = SQLiteStore(str(db))
+        store.open()
+        store.declare_schedule(sched())
+        other = raw(db)
+        other.execute("BEGIN IMMEDIATE")  # another process's long write
+        released = threading.Event()
+        timer = threading.Timer(10, lambda: (other.execute("ROLLBACK"), released.set()))
+        timer.start()
+        claim = Claim("etl", T0, at(1), [run("etl", T0)], 1)
+        try:
+            with store.waiting_at_most(0.05), pytest.raises(StoreError):
+                store.claim_many([claim])
+            assert not released.is_set()  # gave up long before busy_timeout (30 s) or the other's end
+        finally:
+            timer.cancel()
+        other.execute("ROLLBACK")
+        assert store.claim_many([claim])[0] is not None  # the usual wait again outside the block
+        store.close()
+
+    def test_gives_up_while_another_thread_of_this_process_writes(self, db: Path) -> None:
+        store = SQLiteStore(str(db))
+        store.open()
+        store.declare_schedule(sched())
+        entered, leave = threading.Event(), threading.Event()
+
+        def long_write(conn: sqlite3.Connection) -> None:
+            entered.set()
+            leave.wait(10)
+
+        writer = threading.Thread(target=lambda: store._write(long_write))
+        writer.start()
+        assert entered.wait(5)
+        try:
+            with store.waiting_at_most(0.05), pytest.raises(StoreError, match="another write"):
+                store.claim_many([Claim("etl", T0, at(1), [run("etl", T0)], 1)])
+            assert writer.is_alive()  # it gave up while the other write went on
+        finally:
+            leave.set()
+            writer.join(5)
+        store.close()
