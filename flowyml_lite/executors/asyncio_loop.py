@@ -145,30 +145,31 @@ class AsyncExecutor(Executor):
             loop, thread, threads = self._loop, self._thread, self._threads
         if threads is not None:
             threads.shutdown(wait, timeout)
-        if wait:
+        if wait:  # a run a timeout already asked to stop had its time to answer: not waited for again
             for handle in handles:
-                handle.finished.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if not handle.cancel_requested:
+                    handle.finished.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         left = [h for h in handles if not h.finished.is_set()]
+        asked = {h for h in left if h.cancel_requested}
         for handle in left:
             handle.cancel()
-        grace = time.monotonic() + CANCEL_GRACE_SECONDS
+        # A blocked loop cannot deliver a cancellation, nor stop: then nothing is waited for.
+        going = self._going_round()
+        grace = time.monotonic() + (CANCEL_GRACE_SECONDS if going else 0.0)
         for handle in left:
-            if not handle.finished.wait(max(0.0, grace - time.monotonic())):
-                # A coroutine that swallows its cancellation: report it stopped all the same.
-                self._finish(
-                    handle,
-                    JobResult(
-                        success=False,
-                        cancelled=True,
-                        error="the run was stopped: its task ignored cancellation",
-                    ),
-                )
+            if handle in asked or not handle.finished.wait(max(0.0, grace - time.monotonic())):
+                # A coroutine that swallows its cancellation or blocks the loop: reported stopped.
+                self._finish(handle, _abandoned(going))
         if loop is not None and thread is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(loop.stop)
-            thread.join(CANCEL_GRACE_SECONDS)
+            thread.join(CANCEL_GRACE_SECONDS if going else 0.0)
 
     # -- inside ----------------------------------------------------------------------------
+
+    def _going_round(self) -> bool:
+        """Whether the loop went round lately: it can still act on a cancel or a stop."""
+        return time.monotonic() - self._tick < BLOCKED_SECONDS
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         """The loop, started on its thread at the first call (lock held)."""
@@ -235,6 +236,8 @@ class AsyncExecutor(Executor):
             )
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the loop must live on
             result = from_exception(exc)
+        if not _in_its_task(handle):  # closed from outside (garbage collected, its loop gone): the
+            return  # run was reported then, and the context here is another run's
         if os.getpid() != self._pid:  # the job forked, and its child returned from it
             leave_forked_child(handle.job.context.schedule, result.success)
         result.output = handle.buffer.text()
@@ -257,6 +260,20 @@ class AsyncExecutor(Executor):
 def _enter(handle: _AsyncHandle) -> None:
     CURRENT_RUN.set(handle.job.context)
     capture.CURRENT_OUTPUT.set(handle.buffer)
+
+
+def _in_its_task(handle: _AsyncHandle) -> bool:
+    """Whether this is a step of the run's own task, not its coroutine closed from outside."""
+    try:
+        return asyncio.current_task() is handle.task
+    except RuntimeError:  # no loop running on this thread
+        return False
+
+
+def _abandoned(going_round: bool) -> JobResult:
+    """The result of a run shutdown() could not stop: it ignored its cancellation or blocks the loop."""
+    why = "its task ignored cancellation" if going_round else "it blocks the event loop (cannot be cancelled)"
+    return JobResult(success=False, cancelled=True, error=f"the run was stopped: {why}")
 
 
 def _on_loop_error(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:

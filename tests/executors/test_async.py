@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import os
 import signal
 import threading
@@ -15,6 +17,7 @@ from typing import Iterator, List
 import pytest
 from executor_helpers import SAFETY, eventually, run, submit
 
+from flowyml_lite import PipelineScheduler, SchedulerConfig
 from flowyml_lite.executors.asyncio_loop import AsyncExecutor, is_async
 from flowyml_lite.runtime.context import current_run
 
@@ -235,3 +238,62 @@ class TestAJobThatForks:
         assert log.read_text().split() == [str(os.getpid())]  # the rest of `slow` ran once, here
         assert len(fork_outcome.results) == 1
         assert "went back to the scheduler: it exits here" in capfd.readouterr().err
+
+
+class TestStopAfterAnAsyncRunTimedOut:
+    """An async run past its timeout that blocks the loop or swallows its cancellation is abandoned:
+    stop(timeout) does not wait for it again, and keeps to its timeout."""
+
+    @pytest.mark.parametrize("hang", ["blocks-the-loop", "ignores-cancellation"])
+    def test_stop_keeps_to_its_timeout(self, hang: str) -> None:
+        release = threading.Event()
+
+        async def blocks() -> None:
+            release.wait(SAFETY)  # a synchronous wait: the loop stops going round
+
+        async def ignores() -> None:
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):  # swallowed: the job goes on
+                    await asyncio.sleep(0.05)
+
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        job = blocks if hang == "blocks-the-loop" else ignores
+        scheduler.schedule_interval("hung", job, seconds=3600, timeout_seconds=1)
+        scheduler.start()
+        try:
+            assert scheduler.run_now("hung", wait=True, timeout=SAFETY)["status"] == "timed_out"
+            began = time.monotonic()
+            scheduler.stop(timeout=2)
+            # The documented bound: its timeout, plus a second or two for the steps that wait.
+            assert time.monotonic() - began < 2 + 2
+        finally:
+            release.set()
+            scheduler.stop(timeout=5)
+
+class TestAnAbandonedTask:
+    def test_collected_later_it_leaves_the_collecting_runs_capture_alone(self) -> None:
+        """A task that swallowed its cancellation is left pending on the closed loop; when the
+        garbage collector closes its coroutine, on whatever thread, that run's own output goes on."""
+        from flowyml_lite.executors import capture
+
+        entered = threading.Event()
+
+        async def ignores() -> None:
+            entered.set()
+            while True:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+
+        executor = AsyncExecutor(max_workers=1)
+        handle, outcome = submit(executor, ignores)
+        assert entered.wait(SAFETY)
+        executor.shutdown(wait=False)
+        assert outcome.wait().cancelled
+        buffer = capture.OutputBuffer()
+        token = capture.CURRENT_OUTPUT.set(buffer)  # as on the thread of another run
+        try:
+            del executor, handle
+            gc.collect()
+            assert capture.CURRENT_OUTPUT.get() is buffer
+        finally:
+            capture.CURRENT_OUTPUT.reset(token)
