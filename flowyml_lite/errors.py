@@ -106,6 +106,12 @@ class LockError(FlowymlLiteError):
     """A lock could not be acquired or released as requested."""
 
 
+class EventLoopStoppedError(FlowymlLiteError, RuntimeError):
+    """The async executor's event loop stopped under a run (a job called ``loop.stop()``, or the
+    loop's thread failed): the run was ended, and a new loop takes the next runs. A job must not
+    stop or close the running event loop."""
+
+
 class PipelineError(FlowymlLiteError):
     """A pipeline is malformed (unknown input, duplicate output, cycle)."""
 

@@ -470,8 +470,9 @@ class PipelineScheduler:
         written = self._writer.stop(left(1.0) if drained else 1.0)
         self._housekeeping.stop(left(1.0))
         if drained:  # runs still going keep their executor: they end, and are recorded, when they do
-            # The hooks of the runs that ended get their own few seconds, however late those ended.
-            self._runner.shutdown(wait=True, timeout=max(left(), min(HOOKS_AT_STOP_SECONDS, limit)))
+            # The executors get what is left (an abandoned run, timed out, is not waited for again);
+            # the hooks of the runs that ended get their own few seconds, however late those ended.
+            self._runner.shutdown(wait=True, timeout=left(1.0), hooks=min(HOOKS_AT_STOP_SECONDS, limit))
         else:
             logger.warning(
                 "stop: runs still active after %.1fs (%s); they will be recorded as lost if this "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import plugins
@@ -92,10 +93,13 @@ class ExecutorSet:
         self._executors.clear()
 
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
-        """Stop every executor made so far; a failure is logged, the others still stop."""
+        """Stop every executor made so far, within one ``timeout`` for them all (not one each); a
+        failure is logged, the others still stop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for executor in list(self._executors.values()):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                executor.shutdown(wait=wait, timeout=timeout)
+                executor.shutdown(wait=wait, timeout=left)
             except Exception:
                 logger.exception("executor shutdown failed")
         self._executors.clear()

@@ -620,14 +620,18 @@ class Runner:
                 self._inflight.remove(run.run_key)
         return ended
 
-    def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
+    def shutdown(self, wait: bool, timeout: Optional[float], hooks: Optional[float] = None) -> None:
         """Stop the lease threads, the timers, then the executors (after ``wait_idle`` when ``wait``):
-        whatever a lease or timer thread still starts reaches an executor that is still open."""
+        whatever a lease or timer thread still starts reaches an executor that is still open. The
+        executors share ``timeout``; the hook calls still waiting get ``hooks`` seconds of their own
+        (default: ``timeout``, at most HOOKS_AT_STOP_SECONDS)."""
         if self._leases is not None:
             self._leases.close()
         self._timers.close()
         self._executors.shutdown(wait, timeout)
         patience = HOOKS_AT_STOP_SECONDS if timeout is None else min(HOOKS_AT_STOP_SECONDS, timeout)
+        if hooks is not None:
+            patience = hooks
         if not self._hooks.close(patience if wait else 0.0):
             logger.warning(
                 "stopped with hook calls still waiting: a hook is slow or hangs (%s)", self._hooks.problem()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import os
 import signal
 import threading
@@ -15,6 +17,7 @@ from typing import Iterator, List
 import pytest
 from executor_helpers import SAFETY, eventually, run, submit
 
+from flowyml_lite import PipelineScheduler, SchedulerConfig
 from flowyml_lite.executors.asyncio_loop import AsyncExecutor, is_async
 from flowyml_lite.runtime.context import current_run
 
@@ -235,3 +238,196 @@ class TestAJobThatForks:
         assert log.read_text().split() == [str(os.getpid())]  # the rest of `slow` ran once, here
         assert len(fork_outcome.results) == 1
         assert "went back to the scheduler: it exits here" in capfd.readouterr().err
+
+
+def _raise_system_exit() -> None:
+    raise SystemExit(3)
+
+
+class TestALoopStoppedUnderItsRuns:
+    """A job that stops the one event loop, or a callback whose SystemExit ends its thread, must not
+    end async runs for good: the runs in flight on it end failed, and a new loop runs the next ones."""
+
+    @pytest.mark.parametrize("how", ["loop-stop", "callback-system-exit"])
+    def test_the_next_run_starts_on_a_new_loop(self, executor: AsyncExecutor, how: str) -> None:
+        threads: List[threading.Thread] = []
+
+        async def bad() -> None:
+            threads.append(threading.current_thread())
+            loop = asyncio.get_running_loop()
+            if how == "loop-stop":
+                loop.stop()
+            else:
+                loop.call_soon(_raise_system_exit)  # out of run_forever: the loop's thread ends
+            await asyncio.sleep(SAFETY)
+
+        async def good() -> str:
+            await asyncio.sleep(0)
+            return threading.current_thread().name
+
+        submit(executor, bad, schedule="bad")
+        assert eventually(lambda: bool(threads) and not threads[0].is_alive())
+        result = run(executor, good)
+        assert result.success and result.value == "flowyml-async-loop"
+
+    def test_the_runs_in_flight_on_it_end_failed_and_say_why(
+        self, executor: AsyncExecutor, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        entered = threading.Event()
+
+        async def victim() -> None:
+            entered.set()
+            await asyncio.sleep(SAFETY)
+
+        async def bad() -> None:
+            asyncio.get_running_loop().stop()
+            await asyncio.sleep(SAFETY)
+
+        _, victim_outcome = submit(executor, victim, schedule="victim")
+        assert entered.wait(SAFETY)
+        ended = run(executor, bad, schedule="bad")  # no timeout: nothing but the executor ends it
+        for result in (ended, victim_outcome.wait()):
+            assert not result.success and not result.cancelled
+            assert result.exception_type == "EventLoopStoppedError"
+            assert "event loop stopped while the run was in flight: a job stopped it" in (result.error or "")
+        assert len(victim_outcome.results) == 1
+        assert "event loop stopped while in use" in caplog.text and "'bad', 'victim'" in caplog.text
+
+    def test_a_run_still_waiting_for_its_turn_moves_to_the_new_loop(self) -> None:
+        executor = AsyncExecutor(max_workers=2)
+        entered, handed = threading.Event(), threading.Event()
+        threads: List[threading.Thread] = []
+
+        async def victim() -> None:
+            threads.append(threading.current_thread())
+            entered.set()
+            await asyncio.sleep(SAFETY)
+
+        async def bad() -> None:
+            while not handed.is_set():
+                await asyncio.sleep(0.01)
+            for _ in range(5):  # the waiting run's task is made, and waits for a free slot
+                await asyncio.sleep(0)
+            asyncio.get_running_loop().stop()
+            await asyncio.sleep(SAFETY)
+
+        async def waiting() -> threading.Thread:
+            return threading.current_thread()
+
+        try:
+            _, victim_outcome = submit(executor, victim, schedule="victim")
+            assert entered.wait(SAFETY)
+            _, bad_outcome = submit(executor, bad, schedule="bad")
+            _, waiting_outcome = submit(executor, waiting, schedule="waiting")
+            handed.set()
+            assert not victim_outcome.wait().success and not bad_outcome.wait().success
+            moved = waiting_outcome.wait()
+            assert moved.success and moved.value is not threads[0]
+            assert len(waiting_outcome.results) == 1
+        finally:
+            executor.shutdown(wait=False)
+
+    def test_health_says_so_while_no_new_loop_can_be_started(
+        self, executor: AsyncExecutor, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def bad() -> None:
+            asyncio.get_running_loop().stop()
+            await asyncio.sleep(SAFETY)
+
+        async def good() -> int:
+            return 1
+
+        assert run(executor, good).value == 1 and executor.problem() is None
+
+        def no_thread(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", no_thread)  # a pids limit
+        assert not run(executor, bad).success
+        problem = executor.problem() or ""
+        assert "could not start an event loop" in problem and "can't start new thread" in problem
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            submit(executor, good)
+        monkeypatch.undo()
+        assert run(executor, good).value == 1 and executor.problem() is None
+
+
+class TestASchedulerWithAJobThatStopsTheLoop:
+    def test_its_run_ends_and_the_next_run_of_another_async_schedule_succeeds(self) -> None:
+        async def bad() -> None:
+            asyncio.get_running_loop().stop()
+            await asyncio.sleep(SAFETY)
+
+        async def good() -> None:
+            await asyncio.sleep(0)
+
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        scheduler.schedule_interval("bad", bad, seconds=3600)  # no timeout: it must end all the same
+        scheduler.schedule_interval("good", good, seconds=3600, timeout_seconds=60)
+        try:
+            ended = scheduler.run_now("bad", wait=True, timeout=SAFETY)
+            assert ended["status"] == "failed" and "EventLoopStoppedError" in ended["error"]
+            assert scheduler.run_now("good", wait=True, timeout=SAFETY)["status"] == "succeeded"
+            assert scheduler.run_now("good", wait=True, timeout=SAFETY)["status"] == "succeeded"
+        finally:
+            scheduler.stop(timeout=5)
+
+
+class TestStopAfterAnAsyncRunTimedOut:
+    """An async run past its timeout that blocks the loop or swallows its cancellation is abandoned:
+    stop(timeout) does not wait for it again, and keeps to its timeout."""
+
+    @pytest.mark.parametrize("hang", ["blocks-the-loop", "ignores-cancellation"])
+    def test_stop_keeps_to_its_timeout(self, hang: str) -> None:
+        release = threading.Event()
+
+        async def blocks() -> None:
+            release.wait(SAFETY)  # a synchronous wait: the loop stops going round
+
+        async def ignores() -> None:
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):  # swallowed: the job goes on
+                    await asyncio.sleep(0.05)
+
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False))
+        job = blocks if hang == "blocks-the-loop" else ignores
+        scheduler.schedule_interval("hung", job, seconds=3600, timeout_seconds=1)
+        scheduler.start()
+        try:
+            assert scheduler.run_now("hung", wait=True, timeout=SAFETY)["status"] == "timed_out"
+            began = time.monotonic()
+            scheduler.stop(timeout=2)
+            # The documented bound: its timeout, plus a second or two for the steps that wait.
+            assert time.monotonic() - began < 2 + 2
+        finally:
+            release.set()
+            scheduler.stop(timeout=5)
+
+
+class TestAnAbandonedTask:
+    def test_collected_later_it_leaves_the_collecting_runs_capture_alone(self) -> None:
+        """A task that swallowed its cancellation is left pending on the closed loop; when the
+        garbage collector closes its coroutine, on whatever thread, that run's own output goes on."""
+        from flowyml_lite.executors import capture
+
+        entered = threading.Event()
+
+        async def ignores() -> None:
+            entered.set()
+            while True:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+
+        executor = AsyncExecutor(max_workers=1)
+        handle, outcome = submit(executor, ignores)
+        assert entered.wait(SAFETY)
+        executor.shutdown(wait=False)
+        assert outcome.wait().cancelled
+        buffer = capture.OutputBuffer()
+        token = capture.CURRENT_OUTPUT.set(buffer)  # as on the thread of another run
+        try:
+            del executor, handle
+            gc.collect()
+            assert capture.CURRENT_OUTPUT.get() is buffer
+        finally:
+            capture.CURRENT_OUTPUT.reset(token)
