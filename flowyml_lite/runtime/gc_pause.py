@@ -65,6 +65,11 @@ class GCPause:
         self.enabled = enabled
         self._held = False
 
+    @property
+    def holding(self) -> bool:
+        """Whether this pause is held (a burst is being handed over)."""
+        return self._held
+
     def hold(self, fires: int) -> None:
         """A pass of the loop takes ``fires`` fires: hold the pause if that is a burst."""
         if self._held or not self.enabled or fires < BURST_FIRES:

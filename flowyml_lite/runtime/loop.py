@@ -52,6 +52,9 @@ STAGE_CHUNK = 250
 STAGE_ROOM_SECONDS = 0.03
 STAGE_SMALL_CHUNK = 8
 STAGE_MARGIN_SECONDS = 0.0005
+#: A burst's pause of the garbage collector lasts this long after its last hand-over: the runs
+#: handed over start on their threads meanwhile, not beside a full collection.
+PAUSE_TAIL_SECONDS = 0.05
 #: While the store holds writers off for upkeep, or another transaction of this process is under
 #: way, the loop looks again this often whether it may claim ahead (it claims at the instant
 #: anyway, if that comes first).
@@ -80,6 +83,7 @@ class TimerLoop:
         self._may_prepare = may_prepare if may_prepare is not None else (lambda: True)
         self._wants_room = wants_room if wants_room is not None else (lambda: False)
         self._held_off_since: Optional[float] = None  # since when ``may_prepare`` said not now
+        self._pause_until = 0.0  # a burst's collection pause lasts until then at least
         #: Fires popped from the heap before their instant and planned, but not claimed then (real
         #: time only): taken first when it comes, put back into the heap if the loop stops.
         self._staged: ByInstant[Fire] = ByInstant()  # its first instant: table.staged_at
@@ -144,9 +148,13 @@ class TimerLoop:
                     due, full, arrived = self._take_due(now)
                     if not due and not arrived:
                         more = False
-                        self._pause.release()  # the burst is over: collection goes on
+                        after_burst = self._pause_until - time.monotonic()
+                        if after_burst <= 0:
+                            self._pause.release()  # the burst is over, its runs started: collection goes on
                         stage, timeout, soon = self._next_step(now)
                         if not stage:
+                            if self._pause.holding:
+                                timeout = min(timeout, max(after_burst, 0.0))
                             tail = self._hold_until - time.monotonic() if self._gated else 0.0
                             if not soon and tail > 0:  # the runs just handed over start first, too
                                 self._clock.wait(table.cond, min(tail, timeout))
@@ -162,6 +170,7 @@ class TimerLoop:
                 self._process(due, now, not more)  # a burst's first pass starts with a small group
                 more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
+                self._pause_until = time.monotonic() + PAUSE_TAIL_SECONDS
             except Exception:  # the loop must survive anything; health shows it
                 self._gate(False)
                 self._troubles.last_error = traceback.format_exc(limit=3)
