@@ -157,6 +157,7 @@ class PipelineScheduler:
             GCPause(cfg.gc_pause_in_bursts),
             self._claims.may_prepare,
             self._claims.wants_room,
+            self._runner.starting,
         )
         self._clock_watch = ClockWatch(self._table, self._troubles, self._clock.now)
         self._housekeeping = Housekeeping(
@@ -174,8 +175,9 @@ class PipelineScheduler:
             self._runner.announce,
             self._serving.digest,
             quiet=lambda: self._table.quiet_for(QUIET_SECONDS, self._clock.now()),
-            quiet_for=lambda seconds: self._table.quiet_for(  # a collection stalls every thread
-                seconds, self._clock.now(), self._claims.claimed_ahead.first()
+            quiet_for=lambda seconds: (  # a collection stalls every thread: not while runs wait to start
+                not self._runner.starting()
+                and self._table.quiet_for(seconds, self._clock.now(), self._claims.claimed_ahead.first())
             ),
             adopt_changes=lambda: self._sync.sync(quick=True),
             clock_watch=self._clock_watch,

@@ -54,6 +54,9 @@ class JobResult:
     signal: Optional[int] = None  # process executor: the signal that killed the child
     #: The run was stopped by ``Handle.cancel()`` (or abandoned, for a thread) before it finished.
     cancelled: bool = False
+    #: ``time.perf_counter()`` when the run ended, if its result is delivered a while later (a busy
+    #: thread executor starts waiting runs first); 0.0 when delivered as it ended.
+    ended: float = 0.0
 
 
 #: Called with the result of a run, exactly once per ``submit``.
@@ -103,6 +106,11 @@ class Executor(abc.ABC):
         """What keeps this executor from running jobs right now, for health (None: nothing).
         Called often: it must not block."""
         return None
+
+    def waiting(self) -> int:
+        """How many runs handed over wait for a worker to start (0 if it cannot tell). Called at
+        every pass of the loop after a burst: it must be cheap and must not block."""
+        return 0
 
     @abc.abstractmethod
     def submit(self, job: Job, done: Done) -> Handle:

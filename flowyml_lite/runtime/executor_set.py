@@ -66,6 +66,16 @@ class ExecutorSet:
         executor, reference = self.resolve(func, opts)
         executor.check(func, reference)
 
+    def waiting(self) -> bool:
+        """Whether runs handed over to an executor still wait for a worker to start."""
+        for executor in list(self._executors.values()):
+            try:
+                if executor.waiting():
+                    return True
+            except Exception:  # a plugin that cannot say: it has none waiting, as far as we know
+                continue
+        return False
+
     def problems(self) -> List[Tuple[str, str]]:
         """(executor name, what is wrong) of every executor that says something is (see Executor.problem)."""
         found = []

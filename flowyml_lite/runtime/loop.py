@@ -55,6 +55,9 @@ STAGE_MARGIN_SECONDS = 0.0005
 #: A burst's pause of the garbage collector lasts this long after its last hand-over: the runs
 #: handed over start on their threads meanwhile, not beside a full collection.
 PAUSE_TAIL_SECONDS = 0.05
+#: After that, while runs handed over still wait for a worker, the pause goes on (up to the
+#: pause's own limit), and the loop looks again this often whether they have all started.
+PAUSE_LOOK_SECONDS = 0.005
 #: While the store holds writers off for upkeep, or another transaction of this process is under
 #: way, the loop looks again this often whether it may claim ahead (it claims at the instant
 #: anyway, if that comes first).
@@ -75,6 +78,7 @@ class TimerLoop:
         gc_pause: Optional[GCPause] = None,
         may_prepare: Optional[Callable[[], bool]] = None,
         wants_room: Optional[Callable[[], bool]] = None,
+        starting: Optional[Callable[[], bool]] = None,
     ) -> None:
         self._table = table
         self._clock = clock
@@ -82,6 +86,7 @@ class TimerLoop:
         self._prepare = prepare
         self._may_prepare = may_prepare if may_prepare is not None else (lambda: True)
         self._wants_room = wants_room if wants_room is not None else (lambda: False)
+        self._starting = starting if starting is not None else (lambda: False)  # runs wait for a worker
         self._held_off_since: Optional[float] = None  # since when ``may_prepare`` said not now
         self._pause_until = 0.0  # a burst's collection pause lasts until then at least
         #: Fires popped from the heap before their instant and planned, but not claimed then (real
@@ -149,6 +154,9 @@ class TimerLoop:
                     if not due and not arrived:
                         more = False
                         after_burst = self._pause_until - time.monotonic()
+                        if after_burst <= 0 and self._pause.holding and self._starting():
+                            after_burst = PAUSE_LOOK_SECONDS  # its runs are not all started yet
+                            self._pause_until = time.monotonic() + after_burst
                         if after_burst <= 0:
                             self._pause.release()  # the burst is over, its runs started: collection goes on
                         stage, timeout, soon = self._next_step(now)

@@ -107,6 +107,10 @@ class Runner:
     def active(self) -> int:
         return len(self._inflight)
 
+    def starting(self) -> bool:
+        """Whether runs handed over still wait for a worker of their executor to start."""
+        return self._executors.waiting()
+
     def busy(self) -> Dict[str, int]:
         """The schedules with a run in flight here, and how many each."""
         counts: Dict[str, int] = {}
@@ -351,9 +355,10 @@ class Runner:
         if timing_out:  # the executor's answer to the watchdog's cancel
             self._record_timeout(state, result)
             return
-        duration = time.perf_counter() - state.t0
+        ended = result.ended  # set if the result comes a little after the run ended
+        duration = (ended or time.perf_counter()) - state.t0
         if result.success:
-            self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output)
+            self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output, ended=ended)
             return
         retryable = matches_retry_on(state.opts, result.exception_types or ())
         if not (retryable and self._retries(state)):  # a retry logs a line of its own instead
@@ -371,6 +376,7 @@ class Runner:
             traceback=result.traceback,
             output=result.output,
             retryable=retryable,
+            ended=ended,
         )
 
     def _timed_out(self, state: RunState) -> None:
@@ -454,10 +460,14 @@ class Runner:
         traceback: Optional[str] = None,
         output: Optional[str] = None,
         retryable: bool = False,
+        ended: float = 0.0,
     ) -> None:
-        """Record the attempt's outcome: a retry (the row stays queued) or the run's final status."""
+        """Record the attempt's outcome: a retry (the row stays queued) or the run's final status
+        (``ended``: the ``perf_counter`` it ended at, if that was a while ago)."""
         run = state.run
         now = self._clock.now()
+        if ended:
+            now -= timedelta(seconds=time.perf_counter() - ended)
         if retryable and self._retries(state):
             delay = retry_delay(state.opts, run.attempt)
             at = now + timedelta(seconds=delay)
