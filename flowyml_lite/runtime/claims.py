@@ -68,6 +68,8 @@ LATE_ANSWER_SECONDS = 1.0
 STUCK_FACTOR = 4.0
 PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
+#: Why a run whose claim's transaction raised is recorded (if that transaction committed after all).
+UNANSWERED = "not run: the store did not answer its claim, which may have been committed all the same"
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 Planned = Tuple[Claim, Callable[[], Any], Options]  # a claim, the function it runs, its options
@@ -376,6 +378,7 @@ class Claims:
             finally:
                 self.in_store_since = None
         except Exception as exc:
+            self._settle_unanswered(group, exc)
             if ahead:  # claimed at the instant instead, which reports a failure
                 logger.debug("claiming %d fire(s) ahead: %r", len(group), exc)
                 return None
@@ -449,6 +452,21 @@ class Claims:
         for run in ended:
             self._announce(run)
         return refused
+
+    def _settle_unanswered(self, group: Sequence[Planned], exc: Exception) -> None:
+        """A claim transaction that raised may have committed all the same (a connection reset
+        during COMMIT, its answer lost): every active row it would have inserted gets a final
+        outcome, so one that was committed is never left ``running`` with nobody to run it (it would
+        hold its schedule's ``max_instances`` slot for as long as this node lives). Outcomes are
+        written before any later claim (``take``), so a row that was not committed is only refused
+        (no row), and a claim made again with the same runs inserts them afresh."""
+        now = self._clock.now()
+        reason = f"{UNANSWERED} ({type(exc).__name__}: {exc})"
+        for claim, _, _ in group:
+            for run in claim.runs:
+                if run.status in ACTIVE_STATUSES:
+                    outcome = Outcome(run.run_key, MISSED, now, reason=reason, node_id=self._node)
+                    self._writer.put(outcome, claim.name)
 
     @property
     def answer_seconds(self) -> float:

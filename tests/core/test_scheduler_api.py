@@ -1002,3 +1002,47 @@ class TestOrphans:
             (utc(2024, 1, 1, 0, 2), "missed"),
             (utc(2024, 1, 1, 0, 1), "missed"),
         ]
+
+
+class TestStopWhileTheLoopIsStuckInAClaim:
+    """A store that hangs on a claim at stop(): stop() keeps to its timeout, and what it returns
+    is true (True: nothing of this scheduler runs any more)."""
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bug (review s15): TimerLoop.stop forgets a loop thread its join gave up on; the claim "
+        "it was stuck in starts its run after stop() returned True",
+    )
+    def test_no_run_starts_after_stop_returned_true(self) -> None:
+        entered, release = threading.Event(), threading.Event()
+        hang = threading.Event()
+
+        class Hanging(MemoryStore):
+            def claim_many(self, claims: Any, outcomes: Any = ()) -> Any:
+                if hang.is_set():
+                    entered.set()
+                    release.wait(10)
+                return super().claim_many(claims, outcomes)
+
+        started_after: List[datetime] = []
+        stopped = threading.Event()
+
+        def job() -> None:
+            if stopped.is_set():
+                started_after.append(datetime.now(UTC))
+
+        config = SchedulerConfig(persist_schedules=False, claim_ahead=False)
+        scheduler = PipelineScheduler(config, store=Hanging())
+        scheduler.schedule_once("stuck", job, at=datetime.now(UTC) + timedelta(seconds=0.3))
+        hang.set()
+        scheduler.start()
+        try:
+            assert entered.wait(5)
+            finished = scheduler.stop(timeout=0.3)
+            stopped.set()
+            release.set()  # answered well within a second: the claim stands
+            time.sleep(0.5)
+            assert not (finished and started_after)
+        finally:
+            release.set()
+            scheduler.stop(timeout=2)

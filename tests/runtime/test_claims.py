@@ -932,3 +932,58 @@ class TestARowHeldAtEachLook:
                 w.claims.process(due, w.clock.now())
         rows = [(r.fire_time, r.status) for r in store.history(name)]
         assert (DUE, "missed") in rows, rows
+
+
+def _answers_lost(w: SimpleNamespace) -> Any:
+    """The store commits each claim but its answer is lost (PostgreSQL's connection reset during
+    COMMIT): the claims raise. Returns the real ``claim_many``."""
+    real = w.store.claim_many
+
+    def claim_many(claims: Any, outcomes: Any = ()) -> Any:
+        real(claims, outcomes)
+        raise StoreError("server closed the connection unexpectedly")
+
+    w.store.claim_many = claim_many
+    return real
+
+
+class TestAClaimCommittedWhoseAnswerWasLost:
+    """A claim whose transaction raised may have been committed all the same: its rows must reach
+    a final status, not stay ``running`` under a live node (holding ``max_instances`` for good)."""
+
+    def test_at_the_instant_its_rows_are_recorded_missed_not_left_running(self) -> None:
+        w = world()
+        real = _answers_lost(w)
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        w.store.claim_many = real
+        assert w.started == [] and w.writer.flush(5)
+        assert w.store.active_runs() == []
+        for name in w.names:
+            (row,) = w.store.history(name)
+            assert row.status == MISSED and "did not answer its claim" in (row.reason or "")
+
+    def test_ahead_its_rows_are_recorded_missed_and_the_instant_runs_nowhere(self) -> None:
+        w = world(ahead=True)
+        real = _answers_lost(w)
+        left = stage(w)
+        w.store.claim_many = real
+        w.clock.set(DUE)
+        w.claims.process(left, DUE)
+        assert w.started == [] and w.writer.flush(5)
+        assert w.store.active_runs() == []
+        assert all(w.store.history(name)[0].status == MISSED for name in w.names)
+
+    def test_a_claim_that_failed_without_committing_runs_when_made_again(self) -> None:
+        w = world(ahead=True)
+        real = w.store.claim_many
+        w.store.claim_many = lambda claims, outcomes=(): (_ for _ in ()).throw(StoreError("timeout"))
+        left = stage(w)
+        w.store.claim_many = real
+        w.clock.set(DUE)
+        w.claims.process(left, DUE)  # the same planned runs: inserted afresh after their outcomes
+        assert sorted(name for name, _ in w.started) == w.names
+        assert w.writer.flush(5)
+        assert [r.status for r in w.store.active_runs()] == [RUNNING] * 3
