@@ -351,6 +351,34 @@ class TestTheLoopPausesForABurst:
     def test_runs_of_a_burst_start_while_collection_is_off_and_it_is_on_after(self) -> None:
         assert False in self.burst()  # runs started during the pause
 
+    def test_the_pause_lasts_while_runs_handed_over_wait_for_a_thread(self) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        from flowyml_lite import PipelineScheduler, SchedulerConfig
+
+        seen: list = []  # type: ignore[type-arg]  # (when the run started, collection on then)
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False, max_concurrent_runs=1))
+        at = datetime.now(timezone.utc) + timedelta(seconds=1)
+
+        def job() -> None:
+            seen.append((time.monotonic(), collecting()))
+            time.sleep(0.0005)  # one thread: the burst takes 0.2 s or more to start
+
+        for i in range(2 * BURST_FIRES):
+            scheduler.schedule_once(f"b{i}", job, at=at)
+        try:
+            scheduler.start()
+            deadline = time.monotonic() + 60
+            while len(seen) < 2 * BURST_FIRES and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            scheduler.stop(timeout=5)
+        first = seen[0][0]
+        # Well past the hand-over's tail (0.05 s) and short of the pause's own limit (1 s), the
+        # runs still waiting for the one thread start with collection off.
+        middle = [on for started, on in seen[:-5] if 0.1 < started - first < 0.6]
+        assert len(middle) > 20 and not any(middle)
+
     def test_with_the_pause_off_collection_stays_on_throughout(self) -> None:
         assert set(self.burst(gc_pause_in_bursts=False)) == {True}
 
