@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import (
@@ -69,6 +70,7 @@ STUCK_FACTOR = 4.0
 PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
 #: Why a run whose claim's transaction raised is recorded (if that transaction committed after all).
+STOPPED_WHILE_CLAIMING = "not run: the scheduler was stopped while this fire's claim waited for the store"
 UNANSWERED = "not run: the store did not answer its claim, which may have been committed all the same"
 
 Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
@@ -180,11 +182,19 @@ class Claims:
         raise ScheduleError(f"could not claim a manual run of {name!r}: its state kept changing")
 
     # -- a wake's worth of due fires ------------------------------------------------------
-    def process(self, due: List[Tuple[str, datetime]], now: datetime, small_first: bool = True) -> None:
+    def process(
+        self,
+        due: List[Tuple[str, datetime]],
+        now: datetime,
+        small_first: bool = True,
+        stopping: Optional[threading.Event] = None,
+    ) -> None:
         """Claim the due fires this node owns (in groups), pass over the rest, start the winners.
 
         ``small_first``: the first group is small, so the first runs start while the rest are
-        claimed (the loop passes False when it goes on with a burst it has already started)."""
+        claimed (the loop passes False when it goes on with a burst it has already started).
+        ``stopping``: the calling loop's; once set, the runs a claim won are recorded ``skipped``,
+        not started (a claim stuck in the store past ``stop()`` starts nothing after it)."""
         table = self._table
         if self.claimed_ahead:
             self.claimed_ahead.start_due(now)  # claimed before their instant: only the hand-over is left
@@ -215,7 +225,7 @@ class Claims:
                     planned = self._plan_group(group, now)
                     if planned:
                         concerning = {c.name for c, _, _ in planned} if burst else None
-                        answered = self._claim_group(planned, now, concerning)
+                        answered = self._claim_group(planned, now, concerning, stopping=stopping)
                         refused.extend((claim, now) for claim in answered or ())
                         if start < len(due):
                             time.sleep(0)  # let the run threads just woken take the GIL and start their runs
@@ -362,6 +372,7 @@ class Claims:
         now: datetime,
         concerning: Optional[Set[str]],
         ahead: bool = False,
+        stopping: Optional[threading.Event] = None,
     ) -> Optional[List[Claim]]:
         """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
         given) in one transaction and hand the won runs over (or, ``ahead`` of their instants, hold
@@ -446,12 +457,26 @@ class Claims:
                     _log_ended(claim.name, stored, len(active))
         if held:
             self.claimed_ahead.add(held)
+        if won and stopping is not None and stopping.is_set():
+            ended.extend(self._not_started(won, STOPPED_WHILE_CLAIMING))
+            won = []
         with self._batch():
             for name, func, runs, opts in won:
                 self._submit(name, func, runs, opts)
         for run in ended:
             self._announce(run)
         return refused
+
+    def _not_started(self, won: List[Tuple[str, Any, List[RunRecord], Options]], why: str) -> List[RunRecord]:
+        """End the runs of ``won`` ``skipped`` for ``why`` instead of starting them."""
+        now = self._clock.now()
+        logger.warning("%d run(s) claimed as the scheduler stopped: not started (%s)", len(won), why)
+        ended = []
+        for name, _, runs, _ in won:
+            for run in runs:
+                self._writer.put(Outcome(run.run_key, SKIPPED, now, reason=why, node_id=self._node), name)
+                ended.append(run.with_status(SKIPPED, why))
+        return ended
 
     def _settle_unanswered(self, group: Sequence[Planned], exc: Exception) -> None:
         """A claim transaction that raised may have committed all the same (a connection reset

@@ -71,7 +71,7 @@ class TimerLoop:
         self,
         table: ScheduleTable,
         clock: Clock,
-        process: Callable[[List[Fire], datetime, bool], None],
+        process: Callable[[List[Fire], datetime, bool, threading.Event], None],
         troubles: Troubles,
         idle_seconds: float,
         prepare: Optional[Callable[[List[Fire], datetime, Optional[float]], AbstractSet[Fire]]] = None,
@@ -98,6 +98,8 @@ class TimerLoop:
         self._troubles = troubles
         self._pause = gc_pause if gc_pause is not None else GCPause(False)
         self._idle = min(idle_seconds, MAX_SLEEP_SECONDS)
+        #: Set by ``stop()``. Each loop thread has its own: a thread still stuck in a store call
+        #: after a stop never sees the event of the next ``start()`` (it ends when the call does).
         self.stopping = threading.Event()
         self._gates = isinstance(clock, SystemClock)  # only real time has an interpreter to queue for
         self._gated = False
@@ -110,39 +112,48 @@ class TimerLoop:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        self.stopping.clear()
+        stopping = self.stopping = threading.Event()
         self.beat = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="flowyml_lite-scheduler", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(stopping,), name="flowyml_lite-scheduler", daemon=True
+        )
         self._thread.start()
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float) -> bool:
+        """Stop the loop thread; False if it did not end within ``timeout`` (stuck in a store
+        call: it ends when the call returns, and starts none of the runs that call won)."""
         self.stopping.set()
         with self._table.lock:
             self._table.cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.join(timeout=timeout)
+        return not thread.is_alive()
 
     def stale(self, limit: float) -> bool:
         """True if the loop has not gone round for ``limit`` seconds (stuck in a claim or dead)."""
         return time.monotonic() - self.beat > limit
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         try:
-            self._loop()
+            self._loop(stopping)
         finally:
-            self._gate(False)
-            self._pause.close()
-            with self._table.lock:
-                staged = self._staged.clear()
-                self._table.staged_at = None
-                self._claimed.clear()
-            self._put_back(staged, None)
+            # A loop stuck past its stop leaves the shared state alone if a later start() runs a
+            # loop of its own: what it staged and claimed ahead is that loop's now.
+            if stopping is self.stopping:
+                self._gate(False)
+                self._pause.close()
+                with self._table.lock:
+                    staged = self._staged.clear()
+                    self._table.staged_at = None
+                    self._claimed.clear()
+                self._put_back(staged, None)
 
-    def _loop(self) -> None:
+    def _loop(self, stopping: threading.Event) -> None:
         table = self._table
         more = False  # the last pass left due fires in the heap: this one goes on with them
-        while not self.stopping.is_set():
+        while not stopping.is_set():
             due: List[Fire] = []
             now = None
             try:
@@ -171,11 +182,11 @@ class TimerLoop:
                             self._clock.wait(table.cond, timeout)
                             continue
                 if stage:
-                    self._stage(now)
+                    self._stage(now, stopping)
                     continue
                 claimed = len(self._claimed.pop_due(now)) if arrived and self._claimed else 0
                 self._pause.hold(len(due) + claimed)
-                self._process(due, now, not more)  # a burst's first pass starts with a small group
+                self._process(due, now, not more, stopping)  # a burst's first pass: a small group first
                 more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
                 self._pause_until = time.monotonic() + PAUSE_TAIL_SECONDS
@@ -186,7 +197,7 @@ class TimerLoop:
                 # What was taken from the heap is looked at again (a fire claimed meanwhile is
                 # stale by then and skipped): an error here never silences a schedule.
                 self._put_back(due, now)
-                self.stopping.wait(0.1)
+                stopping.wait(0.1)
 
     def _next_step(self, now: datetime) -> Tuple[bool, float, bool]:
         """With nothing due: whether to stage fires now; else how long to sleep, and whether an
@@ -261,7 +272,7 @@ class TimerLoop:
             staged.extend(fire for fire in popped if fire not in known)
         return staged, full, True
 
-    def _stage(self, now: datetime) -> None:
+    def _stage(self, now: datetime, stopping: threading.Event) -> None:
         """Pop the fires due within the stage window (and its span), plan and claim them a chunk
         at a time, the chunks small while an instant popped already is near: what is not claimed
         ahead is taken at its instant."""
@@ -272,7 +283,7 @@ class TimerLoop:
         if base is None:
             return
         limit = min(base + timedelta(seconds=2 * self._span()), now + timedelta(seconds=STAGE_SECONDS))
-        while not self.stopping.is_set():
+        while not stopping.is_set():
             with table.lock:
                 pending = self._pending()
                 room = None if pending is None else (pending - self._clock.now()).total_seconds()
