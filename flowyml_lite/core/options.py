@@ -40,6 +40,8 @@ OPTION_NAMES = (
 )
 #: The longest wait between two attempts of a run (a backoff never grows past it).
 MAX_RETRY_DELAY_SECONDS = 30 * 86400.0
+#: The most catch-up runs one fire may queue (``catchup="all"``): each is a row and a run.
+MAX_CATCHUP = 10_000
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,11 @@ def validate_options(
     for arg, value in (("max_catchup", max_catchup), ("max_instances", max_instances)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ScheduleError(f"{arg} must be an integer >= 1, got {value!r}")
+    if max_catchup > MAX_CATCHUP:
+        raise ScheduleError(
+            f"max_catchup must be at most {MAX_CATCHUP:,} (the catch-up runs one fire may queue), "
+            f"got {max_catchup!r}"
+        )
     grace = float(misfire_grace_seconds)
     if (
         timeout_seconds is None
@@ -209,7 +216,7 @@ def validate_options(
         backoff,
         retry_on_names(retry_on),
         _executor(executor),
-        _seconds("jitter_seconds", jitter_seconds, positive=False),
+        _jitter(jitter_seconds),
         start,
         end,
     )
@@ -396,6 +403,16 @@ def _number(arg: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ScheduleError(f"{arg} must be a finite number, got {value!r}")
     return float(value) + 0.0  # + 0.0: -0.0 becomes 0.0, one spelling in JSON and the hash
+
+
+def _jitter(value: object) -> float:
+    """``jitter_seconds``: a finite number of seconds from 0 to 30 days (a run waits that long at most)."""
+    jitter = _seconds("jitter_seconds", value, positive=False)
+    if jitter > MAX_RETRY_DELAY_SECONDS:
+        raise ScheduleError(
+            f"jitter_seconds must be at most {MAX_RETRY_DELAY_SECONDS:.0f} (30 days), got {value!r}"
+        )
+    return jitter
 
 
 def _seconds(arg: str, value: Any, positive: bool) -> float:

@@ -232,6 +232,8 @@ class TestParseOptions:
             ("executor", None, "executor must be an executor's name"),
             ("jitter_seconds", -0.5, "jitter_seconds must be a finite number of seconds >= 0"),
             ("jitter_seconds", math.inf, "jitter_seconds must be a finite number of seconds >= 0"),
+            ("jitter_seconds", 1e300, "jitter_seconds must be at most 2592000 (30 days)"),
+            ("max_catchup", 10**9, "max_catchup must be at most 10,000"),
             ("start_date", datetime(2025, 1, 1), "datetime(2025, 1, 1, 0, 0) has no time zone"),
             ("start_date", "2025-01-01T09:00", "'2025-01-01T09:00' has no time zone: pass an aware"),
             ("end_date", "next tuesday", "end_date must be an ISO 8601 date and time with an offset"),
