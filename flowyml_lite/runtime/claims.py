@@ -187,14 +187,14 @@ class Claims:
         due: List[Tuple[str, datetime]],
         now: datetime,
         small_first: bool = True,
-        stopping: Optional[threading.Event] = None,
+        given_up: Optional[threading.Event] = None,
     ) -> None:
         """Claim the due fires this node owns (in groups), pass over the rest, start the winners.
 
         ``small_first``: the first group is small, so the first runs start while the rest are
         claimed (the loop passes False when it goes on with a burst it has already started).
-        ``stopping``: the calling loop's; once set, the runs a claim won are recorded ``skipped``,
-        not started (a claim stuck in the store past ``stop()`` starts nothing after it)."""
+        ``given_up``: set once ``stop()`` gave up waiting for the calling loop; the runs a claim
+        won after that are recorded ``skipped``, not started after ``stop()`` returned."""
         table = self._table
         if self.claimed_ahead:
             self.claimed_ahead.start_due(now)  # claimed before their instant: only the hand-over is left
@@ -225,7 +225,7 @@ class Claims:
                     planned = self._plan_group(group, now)
                     if planned:
                         concerning = {c.name for c, _, _ in planned} if burst else None
-                        answered = self._claim_group(planned, now, concerning, stopping=stopping)
+                        answered = self._claim_group(planned, now, concerning, given_up=given_up)
                         refused.extend((claim, now) for claim in answered or ())
                         if start < len(due):
                             time.sleep(0)  # let the run threads just woken take the GIL and start their runs
@@ -372,7 +372,7 @@ class Claims:
         now: datetime,
         concerning: Optional[Set[str]],
         ahead: bool = False,
-        stopping: Optional[threading.Event] = None,
+        given_up: Optional[threading.Event] = None,
     ) -> Optional[List[Claim]]:
         """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
         given) in one transaction and hand the won runs over (or, ``ahead`` of their instants, hold
@@ -457,7 +457,7 @@ class Claims:
                     _log_ended(claim.name, stored, len(active))
         if held:
             self.claimed_ahead.add(held)
-        if won and stopping is not None and stopping.is_set():
+        if won and given_up is not None and given_up.is_set():
             ended.extend(self._not_started(won, STOPPED_WHILE_CLAIMING))
             won = []
         with self._batch():

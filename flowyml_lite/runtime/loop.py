@@ -101,6 +101,9 @@ class TimerLoop:
         #: Set by ``stop()``. Each loop thread has its own: a thread still stuck in a store call
         #: after a stop never sees the event of the next ``start()`` (it ends when the call does).
         self.stopping = threading.Event()
+        #: Set when ``stop()`` gave up waiting for the loop thread: the runs its late claim won are
+        #: recorded skipped, not started (a claim that returns while stop() waits starts them).
+        self._given_up = threading.Event()
         self._gates = isinstance(clock, SystemClock)  # only real time has an interpreter to queue for
         self._gated = False
         self._hold_until = 0.0
@@ -113,9 +116,10 @@ class TimerLoop:
 
     def start(self) -> None:
         stopping = self.stopping = threading.Event()
+        given_up = self._given_up = threading.Event()
         self.beat = time.monotonic()
         self._thread = threading.Thread(
-            target=self._run, args=(stopping,), name="flowyml_lite-scheduler", daemon=True
+            target=self._run, args=(stopping, given_up), name="flowyml_lite-scheduler", daemon=True
         )
         self._thread.start()
 
@@ -129,15 +133,18 @@ class TimerLoop:
         if thread is None:
             return True
         thread.join(timeout=timeout)
-        return not thread.is_alive()
+        if thread.is_alive():
+            self._given_up.set()
+            return False
+        return True
 
     def stale(self, limit: float) -> bool:
         """True if the loop has not gone round for ``limit`` seconds (stuck in a claim or dead)."""
         return time.monotonic() - self.beat > limit
 
-    def _run(self, stopping: threading.Event) -> None:
+    def _run(self, stopping: threading.Event, given_up: threading.Event) -> None:
         try:
-            self._loop(stopping)
+            self._loop(stopping, given_up)
         finally:
             # A loop stuck past its stop leaves the shared state alone if a later start() runs a
             # loop of its own: what it staged and claimed ahead is that loop's now.
@@ -150,7 +157,7 @@ class TimerLoop:
                     self._claimed.clear()
                 self._put_back(staged, None)
 
-    def _loop(self, stopping: threading.Event) -> None:
+    def _loop(self, stopping: threading.Event, given_up: threading.Event) -> None:
         table = self._table
         more = False  # the last pass left due fires in the heap: this one goes on with them
         while not stopping.is_set():
@@ -186,7 +193,7 @@ class TimerLoop:
                     continue
                 claimed = len(self._claimed.pop_due(now)) if arrived and self._claimed else 0
                 self._pause.hold(len(due) + claimed)
-                self._process(due, now, not more, stopping)  # a burst's first pass: a small group first
+                self._process(due, now, not more, given_up)  # a burst's first pass: a small group first
                 more = full
                 self._hold_until = time.monotonic() + TAIL_SECONDS
                 self._pause_until = time.monotonic() + PAUSE_TAIL_SECONDS

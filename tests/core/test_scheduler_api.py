@@ -1008,6 +1008,30 @@ class TestStopWhileTheLoopIsStuckInAClaim:
     """A store that hangs on a claim at stop(): stop() keeps to its timeout, and what it returns
     is true (True: nothing of this scheduler runs any more)."""
 
+    def test_a_claim_answered_while_stop_waits_runs_its_fire(self) -> None:
+        entered, release = threading.Event(), threading.Event()
+
+        class Slow(MemoryStore):
+            def claim_many(self, claims: Any, outcomes: Any = ()) -> Any:
+                entered.set()
+                release.wait(10)
+                return super().claim_many(claims, outcomes)
+
+        ran: List[str] = []
+        config = SchedulerConfig(persist_schedules=False, claim_ahead=False)
+        scheduler = PipelineScheduler(config, store=Slow())
+        at = datetime.now(UTC) + timedelta(seconds=0.3)
+        scheduler.schedule_once("slow", lambda: ran.append("slow"), at=at)
+        scheduler.start()
+        try:
+            assert entered.wait(5)
+            threading.Timer(0.2, release.set).start()  # answered while stop() waits for the loop
+            assert scheduler.stop(timeout=5) is True
+        finally:
+            release.set()
+        assert ran == ["slow"]
+        assert [e["status"] for e in scheduler.get_history("slow")] == ["succeeded"]
+
     def test_no_run_starts_after_stop_returned_true(self) -> None:
         entered, release = threading.Event(), threading.Event()
         hang = threading.Event()

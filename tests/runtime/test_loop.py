@@ -41,7 +41,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         handed: List[Tuple[datetime, List[Fire]]] = []
         done = threading.Event()
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             handed.append((now, list(due)))
             if sum(len(d) for _, d in handed) >= 600:
                 done.set()
@@ -78,7 +78,7 @@ class TestTheNextInstantIsPlannedInItsLead:
             time.sleep(0.01)  # planning a chunk of a big burst takes a while
             return set()
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             handed.extend(due)
             if len(handed) >= 3000:
                 done.set()
@@ -119,7 +119,7 @@ class TestTheNextInstantIsPlannedInItsLead:
         troubles = Troubles()
         done = threading.Event()
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             calls.append(list(due))
             if len(calls) == 1:
                 raise RuntimeError("a bug on the fire path")
@@ -144,7 +144,7 @@ class TestTheNextInstantIsPlannedInItsLead:
                 table.reown()
             return set()
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             handed.extend(due)
             done.set()
 
@@ -166,7 +166,7 @@ def passes_with(
     passes: List[Tuple[datetime, List[Fire]]] = []
     done = threading.Event()
 
-    def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+    def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
         passes.append((now, list(due)))
         done.set()
 
@@ -223,7 +223,7 @@ class TestASteadyFlowOfFiresIsClaimedInGroups:
             prepared.append(list(due))
             return set(due)
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             assert due == []  # every fire was claimed ahead
             passes.append(now)
             if now >= fires[-1][1]:
@@ -249,7 +249,7 @@ class TestASteadyFlowOfFiresIsClaimedInGroups:
         handed: List[Tuple[datetime, List[Fire]]] = []
         done = threading.Event()
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             handed.append((now, list(due)))
             if sum(len(d) for _, d in handed) == 2:
                 done.set()
@@ -285,7 +285,7 @@ class TestARetryIsTakenAtItsOwnTime:
         prepared: List[List[Fire]] = []
         handed: List[datetime] = []
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             if due:
                 handed.append(now)
                 with table.cond:  # still backed up: again in half a second
@@ -309,7 +309,7 @@ class TestALoopStuckInAClaimAtStop:
         table, _ = table_due_in(0.05, 1)
         inside, release = threading.Event(), threading.Event()
 
-        def process(due: List[Fire], now: datetime, small_first: bool, stopping: Any = None) -> None:
+        def process(due: List[Fire], now: datetime, small_first: bool, given_up: Any = None) -> None:
             if due:
                 inside.set()
                 release.wait(5)  # the store hangs on this claim
