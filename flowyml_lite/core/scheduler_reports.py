@@ -70,11 +70,14 @@ class Reports:
 
     def schedule(self, record: ScheduleRecord, options: Optional[Options] = None) -> Schedule:
         """The Schedule of a stored row, its instants shown in its zone (``options``: already parsed)."""
+        func = self._table.funcs.get(record.name)
+        o = Options.from_dict(record.options) if options is None else options
         return to_schedule(
             record,
-            self._table.funcs.get(record.name),
+            func,
             lambda moment: self._localize(record.timezone, moment) or moment,
-            options,
+            o,
+            None if func is None else self._runner.executor_name(func, o),  # known per function
         )
 
     def schedules(self, include_orphans: bool) -> List[Schedule]:

@@ -94,6 +94,10 @@ class Runner:
         self._on_result = self._done  # each run's done callback calls this one bound method
         self._on_started = self._started_late
 
+    def executor_name(self, func: Callable[[], Any], opts: Options) -> str:
+        """The executor runs of ``func`` with ``opts`` go to (``async`` for an ``async def``)."""
+        return self._executors.name_for(func, opts)
+
     def check(self, func: Callable[[], Any], opts: Options) -> None:
         """At declaration: ScheduleError if the schedule's executor cannot run ``func``."""
         self._executors.check(func, opts)
