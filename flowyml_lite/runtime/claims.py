@@ -173,7 +173,13 @@ class Claims:
                     "declare it again with a new time to run it"
                 )
             held = self.claimed_ahead.manual_beside(name)  # claimed ahead, not running yet
-            stored = self._store.claim(name, current, current, [run], opts.max_instances + held)
+            try:
+                stored = self._store.claim(name, current, current, [run], opts.max_instances + held)
+            except Exception as exc:  # it may have committed all the same: never left running
+                reason = f"{UNANSWERED} ({type(exc).__name__}: {exc})"
+                missed = Outcome(run.run_key, MISSED, self._clock.now(), reason=reason, node_id=self._node)
+                self._writer.put(missed, name)
+                raise
             if stored is not None:
                 return stored
             # Lost a race with the loop, or this instant is taken (two manual runs within one tick).

@@ -1068,3 +1068,35 @@ class TestStopWhileTheLoopIsStuckInAClaim:
         finally:
             release.set()
             scheduler.stop(timeout=2)
+
+
+class TestARunNowWhoseClaimAnswerWasLost:
+    """run_now's claim may commit and still raise (a connection reset during COMMIT): the caller
+    gets the error, and the row it may have written is not left ``running``."""
+
+    def test_the_error_is_raised_and_the_row_ends_missed(self) -> None:
+        from flowyml_lite.errors import StoreError
+
+        class LosesAnswer(MemoryStore):
+            lose = False
+
+            def claim(self, *args: Any, **kwargs: Any) -> Any:
+                stored = super().claim(*args, **kwargs)
+                if self.lose:
+                    raise StoreError("connection reset during COMMIT")
+                return stored
+
+        store = LosesAnswer()
+        scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), store=store)
+        scheduler.schedule_interval("report", lambda: None, hours=1)
+        store.lose = True
+        with pytest.raises(StoreError, match="connection reset"):
+            scheduler.run_now("report")
+        store.lose = False
+        assert scheduler.wait_for_runs(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and store.active_runs():
+            time.sleep(0.02)
+        assert store.active_runs() == []
+        (entry,) = scheduler.get_history("report")
+        assert entry["status"] == "missed" and "did not answer its claim" in entry["reason"]
