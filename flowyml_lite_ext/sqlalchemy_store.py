@@ -259,11 +259,12 @@ def _claim_group_sql(with_outcomes: bool) -> Any:
     beforehand would cost a join with the whole runs table in every group). The statement is run
     on its own, in autocommit: one round trip for the whole group, outcomes included.
 
-    ``ok.is_full`` is the overlap rule: the schedule's active runs before this claim's own (when
-    full, every active run of the claim is stored skipped, so ``last``, its latest active fire,
-    does not count). Every part of a statement reads one snapshot, taken before the outcomes are
-    written, so the count leaves out the active runs this statement's outcomes end: a run that just
-    finished does not hold a slot against the next fire.
+    ``judged.is_full`` is the overlap rule: the schedule's active runs before this claim's own
+    (when full, every active run of the claim is stored skipped, so ``last``, its latest active
+    fire, does not count; a claim made ahead of its instant is refused instead: not in ``ok``).
+    Every part of a statement reads one snapshot, taken before the outcomes are written, so the
+    count leaves out the active runs this statement's outcomes end: a run that just finished does
+    not hold a slot against the next fire.
     """
     outcomes = ""
     freed = ""
@@ -277,21 +278,24 @@ def _claim_group_sql(with_outcomes: bool) -> Any:
         f"""
 WITH {outcomes}c AS (
     SELECT * FROM json_to_recordset(CAST(:claims AS json))
-        AS c (idx int, name text, expected bigint, new_next bigint, max_instances int, last bigint)
+        AS c (idx int, name text, expected bigint, new_next bigint, max_instances int, last bigint,
+              ahead boolean)
 ), r AS (
     SELECT * FROM json_to_recordset(CAST(:runs AS json))
         AS r (idx int, {", ".join(f"{n} {t}" for n, t in _RUN_FIELDS)})
 ), locked AS (
-    SELECT c.idx, c.name, c.new_next, c.max_instances, c.last
+    SELECT c.idx, c.name, c.new_next, c.max_instances, c.last, c.ahead
     FROM schedules s JOIN c ON s.name = c.name
     WHERE s.enabled = 1 AND s.next_fire = c.expected
     FOR UPDATE OF s SKIP LOCKED
-), ok AS (
-    SELECT l.idx, l.name, l.new_next, l.last,
+), judged AS (
+    SELECT l.idx, l.name, l.new_next, l.last, l.ahead,
         EXISTS (SELECT 1 FROM r WHERE r.idx = l.idx AND {_ACTIVE_R})
         AND (SELECT count(*) FROM runs WHERE schedule = l.name AND {ACTIVE_CONDITION}{freed})
             >= l.max_instances AS is_full
     FROM locked l
+), ok AS (
+    SELECT idx, name, new_next, last, is_full FROM judged WHERE NOT (is_full AND ahead)
 ), stored AS (
     SELECT r.idx, r.run_key, ok.name AS schedule, r.fire_time,
         CASE WHEN ok.is_full AND {_ACTIVE_R} THEN 'skipped' ELSE r.status END AS status,
@@ -354,6 +358,7 @@ class _PreparedClaim(NamedTuple):
     #: The records given, where storing changes nothing in them (no text converted or cut), else
     #: None: a granted claim returns these as they are instead of decoding its rows again.
     records: List[Optional[RunRecord]]
+    ahead: bool = False  # refused rather than skipped for overlap (Claim.ahead)
 
 
 def _text(value: Any) -> Optional[str]:
@@ -1121,6 +1126,7 @@ class SQLAlchemyStore(Store):
             rows,
             int(claim.max_instances),
             records,
+            bool(claim.ahead),
         )
 
     @staticmethod
@@ -1187,6 +1193,8 @@ class SQLAlchemyStore(Store):
                 sa.select(sa.func.count()).select_from(RUNS).where(RUNS.c.schedule == claim.name, _ACTIVE)
             )
             if conn.execute(count_active).scalar_one() >= claim.max_instances:
+                if claim.ahead:
+                    raise _Abort  # made again at its instant (Claim.ahead)
                 for row in rows:
                     if row["status"] in ACTIVE_STATUSES:
                         row["status"], row["reason"] = SKIPPED, "overlap"
@@ -1218,6 +1226,7 @@ class SQLAlchemyStore(Store):
                 "new_next": c.new,
                 "max_instances": c.max_instances,
                 "last": max((r["fire_time"] for r in c.rows if r["status"] in ACTIVE_STATUSES), default=None),
+                "ahead": c.ahead,
             }
             for index, c in enumerate(prepared)
         ]

@@ -316,7 +316,8 @@ class Claims:
                     self._ahead[(name, fire)] = Ahead(record, record.options, trigger, claim, opts)
                     free = name not in busy and not ahead.holding(name)
                     if self._claim_ahead and func is not None and free:
-                        planned.append((claim, func, opts))
+                        # full (another process's runs): refused, and made again at the instant
+                        planned.append((claim._replace(ahead=True), func, opts))
         if not planned or self._writer.backlogged:
             return set()
         lock = self._writer.commit_lock

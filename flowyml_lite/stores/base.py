@@ -101,6 +101,10 @@ class Claim(NamedTuple):
     new_next: Optional[datetime]
     runs: Sequence[RunRecord]
     max_instances: int
+    #: Made before its instant: when ``max_instances`` runs are active it is refused (None, nothing
+    #: written), not stored ``skipped`` for overlap; at its instant the claim is made again, and
+    #: the runs active then decide (a peer's run claimed ahead for an earlier instant may be over).
+    ahead: bool = False
 
 
 @dataclass

@@ -349,14 +349,14 @@ class MemoryStore(Store):
     @staticmethod
     def _prepare_claim(
         claim: Claim,
-    ) -> Tuple[str, datetime, Optional[datetime], List[RunRecord], int]:
+    ) -> Tuple[str, datetime, Optional[datetime], List[RunRecord], int, bool]:
         name, expected, new_next = claim.name, claim.expected_next, claim.new_next
         if expected.tzinfo is not _UTC:
             expected = check_aware(expected, "expected_next")
         if new_next is not None and new_next.tzinfo is not _UTC:
             new_next = check_aware(new_next, "new_next")
         runs = [_prepare_run(name, run) for run in claim.runs]
-        return (name, expected, new_next, runs, claim.max_instances)
+        return (name, expected, new_next, runs, claim.max_instances, claim.ahead)
 
     def _claim(
         self,
@@ -365,6 +365,7 @@ class MemoryStore(Store):
         new_next: Optional[datetime],
         prepared: List[RunRecord],
         max_instances: int,
+        ahead: bool = False,
     ) -> Optional[List[RunRecord]]:
         """One claim, with the lock held: None (nothing changed) unless it is wholly valid."""
         stored = self._schedules.get(name)
@@ -387,6 +388,8 @@ class MemoryStore(Store):
                 return None
         active = self._active[name]
         if len(active) >= max_instances:
+            if ahead and any(r.status in ACTIVE_STATUSES for r in prepared):
+                return None  # claimed again at its instant: the runs active then decide
             prepared = [
                 r.with_status(SKIPPED, "overlap") if r.status in ACTIVE_STATUSES else r for r in prepared
             ]

@@ -1018,6 +1018,31 @@ class TestGroupClaims:
         ]
         assert store.get_schedule("etl").last_fire == at(0)  # type: ignore[union-attr]
 
+    def test_a_claim_ahead_that_would_overlap_is_refused_and_writes_nothing(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        store.declare_schedule(sched("other"))
+        assert claim_one(store, "etl", 0) is not None  # another process's run, active
+        ahead = claim_of("etl", 1)._replace(ahead=True)
+        results = store.claim_many([ahead, claim_of("other", 0)._replace(ahead=True)])
+        assert results[0] is None and results[1] is not None  # refused alone, the other granted
+        got = store.get_schedule("etl")
+        assert got is not None and got.next_fire == at(1)  # left for the claim at the instant
+        assert history_statuses(store, "etl") == [RUNNING]
+        (at_instant,) = store.claim_many([claim_of("etl", 1)])  # still full then: skipped
+        assert at_instant is not None and [(r.status, r.reason) for r in at_instant] == [(SKIPPED, "overlap")]
+
+    def test_a_claim_ahead_alone_that_would_overlap_is_refused(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0) is not None
+        assert store.claim_many([claim_of("etl", 1)._replace(ahead=True)]) == [None]
+        assert history_statuses(store, "etl") == [RUNNING]
+
+    def test_a_claim_ahead_with_room_is_stored_as_any_claim(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        assert claim_one(store, "etl", 0, max_instances=2) is not None
+        (stored,) = store.claim_many([claim_of("etl", 1, max_instances=2)._replace(ahead=True)])
+        assert stored is not None and stored[0].status == RUNNING
+
     def test_two_claims_of_one_fire_in_a_group_store_it_once(self, store: Store) -> None:
         store.declare_schedule(sched())
         store.declare_schedule(sched("other"))
