@@ -37,6 +37,7 @@ from flowyml_lite.stores.base import (
 )
 from flowyml_lite.stores.schema import ACTIVE_CONDITION, SCHEMA_VERSION
 from flowyml_lite.stores.sqlite import DEFAULT_PATH, SQLiteStore
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 10, 6, 0, tzinfo=timezone.utc)
@@ -366,9 +367,7 @@ class TestSharedFile:
             )
             for i in range(processes)
         ]
-        deadline = time.monotonic() + 60
-        while not all(os.path.exists(f"{go}.{i}") for i in range(processes)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: all(os.path.exists(f"{go}.{i}") for i in range(processes)), 60)
         Path(go).touch()
         wins = []
         for child in children:
@@ -438,9 +437,7 @@ class TestSharedFile:
             )
             for i in range(processes)
         ]
-        deadline = time.monotonic() + 60
-        while not all(os.path.exists(f"{go}.{i}") for i in range(processes)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: all(os.path.exists(f"{go}.{i}") for i in range(processes)), 60)
         Path(go).touch()
         won = []
         for child in children:
@@ -627,9 +624,8 @@ class TestReadersNeverWaitForTheWriter:
         waiting = threading.Thread(target=lambda: store.heartbeat(NodeRecord("node-b", "h", 8, T0, at(1))))
         with write_lock_held_by_another_process(db):
             waiting.start()
-            deadline = time.monotonic() + 20
-            while not store._lock.locked() and time.monotonic() < deadline:  # the heartbeat holds it,
-                time.sleep(0.01)  # waiting in SQLite's busy handler for the other process
+            # The heartbeat holds it, waiting in SQLite's busy handler for the other process.
+            until(store._lock.locked, 20)
             assert store._lock.locked() and waiting.is_alive()
             assert [n.node_id for n in in_thread(store.list_nodes)] == ["node-a"]  # type: ignore[attr-defined]
             assert in_thread(lambda: store.stats().running) == 1
