@@ -17,27 +17,31 @@ A release that fails is kept, with its token, and done (compare-and-delete) by t
 reaches the server: a node's own stale lock never holds its schedule up for the rest of its TTL.
 A renewal (``renew_many``) whose key is gone, as after a restart without persistence, takes it
 again; one another holder has is reported lost.
+
+The Lua scripts are in redis_scripts.py; the releases kept until Redis answers in redis_pending.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set
 from urllib.parse import urlsplit, urlunsplit
 
 import redis  # ImportError here: the registry names the extra to install
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from flowyml_lite.errors import ConfigurationError, LockError
-from flowyml_lite.locks.base import LOST, RENEWED, RETAKEN, Lease, Lock
+from flowyml_lite.locks.base import LOST, RETAKEN, Lease, Lock
+from flowyml_lite_ext import redis_scripts as scripts
+from flowyml_lite_ext.redis_pending import PendingReleases
+from flowyml_lite_ext.redis_scripts import RENEWAL_ANSWERS, pipelined
 
 if TYPE_CHECKING:
     from flowyml_lite.core.scheduler_config import SchedulerConfig
@@ -49,93 +53,6 @@ logger = logging.getLogger("flowyml_lite.locks.redis")
 DEFAULT_PREFIX = "flowyml_lite:"
 _POLL_SECONDS = 0.005
 _MAX_POLL_SECONDS = 0.1
-
-# Delete the key only while it still holds our token.
-_RELEASE = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-    return redis.call("DEL", KEYS[1])
-end
-return 0
-"""
-# Extend the key's TTL only while it still holds our token (and the owner's set with it).
-_RENEW = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-    if KEYS[2] and redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
-        redis.call("PEXPIRE", KEYS[2], ARGV[2])
-    end
-    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
-end
-return 0
-"""
-# Renew while the key holds our token (1); take it again where it is gone, as after a restart
-# without persistence (2); 0 where another token holds it.
-_RENEW_OR_RETAKE = """
-local token = redis.call("GET", KEYS[1])
-if token and token ~= ARGV[1] then
-    return 0
-end
-if token then
-    redis.call("PEXPIRE", KEYS[1], ARGV[2])
-else
-    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-end
-if KEYS[2] then
-    redis.call("SADD", KEYS[2], KEYS[1])
-    if redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
-        redis.call("PEXPIRE", KEYS[2], ARGV[2])
-    end
-end
-if token then
-    return 1
-end
-return 2
-"""
-_RENEWAL_ANSWERS = {0: LOST, 1: RENEWED, 2: RETAKEN}
-# Take the lock for an owner: SET NX PX, then remember the key in the owner's set, which lives at
-# least as long as the owner's longest lease.
-_ACQUIRE_OWNED = """
-if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-    redis.call("SADD", KEYS[2], KEYS[1])
-    if redis.call("PTTL", KEYS[2]) < tonumber(ARGV[2]) then
-        redis.call("PEXPIRE", KEYS[2], ARGV[2])
-    end
-    return 1
-end
-return 0
-"""
-# Take many locks for one owner in one round trip: KEYS[1] is the owner's set, KEYS[2..] the locks,
-# ARGV[1] the TTL, ARGV[2..] the tokens. Returns 1 (taken) or 0 (held by someone) per lock.
-_ACQUIRE_MANY = """
-local ttl = ARGV[1]
-local taken = {}
-local any = false
-for i = 2, #KEYS do
-    if redis.call("SET", KEYS[i], ARGV[i], "NX", "PX", ttl) then
-        redis.call("SADD", KEYS[1], KEYS[i])
-        taken[i - 1] = 1
-        any = true
-    else
-        taken[i - 1] = 0
-    end
-end
-if any and redis.call("PTTL", KEYS[1]) < tonumber(ttl) then
-    redis.call("PEXPIRE", KEYS[1], ttl)
-end
-return taken
-"""
-# Delete every lock in the owner's set whose token still starts with the owner's prefix.
-_RELEASE_OWNER = """
-local released = 0
-local prefix = ARGV[1]
-for _, key in ipairs(redis.call("SMEMBERS", KEYS[1])) do
-    local token = redis.call("GET", key)
-    if token and string.sub(token, 1, string.len(prefix)) == prefix then
-        released = released + redis.call("DEL", key)
-    end
-end
-redis.call("DEL", KEYS[1])
-return released
-"""
 
 
 def mask_url(url: str) -> str:
@@ -159,7 +76,6 @@ def _ttl_ms(ttl_seconds: Optional[float]) -> int:
     if math.isinf(ttl_seconds):
         raise ValueError("ttl_seconds must be finite: a Redis lock always expires")
     return max(1, math.ceil(ttl_seconds * 1000))
-
 
 
 #: What redis-py's errors say when the server wants a password it was not given (or a wrong one).
@@ -208,11 +124,11 @@ class _RedisLease(Lease):
         try:
             deleted = self._owner._release_script(keys=[self.redis_key], args=[self._token])
         except RedisError as exc:
-            self._owner._release_later(self.redis_key, self._token, exc)
+            self._owner._pending.release_later(self.redis_key, self._token, exc)
             return
         if not deleted:
             self.lost = True
-        self._owner._release_pending_quietly()  # Redis answers: a release kept from an outage goes now
+        self._owner._pending.release_quietly()  # Redis answers: a release kept from an outage goes now
 
     def renew(self, ttl_seconds: float) -> bool:
         """Set the remaining TTL to ``ttl_seconds``; False if the lease expired, was taken, or released."""
@@ -279,28 +195,19 @@ class RedisLock(Lock):
                     "expected e.g. redis://localhost:6379/0 (set SchedulerConfig.redis_url)"
                 ) from exc
         self._client = client
-        self._release_script = client.register_script(_RELEASE)
-        self._renew_script = client.register_script(_RENEW)
-        self._acquire_owned_script = client.register_script(_ACQUIRE_OWNED)
-        self._release_owner_script = client.register_script(_RELEASE_OWNER)
-        self._acquire_many_script = client.register_script(_ACQUIRE_MANY)
-        self._renew_or_retake_script = client.register_script(_RENEW_OR_RETAKE)
+        self._release_script = client.register_script(scripts.RELEASE)
+        self._renew_script = client.register_script(scripts.RENEW)
+        self._acquire_owned_script = client.register_script(scripts.ACQUIRE_OWNED)
+        self._release_owner_script = client.register_script(scripts.RELEASE_OWNER)
+        self._acquire_many_script = client.register_script(scripts.ACQUIRE_MANY)
+        self._renew_or_retake_script = client.register_script(scripts.RENEW_OR_RETAKE)
         self._held: Dict[int, _RedisLease] = {}
         #: The lease this process holds on each key: a key held here is not asked of Redis again
         #: (Redis restarted empty would grant it to a second run of the schedule beside the first).
         self._by_key: Dict[str, _RedisLease] = {}
-        # (redis key, token) of acquires whose reply never came: Redis may still have executed
-        # them (a request retransmitted after a cut link), leaving a lock nobody holds for a TTL.
-        self._unsure: List[Tuple[str, str]] = []
-        # (redis key, token) of releases that failed (Redis did not answer): deleted as soon as it
-        # answers again, or this node's own lock would hold its schedule up for the rest of the TTL.
-        self._unreleased: List[Tuple[str, str]] = []
-        self._release_outage: Optional[float] = None  # monotonic time of the outage's first failure
-        self._releasing: List[Tuple[str, str]] = []  # taken from the two lists by a round trip under way
+        #: Acquires whose reply was lost and releases that failed: deleted once Redis answers again.
+        self._pending = PendingReleases(client, self._release_script, self._message)
         self._mutex = threading.Lock()
-        #: Held while those locks are deleted: an acquire meanwhile waits, or it would find its own
-        #: node's stale lock and take it for another process's.
-        self._cleaning = threading.Lock()
         try:
             client.ping()
         except RedisError as exc:
@@ -347,7 +254,7 @@ class RedisLock(Lock):
         token = secrets.token_hex(16) if owner is None else f"{owner}:{secrets.token_hex(16)}"
         deadline = time.monotonic() + max(0.0, timeout)
         delay = _POLL_SECONDS
-        self._release_unsure()
+        self._pending.release()
         while True:
             start = time.monotonic()
             taken: Any = False
@@ -359,8 +266,7 @@ class RedisLock(Lock):
                 else:
                     taken = self._acquire_owned_script(keys=[redis_key, owner_key], args=[token, ttl])
             except RedisError as exc:
-                with self._mutex:
-                    self._unsure.append((redis_key, token))
+                self._pending.unsure([(redis_key, token)])
                 raise LockError(self._message(exc)) from exc
             if taken:
                 lease = _RedisLease(self, key, redis_key, token, owner_key, start + ttl / 1000)
@@ -387,7 +293,7 @@ class RedisLock(Lock):
         # One random part per call and a counter: as unguessable as a token per key, and cheaper.
         base = f"{owner}:{secrets.token_hex(12)}"
         tokens = [f"{base}{index:08x}" for index in range(len(keys))]
-        self._release_unsure()
+        self._pending.release()
         here = self._held_here_many(redis_keys)
         asked = [index for index, redis_key in enumerate(redis_keys) if redis_key not in here]
         answers = [0] * len(keys)
@@ -397,8 +303,7 @@ class RedisLock(Lock):
             try:
                 replies = self._acquire_many_script(keys=[owner_key, *asked_keys], args=[ttl, *asked_tokens])
             except RedisError as exc:
-                with self._mutex:
-                    self._unsure.extend(zip(asked_keys, asked_tokens))
+                self._pending.unsure(zip(asked_keys, asked_tokens))
                 raise LockError(self._message(exc)) from exc
             for index, reply in zip(asked, replies):
                 answers[index] = reply
@@ -427,86 +332,11 @@ class RedisLock(Lock):
             found = (self._by_key.get(redis_key) for redis_key in redis_keys)
             return {lease.redis_key for lease in found if lease is not None and lease.until > now}
 
-    def _release_unsure(self) -> None:
-        """Delete, in one round trip, the locks this node may hold that nobody holds: those of
-        acquires whose reply was lost (if Redis did take them after all) and those whose release
-        failed (compare-and-delete on their tokens). LockError while Redis fails: they are kept
-        for the next call, and the acquire that asked fails too (it would fail on its own)."""
-        if not self._unsure and not self._unreleased and not self._cleaning.locked():
-            return
-        with self._cleaning:
-            with self._mutex:
-                unsure, self._unsure = self._unsure, []
-                unreleased, self._unreleased = self._unreleased, []
-                self._releasing = unsure + unreleased  # still pending while this round trip lasts
-            if not unsure and not unreleased:
-                return
-            try:
-                answers = self._pipelined(self._release_script, [([k], [t]) for k, t in unsure + unreleased])
-            except RedisError as exc:
-                with self._mutex:
-                    self._unsure[:0] = unsure
-                    self._unreleased[:0] = unreleased
-                    self._releasing = []
-                raise LockError(self._message(exc)) from exc
-            for (redis_key, _), answer in zip(unsure, answers):
-                if answer:
-                    logger.warning("released %r: an acquire whose reply was lost had taken it", redis_key)
-            with self._mutex:
-                self._releasing = []
-                began = self._release_outage if not self._unreleased else None
-                if began is not None:
-                    self._release_outage = None
-            if began is not None:
-                logger.warning(
-                    "released the %d lock(s) whose release had failed, %.1f s after the first failure",
-                    len(unreleased),
-                    time.monotonic() - began,
-                )
-
-    def _pipelined(self, script: Any, calls: Sequence[Tuple[List[str], List[Any]]]) -> List[Any]:
-        """Run ``script`` once per (keys, args) in one round trip; the script is loaded again (and
-        the calls sent again) if the server has forgotten it, as after a restart."""
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                return list(pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                script.sha = self._client.script_load(script.script)
-        raise AssertionError("unreachable")
-
-    def _release_later(self, redis_key: str, token: str, exc: BaseException) -> None:
-        """A release failed: keep it for the next call that reaches Redis; log once per outage."""
-        with self._mutex:
-            self._unreleased.append((redis_key, token))
-            first = self._release_outage is None
-            if first:
-                self._release_outage = time.monotonic()
-        if first:
-            logger.warning(
-                "%s; could not release %r: it is released as soon as Redis answers again "
-                "(so are the other locks whose release fails meanwhile)",
-                self._message(exc),
-                redis_key,
-            )
-
-    def _release_pending_quietly(self) -> None:
-        """Try the kept releases now that Redis answered a call; they stay kept if it fails."""
-        if self._unreleased or self._unsure:
-            with contextlib.suppress(LockError):
-                self._release_unsure()
-
     def pending_releases(self) -> List[str]:
         """The keys of locks this node may hold that nobody holds (a failed release, an acquire whose
         reply was lost): deleted as soon as Redis answers again."""
         start = len(f"{self.prefix}lock:")
-        with self._mutex:
-            kept = self._unreleased + self._unsure + self._releasing
-        return [redis_key[start:] for redis_key, _ in kept]
+        return [redis_key[start:] for redis_key in self._pending.redis_keys()]
 
     def renew_many(self, leases: Sequence[Lease], ttl_seconds: float) -> List[str]:
         """Extend each of ``leases`` (taken through this lock) in one round trip (a pipeline).
@@ -524,8 +354,8 @@ class RedisLock(Lock):
         calls = [(lease.keys(), [lease._token, ttl]) for lease in ours]
         start = time.monotonic()
         try:
-            replies = self._pipelined(self._renew_or_retake_script, calls)
-            answers = [_RENEWAL_ANSWERS[int(reply)] for reply in replies]
+            replies = pipelined(self._client, self._renew_or_retake_script, calls)
+            answers = [RENEWAL_ANSWERS[int(reply)] for reply in replies]
         except RedisError as exc:
             raise LockError(self._message(exc)) from exc
         for lease, answer in zip(ours, answers):
@@ -536,8 +366,8 @@ class RedisLock(Lock):
                 try:
                     self._release_script(keys=[lease.redis_key], args=[lease._token])
                 except RedisError as exc:
-                    self._release_later(lease.redis_key, lease._token, exc)
-        self._release_pending_quietly()
+                    self._pending.release_later(lease.redis_key, lease._token, exc)
+        self._pending.release_quietly()
         return answers
 
     def _owner_key(self, owner: str) -> str:
@@ -578,7 +408,7 @@ class RedisLock(Lock):
         for lease in leases:
             lease.release()
         try:
-            self._release_unsure()
+            self._pending.release()
         except LockError as exc:
             kept = len(self.pending_releases())
             logger.warning("%s; %d lock(s) are freed when their TTL runs out", exc, kept)

@@ -645,7 +645,7 @@ class SQLAlchemyStore(Store):
             logger.warning(
                 "sqlalchemy store %s: journal_mode is %s, not WAL (file system?)", self._shown_url, mode
             )
-        # As in SQLiteStore: a committed transaction survives kill -9; see stores/sqlite.py.
+        # As in SQLiteStore: a committed transaction survives kill -9; see stores/sqlite/connection.py.
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
 

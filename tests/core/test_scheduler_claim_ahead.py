@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from flowyml_lite import PipelineScheduler, SchedulerConfig
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -27,12 +28,14 @@ def at_in(seconds: float) -> datetime:
 
 
 def wait_for(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.005)
-    return False
+    return until(check, timeout, every=0.005)
+
+
+def wait_until_claimed(scheduler: PipelineScheduler, name: str) -> None:
+    assert wait_for(
+        lambda: any("claimed ahead" in (e["reason"] or "") for e in scheduler.get_history(name, limit=3)),
+        timeout=5,
+    )
 
 
 class TestAFireClaimedAhead:
@@ -136,9 +139,8 @@ class TestARunNowBesideAFireClaimedAhead:
         """A schedule every 3 s whose next fire is claimed ahead; that fire's instant."""
         scheduler.schedule_interval("report", job, seconds=3)
         scheduler.start()
-        assert wait_for(lambda: scheduler.get_history("report"), timeout=5)
+        wait_until_claimed(scheduler, "report")
         [entry] = scheduler.get_history("report")
-        assert "claimed ahead" in entry["reason"]
         return datetime.fromisoformat(entry["fire_time"])
 
     def test_runs_and_the_instant_runs_too_once_the_manual_run_is_over(
@@ -166,13 +168,6 @@ class TestARunNowBesideAFireClaimedAhead:
         assert by_fire[at.isoformat()]["status"] == "skipped"
         assert by_fire[at.isoformat()]["reason"].startswith("overlap")
         assert [e["status"] for e in by_fire.values() if e["reason"] == "manual"] == ["succeeded"]
-
-
-def wait_until_claimed(scheduler: PipelineScheduler, name: str) -> None:
-    assert wait_for(
-        lambda: any("claimed ahead" in (e["reason"] or "") for e in scheduler.get_history(name, limit=3)),
-        timeout=5,
-    )
 
 
 class TestAChangeWhileAFireIsClaimedAhead:

@@ -20,6 +20,7 @@ import pytest
 
 from flowyml_lite.core.scheduler import PipelineScheduler
 from flowyml_lite.errors import ScheduleError
+from tests.waiting import until
 
 START = datetime(2024, 1, 1, 0, 0, 30, tzinfo=timezone.utc)  # the fake clock's start (conftest)
 T1 = START + timedelta(seconds=30)  # the first fire of a 60 s interval after START
@@ -230,10 +231,7 @@ class Flaky:
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    assert until(predicate, timeout), "condition not met in time"
 
 
 class TestRetries:

@@ -24,6 +24,7 @@ from flowyml_lite.clock import FakeClock
 from flowyml_lite.errors import StoreError
 from flowyml_lite.stores.base import Claim, Outcome, RunRecord
 from flowyml_lite.stores.memory import MemoryStore
+from tests.waiting import until
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
@@ -48,10 +49,7 @@ def at(entry: Dict[str, Any], key: str = "fire_time") -> datetime:
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
+    assert until(predicate, timeout, every=0.005), "condition not reached in time"
 
 
 # -- DST ------------------------------------------------------------------------------------------

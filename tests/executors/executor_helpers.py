@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from flowyml_lite.executors.base import Executor, Handle, Job, JobResult
 from flowyml_lite.runtime.context import RunContext
+from tests.waiting import until
 
 #: A safety net only: a result that takes this long means the test failed (nothing is timed).
 SAFETY = 120.0
@@ -53,11 +54,4 @@ def run(executor: Executor, func: Callable[[], Any], schedule: str = "job") -> J
 
 def eventually(predicate: Callable[[], bool], timeout: float = SAFETY) -> bool:
     """Poll ``predicate`` until it holds (a safety net, not a timing assertion)."""
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    return until(predicate, timeout, every=0.02)

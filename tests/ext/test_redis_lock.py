@@ -658,15 +658,16 @@ class TestLocksOfLostReplies:
         redis_key = f"{redis_lock.prefix}lock:schedule:s5"
         token = "node-a:lost-reply"
         assert redis_lock._client.set(redis_key, token, px=60_000)  # Redis took it; the reply was lost
-        redis_lock._unsure.append((redis_key, token))
-        real = redis_lock._pipelined
+        pending = redis_lock._pending
+        pending.unsure([(redis_key, token)])
+        real = pending._delete
 
         def slow_release(*args: Any, **kwargs: Any) -> Any:
             time.sleep(0.3)
             return real(*args, **kwargs)
 
-        redis_lock._pipelined = slow_release  # type: ignore[method-assign]
-        cleaner = threading.Thread(target=redis_lock._release_unsure)
+        pending._delete = slow_release  # type: ignore[method-assign]
+        cleaner = threading.Thread(target=pending.release)
         cleaner.start()
         time.sleep(0.05)  # the cleanup has taken the list and is deleting
         lease = redis_lock.acquire("schedule:s5", ttl_seconds=30, owner="node-a")

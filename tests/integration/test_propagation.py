@@ -24,6 +24,7 @@ import pytest
 
 from flowyml_lite import PipelineScheduler, SchedulerConfig
 from flowyml_lite.stores.base import RunRecord
+from tests.waiting import until
 
 pytestmark = [pytest.mark.slow]
 
@@ -40,11 +41,8 @@ def now() -> datetime:
 
 
 def wait_until(predicate: Callable[[], bool], what: Callable[[], str], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what()}", pytrace=False)
-        time.sleep(0.05)
+    if not until(predicate, timeout, every=0.05):
+        pytest.fail(f"not within {timeout:.0f} s: {what()}", pytrace=False)
 
 
 def started_after(scheduler: PipelineScheduler, after: datetime) -> List[RunRecord]:

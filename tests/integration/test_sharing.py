@@ -15,13 +15,11 @@ from typing import Dict, List
 import pytest
 
 from flowyml_lite import PipelineScheduler, SchedulerConfig
+from tests.waiting import until
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    assert until(predicate, timeout, every=0.02), f"timed out waiting for {what}"
 
 
 def two_nodes(tmp_path: pathlib.Path) -> List[PipelineScheduler]:

@@ -12,6 +12,7 @@ import pytest
 from flowyml_lite import PipelineScheduler, SchedulerConfig
 from flowyml_lite.api.server import ApiServer
 from flowyml_lite.runtime.gate import GATE, FireGate
+from tests.waiting import until
 
 
 def test_an_open_gate_lets_background_work_through_at_once() -> None:
@@ -75,9 +76,7 @@ def test_the_loop_closes_the_gate_for_its_fires_and_leaves_it_open_when_stopped(
     sched._loop._process = watched
     sched.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(seen) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        until(lambda: len(seen) >= 3, 30, every=0.05)
     finally:
         sched.stop()
     assert len(seen) >= 3, f"the loop processed {len(seen)} wakes"
@@ -156,10 +155,7 @@ def test_housekeeping_waits_at_a_closed_gate_before_its_store_work(monkeypatch: 
     started = time.monotonic()
     sched.start()
     try:
-        deadline = time.monotonic() + 10
-        while not maintained and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert maintained, "housekeeping never ran"
+        assert until(lambda: maintained, 10), "housekeeping never ran"
         assert maintained[0] - started >= 0.08, "housekeeping wrote while a fire was due"
     finally:
         gate.open()

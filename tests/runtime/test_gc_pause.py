@@ -16,6 +16,7 @@ import pytest
 
 from flowyml_lite.runtime import gc_pause
 from flowyml_lite.runtime.gc_pause import BURST_FIRES, GCPause
+from tests.waiting import until
 
 WATCHDOG = "flowyml_lite-gc-pause"
 
@@ -136,9 +137,7 @@ class TestAPause:
         pause = GCPause()
         pause.hold(BURST_FIRES)  # e.g. a claim stuck on its store: the loop never gets to release
         assert not collecting()
-        deadline = time.monotonic() + 30
-        while not collecting() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(collecting, 30)
         assert collecting() and not gc_pause.paused()
         pause.release()
         assert collecting()
@@ -191,9 +190,7 @@ class TestDeclarationsInBulk:
         thresholds = gc.get_threshold()
         gc_pause.defer_full_collections()
         gc_pause.end_deferral()
-        deadline = time.monotonic() + 30
-        while gc_pause.owed() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: not gc_pause.owed(), 30)
         assert gc.get_threshold() == thresholds
 
     def test_the_deferral_ends_once_declarations_stop(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -270,9 +267,7 @@ class TestDeclarationsInBulk:
         assert gc_pause.deferring() is setting
         try:
             scheduler.start()  # the full collection put off is made once no fire is due soon
-            deadline = time.monotonic() + 10
-            while gc.get_threshold() != thresholds and time.monotonic() < deadline:
-                time.sleep(0.01)
+            until(lambda: gc.get_threshold() == thresholds, 10)
             assert gc.get_threshold() == thresholds and not gc_pause.owed()
         finally:
             scheduler.stop(timeout=5)
@@ -289,10 +284,7 @@ class TestDeclarationsInBulk:
             scheduler.schedule_interval(f"s{i}", lambda: None, hours=1)
         scheduler.stop(timeout=5)
         assert gc.get_threshold() == thresholds and not gc_pause.owed()
-        deadline = time.monotonic() + 5
-        while watchdog_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not watchdog_alive()
+        assert until(lambda: not watchdog_alive(), 5)
 
     def test_the_collection_put_off_waits_while_a_fire_is_due_soon(self) -> None:
         from datetime import datetime, timedelta, timezone
@@ -335,14 +327,9 @@ class TestTheLoopPausesForABurst:
             scheduler.schedule_once(f"b{i}", lambda: seen.append(collecting()), at=at)
         try:
             scheduler.start()
-            deadline = time.monotonic() + 60
-            while len(seen) < 5 * BURST_FIRES and time.monotonic() < deadline:
-                time.sleep(0.01)
+            until(lambda: len(seen) >= 5 * BURST_FIRES, 60)
             assert len(seen) == 5 * BURST_FIRES
-            deadline = time.monotonic() + 30  # the loop goes idle, and lets collection go on
-            while not collecting() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert collecting()
+            assert until(collecting, 30)  # the loop goes idle, and lets collection go on
         finally:
             scheduler.stop(timeout=5)
         assert not watchdog_alive()

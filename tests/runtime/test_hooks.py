@@ -13,15 +13,7 @@ from flowyml_lite import PipelineScheduler, SchedulerConfig
 from flowyml_lite.runtime import hooks as hooks_module
 from flowyml_lite.runtime.hooks import RunHooks
 from flowyml_lite.stores.base import MISSED, RunRecord
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+from tests.waiting import until
 
 
 class TestTheHookThread:
@@ -59,7 +51,7 @@ class TestTheHookThread:
         hooks.on_failure.append(lambda e: release.wait(10))
         hooks.tell("failed", {}, "victim")
         hooks.tell("failed", {}, "victim")
-        assert wait_until(lambda: hooks.problem() is not None, 5)
+        assert until(lambda: hooks.problem() is not None, 5, every=0.02)
         problem = hooks.problem() or ""
         assert "an on_failure hook has been running for" in problem and "'victim'" in problem
         assert "1 later hook call(s) wait" in problem
@@ -73,7 +65,7 @@ class TestTheHookThread:
         hooks.on_finish.append(lambda e: time.sleep(0.1))  # a webhook, called for every run
         for _ in range(20):
             hooks.tell("succeeded", {}, "busy")
-        assert wait_until(lambda: "behind" in (hooks.problem() or ""), 5)
+        assert until(lambda: "behind" in (hooks.problem() or ""), 5, every=0.02)
         assert "call(s) wait" in (hooks.problem() or "")
         assert hooks.close(10.0) and hooks.problem() is None
 
@@ -168,7 +160,7 @@ class TestAScheduleWithAHangingHook:
         scheduler.schedule_interval("slow", lambda: time.sleep(0.6), seconds=0.1)  # overlaps itself
         scheduler.start()
         try:
-            assert wait_until(lambda: any(status == "skipped" for status, _ in heard), 5)
+            assert until(lambda: any(status == "skipped" for status, _ in heard), 5, every=0.02)
         finally:
             scheduler.stop()
         assert {name for _, name in heard} == {"flowyml_lite-hooks"}

@@ -14,6 +14,7 @@ from flowyml_lite.locks.base import Lease, Lock
 from flowyml_lite.runtime import leases as leases_module
 from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.leases import WITHOUT_LEASE, Leases
+from tests.waiting import until
 
 
 class _Lease(Lease):
@@ -66,10 +67,7 @@ def test_runs_go_on_at_once_while_the_server_is_down_and_leases_come_back_with_i
     assert len([k for k in lock.asked if k.startswith("schedule:")]) == asked
     assert any(k.startswith("probe:") for k in lock.asked)
     lock.cut.clear()
-    deadline = time.monotonic() + 5
-    while troubles.active("lock"):
-        assert time.monotonic() < deadline, "the probe did not find the server back"
-        time.sleep(0.02)
+    assert until(lambda: not troubles.active("lock"), 5, every=0.02), "the probe did not find the server back"
     assert isinstance(made.take(["s1"])[0], Lease)
 
 
@@ -121,16 +119,7 @@ def test_a_release_the_server_did_not_answer_keeps_health_degraded_naming_it_unt
         time.sleep(0.2)
         assert troubles.active("lock"), "health forgot a release still waiting"
         lock.cut.clear()
-        assert until(lambda: not troubles.active("lock")), "the probe did not see the releases done"
+        assert until(lambda: not troubles.active("lock"), 5), "the probe did not see the releases done"
         assert isinstance(made.take(["s1"])[0], Lease)
     finally:
         made.close()
-
-
-def until(condition: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

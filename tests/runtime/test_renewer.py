@@ -15,6 +15,7 @@ from flowyml_lite.runtime import renewer as renewer_module
 from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.leases import release
 from flowyml_lite.runtime.renewer import Renewer
+from tests.waiting import until
 
 
 class _Lease(Lease):
@@ -51,15 +52,6 @@ def _no_renewer_left_behind() -> Any:
     """Every test ends its renewals: the renewer's thread ends with the last of them."""
     yield
     assert until(lambda: not [t for t in threading.enumerate() if t.name == "flowyml_lite-renewer"], 5)
-
-
-def until(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_long_ttl_is_still_checked_every_two_seconds() -> None:

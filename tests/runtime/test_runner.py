@@ -20,6 +20,7 @@ from flowyml_lite.locks.base import Lease, Lock
 from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.runner import Runner
 from flowyml_lite.stores.base import FINAL_STATUSES, QUEUED, RUNNING, Outcome, RunRecord
+from tests.waiting import until
 
 
 class Store:
@@ -101,15 +102,6 @@ def make(lock: Optional[Lock] = None, write_through: bool = True) -> Tuple[Runne
 
 def run(name: str, status: str = RUNNING) -> RunRecord:
     return RunRecord(uuid.uuid4().hex, name, datetime.now(timezone.utc), status, "node-1")
-
-
-def until(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_queued_run_whose_lease_is_on_its_way_at_stop_ends_once_and_never_starts() -> None:

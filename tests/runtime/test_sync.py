@@ -21,6 +21,7 @@ from flowyml_lite.runtime.sync import BULK_READ_AFTER, Sync
 from flowyml_lite.runtime.table import ScheduleTable
 from flowyml_lite.stores.base import ScheduleRecord
 from flowyml_lite.stores.sqlite import SQLiteStore
+from tests.waiting import until
 
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -138,9 +139,7 @@ def test_housekeeping_looks_for_changes_every_tick_between_heartbeats(
     )
     keeper.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(looked) < 5 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until(lambda: len(looked) >= 5, 30, every=0.02)
     finally:
         keeper.stop(5)
         store.close()

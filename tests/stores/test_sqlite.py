@@ -36,7 +36,8 @@ from flowyml_lite.stores.base import (
     ScheduleRecord,
 )
 from flowyml_lite.stores.schema import ACTIVE_CONDITION, SCHEMA_VERSION
-from flowyml_lite.stores.sqlite import DEFAULT_PATH, SQLiteStore
+from flowyml_lite.stores.sqlite import DEFAULT_PATH, SQLiteStore, maintenance
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 10, 6, 0, tzinfo=timezone.utc)
@@ -197,11 +198,11 @@ class TestSchema:
     @pytest.mark.parametrize(
         ("query", "index"),
         [
-            (sqlite_store._COUNT_ACTIVE, "runs_schedule_status"),
-            (sqlite_store._ACTIVE_OF, "runs_schedule_status"),
-            (sqlite_store._ACTIVE_ALL, "runs_schedule_status"),
-            (sqlite_store._ACTIVE_OF_NODE, "runs_node_status"),
-            (sqlite_store._LOSE_OF_NODE, "runs_node_status"),
+            (sqlite_store.claims._COUNT_ACTIVE, "runs_schedule_status"),
+            (sqlite_store.runs._ACTIVE_OF, "runs_schedule_status"),
+            (sqlite_store.runs._ACTIVE_ALL, "runs_schedule_status"),
+            (sqlite_store.nodes._ACTIVE_OF_NODE, "runs_node_status"),
+            (sqlite_store.nodes._LOSE_OF_NODE, "runs_node_status"),
         ],
     )
     def test_active_run_queries_use_the_partial_indexes(self, db: Path, query: str, index: str) -> None:
@@ -214,7 +215,7 @@ class TestSchema:
 
     @pytest.mark.parametrize(
         "query",
-        [sqlite_store._PRUNE, sqlite_store._ANY_PRUNABLE, sqlite_store._KEEP_FROM, sqlite_store._NEWEST_FIRE],
+        [maintenance._PRUNE, maintenance._ANY_PRUNABLE, maintenance._KEEP_FROM, maintenance._NEWEST_FIRE],
     )
     def test_pruning_queries_search_one_schedule_by_fire_time_without_a_scan(
         self, db: Path, query: str
@@ -366,9 +367,7 @@ class TestSharedFile:
             )
             for i in range(processes)
         ]
-        deadline = time.monotonic() + 60
-        while not all(os.path.exists(f"{go}.{i}") for i in range(processes)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: all(os.path.exists(f"{go}.{i}") for i in range(processes)), 60)
         Path(go).touch()
         wins = []
         for child in children:
@@ -438,9 +437,7 @@ class TestSharedFile:
             )
             for i in range(processes)
         ]
-        deadline = time.monotonic() + 60
-        while not all(os.path.exists(f"{go}.{i}") for i in range(processes)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: all(os.path.exists(f"{go}.{i}") for i in range(processes)), 60)
         Path(go).touch()
         won = []
         for child in children:
@@ -627,9 +624,8 @@ class TestReadersNeverWaitForTheWriter:
         waiting = threading.Thread(target=lambda: store.heartbeat(NodeRecord("node-b", "h", 8, T0, at(1))))
         with write_lock_held_by_another_process(db):
             waiting.start()
-            deadline = time.monotonic() + 20
-            while not store._lock.locked() and time.monotonic() < deadline:  # the heartbeat holds it,
-                time.sleep(0.01)  # waiting in SQLite's busy handler for the other process
+            # The heartbeat holds it, waiting in SQLite's busy handler for the other process.
+            until(store._lock.locked, 20)
             assert store._lock.locked() and waiting.is_alive()
             assert [n.node_id for n in in_thread(store.list_nodes)] == ["node-a"]  # type: ignore[attr-defined]
             assert in_thread(lambda: store.stats().running) == 1
@@ -683,7 +679,7 @@ class TestReadersNeverWaitForTheWriter:
                 t.join()
         assert errors == [] and all(counts == sorted(counts) for counts in seen)  # never back in time
         assert len(store.history("etl", limit=1000)) == 100
-        assert len(store._readers) <= sqlite_store._IDLE_READERS
+        assert len(store._readers) <= sqlite_store.connection._IDLE_READERS
         store.close()
 
     def test_close_closes_the_idle_readers_and_a_later_read_opens_again(self, db: Path) -> None:
@@ -1008,9 +1004,9 @@ class TestGroupStatements:
     @pytest.mark.parametrize(
         ("query", "index"),
         [
-            (sqlite_store._active_counts_of(3), "runs_schedule_status"),
-            (sqlite_store._states_of(3), "sqlite_autoindex_schedules_1"),
-            (sqlite_store._FINISH_RUN, "sqlite_autoindex_runs_1"),
+            (sqlite_store.claims._active_counts_of(3), "runs_schedule_status"),
+            (sqlite_store.claims._states_of(3), "sqlite_autoindex_schedules_1"),
+            (sqlite_store.runs._FINISH_RUN, "sqlite_autoindex_runs_1"),
         ],
     )
     def test_group_statements_find_their_rows_by_index(self, db: Path, query: str, index: str) -> None:
@@ -1066,14 +1062,14 @@ class TestUpkeep:
         with raw(tmp_path / "jobs.db") as conn:
             frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         assert frames >= 2
-        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", frames)  # at the mark, not a quarter past
+        monkeypatch.setattr(maintenance, "_WAL_RESTART_FRAMES", frames)  # at the mark, not a quarter past
         spy = _SpyConnection(store._conn)  # type: ignore[arg-type]
         store._conn = spy  # type: ignore[assignment]
         store.maintain(quiet=lambda: False)  # a fire is due soon: the stall waits
         assert not [q for q in spy.sql if "wal_checkpoint" in q]
         store.maintain(quiet=lambda: True)
         assert [q for q in spy.sql if "wal_checkpoint" in q]
-        monkeypatch.setattr(sqlite_store, "_WAL_RESTART_FRAMES", frames // 2)  # far past: waits no longer
+        monkeypatch.setattr(maintenance, "_WAL_RESTART_FRAMES", frames // 2)  # far past: waits no longer
         spy.sql.clear()
         store.maintain(quiet=lambda: False)
         assert [q for q in spy.sql if "wal_checkpoint" in q]
@@ -1087,7 +1083,7 @@ class TestWithoutJsonFunctions:
     def test_declared_by_is_stamped_one_name_at_a_time(
         self, db: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(sqlite_store, "_has_json_each", lambda: False)
+        monkeypatch.setattr(sqlite_store.nodes, "_has_json_each", lambda: False)
         store = SQLiteStore(db)
         for name in ("a", "b", 'it\'s "quoted" ü'):
             store.declare_schedule(sched(name))
