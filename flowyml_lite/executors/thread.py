@@ -47,6 +47,11 @@ POOL_FULL_SECONDS = 60.0
 #: the loop through a burst) is not taken for one that blocks; with 0.5 ms, 3 bursts of 1,000 in
 #: 8 woke all ten threads, each false alarm waking the next, and took 54 ms instead of 20-29 ms.
 BUSY_SECONDS = max(0.0005, 2 * sys.getswitchinterval())
+#: Jobs that take this long on average (a moving average of the last few, wall time) are not
+#: short: runs that wait get a thread at once, as for a job that has lasted ``BUSY_SECONDS``.
+#: Twenty 5 ms jobs due together (a query each) otherwise ran one after another on one thread,
+#: the last starting 100 ms late, since none of them alone lasted 10 ms.
+SLOW_JOB_SECONDS = 0.001
 #: How long the watching idle thread waits before it looks again while runs wait and no awake
 #: thread is in a job (they are between jobs: they take the next run themselves).
 WATCH_SECONDS = 0.002
@@ -170,6 +175,9 @@ class ThreadExecutor(Executor):
         #: took a run or ended its last job (it is between jobs).
         self._awake: Dict[threading.Thread, float] = {}
         self._watched = False  # an idle thread waits with a timeout, watching the queue
+        #: A moving average of how long jobs take (wall time, each new one weighing an eighth);
+        #: updated by the run threads without the lock (a lost update only delays it by a job).
+        self._typical = 0.0
         self._closed = False
         self._dropping = False  # shutdown is cancelling what is left
         self._numbers = itertools.count(1)
@@ -280,6 +288,8 @@ class ThreadExecutor(Executor):
         """Whether an awake thread is about to take the next waiting run: each awake thread is in
         a job, or between two (its last one's ending), that began less than ``BUSY_SECONDS`` ago
         (once one has lasted longer, the next run gets a thread at once), and there is one."""
+        if self._typical > SLOW_JOB_SECONDS:
+            return False
         stamps = list(self._awake.values())
         return bool(stamps) and all(now - abs(stamp) < BUSY_SECONDS for stamp in stamps)
 
@@ -383,7 +393,7 @@ class ThreadExecutor(Executor):
                 buffer = task.buffer = capture.OutputBuffer()
                 task.worker = me  # before the draw: a cancel() drawing 1 reads it
                 task.began = time.monotonic()
-                self._awake[me] = time.perf_counter()  # in a job since
+                self._awake[me] = began = time.perf_counter()  # in a job since
                 self._running.add(task)
                 if self._dropping:  # shutdown's list of what is left may have missed this one
                     self._cancel(task, "stopped")
@@ -399,7 +409,9 @@ class ThreadExecutor(Executor):
                 result = run_here(task.job, buffer)
                 if os.getpid() != pid:
                     leave_forked_child(task.job.context.schedule, result.success)
-                self._awake[me] = -time.perf_counter()  # ending it since
+                ended = time.perf_counter()
+                self._awake[me] = -ended  # ending it since
+                self._typical += (ended - began - self._typical) * 0.125
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
                     if self._queue and task.job.timeout is None:  # runs wait: they start first

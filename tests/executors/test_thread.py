@@ -135,6 +135,30 @@ class TestCapacity:
         assert len(set(threads)) == 1 and executor.live_threads <= 2  # one runs, one watches
         executor.shutdown()
 
+    def test_jobs_of_a_few_milliseconds_that_block_get_threads_of_their_own(self) -> None:
+        # None lasts the 10 ms that marks a long job, but together one after another they would
+        # start the last one 100 ms late: the pool sees jobs take milliseconds, and grows.
+        executor = ThreadExecutor(max_workers=10)
+        lock = threading.Lock()
+        running = [0]
+        peak = [0]
+
+        def job() -> None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.005)  # a short query
+            with lock:
+                running[0] -= 1
+
+        done: List[JobResult] = []
+        for _ in range(3):  # fires of a 0.1 s schedule group, 20 at a time
+            executor.submit_many([(Job(job, None, context()), done.append) for _ in range(20)])
+            assert eventually(lambda: running[0] == 0 and not executor.waiting())
+        assert eventually(lambda: len(done) == 60)
+        assert peak[0] >= 5
+        executor.shutdown()
+
     def test_runs_queued_behind_jobs_that_block_each_get_a_thread(self) -> None:
         executor = ThreadExecutor(max_workers=4)
         release = threading.Event()

@@ -51,7 +51,7 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 class _PreparedClaim:
     """A claim's values as the runs and schedules tables hold them."""
 
-    __slots__ = ("any_active", "expected", "max_instances", "name", "new", "rows", "runs")
+    __slots__ = ("ahead", "any_active", "expected", "max_instances", "name", "new", "rows", "runs")
 
     def __init__(self, claim: Claim) -> None:
         name = self.name = claim.name
@@ -60,6 +60,7 @@ class _PreparedClaim:
         self.runs = claim.runs
         self.rows = rows = [_run_row(name, run) for run in claim.runs]
         self.max_instances = claim.max_instances
+        self.ahead = claim.ahead
         self.any_active = False
         for row in rows:
             if row[_STATUS] in ACTIVE_STATUSES:
@@ -142,6 +143,8 @@ class _Claims(_Runs):
         """One claim on the database as it is (raises _Abort to refuse it): ``Store.claim``."""
         name, rows = claim.name, claim.rows
         if claim.any_active and conn.execute(_COUNT_ACTIVE, (name,)).fetchone()[0] >= claim.max_instances:
+            if claim.ahead:
+                raise _Abort  # made again at its instant (Claim.ahead)
             rows = _overlapping(rows)
         last = max((row[_FIRE] for row in rows if row[_STATUS] in ACTIVE_STATUSES), default=None)
         if last is None:
@@ -203,6 +206,10 @@ class _Claims(_Runs):
             if current is None or not current[0] or current[1] != claim.expected:
                 results.append(None)
                 continue
+            full = claim.any_active and active[name] >= claim.max_instances
+            if full and claim.ahead:  # made again at its instant (Claim.ahead)
+                results.append(None)
+                continue
             if len(rows) == 1:  # the common case, without building sets
                 fire, key = (name, rows[0][_FIRE]), rows[0][0]
                 if fire in fires or key in keys:
@@ -223,7 +230,7 @@ class _Claims(_Runs):
                     continue
                 fires |= claim_fires
                 keys |= claim_keys
-            if claim.any_active and active[name] >= claim.max_instances:
+            if full:
                 rows = _overlapping(rows)
             last = current[2]
             if claim.any_active:
