@@ -5,6 +5,7 @@ Measures (see bench/README.md for what each number means and how it is obtained)
   lag         start lag p50/p99/max of one-shot fires spread evenly over a window (1, 1,000, 10,000 schedules)
   throughput  claimed-and-recorded fires per second, as fast as the loop goes (SQLite, one process)
   load        load time and max RSS with 100,000 persisted schedules, in fresh processes
+  blocking    20 schedules every 0.1 s whose jobs block 5 ms (a short query): start lag, fires skipped
 
     python bench/scheduler.py                  # everything (about 15 minutes on 2 cores)
     python bench/scheduler.py --quick          # small sizes, a smoke run (about 2 minutes)
@@ -1064,6 +1065,122 @@ def aps_burst(spec: Dict[str, Any]) -> Dict[str, Any]:
     return burst_summary(n, at_s, extra)
 
 
+# -- schedules due together whose jobs block a few milliseconds (I/O, not CPU) -------------------
+
+BLOCKING_SCHEDULES = 20
+BLOCKING_PERIOD_S = 0.1
+BLOCKING_JOB_S = 0.005
+
+
+def blocking_summary(lags_ms: List[float], skipped: int, seconds: float) -> Dict[str, Any]:
+    lags = sorted(lags_ms)
+    return {
+        "ran": len(lags),
+        "skipped": skipped,
+        "expected": int(BLOCKING_SCHEDULES * seconds / BLOCKING_PERIOD_S),
+        "p50_ms": pct(lags, 0.5) if lags else None,
+        "p99_ms": pct(lags, 0.99) if lags else None,
+        "max_ms": lags[-1] if lags else None,
+    }
+
+
+def lite_blocking(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """BLOCKING_SCHEDULES interval schedules every 0.1 s, each job sleeping 5 ms; lag of each start."""
+    from flowyml_lite import PipelineScheduler, current_run
+
+    sched = PipelineScheduler(lite_config(spec["system"], spec["dir"]))
+    lags: List[float] = []
+
+    def job() -> None:
+        run = current_run()
+        assert run is not None
+        lags.append((time.time() - run.fire_time.timestamp()) * 1000)
+        time.sleep(BLOCKING_JOB_S)
+
+    for i in range(BLOCKING_SCHEDULES):
+        sched.schedule_interval(f"q{i:02d}", job, seconds=BLOCKING_PERIOD_S)
+    sched.start()
+    time.sleep(1.0)  # the first instants after start() are not the steady state measured
+    del lags[:]
+    began = time.time()
+    time.sleep(spec["seconds"])
+    cutoff = datetime.fromtimestamp(began, UTC)
+    kept = list(lags)
+    sched.stop()
+    skipped = sum(
+        1
+        for i in range(BLOCKING_SCHEDULES)
+        for r in sched.run_records(f"q{i:02d}", limit=1000)
+        if r.status == "skipped" and r.fire_time >= cutoff
+    )
+    return blocking_summary(kept, skipped, spec["seconds"])
+
+
+def aps_blocking(spec: Dict[str, Any]) -> Dict[str, Any]:
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+
+    sched = aps_scheduler(spec["system"], spec["dir"])
+    lags: List[float] = []
+    skipped = [0]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    start_s = start.timestamp()
+
+    def job() -> None:
+        now = time.time()
+        intended = start_s + math.floor((now - start_s) / BLOCKING_PERIOD_S + 1e-9) * BLOCKING_PERIOD_S
+        lags.append((now - intended) * 1000)  # a start over a period late reads as on time: see README
+        time.sleep(BLOCKING_JOB_S)
+
+    def count(event: Any) -> None:
+        skipped[0] += 1
+
+    sched.add_listener(count, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+    for i in range(BLOCKING_SCHEDULES):
+        sched.add_job(job, "interval", seconds=BLOCKING_PERIOD_S, start_date=start, id=f"q{i:02d}")
+    sched.start()
+    time.sleep(max(0.0, start_s - time.time()) + 1.0)
+    del lags[:]
+    skipped[0] = 0
+    time.sleep(spec["seconds"])
+    kept, dropped = list(lags), skipped[0]
+    sched.shutdown(wait=True)
+    return blocking_summary(kept, dropped, spec["seconds"])
+
+
+BLOCKING_SYSTEMS = ("lite-memory", "lite-sqlite", "aps-memory")
+
+
+def bench_blocking(args: argparse.Namespace, tmp: str, say: Report, results: Dict[str, Any]) -> None:
+    seconds = 3.0 if args.quick else 10.0
+    systems = [s for s in BLOCKING_SYSTEMS if s in args.systems]
+    say(
+        f"## Blocking jobs: {BLOCKING_SCHEDULES} schedules every {BLOCKING_PERIOD_S:g} s, due together, "
+        f"each job blocking {BLOCKING_JOB_S * 1000:g} ms (a short query), {seconds:g} s "
+        f"({args.repeat} run(s) each)"
+    )
+    say()
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for system in systems:
+        for k in range(args.repeat):
+            directory = tempfile.mkdtemp(dir=tmp)
+            spec = {"task": "blocking", "system": system, "dir": directory, "seconds": seconds}
+            say(f"  ... {system} run {k + 1}")
+            out.setdefault(system, []).append(run_child(spec, 120, say))
+            shutil.rmtree(directory, ignore_errors=True)
+    results["blocking"] = out
+    rows = []
+    for system in systems:
+        for k, r in enumerate(out[system]):
+            label = LABELS[system] + (f" #{k + 1}" if args.repeat > 1 else "")
+            if "failed" in r:
+                rows.append([label, "-", "-", "-", "-", "-"])
+                continue
+            started = f"{r['ran']:,}/{r['expected']:,}"
+            rows.append([label, started, r["skipped"], r["p50_ms"], r["p99_ms"], r["max_ms"]])
+    table(say, ["system", "started", "skipped", "lag p50 ms", "lag p99 ms", "lag max ms"], rows)
+    say()
+
+
 # -- a 1 s schedule while 50 HTTP clients hammer the API of the same process --------------
 
 
@@ -1291,6 +1408,7 @@ CHILD_TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
         s["system"].split("-")[0]
     ](s),
     "burst": lambda s: {"lite": lite_burst, "aps": aps_burst}[s["system"].split("-")[0]](s),
+    "blocking": lambda s: {"lite": lite_blocking, "aps": aps_blocking}[s["system"].split("-")[0]](s),
     "api": lite_api,
     "executor": lite_executor,
     "load_create": load_create,
@@ -2275,7 +2393,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and a 2 s window: a smoke run")
     parser.add_argument(
         "--only",
-        choices=("lag", "throughput", "load", "burst", "spread", "api", "executors"),
+        choices=("lag", "throughput", "load", "burst", "spread", "blocking", "api", "executors"),
         action="append",
         help="run only this part (repeatable)",
     )
@@ -2310,7 +2428,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = set(args.systems) - set(LITE_SYSTEMS + APS_SYSTEMS + FLOWYML_SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    parts = args.only or ["lag", "throughput", "load", "burst", "spread", "api", "executors"]
+    parts = args.only or ["lag", "throughput", "load", "burst", "spread", "blocking", "api", "executors"]
     say = Report()
     results: Dict[str, Any] = {"environment": environment(say), "quick": args.quick}
     tmp = tempfile.mkdtemp(prefix="flowyml_lite-bench-")
@@ -2325,6 +2443,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bench_burst(args, tmp, say, results)
         if "spread" in parts:
             bench_spread(args, tmp, say, results)
+        if "blocking" in parts:
+            bench_blocking(args, tmp, say, results)
         if "api" in parts:
             bench_api(args, tmp, say, results)
         if "executors" in parts:
