@@ -47,7 +47,7 @@ from ..stores.base import (
     ScheduleRecord,
     Store,
 )
-from .claimed_ahead import ALREADY_RAN, ClaimedAhead, Held
+from .claimed_ahead import ALREADY_RAN, ClaimedAhead, Held, Submit
 from .health import Troubles
 from .membership import Membership
 from .outcomes import OutcomeWriter
@@ -60,6 +60,7 @@ logger = logging.getLogger("flowyml_lite.scheduler.claims")
 
 CLAIM_GROUP = 1000  # claims per transaction at most: the first runs start while later groups are claimed
 _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, and parsed again)
+_AHEAD_KEPT = 100_000  # plans made ahead kept at most (those of fires that never came are dropped)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow GROUP_GROWTH-fold
 GROUP_GROWTH = 4
 RETRY_MAX_SECONDS = 5.0
@@ -73,7 +74,6 @@ BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports th
 STOPPED_WHILE_CLAIMING = "not run: the scheduler was stopped while this fire's claim waited for the store"
 UNANSWERED = "not run: the store did not answer its claim, which may have been committed all the same"
 
-Submit = Callable[[str, Callable[[], Any], List[RunRecord], Options], Any]
 Planned = Tuple[Claim, Callable[[], Any], Options]  # a claim, the function it runs, its options
 
 
@@ -291,7 +291,7 @@ class Claims:
         that still holds. ``patience``: how long the claim may wait for another writer (runs
         already held start meanwhile only if it gives up in time); None: as long as any write."""
         table = self._table
-        if len(self._ahead) > _OPTIONS_CACHE:  # plans of fires that never came (the loop stopped)
+        if len(self._ahead) > _AHEAD_KEPT:  # plans of fires that never came (the loop stopped)
             self._ahead.clear()
         planned: List[Planned] = []
         busy = self._busy() if self._claim_ahead else {}
