@@ -54,9 +54,6 @@ class JobResult:
     signal: Optional[int] = None  # process executor: the signal that killed the child
     #: The run was stopped by ``Handle.cancel()`` (or abandoned, for a thread) before it finished.
     cancelled: bool = False
-    #: ``time.perf_counter()`` when the run ended, if its result is delivered a while later (a busy
-    #: thread executor starts waiting runs first); 0.0 when delivered as it ended.
-    ended: float = 0.0
 
 
 #: Called with the result of a run, exactly once per ``submit``.

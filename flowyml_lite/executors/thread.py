@@ -47,19 +47,18 @@ POOL_FULL_SECONDS = 60.0
 #: the loop through a burst) is not taken for one that blocks; with 0.5 ms, 3 bursts of 1,000 in
 #: 8 woke all ten threads, each false alarm waking the next, and took 54 ms instead of 20-29 ms.
 BUSY_SECONDS = max(0.0005, 2 * sys.getswitchinterval())
-#: Jobs that take this long on average (a moving average of the last few, wall time) are not
-#: short: runs that wait get a thread at once, as for a job that has lasted ``BUSY_SECONDS``.
-#: Twenty 5 ms jobs due together (a query each) otherwise ran one after another on one thread,
-#: the last starting 100 ms late, since none of them alone lasted 10 ms.
+#: While most recent jobs took this long or longer (wall time), jobs are not short: runs that
+#: wait get a thread at once, as for a job that has lasted ``BUSY_SECONDS``. Twenty 5 ms jobs due
+#: together (a query each) otherwise ran one after another on one thread, the last starting 100 ms
+#: late, since none of them alone lasted 10 ms. A count, not an average: a trivial job that waited
+#: for the interpreter (a burst's hand-over holds it up to 5 ms) now and then must not wake every
+#: thread of the pool.
 SLOW_JOB_SECONDS = 0.001
+SLOW_JOBS_MAX = 16  # the count goes up by one for each slow job, down by one for each other
+SLOW_JOBS = 8  # from this count on, jobs are taken as slow
 #: How long the watching idle thread waits before it looks again while runs wait and no awake
 #: thread is in a job (they are between jobs: they take the next run themselves).
 WATCH_SECONDS = 0.002
-#: While runs wait to start, a thread that ends one starts the next before it delivers the ended
-#: run's result (the runner's bookkeeping and outcome): up to this many results, held this long at
-#: most, then it delivers them all. A burst's last run then starts sooner; the outcomes follow.
-HOLD_RESULTS = 64
-HOLD_SECONDS = 0.01
 
 _PLAIN = frozenset({bool, int, float, str, bytes, dict, list, tuple})  # never awaitable nor generators
 
@@ -100,13 +99,6 @@ def deliver(done: Done, result: JobResult) -> None:
         done(result)
     except BaseException:
         logger.exception("the done callback of a run failed")
-
-
-def _deliver_held(held: List[Tuple[Done, JobResult]]) -> None:
-    """``deliver`` each of ``held`` in order, and empty it."""
-    for done, result in held:
-        deliver(done, result)
-    held.clear()
 
 
 def deliver_later(done: Done, result: JobResult) -> None:
@@ -175,9 +167,9 @@ class ThreadExecutor(Executor):
         #: took a run or ended its last job (it is between jobs).
         self._awake: Dict[threading.Thread, float] = {}
         self._watched = False  # an idle thread waits with a timeout, watching the queue
-        #: A moving average of how long jobs take (wall time, each new one weighing an eighth);
-        #: updated by the run threads without the lock (a lost update only delays it by a job).
-        self._typical = 0.0
+        #: Slow jobs lately (``SLOW_JOB_SECONDS``), from 0 to ``SLOW_JOBS_MAX``; counted by the run
+        #: threads without the lock (a lost update only delays it by a job).
+        self._slow = 0
         self._closed = False
         self._dropping = False  # shutdown is cancelling what is left
         self._numbers = itertools.count(1)
@@ -288,7 +280,7 @@ class ThreadExecutor(Executor):
         """Whether an awake thread is about to take the next waiting run: each awake thread is in
         a job, or between two (its last one's ending), that began less than ``BUSY_SECONDS`` ago
         (once one has lasted longer, the next run gets a thread at once), and there is one."""
-        if self._typical > SLOW_JOB_SECONDS:
+        if self._slow >= SLOW_JOBS:
             return False
         stamps = list(self._awake.values())
         return bool(stamps) and all(now - abs(stamp) < BUSY_SECONDS for stamp in stamps)
@@ -369,7 +361,6 @@ class ThreadExecutor(Executor):
         counted = True  # counted in _idle by _grow until its first wait for a task
         current: Optional[_Task] = None  # the run this thread took and has not yet ended
         drew = False  # whether it drew its first turn of `current`
-        held: List[Tuple[Done, JobResult]] = []  # results of ended runs, delivered after the next starts
         try:
             while True:
                 current, drew = None, False
@@ -380,8 +371,6 @@ class ThreadExecutor(Executor):
                     except IndexError:
                         pass
                 if task is None:
-                    if held:
-                        _deliver_held(held)
                     was_counted, counted = counted, False  # _wait_for_task uncounts it, however it ends
                     task = self._wait_for_task(me, was_counted)
                     if task is None:
@@ -411,20 +400,13 @@ class ThreadExecutor(Executor):
                     leave_forked_child(task.job.context.schedule, result.success)
                 ended = time.perf_counter()
                 self._awake[me] = -ended  # ending it since
-                self._typical += (ended - began - self._typical) * 0.125
+                if ended - began >= SLOW_JOB_SECONDS:
+                    if self._slow < SLOW_JOBS_MAX:
+                        self._slow += 1
+                elif self._slow:
+                    self._slow -= 1
                 self._running.discard(task)
                 if next(task.turns) == 1:  # ended before any cancel
-                    if self._queue and task.job.timeout is None:  # runs wait: they start first
-                        result.ended = time.perf_counter()
-                        held.append((task.done, result))
-                        if len(held) < HOLD_RESULTS and result.ended - held[0][1].ended < HOLD_SECONDS:
-                            del result
-                            continue
-                        _deliver_held(held)
-                        del result
-                        continue
-                    if held:
-                        _deliver_held(held)
                     deliver(task.done, result)
                     # The job's return value goes now (its finalizers run here, as this run ends),
                     # not after the next job this thread runs, whose outcome would wait for them.
@@ -450,8 +432,6 @@ class ThreadExecutor(Executor):
                 self._cond.notify_all()
                 self._grow()
         finally:
-            if held:  # the thread leaves: what it holds is delivered first
-                _deliver_held(held)
             self._awake.pop(me, None)
 
     def _left(self, me: threading.Thread) -> bool:

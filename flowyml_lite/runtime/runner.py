@@ -359,10 +359,9 @@ class Runner:
         if timing_out:  # the executor's answer to the watchdog's cancel
             self._record_timeout(state, result)
             return
-        ended = result.ended  # set if the result comes a little after the run ended
-        duration = (ended or time.perf_counter()) - state.t0
+        duration = time.perf_counter() - state.t0
         if result.success:
-            self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output, ended=ended)
+            self._end(state, SUCCEEDED, duration, None, result.run_id, output=result.output)
             return
         retryable = matches_retry_on(state.opts, result.exception_types or ())
         if not (retryable and self._retries(state)):  # a retry logs a line of its own instead
@@ -380,7 +379,6 @@ class Runner:
             traceback=result.traceback,
             output=result.output,
             retryable=retryable,
-            ended=ended,
         )
 
     def _timed_out(self, state: RunState) -> None:
@@ -464,14 +462,10 @@ class Runner:
         traceback: Optional[str] = None,
         output: Optional[str] = None,
         retryable: bool = False,
-        ended: float = 0.0,
     ) -> None:
-        """Record the attempt's outcome: a retry (the row stays queued) or the run's final status
-        (``ended``: the ``perf_counter`` it ended at, if that was a while ago)."""
+        """Record the attempt's outcome: a retry (the row stays queued) or the run's final status."""
         run = state.run
         now = self._clock.now()
-        if ended:
-            now -= timedelta(seconds=time.perf_counter() - ended)
         if retryable and self._retries(state):
             delay = retry_delay(state.opts, run.attempt)
             at = now + timedelta(seconds=delay)

@@ -300,68 +300,6 @@ class TestCapacity:
         assert ran == [] and len(queued.results) == 1
 
 
-class TestResultsHeldWhileRunsWaitToStart:
-    """A thread that ends a run while others wait starts the next before it delivers the result."""
-
-    def burst(self, jobs: int, timeout: Any = None) -> List[Any]:
-        executor = ThreadExecutor(max_workers=1)
-        events: List[Any] = []  # ("start", i, t) and ("done", i, result, t), in the order they happened
-        gate = threading.Event()
-
-        def job(i: int) -> Any:
-            def body() -> None:
-                if i == 0:
-                    gate.wait(SAFETY)  # the rest queue up behind the first
-                events.append(("start", i, time.perf_counter()))
-
-            return body
-
-        def done(i: int) -> Any:
-            return lambda result: events.append(("done", i, result, time.perf_counter()))
-
-        items = [(Job(job(i), None, context(f"s{i}"), timeout), done(i)) for i in range(jobs)]
-        executor.submit_many(items)
-        gate.set()
-        assert eventually(lambda: sum(e[0] == "done" for e in events) == jobs)
-        executor.shutdown()
-        return events
-
-    def test_every_result_is_delivered_once_and_later_runs_start_before_earlier_results(self) -> None:
-        events = self.burst(20)
-        done = [e[1] for e in events if e[0] == "done"]
-        assert sorted(done) == list(range(20))
-        order = [(e[0], e[1]) for e in events]
-        assert order.index(("start", 5)) < order.index(("done", 4))  # held while runs waited
-
-    def test_a_held_result_says_when_its_run_ended(self) -> None:
-        events = self.burst(20)
-        starts = {e[1]: e[2] for e in events if e[0] == "start"}
-        for e in events:
-            if e[0] == "done" and e[2].ended:
-                assert starts[e[1]] <= e[2].ended <= e[3]
-        assert any(e[0] == "done" and e[2].ended for e in events)
-
-    def test_the_results_of_runs_with_a_timeout_are_delivered_as_they_end(self) -> None:
-        events = self.burst(20, timeout=60.0)
-        assert not any(e[0] == "done" and e[2].ended for e in events)
-        order = [(e[0], e[1]) for e in events]
-        assert order.index(("done", 4)) < order.index(("start", 5))
-
-    def test_at_most_a_bounded_number_are_held(self) -> None:
-        from flowyml_lite.executors.thread import HOLD_RESULTS
-
-        events = self.burst(3 * HOLD_RESULTS)
-        held = 0
-        most = 0
-        for e in events:
-            if e[0] == "start":
-                held += 1
-            else:
-                held -= 1
-            most = max(most, held)
-        assert most <= HOLD_RESULTS + 1  # the results held and the run in progress
-
-
 class TestShutdown:
     def test_shutdown_without_wait_reports_every_job(self) -> None:
         executor = ThreadExecutor(max_workers=1)
