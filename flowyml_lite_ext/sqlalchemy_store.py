@@ -1095,8 +1095,8 @@ class SQLAlchemyStore(Store):
                     "completed_at": opt_to_us(run.completed_at, "completed_at"),
                     "duration_seconds": run.duration_seconds,
                     "error": clip_text(_text(run.error)),
-                    "run_id": _text(run.run_id),
-                    "reason": _text(run.reason),
+                    "run_id": clip_text(_text(run.run_id)),
+                    "reason": clip_text(_text(run.reason)),
                     "attempt": run.attempt,
                     "traceback": clip_text(_text(run.traceback)),
                     "output": clip_text(_text(run.output)),
@@ -1138,9 +1138,9 @@ class SQLAlchemyStore(Store):
             "completed_at": None if retry else opt_to_us(outcome.completed_at, "completed_at"),
             "duration_seconds": outcome.duration_seconds,
             "error": clip_text(_text(outcome.error)),
-            "run_id": _text(outcome.run_id),
+            "run_id": clip_text(_text(outcome.run_id)),
             "started_at": opt_to_us(outcome.started_at, "started_at"),
-            "reason": _text(outcome.reason),
+            "reason": clip_text(_text(outcome.reason)),
             "attempt": int(outcome.attempt),
             "traceback": clip_text(_text(outcome.traceback)),
             "output": clip_text(_text(outcome.output)),
@@ -1424,12 +1424,12 @@ class SQLAlchemyStore(Store):
             "completed_at": to_us(completed_at, "completed_at"),
             "duration_seconds": duration_seconds,
             "error": clip_text(_text(error)),
-            "run_id": _text(run_id),
+            "run_id": clip_text(_text(run_id)),
         }
         if started_at is not None:
             values["started_at"] = to_us(started_at, "started_at")
         if reason is not None:
-            values["reason"] = _text(reason)
+            values["reason"] = clip_text(_text(reason))
         statement = sa.update(RUNS).where(RUNS.c.run_key == run_key, _ACTIVE).values(**values)
         return bool(self._write(lambda conn: conn.execute(statement).rowcount))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
@@ -120,6 +121,25 @@ class TestAnyException:
         entries = history(scheduler, "etl")
         assert [e["status"] for e in entries] == ["failed", "failed"]
         assert entries[0]["error"].startswith("Unprintable")
+
+    def test_an_error_text_no_store_can_keep_fails_its_run_and_every_schedule_goes_on(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
+        """A file name that is not UTF-8 (``os.fsdecode`` gives lone surrogates) or a NUL in an
+        exception's message: its outcome must reach the store, escaped, or it waits forever and
+        every later claim, which carries it, fails with it: every schedule silent."""
+
+        def bad_file() -> None:
+            raise FileNotFoundError(2, "No such file", os.fsdecode(b"/data/caf\xe9\x00.csv"))
+
+        scheduler.schedule_interval("etl", bad_file, seconds=60)
+        scheduler.schedule_interval("other", lambda: None, seconds=60)
+        drive.at(scheduler, T1)
+        drive.at(scheduler, T1 + timedelta(seconds=60))
+        assert statuses(scheduler, "etl") == ["failed", "failed"]
+        assert statuses(scheduler, "other") == ["succeeded", "succeeded"]
+        assert "caf\\udce9\\x00.csv" in history(scheduler, "etl")[0]["error"]
+        assert scheduler.problems() == []
 
     def test_the_value_a_job_returns_is_let_go_when_its_run_ends(
         self, scheduler: PipelineScheduler, drive: Any
