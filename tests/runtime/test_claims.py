@@ -932,3 +932,31 @@ class TestARowHeldAtEachLook:
                 w.claims.process(due, w.clock.now())
         rows = [(r.fire_time, r.status) for r in store.history(name)]
         assert (DUE, "missed") in rows, rows
+
+    def test_the_instants_a_late_claim_superseded_keep_their_rows_when_it_moves_past(self) -> None:
+        """The claim refused at each look was planned late: it carries ``missed`` rows for the
+        instants a later one superseded. Moving past the held instant writes them too, or those
+        instants would be left without a row (seen with a SIGSTOPped PostgreSQL peer)."""
+        w = world(count=1, interval=1)
+        store = w.store
+        store.skips_locked_rows = True
+        refusals = [2]
+        claim_many = store.claim_many
+
+        def held_twice(claims, outcomes=()):  # type: ignore[no-untyped-def]
+            if refusals[0]:
+                refusals[0] -= 1
+                return [None for _ in claims]
+            return claim_many(claims, outcomes)
+
+        store.claim_many = held_twice
+        store.claim = lambda *args: held_twice([Claim(*args)])[0]
+        name = w.names[0]
+        w.clock.set(DUE + timedelta(seconds=3.5))  # DUE, +1 and +2 superseded by +3
+        for _ in range(3):
+            with w.table.cond:
+                due = w.table.pop_due(w.clock.now() + timedelta(seconds=10))
+            if due:
+                w.claims.process(due, w.clock.now())
+        rows = {r.fire_time: r.status for r in store.history(name)}
+        assert [rows.get(DUE + timedelta(seconds=s)) for s in range(4)] == [MISSED] * 4, rows
