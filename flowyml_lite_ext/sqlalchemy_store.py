@@ -1443,6 +1443,13 @@ class SQLAlchemyStore(Store):
         )
         return [_run(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
 
+    def run_at(self, name: str, fire_time: datetime) -> Optional[RunRecord]:
+        """The run of ``name`` for ``fire_time``, if any (see Store.run_at)."""
+        instant = to_us(fire_time, "fire_time")
+        query = sa.select(RUNS).where(RUNS.c.schedule == name, RUNS.c.fire_time == instant)
+        rows = self._read(lambda conn: conn.execute(query).mappings().all())
+        return _run(rows[0]) if rows else None
+
     def recent_runs(self, names: Sequence[str], limit: int = 10) -> Dict[str, List[RunRecord]]:
         """The newest ``limit`` runs of each schedule (see Store.recent_runs): on PostgreSQL one
         query per RECENT_RUNS_CHUNK names, each schedule's runs read from its index (LATERAL)."""

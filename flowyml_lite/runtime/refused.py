@@ -102,7 +102,13 @@ class RefusedClaims:
         try:
             if missed:
                 recorded = self._store.claim(name, fire, claim.new_next, missed, claim.max_instances)
-            moved = recorded or self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            # Refused with its rows: past it without them only if the instant has its run. The
+            # refusal may as well have met the row held again (another node's claim or a write
+            # that is not a claim, at a change of the split): moved past then, it had no row.
+            if recorded is None and (not missed or self._store.run_at(name, fire) is not None):
+                moved = self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            else:
+                moved = recorded
             fresh = self._store.get_schedule(name) if moved is not None else None
         except Exception as exc:  # the store's own trouble, said as such: not a held row
             moved, error = None, f"{type(exc).__name__}: {exc}"

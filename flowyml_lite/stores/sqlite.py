@@ -1215,6 +1215,12 @@ class SQLiteStore(Store):
         sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE schedule = ? ORDER BY fire_time DESC LIMIT ?"
         return [_run(row) for row in self._read(sql, (name, max(limit, 0)))]
 
+    def run_at(self, name: str, fire_time: datetime) -> Optional[RunRecord]:
+        """The run of ``name`` for ``fire_time``, if any (see Store.run_at)."""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE schedule = ? AND fire_time = ?"
+        rows = self._read(sql, (name, to_us(fire_time, "fire_time")))
+        return _run(rows[0]) if rows else None
+
     def prune_runs(
         self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None
     ) -> int:

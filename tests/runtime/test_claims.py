@@ -960,3 +960,32 @@ class TestARowHeldAtEachLook:
                 w.claims.process(due, w.clock.now())
         rows = {r.fire_time: r.status for r in store.history(name)}
         assert [rows.get(DUE + timedelta(seconds=s)) for s in range(4)] == [MISSED] * 4, rows
+
+    def test_a_row_held_again_at_the_move_is_not_taken_for_a_run_of_the_instant(self) -> None:
+        """Refused at its two looks and once more when recorded missed (the row held again: another
+        node's claim or marking at a change of the split), the instant has no run: the schedule
+        must not be moved past it without a row, as if it had one (seen at a PostgreSQL peer's
+        kill -9). It waits and is claimed at a later look."""
+        w = world(count=1)
+        store = w.store
+        store.skips_locked_rows = True
+        refusals = [3]
+        claim_many = store.claim_many
+
+        def held_three_times(claims, outcomes=()):  # type: ignore[no-untyped-def]
+            if refusals[0] and claims[0].runs:
+                refusals[0] -= 1
+                return [None for _ in claims]
+            return claim_many(claims, outcomes)
+
+        store.claim_many = held_three_times
+        store.claim = lambda *args: held_three_times([Claim(*args)])[0]
+        name = w.names[0]
+        for step in range(1, 8):
+            w.clock.set(DUE + timedelta(seconds=step))
+            with w.table.cond:
+                due = w.table.pop_due(w.clock.now())
+            if due:
+                w.claims.process(due, w.clock.now())
+        assert store.run_at(name, DUE) is not None, store.history(name)
+        assert [r.fire_time for r in store.history(name)] == [DUE]

@@ -588,6 +588,16 @@ class TestHistory:
         assert [r.fire_time for r in store.history("etl", limit=2)] == [at(4), at(3)]
         assert store.history("etl", limit=0) == []
 
+    def test_run_at_finds_the_run_of_one_instant_of_one_schedule(self, store: Store) -> None:
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        assert store.claim("a", T0, at(10), [run("a", at(i), SUCCEEDED) for i in (0, 1, 2)], 1)
+        found = store.run_at("a", at(1))
+        assert found is not None and (found.schedule, found.fire_time) == ("a", at(1))
+        assert found == next(r for r in store.history("a") if r.fire_time == at(1))
+        assert store.run_at("a", at(1).astimezone(NEW_YORK)) == found
+        assert store.run_at("a", at(3)) is None and store.run_at("b", at(1)) is None
+
     def test_history_holds_only_the_named_schedule(self, store: Store) -> None:
         store.declare_schedule(sched("a"))
         store.declare_schedule(sched("b"))
