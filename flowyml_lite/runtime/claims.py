@@ -372,7 +372,19 @@ class Claims:
                 results = self._store.claim_many([c for c, _, _ in group], outcomes)
             except Exception:
                 self._writer.give_back(outcomes)
-                raise
+                if not outcomes or time.monotonic() - (self.in_store_since or 0.0) > 1.0:
+                    raise  # nothing else to try, or a store that times out (not one that refuses)
+                # Without the outcomes: if that goes through, the store refuses one of them (a
+                # text it cannot keep, a row it will not update), not every write; carried by
+                # every claim, it would fail them all and silence every schedule here.
+                results = self._store.claim_many([c for c, _, _ in group], [])
+                logger.error(
+                    "a claim failed with %d run outcome(s) and went through without them: "
+                    "the outcome writer records them on their own",
+                    len(outcomes),
+                )
+                self._writer.suspect(outcomes)
+                outcomes = []
             finally:
                 self.in_store_since = None
         except Exception as exc:

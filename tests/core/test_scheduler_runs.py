@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -448,3 +449,56 @@ class TestHooks:
         scheduler.schedule_interval("etl", noop, seconds=600, catchup="skip")
         drive.at(scheduler, T1 + timedelta(minutes=35))  # every instant far past the grace: missed
         assert seen and set(seen) == {"missed"}
+
+
+def refuse_outcomes_of(db_path: str, schedule: str, only_with_error: bool = False) -> None:
+    """A real SQLite trigger that refuses to finish the runs of ``schedule`` (every outcome, or
+    only one that carries an error text): a store that fails some statements, not all."""
+    condition = f"NEW.schedule = '{schedule}' AND NEW.status <> 'running'"
+    if only_with_error:
+        condition += " AND NEW.error IS NOT NULL"
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE UPDATE ON runs WHEN {condition} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        )
+
+
+class TestAnOutcomeTheStoreRefuses:
+    def test_the_other_schedules_go_on_firing_and_health_names_the_outcome_left(
+        self, make_scheduler: Any, drive: Any
+    ) -> None:
+        """Carried by every claim, an outcome the store refuses failed every claim: every schedule
+        of the process silent. Claims now go through without it; the writer keeps it."""
+        scheduler = make_scheduler("sqlite")
+        scheduler.schedule_interval("bad", lambda: None, seconds=60)
+        scheduler.schedule_interval("good", lambda: None, seconds=60)
+        refuse_outcomes_of(make_scheduler.db_path, "bad")
+        for minute in range(3):  # "bad"'s run never ends in the store: not waited for
+            drive.at(scheduler, T1 + timedelta(minutes=minute), wait=False)
+            time.sleep(0.5)  # the runs, and the writer's attempts
+        assert statuses(scheduler, "good")[:2] == ["succeeded", "succeeded"]
+        assert len(statuses(scheduler, "good")) == 3
+        assert statuses(scheduler, "bad")[0] == "running"  # the store will not finish it
+        assert any(p["source"] == "outcomes" for p in scheduler.problems())
+
+    def test_an_outcome_refused_for_its_texts_is_recorded_without_them_saying_why(
+        self, make_scheduler: Any, drive: Any
+    ) -> None:
+        scheduler = make_scheduler("sqlite")
+
+        def fails() -> None:
+            raise ValueError("boom")
+
+        scheduler.schedule_interval("bad", fails, seconds=60)
+        scheduler.schedule_interval("good", lambda: None, seconds=60)
+        refuse_outcomes_of(make_scheduler.db_path, "bad", only_with_error=True)
+        for minute in range(3):
+            drive.at(scheduler, T1 + timedelta(minutes=minute))
+            time.sleep(0.3)
+        assert statuses(scheduler, "good") == ["succeeded"] * 3
+        entries = history(scheduler, "bad")
+        assert [e["status"] for e in entries] == ["failed"] * 3
+        assert "the store refused this run's outcome as reported" in entries[-1]["reason"]
+        assert "refused by a trigger" in entries[-1]["reason"]
+        assert scheduler.problems() == []
