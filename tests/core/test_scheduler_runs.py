@@ -502,3 +502,36 @@ class TestAnOutcomeTheStoreRefuses:
         assert "the store refused this run's outcome as reported" in entries[-1]["reason"]
         assert "refused by a trigger" in entries[-1]["reason"]
         assert scheduler.problems() == []
+
+
+class TestAClaimTheStoreRefuses:
+    def test_on_sqlite_the_others_go_on_and_its_instants_are_not_moved_past_without_a_row(
+        self, make_scheduler: Any, drive: Any
+    ) -> None:
+        """A real SQLite trigger refuses the run rows of one schedule: SQLite takes it for a
+        claim refused, and its fire was moved past as if it had run ("already has a run"),
+        leaving the instant without a row. It waits instead; the other schedules go on."""
+        scheduler = make_scheduler("sqlite")
+        for name in ("a", "bad", "c"):
+            scheduler.schedule_interval(name, lambda: None, seconds=60)
+        with sqlite3.connect(make_scheduler.db_path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON runs WHEN NEW.schedule = 'bad' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+            )
+        drive.at(scheduler, T1)
+        drive.at(scheduler, T1 + timedelta(seconds=1))  # looked at again
+        drive.at(scheduler, T1 + timedelta(seconds=60))
+        for name in ("a", "c"):
+            assert statuses(scheduler, name) == ["succeeded", "succeeded"], name
+        assert statuses(scheduler, "bad") == []
+        with sqlite3.connect(make_scheduler.db_path) as conn:
+            conn.execute("DROP TRIGGER refuse")
+        drive.at(scheduler, T1 + timedelta(seconds=70))  # past its retry
+        fires = [e["fire_time"] for e in history(scheduler, "bad")]
+        assert [_as_utc(f) for f in fires] == [T1 + timedelta(seconds=60), T1], history(scheduler, "bad")
+
+
+def _as_utc(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(timezone.utc)
