@@ -377,8 +377,11 @@ class Claims:
             except Exception as first:
                 self._writer.give_back(outcomes)
                 quick = time.monotonic() - (self.in_store_since or 0.0) <= 1.0
+                quick = quick and not ahead and not _contended(first)
                 if not quick:
-                    raise  # a store that times out, not one that refuses: nothing else to try
+                    # A store that times out or a lock another writer holds, not a refusal; or
+                    # a claim ahead (claimed at the instant instead): nothing else to try.
+                    raise
                 results, outcomes = self._claim_apart(group, outcomes, first, failing)
             finally:
                 self.in_store_since = None
@@ -617,6 +620,13 @@ class Claims:
             )
             if self._troubles.report(f"blocked:{name}", message):
                 logger.warning("%s", message)
+
+
+def _contended(exc: BaseException) -> bool:
+    """Whether ``exc`` says another writer was in the way (a lock, a busy file, a serialization
+    failure): the store answered, but did not refuse anything in particular."""
+    text = str(exc).lower()
+    return any(word in text for word in ("locked", "busy", "lock timeout", "deadlock", "serializ"))
 
 
 def _without_run_at(claim: Claim, fire: datetime, same_row: bool) -> Claim:

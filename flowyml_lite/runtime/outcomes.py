@@ -87,16 +87,17 @@ class OutcomeWriter:
         return len(self._pending) >= self.limit
 
     # -- the loop's share: outcomes ride along with a claim transaction ---------------
-    def take(self, concerning: Optional[AbstractSet[str]] = None) -> List[Outcome]:
+    def take(self, concerning: Optional[AbstractSet[str]] = None, *, suspect: bool = False) -> List[Outcome]:
         """Every pending outcome, for the caller's transaction; ``done`` or ``give_back`` after it.
 
         With ``concerning`` (schedule names), none unless one of them may be of those schedules.
-        Outcomes the store refused on their own (``suspect``) are left to the writer."""
+        Outcomes the store refused on their own (``suspect``) are left to the writer, which takes
+        them with ``suspect=True``."""
         with self._lock:
             if concerning is not None and self._schedules.isdisjoint(concerning):
                 return []
             taken, self._pending = self._pending, []
-            if self._suspect:
+            if self._suspect and not suspect:
                 self._pending = [o for o in taken if o.run_key in self._suspect]
                 taken = [o for o in taken if o.run_key not in self._suspect]
             self._writing += len(taken)
@@ -163,7 +164,7 @@ class OutcomeWriter:
                     return
             time.sleep(GATHER_SECONDS)  # let the runs finishing together share one commit
             with self.commit_lock:
-                taken = self.take()
+                taken = self.take(suspect=True)
                 if not taken:
                     continue
                 try:

@@ -853,6 +853,47 @@ class TestOutcomesAndClaims:
         assert len(w.started) == 60
         assert w.writer.pending == 1
 
+    def test_outcomes_a_claim_failed_with_are_written_by_the_writer_when_it_goes_through_without_them(
+        self,
+    ) -> None:
+        """The store refused the claim carrying an outcome (at once) and took it without: the
+        outcome is the writer's to write on its own; it must land, not wait for ever."""
+        w = world(count=1)
+        a_run_still_recorded_active(w, "other")
+        real = w.store.claim_many
+        refused: List[int] = []
+
+        def refuses_outcomes(claims: Any, outcomes: Any = ()) -> Any:
+            if outcomes and not refused:
+                refused.append(len(outcomes))
+                raise StoreError("refused by a trigger")
+            return real(claims, outcomes)
+
+        w.store.claim_many = refuses_outcomes
+        claim_the_instant(w)
+        assert refused == [1] and "job-0" in dict(w.started)
+        assert w.writer.flush(5), "the outcome was left waiting"
+        assert [r.status for r in w.store.history("other")] == [SUCCEEDED]
+
+    def test_a_claim_met_by_a_lock_is_not_taken_for_a_refusal_of_its_outcomes(self) -> None:
+        """A busy store (another writer's lock) answers at once too: its claim fails as a whole,
+        retried later with the outcomes, which are not made the writer's alone."""
+        w = world(count=1, held=True)
+        a_run_still_recorded_active(w, "job-0")
+        calls: List[int] = []
+        real = w.store.claim_many
+
+        def locked_once(claims: Any, outcomes: Any = ()) -> Any:
+            calls.append(len(outcomes))
+            if len(calls) == 1:
+                raise StoreError("sqlite store 'x.db': database is locked")
+            return real(claims, outcomes)
+
+        w.store.claim_many = locked_once
+        claim_the_instant(w)
+        assert calls == [1] and w.started == []
+        assert w.writer.pending == 1 and w.writer.take() != []
+
     def test_in_a_burst_a_run_that_ended_does_not_count_against_its_schedules_next_fire(self) -> None:
         """The outcome of job-30's last run waits in the writer when its next fire is claimed in a
         burst: it rides along with that claim, so the fire runs instead of being skipped for overlap."""
