@@ -1100,8 +1100,8 @@ class SQLAlchemyStore(Store):
                     "completed_at": opt_to_us(run.completed_at, "completed_at"),
                     "duration_seconds": run.duration_seconds,
                     "error": clip_text(_text(run.error)),
-                    "run_id": _text(run.run_id),
-                    "reason": _text(run.reason),
+                    "run_id": clip_text(_text(run.run_id)),
+                    "reason": clip_text(_text(run.reason)),
                     "attempt": run.attempt,
                     "traceback": clip_text(_text(run.traceback)),
                     "output": clip_text(_text(run.output)),
@@ -1144,9 +1144,9 @@ class SQLAlchemyStore(Store):
             "completed_at": None if retry else opt_to_us(outcome.completed_at, "completed_at"),
             "duration_seconds": outcome.duration_seconds,
             "error": clip_text(_text(outcome.error)),
-            "run_id": _text(outcome.run_id),
+            "run_id": clip_text(_text(outcome.run_id)),
             "started_at": opt_to_us(outcome.started_at, "started_at"),
-            "reason": _text(outcome.reason),
+            "reason": clip_text(_text(outcome.reason)),
             "attempt": int(outcome.attempt),
             "traceback": clip_text(_text(outcome.traceback)),
             "output": clip_text(_text(outcome.output)),
@@ -1433,12 +1433,12 @@ class SQLAlchemyStore(Store):
             "completed_at": to_us(completed_at, "completed_at"),
             "duration_seconds": duration_seconds,
             "error": clip_text(_text(error)),
-            "run_id": _text(run_id),
+            "run_id": clip_text(_text(run_id)),
         }
         if started_at is not None:
             values["started_at"] = to_us(started_at, "started_at")
         if reason is not None:
-            values["reason"] = _text(reason)
+            values["reason"] = clip_text(_text(reason))
         statement = sa.update(RUNS).where(RUNS.c.run_key == run_key, _ACTIVE).values(**values)
         return bool(self._write(lambda conn: conn.execute(statement).rowcount))
 
@@ -1451,6 +1451,13 @@ class SQLAlchemyStore(Store):
             .limit(max(limit, 0))
         )
         return [_run(row) for row in self._read(lambda conn: conn.execute(query).mappings().all())]
+
+    def run_at(self, name: str, fire_time: datetime) -> Optional[RunRecord]:
+        """The run of ``name`` for ``fire_time``, if any (see Store.run_at)."""
+        instant = to_us(fire_time, "fire_time")
+        query = sa.select(RUNS).where(RUNS.c.schedule == name, RUNS.c.fire_time == instant)
+        rows = self._read(lambda conn: conn.execute(query).mappings().all())
+        return _run(rows[0]) if rows else None
 
     def recent_runs(self, names: Sequence[str], limit: int = 10) -> Dict[str, List[RunRecord]]:
         """The newest ``limit`` runs of each schedule (see Store.recent_runs): on PostgreSQL one

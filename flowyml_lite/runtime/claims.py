@@ -137,6 +137,8 @@ class Claims:
         self._busy = busy  # the schedules with runs in flight here (how many): not claimed ahead
         self._claim_ahead = claim_ahead
         self._failures = 0
+        #: Schedules whose claim failed on its own, while others went through: how many times.
+        self._failed_alone: Dict[str, int] = {}
         self._unplannable: Set[str] = set()  # schedules whose trigger raised (health says so)
         #: How long the store has taken to answer claims lately (a decaying maximum, seconds).
         self._typical = 0.0
@@ -385,20 +387,37 @@ class Claims:
         given) in one transaction and hand the won runs over (or, ``ahead`` of their instants, hold
         them until then); the refused claims, for ``_refused``; None if the store failed. The
         caller holds the writer's commit lock."""
+        failing: Dict[int, Exception] = {}  # claims of the group the store refuses on their own
+        quick = False  # the store refused at once (an answer, not a timeout)
         try:
             outcomes = self._writer.take(concerning)
             self.in_store_since = time.monotonic()
             try:
                 results = self._store.claim_many([c for c, _, _ in group], outcomes)
-            except Exception:
+            except Exception as first:
                 self._writer.give_back(outcomes)
-                raise
+                quick = time.monotonic() - (self.in_store_since or 0.0) <= 1.0
+                quick = quick and not ahead and not _contended(first)
+                if not quick:
+                    # A store that times out or a lock another writer holds, not a refusal; or
+                    # a claim ahead (claimed at the instant instead): nothing else to try.
+                    raise
+                results, outcomes = self._claim_apart(group, outcomes, first, failing)
             finally:
                 self.in_store_since = None
         except Exception as exc:
             self._settle_unanswered(group, exc)
             if ahead:  # claimed at the instant instead, which reports a failure
                 logger.debug("claiming %d fire(s) ahead: %r", len(group), exc)
+                return None
+            if quick and len(group) == 1 and not self._failures:
+                # The claim before went through: this one may be refused on its own (or be the
+                # first of an outage: counted as a failure all the same, so the next claim that
+                # goes through knows the store was away). Named in health until it goes through
+                # (another claim's success does not clear it, as it clears an outage's "claims").
+                self._failures += 1
+                with self._table.lock:
+                    self._failing_alone(group[0][0], exc, now)
                 return None
             self._failures += 1
             delay = min(0.1 * 2 ** min(self._failures, 10), RETRY_MAX_SECONDS)
@@ -430,10 +449,19 @@ class Claims:
         stuck = recovering or self._answered_late(answered, now)
         table = self._table
         with table.lock:
-            for (claim, func, opts), stored in zip(group, results):
+            for index, ((claim, func, opts), stored) in enumerate(zip(group, results)):
+                if failing and index in failing:
+                    if ahead:
+                        refused.append(claim)  # not held: claimed at its instant, which reports it
+                    else:
+                        self._failing_alone(claim, failing[index], now)
+                    continue
                 if stored is None:
                     refused.append(claim)
                     continue
+                if self._failed_alone and claim.name in self._failed_alone:
+                    del self._failed_alone[claim.name]
+                    self._troubles.clear(f"claims:{claim.name}")
                 passed = stuck and claim.new_next is not None and claim.new_next <= answered
                 if passed and opts.catchup != "all":
                     stored = self._superseded(stored, answered, now, recovering)
@@ -499,6 +527,77 @@ class Claims:
                 if run.status in ACTIVE_STATUSES:
                     outcome = Outcome(run.run_key, MISSED, now, reason=reason, node_id=self._node)
                     self._writer.put(outcome, claim.name)
+            # Its runs' keys are settled: the fire is planned afresh (new keys) when claimed again,
+            # never with this plan, whose rows could be written after these outcomes.
+            self._ahead.pop((claim.name, claim.expected_next), None)
+
+    def _claim_apart(
+        self,
+        group: Sequence[Planned],
+        outcomes: List[Outcome],
+        error: Exception,
+        failing: Dict[int, Exception],
+    ) -> Tuple[List[Optional[List[RunRecord]]], List[Outcome]]:
+        """The store refused ``group``'s transaction at once (an answer, not a timeout): find what
+        it refuses rather than every claim of the group, and every schedule, failing with it.
+
+        First without the outcomes (the store may refuse one of them: a text it cannot keep, a
+        row it will not update): they go to the writer, which writes them on its own. Then the
+        claims in halves, down to the ones refused on their own (a trigger or a constraint on
+        one schedule's rows), put in ``failing``: the others go through. Only the refused half is
+        halved again, so an outage costs two more calls: ``error`` is raised when both halves are
+        refused (the store takes nothing, or more than one claim is refused)."""
+        claims = [c for c, _, _ in group]
+        if outcomes:
+            try:
+                results = self._store.claim_many(claims, [])
+            except Exception:
+                pass
+            else:
+                logger.error(
+                    "a claim failed with %d run outcome(s) and went through without them: "
+                    "the outcome writer records them on their own",
+                    len(outcomes),
+                )
+                self._writer.suspect(outcomes)
+                return results, []
+        if len(claims) == 1:
+            raise error
+        found: List[Optional[List[RunRecord]]] = [None] * len(claims)
+        low, high = 0, len(claims)
+        while high - low > 1:  # halve the refused part while only one half is refused
+            middle = (low + high) // 2
+            refused = []
+            for part in ((low, middle), (middle, high)):
+                try:
+                    found[part[0] : part[1]] = self._store.claim_many(claims[part[0] : part[1]], [])
+                except Exception as exc:
+                    refused.append((part, exc))
+            if len(refused) != 1:
+                if not refused:  # the store took both halves: what failed was the transaction
+                    return found, []
+                if high - low == len(claims):
+                    raise error  # both halves refused: an outage, or more than one refused claim
+                break  # some were claimed (and must start): the rest fail, each on its own
+            (low, high), error = refused[0]
+        for index in range(low, high):
+            failing[index] = error
+        return found, []
+
+    def _failing_alone(self, claim: Claim, error: Exception, now: datetime) -> None:
+        """``claim`` failed on its own while the others of its group went through: its fire waits,
+        looked at again with backoff (0.2 s up to 5 s), and health names its schedule until it
+        goes through. Table lock held."""
+        name = claim.name
+        count = self._failed_alone[name] = self._failed_alone.get(name, 0) + 1
+        delay = min(0.1 * 2 ** min(count, 10), RETRY_MAX_SECONDS)
+        message = (
+            f"claiming {name!r} fails while other claims go through ({type(error).__name__}: "
+            f"{str(error)[:300]}): its fire {claim.expected_next.isoformat()} waits"
+        )
+        if self._troubles.report(f"claims:{name}", message):
+            logger.error("%s (retrying every %.1f s at most)", message, RETRY_MAX_SECONDS)
+        self._table.push(now + timedelta(seconds=delay), name, claim.expected_next)
 
     @property
     def answer_seconds(self) -> float:
@@ -574,6 +673,13 @@ class Claims:
             )
             if self._troubles.report(f"blocked:{name}", message):
                 logger.warning("%s", message)
+
+
+def _contended(exc: BaseException) -> bool:
+    """Whether ``exc`` says another writer was in the way (a lock, a busy file, a serialization
+    failure): the store answered, but did not refuse anything in particular."""
+    text = str(exc).lower()
+    return any(word in text for word in ("locked", "busy", "lock timeout", "deadlock", "serializ"))
 
 
 def _without_run_at(claim: Claim, fire: datetime, same_row: bool) -> Claim:

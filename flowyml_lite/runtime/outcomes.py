@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import AbstractSet, Callable, List, Optional, Set
+from dataclasses import replace
+from typing import AbstractSet, Callable, List, Optional, Set, Tuple
 
 from ..stores.base import Outcome, Store
 from .health import Troubles
@@ -49,6 +50,9 @@ class OutcomeWriter:
         #: once nothing is pending or being written.
         self._schedules: Set[str] = set()
         self._writing = 0  # outcomes taken by a transaction in flight (the writer's or the loop's)
+        #: Run keys of outcomes the store refused while it took the rest (a claim went through
+        #: without them): claims no longer carry them, the writer writes them alone.
+        self._suspect: Set[str] = set()
         self._failures = 0
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
@@ -83,16 +87,32 @@ class OutcomeWriter:
         return len(self._pending) >= self.limit
 
     # -- the loop's share: outcomes ride along with a claim transaction ---------------
-    def take(self, concerning: Optional[AbstractSet[str]] = None) -> List[Outcome]:
+    def take(self, concerning: Optional[AbstractSet[str]] = None, *, suspect: bool = False) -> List[Outcome]:
         """Every pending outcome, for the caller's transaction; ``done`` or ``give_back`` after it.
 
-        With ``concerning`` (schedule names), none unless one of them may be of those schedules."""
+        With ``concerning`` (schedule names), none unless one of them may be of those schedules.
+        Outcomes the store refused on their own (``suspect``) are left to the writer, which takes
+        them with ``suspect=True``."""
         with self._lock:
             if concerning is not None and self._schedules.isdisjoint(concerning):
                 return []
             taken, self._pending = self._pending, []
+            if self._suspect and not suspect:
+                self._pending = [o for o in taken if o.run_key in self._suspect]
+                taken = [o for o in taken if o.run_key not in self._suspect]
             self._writing += len(taken)
         return taken
+
+    def suspect(self, outcomes: List[Outcome]) -> None:
+        """``outcomes`` (given back) made a claim fail that went through without them: the store
+        refuses them, not every write. Claims no longer carry them (they would fail every claim,
+        and every schedule with it); the writer writes them on their own, without their texts if
+        need be (``_write_alone``)."""
+        if not outcomes:
+            return
+        with self._lock:
+            self._suspect.update(o.run_key for o in outcomes)
+            self._cond.notify_all()
 
     def done(self, taken: List[Outcome], results: Optional[List[bool]] = None) -> None:
         """``taken`` is in the store."""
@@ -144,7 +164,7 @@ class OutcomeWriter:
                     return
             time.sleep(GATHER_SECONDS)  # let the runs finishing together share one commit
             with self.commit_lock:
-                taken = self.take()
+                taken = self.take(suspect=True)
                 if not taken:
                     continue
                 try:
@@ -152,6 +172,13 @@ class OutcomeWriter:
                     error: Optional[Exception] = None
                 except Exception as exc:
                     results, error = None, exc
+                    if len(taken) > 1 or self._suspect:
+                        written, left = self._write_alone(taken)
+                        if written:  # the store takes writes: only ``left`` is refused
+                            self.done(written)
+                            taken = left
+                            if not left:
+                                continue
                     self.give_back(taken)
             if error is not None:
                 self._failed(error, len(taken))
@@ -164,6 +191,62 @@ class OutcomeWriter:
                 continue
             self.done(taken, results)
             del taken  # not held while the writer waits (a burst's last thousand outcomes)
+
+    def _write_alone(self, taken: List[Outcome]) -> Tuple[List[Outcome], List[Outcome]]:
+        """A group commit failed: one outcome the store refuses (a text it cannot keep, a row it
+        will not update) must not hold every other back. Written apart (the first alone and the
+        rest together, or each alone once one is suspect) and, once the store has taken any (or
+        a claim has gone through without them), each refused one alone, then without its texts,
+        saying why; one refused even so waits, suspect, and health says so. Nothing is tried one
+        by one while the store takes nothing (an outage). Commit lock held; (written, left)."""
+        suspect = self._suspect
+        if len(taken) > 1 and not any(o.run_key in suspect for o in taken):
+            parts = [taken[:1], taken[1:]]
+        else:
+            parts = [[o] for o in taken]
+        written: List[Outcome] = []
+        refused: List[Tuple[Outcome, Exception, bool]] = []  # and whether it was tried alone
+        for part in parts:
+            try:
+                self._store.finish_runs(part)
+                written.extend(part)
+            except Exception as exc:
+                refused.extend((o, exc, len(part) == 1) for o in part)
+        if not written and not any(o.run_key in suspect for o, _, _ in refused):
+            return [], taken  # the store takes nothing: an outage, retried as a group
+        left: List[Outcome] = []
+        for outcome, first, alone in refused:
+            reason: BaseException = first
+            if not alone:
+                try:  # refused in a group: alone, as it is
+                    self._store.finish_runs([outcome])
+                    written.append(outcome)
+                    continue
+                except Exception as exc:
+                    reason = exc
+            why = f"{type(reason).__name__}: {str(reason)[:300]}"
+            bare = replace(
+                outcome,
+                error=None,
+                traceback=None,
+                output=None,
+                run_id=None,
+                reason=f"the store refused this run's outcome as reported ({why}); "
+                "recorded without its error, traceback, output and run_id",
+            )
+            try:
+                self._store.finish_runs([bare])
+            except Exception:
+                left.append(outcome)
+                continue
+            logger.error(
+                "run %s: the store refused its outcome (%s); recorded without its texts", outcome.run_key, why
+            )
+            written.append(outcome)
+        with self._lock:
+            suspect.difference_update(o.run_key for o in written)
+            suspect.update(o.run_key for o in left)
+        return written, left
 
     def _failed(self, exc: BaseException, count: int) -> None:
         self._failures += 1

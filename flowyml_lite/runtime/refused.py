@@ -94,13 +94,21 @@ class RefusedClaims:
         error = None
         # First with the instant recorded missed: if its row was only held for a moment by a write
         # that is not a claim (a worker's start marking the schedules it declares), the instant has
-        # no run yet, and moving past it with none would leave it without a row.
-        missed = [r.with_status(MISSED, ROW_HELD) for r in claim.runs if r.status in ACTIVE_STATUSES]
+        # no run yet, and moving past it with none would leave it without a row. A claim planned
+        # late carries the instants a later one superseded, already missed: they go with it, or
+        # they too would be left without a row.
+        missed = [r.with_status(MISSED, ROW_HELD) if r.status in ACTIVE_STATUSES else r for r in claim.runs]
         recorded = None
         try:
             if missed:
                 recorded = self._store.claim(name, fire, claim.new_next, missed, claim.max_instances)
-            moved = recorded or self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            # Refused with its rows: past it without them only if the instant has its run. The
+            # refusal may as well have met the row held again (another node's claim or a write
+            # that is not a claim, at a change of the split): moved past then, it had no row.
+            if recorded is None and (not missed or self._store.run_at(name, fire) is not None):
+                moved = self._store.claim(name, fire, claim.new_next, [], claim.max_instances)
+            else:
+                moved = recorded
             fresh = self._store.get_schedule(name) if moved is not None else None
         except Exception as exc:  # the store's own trouble, said as such: not a held row
             moved, error = None, f"{type(exc).__name__}: {exc}"
@@ -115,7 +123,9 @@ class RefusedClaims:
             return
         self._refusals.settled(name)
         if recorded:
-            logger.warning("%r: fire %s recorded missed: %s", name, fire.isoformat(), ROW_HELD)
+            last = recorded[-1].fire_time
+            held = fire.isoformat() if last == fire else f"{fire.isoformat()} to {last.isoformat()}"
+            logger.warning("%r: fire %s recorded missed: %s", name, held, ROW_HELD)
         else:
             logger.warning("%r: fire %s already has a run; moved past it", name, fire.isoformat())
         if fresh is not None:

@@ -370,6 +370,12 @@ class Store(abc.ABC):
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:
         """Runs of ``name``, newest fire first, at most ``limit``."""
 
+    def run_at(self, name: str, fire_time: datetime) -> Optional[RunRecord]:
+        """The run of ``name`` for the instant ``fire_time``, if it has one (a read: what a claim
+        refused for it ran into, a row or a lock, is told apart by it). Stores override this
+        with one lookup of the unique (schedule, fire_time) key; this default reads the history."""
+        return next((run for run in self.history(name, 100_000) if run.fire_time == fire_time), None)
+
     @abc.abstractmethod
     def prune_runs(
         self, older_than: Optional[datetime], keep_last: Optional[int], *, limit: Optional[int] = None

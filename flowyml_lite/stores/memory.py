@@ -504,6 +504,13 @@ class MemoryStore(Store):
             results.append(True)
         return results
 
+    def run_at(self, name: str, fire_time: datetime) -> Optional[RunRecord]:
+        """The run of ``name`` for ``fire_time``, if any (see Store.run_at)."""
+        instant = check_aware(fire_time, "fire_time")
+        with self._lock:
+            key = self._fires.get(name, {}).get(instant)
+            return None if key is None else _record(self._runs[key])
+
     def history(self, name: str, limit: int = 50) -> List[RunRecord]:
         """Runs of ``name``, newest fire first, at most ``limit``."""
         with self._lock:

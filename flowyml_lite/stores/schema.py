@@ -262,11 +262,31 @@ def check_outcome_record(outcome: Outcome) -> bool:
 
 
 def clip_text(text: Optional[str], limit: int = MAX_RUN_TEXT) -> Optional[str]:
-    """``text`` cut to its last ``limit`` characters (with a marker), so a run row stays bounded."""
-    if text is None or len(text) <= limit:
+    """``text`` cut to its last ``limit`` characters (with a marker), so a run row stays bounded,
+    and made text every store can keep (``storable_text``)."""
+    if text is None:
         return text
-    marker = f"[... {len(text) - limit + 40} characters cut ...]\n"
-    return marker + text[-(limit - len(marker)) :]
+    if len(text) > limit:
+        marker = f"[... {len(text) - limit + 40} characters cut ...]\n"
+        text = marker + text[-(limit - len(marker)) :]
+    return storable_text(text)
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what no store can keep written out as escapes: a NUL character as ``\\x00``
+    (PostgreSQL's text refuses it) and a lone surrogate as ``\\udcxx`` (not UTF-8: no driver can
+    send it; ``os.fsdecode`` makes them of a file name that is not UTF-8, and an exception's
+    message may carry one). A job's error text must never make its outcome, and with it every
+    later claim that carries it, refused by the store for good."""
+    if text.isascii():
+        if "\x00" not in text:
+            return text
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
 
 
 def as_text(value: object, limit: int = MAX_RUN_TEXT) -> Optional[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -121,6 +123,25 @@ class TestAnyException:
         entries = history(scheduler, "etl")
         assert [e["status"] for e in entries] == ["failed", "failed"]
         assert entries[0]["error"].startswith("Unprintable")
+
+    def test_an_error_text_no_store_can_keep_fails_its_run_and_every_schedule_goes_on(
+        self, scheduler: PipelineScheduler, drive: Any
+    ) -> None:
+        """A file name that is not UTF-8 (``os.fsdecode`` gives lone surrogates) or a NUL in an
+        exception's message: its outcome must reach the store, escaped, or it waits forever and
+        every later claim, which carries it, fails with it: every schedule silent."""
+
+        def bad_file() -> None:
+            raise FileNotFoundError(2, "No such file", os.fsdecode(b"/data/caf\xe9\x00.csv"))
+
+        scheduler.schedule_interval("etl", bad_file, seconds=60)
+        scheduler.schedule_interval("other", lambda: None, seconds=60)
+        drive.at(scheduler, T1)
+        drive.at(scheduler, T1 + timedelta(seconds=60))
+        assert statuses(scheduler, "etl") == ["failed", "failed"]
+        assert statuses(scheduler, "other") == ["succeeded", "succeeded"]
+        assert "caf\\udce9\\x00.csv" in history(scheduler, "etl")[0]["error"]
+        assert scheduler.problems() == []
 
     def test_the_value_a_job_returns_is_let_go_when_its_run_ends(
         self, scheduler: PipelineScheduler, drive: Any
@@ -426,3 +447,89 @@ class TestHooks:
         scheduler.schedule_interval("etl", noop, seconds=600, catchup="skip")
         drive.at(scheduler, T1 + timedelta(minutes=35))  # every instant far past the grace: missed
         assert seen and set(seen) == {"missed"}
+
+
+def refuse_outcomes_of(db_path: str, schedule: str, only_with_error: bool = False) -> None:
+    """A real SQLite trigger that refuses to finish the runs of ``schedule`` (every outcome, or
+    only one that carries an error text): a store that fails some statements, not all."""
+    condition = f"NEW.schedule = '{schedule}' AND NEW.status <> 'running'"
+    if only_with_error:
+        condition += " AND NEW.error IS NOT NULL"
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE UPDATE ON runs WHEN {condition} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        )
+
+
+class TestAnOutcomeTheStoreRefuses:
+    def test_the_other_schedules_go_on_firing_and_health_names_the_outcome_left(
+        self, make_scheduler: Any, drive: Any
+    ) -> None:
+        """Carried by every claim, an outcome the store refuses failed every claim: every schedule
+        of the process silent. Claims now go through without it; the writer keeps it."""
+        scheduler = make_scheduler("sqlite")
+        scheduler.schedule_interval("bad", lambda: None, seconds=60)
+        scheduler.schedule_interval("good", lambda: None, seconds=60)
+        refuse_outcomes_of(make_scheduler.db_path, "bad")
+        for minute in range(3):  # "bad"'s run never ends in the store: not waited for
+            drive.at(scheduler, T1 + timedelta(minutes=minute), wait=False)
+            time.sleep(0.5)  # the runs, and the writer's attempts
+        assert statuses(scheduler, "good")[:2] == ["succeeded", "succeeded"]
+        assert len(statuses(scheduler, "good")) == 3
+        assert statuses(scheduler, "bad")[0] == "running"  # the store will not finish it
+        assert any(p["source"] == "outcomes" for p in scheduler.problems())
+
+    def test_an_outcome_refused_for_its_texts_is_recorded_without_them_saying_why(
+        self, make_scheduler: Any, drive: Any
+    ) -> None:
+        scheduler = make_scheduler("sqlite")
+
+        def fails() -> None:
+            raise ValueError("boom")
+
+        scheduler.schedule_interval("bad", fails, seconds=60)
+        scheduler.schedule_interval("good", lambda: None, seconds=60)
+        refuse_outcomes_of(make_scheduler.db_path, "bad", only_with_error=True)
+        for minute in range(3):
+            drive.at(scheduler, T1 + timedelta(minutes=minute))
+            time.sleep(0.3)
+        assert statuses(scheduler, "good") == ["succeeded"] * 3
+        entries = history(scheduler, "bad")
+        assert [e["status"] for e in entries] == ["failed"] * 3
+        assert "the store refused this run's outcome as reported" in entries[-1]["reason"]
+        assert "refused by a trigger" in entries[-1]["reason"]
+        assert scheduler.problems() == []
+
+
+class TestAClaimTheStoreRefuses:
+    def test_on_sqlite_the_others_go_on_and_its_instants_are_not_moved_past_without_a_row(
+        self, make_scheduler: Any, drive: Any
+    ) -> None:
+        """A real SQLite trigger refuses the run rows of one schedule: SQLite takes it for a
+        claim refused, and its fire was moved past as if it had run ("already has a run"),
+        leaving the instant without a row. It waits instead; the other schedules go on."""
+        scheduler = make_scheduler("sqlite")
+        for name in ("a", "bad", "c"):
+            scheduler.schedule_interval(name, lambda: None, seconds=60)
+        with sqlite3.connect(make_scheduler.db_path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON runs WHEN NEW.schedule = 'bad' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+            )
+        drive.at(scheduler, T1)
+        drive.at(scheduler, T1 + timedelta(seconds=1))  # looked at again
+        drive.at(scheduler, T1 + timedelta(seconds=60))
+        for name in ("a", "c"):
+            assert statuses(scheduler, name) == ["succeeded", "succeeded"], name
+        assert statuses(scheduler, "bad") == []
+        with sqlite3.connect(make_scheduler.db_path) as conn:
+            conn.execute("DROP TRIGGER refuse")
+        drive.at(scheduler, T1 + timedelta(seconds=70))  # past its retry
+        fires = [e["fire_time"] for e in history(scheduler, "bad")]
+        assert [_as_utc(f) for f in fires] == [T1 + timedelta(seconds=60), T1], history(scheduler, "bad")
+
+
+def _as_utc(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(timezone.utc)

@@ -1023,3 +1023,51 @@ class TestPruningInBoundedSteps:
                 break
         assert calls == 5 and deleted == 5
         assert all(len(any_store.history(name)) == 2 for name in names)
+
+
+class TestAClaimPostgreSQLRefusesForOneSchedule:
+    def test_the_other_claims_of_its_group_go_through_and_health_names_it_until_it_does(
+        self, pg_schema: Tuple[str, str]
+    ) -> None:
+        """A trigger refuses the run rows of one schedule: its claim, in one statement with the
+        claims of the schedules due at the same instant, failed them all, every instant (every
+        schedule silent). The others now go through; health names the one refused; once the
+        trigger is gone it fires again."""
+        import sqlalchemy
+
+        url, schema = pg_schema
+        admin = SQLAlchemyStore(url, schema=schema)
+        admin.open()
+        scheduler = PipelineScheduler(SchedulerConfig(store=admin, heartbeat_seconds=0.2))
+        names = ["a", "b", "bad", "c", "d"]
+        for name in names:
+            scheduler.schedule_interval(name, lambda: None, seconds=1)
+        scheduler.start()
+        engine = sqlalchemy.create_engine(url)
+        function = f'"{schema}".refuse_bad'
+        try:
+            _wait_until(lambda: all(admin.stats(n).succeeded >= 1 for n in names), "first runs")
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    f"CREATE FUNCTION {function}() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.schedule = 'bad' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+                conn.exec_driver_sql(
+                    f'CREATE TRIGGER refuse BEFORE INSERT ON "{schema}".runs '
+                    f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+                )
+            since = datetime.now(timezone.utc)
+            later = lambda n: [r for r in admin.history(n, 20) if r.fire_time > since]  # noqa: E731
+            _wait_until(lambda: all(len(later(n)) >= 3 for n in names if n != "bad"), "the others fire on")
+            assert later("bad") == []
+            _wait_until(lambda: "claims:bad" in {p["source"] for p in scheduler.problems()}, "health")
+            assert scheduler.status() == "degraded"
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP TRIGGER refuse ON "{schema}".runs')
+            _wait_until(lambda: any(r.status == "succeeded" for r in later("bad")), "bad fires again")
+            sources = lambda: {p["source"] for p in scheduler.problems()}  # noqa: E731
+            _wait_until(lambda: "claims:bad" not in sources(), "health back")
+        finally:
+            scheduler.close()
+            engine.dispose()

@@ -853,6 +853,47 @@ class TestOutcomesAndClaims:
         assert len(w.started) == 60
         assert w.writer.pending == 1
 
+    def test_outcomes_a_claim_failed_with_are_written_by_the_writer_when_it_goes_through_without_them(
+        self,
+    ) -> None:
+        """The store refused the claim carrying an outcome (at once) and took it without: the
+        outcome is the writer's to write on its own; it must land, not wait for ever."""
+        w = world(count=1)
+        a_run_still_recorded_active(w, "other")
+        real = w.store.claim_many
+        refused: List[int] = []
+
+        def refuses_outcomes(claims: Any, outcomes: Any = ()) -> Any:
+            if outcomes and not refused:
+                refused.append(len(outcomes))
+                raise StoreError("refused by a trigger")
+            return real(claims, outcomes)
+
+        w.store.claim_many = refuses_outcomes
+        claim_the_instant(w)
+        assert refused == [1] and "job-0" in dict(w.started)
+        assert w.writer.flush(5), "the outcome was left waiting"
+        assert [r.status for r in w.store.history("other")] == [SUCCEEDED]
+
+    def test_a_claim_met_by_a_lock_is_not_taken_for_a_refusal_of_its_outcomes(self) -> None:
+        """A busy store (another writer's lock) answers at once too: its claim fails as a whole,
+        retried later with the outcomes, which are not made the writer's alone."""
+        w = world(count=1, held=True)
+        a_run_still_recorded_active(w, "job-0")
+        calls: List[int] = []
+        real = w.store.claim_many
+
+        def locked_once(claims: Any, outcomes: Any = ()) -> Any:
+            calls.append(len(outcomes))
+            if len(calls) == 1:
+                raise StoreError("sqlite store 'x.db': database is locked")
+            return real(claims, outcomes)
+
+        w.store.claim_many = locked_once
+        claim_the_instant(w)
+        assert calls == [1] and w.started == []
+        assert w.writer.pending == 1 and w.writer.take() != []
+
     def test_in_a_burst_a_run_that_ended_does_not_count_against_its_schedules_next_fire(self) -> None:
         """The outcome of job-30's last run waits in the writer when its next fire is claimed in a
         burst: it rides along with that claim, so the fire runs instead of being skipped for overlap."""
@@ -987,3 +1028,60 @@ class TestAClaimCommittedWhoseAnswerWasLost:
         assert sorted(name for name, _ in w.started) == w.names
         assert w.writer.flush(5)
         assert [r.status for r in w.store.active_runs()] == [RUNNING] * 3
+
+    def test_the_instants_a_late_claim_superseded_keep_their_rows_when_it_moves_past(self) -> None:
+        """The claim refused at each look was planned late: it carries ``missed`` rows for the
+        instants a later one superseded. Moving past the held instant writes them too, or those
+        instants would be left without a row (seen with a SIGSTOPped PostgreSQL peer)."""
+        w = world(count=1, interval=1)
+        store = w.store
+        store.skips_locked_rows = True
+        refusals = [2]
+        claim_many = store.claim_many
+
+        def held_twice(claims, outcomes=()):  # type: ignore[no-untyped-def]
+            if refusals[0]:
+                refusals[0] -= 1
+                return [None for _ in claims]
+            return claim_many(claims, outcomes)
+
+        store.claim_many = held_twice
+        store.claim = lambda *args: held_twice([Claim(*args)])[0]
+        name = w.names[0]
+        w.clock.set(DUE + timedelta(seconds=3.5))  # DUE, +1 and +2 superseded by +3
+        for _ in range(3):
+            with w.table.cond:
+                due = w.table.pop_due(w.clock.now() + timedelta(seconds=10))
+            if due:
+                w.claims.process(due, w.clock.now())
+        rows = {r.fire_time: r.status for r in store.history(name)}
+        assert [rows.get(DUE + timedelta(seconds=s)) for s in range(4)] == [MISSED] * 4, rows
+
+    def test_a_row_held_again_at_the_move_is_not_taken_for_a_run_of_the_instant(self) -> None:
+        """Refused at its two looks and once more when recorded missed (the row held again: another
+        node's claim or marking at a change of the split), the instant has no run: the schedule
+        must not be moved past it without a row, as if it had one (seen at a PostgreSQL peer's
+        kill -9). It waits and is claimed at a later look."""
+        w = world(count=1)
+        store = w.store
+        store.skips_locked_rows = True
+        refusals = [3]
+        claim_many = store.claim_many
+
+        def held_three_times(claims, outcomes=()):  # type: ignore[no-untyped-def]
+            if refusals[0] and claims[0].runs:
+                refusals[0] -= 1
+                return [None for _ in claims]
+            return claim_many(claims, outcomes)
+
+        store.claim_many = held_three_times
+        store.claim = lambda *args: held_three_times([Claim(*args)])[0]
+        name = w.names[0]
+        for step in range(1, 8):
+            w.clock.set(DUE + timedelta(seconds=step))
+            with w.table.cond:
+                due = w.table.pop_due(w.clock.now())
+            if due:
+                w.claims.process(due, w.clock.now())
+        assert store.run_at(name, DUE) is not None, store.history(name)
+        assert [r.fire_time for r in store.history(name)] == [DUE]

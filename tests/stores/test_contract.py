@@ -588,6 +588,16 @@ class TestHistory:
         assert [r.fire_time for r in store.history("etl", limit=2)] == [at(4), at(3)]
         assert store.history("etl", limit=0) == []
 
+    def test_run_at_finds_the_run_of_one_instant_of_one_schedule(self, store: Store) -> None:
+        store.declare_schedule(sched("a"))
+        store.declare_schedule(sched("b"))
+        assert store.claim("a", T0, at(10), [run("a", at(i), SUCCEEDED) for i in (0, 1, 2)], 1)
+        found = store.run_at("a", at(1))
+        assert found is not None and (found.schedule, found.fire_time) == ("a", at(1))
+        assert found == next(r for r in store.history("a") if r.fire_time == at(1))
+        assert store.run_at("a", at(1).astimezone(NEW_YORK)) == found
+        assert store.run_at("a", at(3)) is None and store.run_at("b", at(1)) is None
+
     def test_history_holds_only_the_named_schedule(self, store: Store) -> None:
         store.declare_schedule(sched("a"))
         store.declare_schedule(sched("b"))
@@ -1307,6 +1317,39 @@ class TestOutcomes:
         assert store.finish_runs([done(key, FAILED, run_id=run_id, error=error)]) == [True]
         (row,) = store.history("etl")
         assert (row.run_id, row.error) == ("12345678-1234-5678-1234-567812345678", "bad")
+
+    def test_texts_no_database_can_keep_are_stored_escaped_never_refused(self, store: Store) -> None:
+        """A NUL (PostgreSQL's text refuses it) or a lone surrogate (not UTF-8: no driver sends it;
+        ``os.fsdecode`` makes them of a file name that is not UTF-8) in a job's error, traceback,
+        output, run_id or reason: refused, the outcome would wait forever and every claim that
+        carries it would fail with it, silencing every schedule of the process."""
+        store.declare_schedule(sched())
+        key, other = self.claimed(store, 0), self.claimed(store, 1)
+        bad = "caf\udce9 \x00 end"
+        outcome = Outcome(
+            key, FAILED, at(0.5), error=f"FileNotFoundError: {bad}", traceback=bad, output=bad, run_id=bad
+        )
+        assert store.finish_runs([outcome, done(other)]) == [True, True]
+        assert store.finish_run(self.claimed(store, 2), FAILED, at(2.5), 1.0, error=bad, reason=bad) is True
+        escaped = "caf\\udce9 \\x00 end"
+        rows = {row.fire_time: row for row in store.history("etl")}
+        first = rows[at(0)]
+        assert (first.status, first.error, first.traceback, first.output, first.run_id) == (
+            FAILED,
+            f"FileNotFoundError: {escaped}",
+            escaped,
+            escaped,
+            escaped,
+        )
+        assert (rows[at(2)].error, rows[at(2)].reason) == (escaped, escaped)
+        assert rows[at(1)].status == SUCCEEDED
+
+    def test_a_claimed_record_with_a_text_no_database_can_keep_is_stored_escaped(self, store: Store) -> None:
+        store.declare_schedule(sched())
+        record = RunRecord("k", "etl", T0, MISSED, node_id="node-a", reason="why \x00", error="e \ud800")
+        (stored,) = store.claim("etl", T0, at(1), [record], 1) or []
+        assert (stored.reason, stored.error) == ("why \\x00", "e \\ud800")
+        assert store.history("etl") == [stored]
 
     @pytest.mark.parametrize("status", [RUNNING, "finished", ""])
     def test_an_outcome_neither_final_nor_a_retry_is_rejected_before_anything_is_written(

@@ -136,6 +136,12 @@ class _Runs(_Connections):
         sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE schedule = ? ORDER BY fire_time DESC LIMIT ?"
         return [_run(row) for row in self._read(sql, (name, max(limit, 0)))]
 
+    def run_at(self, name: str, fire_time: datetime) -> Optional[RunRecord]:
+        """The run of ``name`` for ``fire_time``, if any (see Store.run_at)."""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE schedule = ? AND fire_time = ?"
+        rows = self._read(sql, (name, to_us(fire_time, "fire_time")))
+        return _run(rows[0]) if rows else None
+
     def active_runs(self, name: Optional[str] = None) -> List[RunRecord]:
         """Runs still running or queued, ordered by schedule then fire time."""
         rows = self._read(_ACTIVE_ALL) if name is None else self._read(_ACTIVE_OF, (name,))
