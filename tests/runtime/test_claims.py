@@ -948,6 +948,24 @@ class TestGroups:
         assert len(w.started) == 20
 
 
+def holding_rows(w: SimpleNamespace, times: int, only_with_runs: bool = False) -> None:
+    """The store skips locked rows, and refuses the next ``times`` claims as if another writer held
+    their rows (with ``only_with_runs``, only claims that insert runs count)."""
+    store = w.store
+    store.skips_locked_rows = True
+    left = [times]
+    claim_many = store.claim_many
+
+    def held(claims, outcomes=()):  # type: ignore[no-untyped-def]
+        if left[0] and (claims[0].runs or not only_with_runs):
+            left[0] -= 1
+            return [None for _ in claims]
+        return claim_many(claims, outcomes)
+
+    store.claim_many = held
+    store.claim = lambda *args: held([Claim(*args)])[0]
+
+
 class TestARowHeldAtEachLook:
     def test_the_instant_is_recorded_missed_not_moved_past_without_a_row(self) -> None:
         """A store that skips locked rows refuses a claim twice (the row held by a write that is not a
@@ -955,18 +973,7 @@ class TestARowHeldAtEachLook:
         has no run, and it gets a row of its own (missed, saying why) before the schedule moves on."""
         w = world(count=1)
         store = w.store
-        store.skips_locked_rows = True
-        refusals = [2]
-        claim_many = store.claim_many
-
-        def held_twice(claims, outcomes=()):  # type: ignore[no-untyped-def]
-            if refusals[0]:
-                refusals[0] -= 1
-                return [None for _ in claims]
-            return claim_many(claims, outcomes)
-
-        store.claim_many = held_twice
-        store.claim = lambda *args: held_twice([Claim(*args)])[0]
+        holding_rows(w, 2)
         name = w.names[0]
         for _ in range(3):  # the first look, the look again, then past the instant
             w.clock.set(DUE + timedelta(seconds=1))
@@ -1027,10 +1034,13 @@ class TestAClaimCommittedWhoseAnswerWasLost:
         left = stage(w)
         w.store.claim_many = real
         w.clock.set(DUE)
-        w.claims.process(left, DUE)  # the same planned runs: inserted afresh after their outcomes
+        w.claims.process(left, DUE)  # planned again at the instant (new run keys): they run
         assert sorted(name for name, _ in w.started) == w.names
         assert w.writer.flush(5)
         assert [r.status for r in w.store.active_runs()] == [RUNNING] * 3
+
+class TestMovingPastAHeldInstant:
+    """A fire whose row was held at each look is moved past with rows for every instant it covers."""
 
     def test_the_instants_a_late_claim_superseded_keep_their_rows_when_it_moves_past(self) -> None:
         """The claim refused at each look was planned late: it carries ``missed`` rows for the
@@ -1038,18 +1048,7 @@ class TestAClaimCommittedWhoseAnswerWasLost:
         instants would be left without a row (seen with a SIGSTOPped PostgreSQL peer)."""
         w = world(count=1, interval=1)
         store = w.store
-        store.skips_locked_rows = True
-        refusals = [2]
-        claim_many = store.claim_many
-
-        def held_twice(claims, outcomes=()):  # type: ignore[no-untyped-def]
-            if refusals[0]:
-                refusals[0] -= 1
-                return [None for _ in claims]
-            return claim_many(claims, outcomes)
-
-        store.claim_many = held_twice
-        store.claim = lambda *args: held_twice([Claim(*args)])[0]
+        holding_rows(w, 2)
         name = w.names[0]
         w.clock.set(DUE + timedelta(seconds=3.5))  # DUE, +1 and +2 superseded by +3
         for _ in range(3):
@@ -1067,18 +1066,7 @@ class TestAClaimCommittedWhoseAnswerWasLost:
         kill -9). It waits and is claimed at a later look."""
         w = world(count=1)
         store = w.store
-        store.skips_locked_rows = True
-        refusals = [3]
-        claim_many = store.claim_many
-
-        def held_three_times(claims, outcomes=()):  # type: ignore[no-untyped-def]
-            if refusals[0] and claims[0].runs:
-                refusals[0] -= 1
-                return [None for _ in claims]
-            return claim_many(claims, outcomes)
-
-        store.claim_many = held_three_times
-        store.claim = lambda *args: held_three_times([Claim(*args)])[0]
+        holding_rows(w, 3, only_with_runs=True)
         name = w.names[0]
         for step in range(1, 8):
             w.clock.set(DUE + timedelta(seconds=step))
