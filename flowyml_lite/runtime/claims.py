@@ -47,6 +47,14 @@ from ..stores.base import (
     ScheduleRecord,
     Store,
 )
+from .claim_troubles import (
+    RETRY_MAX_SECONDS,
+    STOPPED_WHILE_CLAIMING,
+    UNANSWERED,
+    ClaimTroubles,
+    Planned,
+    contended,
+)
 from .claimed_ahead import ALREADY_RAN, ClaimedAhead, Held, Submit
 from .health import Troubles
 from .membership import Membership
@@ -63,18 +71,8 @@ _OPTIONS_CACHE = 100_000  # parsed options dicts kept at most (then forgotten, a
 _AHEAD_KEPT = 100_000  # plans made ahead kept at most (those of fires that never came are dropped)
 FIRST_GROUP = 10  # the first group of a burst is small, then groups grow GROUP_GROWTH-fold
 GROUP_GROWTH = 4
-RETRY_MAX_SECONDS = 5.0
-#: A claim the store answered this much later than asked is checked for instants due meanwhile.
-LATE_ANSWER_SECONDS = 1.0
-#: ...and this many times longer than it took lately: the store was stuck on it, not only slow.
-STUCK_FACTOR = 4.0
 PLAN_RETRY_SECONDS = 60  # a trigger that raised is asked again after this long
 BLOCKED_AFTER = 3  # fires skipped for overlap in a row before health reports the schedule blocked
-#: Why a run whose claim's transaction raised is recorded (if that transaction committed after all).
-STOPPED_WHILE_CLAIMING = "not run: the scheduler was stopped while this fire's claim waited for the store"
-UNANSWERED = "not run: the store did not answer its claim, which may have been committed all the same"
-
-Planned = Tuple[Claim, Callable[[], Any], Options]  # a claim, the function it runs, its options
 
 
 def group_sizes(count: int, small_first: bool = True) -> List[int]:
@@ -94,7 +92,7 @@ def group_sizes(count: int, small_first: bool = True) -> List[int]:
 
 
 
-class Claims:
+class Claims(ClaimTroubles):
     """Plans and claims due fires, and hands the won runs to ``submit``."""
 
     def __init__(
@@ -397,7 +395,7 @@ class Claims:
             except Exception as first:
                 self._writer.give_back(outcomes)
                 quick = time.monotonic() - (self.in_store_since or 0.0) <= 1.0
-                quick = quick and not ahead and not _contended(first)
+                quick = quick and not ahead and not contended(first)
                 if not quick:
                     # A store that times out or a lock another writer holds, not a refusal; or
                     # a claim ahead (claimed at the instant instead): nothing else to try.
@@ -502,150 +500,6 @@ class Claims:
             self._announce(run)
         return refused
 
-    def _not_started(self, won: List[Tuple[str, Any, List[RunRecord], Options]], why: str) -> List[RunRecord]:
-        """End the runs of ``won`` ``skipped`` for ``why`` instead of starting them."""
-        now = self._clock.now()
-        logger.warning("%d run(s) claimed as the scheduler stopped: not started (%s)", len(won), why)
-        ended = []
-        for name, _, runs, _ in won:
-            for run in runs:
-                self._writer.put(Outcome(run.run_key, SKIPPED, now, reason=why, node_id=self._node), name)
-                ended.append(run.with_status(SKIPPED, why))
-        return ended
-
-    def _settle_unanswered(self, group: Sequence[Planned], exc: Exception) -> None:
-        """A claim transaction that raised may have committed all the same (a connection reset
-        during COMMIT, its answer lost): every active row it would have inserted gets a final
-        outcome, so one that was committed is never left ``running`` with nobody to run it (it would
-        hold its schedule's ``max_instances`` slot for as long as this node lives). Outcomes are
-        written before any later claim (``take``), so a row that was not committed is only refused
-        (no row), and a claim made again with the same runs inserts them afresh."""
-        now = self._clock.now()
-        reason = f"{UNANSWERED} ({type(exc).__name__}: {exc})"
-        for claim, _, _ in group:
-            for run in claim.runs:
-                if run.status in ACTIVE_STATUSES:
-                    outcome = Outcome(run.run_key, MISSED, now, reason=reason, node_id=self._node)
-                    self._writer.put(outcome, claim.name)
-            # Its runs' keys are settled: the fire is planned afresh (new keys) when claimed again,
-            # never with this plan, whose rows could be written after these outcomes.
-            self._ahead.pop((claim.name, claim.expected_next), None)
-
-    def _claim_apart(
-        self,
-        group: Sequence[Planned],
-        outcomes: List[Outcome],
-        error: Exception,
-        failing: Dict[int, Exception],
-    ) -> Tuple[List[Optional[List[RunRecord]]], List[Outcome]]:
-        """The store refused ``group``'s transaction at once (an answer, not a timeout): find what
-        it refuses rather than every claim of the group, and every schedule, failing with it.
-
-        First without the outcomes (the store may refuse one of them: a text it cannot keep, a
-        row it will not update): they go to the writer, which writes them on its own. Then the
-        claims in halves, down to the ones refused on their own (a trigger or a constraint on
-        one schedule's rows), put in ``failing``: the others go through. Only the refused half is
-        halved again, so an outage costs two more calls: ``error`` is raised when both halves are
-        refused (the store takes nothing, or more than one claim is refused)."""
-        claims = [c for c, _, _ in group]
-        if outcomes:
-            try:
-                results = self._store.claim_many(claims, [])
-            except Exception:
-                pass
-            else:
-                logger.error(
-                    "a claim failed with %d run outcome(s) and went through without them: "
-                    "the outcome writer records them on their own",
-                    len(outcomes),
-                )
-                self._writer.suspect(outcomes)
-                return results, []
-        if len(claims) == 1:
-            raise error
-        found: List[Optional[List[RunRecord]]] = [None] * len(claims)
-        low, high = 0, len(claims)
-        while high - low > 1:  # halve the refused part while only one half is refused
-            middle = (low + high) // 2
-            refused = []
-            for part in ((low, middle), (middle, high)):
-                try:
-                    found[part[0] : part[1]] = self._store.claim_many(claims[part[0] : part[1]], [])
-                except Exception as exc:
-                    refused.append((part, exc))
-            if len(refused) != 1:
-                if not refused:  # the store took both halves: what failed was the transaction
-                    return found, []
-                if high - low == len(claims):
-                    raise error  # both halves refused: an outage, or more than one refused claim
-                break  # some were claimed (and must start): the rest fail, each on its own
-            (low, high), error = refused[0]
-        for index in range(low, high):
-            failing[index] = error
-        return found, []
-
-    def _failing_alone(self, claim: Claim, error: Exception, now: datetime) -> None:
-        """``claim`` failed on its own while the others of its group went through: its fire waits,
-        looked at again with backoff (0.2 s up to 5 s), and health names its schedule until it
-        goes through. Table lock held."""
-        name = claim.name
-        count = self._failed_alone[name] = self._failed_alone.get(name, 0) + 1
-        delay = min(0.1 * 2 ** min(count, 10), RETRY_MAX_SECONDS)
-        message = (
-            f"claiming {name!r} fails while other claims go through ({type(error).__name__}: "
-            f"{str(error)[:300]}): its fire {claim.expected_next.isoformat()} waits"
-        )
-        if self._troubles.report(f"claims:{name}", message):
-            logger.error("%s (retrying every %.1f s at most)", message, RETRY_MAX_SECONDS)
-        self._table.push(now + timedelta(seconds=delay), name, claim.expected_next)
-
-    @property
-    def answer_seconds(self) -> float:
-        """How long the store took to answer claims lately (a decaying maximum, seconds)."""
-        return self._typical
-
-    def _answered_late(self, answered: datetime, asked: datetime) -> bool:
-        """Whether the store was stuck on this claim (a cut link, a lock held for seconds): it took
-        over a second, and far longer than it has lately; then later instants may have superseded
-        the claim's. A store that is merely slow runs its fires late, and health says so until its
-        answers are prompt again."""
-        waited = (answered - asked).total_seconds()
-        typical, self._typical = self._typical, max(waited, self._typical * 0.9)
-        if waited <= LATE_ANSWER_SECONDS:
-            # any() first: no lock taken on the fire path while all is well
-            slow = self._troubles.any() and self._troubles.active("claims:slow")
-            if slow and self._typical < LATE_ANSWER_SECONDS:
-                self._troubles.clear("claims:slow")
-            return False
-        stuck = waited > STUCK_FACTOR * typical
-        message = f"the store took {waited:.1f} s to answer a claim: fires start late"
-        if self._troubles.report("claims:slow", message) and not stuck:
-            logger.warning("%s", message)
-        return stuck
-
-    def _superseded(
-        self, stored: List[RunRecord], answered: datetime, asked: datetime, recovering: bool
-    ) -> List[RunRecord]:
-        """The claim's runs, their instants superseded: the store answered after the schedule's next
-        instant was due (a cut link, a lock held for seconds, or the claim was the first after the
-        store came back). Running them now would make the fire due now refused for overlap with a
-        stale one; recorded ``missed``, the next pass runs that."""
-        waited = (
-            "its claim waited for the store to come back"
-            if recovering
-            else f"the store took {(answered - asked).total_seconds():.1f} s to answer the claim"
-        )
-        reason = f"superseded by a later instant due at the same time ({waited})"
-        ended = []
-        for run in stored:
-            if run.status in ACTIVE_STATUSES:
-                outcome = Outcome(run.run_key, MISSED, answered, reason=reason, node_id=self._node)
-                self._writer.put(outcome, run.schedule)
-                run = run.with_status(MISSED, reason)
-            ended.append(run)
-        logger.info("%r: fire %s %s", stored[0].schedule, stored[-1].fire_time.isoformat(), reason)
-        return ended
-
     def held(self) -> List[str]:
         """The schedules whose fire waits on a row held in the store (for health; no I/O)."""
         return self._refused.held()
@@ -673,13 +527,6 @@ class Claims:
             )
             if self._troubles.report(f"blocked:{name}", message):
                 logger.warning("%s", message)
-
-
-def _contended(exc: BaseException) -> bool:
-    """Whether ``exc`` says another writer was in the way (a lock, a busy file, a serialization
-    failure): the store answered, but did not refuse anything in particular."""
-    text = str(exc).lower()
-    return any(word in text for word in ("locked", "busy", "lock timeout", "deadlock", "serializ"))
 
 
 def _without_run_at(claim: Claim, fire: datetime, same_row: bool) -> Claim:
