@@ -7,6 +7,7 @@ instants superseded the claim's. A part of ``Claims`` (``claims.py``), kept apar
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -25,11 +26,27 @@ RETRY_MAX_SECONDS = 5.0
 LATE_ANSWER_SECONDS = 1.0
 #: ...and this many times longer than it took lately: the store was stuck on it, not only slow.
 STUCK_FACTOR = 4.0
+#: The most claim calls spent finding the claims a store refuses on their own in a group.
+CLAIMS_APART_CALLS = 64
 #: Why a run whose claim's transaction raised is recorded (if that transaction committed after all).
 STOPPED_WHILE_CLAIMING = "not run: the scheduler was stopped while this fire's claim waited for the store"
 UNANSWERED = "not run: the store did not answer its claim, which may have been committed all the same"
 
 Planned = Tuple[Claim, Callable[[], Any], Options]  # a claim, the function it runs, its options
+
+
+class GivenUp(threading.Event):
+    """Set when ``stop()`` gave up waiting for a loop stuck in a store call. ``lock`` is held
+    around setting it and around each hand-over of won runs, so no hand-over straddles it: runs
+    are either started before ``stop()`` returns, or recorded skipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def give_up(self) -> None:
+        with self.lock:
+            self.set()
 
 
 class ClaimTroubles:
@@ -86,10 +103,11 @@ class ClaimTroubles:
 
         First without the outcomes (the store may refuse one of them: a text it cannot keep, a
         row it will not update): they go to the writer, which writes them on its own. Then the
-        claims in halves, down to the ones refused on their own (a trigger or a constraint on
-        one schedule's rows), put in ``failing``: the others go through. Only the refused half is
-        halved again, so an outage costs two more calls: ``error`` is raised when both halves are
-        refused (the store takes nothing, or more than one claim is refused)."""
+        claims in halves, each refused half halved again, down to the claims refused on their own
+        (a trigger or a constraint on one schedule's rows), put in ``failing``: the others go
+        through. When both first halves are refused, one read tells an outage (``error`` is
+        raised: two more calls and a read) from several claims refused on their own; the halving
+        makes ``CLAIMS_APART_CALLS`` calls at most, then what is left fails claim by claim."""
         claims = [c for c, _, _ in group]
         if outcomes:
             try:
@@ -107,25 +125,35 @@ class ClaimTroubles:
         if len(claims) == 1:
             raise error
         found: List[Optional[List[RunRecord]]] = [None] * len(claims)
-        low, high = 0, len(claims)
-        while high - low > 1:  # halve the refused part while only one half is refused
+        parts = [(0, len(claims))]
+        calls, through, probed = 0, False, False
+        while parts:
+            low, high = parts.pop()
+            if calls >= CLAIMS_APART_CALLS:  # enough: each claim left fails (and backs off) alone
+                failing.update((index, error) for index in range(low, high))
+                continue
             middle = (low + high) // 2
+            halves = [(low, middle), (middle, high)]
             refused = []
-            for part in ((low, middle), (middle, high)):
+            for part in halves:
+                calls += 1
                 try:
                     found[part[0] : part[1]] = self._store.claim_many(claims[part[0] : part[1]], [])
+                    through = True
                 except Exception as exc:
                     refused.append((part, exc))
-            if len(refused) != 1:
-                if not refused:  # the store took both halves: what failed was the transaction
-                    return found, []
-                if high - low == len(claims):
-                    raise error  # both halves refused: an outage, or more than one refused claim
-                break  # some were claimed (and must start): the rest fail, each on its own
-            (low, high), error = refused[0]
-        for index in range(low, high):
-            failing[index] = error
-        return found, []
+            if len(refused) == 2 and not through and not probed:
+                probed = True
+                try:  # an outage, or several claims refused on their own?
+                    self._store.get_schedule(claims[0].name)
+                except Exception:
+                    raise error from None
+            for (part_low, part_high), why in refused:
+                if part_high - part_low == 1:
+                    failing[part_low] = why
+                else:
+                    parts.append((part_low, part_high))
+        return found, []  # the store answers (the read did): each claim in ``failing`` is refused alone
 
     def _failing_alone(self, claim: Claim, error: Exception, now: datetime) -> None:
         """``claim`` failed on its own while the others of its group went through: its fire waits,

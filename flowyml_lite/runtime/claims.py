@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 from typing import (
@@ -52,6 +51,7 @@ from .claim_troubles import (
     STOPPED_WHILE_CLAIMING,
     UNANSWERED,
     ClaimTroubles,
+    GivenUp,
     Planned,
     contended,
 )
@@ -193,7 +193,7 @@ class Claims(ClaimTroubles):
         due: List[Tuple[str, datetime]],
         now: datetime,
         small_first: bool = True,
-        given_up: Optional[threading.Event] = None,
+        given_up: Optional[GivenUp] = None,
     ) -> None:
         """Claim the due fires this node owns (in groups), pass over the rest, start the winners.
 
@@ -225,6 +225,11 @@ class Claims(ClaimTroubles):
         try:
             with self._writer.commit_lock:
                 for size in sizes:
+                    if given_up is not None and given_up.is_set():  # stop() gave up on this loop
+                        with table.lock:  # the rest is for the next loop (or owner) to claim
+                            for name, fire in due[start:]:
+                                table.push(fire, name, fire)
+                        break
                     if start:  # planned on the clock of its own claim (the one before may have waited)
                         now = self._clock.now()
                     group, start = due[start : start + size], start + size
@@ -379,7 +384,7 @@ class Claims(ClaimTroubles):
         now: datetime,
         concerning: Optional[Set[str]],
         ahead: bool = False,
-        given_up: Optional[threading.Event] = None,
+        given_up: Optional[GivenUp] = None,
     ) -> Optional[List[Claim]]:
         """Claim ``group`` with the pending outcomes (only if they may concern ``concerning``, when
         given) in one transaction and hand the won runs over (or, ``ahead`` of their instants, hold
@@ -401,6 +406,11 @@ class Claims(ClaimTroubles):
                     # a claim ahead (claimed at the instant instead): nothing else to try.
                     raise
                 results, outcomes = self._claim_apart(group, outcomes, first, failing)
+                # The first call raised: it may have committed, and then its claims come back
+                # refused when made again. Their runs are settled as for any unanswered claim.
+                unseen = [g for i, g in enumerate(group) if results[i] is None or i in failing]
+                if unseen:
+                    self._settle_unanswered(unseen, first)
             finally:
                 self.in_store_since = None
         except Exception as exc:
@@ -490,12 +500,14 @@ class Claims(ClaimTroubles):
                     _log_ended(claim.name, stored, len(active))
         if held:
             self.claimed_ahead.add(held)
-        if won and given_up is not None and given_up.is_set():
-            ended.extend(self._not_started(won, STOPPED_WHILE_CLAIMING))
-            won = []
-        with self._batch():
-            for name, func, runs, opts in won:
-                self._submit(name, func, runs, opts)
+        lock = getattr(given_up, "lock", None)  # a GivenUp's: no hand-over straddles stop()
+        with lock if lock is not None else contextlib.nullcontext():
+            if won and given_up is not None and given_up.is_set():
+                ended.extend(self._not_started(won, STOPPED_WHILE_CLAIMING))
+                won = []
+            with self._batch():
+                for name, func, runs, opts in won:
+                    self._submit(name, func, runs, opts)
         for run in ended:
             self._announce(run)
         return refused
@@ -510,6 +522,9 @@ class Claims(ClaimTroubles):
         for each in list(self._blocked) if name is None else (name,):
             if self._blocked.pop(each, 0) >= BLOCKED_AFTER:
                 self._troubles.clear(f"blocked:{each}")
+        for each in list(self._failed_alone) if name is None else (name,):  # nor its refused claim
+            if self._failed_alone.pop(each, None) is not None:
+                self._troubles.clear(f"claims:{each}")
         if self._unplannable:  # nor is its trigger's trouble this node's to report
             self._plannable(name)
         if self._refusals.tries:  # nor are its refused claims to be tried again here

@@ -64,11 +64,16 @@ class GCPause:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._held = False
+        self._began = 0.0  # when this hold began (monotonic)
 
     @property
     def holding(self) -> bool:
         """Whether this pause is held (a burst is being handed over)."""
         return self._held
+
+    def held_for(self) -> float:
+        """How long this pause has been held (seconds; 0.0 if it is not)."""
+        return time.monotonic() - self._began if self._held else 0.0
 
     def hold(self, fires: int) -> None:
         """A pass of the loop takes ``fires`` fires: hold the pause if that is a burst."""
@@ -77,7 +82,7 @@ class GCPause:
         global _holders, _since, _saved
         with _cond:
             _holders += 1
-            self._held = True
+            self._held, self._began = True, time.monotonic()
             if _holders > 1 or not gc.isenabled():
                 return  # paused already, or collection is off: nothing to put off
             thresholds = gc.get_threshold()

@@ -19,8 +19,9 @@ from typing import AbstractSet, Callable, List, Optional, Tuple
 
 from ..clock import Clock, SystemClock
 from .by_instant import ByInstant
+from .claim_troubles import GivenUp
 from .gate import GATE, LEAD_SECONDS, TAIL_SECONDS
-from .gc_pause import GCPause
+from .gc_pause import MAX_PAUSE_SECONDS, GCPause
 from .health import Troubles
 from .table import Fire, ScheduleTable
 
@@ -71,7 +72,7 @@ class TimerLoop:
         self,
         table: ScheduleTable,
         clock: Clock,
-        process: Callable[[List[Fire], datetime, bool, threading.Event], None],
+        process: Callable[[List[Fire], datetime, bool, GivenUp], None],
         troubles: Troubles,
         idle_seconds: float,
         prepare: Optional[Callable[[List[Fire], datetime, Optional[float]], AbstractSet[Fire]]] = None,
@@ -103,7 +104,7 @@ class TimerLoop:
         self.stopping = threading.Event()
         #: Set when ``stop()`` gave up waiting for the loop thread: the runs its late claim won are
         #: recorded skipped, not started (a claim that returns while stop() waits starts them).
-        self._given_up = threading.Event()
+        self._given_up = GivenUp()
         self._gates = isinstance(clock, SystemClock)  # only real time has an interpreter to queue for
         self._gated = False
         self._hold_until = 0.0
@@ -116,7 +117,7 @@ class TimerLoop:
 
     def start(self) -> None:
         stopping = self.stopping = threading.Event()
-        given_up = self._given_up = threading.Event()
+        given_up = self._given_up = GivenUp()
         self.beat = time.monotonic()
         self._thread = threading.Thread(
             target=self._run, args=(stopping, given_up), name="flowyml_lite-scheduler", daemon=True
@@ -134,7 +135,7 @@ class TimerLoop:
             return True
         thread.join(timeout=timeout)
         if thread.is_alive():
-            self._given_up.set()
+            self._given_up.give_up()
             return False
         return True
 
@@ -142,7 +143,7 @@ class TimerLoop:
         """True if the loop has not gone round for ``limit`` seconds (stuck in a claim or dead)."""
         return time.monotonic() - self.beat > limit
 
-    def _run(self, stopping: threading.Event, given_up: threading.Event) -> None:
+    def _run(self, stopping: threading.Event, given_up: GivenUp) -> None:
         try:
             self._loop(stopping, given_up)
         finally:
@@ -157,7 +158,7 @@ class TimerLoop:
                     self._claimed.clear()
                 self._put_back(staged, None)
 
-    def _loop(self, stopping: threading.Event, given_up: threading.Event) -> None:
+    def _loop(self, stopping: threading.Event, given_up: GivenUp) -> None:
         table = self._table
         more = False  # the last pass left due fires in the heap: this one goes on with them
         while not stopping.is_set():
@@ -172,7 +173,8 @@ class TimerLoop:
                     if not due and not arrived:
                         more = False
                         after_burst = self._pause_until - time.monotonic()
-                        if after_burst <= 0 and self._pause.holding and self._starting():
+                        holding = self._pause.holding and self._pause.held_for() < MAX_PAUSE_SECONDS
+                        if after_burst <= 0 and holding and self._starting():
                             after_burst = PAUSE_LOOK_SECONDS  # its runs are not all started yet
                             self._pause_until = time.monotonic() + after_burst
                         if after_burst <= 0:

@@ -266,10 +266,11 @@ def clip_text(text: Optional[str], limit: int = MAX_RUN_TEXT) -> Optional[str]:
     and made text every store can keep (``storable_text``)."""
     if text is None:
         return text
+    text = storable_text(text)  # first: its escapes are longer than what they replace
     if len(text) > limit:
         marker = f"[... {len(text) - limit + 40} characters cut ...]\n"
         text = marker + text[-(limit - len(marker)) :]
-    return storable_text(text)
+    return text
 
 
 def storable_text(text: str) -> str:

@@ -1076,3 +1076,110 @@ class TestMovingPastAHeldInstant:
                 w.claims.process(due, w.clock.now())
         assert store.run_at(name, DUE) is not None, store.history(name)
         assert [r.fire_time for r in store.history(name)] == [DUE]
+
+
+class TestClaimsTheStoreRefusesOrLeavesInDoubt:
+    """The failure paths of a claim: nothing is left running with nobody to run it, the claims the
+    store takes go through, and health names only what is still refused."""
+
+    def test_a_group_committed_before_its_error_is_settled_though_its_retry_comes_back_refused(
+        self,
+    ) -> None:
+        w = world(3)
+        real = w.store.claim_many
+        calls = [0]
+
+        def commits_then_raises_once(claims: Any, outcomes: Any = ()) -> Any:
+            calls[0] += 1
+            stored = real(claims, outcomes)
+            if calls[0] == 1:
+                raise StoreError("server closed the connection unexpectedly")
+            return stored
+
+        w.store.claim_many = commits_then_raises_once
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert w.writer.flush(5)
+        assert w.started == [] and w.store.active_runs() == []
+        assert all(w.store.history(name)[0].status == MISSED for name in w.names)
+
+    def test_two_claims_refused_on_their_own_in_different_halves_leave_the_others_running(self) -> None:
+        w = world(4)
+        real = w.store.claim_many
+        refused = {"job-0", "job-2"}
+
+        def refuse(claims: Any, outcomes: Any = ()) -> Any:
+            if any(c.name in refused for c in claims):
+                raise ValueError("new row violates check constraint")
+            return real(claims, outcomes)
+
+        w.store.claim_many = refuse
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert sorted(name for name, _ in w.started) == ["job-1", "job-3"]
+        sources = {p["source"] for p in w.troubles.problems()}
+        assert sources == {"claims:job-0", "claims:job-2"}  # named, and no outage reported
+
+    def test_an_outage_is_still_one_failure_of_the_group(self) -> None:
+        w = world(4)
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("connection refused")
+
+        w.store.claim_many = down
+        w.store.get_schedule = down  # type: ignore[method-assign]
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert w.started == []
+        assert {p["source"] for p in w.troubles.problems()} == {"claims"}
+
+    def test_a_schedule_refused_alone_is_no_longer_named_once_paused_or_moved_away(self) -> None:
+        w = world(3)
+        real = w.store.claim_many
+
+        def refuse_job_1(claims: Any, outcomes: Any = ()) -> Any:
+            if any(c.name == "job-1" for c in claims):
+                raise ValueError("value too long for type character varying")
+            return real(claims, outcomes)
+
+        w.store.claim_many = refuse_job_1
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE)
+        assert "claims:job-1" in {p["source"] for p in w.troubles.problems()}
+        w.claims.unblock("job-1")  # paused, removed, or owned by another node now
+        assert "claims:job-1" not in {p["source"] for p in w.troubles.problems()}
+
+    def test_once_stop_gave_up_on_the_loop_no_further_group_of_a_burst_is_claimed(self) -> None:
+        from flowyml_lite.runtime.claim_troubles import GivenUp
+
+        w = world(60)
+        real = w.store.claim_many
+        given_up = GivenUp()
+        calls: List[int] = []
+
+        def stuck_then_answered(claims: Any, outcomes: Any = ()) -> Any:
+            calls.append(len(claims))
+            given_up.give_up()  # stop() timed out while this claim waited for the store
+            return real(claims, outcomes)
+
+        w.store.claim_many = stuck_then_answered
+        w.clock.set(DUE)
+        with w.table.cond:
+            due = w.table.pop_due(DUE)
+        w.claims.process(due, DUE, True, given_up)
+        assert len(calls) == 1 and w.started == []  # the group it was in: recorded, not started
+        assert w.writer.flush(5)
+        claimed = [name for name in w.names if w.store.history(name)]
+        assert len(claimed) == calls[0]
+        assert all(w.store.history(name)[0].status == SKIPPED for name in claimed)
+        with w.table.cond:  # the rest are left to the next loop (or owner), not recorded skipped
+            left = {name for name, _ in w.table.pop_due(DUE)}
+        assert left == set(w.names) - set(claimed)

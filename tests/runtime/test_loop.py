@@ -15,6 +15,7 @@ from flowyml_lite.runtime.health import Troubles
 from flowyml_lite.runtime.loop import STAGE_SECONDS, TimerLoop
 from flowyml_lite.runtime.table import ScheduleTable
 from flowyml_lite.stores.base import ScheduleRecord
+from tests.waiting import until
 
 Fire = Tuple[str, datetime]
 
@@ -327,3 +328,23 @@ class TestALoopStuckInAClaimAtStop:
         finally:
             release.set()
             loop.stop(1.0)
+
+
+class TestTheBurstPauseWhileRunsWaitForAThread:
+    def test_it_ends_at_the_pause_limit_even_if_runs_still_wait(self) -> None:
+        from flowyml_lite.runtime.gc_pause import BURST_FIRES, MAX_PAUSE_SECONDS, GCPause
+
+        table, _ = table_due_in(0.05, BURST_FIRES)
+        pause = GCPause(True)
+        loop = TimerLoop(
+            table, SystemClock(), lambda *args: None, Troubles(), 1.0, gc_pause=pause, starting=lambda: True
+        )
+        loop.start()
+        try:
+            assert until(lambda: pause.holding, 5)  # the burst: collection paused
+            time.sleep(0.3)
+            assert pause.holding  # runs wait for a thread (a full pool): it goes on
+            # ...but not beyond the pause's own limit, and the loop stops looking every 5 ms
+            assert until(lambda: not pause.holding, MAX_PAUSE_SECONDS + 2)
+        finally:
+            loop.stop(2)
