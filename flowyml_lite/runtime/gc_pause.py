@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 logger = logging.getLogger("flowyml_lite.scheduler.gc_pause")
 
@@ -162,33 +162,6 @@ def deferring() -> bool:
 def owed() -> bool:
     """Whether a deferral is over and its full collection waits for a quiet moment."""
     return bool(_owed_until)
-
-
-#: Each running scheduler's "no fire due within so many seconds" check, by an id of its own: the
-#: owed collection stalls every thread of the process, so it waits until all of them are quiet.
-_quiet_checks: Dict[int, Callable[[float], bool]] = {}
-
-
-def watch_quiet(key: int, check: Callable[[float], bool]) -> None:
-    """A scheduler of this process starts: the owed collection waits for ``check`` too."""
-    _quiet_checks[key] = check
-
-
-def forget_quiet(key: int) -> None:
-    """That scheduler stopped."""
-    _quiet_checks.pop(key, None)
-
-
-def all_quiet(seconds: float) -> bool:
-    """Whether no scheduler of this process has a fire due (or runs waiting to start) within
-    ``seconds``; a check that raises counts as not quiet."""
-    for check in list(_quiet_checks.values()):
-        try:
-            if not check(seconds):
-                return False
-        except Exception:
-            return False
-    return True
 
 
 def collect_owed() -> bool:

@@ -126,8 +126,6 @@ class Housekeeping:
         if self.alive:
             return
         self._stopping.clear()
-        if self._quiet_for is not None:
-            gc_pause.watch_quiet(id(self), self._quiet_for)
         self._next_prune = None if prune else float("inf")
         self._thread = threading.Thread(
             target=self._run, args=(prune,), name="flowyml_lite-heartbeat", daemon=True
@@ -136,7 +134,6 @@ class Housekeeping:
 
     def stop(self, timeout: float) -> None:
         self._stopping.set()
-        gc_pause.forget_quiet(id(self))
         if self._thread is not None:
             self._thread.join(timeout=timeout)
         self._thread = None
@@ -148,10 +145,8 @@ class Housekeeping:
             GATE.pass_through()  # a fire due now goes first: its claim would wait for these writes
             try:
                 self._store.maintain(self._quiet)  # e.g. SQLite's WAL checkpoint, out of the claims' commits
-                # The full collection declarations put off: made while no scheduler here has a fire due.
-                quiet = gc_pause.all_quiet
-                if gc_pause.owed() and self._quiet_for is not None and quiet(OWED_GC_QUIET_SECONDS):
-                    gc_pause.collect_owed()
+                if gc_pause.owed() and self._quiet_for is not None and self._quiet_for(OWED_GC_QUIET_SECONDS):
+                    gc_pause.collect_owed()  # the full collection declarations put off, while none is due
                 heartbeat = time.monotonic() >= next_beat
                 if full and self._clock_watch is not None:
                     self._clock_watch.tick(heartbeat)  # first: a step it sees holds the judgment off

@@ -392,18 +392,3 @@ def test_declarations_that_never_stop_defer_full_collections_for_a_while_only(
     assert any(deferred for _, deferred in seen)
     assert any(not deferred for at, deferred in seen if at > 0.3)  # collections had their turn
 
-
-def test_the_owed_collection_waits_for_every_scheduler_of_the_process_to_be_quiet() -> None:
-    quiet = {"a": True, "b": False}
-    gc_pause.watch_quiet(1, lambda seconds: quiet["a"])
-    gc_pause.watch_quiet(2, lambda seconds: quiet["b"])
-    try:
-        assert not gc_pause.all_quiet(0.2)  # b has a fire due soon
-        quiet["b"] = True
-        assert gc_pause.all_quiet(0.2)
-        gc_pause.watch_quiet(3, lambda seconds: 1 / 0)  # a check that fails: not quiet
-        assert not gc_pause.all_quiet(0.2)
-    finally:
-        for key in (1, 2, 3):
-            gc_pause.forget_quiet(key)
-    assert gc_pause.all_quiet(0.2)
