@@ -1090,13 +1090,16 @@ class TestARunNowWhoseClaimAnswerWasLost:
         scheduler = PipelineScheduler(SchedulerConfig(persist_schedules=False), store=store)
         scheduler.schedule_interval("report", lambda: None, hours=1)
         store.lose = True
-        with pytest.raises(StoreError, match="connection reset"):
-            scheduler.run_now("report")
-        store.lose = False
-        assert scheduler.wait_for_runs(5)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and store.active_runs():
-            time.sleep(0.02)
-        assert store.active_runs() == []
-        (entry,) = scheduler.get_history("report")
-        assert entry["status"] == "missed" and "did not answer its claim" in entry["reason"]
+        try:
+            with pytest.raises(StoreError, match="connection reset"):
+                scheduler.run_now("report")
+            store.lose = False
+            assert scheduler.wait_for_runs(5)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and store.active_runs():
+                time.sleep(0.02)
+            assert store.active_runs() == []
+            (entry,) = scheduler.get_history("report")
+            assert entry["status"] == "missed" and "did not answer its claim" in entry["reason"]
+        finally:
+            scheduler.stop(timeout=5)  # its manual run started a heartbeat: nothing left behind
