@@ -45,6 +45,7 @@ class GivenUp(threading.Event):
         self.lock = threading.Lock()
 
     def give_up(self) -> None:
+        """Set it, once no hand-over is under way."""
         with self.lock:
             self.set()
 
@@ -80,16 +81,20 @@ class ClaimTroubles:
         hold its schedule's ``max_instances`` slot for as long as this node lives). Outcomes are
         written before any later claim (``take``), so a row that was not committed is only refused
         (no row), and a claim made again with the same runs inserts them afresh."""
-        now = self._clock.now()
-        reason = f"{UNANSWERED} ({type(exc).__name__}: {exc})"
         for claim, _, _ in group:
-            for run in claim.runs:
-                if run.status in ACTIVE_STATUSES:
-                    outcome = Outcome(run.run_key, MISSED, now, reason=reason, node_id=self._node)
-                    self._writer.put(outcome, claim.name)
+            self._settle_runs(claim.name, claim.runs, exc)
             # Its runs' keys are settled: the fire is planned afresh (new keys) when claimed again,
             # never with this plan, whose rows could be written after these outcomes.
             self._ahead.pop((claim.name, claim.expected_next), None)
+
+    def _settle_runs(self, name: str, runs: Sequence[RunRecord], exc: Exception) -> None:
+        """Record ``missed`` each active run of ``runs`` (of ``name``) a claim that raised
+        ``exc`` may have inserted."""
+        now = self._clock.now()
+        reason = f"{UNANSWERED} ({type(exc).__name__}: {exc})"
+        for run in runs:
+            if run.status in ACTIVE_STATUSES:
+                self._writer.put(Outcome(run.run_key, MISSED, now, reason=reason, node_id=self._node), name)
 
     def _claim_apart(
         self,

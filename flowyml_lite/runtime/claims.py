@@ -41,7 +41,6 @@ from ..stores.base import (
     RUNNING,
     SKIPPED,
     Claim,
-    Outcome,
     RunRecord,
     ScheduleRecord,
     Store,
@@ -49,7 +48,6 @@ from ..stores.base import (
 from .claim_troubles import (
     RETRY_MAX_SECONDS,
     STOPPED_WHILE_CLAIMING,
-    UNANSWERED,
     ClaimTroubles,
     GivenUp,
     Planned,
@@ -176,9 +174,7 @@ class Claims(ClaimTroubles):
             try:
                 stored = self._store.claim(name, current, current, [run], opts.max_instances + held)
             except Exception as exc:  # it may have committed all the same: never left running
-                reason = f"{UNANSWERED} ({type(exc).__name__}: {exc})"
-                missed = Outcome(run.run_key, MISSED, self._clock.now(), reason=reason, node_id=self._node)
-                self._writer.put(missed, name)
+                self._settle_runs(name, [run], exc)
                 raise
             if stored is not None:
                 return stored
